@@ -1,0 +1,215 @@
+//! The `Link`: how frames cross between the engine and whatever carries them to the guest.
+//!
+//! # Theory of operation
+//!
+//! On the vhost-user ring path a frame the guest sent lives in guest memory, which the guest may
+//! rewrite at any moment. The engine therefore never sees it as a Rust slice: a [`TxFrame`]
+//! copies a bounded prefix out for parsing ([`TxFrame::read_at`]) and hands payload on as raw
+//! iovecs ([`TxFrame::iovecs`]) that only the kernel dereferences (`sendmsg`/`writev`).
+//!
+//! Toward the guest, [`RxLink::reserve`] gives an [`RxSlot`]: room in guest buffers for one frame
+//! of up to a given length. The engine can let the kernel fill the payload region straight from
+//! a socket through [`RxSlot::iovecs`], then write the headers ([`RxSlot::write_at`]) once the
+//! payload length is known, and [`RxSlot::commit`] the frame. Dropping a slot without committing
+//! gives every buffer back untouched, so a frame either reaches the guest whole or not at all.
+//!
+//! Offsets and lengths here count from the first byte of the Ethernet header; any virtio-net
+//! header is the link's business.
+
+/// The guest has not posted enough receive buffers for the frame right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no receive buffers available toward the guest")]
+pub struct LinkFull;
+
+/// One frame transmitted by the guest, read where it lies.
+pub trait TxFrame {
+    /// Frame length in bytes.
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies bytes from `offset` into `buf`; returns how many were copied (short at the end).
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize;
+
+    /// Appends iovecs covering `offset..offset + len`, clipped to the frame, to `out`.
+    fn iovecs(&self, offset: usize, len: usize, out: &mut Vec<libc::iovec>);
+}
+
+/// Room for one frame toward the guest.
+pub trait RxSlot {
+    /// The largest frame this slot can hold.
+    fn capacity(&self) -> usize;
+
+    /// Writes `data` at `offset`. Panics if it does not fit in `capacity()`: callers size frames
+    /// before they reserve.
+    fn write_at(&mut self, offset: usize, data: &[u8]);
+
+    /// Reads back what the slot holds at `offset` (checksums over peeked payload, captures).
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize;
+
+    /// Appends iovecs covering `offset..offset + len`, clipped to the capacity, to `out`.
+    fn iovecs(&mut self, offset: usize, len: usize, out: &mut Vec<libc::iovec>);
+
+    /// Hands the first `len` bytes to the guest as one frame.
+    fn commit(self, len: usize);
+}
+
+/// The guest-bound side of a link.
+pub trait RxLink {
+    type Slot<'a>: RxSlot
+    where
+        Self: 'a;
+
+    /// Reserves room for a frame of up to `max_len` bytes, or `None` when the guest has not
+    /// posted enough buffers (the link then watches for new ones).
+    fn reserve(&mut self, max_len: usize) -> Option<Self::Slot<'_>>;
+
+    /// Sends a frame made of `parts`, copied.
+    fn send(&mut self, parts: &[&[u8]]) -> Result<(), LinkFull> {
+        let len = parts.iter().map(|p| p.len()).sum();
+        let mut slot = self.reserve(len).ok_or(LinkFull)?;
+        let mut offset = 0;
+        for part in parts {
+            slot.write_at(offset, part);
+            offset += part.len();
+        }
+        slot.commit(len);
+        Ok(())
+    }
+}
+
+/// A frame held in ordinary memory: the stream link and tests use it.
+impl TxFrame for [u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
+        let src = self.get(offset..).unwrap_or(&[]);
+        let n = src.len().min(buf.len());
+        buf[..n].copy_from_slice(&src[..n]);
+        n
+    }
+
+    fn iovecs(&self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+        let src = self.get(offset..).unwrap_or(&[]);
+        let n = src.len().min(len);
+        if n > 0 {
+            out.push(libc::iovec {
+                iov_base: src.as_ptr() as *mut libc::c_void,
+                iov_len: n,
+            });
+        }
+    }
+}
+
+/// An in-memory link for unit tests: frames toward the guest collect in `frames`, and
+/// `buffers_left` limits how many may be reserved before the link reports full.
+#[derive(Debug, Default)]
+pub struct MemoryLink {
+    pub frames: Vec<Vec<u8>>,
+    /// `None` means unlimited.
+    pub buffers_left: Option<usize>,
+}
+
+impl MemoryLink {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes the frames sent so far.
+    pub fn take(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.frames)
+    }
+}
+
+/// A slot of [`MemoryLink`].
+#[derive(Debug)]
+pub struct MemorySlot<'a> {
+    buf: Vec<u8>,
+    link: &'a mut MemoryLink,
+}
+
+impl RxSlot for MemorySlot<'_> {
+    fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn write_at(&mut self, offset: usize, data: &[u8]) {
+        self.buf[offset..offset + data.len()].copy_from_slice(data);
+    }
+
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
+        self.buf.as_slice().read_at(offset, buf)
+    }
+
+    fn iovecs(&mut self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+        let end = offset.saturating_add(len).min(self.buf.len());
+        if offset < end {
+            out.push(libc::iovec {
+                iov_base: self.buf[offset..end].as_mut_ptr() as *mut libc::c_void,
+                iov_len: end - offset,
+            });
+        }
+    }
+
+    fn commit(mut self, len: usize) {
+        self.buf.truncate(len);
+        self.link.frames.push(self.buf);
+    }
+}
+
+impl RxLink for MemoryLink {
+    type Slot<'a> = MemorySlot<'a>;
+
+    fn reserve(&mut self, max_len: usize) -> Option<MemorySlot<'_>> {
+        if let Some(left) = self.buffers_left.as_mut() {
+            *left = left.checked_sub(1)?;
+        }
+        Some(MemorySlot {
+            buf: vec![0; max_len],
+            link: self,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slice_frame_reads_clip_at_end() {
+        let frame: &[u8] = &[1, 2, 3, 4, 5];
+        let mut buf = [0u8; 4];
+        assert_eq!(frame.read_at(3, &mut buf), 2);
+        assert_eq!(&buf[..2], &[4, 5]);
+        assert_eq!(frame.read_at(9, &mut buf), 0);
+        let mut iov = Vec::new();
+        frame.iovecs(1, 100, &mut iov);
+        assert_eq!(iov.len(), 1);
+        assert_eq!(iov[0].iov_len, 4);
+    }
+
+    #[test]
+    fn memory_link_reports_full_and_keeps_order() {
+        let mut link = MemoryLink {
+            buffers_left: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(link.send(&[b"ab", b"cd"]), Ok(()));
+        assert_eq!(link.send(&[b"x"]), Err(LinkFull));
+        assert_eq!(link.take(), vec![b"abcd".to_vec()]);
+    }
+
+    #[test]
+    fn dropped_slot_sends_nothing() {
+        let mut link = MemoryLink::new();
+        {
+            let mut slot = link.reserve(10).unwrap();
+            slot.write_at(0, b"zz");
+        }
+        assert!(link.frames.is_empty());
+    }
+}

@@ -1,0 +1,1 @@
+//! Benchmarks for vhost-net-user (filled in by the performance work).

@@ -1,0 +1,219 @@
+//! The guest-visible network as one immutable [`NetPlan`].
+//!
+//! Every front end (QEMU `-netdev user` options, libvirt `<interface>` XML, passt options)
+//! produces a `NetPlan`; the NAT core consumes it and never reads configuration itself. That
+//! keeps "what the guest sees" a pure function of the inputs, whichever link carries frames.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// A 48-bit Ethernet address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// slirp's MAC for an emulated IPv4 host: 52:55 followed by the four address bytes.
+    pub fn slirp_for_ipv4(addr: Ipv4Addr) -> Self {
+        let o = addr.octets();
+        MacAddr([0x52, 0x55, o[0], o[1], o[2], o[3]])
+    }
+
+    /// slirp's MAC for an emulated IPv6 host: 52:56 followed by the low 32 bits.
+    pub fn slirp_for_ipv6(addr: Ipv6Addr) -> Self {
+        let o = addr.octets();
+        MacAddr([0x52, 0x56, o[12], o[13], o[14], o[15]])
+    }
+
+    pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
+
+    pub fn is_multicast(&self) -> bool {
+        self.0[0] & 1 == 1
+    }
+}
+
+impl std::fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl std::fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// The IPv4 side of the plan: the subnet the guest lives in and the emulated hosts on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ipv4Plan {
+    /// Network address (already masked).
+    pub network: Ipv4Addr,
+    /// Prefix length of `network`.
+    pub prefix_len: u8,
+    /// The gateway ("host" in slirp's terms): answers ARP and echo, routes everything.
+    pub gateway: Ipv4Addr,
+    /// The DNS relay address.
+    pub dns: Ipv4Addr,
+    /// First address of the DHCP pool.
+    pub dhcp_start: Ipv4Addr,
+}
+
+impl Ipv4Plan {
+    pub fn netmask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(prefix_to_mask(self.prefix_len))
+    }
+
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        let mask = prefix_to_mask(self.prefix_len);
+        u32::from(addr) & mask == u32::from(self.network)
+    }
+
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) | !prefix_to_mask(self.prefix_len))
+    }
+}
+
+/// The IPv6 side of the plan (router advertisements, NDP, DHCPv6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ipv6Plan {
+    pub prefix: Ipv6Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv6Addr,
+    pub dns: Ipv6Addr,
+}
+
+/// What the DHCPv4 server hands out beyond addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DhcpPlan {
+    /// Number of addresses in the pool starting at `Ipv4Plan::dhcp_start` (slirp: 16).
+    pub pool_size: u8,
+    /// Lease time in seconds (slirp: 86400).
+    pub lease_secs: u32,
+    /// Option 26; slirp never sends one.
+    pub mtu_option: Option<u16>,
+    /// Option 12.
+    pub hostname: Option<String>,
+    /// Option 15.
+    pub domain_name: Option<String>,
+    /// Option 119, in order.
+    pub search: Vec<String>,
+    /// BOOTP `file` field.
+    pub bootfile: Option<String>,
+    /// Option 66.
+    pub tftp_server_name: Option<String>,
+}
+
+/// The one immutable description of what the guest sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetPlan {
+    pub ipv4: Option<Ipv4Plan>,
+    pub ipv6: Option<Ipv6Plan>,
+    /// The MAC the gateway (and every other emulated IPv4 host) uses toward the guest.
+    pub gateway_mac: MacAddr,
+    pub dhcp: DhcpPlan,
+    /// Link MTU: the largest IP packet the backend sends to the guest.
+    pub mtu: u16,
+    /// `restrict=on`: no routing beyond the emulated hosts; DHCP omits router and DNS.
+    pub restrict: bool,
+    /// Connections to the gateway address go to the host's loopback (slirp's default).
+    pub map_gateway_to_loopback: bool,
+}
+
+impl NetPlan {
+    /// QEMU slirp's defaults: 10.0.2.0/24, gateway .2, DNS .3, DHCP from .15;
+    /// IPv6 fec0::/64 with ::2 and ::3.
+    pub fn slirp_default() -> Self {
+        let ipv4 = Ipv4Plan {
+            network: Ipv4Addr::new(10, 0, 2, 0),
+            prefix_len: 24,
+            gateway: Ipv4Addr::new(10, 0, 2, 2),
+            dns: Ipv4Addr::new(10, 0, 2, 3),
+            dhcp_start: Ipv4Addr::new(10, 0, 2, 15),
+        };
+        let prefix = Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0);
+        NetPlan {
+            gateway_mac: MacAddr::slirp_for_ipv4(ipv4.gateway),
+            ipv4: Some(ipv4),
+            ipv6: Some(Ipv6Plan {
+                prefix,
+                prefix_len: 64,
+                gateway: Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 2),
+                dns: Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 3),
+            }),
+            dhcp: DhcpPlan {
+                pool_size: 16,
+                lease_secs: 86400,
+                mtu_option: None,
+                hostname: None,
+                domain_name: None,
+                search: Vec::new(),
+                bootfile: None,
+                tftp_server_name: None,
+            },
+            mtu: 1500,
+            restrict: false,
+            map_gateway_to_loopback: true,
+        }
+    }
+}
+
+impl Default for NetPlan {
+    fn default() -> Self {
+        Self::slirp_default()
+    }
+}
+
+/// The netmask of a prefix length, as a host-order integer.
+pub fn prefix_to_mask(prefix_len: u8) -> u32 {
+    match prefix_len {
+        0 => 0,
+        n if n >= 32 => u32::MAX,
+        n => u32::MAX << (32 - u32::from(n)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slirp_default_matches_qemu() {
+        let plan = NetPlan::slirp_default();
+        let v4 = plan.ipv4.as_ref().unwrap();
+        assert_eq!(v4.netmask(), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(v4.gateway, Ipv4Addr::new(10, 0, 2, 2));
+        assert_eq!(v4.dns, Ipv4Addr::new(10, 0, 2, 3));
+        assert_eq!(v4.dhcp_start, Ipv4Addr::new(10, 0, 2, 15));
+        assert_eq!(plan.gateway_mac.to_string(), "52:55:0a:00:02:02");
+        assert_eq!(plan.dhcp.lease_secs, 86400);
+        assert_eq!(plan.dhcp.mtu_option, None);
+        assert_eq!(plan.ipv6.as_ref().unwrap().gateway.to_string(), "fec0::2");
+    }
+
+    #[test]
+    fn mac_derivations() {
+        assert_eq!(
+            MacAddr::slirp_for_ipv4(Ipv4Addr::new(169, 254, 2, 2)).to_string(),
+            "52:55:a9:fe:02:02"
+        );
+        assert_eq!(
+            MacAddr::slirp_for_ipv6("fe80::2".parse().unwrap()).to_string(),
+            "52:56:00:00:00:02"
+        );
+    }
+
+    #[test]
+    fn masks() {
+        assert_eq!(prefix_to_mask(0), 0);
+        assert_eq!(prefix_to_mask(16), 0xffff_0000);
+        assert_eq!(prefix_to_mask(32), u32::MAX);
+        let v4 = NetPlan::slirp_default().ipv4.unwrap();
+        assert!(v4.contains(Ipv4Addr::new(10, 0, 2, 200)));
+        assert!(!v4.contains(Ipv4Addr::new(10, 0, 3, 1)));
+        assert_eq!(v4.broadcast(), Ipv4Addr::new(10, 0, 2, 255));
+    }
+}
