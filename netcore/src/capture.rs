@@ -5,12 +5,24 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const PCAP_MAGIC_USEC: u32 = 0xa1b2_c3d4;
 const LINKTYPE_ETHERNET: u32 = 1;
 /// The snapshot length written in the header: the largest frame the link carries.
 const SNAPLEN: u32 = 65535 + 14;
+
+/// One capture file shared by the engines of successive connections.
+pub type SharedCapture = Arc<Mutex<Capture>>;
+
+/// Records `frame` into a shared capture (a poisoned lock still records: the file is intact).
+pub fn record(capture: &SharedCapture, frame: &[u8]) {
+    capture
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .record(frame);
+}
 
 /// A pcap file being written.
 #[derive(Debug)]

@@ -18,10 +18,10 @@ use std::collections::VecDeque;
 
 use policy::{MacAddr, NetPlan};
 
-use crate::capture::Capture;
-use crate::ethernet;
+use crate::capture::SharedCapture;
 use crate::link::{RxLink, TxFrame};
 use crate::{arp, dhcp, icmp};
+use crate::{capture, ethernet};
 
 /// The largest frame a guest may hand us: a 64 KiB IP packet behind an Ethernet header.
 pub const MAX_FRAME_LEN: usize = 65535 + ethernet::HEADER_LEN;
@@ -67,7 +67,7 @@ pub struct Engine {
     dhcp: dhcp::Server,
     counters: Counters,
     pending: VecDeque<Vec<u8>>,
-    capture: Option<Capture>,
+    capture: Option<SharedCapture>,
     /// Reused copy of the frame being handled.
     frame_buf: Vec<u8>,
     /// Reused buffer the handlers build answers in.
@@ -89,7 +89,7 @@ impl Engine {
     }
 
     /// Records every frame, both ways, into `capture`.
-    pub fn set_capture(&mut self, capture: Capture) {
+    pub fn set_capture(&mut self, capture: SharedCapture) {
         self.capture = Some(capture);
     }
 
@@ -127,8 +127,8 @@ impl Engine {
         self.frame_buf.resize(len, 0);
         let copied = frame.read_at(0, &mut self.frame_buf);
         self.frame_buf.truncate(copied);
-        if let Some(capture) = self.capture.as_mut() {
-            capture.record(&self.frame_buf);
+        if let Some(capture) = &self.capture {
+            capture::record(capture, &self.frame_buf);
         }
         let Some((_dst, src, ethertype)) = ethernet::parse_header(&self.frame_buf) else {
             self.counters.tx_malformed += 1;
@@ -193,8 +193,8 @@ impl Engine {
 
     fn delivered(&mut self, frame: &[u8]) {
         self.counters.rx_frames += 1;
-        if let Some(capture) = self.capture.as_mut() {
-            capture.record(frame);
+        if let Some(capture) = &self.capture {
+            capture::record(capture, frame);
         }
     }
 

@@ -1,0 +1,204 @@
+//! Command line, following QEMU's conventions for vhost-user backend programs
+//! (docs/interop/vhost-user.rst, "Backend program conventions").
+
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use clap::{ArgAction, Parser};
+use netcore::capture::Capture;
+use policy::NetPlan;
+
+use crate::server::{self, ServeConfig};
+use crate::sys;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vhost-net-user",
+    version,
+    about = "vhost-user virtio-net backend: slirp-compatible user-mode networking for QEMU guests"
+)]
+pub struct Args {
+    /// Listen on this UNIX socket; QEMU connects to it (`-chardev socket,path=PATH`).
+    #[arg(long, value_name = "PATH", conflicts_with = "fd")]
+    pub socket_path: Option<PathBuf>,
+
+    /// Serve the already-listening UNIX socket inherited as this file descriptor.
+    #[arg(long, value_name = "N")]
+    pub fd: Option<i32>,
+
+    /// Print the backend's capabilities as JSON and exit.
+    #[arg(long)]
+    pub print_capabilities: bool,
+
+    /// Exit when the first frontend disconnects instead of waiting for the next.
+    #[arg(long)]
+    pub one_off: bool,
+
+    /// Record every frame, both ways, into this pcap file.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+
+    /// Write the process ID into this file (removed at exit).
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+
+    /// More log output (repeat for more).
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only log errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// A configuration the user got wrong: reported on one line, exit status 2.
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    #[error("one of --socket-path or --fd is required")]
+    NoSocket,
+    #[error("--fd {fd}: {source}")]
+    BadFd {
+        fd: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--socket-path {path}: {source}")]
+    BadSocketPath {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--pcap {path}: {source}")]
+    BadPcap {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--pid-file {path}: {source}")]
+    BadPidFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The JSON QEMU's backend conventions ask `--print-capabilities` to print.
+pub const CAPABILITIES: &str = "{\n  \"type\": \"net\"\n}";
+
+impl Args {
+    fn log_level(&self) -> log::LevelFilter {
+        if self.quiet {
+            return log::LevelFilter::Error;
+        }
+        match self.verbose {
+            0 => log::LevelFilter::Info,
+            1 => log::LevelFilter::Debug,
+            _ => log::LevelFilter::Trace,
+        }
+    }
+
+    fn listener(&self) -> Result<UnixListener, UsageError> {
+        if let Some(fd) = self.fd {
+            return sys::listener_from_fd(fd).map_err(|source| UsageError::BadFd { fd, source });
+        }
+        let path = self.socket_path.as_ref().ok_or(UsageError::NoSocket)?;
+        let bad = |source| UsageError::BadSocketPath {
+            path: path.clone(),
+            source,
+        };
+        // A socket left by a backend that was killed would make bind fail; anything else at
+        // that path is the user's and stays.
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            use std::os::unix::fs::FileTypeExt;
+            if meta.file_type().is_socket() {
+                std::fs::remove_file(path).map_err(bad)?;
+            }
+        }
+        let listener = UnixListener::bind(path).map_err(bad)?;
+        server::remove_at_exit(path);
+        Ok(listener)
+    }
+}
+
+/// Runs the program; returns the exit status.
+pub fn run(args: Args) -> i32 {
+    if args.print_capabilities {
+        println!("{CAPABILITIES}");
+        return 0;
+    }
+    env_logger::Builder::new()
+        .filter_level(args.log_level())
+        .parse_env("RUST_LOG")
+        .target(env_logger::Target::Stderr)
+        .init();
+
+    // Before any thread exists, so that only the signal thread sees SIGTERM/SIGINT.
+    if let Err(e) = sys::block_termination_signals() {
+        eprintln!("vhost-net-user: blocking signals failed: {e}");
+        return 1;
+    }
+    match setup(&args) {
+        Ok(config_and_listener) => {
+            std::thread::spawn(|| {
+                let sig = sys::wait_for_termination();
+                log::info!("signal {sig}: exiting");
+                server::cleanup();
+                std::process::exit(0);
+            });
+            let (config, listener) = config_and_listener;
+            let status = match server::serve(listener, &config) {
+                Ok(()) => 0,
+                Err(e) => {
+                    log::error!("{}", server::error_chain(&e));
+                    1
+                }
+            };
+            server::cleanup();
+            status
+        }
+        Err(e) => {
+            eprintln!("vhost-net-user: {}", server::error_chain(&e));
+            server::cleanup();
+            2
+        }
+    }
+}
+
+fn setup(args: &Args) -> Result<(ServeConfig, UnixListener), UsageError> {
+    let plan = NetPlan::slirp_default();
+    let capture = match &args.pcap {
+        Some(path) => Some(Arc::new(Mutex::new(Capture::create(path).map_err(
+            |source| UsageError::BadPcap {
+                path: path.clone(),
+                source,
+            },
+        )?))),
+        None => None,
+    };
+    let listener = args.listener()?;
+    if let Some(path) = &args.pid_file {
+        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
+            UsageError::BadPidFile {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        server::remove_at_exit(path);
+    }
+    log::info!(
+        "serving on {}",
+        args.socket_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| format!("fd {}", args.fd.unwrap_or(-1)))
+    );
+    Ok((
+        ServeConfig {
+            plan,
+            one_off: args.one_off,
+            capture,
+        },
+        listener,
+    ))
+}

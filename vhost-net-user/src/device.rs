@@ -1,0 +1,219 @@
+//! The vhost-user virtio-net device: one RX and one TX virtqueue feeding a netcore engine.
+//!
+//! A fresh [`NetBackend`] (engine state and exit eventfd) is made for every frontend
+//! connection; reusing an exit eventfd would stop the next connection's worker at once.
+//!
+//! Guest mistakes never end the worker thread: vhost-user-backend ends it silently on any
+//! `Err` from `handle_event`, so every guest-caused failure is counted and logged here and
+//! the handler returns `Ok`.
+
+use std::io;
+
+use netcore::Engine;
+use netcore::capture::SharedCapture;
+use policy::NetPlan;
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
+use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
+use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+use virtio_queue::QueueT;
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
+};
+
+use crate::ring::{self, GuestMem, RingCounters, RingRx, RingTxFrame, RxScratch, TxScratch};
+use crate::vnet;
+
+pub const RX_QUEUE: usize = 0;
+pub const TX_QUEUE: usize = 1;
+pub const NUM_QUEUES: usize = 2;
+/// Largest ring QEMU may ask for (its `rx_queue_size`/`tx_queue_size` go up to 1024).
+pub const MAX_QUEUE_SIZE: usize = 1024;
+
+/// The virtio features offered: only what the data path implements.
+pub fn offered_features() -> u64 {
+    1 << VIRTIO_F_VERSION_1
+        | 1 << VIRTIO_NET_F_MRG_RXBUF
+        | 1 << VIRTIO_RING_F_EVENT_IDX
+        | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+}
+
+/// Device state for one frontend connection.
+#[derive(Debug)]
+pub struct NetBackend {
+    engine: Engine,
+    mem: Option<GuestMemoryAtomic<GuestMem>>,
+    event_idx: bool,
+    header_len: usize,
+    mergeable: bool,
+    counters: RingCounters,
+    tx_scratch: TxScratch,
+    rx_scratch: RxScratch,
+    exit: (EventConsumer, EventNotifier),
+}
+
+impl NetBackend {
+    pub fn new(plan: NetPlan, capture: Option<SharedCapture>) -> io::Result<Self> {
+        let mut engine = Engine::new(plan);
+        if let Some(capture) = capture {
+            engine.set_capture(capture);
+        }
+        Ok(NetBackend {
+            engine,
+            mem: None,
+            event_idx: false,
+            header_len: vnet::header_len(0),
+            mergeable: false,
+            counters: RingCounters::default(),
+            tx_scratch: TxScratch::default(),
+            rx_scratch: RxScratch::default(),
+            exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
+        })
+    }
+
+    /// Wakes the worker threads so they exit; used when the connection ends.
+    pub fn exit_notifier(&self) -> io::Result<EventNotifier> {
+        self.exit.1.try_clone()
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn ring_counters(&self) -> RingCounters {
+        self.counters
+    }
+
+    /// Drains the TX ring into the engine, then tells the guest once.
+    fn process_tx(&mut self, vrings: &[VringRwLock], mem: &GuestMem) {
+        let (rx_vring, tx_vring) = (&vrings[RX_QUEUE], &vrings[TX_QUEUE]);
+        let mut rx = RingRx::new(
+            rx_vring,
+            mem,
+            self.header_len,
+            self.mergeable,
+            &mut self.rx_scratch,
+            &mut self.counters,
+        );
+        let mut bad_tx = 0u64;
+        let mut used_any = false;
+        loop {
+            if self.event_idx {
+                let _ = tx_vring.disable_notification();
+            }
+            loop {
+                let chain = tx_vring.get_mut().get_queue_mut().pop_descriptor_chain(mem);
+                let Some(chain) = chain else { break };
+                let head = chain.head_index();
+                match RingTxFrame::from_chain(chain, mem, self.header_len, &mut self.tx_scratch) {
+                    Ok(frame) => self.engine.handle_frame(&frame, &mut rx),
+                    Err(e) => {
+                        bad_tx += 1;
+                        log::debug!("guest TX chain {head} refused: {e}");
+                    }
+                }
+                if let Err(e) = tx_vring.add_used(head, 0) {
+                    log::debug!("returning TX chain {head} failed: {e}");
+                }
+                used_any = true;
+            }
+            if !self.event_idx || !tx_vring.enable_notification().unwrap_or(false) {
+                break;
+            }
+        }
+        rx.finish();
+        self.counters.bad_tx_chains += bad_tx;
+        if used_any {
+            ring::notify(tx_vring);
+        }
+    }
+
+    /// Sends answers that were waiting for guest buffers.
+    fn process_rx(&mut self, vrings: &[VringRwLock], mem: &GuestMem) {
+        if !self.engine.has_pending() {
+            return;
+        }
+        let mut rx = RingRx::new(
+            &vrings[RX_QUEUE],
+            mem,
+            self.header_len,
+            self.mergeable,
+            &mut self.rx_scratch,
+            &mut self.counters,
+        );
+        self.engine.flush(&mut rx);
+        rx.finish();
+    }
+}
+
+impl VhostUserBackendMut for NetBackend {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        MAX_QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        offered_features()
+    }
+
+    fn acked_features(&mut self, features: u64) {
+        self.header_len = vnet::header_len(features);
+        self.mergeable = features & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
+        log::debug!(
+            "features acked: {features:#x}, virtio-net header {} bytes, mergeable RX {}",
+            self.header_len,
+            self.mergeable
+        );
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::REPLY_ACK
+    }
+
+    fn set_event_idx(&mut self, enabled: bool) {
+        self.event_idx = enabled;
+    }
+
+    fn update_memory(&mut self, mem: GuestMemoryAtomic<GuestMem>) -> io::Result<()> {
+        self.mem = Some(mem);
+        Ok(())
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        Some((self.exit.0.try_clone().ok()?, self.exit.1.try_clone().ok()?))
+    }
+
+    fn handle_event(
+        &mut self,
+        device_event: u16,
+        _evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        let Some(atomic) = self.mem.clone() else {
+            return Ok(());
+        };
+        if vrings.len() < NUM_QUEUES {
+            return Ok(());
+        }
+        let mem = atomic.memory();
+        match usize::from(device_event) {
+            RX_QUEUE => self.process_rx(vrings, &mem),
+            TX_QUEUE => {
+                self.process_rx(vrings, &mem);
+                self.process_tx(vrings, &mem);
+            }
+            other => log::debug!("unexpected device event {other}"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,480 @@
+//! The ring link: netcore's `TxFrame`/`RxLink` over virtqueues in guest memory.
+//!
+//! # Theory of operation
+//!
+//! Guest memory is shared with an untrusted guest, so nothing here makes a Rust slice of it.
+//! A TX chain is validated once (readable descriptors only, each inside one guest memory
+//! region, at least a virtio-net header long, no longer than the largest frame) and kept as a
+//! list of guest ranges; the engine copies bounded prefixes out through vm-memory's volatile
+//! accessors and gets raw iovecs for payload, which only the kernel dereferences.
+//!
+//! Toward the guest, [`RingRx::reserve`] pops descriptor chains until their writable space
+//! covers the frame (several chains with `MRG_RXBUF`, one without). If the guest has posted too
+//! little, `next_avail` is rewound so the chains stay available, and the queue is armed so the
+//! guest's next post kicks us: nothing is lost or half-written. On commit the header (with
+//! `num_buffers`) is written into the first chain, each used chain is returned with the bytes it
+//! holds, and chains popped but not needed are given back by rewinding `next_avail` (they were
+//! popped last, so they are exactly the ones after the used ones).
+
+use vhost_user_backend::{VringRwLock, VringT};
+use virtio_queue::{DescriptorChain, QueueT};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+use netcore::engine::MAX_FRAME_LEN;
+use netcore::link::{RxLink, RxSlot, TxFrame};
+
+use crate::vnet;
+
+/// Guest memory as the daemon maps it.
+pub type GuestMem = GuestMemoryMmap<()>;
+
+/// A contiguous range of guest memory inside one region.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    addr: GuestAddress,
+    len: usize,
+}
+
+/// Why a descriptor chain was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error("write-only descriptor in a transmit chain")]
+    WriteOnlyInTx,
+    #[error("read-only descriptor in a receive chain")]
+    ReadOnlyInRx,
+    #[error("descriptor outside guest memory")]
+    OutOfMemory,
+    #[error("chain shorter than the virtio-net header")]
+    TooShort,
+    #[error("chain longer than the largest frame")]
+    TooLong,
+}
+
+/// Appends the chain's descriptors to `segs` after checking each, returning their total length.
+fn gather(
+    chain: DescriptorChain<&GuestMem>,
+    mem: &GuestMem,
+    writable: bool,
+    limit: usize,
+    segs: &mut Vec<Segment>,
+) -> Result<usize, ChainError> {
+    let mut total = 0usize;
+    for desc in chain {
+        if desc.is_write_only() != writable {
+            return Err(if writable {
+                ChainError::ReadOnlyInRx
+            } else {
+                ChainError::WriteOnlyInTx
+            });
+        }
+        let len = desc.len() as usize;
+        if len == 0 {
+            continue;
+        }
+        if mem.get_slice(desc.addr(), len).is_err() {
+            return Err(ChainError::OutOfMemory);
+        }
+        total += len;
+        if total > limit {
+            return Err(ChainError::TooLong);
+        }
+        segs.push(Segment {
+            addr: desc.addr(),
+            len,
+        });
+    }
+    Ok(total)
+}
+
+/// Visits the parts of `segs` covering `offset..offset + len` as (guest address, part length,
+/// position within the requested range).
+fn for_each_span(
+    segs: &[Segment],
+    mut offset: usize,
+    mut len: usize,
+    mut f: impl FnMut(GuestAddress, usize, usize),
+) {
+    let mut pos = 0;
+    for seg in segs {
+        if len == 0 {
+            break;
+        }
+        if offset >= seg.len {
+            offset -= seg.len;
+            continue;
+        }
+        let n = (seg.len - offset).min(len);
+        f(seg.addr.unchecked_add(offset as u64), n, pos);
+        pos += n;
+        len -= n;
+        offset = 0;
+    }
+}
+
+fn read_spans(mem: &GuestMem, segs: &[Segment], offset: usize, buf: &mut [u8]) -> usize {
+    let mut copied = 0;
+    for_each_span(segs, offset, buf.len(), |addr, n, pos| {
+        if mem.read_slice(&mut buf[pos..pos + n], addr).is_ok() {
+            copied = pos + n;
+        }
+    });
+    copied
+}
+
+fn span_iovecs(
+    mem: &GuestMem,
+    segs: &[Segment],
+    offset: usize,
+    len: usize,
+    out: &mut Vec<libc::iovec>,
+) {
+    for_each_span(segs, offset, len, |addr, n, _| {
+        if let Ok(slice) = mem.get_slice(addr, n) {
+            out.push(libc::iovec {
+                iov_base: slice.ptr_guard_mut().as_ptr().cast(),
+                iov_len: n,
+            });
+        }
+    });
+}
+
+/// Reusable storage for TX chains, so the hot path does not allocate.
+#[derive(Debug, Default)]
+pub struct TxScratch {
+    segs: Vec<Segment>,
+}
+
+/// One frame the guest transmitted, as validated guest ranges (virtio-net header skipped).
+#[derive(Debug)]
+pub struct RingTxFrame<'a> {
+    mem: &'a GuestMem,
+    segs: &'a [Segment],
+    header_len: usize,
+    len: usize,
+}
+
+impl<'a> RingTxFrame<'a> {
+    /// Validates a TX chain into a frame view.
+    pub fn from_chain(
+        chain: DescriptorChain<&GuestMem>,
+        mem: &'a GuestMem,
+        header_len: usize,
+        scratch: &'a mut TxScratch,
+    ) -> Result<Self, ChainError> {
+        scratch.segs.clear();
+        let total = gather(
+            chain,
+            mem,
+            false,
+            header_len + MAX_FRAME_LEN,
+            &mut scratch.segs,
+        )?;
+        if total < header_len {
+            return Err(ChainError::TooShort);
+        }
+        Ok(RingTxFrame {
+            mem,
+            segs: &scratch.segs,
+            header_len,
+            len: total - header_len,
+        })
+    }
+}
+
+impl TxFrame for RingTxFrame<'_> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.len.saturating_sub(offset));
+        read_spans(self.mem, self.segs, self.header_len + offset, &mut buf[..n])
+    }
+
+    fn iovecs(&self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+        let len = len.min(self.len.saturating_sub(offset));
+        span_iovecs(self.mem, self.segs, self.header_len + offset, len, out);
+    }
+}
+
+/// Counts of guest mistakes seen on the rings.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RingCounters {
+    pub bad_tx_chains: u64,
+    pub bad_rx_chains: u64,
+}
+
+/// A popped RX chain within a slot; its segments follow those of the chains before it.
+#[derive(Debug, Clone, Copy)]
+struct RxChain {
+    head: u16,
+    capacity: usize,
+}
+
+/// Reusable storage for RX slots.
+#[derive(Debug, Default)]
+pub struct RxScratch {
+    chains: Vec<RxChain>,
+    segs: Vec<Segment>,
+}
+
+/// The RX virtqueue as an [`RxLink`] for one batch of work.
+pub struct RingRx<'a> {
+    vring: &'a VringRwLock,
+    mem: &'a GuestMem,
+    header_len: usize,
+    mergeable: bool,
+    scratch: &'a mut RxScratch,
+    counters: &'a mut RingCounters,
+    /// Chains were returned to the guest in this batch: it may need an interrupt.
+    used_any: bool,
+}
+
+impl std::fmt::Debug for RingRx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingRx")
+            .field("header_len", &self.header_len)
+            .field("mergeable", &self.mergeable)
+            .field("used_any", &self.used_any)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> RingRx<'a> {
+    pub fn new(
+        vring: &'a VringRwLock,
+        mem: &'a GuestMem,
+        header_len: usize,
+        mergeable: bool,
+        scratch: &'a mut RxScratch,
+        counters: &'a mut RingCounters,
+    ) -> Self {
+        RingRx {
+            vring,
+            mem,
+            header_len,
+            mergeable,
+            scratch,
+            counters,
+            used_any: false,
+        }
+    }
+
+    /// Interrupts the guest once for the whole batch, if anything was delivered.
+    pub fn finish(self) {
+        if self.used_any {
+            notify(self.vring);
+        }
+    }
+
+    fn rewind(&self, chains: usize) {
+        if chains > 0 {
+            let mut state = self.vring.get_mut();
+            let queue = state.get_queue_mut();
+            let next = queue.next_avail().wrapping_sub(chains as u16);
+            queue.set_next_avail(next);
+        }
+    }
+
+    /// Asks the guest to kick us when it posts buffers beyond the ones we have seen. With
+    /// EVENT_IDX that means `avail_event` = the current avail index, not our (rewound)
+    /// `next_avail`, which the guest has already passed. Returns whether more arrived
+    /// meanwhile.
+    fn arm(&self) -> bool {
+        let mut state = self.vring.get_mut();
+        let queue = state.get_queue_mut();
+        let saved = queue.next_avail();
+        let avail = match queue.avail_idx(self.mem, std::sync::atomic::Ordering::Acquire) {
+            Ok(idx) => idx.0,
+            Err(_) => return false,
+        };
+        queue.set_next_avail(avail);
+        let more = queue.enable_notification(self.mem).unwrap_or(false);
+        queue.set_next_avail(saved);
+        more
+    }
+
+    fn pop_chain(&mut self) -> Option<Result<RxChain, (u16, ChainError)>> {
+        let chain = self
+            .vring
+            .get_mut()
+            .get_queue_mut()
+            .pop_descriptor_chain(self.mem)?;
+        let head = chain.head_index();
+        let first_seg = self.scratch.segs.len();
+        match gather(chain, self.mem, true, usize::MAX, &mut self.scratch.segs) {
+            Ok(capacity) => Some(Ok(RxChain { head, capacity })),
+            Err(e) => {
+                self.scratch.segs.truncate(first_seg);
+                Some(Err((head, e)))
+            }
+        }
+    }
+
+    /// Gives a refused chain back with nothing written, and any chains gathered before it too
+    /// (they can no longer be rewound past it).
+    fn refuse_chain(&mut self, head: u16, err: ChainError) {
+        self.counters.bad_rx_chains += 1;
+        log::debug!("guest RX chain {head} refused: {err}");
+        for chain in self.scratch.chains.drain(..) {
+            let _ = self.vring.add_used(chain.head, 0);
+        }
+        self.scratch.segs.clear();
+        let _ = self.vring.add_used(head, 0);
+        self.used_any = true;
+    }
+}
+
+/// Signals the guest if the queue's notification state asks for it.
+pub fn notify(vring: &VringRwLock) {
+    if vring.needs_notification().unwrap_or(true)
+        && let Err(e) = vring.signal_used_queue()
+    {
+        log::debug!("signalling the guest failed: {e}");
+    }
+}
+
+/// Room for one frame in popped RX chains.
+#[derive(Debug)]
+pub struct RingSlot<'s, 'a> {
+    rx: &'s mut RingRx<'a>,
+    capacity: usize,
+}
+
+impl RxSlot for RingSlot<'_, '_> {
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn write_at(&mut self, offset: usize, data: &[u8]) {
+        assert!(
+            offset + data.len() <= self.capacity,
+            "frame larger than its reservation"
+        );
+        let mem = self.rx.mem;
+        for_each_span(
+            &self.rx.scratch.segs,
+            self.rx.header_len + offset,
+            data.len(),
+            |addr, n, pos| {
+                // Validated at pop time; a failure here means the guest unmapped memory under
+                // us, and the frame is simply garbage to the guest.
+                let _ = mem.write_slice(&data[pos..pos + n], addr);
+            },
+        );
+    }
+
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.capacity.saturating_sub(offset));
+        read_spans(
+            self.rx.mem,
+            &self.rx.scratch.segs,
+            self.rx.header_len + offset,
+            &mut buf[..n],
+        )
+    }
+
+    fn iovecs(&mut self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+        let len = len.min(self.capacity.saturating_sub(offset));
+        span_iovecs(
+            self.rx.mem,
+            &self.rx.scratch.segs,
+            self.rx.header_len + offset,
+            len,
+            out,
+        );
+    }
+
+    fn commit(self, len: usize) {
+        let rx = &mut *self.rx;
+        let mut left = rx.header_len + len.min(self.capacity);
+        let mut used = 0usize;
+        for chain in &rx.scratch.chains {
+            if left == 0 {
+                break;
+            }
+            left -= chain.capacity.min(left);
+            used += 1;
+        }
+        let header = vnet::rx_header(rx.header_len, used as u16);
+        // The header goes at the start of the first chain, whose segments come first.
+        let mem = rx.mem;
+        for_each_span(&rx.scratch.segs, 0, rx.header_len, |addr, n, pos| {
+            let _ = mem.write_slice(&header[pos..pos + n], addr);
+        });
+        let mut left = rx.header_len + len.min(self.capacity);
+        for chain in &rx.scratch.chains[..used] {
+            let n = chain.capacity.min(left);
+            left -= n;
+            if let Err(e) = rx.vring.add_used(chain.head, n as u32) {
+                log::debug!("returning RX chain {} failed: {e}", chain.head);
+            }
+        }
+        let unused = rx.scratch.chains.len() - used;
+        rx.scratch.chains.clear();
+        rx.scratch.segs.clear();
+        rx.rewind(unused);
+        rx.used_any = true;
+    }
+}
+
+impl Drop for RingSlot<'_, '_> {
+    fn drop(&mut self) {
+        // After commit the lists are empty; otherwise this is a cancelled reservation and every
+        // popped chain goes back untouched.
+        let unused = self.rx.scratch.chains.len();
+        self.rx.scratch.chains.clear();
+        self.rx.scratch.segs.clear();
+        self.rx.rewind(unused);
+    }
+}
+
+impl<'a> RxLink for RingRx<'a> {
+    type Slot<'s>
+        = RingSlot<'s, 'a>
+    where
+        Self: 's;
+
+    fn reserve(&mut self, max_len: usize) -> Option<RingSlot<'_, 'a>> {
+        let need = self.header_len + max_len;
+        loop {
+            self.scratch.chains.clear();
+            self.scratch.segs.clear();
+            let mut total = 0usize;
+            let mut refused = false;
+            while total < need {
+                match self.pop_chain() {
+                    None => break,
+                    Some(Err((head, err))) => {
+                        self.refuse_chain(head, err);
+                        refused = true;
+                        break;
+                    }
+                    Some(Ok(chain)) => {
+                        total += chain.capacity;
+                        self.scratch.chains.push(chain);
+                        if !self.mergeable {
+                            break;
+                        }
+                    }
+                }
+            }
+            if total >= need {
+                return Some(RingSlot {
+                    capacity: total - self.header_len,
+                    rx: self,
+                });
+            }
+            if refused {
+                continue;
+            }
+            let popped = self.scratch.chains.len();
+            self.scratch.chains.clear();
+            self.scratch.segs.clear();
+            self.rewind(popped);
+            if !self.arm() {
+                return None;
+            }
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Accepting frontends: one listening socket for the life of the process, a fresh device per
+//! connection.
+//!
+//! The listening socket stays open between connections, so a QEMU that connects while the
+//! previous one is being torn down waits in the backlog instead of failing. Each connection
+//! gets a new [`NetBackend`] and daemon (so a new exit eventfd), and runs through the QEMU 7.2
+//! [`relay`]: QEMU talks to the relay, the relay to the daemon over a socket in a private
+//! directory.
+
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use netcore::capture::SharedCapture;
+use policy::NetPlan;
+use vhost::vhost_user::{Error as VhostUserError, Listener};
+use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+
+use crate::device::NetBackend;
+use crate::relay;
+
+/// What every connection is served with.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub plan: NetPlan,
+    pub one_off: bool,
+    pub capture: Option<SharedCapture>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("accepting a frontend connection failed")]
+    Accept(#[source] io::Error),
+    #[error("creating the internal daemon socket failed")]
+    InternalSocket(#[source] io::Error),
+    #[error("setting up the vhost-user device failed")]
+    Device(#[source] io::Error),
+    /// The daemon's error type does not implement `std::error::Error`, so it is shown inline.
+    #[error("the vhost-user daemon failed: {0}")]
+    Daemon(DaemonError),
+}
+
+/// Paths removed when the process ends, whichever way it ends.
+static CLEANUP: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Registers a path for removal at exit.
+pub fn remove_at_exit(path: &Path) {
+    CLEANUP
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(path.to_owned());
+}
+
+/// Removes everything registered with [`remove_at_exit`].
+pub fn cleanup() {
+    let paths = std::mem::take(&mut *CLEANUP.lock().unwrap_or_else(|p| p.into_inner()));
+    for path in paths.iter().rev() {
+        let _ = std::fs::remove_file(path).or_else(|_| std::fs::remove_dir(path));
+    }
+}
+
+/// The daemon's side of the relay: a listener in a directory only we can enter.
+struct InternalSocket {
+    path: PathBuf,
+    listener: Listener,
+}
+
+impl InternalSocket {
+    fn new() -> io::Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("vhost-net-user.{}.{nanos:x}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        remove_at_exit(&dir);
+        let path = dir.join("daemon.sock");
+        let listener = Listener::new(&path, true).map_err(io::Error::other)?;
+        remove_at_exit(&path);
+        Ok(InternalSocket { path, listener })
+    }
+}
+
+/// Serves frontends that connect to `listener` until `--one-off` says stop after the first.
+pub fn serve(listener: UnixListener, config: &ServeConfig) -> Result<(), ServeError> {
+    let mut internal = InternalSocket::new().map_err(ServeError::InternalSocket)?;
+    loop {
+        let frontend = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(ServeError::Accept(e)),
+            }
+        };
+        log::info!("frontend connected");
+        match serve_connection(frontend, &mut internal, config) {
+            Ok(()) => log::info!("frontend disconnected"),
+            Err(e) => log::error!("connection ended with an error: {}", error_chain(&e)),
+        }
+        if config.one_off {
+            return Ok(());
+        }
+    }
+}
+
+fn serve_connection(
+    frontend: UnixStream,
+    internal: &mut InternalSocket,
+    config: &ServeConfig,
+) -> Result<(), ServeError> {
+    let backend =
+        NetBackend::new(config.plan.clone(), config.capture.clone()).map_err(ServeError::Device)?;
+    let exit = backend.exit_notifier().map_err(ServeError::Device)?;
+    let backend = Arc::new(RwLock::new(backend));
+    let mut daemon = VhostUserDaemon::new(
+        "vhost-net-user".into(),
+        backend.clone(),
+        GuestMemoryAtomic::new(GuestMemoryMmap::new()),
+    )
+    .map_err(ServeError::Daemon)?;
+
+    // Connecting before the daemon accepts is fine: the connection waits in the backlog.
+    let daemon_side = UnixStream::connect(&internal.path).map_err(ServeError::InternalSocket)?;
+    let relays = relay::spawn(frontend, daemon_side).map_err(ServeError::InternalSocket)?;
+    daemon
+        .start(&mut internal.listener)
+        .map_err(ServeError::Daemon)?;
+    let result = match daemon.wait() {
+        Ok(()) => Ok(()),
+        Err(DaemonError::HandleRequest(
+            VhostUserError::Disconnected
+            | VhostUserError::PartialMessage
+            | VhostUserError::SocketBroken(_),
+        )) => Ok(()),
+        Err(e) => Err(ServeError::Daemon(e)),
+    };
+    // Wake the worker threads so dropping the daemon can join them.
+    if let Err(e) = exit.notify() {
+        log::warn!("stopping the vring worker failed: {e}");
+    }
+    drop(daemon);
+    for relay in relays {
+        let _ = relay.join();
+    }
+    let backend = backend.read().unwrap_or_else(|p| p.into_inner());
+    log::info!(
+        "connection summary: {:?}, {:?}",
+        backend.engine().counters(),
+        backend.ring_counters()
+    );
+    result
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        line.push_str(": ");
+        line.push_str(&s.to_string());
+        source = s.source();
+    }
+    line
+}
