@@ -57,25 +57,25 @@ pub struct Args {
 pub enum UsageError {
     #[error("one of --socket-path or --fd is required")]
     NoSocket,
-    #[error("--fd {fd}: {source}")]
+    #[error("--fd {fd}")]
     BadFd {
         fd: i32,
         #[source]
         source: std::io::Error,
     },
-    #[error("--socket-path {path}: {source}")]
+    #[error("--socket-path {}", path.display())]
     BadSocketPath {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("--pcap {path}: {source}")]
+    #[error("--pcap {}", path.display())]
     BadPcap {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("--pid-file {path}: {source}")]
+    #[error("--pid-file {}", path.display())]
     BadPidFile {
         path: PathBuf,
         #[source]

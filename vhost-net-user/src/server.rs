@@ -62,32 +62,27 @@ pub fn cleanup() {
     }
 }
 
-/// The daemon's side of the relay: a listener in a directory only we can enter.
-struct InternalSocket {
-    path: PathBuf,
-    listener: Listener,
-}
-
-impl InternalSocket {
-    fn new() -> io::Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .subsec_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("vhost-net-user.{}.{nanos:x}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        remove_at_exit(&dir);
-        let path = dir.join("daemon.sock");
-        let listener = Listener::new(&path, true).map_err(io::Error::other)?;
-        remove_at_exit(&path);
-        Ok(InternalSocket { path, listener })
-    }
+/// A connected pair for one connection: the daemon's listener with our end already in its
+/// backlog. The socket lives in a directory only we can enter, and both are removed before
+/// the daemon accepts, so nothing is left behind even if the process is killed.
+fn daemon_socket() -> io::Result<(Listener, UnixStream)> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let dir = std::env::temp_dir().join(format!("vhost-net-user.{}.{nanos:x}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    let path = dir.join("daemon.sock");
+    let result = Listener::new(&path, true)
+        .map_err(io::Error::other)
+        .and_then(|listener| Ok((listener, UnixStream::connect(&path)?)));
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir(&dir);
+    result
 }
 
 /// Serves frontends that connect to `listener` until `--one-off` says stop after the first.
 pub fn serve(listener: UnixListener, config: &ServeConfig) -> Result<(), ServeError> {
-    let mut internal = InternalSocket::new().map_err(ServeError::InternalSocket)?;
     loop {
         let frontend = loop {
             match listener.accept() {
@@ -97,7 +92,7 @@ pub fn serve(listener: UnixListener, config: &ServeConfig) -> Result<(), ServeEr
             }
         };
         log::info!("frontend connected");
-        match serve_connection(frontend, &mut internal, config) {
+        match serve_connection(frontend, config) {
             Ok(()) => log::info!("frontend disconnected"),
             Err(e) => log::error!("connection ended with an error: {}", error_chain(&e)),
         }
@@ -107,11 +102,7 @@ pub fn serve(listener: UnixListener, config: &ServeConfig) -> Result<(), ServeEr
     }
 }
 
-fn serve_connection(
-    frontend: UnixStream,
-    internal: &mut InternalSocket,
-    config: &ServeConfig,
-) -> Result<(), ServeError> {
+fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), ServeError> {
     let backend =
         NetBackend::new(config.plan.clone(), config.capture.clone()).map_err(ServeError::Device)?;
     let exit = backend.exit_notifier().map_err(ServeError::Device)?;
@@ -123,12 +114,10 @@ fn serve_connection(
     )
     .map_err(ServeError::Daemon)?;
 
-    // Connecting before the daemon accepts is fine: the connection waits in the backlog.
-    let daemon_side = UnixStream::connect(&internal.path).map_err(ServeError::InternalSocket)?;
+    let (mut listener, daemon_side) = daemon_socket().map_err(ServeError::InternalSocket)?;
     let relays = relay::spawn(frontend, daemon_side).map_err(ServeError::InternalSocket)?;
-    daemon
-        .start(&mut internal.listener)
-        .map_err(ServeError::Daemon)?;
+    daemon.start(&mut listener).map_err(ServeError::Daemon)?;
+    drop(listener);
     let result = match daemon.wait() {
         Ok(()) => Ok(()),
         Err(DaemonError::HandleRequest(
