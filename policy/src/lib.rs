@@ -3,8 +3,28 @@
 //! Every front end (QEMU `-netdev user` options, libvirt `<interface>` XML, passt options)
 //! produces a `NetPlan`; the NAT core consumes it and never reads configuration itself. That
 //! keeps "what the guest sees" a pure function of the inputs, whichever link carries frames.
+//!
+//! The front ends live in their own modules ([`libvirt`], [`slirp_opts`], [`passt_opts`]); they
+//! only record what the user asked for. [`profile`] alone decides what that means for the guest
+//! (QEMU slirp's derivation or passt's address-as-given), [`cli`] ties them to the command line
+//! and [`explain`] prints the result.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+mod addr;
+pub mod cli;
+mod error;
+pub mod explain;
+pub mod libvirt;
+pub mod passt_opts;
+pub mod profile;
+mod request;
+pub mod slirp_opts;
+
+pub use cli::{ExplainFormat, PolicyArgs};
+pub use error::ConfigError;
+pub use profile::{Profile, Resolved};
 
 /// A 48-bit Ethernet address.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -38,6 +58,28 @@ impl std::fmt::Display for MacAddr {
             "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
             m[0], m[1], m[2], m[3], m[4], m[5]
         )
+    }
+}
+
+impl std::str::FromStr for MacAddr {
+    type Err = String;
+
+    /// Six hex bytes separated by `:` (or `-`), one or two digits each, as libvirt reads them.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let sep = if s.contains('-') { '-' } else { ':' };
+        let parts: Vec<&str> = s.split(sep).collect();
+        if parts.len() != 6 {
+            return Err(format!("'{s}' is not a MAC address (six hex bytes)"));
+        }
+        let mut m = [0u8; 6];
+        for (b, p) in m.iter_mut().zip(&parts) {
+            if p.is_empty() || p.len() > 2 {
+                return Err(format!("'{s}' is not a MAC address (six hex bytes)"));
+            }
+            *b = u8::from_str_radix(p, 16)
+                .map_err(|_| format!("'{s}' is not a MAC address (six hex bytes)"))?;
+        }
+        Ok(MacAddr(m))
     }
 }
 
@@ -84,6 +126,9 @@ pub struct Ipv6Plan {
     pub prefix_len: u8,
     pub gateway: Ipv6Addr,
     pub dns: Ipv6Addr,
+    /// An address handed to the guest as given (passt profile, DHCPv6 IA_NA). `None` (slirp):
+    /// the guest autoconfigures from the advertised prefix and DHCPv6 is stateless.
+    pub guest_addr: Option<Ipv6Addr>,
 }
 
 /// What the DHCPv4 server hands out beyond addresses.
@@ -121,6 +166,93 @@ pub struct NetPlan {
     pub restrict: bool,
     /// Connections to the gateway address go to the host's loopback (slirp's default).
     pub map_gateway_to_loopback: bool,
+    /// Host ports forwarded into the guest, in the order given (hostfwd, `-t`/`-u`,
+    /// `<portForward>`). Kept here so the plan is complete; netcore applies them.
+    pub forwards: Vec<PortForward>,
+    /// slirp's `tftp=`: the directory the TFTP server (port 69 on the gateway) serves.
+    pub tftp_root: Option<PathBuf>,
+}
+
+/// Transport protocol of a port forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+/// An inclusive range of ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn single(port: u16) -> Self {
+        PortRange {
+            first: port,
+            last: port,
+        }
+    }
+
+    /// Number of ports in the range (never zero: `first <= last`).
+    pub fn count(&self) -> u32 {
+        u32::from(self.last) - u32::from(self.first) + 1
+    }
+
+    pub fn overlaps(&self, other: &PortRange) -> bool {
+        self.first <= other.last && other.first <= self.last
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+/// Where a forward listens on the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostListen {
+    /// IP sockets. `addr: None` listens on every address of both families (passt without an
+    /// address); QEMU's empty hostfwd address is `Some(0.0.0.0)`, IPv4 only, as in QEMU.
+    /// `iface` binds to one host device (passt `%eth0`, libvirt `dev=`).
+    Inet {
+        addr: Option<IpAddr>,
+        iface: Option<String>,
+        ports: PortRange,
+    },
+    /// A unix stream socket whose connections become guest TCP connections
+    /// (QEMU `hostfwd=unix:PATH-:PORT`).
+    Unix { path: PathBuf },
+}
+
+/// A host port (range) forwarded into the guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortForward {
+    pub proto: Proto,
+    pub host: HostListen,
+    /// `None`: the guest's own address: for IPv4 `Ipv4Plan::dhcp_start` (fixed at setup, as
+    /// slirp does), for IPv6 the address the guest is seen using.
+    pub guest_addr: Option<IpAddr>,
+    /// The guest port for the first host port; further ports keep their offset.
+    pub guest_port: u16,
+    /// Leave out the host's ephemeral ports (`ip_local_port_range`): passt's `all` and
+    /// exclusion-only specs, and a libvirt `<portForward>` without ranges.
+    pub skip_ephemeral: bool,
 }
 
 impl NetPlan {
@@ -143,6 +275,7 @@ impl NetPlan {
                 prefix_len: 64,
                 gateway: Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 2),
                 dns: Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 3),
+                guest_addr: None,
             }),
             dhcp: DhcpPlan {
                 pool_size: 16,
@@ -157,6 +290,8 @@ impl NetPlan {
             mtu: 1500,
             restrict: false,
             map_gateway_to_loopback: true,
+            forwards: Vec::new(),
+            tftp_root: None,
         }
     }
 }

@@ -1,0 +1,399 @@
+//! `--explain`: the guest-visible plan, for people (text) and for scripts (JSON).
+//!
+//! Both renderings show the same facts: addresses and masks, gateway and its MAC, DNS, DHCP
+//! options and lease, MTU, IPv6, port forwards, host-loopback mapping, and the warnings the
+//! profile raised. The JSON keys are a stable interface, listed in `policy/EXPLAIN.md`; keys
+//! are only ever added, and `format_version` changes if one changes meaning.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::Serialize;
+
+use crate::profile::Resolved;
+use crate::{HostListen, Ipv4Plan, PortForward};
+
+/// Bumped only if a key changes meaning or disappears.
+pub const FORMAT_VERSION: u32 = 1;
+
+fn dhcp_end(v4: &Ipv4Plan, pool: u8) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(v4.dhcp_start).saturating_add(u32::from(pool.max(1)) - 1))
+}
+
+fn or_dash(v: Option<&str>) -> String {
+    v.map_or_else(|| "-".to_string(), str::to_string)
+}
+
+fn host_side(f: &PortForward) -> String {
+    match &f.host {
+        HostListen::Unix { path } => format!("unix:{}", path.display()),
+        HostListen::Inet { addr, iface, ports } => {
+            let a = match addr {
+                None => "*".to_string(),
+                Some(IpAddr::V6(a)) => format!("[{a}]"),
+                Some(IpAddr::V4(a)) => a.to_string(),
+            };
+            let i = iface.as_ref().map(|i| format!("%{i}")).unwrap_or_default();
+            format!("{a}{i}:{ports}")
+        }
+    }
+}
+
+fn guest_ports(f: &PortForward) -> (u16, u16) {
+    let count = match &f.host {
+        HostListen::Inet { ports, .. } => ports.count(),
+        HostListen::Unix { .. } => 1,
+    };
+    let last = (u32::from(f.guest_port) + count - 1).min(65535) as u16;
+    (f.guest_port, last)
+}
+
+fn guest_side(f: &PortForward) -> String {
+    let a = match f.guest_addr {
+        None => "guest".to_string(),
+        Some(IpAddr::V6(a)) => format!("[{a}]"),
+        Some(IpAddr::V4(a)) => a.to_string(),
+    };
+    let (first, last) = guest_ports(f);
+    if first == last {
+        format!("{a}:{first}")
+    } else {
+        format!("{a}:{first}-{last}")
+    }
+}
+
+/// The plan as an aligned, sectioned text for a terminal.
+pub fn render_text(r: &Resolved) -> String {
+    let p = &r.plan;
+    let mut s = String::new();
+    let line = |s: &mut String, k: &str, v: &str| {
+        let _ = writeln!(s, "  {k:<18}{v}");
+    };
+    let _ = writeln!(s, "Guest network plan (profile {})", r.profile);
+    for i in &r.inputs {
+        line(&mut s, "from", i);
+    }
+
+    let _ = writeln!(s, "IPv4");
+    match &p.ipv4 {
+        None => line(&mut s, "", "disabled"),
+        Some(v4) => {
+            line(
+                &mut s,
+                "guest address",
+                &format!(
+                    "{}/{} (netmask {}), by DHCP",
+                    v4.dhcp_start,
+                    v4.prefix_len,
+                    v4.netmask()
+                ),
+            );
+            let pool = p.dhcp.pool_size;
+            let pool_text = if pool <= 1 {
+                format!("{} (1 lease)", v4.dhcp_start)
+            } else {
+                format!("{}-{} ({pool} leases)", v4.dhcp_start, dhcp_end(v4, pool))
+            };
+            line(&mut s, "DHCP pool", &pool_text);
+            line(
+                &mut s,
+                "network",
+                &format!(
+                    "{}/{}, broadcast {}",
+                    v4.network,
+                    v4.prefix_len,
+                    v4.broadcast()
+                ),
+            );
+            line(
+                &mut s,
+                "gateway",
+                &format!("{}, MAC {}", v4.gateway, p.gateway_mac),
+            );
+            line(
+                &mut s,
+                "DNS",
+                &format!("{} (relayed to the host's resolver)", v4.dns),
+            );
+        }
+    }
+
+    let _ = writeln!(s, "DHCP");
+    line(&mut s, "lease", &format!("{} s", p.dhcp.lease_secs));
+    line(
+        &mut s,
+        "router, DNS",
+        if p.restrict {
+            "not sent (restrict=on)"
+        } else {
+            "sent"
+        },
+    );
+    line(
+        &mut s,
+        "MTU option",
+        &p.dhcp
+            .mtu_option
+            .map_or_else(|| "not sent".to_string(), |m| m.to_string()),
+    );
+    line(&mut s, "hostname", &or_dash(p.dhcp.hostname.as_deref()));
+    line(
+        &mut s,
+        "domain name",
+        &or_dash(p.dhcp.domain_name.as_deref()),
+    );
+    let search = p.dhcp.search.join(" ");
+    line(
+        &mut s,
+        "search",
+        &or_dash((!search.is_empty()).then_some(search.as_str())),
+    );
+    line(&mut s, "boot file", &or_dash(p.dhcp.bootfile.as_deref()));
+    line(
+        &mut s,
+        "TFTP server name",
+        &or_dash(p.dhcp.tftp_server_name.as_deref()),
+    );
+
+    let _ = writeln!(s, "Link");
+    line(&mut s, "MTU", &p.mtu.to_string());
+    line(
+        &mut s,
+        "guest MAC",
+        &r.guest_mac.map_or_else(
+            || "learned from the guest's frames".to_string(),
+            |m| format!("{m} (from <mac>; the backend learns it from the guest's frames)"),
+        ),
+    );
+
+    let _ = writeln!(s, "IPv6");
+    match &p.ipv6 {
+        None => line(&mut s, "", "disabled"),
+        Some(v6) => {
+            line(
+                &mut s,
+                "prefix",
+                &format!("{}/{} (router advertisements)", v6.prefix, v6.prefix_len),
+            );
+            line(
+                &mut s,
+                "guest address",
+                &v6.guest_addr.map_or_else(
+                    || "autoconfigured (SLAAC) by the guest".to_string(),
+                    |a| format!("{a} (DHCPv6)"),
+                ),
+            );
+            line(&mut s, "gateway", &v6.gateway.to_string());
+            line(&mut s, "DNS", &v6.dns.to_string());
+        }
+    }
+
+    let _ = writeln!(s, "Host access");
+    let mut maps = Vec::new();
+    if let Some(v4) = &p.ipv4 {
+        maps.push(format!("{} -> 127.0.0.1", v4.gateway));
+    }
+    if let Some(v6) = &p.ipv6 {
+        maps.push(format!("{} -> ::1", v6.gateway));
+    }
+    line(
+        &mut s,
+        "gateway->loopback",
+        &if p.map_gateway_to_loopback {
+            maps.join(", ")
+        } else {
+            "off (--no-map-gw)".to_string()
+        },
+    );
+    line(
+        &mut s,
+        "restrict",
+        if p.restrict {
+            "on: the guest reaches only the gateway and DNS; forwards still work"
+        } else {
+            "off"
+        },
+    );
+    line(
+        &mut s,
+        "TFTP root",
+        &p.tftp_root
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |t| t.display().to_string()),
+    );
+
+    let _ = writeln!(s, "Port forwards");
+    if p.forwards.is_empty() {
+        line(&mut s, "", "none");
+    }
+    for f in &p.forwards {
+        let mut v = format!("{} -> {}", host_side(f), guest_side(f));
+        if f.skip_ephemeral {
+            v.push_str(" (host ephemeral ports left out)");
+        }
+        line(&mut s, &f.proto.to_string(), &v);
+    }
+    if p.forwards.iter().any(|f| f.guest_addr.is_none())
+        && let Some(v4) = &p.ipv4
+    {
+        line(
+            &mut s,
+            "",
+            &format!(
+                "guest = {} for IPv4, the guest's own address for IPv6",
+                v4.dhcp_start
+            ),
+        );
+    }
+
+    let _ = writeln!(s, "Warnings");
+    if r.warnings.is_empty() {
+        line(&mut s, "", "none");
+    }
+    for w in &r.warnings {
+        let _ = writeln!(s, "  ! {w}");
+    }
+    s
+}
+
+#[derive(Serialize)]
+struct Json<'a> {
+    format_version: u32,
+    profile: String,
+    inputs: &'a [String],
+    guest_mac: Option<String>,
+    gateway_mac: String,
+    ipv4: Option<JsonV4>,
+    ipv6: Option<JsonV6>,
+    dhcp: JsonDhcp<'a>,
+    mtu: u16,
+    restrict: bool,
+    map_gateway_to_loopback: bool,
+    tftp_root: Option<String>,
+    forwards: Vec<JsonForward>,
+    warnings: &'a [String],
+}
+
+#[derive(Serialize)]
+struct JsonV4 {
+    guest_address: String,
+    prefix_len: u8,
+    netmask: String,
+    network: String,
+    broadcast: String,
+    gateway: String,
+    dns: String,
+    dhcp_start: String,
+    dhcp_end: String,
+}
+
+#[derive(Serialize)]
+struct JsonV6 {
+    prefix: String,
+    prefix_len: u8,
+    gateway: String,
+    dns: String,
+    guest_address: Option<String>,
+}
+
+#[derive(Serialize)]
+struct JsonDhcp<'a> {
+    lease_secs: u32,
+    pool_size: u8,
+    router_and_dns_sent: bool,
+    mtu_option: Option<u16>,
+    hostname: Option<&'a str>,
+    domain_name: Option<&'a str>,
+    search: &'a [String],
+    bootfile: Option<&'a str>,
+    tftp_server_name: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct JsonForward {
+    proto: String,
+    host_address: Option<String>,
+    host_interface: Option<String>,
+    host_unix_path: Option<String>,
+    host_ports: Option<[u16; 2]>,
+    guest_address: Option<String>,
+    guest_ports: [u16; 2],
+    skip_ephemeral: bool,
+}
+
+/// The plan as pretty-printed JSON (keys in `policy/EXPLAIN.md`), ending in a newline.
+pub fn render_json(r: &Resolved) -> String {
+    let p = &r.plan;
+    let json = Json {
+        format_version: FORMAT_VERSION,
+        profile: r.profile.to_string(),
+        inputs: &r.inputs,
+        guest_mac: r.guest_mac.map(|m| m.to_string()),
+        gateway_mac: p.gateway_mac.to_string(),
+        ipv4: p.ipv4.as_ref().map(|v4| JsonV4 {
+            guest_address: v4.dhcp_start.to_string(),
+            prefix_len: v4.prefix_len,
+            netmask: v4.netmask().to_string(),
+            network: v4.network.to_string(),
+            broadcast: v4.broadcast().to_string(),
+            gateway: v4.gateway.to_string(),
+            dns: v4.dns.to_string(),
+            dhcp_start: v4.dhcp_start.to_string(),
+            dhcp_end: dhcp_end(v4, p.dhcp.pool_size).to_string(),
+        }),
+        ipv6: p.ipv6.as_ref().map(|v6| JsonV6 {
+            prefix: v6.prefix.to_string(),
+            prefix_len: v6.prefix_len,
+            gateway: v6.gateway.to_string(),
+            dns: v6.dns.to_string(),
+            guest_address: v6.guest_addr.map(|a| a.to_string()),
+        }),
+        dhcp: JsonDhcp {
+            lease_secs: p.dhcp.lease_secs,
+            pool_size: p.dhcp.pool_size,
+            router_and_dns_sent: !p.restrict,
+            mtu_option: p.dhcp.mtu_option,
+            hostname: p.dhcp.hostname.as_deref(),
+            domain_name: p.dhcp.domain_name.as_deref(),
+            search: &p.dhcp.search,
+            bootfile: p.dhcp.bootfile.as_deref(),
+            tftp_server_name: p.dhcp.tftp_server_name.as_deref(),
+        },
+        mtu: p.mtu,
+        restrict: p.restrict,
+        map_gateway_to_loopback: p.map_gateway_to_loopback,
+        tftp_root: p.tftp_root.as_ref().map(|t| t.display().to_string()),
+        forwards: p
+            .forwards
+            .iter()
+            .map(|f| {
+                let (host_address, host_interface, host_unix_path, host_ports) = match &f.host {
+                    HostListen::Inet { addr, iface, ports } => (
+                        addr.map(|a| a.to_string()),
+                        iface.clone(),
+                        None,
+                        Some([ports.first, ports.last]),
+                    ),
+                    HostListen::Unix { path } => {
+                        (None, None, Some(path.display().to_string()), None)
+                    }
+                };
+                let (g1, g2) = guest_ports(f);
+                JsonForward {
+                    proto: f.proto.to_string(),
+                    host_address,
+                    host_interface,
+                    host_unix_path,
+                    host_ports,
+                    guest_address: f.guest_addr.map(|a| a.to_string()),
+                    guest_ports: [g1, g2],
+                    skip_ephemeral: f.skip_ephemeral,
+                }
+            })
+            .collect(),
+        warnings: &r.warnings,
+    };
+    let mut out = serde_json::to_string_pretty(&json).expect("plain data serializes");
+    out.push('\n');
+    out
+}

@@ -1,0 +1,840 @@
+//! `--libvirt-xml FILE`: a libvirt domain XML (or a bare `<interface>` element).
+//!
+//! Picks one `<interface type='user'>` or `<interface type='vhostuser'>` (by `--interface`:
+//! alias name, MAC or index among all interfaces), and reads the elements that shape what the
+//! guest sees: `<mac>`, `<ip>`, a default `<route>`, `<portForward>`, `<mtu>`, `<backend>`,
+//! `<model>`, `<source>`. Validation follows libvirt's own (`qemu_validate.c`: one address per
+//! family, an IPv4 prefix of 4-27, an IPv6 prefix of 64, no `peer`), so an XML libvirt would
+//! refuse is refused here too, with the element and attribute named as written.
+//!
+//! libvirt hands `<ip>` to QEMU slirp as `net=ADDR/PREFIX` and to passt as
+//! `--address ADDR --netmask PREFIX`; which of those readings the guest gets is the profile's
+//! choice, not this module's. A default route's gateway is recorded as the gateway (slirp's
+//! `host=`, passt's `--gateway`); libvirt itself refuses `<route>` for QEMU slirp, which is
+//! why it is accepted here rather than copied from libvirt.
+
+use std::net::IpAddr;
+
+use roxmltree::{Document, Node};
+
+use crate::addr::decimal;
+use crate::error::ConfigError;
+use crate::passt_opts::{Include, MAX_MTU, MIN_MTU, to_forwards};
+use crate::request::{AddrKind, Request, Setting};
+use crate::{MacAddr, PortRange, Proto};
+
+/// `type=` of a usable interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InterfaceType {
+    User,
+    Vhostuser,
+}
+
+impl std::fmt::Display for InterfaceType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InterfaceType::User => "user",
+            InterfaceType::Vhostuser => "vhostuser",
+        })
+    }
+}
+
+/// The selected interface: what it is, for `--explain`, and what it asks of the guest's view.
+#[derive(Clone, Debug)]
+pub struct LibvirtInterface {
+    pub kind: InterfaceType,
+    /// Position among all `<interface>` elements of the document (0-based).
+    pub index: usize,
+    pub alias: Option<String>,
+    /// The guest's own MAC (`<mac address>`).
+    pub mac: Option<MacAddr>,
+    /// `<backend type>`.
+    pub backend: Option<String>,
+    /// `<model type>`.
+    pub model: Option<String>,
+    /// `<source>`, described (`unix:/path mode=client`, `dev=eth0`); noted, not used.
+    pub source: Option<String>,
+    pub(crate) request: Request,
+}
+
+/// `<name a='v' …/>` as written, to quote the element in messages.
+fn quote(n: Node) -> String {
+    let mut s = format!("<{}", n.tag_name().name());
+    for a in n.attributes() {
+        s.push_str(&format!(" {}='{}'", a.name(), a.value()));
+    }
+    s.push_str(if n.children().any(|c| c.is_element()) {
+        ">"
+    } else {
+        "/>"
+    });
+    s
+}
+
+/// Messages about the XML name the file, the line and the element.
+struct Ctx<'a> {
+    origin: &'a str,
+    doc: &'a Document<'a>,
+}
+
+impl Ctx<'_> {
+    fn at(&self, n: Node) -> String {
+        let pos = self.doc.text_pos_at(n.range().start);
+        format!("{}:{}: {}", self.origin, pos.row, quote(n))
+    }
+
+    fn bad(&self, n: Node, attr: &str, why: impl std::fmt::Display) -> ConfigError {
+        let val = n.attribute(attr).unwrap_or_default();
+        ConfigError::invalid(self.at(n), format!("attribute {attr}='{val}': {why}"))
+    }
+
+    fn missing(&self, n: Node, attr: &str) -> ConfigError {
+        ConfigError::invalid(self.at(n), format!("attribute '{attr}' is required"))
+    }
+
+    fn element(&self, n: Node, why: impl std::fmt::Display) -> ConfigError {
+        ConfigError::invalid(self.at(n), why.to_string())
+    }
+}
+
+fn interface_kind(n: Node) -> Option<InterfaceType> {
+    match n.attribute("type") {
+        Some("user") => Some(InterfaceType::User),
+        Some("vhostuser") => Some(InterfaceType::Vhostuser),
+        _ => None,
+    }
+}
+
+fn child<'a, 'i>(n: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
+    n.children()
+        .find(|c| c.is_element() && c.tag_name().name() == name)
+}
+
+fn describe(i: usize, n: Node) -> String {
+    let mut s = format!("#{i} type='{}'", n.attribute("type").unwrap_or("?"));
+    if let Some(a) = child(n, "alias").and_then(|a| a.attribute("name")) {
+        s.push_str(&format!(" alias '{a}'"));
+    }
+    if let Some(m) = child(n, "mac").and_then(|m| m.attribute("address")) {
+        s.push_str(&format!(" mac {m}"));
+    }
+    s
+}
+
+/// Parse `xml` (its name for messages is `origin`) and read the interface `selector` picks.
+pub fn parse(
+    xml: &str,
+    origin: &str,
+    selector: Option<&str>,
+) -> Result<LibvirtInterface, ConfigError> {
+    let doc = Document::parse(xml).map_err(|source| ConfigError::XmlSyntax {
+        origin: origin.to_string(),
+        source,
+    })?;
+    let ctx = Ctx { origin, doc: &doc };
+    let root = doc.root_element();
+    let all: Vec<Node> = match root.tag_name().name() {
+        "interface" => vec![root],
+        "domain" => root
+            .descendants()
+            .filter(|n| {
+                n.is_element()
+                    && n.tag_name().name() == "interface"
+                    && n.parent_element().map(|p| p.tag_name().name()) == Some("devices")
+            })
+            .collect(),
+        other => {
+            return Err(ConfigError::invalid(
+                ctx.at(root),
+                format!("the root element is <{other}>, not <domain> or <interface>"),
+            ));
+        }
+    };
+    let listing = || {
+        all.iter()
+            .enumerate()
+            .map(|(i, n)| describe(i, *n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (index, node) = match selector {
+        // A bare <interface> is the one meant, whatever its type.
+        None if root.tag_name().name() == "interface" => (0, root),
+        Some(sel) => {
+            let found = if let Some(i) = decimal(sel) {
+                all.get(i as usize).map(|n| (i as usize, *n))
+            } else if let Ok(mac) = sel.parse::<MacAddr>() {
+                all.iter().enumerate().map(|(i, n)| (i, *n)).find(|(_, n)| {
+                    child(*n, "mac")
+                        .and_then(|m| m.attribute("address"))
+                        .and_then(|a| a.parse::<MacAddr>().ok())
+                        == Some(mac)
+                })
+            } else {
+                all.iter().enumerate().map(|(i, n)| (i, *n)).find(|(_, n)| {
+                    child(*n, "alias").and_then(|a| a.attribute("name")) == Some(sel)
+                })
+            };
+            found.ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("--interface {sel}"),
+                    format!(
+                        "no <interface> in {origin} has that alias name, MAC or index (there are: {})",
+                        if all.is_empty() { "none".to_string() } else { listing() }
+                    ),
+                )
+            })?
+        }
+        None => {
+            let usable: Vec<(usize, Node)> = all
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| interface_kind(**n).is_some())
+                .map(|(i, n)| (i, *n))
+                .collect();
+            match usable.as_slice() {
+                [one] => *one,
+                [] => {
+                    return Err(ConfigError::invalid(
+                        origin,
+                        format!(
+                            "no <interface type='user'> or <interface type='vhostuser'> (interfaces: {})",
+                            if all.is_empty() {
+                                "none".to_string()
+                            } else {
+                                listing()
+                            }
+                        ),
+                    ));
+                }
+                _ => {
+                    return Err(ConfigError::invalid(
+                        origin,
+                        format!(
+                            "{} usable interfaces ({}): pick one with --interface ALIAS|MAC|INDEX",
+                            usable.len(),
+                            listing()
+                        ),
+                    ));
+                }
+            }
+        }
+    };
+    let kind = interface_kind(node).ok_or_else(|| match node.attribute("type") {
+        None => ctx.missing(node, "type"),
+        Some(_) => ctx.bad(
+            node,
+            "type",
+            "vhost-net-user serves interfaces of type 'user' or 'vhostuser'",
+        ),
+    })?;
+    read_interface(&ctx, node, kind, index)
+}
+
+fn read_interface(
+    ctx: &Ctx,
+    node: Node,
+    kind: InterfaceType,
+    index: usize,
+) -> Result<LibvirtInterface, ConfigError> {
+    let mut req = Request::default();
+    let mut out = LibvirtInterface {
+        kind,
+        index,
+        alias: None,
+        mac: None,
+        backend: None,
+        model: None,
+        source: None,
+        request: Request::default(),
+    };
+    let mut seen_mac = None;
+    let mut seen_ip4 = None;
+    let mut seen_ip6 = None;
+    let mut seen_route4 = None;
+    let mut seen_route6 = None;
+    let seen = |n: Node, slot: &mut Option<String>| -> Result<(), ConfigError> {
+        if let Some(prev) = slot.replace(ctx.at(n)) {
+            return Err(ctx.element(n, format!("only one allowed (the first is {prev})")));
+        }
+        Ok(())
+    };
+    for n in node.children().filter(|c| c.is_element()) {
+        match n.tag_name().name() {
+            "mac" => {
+                seen(n, &mut seen_mac)?;
+                let a = n
+                    .attribute("address")
+                    .ok_or_else(|| ctx.missing(n, "address"))?;
+                let mac: MacAddr = a
+                    .parse()
+                    .map_err(|why: String| ctx.bad(n, "address", why))?;
+                if mac.is_multicast() {
+                    return Err(ctx.bad(n, "address", "expected a unicast MAC address"));
+                }
+                out.mac = Some(mac);
+                req.guest_mac = Some(Setting::new(mac, quote(n)));
+            }
+            "ip" => read_ip(ctx, n, &mut req, &mut seen_ip4, &mut seen_ip6)?,
+            "route" => read_route(ctx, n, &mut req, &mut seen_route4, &mut seen_route6)?,
+            "portForward" => read_port_forward(ctx, n, &mut req)?,
+            "mtu" => {
+                let s = n.attribute("size").ok_or_else(|| ctx.missing(n, "size"))?;
+                let size = decimal(s)
+                    .filter(|v| (u64::from(MIN_MTU)..=u64::from(MAX_MTU)).contains(v))
+                    .ok_or_else(|| {
+                        ctx.bad(n, "size", format!("the MTU must be {MIN_MTU}-{MAX_MTU}"))
+                    })?;
+                req.mtu = Some(Setting::new(size as u16, quote(n)));
+            }
+            "backend" => {
+                match n.attribute("type") {
+                    None | Some("default") | Some("passt") => {}
+                    Some(_) => {
+                        return Err(ctx.bad(n, "type", "expected 'default' or 'passt'"));
+                    }
+                }
+                out.backend = Some(n.attribute("type").unwrap_or("default").to_string());
+                if let Some(h) = n.attribute("hostname") {
+                    if h.is_empty() || h.len() > 255 {
+                        return Err(ctx.bad(n, "hostname", "must be 1-255 bytes"));
+                    }
+                    req.hostname = Some(h.to_string());
+                }
+                if n.attribute("fqdn").is_some() {
+                    req.notes.push(format!(
+                        "{}: fqdn is not sent to the guest (no DHCP option 81)",
+                        ctx.at(n)
+                    ));
+                }
+            }
+            "model" => {
+                let t = n.attribute("type").ok_or_else(|| ctx.missing(n, "type"))?;
+                if !matches!(
+                    t,
+                    "virtio" | "virtio-transitional" | "virtio-non-transitional"
+                ) {
+                    return Err(ctx.bad(n, "type", "a vhost-user network device is virtio"));
+                }
+                out.model = Some(t.to_string());
+            }
+            "source" => {
+                let mut d = Vec::new();
+                if let Some(t) = n.attribute("type") {
+                    d.push(t.to_string());
+                }
+                for a in ["path", "mode", "dev"] {
+                    if let Some(v) = n.attribute(a) {
+                        d.push(format!("{a}={v}"));
+                    }
+                }
+                out.source = Some(d.join(" "));
+            }
+            "alias" => out.alias = n.attribute("name").map(str::to_string),
+            "link" if n.attribute("state") == Some("down") => req.notes.push(format!(
+                "{}: the link state is QEMU's business; vhost-net-user serves the guest regardless",
+                ctx.at(n)
+            )),
+            // Device placement, boot order and QEMU tuning: nothing the guest's network sees.
+            "address" | "boot" | "rom" | "target" | "driver" | "acpi" | "guest" | "coalesce"
+            | "tune" | "link" => {}
+            other => req.notes.push(format!(
+                "{}: <{other}> has no effect on vhost-net-user",
+                ctx.at(n)
+            )),
+        }
+    }
+    if out.backend.as_deref() == Some("passt") {
+        req.notes.push(format!(
+            "{}: <backend type='passt'/> only says which program carries the frames; \
+             --profile decides what the guest sees",
+            ctx.at(node)
+        ));
+    }
+    out.request = req;
+    Ok(out)
+}
+
+fn read_ip(
+    ctx: &Ctx,
+    n: Node,
+    req: &mut Request,
+    seen4: &mut Option<String>,
+    seen6: &mut Option<String>,
+) -> Result<(), ConfigError> {
+    let a = n
+        .attribute("address")
+        .ok_or_else(|| ctx.missing(n, "address"))?;
+    let addr: IpAddr = a
+        .parse()
+        .map_err(|_| ctx.bad(n, "address", "not an IPv4 or IPv6 address"))?;
+    match (n.attribute("family"), addr) {
+        (None | Some("ipv4"), IpAddr::V4(_)) | (None | Some("ipv6"), IpAddr::V6(_)) => {}
+        (Some(f @ ("ipv4" | "ipv6")), _) => {
+            return Err(ctx.bad(n, "address", format!("not an {f} address")));
+        }
+        (Some(_), _) => return Err(ctx.bad(n, "family", "expected 'ipv4' or 'ipv6'")),
+    }
+    if n.attribute("peer").is_some() {
+        return Err(ctx.bad(
+            n,
+            "peer",
+            "a peer address cannot be set for a user-mode guest",
+        ));
+    }
+    // libvirt: prefix='0' is the same as no prefix.
+    let prefix = match n.attribute("prefix") {
+        None => None,
+        Some(p) => match decimal(p) {
+            Some(0) => None,
+            Some(v) if v <= 128 => Some(v as u8),
+            _ => return Err(ctx.bad(n, "prefix", "not a prefix length")),
+        },
+    };
+    let shown = quote(n);
+    let slot = if addr.is_ipv4() { seen4 } else { seen6 };
+    if let Some(prev) = slot.replace(ctx.at(n)) {
+        return Err(ctx.element(
+            n,
+            format!(
+                "only one {} address per interface is allowed (the first is {prev})",
+                if addr.is_ipv4() { "IPv4" } else { "IPv6" }
+            ),
+        ));
+    }
+    match addr {
+        IpAddr::V4(v4) => {
+            if let Some(p) = prefix
+                && !(4..=27).contains(&p)
+            {
+                return Err(ctx.bad(n, "prefix", "libvirt accepts 4-27 for an IPv4 address"));
+            }
+            req.v4_addr = Some(Setting::new(v4, &shown));
+            req.v4_addr_kind = AddrKind::Address;
+            req.v4_prefix = prefix.map(|p| Setting::new(p, &shown));
+        }
+        IpAddr::V6(v6) => {
+            if let Some(p) = prefix
+                && p != 64
+            {
+                return Err(ctx.bad(n, "prefix", "libvirt accepts only 64 for an IPv6 address"));
+            }
+            req.v6_addr = Some(Setting::new(v6, &shown));
+            req.v6_addr_kind = AddrKind::Address;
+            req.v6_prefix = prefix.map(|p| Setting::new(p, &shown));
+        }
+    }
+    Ok(())
+}
+
+fn read_route(
+    ctx: &Ctx,
+    n: Node,
+    req: &mut Request,
+    seen4: &mut Option<String>,
+    seen6: &mut Option<String>,
+) -> Result<(), ConfigError> {
+    let g = n
+        .attribute("gateway")
+        .ok_or_else(|| ctx.missing(n, "gateway"))?;
+    let gw: IpAddr = g
+        .parse()
+        .map_err(|_| ctx.bad(n, "gateway", "not an IPv4 or IPv6 address"))?;
+    let dest: Option<IpAddr> = match n.attribute("address") {
+        None => None,
+        Some(a) => Some(
+            a.parse()
+                .map_err(|_| ctx.bad(n, "address", "not an IPv4 or IPv6 address"))?,
+        ),
+    };
+    let family = match n.attribute("family") {
+        None => None,
+        Some(f @ ("ipv4" | "ipv6")) => Some(f),
+        Some(_) => return Err(ctx.bad(n, "family", "expected 'ipv4' or 'ipv6'")),
+    };
+    let v4 = gw.is_ipv4();
+    if family.is_some_and(|f| (f == "ipv4") != v4) {
+        return Err(ctx.bad(
+            n,
+            "gateway",
+            format!("not an {} address", family.unwrap_or_default()),
+        ));
+    }
+    if dest.is_some_and(|d| d.is_ipv4() != v4) {
+        return Err(ctx.bad(n, "address", "not the family of the gateway"));
+    }
+    let prefix = match (n.attribute("prefix"), n.attribute("netmask")) {
+        (Some(p), _) => Some(
+            decimal(p)
+                .filter(|v| *v <= 128)
+                .ok_or_else(|| ctx.bad(n, "prefix", "not a prefix length"))?,
+        ),
+        (None, Some(m)) => Some(u64::from(
+            crate::addr::parse_netmask(m).map_err(|why| ctx.bad(n, "netmask", why))?,
+        )),
+        (None, None) => None,
+    };
+    let is_default = dest.is_none_or(|d| d.is_unspecified()) && prefix.is_none_or(|p| p == 0);
+    if !is_default {
+        return Err(ctx.element(
+            n,
+            "only a default route (address 0.0.0.0 or ::, prefix 0) can be given to the guest",
+        ));
+    }
+    let slot = if v4 { seen4 } else { seen6 };
+    if let Some(prev) = slot.replace(ctx.at(n)) {
+        return Err(ctx.element(n, format!("a second default route (the first is {prev})")));
+    }
+    let shown = quote(n);
+    match gw {
+        IpAddr::V4(a) => req.v4_gateway = Some(Setting::new(a, shown)),
+        IpAddr::V6(a) => req.v6_gateway = Some(Setting::new(a, shown)),
+    }
+    Ok(())
+}
+
+/// `<portForward proto address dev>` with `<range start end to exclude>`: the same spec
+/// libvirt hands passt (`[addr][%dev]/` then `all` or the ranges, `~` for exclusions).
+fn read_port_forward(ctx: &Ctx, n: Node, req: &mut Request) -> Result<(), ConfigError> {
+    let proto = match n.attribute("proto") {
+        Some("tcp") => Proto::Tcp,
+        Some("udp") => Proto::Udp,
+        Some(_) => return Err(ctx.bad(n, "proto", "expected 'tcp' or 'udp'")),
+        None => return Err(ctx.missing(n, "proto")),
+    };
+    let addr: Option<IpAddr> = match n.attribute("address") {
+        None => None,
+        Some(a) => Some(
+            a.parse()
+                .map_err(|_| ctx.bad(n, "address", "not an IPv4 or IPv6 address"))?,
+        ),
+    };
+    let dev = match n.attribute("dev") {
+        Some("") => return Err(ctx.bad(n, "dev", "empty device name")),
+        d => d.map(str::to_string),
+    };
+    let port = |r: Node, attr: &str| -> Result<Option<u16>, ConfigError> {
+        match r.attribute(attr) {
+            None => Ok(None),
+            Some(v) => decimal(v)
+                .filter(|p| (1..=65535).contains(p))
+                .map(|p| Some(p as u16))
+                .ok_or_else(|| ctx.bad(r, attr, "not a port (1-65535)")),
+        }
+    };
+    let mut includes: Vec<Include> = Vec::new();
+    let mut excludes = Vec::new();
+    for r in n.children().filter(|c| c.is_element()) {
+        if r.tag_name().name() != "range" {
+            return Err(ctx.element(r, "unexpected inside <portForward> (only <range>)"));
+        }
+        let start = port(r, "start")?.ok_or_else(|| ctx.missing(r, "start"))?;
+        let end = port(r, "end")?.unwrap_or(start);
+        if end < start {
+            return Err(ctx.bad(r, "end", format!("below start='{start}'")));
+        }
+        let range = PortRange {
+            first: start,
+            last: end,
+        };
+        let exclude = match r.attribute("exclude") {
+            None | Some("no") => false,
+            Some("yes") => true,
+            Some(_) => return Err(ctx.bad(r, "exclude", "expected 'yes' or 'no'")),
+        };
+        let to = port(r, "to")?;
+        if exclude {
+            if to.is_some() {
+                return Err(ctx.bad(r, "to", "an excluded range is not forwarded anywhere"));
+            }
+            excludes.push(range);
+            continue;
+        }
+        let to = to.unwrap_or(start);
+        if u32::from(to) + range.count() - 1 > 65535 {
+            return Err(ctx.bad(
+                r,
+                "to",
+                format!("{range} mapped from {to} runs past port 65535"),
+            ));
+        }
+        includes.push((range, to));
+    }
+    let all = includes.is_empty() && excludes.is_empty();
+    let shown = ctx.at(n);
+    for f in to_forwards(proto, addr, dev, all, includes, &excludes, &shown)? {
+        req.forwards.push(Setting::new(f, quote(n)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HostListen;
+
+    fn iface(xml: &str) -> Result<LibvirtInterface, String> {
+        parse(xml, "t.xml", None).map_err(|e| e.to_string())
+    }
+
+    const SEED: &str = "<interface type='user'><mac address='52:54:00:41:2c:49'/>\
+        <ip family='ipv4' address='169.254.0.0' prefix='16'/><model type='virtio'/></interface>";
+
+    #[test]
+    fn seed_interface_is_read_as_written() {
+        let i = iface(SEED).unwrap();
+        assert_eq!(i.kind, InterfaceType::User);
+        assert_eq!(i.mac.unwrap().to_string(), "52:54:00:41:2c:49");
+        let r = &i.request;
+        assert_eq!(r.v4_addr.as_ref().unwrap().value.to_string(), "169.254.0.0");
+        assert_eq!(r.v4_prefix.as_ref().unwrap().value, 16);
+        assert_eq!(
+            r.v4_addr.as_ref().unwrap().origin,
+            "<ip family='ipv4' address='169.254.0.0' prefix='16'/>"
+        );
+        assert_eq!(r.v4_addr_kind, AddrKind::Address);
+    }
+
+    #[test]
+    fn domain_selection() {
+        let dom = "<domain type='qemu'><name>d</name><devices>\
+            <interface type='network'><mac address='52:54:00:00:00:01'/><source network='default'/></interface>\
+            <interface type='user'><alias name='ua-net1'/><mac address='52:54:00:00:00:02'/></interface>\
+            <interface type='vhostuser'><alias name='net2'/><mac address='52:54:00:00:00:03'/>\
+              <source type='unix' path='/run/vu.sock' mode='client'/><model type='virtio'/></interface>\
+            </devices></domain>";
+        let e = iface(dom).unwrap_err();
+        assert!(e.contains("2 usable interfaces"), "{e}");
+        assert!(e.contains("--interface"), "{e}");
+        let pick = |sel: &str| parse(dom, "d.xml", Some(sel)).map_err(|e| e.to_string());
+        assert_eq!(pick("ua-net1").unwrap().index, 1);
+        assert_eq!(pick("52:54:00:00:00:03").unwrap().index, 2);
+        assert_eq!(pick("52:54:0:0:0:3").unwrap().index, 2);
+        let vu = pick("2").unwrap();
+        assert_eq!(vu.kind, InterfaceType::Vhostuser);
+        assert_eq!(vu.alias.as_deref(), Some("net2"));
+        assert_eq!(
+            vu.source.as_deref(),
+            Some("unix path=/run/vu.sock mode=client")
+        );
+        let e = pick("0").unwrap_err();
+        assert!(
+            e.contains("type='network'") && e.contains("'user' or 'vhostuser'"),
+            "{e}"
+        );
+        let e = pick("nosuch").unwrap_err();
+        assert!(e.starts_with("--interface nosuch:"), "{e}");
+        let e = pick("7").unwrap_err();
+        assert!(e.contains("#0 type='network'"), "{e}");
+
+        let one = "<domain><devices><interface type='bridge'/><interface type='vhostuser'/></devices></domain>";
+        assert_eq!(iface(one).unwrap().index, 1);
+        let none = "<domain><devices><interface type='bridge'/></devices></domain>";
+        assert!(
+            iface(none)
+                .unwrap_err()
+                .contains("no <interface type='user'>")
+        );
+        assert!(
+            iface("<network/>")
+                .unwrap_err()
+                .contains("root element is <network>")
+        );
+        assert!(
+            iface("<interface type='user'>")
+                .unwrap_err()
+                .contains("not well-formed")
+        );
+    }
+
+    #[test]
+    fn invalid_elements_are_named() {
+        // (interface body, words the error must contain)
+        let cases = [
+            (
+                "<mac address='52:54:00:41:2c'/>",
+                "<mac address='52:54:00:41:2c'/>",
+            ),
+            ("<mac address='01:00:5e:00:00:01'/>", "unicast"),
+            ("<mac/>", "attribute 'address' is required"),
+            (
+                "<ip address='169.254.0.x'/>",
+                "attribute address='169.254.0.x'",
+            ),
+            (
+                "<ip family='ipv6' address='10.0.0.1'/>",
+                "not an ipv6 address",
+            ),
+            (
+                "<ip family='ipx' address='10.0.0.1'/>",
+                "attribute family='ipx'",
+            ),
+            (
+                "<ip address='10.0.0.1' prefix='28'/>",
+                "libvirt accepts 4-27",
+            ),
+            (
+                "<ip address='10.0.0.1' prefix='3'/>",
+                "attribute prefix='3'",
+            ),
+            (
+                "<ip address='10.0.0.1' prefix='x'/>",
+                "attribute prefix='x'",
+            ),
+            ("<ip address='fd00::1' prefix='48'/>", "only 64"),
+            (
+                "<ip address='10.0.0.1' peer='10.0.0.2'/>",
+                "attribute peer=",
+            ),
+            (
+                "<ip address='10.0.0.1'/><ip address='10.0.0.2'/>",
+                "only one IPv4 address",
+            ),
+            (
+                "<route gateway='10.0.0.x'/>",
+                "attribute gateway='10.0.0.x'",
+            ),
+            (
+                "<route address='0.0.0.0' prefix='0'/>",
+                "attribute 'gateway' is required",
+            ),
+            (
+                "<route address='10.1.0.0' prefix='16' gateway='10.0.0.1'/>",
+                "only a default route",
+            ),
+            (
+                "<route family='ipv6' gateway='10.0.0.1'/>",
+                "not an ipv6 address",
+            ),
+            (
+                "<route gateway='10.0.0.1'/><route address='0.0.0.0' gateway='10.0.0.2'/>",
+                "a second default route",
+            ),
+            ("<mtu size='20'/>", "attribute size='20'"),
+            ("<mtu size='65536'/>", "the MTU must be 68-65520"),
+            ("<mtu/>", "attribute 'size' is required"),
+            ("<model type='e1000'/>", "attribute type='e1000'"),
+            ("<backend type='slirp'/>", "attribute type='slirp'"),
+            ("<portForward proto='sctp'/>", "attribute proto='sctp'"),
+            ("<portForward/>", "attribute 'proto' is required"),
+            (
+                "<portForward proto='tcp' address='x'/>",
+                "attribute address='x'",
+            ),
+            (
+                "<portForward proto='tcp'><range/></portForward>",
+                "'start' is required",
+            ),
+            (
+                "<portForward proto='tcp'><range start='0'/></portForward>",
+                "attribute start='0'",
+            ),
+            (
+                "<portForward proto='tcp'><range start='10' end='5'/></portForward>",
+                "attribute end='5': below start='10'",
+            ),
+            (
+                "<portForward proto='tcp'><range start='10' to='20' exclude='yes'/></portForward>",
+                "attribute to='20'",
+            ),
+            (
+                "<portForward proto='tcp'><range start='10' exclude='maybe'/></portForward>",
+                "attribute exclude='maybe'",
+            ),
+            (
+                "<portForward proto='tcp'><port/></portForward>",
+                "only <range>",
+            ),
+        ];
+        for (body, want) in cases {
+            let xml = format!("<interface type='user'>{body}</interface>");
+            let e = iface(&xml).unwrap_err();
+            assert!(e.contains(want), "{body}: {e}");
+            assert!(e.starts_with("t.xml:1: <"), "{body}: {e}");
+        }
+        let e = iface("<interface type='bridge'/>").unwrap_err();
+        assert!(e.contains("attribute type='bridge'"), "{e}");
+        let e = iface("<interface/>").unwrap_err();
+        assert!(e.contains("attribute 'type' is required"), "{e}");
+    }
+
+    #[test]
+    fn routes_and_forwards() {
+        let i = iface(
+            "<interface type='vhostuser'>\
+             <ip family='ipv4' address='169.254.2.15' prefix='16'/>\
+             <route family='ipv4' address='0.0.0.0' prefix='0' gateway='169.254.2.2'/>\
+             <route family='ipv6' address='::' netmask='::' gateway='fd00::1'/>\
+             <portForward proto='tcp' address='127.0.0.1' dev='lo'>\
+               <range start='2022' to='22'/>\
+               <range start='5000' end='5020' to='6000'/>\
+               <range start='5010' end='5015' exclude='yes'/>\
+             </portForward>\
+             <portForward proto='udp'/>\
+             <mtu size='9000'/><backend type='passt' hostname='vm1'/></interface>",
+        );
+        // A netmask='::' is not an IPv4 netmask: refused by name.
+        assert!(i.unwrap_err().contains("attribute netmask='::'"));
+
+        let i = iface(
+            "<interface type='vhostuser'>\
+             <ip family='ipv4' address='169.254.2.15' prefix='16'/>\
+             <route family='ipv4' address='0.0.0.0' prefix='0' gateway='169.254.2.2'/>\
+             <route family='ipv6' gateway='fd00::1'/>\
+             <portForward proto='tcp' address='127.0.0.1' dev='lo'>\
+               <range start='2022' to='22'/>\
+               <range start='5000' end='5020' to='6000'/>\
+               <range start='5010' end='5015' exclude='yes'/>\
+             </portForward>\
+             <portForward proto='udp'/>\
+             <mtu size='9000'/><backend type='passt' hostname='vm1'/></interface>",
+        )
+        .unwrap();
+        let r = &i.request;
+        assert_eq!(
+            r.v4_gateway.as_ref().unwrap().value.to_string(),
+            "169.254.2.2"
+        );
+        assert_eq!(r.v6_gateway.as_ref().unwrap().value.to_string(), "fd00::1");
+        assert_eq!(r.mtu.as_ref().unwrap().value, 9000);
+        assert_eq!(r.hostname.as_deref(), Some("vm1"));
+        assert_eq!(i.backend.as_deref(), Some("passt"));
+        let shapes: Vec<_> = r
+            .forwards
+            .iter()
+            .map(|f| match &f.value.host {
+                HostListen::Inet { ports, addr, iface } => (
+                    f.value.proto,
+                    addr.map(|a| a.to_string()),
+                    iface.clone(),
+                    ports.first,
+                    ports.last,
+                    f.value.guest_port,
+                    f.value.skip_ephemeral,
+                ),
+                HostListen::Unix { .. } => unreachable!(),
+            })
+            .collect();
+        let lo = || (Some("127.0.0.1".to_string()), Some("lo".to_string()));
+        assert_eq!(
+            shapes,
+            vec![
+                (Proto::Tcp, lo().0, lo().1, 2022, 2022, 22, false),
+                (Proto::Tcp, lo().0, lo().1, 5000, 5009, 6000, false),
+                (Proto::Tcp, lo().0, lo().1, 5016, 5020, 6016, false),
+                (Proto::Udp, None, None, 1, 65535, 1, true),
+            ]
+        );
+        assert!(r.notes.iter().any(|n| n.contains("backend type='passt'")));
+    }
+
+    #[test]
+    fn unknown_elements_are_noted_not_fatal() {
+        let i = iface(
+            "<interface type='user'><bandwidth/><address type='pci'/><target dev='x'/></interface>",
+        )
+        .unwrap();
+        assert_eq!(i.request.notes.len(), 1);
+        assert!(i.request.notes[0].contains("<bandwidth> has no effect"));
+    }
+}

@@ -1,0 +1,769 @@
+//! Profiles: what the guest sees, given what the user asked for.
+//!
+//! The front ends record a request; a profile turns it into the [`NetPlan`]. Both profiles
+//! read every front end alike, so the guest's view depends on the request and the profile
+//! only, never on which link (vhost-user or stream) carries the frames.
+//!
+//! * `slirp` (the default) is QEMU's `-netdev user` exactly: an address is a network
+//!   (`net = addr & mask`), and gateway, DNS and the first DHCP address sit at
+//!   `net | (0x0202, 0x0203, 0x020f & ~mask)` unless given; 16 leases; gateway MAC
+//!   52:55 + the gateway's IPv4 bytes; QEMU's consistency checks. A libvirt `<ip>` is read as
+//!   the `net=ADDR/PREFIX` libvirt passes QEMU, a default `<route>` as `host=`.
+//! * `passt` hands out the address as given, with the given prefix as its netmask, one lease,
+//!   and the gateway from the configuration (a default `<route>`, `--gateway`) or else the
+//!   subnet's first host address (the second when the guest has the first); never the host
+//!   machine's own router. With no IPv4 address configured it keeps slirp's 10.0.2.15/24,
+//!   gateway 10.0.2.2 (passt itself would copy the host's address, which never happens here).
+//!   The DNS address is `--dns` or slirp's `.3` position when free, else the lowest free
+//!   host address. An IPv6 address is likewise the guest's own (offered by DHCPv6); without
+//!   one, IPv6 stays slirp's fec0::/64. It refuses what would
+//!   leave the guest broken: a network or broadcast address as the guest's, a gateway outside
+//!   the guest's subnet, and (as the slirp profile does too) a gateway MAC equal to the
+//!   guest's.
+//!
+//! Anything legal but surprising becomes a warning that `--explain` shows.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::addr::{classful_passt, classful_qemu, v4_broadcast, v4_in, v4_net, v6_in, v6_net};
+use crate::error::ConfigError;
+use crate::request::{AddrKind, Request, Setting};
+use crate::{HostListen, Ipv4Plan, Ipv6Plan, MacAddr, NetPlan, prefix_to_mask};
+
+/// How addresses in the configuration become the guest's view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Profile {
+    /// QEMU slirp's derivation (an address names the network).
+    #[default]
+    Slirp,
+    /// passt's reading (the address is the guest's own), minus passt's broken cases.
+    Passt,
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Profile::Slirp => "slirp",
+            Profile::Passt => "passt",
+        })
+    }
+}
+
+/// The outcome of the policy layer: the plan, and what `--explain` says about it.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub plan: NetPlan,
+    /// Legal but surprising things, one sentence each.
+    pub warnings: Vec<String>,
+    /// The guest's own MAC from libvirt's `<mac>`: informational, netcore learns the real one.
+    pub guest_mac: Option<MacAddr>,
+    pub profile: Profile,
+    /// Where the configuration came from (`--libvirt-xml dom.xml: <interface type='user'> #0`).
+    pub inputs: Vec<String>,
+}
+
+const POOL_SLIRP: u8 = 16;
+
+fn v4_or(addr: u32) -> Ipv4Addr {
+    Ipv4Addr::from(addr)
+}
+
+/// Refuse settings for a family that is switched off (QEMU's own check covers `--slirp`;
+/// this one catches the mix of `--slirp ipv4=off` with `--address`, say).
+fn check_disabled(req: &Request) -> Result<(), ConfigError> {
+    if let Some(off) = &req.ipv4_off {
+        let given = [
+            &req.v4_addr,
+            &req.v4_gateway,
+            &req.v4_dns,
+            &req.v4_dhcp_start,
+        ]
+        .into_iter()
+        .flatten()
+        .next();
+        if let Some(g) = given {
+            return Err(ConfigError::Conflict(format!(
+                "{}: IPv4 is disabled by {off}",
+                g.origin
+            )));
+        }
+    }
+    if let Some(off) = &req.ipv6_off {
+        let given = [&req.v6_addr, &req.v6_gateway, &req.v6_dns]
+            .into_iter()
+            .flatten()
+            .next();
+        if let Some(g) = given {
+            return Err(ConfigError::Conflict(format!(
+                "{}: IPv6 is disabled by {off}",
+                g.origin
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Who to blame for a derived value: its own setting when given, else the network it came from.
+fn blame<T>(s: &Option<Setting<T>>, derived_from: &str) -> String {
+    match s {
+        Some(s) => s.origin.clone(),
+        None => derived_from.to_string(),
+    }
+}
+
+fn slirp_v4(req: &Request, w: &mut Vec<String>) -> Result<Option<Ipv4Plan>, ConfigError> {
+    if req.ipv4_off.is_some() {
+        return Ok(None);
+    }
+    let d = NetPlan::slirp_default()
+        .ipv4
+        .expect("slirp default has IPv4");
+    let (mut net, mut prefix) = (d.network, d.prefix_len);
+    let (mut host, mut dns, mut dhcp) = (d.gateway, d.dns, d.dhcp_start);
+    let mut net_origin = "the default network 10.0.2.0/24".to_string();
+    if let Some(a) = &req.v4_addr {
+        prefix = match &req.v4_prefix {
+            Some(p) if !(4..=32).contains(&p.value) => {
+                return Err(ConfigError::invalid(
+                    &p.origin,
+                    format!("/{} is outside the 4-32 slirp accepts", p.value),
+                ));
+            }
+            Some(p) => p.value,
+            None => {
+                let p = classful_qemu(a.value);
+                if req.v4_addr_kind == AddrKind::Address {
+                    w.push(format!(
+                        "{}: no prefix given, so QEMU's classful mask /{p} applies",
+                        a.origin
+                    ));
+                }
+                p
+            }
+        };
+        let mask = prefix_to_mask(prefix);
+        net = v4_net(a.value, prefix);
+        let n = u32::from(net);
+        host = v4_or(n | (0x0202 & !mask));
+        dhcp = v4_or(n | (0x020f & !mask));
+        dns = v4_or(n | (0x0203 & !mask));
+        net_origin = a.origin.clone();
+    } else if let Some(p) = &req.v4_prefix {
+        return Err(ConfigError::invalid(
+            &p.origin,
+            "a netmask needs an IPv4 address (--address, <ip> or net=)",
+        ));
+    }
+    let cidr = format!("{net}/{prefix}");
+    if let Some(g) = &req.v4_gateway {
+        host = g.value;
+        if !v4_in(net, prefix, host) {
+            return Err(ConfigError::invalid(
+                &g.origin,
+                format!("the gateway {host} is outside the guest's network {cidr}"),
+            ));
+        }
+    }
+    if let Some(d) = &req.v4_dns {
+        dns = d.value;
+        if req.restrict && !v4_in(net, prefix, dns) {
+            return Err(ConfigError::invalid(
+                &d.origin,
+                format!("with restrict=on the DNS address must be inside {cidr}"),
+            ));
+        }
+    }
+    if dns == host {
+        return Err(ConfigError::invalid(
+            blame(&req.v4_dns, &net_origin),
+            format!("the DNS address {dns} must differ from the gateway {host}"),
+        ));
+    }
+    if let Some(s) = &req.v4_dhcp_start {
+        dhcp = s.value;
+        if !v4_in(net, prefix, dhcp) {
+            return Err(ConfigError::invalid(
+                &s.origin,
+                format!("the first DHCP address {dhcp} is outside {cidr}"),
+            ));
+        }
+    }
+    if dhcp == host || dhcp == dns {
+        return Err(ConfigError::invalid(
+            blame(&req.v4_dhcp_start, &net_origin),
+            format!(
+                "the first DHCP address {dhcp} must differ from the gateway {host} and the DNS address {dns}"
+            ),
+        ));
+    }
+
+    if let Some(a) = &req.v4_addr {
+        match req.v4_addr_kind {
+            AddrKind::Address if a.value == net && a.value != dhcp => w.push(format!(
+                "{} is a network address: slirp semantics give the guest {dhcp}",
+                a.value
+            )),
+            AddrKind::Address if a.value != dhcp => w.push(format!(
+                "{} is read as the network {cidr} (slirp semantics): the guest gets {dhcp}, not {}; \
+                 --profile passt hands out the address as given",
+                a.value, a.value
+            )),
+            AddrKind::Network if a.value != net => w.push(format!(
+                "{} has host bits set: the network is {cidr}",
+                a.origin
+            )),
+            _ => {}
+        }
+    }
+    let bcast = v4_broadcast(net, prefix);
+    let last = v4_or(u32::from(dhcp).saturating_add(u32::from(POOL_SLIRP) - 1));
+    let pool = dhcp..=last;
+    if pool.contains(&bcast) || !v4_in(net, prefix, last) {
+        w.push(format!(
+            "the DHCP pool {dhcp}-{last} runs into the broadcast address {bcast} of {cidr} (QEMU does not check this)"
+        ));
+    }
+    for (what, a) in [("gateway", host), ("DNS address", dns)] {
+        if pool.contains(&a) {
+            w.push(format!(
+                "the DHCP pool {dhcp}-{last} includes the {what} {a}: a guest may be leased it"
+            ));
+        }
+    }
+    Ok(Some(Ipv4Plan {
+        network: net,
+        prefix_len: prefix,
+        gateway: host,
+        dns,
+        dhcp_start: dhcp,
+    }))
+}
+
+fn passt_v4(req: &Request, w: &mut Vec<String>) -> Result<Option<Ipv4Plan>, ConfigError> {
+    if req.ipv4_off.is_some() {
+        return Ok(None);
+    }
+    let refused = |s: &str, r: String| ConfigError::refused(Profile::Passt, s, r);
+    let default_origin = "the default guest address 10.0.2.15/24".to_string();
+    let (addr, origin) = match &req.v4_addr {
+        Some(a) => (a.value, a.origin.clone()),
+        None => {
+            if let Some(p) = &req.v4_prefix {
+                return Err(ConfigError::invalid(
+                    &p.origin,
+                    "a netmask needs an IPv4 address (--address or <ip>)",
+                ));
+            }
+            (Ipv4Addr::new(10, 0, 2, 15), default_origin)
+        }
+    };
+    let (prefix, prefix_origin) = match (&req.v4_prefix, &req.v4_addr) {
+        (Some(p), _) => (p.value, p.origin.clone()),
+        (None, None) => (24, origin.clone()),
+        (None, Some(_)) => {
+            let p = classful_passt(addr).ok_or_else(|| {
+                refused(
+                    &origin,
+                    format!("{addr} has no address class to take a netmask from"),
+                )
+            })?;
+            w.push(format!(
+                "{origin}: no prefix given, so {addr} gets its address class's /{p} (as passt does)"
+            ));
+            (p, origin.clone())
+        }
+    };
+    if prefix == 0 || prefix > 30 {
+        return Err(refused(
+            &prefix_origin,
+            format!("a /{prefix} subnet has no room for both the guest and a gateway"),
+        ));
+    }
+    let net = v4_net(addr, prefix);
+    let bcast = v4_broadcast(addr, prefix);
+    let cidr = format!("{net}/{prefix}");
+    let o = addr.octets();
+    if o[0] == 0 {
+        return Err(refused(
+            &origin,
+            format!("{addr} is in 0.0.0.0/8, which no host may use"),
+        ));
+    }
+    if addr.is_loopback() {
+        return Err(refused(&origin, format!("{addr} is a loopback address")));
+    }
+    if o[0] >= 224 {
+        return Err(refused(
+            &origin,
+            format!("{addr} is a multicast or reserved address"),
+        ));
+    }
+    if addr == net {
+        let slirp_guest = v4_or(u32::from(net) | (0x020f & !prefix_to_mask(prefix)));
+        return Err(refused(
+            &origin,
+            format!(
+                "{addr} is the network address of {cidr}, not a host address \
+                 (slirp semantics would give the guest {slirp_guest})"
+            ),
+        ));
+    }
+    if addr == bcast {
+        return Err(refused(
+            &origin,
+            format!("{addr} is the broadcast address of {cidr}, not a host address"),
+        ));
+    }
+    let first_host = v4_or(u32::from(net) + 1);
+    let gateway = match &req.v4_gateway {
+        Some(g) => {
+            let gw = g.value;
+            if !v4_in(net, prefix, gw) {
+                return Err(refused(
+                    &g.origin,
+                    format!(
+                        "the gateway {gw} is outside the guest's subnet {cidr}: the guest could not reach it"
+                    ),
+                ));
+            }
+            if gw == addr {
+                return Err(refused(
+                    &g.origin,
+                    format!("the gateway {gw} is the guest's own address"),
+                ));
+            }
+            if gw == net || gw == bcast {
+                return Err(refused(
+                    &g.origin,
+                    format!("the gateway {gw} is the network or broadcast address of {cidr}"),
+                ));
+            }
+            gw
+        }
+        // Nothing configured at all: slirp's familiar 10.0.2.2, as passt is run to mimic it.
+        None if req.v4_addr.is_none() => Ipv4Addr::new(10, 0, 2, 2),
+        None if first_host == addr => v4_or(u32::from(net) + 2),
+        None => first_host,
+    };
+    let usable =
+        |a: Ipv4Addr| v4_in(net, prefix, a) && a != net && a != bcast && a != addr && a != gateway;
+    let dns = match &req.v4_dns {
+        Some(d) => {
+            let dns = d.value;
+            if dns == gateway {
+                return Err(ConfigError::invalid(
+                    &d.origin,
+                    format!("the DNS address {dns} must differ from the gateway {gateway}"),
+                ));
+            }
+            if dns == addr {
+                return Err(refused(
+                    &d.origin,
+                    format!("the DNS address {dns} is the guest's own address"),
+                ));
+            }
+            let inside = v4_in(net, prefix, dns);
+            if req.restrict && !inside {
+                return Err(ConfigError::invalid(
+                    &d.origin,
+                    format!("with restrict=on the DNS address must be inside {cidr}"),
+                ));
+            }
+            if inside && !usable(dns) {
+                return Err(refused(
+                    &d.origin,
+                    format!("the DNS address {dns} is the network or broadcast address of {cidr}"),
+                ));
+            }
+            dns
+        }
+        None => {
+            // slirp's .3 position when free, else the lowest free host address.
+            let slirp_pos = v4_or(u32::from(net) | (0x0203 & !prefix_to_mask(prefix)));
+            std::iter::once(slirp_pos)
+                .chain((u32::from(net) + 1..u32::from(bcast)).map(v4_or))
+                .find(|a| usable(*a))
+                .ok_or_else(|| {
+                    refused(
+                        &prefix_origin,
+                        format!("{cidr} has no address left for the DNS relay: give --dns"),
+                    )
+                })?
+        }
+    };
+    Ok(Some(Ipv4Plan {
+        network: net,
+        prefix_len: prefix,
+        gateway,
+        dns,
+        dhcp_start: addr,
+    }))
+}
+
+/// `addr` with its last byte or-ed with `b`: QEMU's `s6_addr[15] |= b`.
+fn v6_or_last(addr: Ipv6Addr, b: u8) -> Ipv6Addr {
+    let mut o = addr.octets();
+    o[15] |= b;
+    Ipv6Addr::from(o)
+}
+
+fn slirp_v6(req: &Request, w: &mut Vec<String>) -> Result<Option<Ipv6Plan>, ConfigError> {
+    if req.ipv6_off.is_some() {
+        return Ok(None);
+    }
+    let (prefix_addr, origin) = match &req.v6_addr {
+        Some(a) => (a.value, a.origin.clone()),
+        None => (
+            Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0),
+            "the default prefix fec0::/64".to_string(),
+        ),
+    };
+    let len = match &req.v6_prefix {
+        None => 64,
+        Some(p) if p.value == 0 => 64,
+        Some(p) if p.value > 126 => {
+            return Err(ConfigError::invalid(
+                &p.origin,
+                format!("/{} is longer than the 126 slirp accepts", p.value),
+            ));
+        }
+        Some(p) => p.value,
+    };
+    let net = v6_net(prefix_addr, len);
+    let gateway = match &req.v6_gateway {
+        Some(g) => {
+            if !v6_in(prefix_addr, len, g.value) {
+                return Err(ConfigError::invalid(
+                    &g.origin,
+                    format!(
+                        "the IPv6 gateway {} is outside the prefix {net}/{len}",
+                        g.value
+                    ),
+                ));
+            }
+            g.value
+        }
+        None => v6_or_last(prefix_addr, 2),
+    };
+    let dns = match &req.v6_dns {
+        Some(d) => {
+            if req.restrict && !v6_in(prefix_addr, len, d.value) {
+                return Err(ConfigError::invalid(
+                    &d.origin,
+                    format!("with restrict=on the IPv6 DNS address must be inside {net}/{len}"),
+                ));
+            }
+            d.value
+        }
+        None => v6_or_last(prefix_addr, 3),
+    };
+    if prefix_addr != net {
+        w.push(match req.v6_addr_kind {
+            AddrKind::Address => format!(
+                "{prefix_addr} is read as the IPv6 prefix {net}/{len} (slirp semantics): \
+                 the guest autoconfigures its own address, and the gateway is {gateway}"
+            ),
+            AddrKind::Network => format!("{origin} has host bits set: the prefix is {net}/{len}"),
+        });
+    }
+    if dns == gateway {
+        w.push(format!(
+            "the IPv6 DNS address {dns} is the gateway's address (QEMU does not check this)"
+        ));
+    }
+    Ok(Some(Ipv6Plan {
+        prefix: net,
+        prefix_len: len,
+        gateway,
+        dns,
+        guest_addr: None,
+    }))
+}
+
+fn passt_v6(req: &Request, w: &mut Vec<String>) -> Result<Option<Ipv6Plan>, ConfigError> {
+    let Some(a) = &req.v6_addr else {
+        return slirp_v6(req, w);
+    };
+    if req.ipv6_off.is_some() {
+        return Ok(None);
+    }
+    let refused = |s: &str, r: String| ConfigError::refused(Profile::Passt, s, r);
+    let addr = a.value;
+    let (len, len_origin) = match &req.v6_prefix {
+        Some(p) => (p.value, p.origin.clone()),
+        None => (64, a.origin.clone()),
+    };
+    if len == 0 || len > 126 {
+        return Err(refused(
+            &len_origin,
+            format!("a /{len} IPv6 prefix has no room for both the guest and a gateway"),
+        ));
+    }
+    let net = v6_net(addr, len);
+    let cidr = format!("{net}/{len}");
+    if addr.is_unspecified() || addr.is_loopback() || addr.is_multicast() {
+        return Err(refused(
+            &a.origin,
+            format!("{addr} is not a unicast host address"),
+        ));
+    }
+    if addr == net {
+        return Err(refused(
+            &a.origin,
+            format!("{addr} is the subnet-router anycast address of {cidr}, not a host address"),
+        ));
+    }
+    let n = u128::from(net);
+    let gateway = match &req.v6_gateway {
+        Some(g) => {
+            if !v6_in(net, len, g.value) {
+                return Err(refused(
+                    &g.origin,
+                    format!(
+                        "the IPv6 gateway {} is outside the guest's prefix {cidr}",
+                        g.value
+                    ),
+                ));
+            }
+            if g.value == addr || g.value == net {
+                return Err(refused(
+                    &g.origin,
+                    format!(
+                        "the IPv6 gateway {} is the guest's own or the subnet's address",
+                        g.value
+                    ),
+                ));
+            }
+            g.value
+        }
+        None if Ipv6Addr::from(n + 1) == addr => Ipv6Addr::from(n + 2),
+        None => Ipv6Addr::from(n + 1),
+    };
+    let dns = match &req.v6_dns {
+        Some(d) => {
+            if d.value == addr {
+                return Err(refused(
+                    &d.origin,
+                    format!("the IPv6 DNS address {} is the guest's own", d.value),
+                ));
+            }
+            if req.restrict && !v6_in(net, len, d.value) {
+                return Err(ConfigError::invalid(
+                    &d.origin,
+                    format!("with restrict=on the IPv6 DNS address must be inside {cidr}"),
+                ));
+            }
+            d.value
+        }
+        None => [3u128, 2, 4, 5]
+            .into_iter()
+            .map(|k| Ipv6Addr::from(n | k))
+            .find(|c| *c != addr && *c != gateway)
+            .expect("two of four candidates are free"),
+    };
+    w.push(format!(
+        "the guest's IPv6 address {addr} is offered through DHCPv6: a guest without a DHCPv6 client \
+         only autoconfigures one in {cidr}"
+    ));
+    Ok(Some(Ipv6Plan {
+        prefix: net,
+        prefix_len: len,
+        gateway,
+        dns,
+        guest_addr: Some(addr),
+    }))
+}
+
+/// The gateway MAC: given or slirp's 52:55 + gateway address; never the guest's own (the
+/// seed's third symptom: libvirt 9.0 passed the guest's MAC as passt's `--mac-addr`).
+fn gateway_mac(profile: Profile, req: &Request, gateway: Ipv4Addr) -> Result<MacAddr, ConfigError> {
+    let (mac, subject) = match &req.gateway_mac {
+        Some(m) => (m.value, m.origin.clone()),
+        None => {
+            let m = MacAddr::slirp_for_ipv4(gateway);
+            (
+                m,
+                format!("the gateway MAC {m} (52:55 + the gateway {gateway})"),
+            )
+        }
+    };
+    if mac.is_multicast() {
+        return Err(ConfigError::invalid(
+            subject,
+            "the gateway MAC must be a unicast address",
+        ));
+    }
+    if mac.0 == [0; 6] {
+        return Err(ConfigError::invalid(
+            subject,
+            "the gateway MAC cannot be all zeros",
+        ));
+    }
+    if let Some(g) = &req.guest_mac
+        && g.value == mac
+    {
+        return Err(ConfigError::refused(
+            profile,
+            subject,
+            format!(
+                "{mac} is the guest's own MAC ({}): the guest would take the gateway for itself",
+                g.origin
+            ),
+        ));
+    }
+    Ok(mac)
+}
+
+/// Whether two listening addresses can collide (`None` and unspecified addresses cover their
+/// family, or both families).
+fn addrs_meet(a: Option<IpAddr>, b: Option<IpAddr>) -> bool {
+    match (a, b) {
+        (None, _) | (_, None) => true,
+        (Some(x), Some(y)) => {
+            x == y || (x.is_ipv4() == y.is_ipv4() && (x.is_unspecified() || y.is_unspecified()))
+        }
+    }
+}
+
+fn check_forwards(req: &Request, plan: &NetPlan, w: &mut Vec<String>) -> Result<(), ConfigError> {
+    let fwds = &req.forwards;
+    for (i, f) in fwds.iter().enumerate() {
+        match f.value.guest_addr {
+            Some(IpAddr::V4(g)) => match &plan.ipv4 {
+                None => {
+                    return Err(ConfigError::Conflict(format!(
+                        "{}: forwards to IPv4, which is disabled",
+                        f.origin
+                    )));
+                }
+                Some(v4) => {
+                    let first = u32::from(v4.dhcp_start);
+                    let last = first + u32::from(plan.dhcp.pool_size) - 1;
+                    if !(first..=last).contains(&u32::from(g)) {
+                        w.push(format!(
+                            "{}: {g} is not an address the DHCP server hands out ({}-{})",
+                            f.origin,
+                            v4.dhcp_start,
+                            v4_or(last)
+                        ));
+                    }
+                }
+            },
+            Some(IpAddr::V6(_)) if plan.ipv6.is_none() => {
+                return Err(ConfigError::Conflict(format!(
+                    "{}: forwards to IPv6, which is disabled",
+                    f.origin
+                )));
+            }
+            _ => {}
+        }
+        for g in &fwds[..i] {
+            if g.value.proto != f.value.proto {
+                continue;
+            }
+            let clash = match (&g.value.host, &f.value.host) {
+                (
+                    HostListen::Inet {
+                        addr: a1,
+                        ports: p1,
+                        ..
+                    },
+                    HostListen::Inet {
+                        addr: a2,
+                        ports: p2,
+                        ..
+                    },
+                ) => (addrs_meet(*a1, *a2) && p1.overlaps(p2))
+                    .then(|| format!("{} port {}", f.value.proto, p1.first.max(p2.first))),
+                (HostListen::Unix { path: a }, HostListen::Unix { path: b }) => {
+                    (a == b).then(|| format!("the socket {}", a.display()))
+                }
+                _ => None,
+            };
+            if let Some(what) = clash {
+                return Err(ConfigError::Conflict(format!(
+                    "{} and {} both forward {what}",
+                    g.origin, f.origin
+                )));
+            }
+        }
+    }
+    let open: Vec<&str> = fwds
+        .iter()
+        .filter(|f| {
+            matches!(f.value.host, HostListen::Inet { addr, .. }
+                if addr.is_none_or(|a| a.is_unspecified()))
+        })
+        .map(|f| f.origin.as_str())
+        .fold(Vec::new(), |mut v, o| {
+            if !v.contains(&o) {
+                v.push(o);
+            }
+            v
+        });
+    if !open.is_empty() {
+        w.push(format!(
+            "{} listen{} on every host address: other machines can reach the guest through {}",
+            open.join(", "),
+            if open.len() == 1 { "s" } else { "" },
+            if open.len() == 1 { "it" } else { "them" }
+        ));
+    }
+    Ok(())
+}
+
+/// Turn a request into the plan under `profile`; warnings come back alongside.
+pub(crate) fn resolve(
+    profile: Profile,
+    mut req: Request,
+) -> Result<(NetPlan, Vec<String>), ConfigError> {
+    let mut w = std::mem::take(&mut req.notes);
+    check_disabled(&req)?;
+    let (ipv4, ipv6) = match profile {
+        Profile::Slirp => (slirp_v4(&req, &mut w)?, slirp_v6(&req, &mut w)?),
+        Profile::Passt => (passt_v4(&req, &mut w)?, passt_v6(&req, &mut w)?),
+    };
+    let mut plan = NetPlan::slirp_default();
+    let gw4 = ipv4
+        .as_ref()
+        .map_or(Ipv4Addr::new(10, 0, 2, 2), |v| v.gateway);
+    plan.gateway_mac = gateway_mac(profile, &req, gw4)?;
+    plan.ipv4 = ipv4;
+    plan.ipv6 = ipv6;
+    plan.dhcp.pool_size = match profile {
+        Profile::Slirp => POOL_SLIRP,
+        Profile::Passt => 1,
+    };
+    plan.dhcp.hostname = req.hostname.clone();
+    plan.dhcp.domain_name = req.domain_name.clone();
+    plan.dhcp.search = req.search.clone().unwrap_or_default();
+    plan.dhcp.bootfile = req.bootfile.clone();
+    plan.dhcp.tftp_server_name = req.tftp_server_name.clone();
+    match &req.mtu {
+        Some(m) if m.value != 0 => {
+            plan.mtu = m.value;
+            plan.dhcp.mtu_option = Some(m.value);
+        }
+        _ => {}
+    }
+    if plan.ipv6.is_some() && plan.mtu < 1280 {
+        w.push(format!(
+            "MTU {} is below IPv6's minimum of 1280: the guest will not use IPv6 on this link",
+            plan.mtu
+        ));
+    }
+    plan.restrict = req.restrict;
+    plan.map_gateway_to_loopback = req.map_gateway_to_loopback;
+    plan.tftp_root = req.tftp_root.clone();
+    if let Some(b) = &plan.dhcp.bootfile
+        && plan.tftp_root.is_none()
+        && !(b.starts_with("http://") || b.starts_with("https://"))
+    {
+        w.push(format!(
+            "bootfile={b} without tftp=: the TFTP server refuses every request, so the boot file cannot be fetched from the gateway"
+        ));
+    }
+    check_forwards(&req, &plan, &mut w)?;
+    plan.forwards = req.forwards.into_iter().map(|f| f.value).collect();
+    Ok((plan, w))
+}

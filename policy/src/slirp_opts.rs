@@ -1,0 +1,718 @@
+//! `--slirp OPTS`: QEMU's `-netdev user` option string.
+//!
+//! Reads exactly what QEMU reads (net/net.c and net/slirp.c, QEMU 7.2 to 10.x): the same
+//! option names, QemuOpts syntax (`,` separates, `,,` is a literal comma, a bare `restrict`
+//! means `restrict=on`, the last of a repeated scalar wins), addresses through `inet_aton`,
+//! `net=` with a prefix length, a dotted mask or no mask at all (the classful mask QEMU picks),
+//! QEMU's curious `ipv4=`/`ipv6=` defaulting and its `hostfwd=` grammar. The values go into a
+//! [`Request`](crate::request::Request) unchanged; the slirp profile then derives gateway, DNS
+//! and DHCP addresses and applies QEMU's consistency checks, so the same checks also guard
+//! libvirt XML and passt options.
+//!
+//! Deliberate differences from QEMU, each refusing rather than guessing: a dotted mask must be
+//! contiguous, numbers may not carry trailing garbage, and `guestfwd=`, `smb=` and
+//! `smbserver=` are not supported.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use crate::addr::{c_ulong, inet_aton, mask_to_prefix, valid_domain};
+use crate::error::ConfigError;
+use crate::request::{AddrKind, Request, Setting};
+use crate::{HostListen, PortForward, PortRange, Proto};
+
+/// Split a QemuOpts string into `(name, value)` pairs.
+fn tokenize(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    while chars.peek().is_some() {
+        let mut name = String::new();
+        let mut value = None;
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c == ',' {
+                break;
+            }
+            name.push(c);
+            chars.next();
+        }
+        if chars.peek() == Some(&'=') {
+            chars.next();
+            let mut v = String::new();
+            while let Some(c) = chars.next() {
+                if c == ',' {
+                    if chars.peek() == Some(&',') {
+                        chars.next();
+                        v.push(',');
+                        continue;
+                    }
+                    break;
+                }
+                v.push(c);
+            }
+            value = Some(v);
+        } else {
+            chars.next(); // the ',' (or nothing at the end)
+        }
+        if name.is_empty() && value.is_none() {
+            continue;
+        }
+        match value {
+            Some(v) => out.push((name, v)),
+            // A bare word: the netdev type when first, otherwise a boolean switched on.
+            None if out.is_empty() && name == "user" => out.push(("type".into(), name)),
+            None => out.push((name, "on".into())),
+        }
+    }
+    Ok(out)
+}
+
+fn subject(name: &str, value: &str) -> String {
+    format!("--slirp {name}={value}")
+}
+
+/// QAPI booleans as QemuOpts spells them.
+fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value {
+        "on" | "yes" | "true" | "y" => Ok(true),
+        "off" | "no" | "false" | "n" => Ok(false),
+        _ => Err(ConfigError::invalid(
+            subject(name, value),
+            "expects 'on' or 'off'",
+        )),
+    }
+}
+
+fn aton(name: &str, value: &str) -> Result<Ipv4Addr, ConfigError> {
+    inet_aton(value)
+        .ok_or_else(|| ConfigError::invalid(subject(name, value), "not an IPv4 address"))
+}
+
+fn pton6(name: &str, value: &str) -> Result<Ipv6Addr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| ConfigError::invalid(subject(name, value), "not an IPv6 address"))
+}
+
+/// The raw options after QemuOpts' "last one wins" for scalars.
+#[derive(Default)]
+struct Raw {
+    net: Option<String>,
+    ip: Option<String>,
+    host: Option<String>,
+    dhcpstart: Option<String>,
+    dns: Option<String>,
+    restrict: Option<String>,
+    hostname: Option<String>,
+    domainname: Option<String>,
+    dnssearch: Vec<String>,
+    ipv4: Option<String>,
+    ipv6: Option<String>,
+    ipv6_net: Option<String>,
+    ipv6_prefix: Option<String>,
+    ipv6_prefixlen: Option<String>,
+    ipv6_host: Option<String>,
+    ipv6_dns: Option<String>,
+    hostfwd: Vec<String>,
+    tftp: Option<String>,
+    bootfile: Option<String>,
+    tftp_server_name: Option<String>,
+}
+
+/// Parse `-netdev user` options into a request (QEMU's defaults are applied by the profile).
+pub(crate) fn parse(text: &str) -> Result<Request, ConfigError> {
+    let mut raw = Raw::default();
+    for (name, value) in tokenize(text)? {
+        let slot = match name.as_str() {
+            "type" => {
+                if value != "user" {
+                    return Err(ConfigError::invalid(
+                        subject(&name, &value),
+                        "only the 'user' netdev type is read here",
+                    ));
+                }
+                continue;
+            }
+            "id" => continue,
+            "net" => &mut raw.net,
+            "ip" => &mut raw.ip,
+            "host" => &mut raw.host,
+            "dhcpstart" => &mut raw.dhcpstart,
+            "dns" => &mut raw.dns,
+            "restrict" => &mut raw.restrict,
+            "hostname" => &mut raw.hostname,
+            "domainname" => &mut raw.domainname,
+            "ipv4" => &mut raw.ipv4,
+            "ipv6" => &mut raw.ipv6,
+            "ipv6-net" => &mut raw.ipv6_net,
+            "ipv6-prefix" => &mut raw.ipv6_prefix,
+            "ipv6-prefixlen" => &mut raw.ipv6_prefixlen,
+            "ipv6-host" => &mut raw.ipv6_host,
+            "ipv6-dns" => &mut raw.ipv6_dns,
+            "tftp" => &mut raw.tftp,
+            "bootfile" => &mut raw.bootfile,
+            "tftp-server-name" => &mut raw.tftp_server_name,
+            "dnssearch" => {
+                raw.dnssearch.push(value);
+                continue;
+            }
+            "hostfwd" => {
+                raw.hostfwd.push(value);
+                continue;
+            }
+            "guestfwd" | "smb" | "smbserver" => {
+                return Err(ConfigError::invalid(
+                    subject(&name, &value),
+                    "not supported by vhost-net-user",
+                ));
+            }
+            _ => {
+                return Err(ConfigError::invalid(
+                    format!("--slirp {name}"),
+                    format!("invalid parameter '{name}' for -netdev user"),
+                ));
+            }
+        };
+        *slot = Some(value);
+    }
+    build(raw)
+}
+
+fn build(raw: Raw) -> Result<Request, ConfigError> {
+    let mut req = Request::default();
+
+    // net/slirp.c net_init_slirp: `ipv4=on` alone turns IPv6 off and vice versa.
+    let has_v4 = raw
+        .ipv4
+        .as_deref()
+        .map(|v| parse_bool("ipv4", v))
+        .transpose()?;
+    let has_v6 = raw
+        .ipv6
+        .as_deref()
+        .map(|v| parse_bool("ipv6", v))
+        .transpose()?;
+    let ipv4 = !((has_v6 == Some(true) && has_v4.is_none()) || has_v4 == Some(false));
+    let ipv6 = !((has_v4 == Some(true) && has_v6.is_none()) || has_v6 == Some(false));
+    let v4_cause = match (has_v4, has_v6) {
+        (Some(false), _) => "--slirp ipv4=off".to_string(),
+        _ => "--slirp ipv6=on (without ipv4=on)".to_string(),
+    };
+    let v6_cause = match (has_v4, has_v6) {
+        (_, Some(false)) => "--slirp ipv6=off".to_string(),
+        _ => "--slirp ipv4=on (without ipv6=on)".to_string(),
+    };
+
+    // QEMU: legacy `ip=A` is `net=A/24`.
+    let vnet = match (&raw.net, &raw.ip) {
+        (Some(n), _) => Some(("net", n.clone())),
+        (None, Some(ip)) => Some(("ip", format!("{ip}/24"))),
+        (None, None) => None,
+    };
+    let ipv6_prefix_given = raw.ipv6_net.is_some() || raw.ipv6_prefix.is_some();
+    if !ipv4 && (vnet.is_some() || raw.host.is_some() || raw.dns.is_some()) {
+        return Err(ConfigError::Conflict(format!(
+            "{v4_cause}: IPv4 disabled but net/host/dns provided"
+        )));
+    }
+    if !ipv6 && (ipv6_prefix_given || raw.ipv6_host.is_some() || raw.ipv6_dns.is_some()) {
+        return Err(ConfigError::Conflict(format!(
+            "{v6_cause}: IPv6 disabled but prefix/host6/dns6 provided"
+        )));
+    }
+    if !ipv4 && !ipv6 {
+        return Err(ConfigError::Conflict(
+            "--slirp: IPv4 and IPv6 disabled".to_string(),
+        ));
+    }
+    if !ipv4 {
+        req.ipv4_off = Some(v4_cause);
+    }
+    if !ipv6 {
+        req.ipv6_off = Some(v6_cause);
+    }
+
+    if let Some((name, value)) = vnet {
+        let shown = if name == "ip" {
+            subject("ip", raw.ip.as_deref().unwrap_or_default())
+        } else {
+            subject(name, &value)
+        };
+        let (addr, prefix) = parse_net(&shown, &value)?;
+        req.v4_addr = Some(Setting::new(addr, shown.clone()));
+        req.v4_addr_kind = AddrKind::Network;
+        req.v4_prefix = prefix.map(|p| Setting::new(p, shown.clone()));
+    }
+    if let Some(h) = &raw.host {
+        req.v4_gateway = Some(Setting::new(aton("host", h)?, subject("host", h)));
+    }
+    if let Some(d) = &raw.dns {
+        req.v4_dns = Some(Setting::new(aton("dns", d)?, subject("dns", d)));
+    }
+    if let Some(d) = &raw.dhcpstart {
+        req.v4_dhcp_start = Some(Setting::new(aton("dhcpstart", d)?, subject("dhcpstart", d)));
+    }
+    if let Some(r) = &raw.restrict {
+        req.restrict = parse_bool("restrict", r)?;
+    }
+
+    // net/net.c splits ipv6-net into ipv6-prefix and ipv6-prefixlen, after the others, so it
+    // wins over both.
+    let mut prefix6 = raw
+        .ipv6_prefix
+        .as_ref()
+        .map(|p| (p.clone(), subject("ipv6-prefix", p)));
+    let mut prefixlen6 = raw
+        .ipv6_prefixlen
+        .as_ref()
+        .map(|l| (l.clone(), subject("ipv6-prefixlen", l)));
+    if let Some(n) = &raw.ipv6_net {
+        let shown = subject("ipv6-net", n);
+        let (p, l) = match n.split_once('/') {
+            Some((p, l)) => {
+                // qemu_strtoul(l, NULL, 10): decimal digits only.
+                if l.is_empty() || !l.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(ConfigError::invalid(
+                        shown,
+                        "parameter 'ipv6-net' expects a number after '/'",
+                    ));
+                }
+                (p.to_string(), l.to_string())
+            }
+            None => (n.clone(), "64".to_string()),
+        };
+        prefix6 = Some((p, shown.clone()));
+        prefixlen6 = Some((l, shown));
+    }
+    if let Some((p, shown)) = prefix6 {
+        let a: Ipv6Addr = p
+            .parse()
+            .map_err(|_| ConfigError::invalid(shown.clone(), "not an IPv6 prefix"))?;
+        req.v6_addr = Some(Setting::new(a, shown));
+        req.v6_addr_kind = AddrKind::Network;
+    }
+    if let Some((l, shown)) = prefixlen6 {
+        let n: i64 = match l.parse() {
+            Ok(n) => n,
+            Err(_)
+                if !l.is_empty()
+                    && l.trim_start_matches('-')
+                        .bytes()
+                        .all(|b| b.is_ascii_digit()) =>
+            {
+                i64::MAX
+            }
+            Err(_) => {
+                return Err(ConfigError::invalid(
+                    shown,
+                    "the IPv6 prefix length is not a number",
+                ));
+            }
+        };
+        // net/slirp.c: 0 means "not given", i.e. 64.
+        let n = if n == 0 {
+            req.notes.push(format!(
+                "{shown}: QEMU reads an IPv6 prefix length of 0 as the default 64"
+            ));
+            64
+        } else {
+            n
+        };
+        if !(0..=126).contains(&n) {
+            return Err(ConfigError::invalid(
+                shown,
+                "invalid IPv6 prefix length (QEMU accepts 0-126)",
+            ));
+        }
+        req.v6_prefix = Some(Setting::new(n as u8, shown));
+    }
+    if let Some(h) = &raw.ipv6_host {
+        req.v6_gateway = Some(Setting::new(
+            pton6("ipv6-host", h)?,
+            subject("ipv6-host", h),
+        ));
+    }
+    if let Some(d) = &raw.ipv6_dns {
+        req.v6_dns = Some(Setting::new(pton6("ipv6-dns", d)?, subject("ipv6-dns", d)));
+    }
+
+    if let Some(d) = &raw.domainname {
+        if d.is_empty() {
+            return Err(ConfigError::invalid(
+                subject("domainname", d),
+                "'domainname' parameter cannot be empty",
+            ));
+        }
+        if d.len() > 255 {
+            return Err(ConfigError::invalid(
+                "--slirp domainname=…",
+                "'domainname' parameter cannot exceed 255 bytes",
+            ));
+        }
+        req.domain_name = Some(d.clone());
+    }
+    if let Some(h) = &raw.hostname {
+        if h.len() > 255 {
+            return Err(ConfigError::invalid(
+                "--slirp hostname=…",
+                "'hostname' parameter cannot exceed 255 bytes",
+            ));
+        }
+        req.hostname = Some(h.clone());
+    }
+    if let Some(t) = &raw.tftp_server_name {
+        if t.len() > 255 {
+            return Err(ConfigError::invalid(
+                "--slirp tftp-server-name=…",
+                "'tftp-server-name' parameter cannot exceed 255 bytes",
+            ));
+        }
+        req.tftp_server_name = Some(t.clone());
+    }
+    if let Some(b) = &raw.bootfile {
+        // libslirp slirp_new: the BOOTP `file` field holds 128 bytes with its terminator.
+        if b.len() >= 128 {
+            return Err(ConfigError::invalid(
+                "--slirp bootfile=…",
+                "the boot file name must be shorter than 128 bytes",
+            ));
+        }
+        req.bootfile = Some(b.clone());
+    }
+    if let Some(t) = &raw.tftp {
+        req.tftp_root = Some(PathBuf::from(t));
+    }
+    if !raw.dnssearch.is_empty() {
+        for d in &raw.dnssearch {
+            if !valid_domain(d) {
+                return Err(ConfigError::invalid(
+                    subject("dnssearch", d),
+                    "not a valid domain name",
+                ));
+            }
+        }
+        req.search = Some(raw.dnssearch.clone());
+    }
+    for f in &raw.hostfwd {
+        let fwd = parse_hostfwd(f)?;
+        req.forwards.push(Setting::new(fwd, subject("hostfwd", f)));
+    }
+    Ok(req)
+}
+
+/// `net=A[/N|/MASK]` as net/slirp.c reads it: `(address, prefix)`, with `None` when no mask
+/// was written (the profile then applies QEMU's classful mask).
+fn parse_net(shown: &str, value: &str) -> Result<(Ipv4Addr, Option<u8>), ConfigError> {
+    let Some((a, m)) = value.split_once('/') else {
+        let addr = inet_aton(value)
+            .ok_or_else(|| ConfigError::invalid(shown, "not an IPv4 network address"))?;
+        return Ok((addr, None));
+    };
+    let addr =
+        inet_aton(a).ok_or_else(|| ConfigError::invalid(shown, "not an IPv4 network address"))?;
+    // QEMU: strtol(m); if it stops early, the mask is dotted.
+    if m.bytes().all(|b| b.is_ascii_digit()) {
+        let shift: u64 = if m.is_empty() {
+            0
+        } else {
+            m.parse().unwrap_or(u64::MAX)
+        };
+        if !(4..=32).contains(&shift) {
+            return Err(ConfigError::invalid(
+                shown,
+                "invalid netmask provided (must be in range 4-32)",
+            ));
+        }
+        return Ok((addr, Some(shift as u8)));
+    }
+    let mask = inet_aton(m)
+        .ok_or_else(|| ConfigError::invalid(shown, "failed to parse netmask (trailing chars)"))?;
+    let prefix = mask_to_prefix(u32::from(mask)).ok_or_else(|| {
+        ConfigError::invalid(shown, format!("{mask} is not a contiguous netmask"))
+    })?;
+    Ok((addr, Some(prefix)))
+}
+
+/// QEMU's `qemu_strtoi(s, &end, 0, ..)` for a port, refusing trailing text.
+fn port_number(s: &str) -> Option<u64> {
+    let s = s.trim_start();
+    c_ulong(s.strip_prefix('+').unwrap_or(s))
+}
+
+/// `hostfwd=[tcp|udp|unix]:[haddr]:hport-[gaddr]:gport` (net/slirp.c `slirp_hostfwd`).
+pub(crate) fn parse_hostfwd(rule: &str) -> Result<PortForward, ConfigError> {
+    let fail = |why: &str| {
+        ConfigError::invalid(
+            subject("hostfwd", rule),
+            format!("invalid host forwarding rule ({why})"),
+        )
+    };
+    let (proto, rest) = rule
+        .split_once(':')
+        .ok_or_else(|| fail("No : separators"))?;
+    let (proto, unix) = match proto {
+        "" | "tcp" => (Proto::Tcp, false),
+        "udp" => (Proto::Udp, false),
+        "unix" => (Proto::Tcp, true),
+        _ => return Err(fail("Bad protocol name")),
+    };
+    let (host, rest) = if unix {
+        let (path, rest) = rest
+            .split_once('-')
+            .ok_or_else(|| fail("Missing - separator"))?;
+        if path.is_empty() {
+            return Err(fail("Missing unix socket path"));
+        }
+        if !path.starts_with('/') {
+            return Err(fail("unix socket path must be absolute"));
+        }
+        if path.len() > 107 {
+            return Err(fail("Unix socket path is too long"));
+        }
+        (
+            HostListen::Unix {
+                path: PathBuf::from(path),
+            },
+            rest,
+        )
+    } else {
+        let (haddr, rest) = rest
+            .split_once(':')
+            .ok_or_else(|| fail("Missing : separator"))?;
+        let addr = if haddr.is_empty() {
+            Ipv4Addr::UNSPECIFIED
+        } else {
+            inet_aton(haddr).ok_or_else(|| fail("Bad host address"))?
+        };
+        let (hport, rest) = rest
+            .split_once('-')
+            .ok_or_else(|| fail("Bad host port separator"))?;
+        let hport = port_number(hport)
+            .filter(|p| *p <= 65535)
+            .ok_or_else(|| fail("Bad host port"))?;
+        (
+            HostListen::Inet {
+                addr: Some(IpAddr::V4(addr)),
+                iface: None,
+                ports: PortRange::single(hport as u16),
+            },
+            rest,
+        )
+    };
+    let (gaddr, gport) = rest
+        .split_once(':')
+        .ok_or_else(|| fail("Missing guest address"))?;
+    let guest_addr = if gaddr.is_empty() {
+        None
+    } else {
+        Some(IpAddr::V4(
+            inet_aton(gaddr).ok_or_else(|| fail("Bad guest address"))?,
+        ))
+    };
+    let gport = port_number(gport)
+        .filter(|p| (1..=65535).contains(p))
+        .ok_or_else(|| fail("Bad guest port"))?;
+    Ok(PortForward {
+        proto,
+        host,
+        guest_addr,
+        guest_port: gport as u16,
+        skip_ephemeral: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenizer_follows_qemuopts() {
+        let t = tokenize("user,id=n0,net=10.0.0.0/8,restrict,dnssearch=a,,b,hostfwd=tcp::1-:2")
+            .unwrap();
+        assert_eq!(
+            t,
+            vec![
+                ("type".to_string(), "user".to_string()),
+                ("id".into(), "n0".into()),
+                ("net".into(), "10.0.0.0/8".into()),
+                ("restrict".into(), "on".into()),
+                ("dnssearch".into(), "a,b".into()),
+                ("hostfwd".into(), "tcp::1-:2".into()),
+            ]
+        );
+        assert!(tokenize("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn net_forms() {
+        type Case<'a> = (&'a str, Option<(&'a str, Option<u8>)>);
+        let cases: &[Case] = &[
+            ("10.1.16.0/20", Some(("10.1.16.0", Some(20)))),
+            ("10.0.2.0/255.255.255.0", Some(("10.0.2.0", Some(24)))),
+            ("172.17.2.0", Some(("172.17.2.0", None))),
+            ("10.0.2.0/32", Some(("10.0.2.0", Some(32)))),
+            ("10.0.2.0/4", Some(("10.0.2.0", Some(4)))),
+            ("10.0.2.0/3", None),
+            ("10.0.2.0/33", None),
+            ("10.0.2.0/", None),
+            ("10.0.2.0/255.0.255.0", None),
+            ("10.0.2.0/24x", None),
+            ("x/24", None),
+        ];
+        for (v, want) in cases {
+            let got = parse_net("net", v).ok();
+            let want = want.map(|(a, p)| (a.parse::<Ipv4Addr>().unwrap(), p));
+            assert_eq!(got, want, "net={v}");
+        }
+    }
+
+    #[test]
+    fn hostfwd_forms() {
+        let f = parse_hostfwd("tcp::2222-:22").unwrap();
+        assert_eq!(f.proto, Proto::Tcp);
+        assert_eq!(
+            f.host,
+            HostListen::Inet {
+                addr: Some("0.0.0.0".parse().unwrap()),
+                iface: None,
+                ports: PortRange::single(2222)
+            }
+        );
+        assert_eq!(f.guest_addr, None);
+        assert_eq!(f.guest_port, 22);
+
+        let f = parse_hostfwd("udp:127.0.0.1:5353-10.0.2.15:53").unwrap();
+        assert_eq!(f.proto, Proto::Udp);
+        assert_eq!(f.guest_addr, Some("10.0.2.15".parse().unwrap()));
+
+        let f = parse_hostfwd(":127.0.0.1:0x50-:80").unwrap();
+        assert!(matches!(f.host, HostListen::Inet { ports, .. } if ports.first == 80));
+
+        let f = parse_hostfwd("unix:/tmp/s.sock-:22").unwrap();
+        assert_eq!(
+            f.host,
+            HostListen::Unix {
+                path: "/tmp/s.sock".into()
+            }
+        );
+
+        let bad = [
+            ("tcp", "No : separators"),
+            ("sctp::1-:2", "Bad protocol name"),
+            ("tcp:12", "Missing : separator"),
+            ("tcp:x:1-:2", "Bad host address"),
+            ("tcp::1:2", "Bad host port separator"),
+            ("tcp::70000-:2", "Bad host port"),
+            ("tcp::1-2", "Missing guest address"),
+            ("tcp::1-x:2", "Bad guest address"),
+            ("tcp::1-:0", "Bad guest port"),
+            ("tcp::1-:65536", "Bad guest port"),
+            ("unix:rel-:22", "unix socket path must be absolute"),
+            ("unix:-:22", "Missing unix socket path"),
+            ("unix:/p", "Missing - separator"),
+        ];
+        for (rule, why) in bad {
+            let e = parse_hostfwd(rule).unwrap_err().to_string();
+            assert!(e.contains(why), "hostfwd={rule}: {e}");
+            assert!(e.contains(rule), "hostfwd={rule}: {e}");
+        }
+    }
+
+    #[test]
+    fn ipv4_ipv6_switches_as_qemu() {
+        // (options, ipv4 on, ipv6 on)
+        let cases = [
+            ("", true, true),
+            ("ipv4=on", true, false),
+            ("ipv6=on", false, true),
+            ("ipv4=on,ipv6=on", true, true),
+            ("ipv4=off", false, true),
+            ("ipv6=off", true, false),
+            ("ipv4=off,ipv6=on", false, true),
+        ];
+        for (o, v4, v6) in cases {
+            let r = parse(o).unwrap();
+            assert_eq!(r.ipv4_off.is_none(), v4, "{o}");
+            assert_eq!(r.ipv6_off.is_none(), v6, "{o}");
+        }
+        for (o, want) in [
+            ("ipv4=off,ipv6=off", "IPv4 and IPv6 disabled"),
+            (
+                "ipv4=off,net=10.0.0.0/8",
+                "IPv4 disabled but net/host/dns provided",
+            ),
+            (
+                "ipv6=on,dns=10.0.2.3",
+                "IPv4 disabled but net/host/dns provided",
+            ),
+            (
+                "ipv6=off,ipv6-dns=fec0::3",
+                "IPv6 disabled but prefix/host6/dns6",
+            ),
+            (
+                "ipv4=on,ipv6-net=fec0::/64",
+                "IPv6 disabled but prefix/host6/dns6",
+            ),
+            ("ipv4=maybe", "expects 'on' or 'off'"),
+        ] {
+            let e = parse(o).unwrap_err().to_string();
+            assert!(e.contains(want), "{o}: {e}");
+        }
+    }
+
+    #[test]
+    fn option_errors_name_the_option() {
+        let cases = [
+            ("net=x", "--slirp net=x"),
+            ("net=10.0.0.0/33", "must be in range 4-32"),
+            ("host=x", "--slirp host=x: not an IPv4 address"),
+            ("dns=1.2.3.x", "--slirp dns=1.2.3.x"),
+            ("dhcpstart=y", "--slirp dhcpstart=y"),
+            ("ipv6-prefix=x", "--slirp ipv6-prefix=x: not an IPv6 prefix"),
+            ("ipv6-prefixlen=127", "QEMU accepts 0-126"),
+            ("ipv6-net=fec0::/200", "QEMU accepts 0-126"),
+            ("ipv6-net=fec0::/x", "expects a number after '/'"),
+            ("ipv6-host=x", "--slirp ipv6-host=x"),
+            ("domainname=", "cannot be empty"),
+            ("dnssearch=a..b", "--slirp dnssearch=a..b"),
+            ("guestfwd=tcp:10.0.2.100:1234-cmd:cat", "not supported"),
+            ("smb=/tmp", "not supported"),
+            ("bogus=1", "invalid parameter 'bogus'"),
+            ("type=tap", "only the 'user' netdev type"),
+            ("restrict=sometimes", "--slirp restrict=sometimes"),
+        ];
+        for (o, want) in cases {
+            let e = parse(o).unwrap_err().to_string();
+            assert!(e.contains(want), "{o}: {e}");
+        }
+        let long = "x".repeat(256);
+        for o in ["hostname", "domainname", "tftp-server-name"] {
+            let e = parse(&format!("{o}={long}")).unwrap_err().to_string();
+            assert!(e.contains("cannot exceed 255 bytes"), "{o}: {e}");
+        }
+        let e = parse(&format!("bootfile={}", "b".repeat(128)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("shorter than 128 bytes"), "{e}");
+    }
+
+    #[test]
+    fn repeated_and_legacy_options() {
+        let r = parse("net=10.0.0.0/8,net=192.168.0.0/16").unwrap();
+        assert_eq!(r.v4_addr.unwrap().value, Ipv4Addr::new(192, 168, 0, 0));
+        let r = parse("ip=10.9.0.0").unwrap();
+        assert_eq!(r.v4_prefix.unwrap().value, 24);
+        let r = parse("dnssearch=a.example,dnssearch=b.example").unwrap();
+        assert_eq!(r.search.unwrap(), vec!["a.example", "b.example"]);
+        let r = parse("ipv6-prefix=2001:db8::,ipv6-prefixlen=48,ipv6-net=fd00::/56").unwrap();
+        assert_eq!(
+            r.v6_addr.unwrap().value,
+            "fd00::".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(r.v6_prefix.unwrap().value, 56);
+        let r = parse("ipv6-net=fd00::").unwrap();
+        assert_eq!(r.v6_prefix.unwrap().value, 64);
+        let r = parse("ipv6-prefixlen=0").unwrap();
+        assert_eq!(r.v6_prefix.unwrap().value, 64);
+        assert_eq!(r.notes.len(), 1);
+    }
+}
