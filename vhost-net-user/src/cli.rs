@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use clap::{ArgAction, Parser};
 use netcore::capture::Capture;
-use policy::NetPlan;
+use policy::{ConfigError, PolicyArgs};
 
 use crate::server::{self, ServeConfig};
 use crate::sys;
@@ -50,11 +50,17 @@ pub struct Args {
     /// Only log errors.
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// What the guest sees: addresses, DHCP, forwards (libvirt XML, QEMU or passt options).
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 /// A configuration the user got wrong: reported on one line, exit status 2.
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("one of --socket-path or --fd is required")]
     NoSocket,
     #[error("--fd {fd}")]
@@ -127,6 +133,21 @@ pub fn run(args: Args) -> i32 {
         println!("{CAPABILITIES}");
         return 0;
     }
+    if args.policy.explain {
+        return match args.policy.build() {
+            Ok(resolved) => {
+                print!(
+                    "{}",
+                    args.policy.explain_output(&resolved).unwrap_or_default()
+                );
+                0
+            }
+            Err(e) => {
+                eprintln!("vhost-net-user: {e}");
+                2
+            }
+        };
+    }
     env_logger::Builder::new()
         .filter_level(args.log_level())
         .parse_env("RUST_LOG")
@@ -166,7 +187,11 @@ pub fn run(args: Args) -> i32 {
 }
 
 fn setup(args: &Args) -> Result<(ServeConfig, UnixListener), UsageError> {
-    let plan = NetPlan::slirp_default();
+    let resolved = args.policy.build()?;
+    for warning in &resolved.warnings {
+        log::warn!("{warning}");
+    }
+    let plan = resolved.plan;
     let capture = match &args.pcap {
         Some(path) => Some(Arc::new(Mutex::new(Capture::create(path).map_err(
             |source| UsageError::BadPcap {
