@@ -15,14 +15,14 @@ use crate::Profile;
 #[non_exhaustive]
 pub enum ConfigError {
     /// A file named on the command line could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// The libvirt XML is not well-formed.
-    #[error("{origin}: not well-formed XML: {source}")]
+    #[error("{origin}: not well-formed XML")]
     XmlSyntax {
         origin: String,
         #[source]

@@ -143,7 +143,7 @@ pub fn run(args: Args) -> i32 {
                 0
             }
             Err(e) => {
-                eprintln!("vhost-net-user: {e}");
+                eprintln!("vhost-net-user: {}", server::error_chain(&e));
                 2
             }
         };
