@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use policy::{MacAddr, NetPlan};
 
 use crate::capture::SharedCapture;
+use crate::ipv4::Ident;
 use crate::link::{RxLink, TxFrame};
 use crate::{arp, dhcp, icmp};
 use crate::{capture, ethernet};
@@ -65,6 +66,8 @@ pub struct Engine {
     plan: NetPlan,
     guest_mac: Option<MacAddr>,
     dhcp: dhcp::Server,
+    /// Identification of the IPv4 packets we send, one sequence for all of them (as slirp).
+    ip_ident: Ident,
     counters: Counters,
     pending: VecDeque<Vec<u8>>,
     capture: Option<SharedCapture>,
@@ -80,6 +83,7 @@ impl Engine {
             dhcp: dhcp::Server::new(&plan),
             plan,
             guest_mac: None,
+            ip_ident: Ident::new(),
             counters: Counters::default(),
             pending: VecDeque::new(),
             capture: None,
@@ -164,14 +168,16 @@ impl Engine {
 
     fn handle_ipv4(&mut self) -> Verdict {
         let frame = &self.frame_buf;
-        if dhcp::is_dhcp_request(frame) {
-            let v = self.dhcp.handle(&self.plan, frame, &mut self.reply_buf);
+        if dhcp::is_dhcp_request(&self.plan, frame) {
+            let v = self
+                .dhcp
+                .handle(&self.plan, &mut self.ip_ident, frame, &mut self.reply_buf);
             if v == Verdict::Reply {
                 self.counters.dhcp_replies += 1;
             }
             return v;
         }
-        let v = icmp::handle(&self.plan, frame, &mut self.reply_buf);
+        let v = icmp::handle(&self.plan, &mut self.ip_ident, frame, &mut self.reply_buf);
         if v == Verdict::Reply {
             self.counters.icmp_replies += 1;
         }

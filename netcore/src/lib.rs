@@ -8,9 +8,11 @@
 pub mod arp;
 pub mod capture;
 pub mod dhcp;
+pub mod dnssearch;
 pub mod engine;
 pub mod ethernet;
 pub mod icmp;
+pub mod ipv4;
 pub mod link;
 
 pub use engine::{Counters, Engine};
