@@ -1,0 +1,15 @@
+#!/bin/bash
+# test.sh [CARGO_TEST_ARGS...] : the whole test suite, as CI runs it (.ci/run).
+# Installs the Debian packages the tests use, builds the test guest and the workspace (release),
+# then runs `cargo test --workspace --release`. The exit status is the tests'.
+# The end-to-end tests (tests/, crate vnu-tests) boot real QEMU guests (TCG, ~10 s of one core
+# each) behind target/release/vhost-net-user; they fail rather than skip when QEMU is missing.
+set -euo pipefail
+ROOT=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/..
+cd "$ROOT"
+[ -d "$HOME/.cargo/bin" ] && PATH=$HOME/.cargo/bin:$PATH
+
+scripts/need-packages.sh qemu-system-x86 busybox-static iperf3 cpio tcpdump iproute2
+scripts/build-guest.sh
+cargo build --release --workspace
+exec cargo test --workspace --release --no-fail-fast "$@"
