@@ -96,3 +96,74 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// A link wrapper that counts every frame sent to the guest and, when capturing, records it.
+/// Frames built in place (zero-copy payload) are read back only when a capture is running.
+#[derive(Debug)]
+pub struct Tap<'c, L> {
+    inner: &'c mut L,
+    capture: Option<&'c SharedCapture>,
+    frames: &'c mut u64,
+}
+
+impl<'c, L> Tap<'c, L> {
+    pub fn new(inner: &'c mut L, capture: Option<&'c SharedCapture>, frames: &'c mut u64) -> Self {
+        Tap {
+            inner,
+            capture,
+            frames,
+        }
+    }
+}
+
+/// A slot reserved through a [`Tap`].
+#[derive(Debug)]
+pub struct TapSlot<'s, S> {
+    inner: S,
+    capture: Option<&'s SharedCapture>,
+    frames: &'s mut u64,
+}
+
+impl<S: crate::link::RxSlot> crate::link::RxSlot for TapSlot<'_, S> {
+    fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+
+    fn write_at(&mut self, offset: usize, data: &[u8]) {
+        self.inner.write_at(offset, data);
+    }
+
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
+        self.inner.read_at(offset, buf)
+    }
+
+    fn iovecs(&mut self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+        self.inner.iovecs(offset, len, out);
+    }
+
+    fn commit(self, len: usize) {
+        if let Some(capture) = self.capture {
+            let mut frame = vec![0u8; len];
+            let n = self.inner.read_at(0, &mut frame);
+            record(capture, &frame[..n]);
+        }
+        *self.frames += 1;
+        self.inner.commit(len);
+    }
+}
+
+impl<L: crate::link::RxLink> crate::link::RxLink for Tap<'_, L> {
+    type Slot<'s>
+        = TapSlot<'s, L::Slot<'s>>
+    where
+        Self: 's;
+
+    fn reserve(&mut self, max_len: usize) -> Option<Self::Slot<'_>> {
+        let inner = self.inner.reserve(max_len)?;
+        Some(TapSlot {
+            inner,
+            capture: self.capture,
+            frames: self.frames,
+        })
+    }
+}

@@ -1,33 +1,61 @@
-//! The engine: takes each guest frame, dispatches it by protocol, sends answers to the guest.
+//! The engine: takes each guest frame, dispatches it by protocol, sends answers to the guest,
+//! and splices flows onto host sockets.
 //!
 //! # Theory of operation
 //!
-//! The engine owns all per-guest state (the learned guest MAC, DHCP leases, counters) and is
-//! driven from one thread. A guest frame is copied out only as far as its protocol needs:
-//! control-plane protocols (ARP, DHCP, ICMP echo to the emulated hosts) are small and copied
-//! whole into a reused buffer; nothing else is copied here.
+//! The engine owns all per-guest state (the learned guest MAC, DHCP leases, flow tables,
+//! counters) and is driven from one thread, by three kinds of events: a guest frame
+//! ([`Engine::handle_frame`]), readiness of its host sockets or timer ([`Engine::poll_host`],
+//! after the link's event loop sees [`Engine::host_fd`] readable), and the end of a batch
+//! ([`Engine::end_batch`], after a drained TX ring or newly posted RX buffers).
 //!
-//! Answers go straight to the [`RxLink`]. When the guest has posted no room, they wait in a
-//! bounded queue, in order, and [`Engine::flush`] sends them once buffers arrive; past the bound
-//! they are dropped and counted, because a guest that never reads must not grow our memory.
+//! A guest frame is copied out only as far as its protocol needs. A bounded header prefix is
+//! always copied; control-plane frames (ARP, DHCP, ICMP) are small and copied whole into a
+//! reused buffer; TCP and UDP payload is never copied here: the flow tables pass it to the
+//! kernel as iovecs into the frame.
 //!
-//! Anything malformed or not (yet) served is dropped and counted; nothing a guest sends can
-//! stop the engine.
+//! Answers the engine builds itself go to the [`RxLink`] at once; when the guest has posted
+//! no room they wait in a bounded queue, in order, sent by [`Engine::end_batch`] once buffers
+//! arrive, and past the bound they are dropped and counted: a guest that never reads must not
+//! grow our memory. Flows keep their data in their host sockets instead.
+//!
+//! Anything malformed or not served is dropped and counted; nothing a guest sends can stop
+//! the engine.
 
 use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
 
 use policy::{MacAddr, NetPlan};
+use smoltcp::wire::Ipv4Packet;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::timerfd::TimerFd;
 
-use crate::capture::SharedCapture;
+use crate::capture::{SharedCapture, Tap};
 use crate::ipv4::Ident;
 use crate::link::{RxLink, TxFrame};
-use crate::{arp, dhcp, icmp};
-use crate::{capture, ethernet};
+use crate::nat::{self, Ctx, Target, Upstream};
+use crate::ping::PingTable;
+use crate::tcp::{SegmentOutcome, TcpTable};
+use crate::udp::{Sent, UdpTable};
+use crate::{arp, capture, dhcp, ethernet, icmp, ipv4, tcp};
 
 /// The largest frame a guest may hand us: a 64 KiB IP packet behind an Ethernet header.
 pub const MAX_FRAME_LEN: usize = 65535 + ethernet::HEADER_LEN;
 /// Answers waiting for guest buffers, at most.
 const MAX_PENDING: usize = 1024;
+/// Bytes of each frame copied for parsing: Ethernet, the largest IPv4 and TCP headers.
+const HEADER_PREFIX: usize = ethernet::HEADER_LEN + 60 + 60;
+/// How often flow timers (retransmission, expiry) are looked at while any flow exists.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Epoll token bases for host sockets: the top byte says which table the rest indexes.
+pub const TOKEN_TCP: u64 = 1 << 56;
+pub const TOKEN_UDP: u64 = 2 << 56;
+pub const TOKEN_ICMP: u64 = 3 << 56;
+pub const TOKEN_TIMER: u64 = 4 << 56;
+const TOKEN_KIND: u64 = 0xff << 56;
 
 /// What happened to guest frames, for logs and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -45,6 +73,8 @@ pub struct Counters {
     pub arp_replies: u64,
     pub dhcp_replies: u64,
     pub icmp_replies: u64,
+    /// ICMP destination-unreachable errors we sent for guest packets.
+    pub unreachables: u64,
 }
 
 /// What a protocol handler did with a frame.
@@ -60,10 +90,29 @@ pub enum Verdict {
     Malformed,
 }
 
+/// Settings of the engine that are not part of what the guest sees.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Where DNS queries to the DNS address go.
+    pub upstream: Upstream,
+    /// Most TCP connections (and, separately, UDP and ICMP flows) at once.
+    pub max_flows: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            upstream: Upstream::default(),
+            max_flows: 4096,
+        }
+    }
+}
+
 /// The NAT core for one guest.
 #[derive(Debug)]
 pub struct Engine {
     plan: NetPlan,
+    options: EngineOptions,
     guest_mac: Option<MacAddr>,
     dhcp: dhcp::Server,
     /// Identification of the IPv4 packets we send, one sequence for all of them (as slirp).
@@ -71,17 +120,59 @@ pub struct Engine {
     counters: Counters,
     pending: VecDeque<Vec<u8>>,
     capture: Option<SharedCapture>,
-    /// Reused copy of the frame being handled.
+    /// Reused copy of the frame being handled (its header prefix, or all of a small one).
     frame_buf: Vec<u8>,
     /// Reused buffer the handlers build answers in.
     reply_buf: Vec<u8>,
+    epoll: Epoll,
+    timer: TimerFd,
+    timer_armed: bool,
+    tcp: TcpTable,
+    udp: UdpTable,
+    ping: PingTable,
+}
+
+/// Splits the engine into the flow context and the tables, so both can be borrowed at once.
+macro_rules! ctx {
+    ($self:ident) => {
+        Ctx {
+            guest_mac: $self.guest_mac.unwrap_or(MacAddr::BROADCAST),
+            gateway_mac: $self.plan.gateway_mac,
+            mtu: $self.plan.mtu,
+            epoll: &$self.epoll,
+            ident: &mut $self.ip_ident,
+            now: Instant::now(),
+        }
+    };
 }
 
 impl Engine {
-    pub fn new(plan: NetPlan) -> Self {
-        Engine {
+    /// An engine whose flow tables take no flows, so that nothing it is fed can reach a real
+    /// host: for tests and fuzzing of everything else. Panics only if the kernel refuses an
+    /// epoll or timer descriptor.
+    pub fn isolated(plan: NetPlan) -> Self {
+        let options = EngineOptions {
+            max_flows: 0,
+            ..EngineOptions::default()
+        };
+        Self::with_options(plan, options).expect("epoll and timerfd")
+    }
+
+    pub fn with_options(plan: NetPlan, options: EngineOptions) -> std::io::Result<Self> {
+        let epoll = Epoll::new()?;
+        let timer = TimerFd::new().map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+        epoll.ctl(
+            ControlOperation::Add,
+            timer.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, TOKEN_TIMER),
+        )?;
+        Ok(Engine {
             dhcp: dhcp::Server::new(&plan),
+            tcp: TcpTable::new(options.max_flows),
+            udp: UdpTable::new(options.max_flows),
+            ping: PingTable::new(options.max_flows.min(256)),
             plan,
+            options,
             guest_mac: None,
             ip_ident: Ident::new(),
             counters: Counters::default(),
@@ -89,7 +180,10 @@ impl Engine {
             capture: None,
             frame_buf: Vec::with_capacity(2048),
             reply_buf: Vec::with_capacity(2048),
-        }
+            epoll,
+            timer,
+            timer_armed: false,
+        })
     }
 
     /// Records every frame, both ways, into `capture`.
@@ -110,9 +204,32 @@ impl Engine {
         &self.counters
     }
 
+    /// Counters of the flow tables, for logs.
+    pub fn flow_counters(&self) -> String {
+        format!(
+            "tcp {:?} (open {}), udp {:?} (open {}), ping {:?} (open {})",
+            self.tcp.counters,
+            self.tcp.len(),
+            self.udp.counters,
+            self.udp.len(),
+            self.ping.counters,
+            self.ping.len()
+        )
+    }
+
+    /// Open flows: TCP, UDP, ICMP.
+    pub fn open_flows(&self) -> (usize, usize, usize) {
+        (self.tcp.len(), self.udp.len(), self.ping.len())
+    }
+
     /// Whether answers are waiting for guest buffers.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
+    }
+
+    /// The descriptor to watch for readability: host sockets and the flow timer behind it.
+    pub fn host_fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
     }
 
     /// Handles one frame the guest sent.
@@ -128,12 +245,12 @@ impl Engine {
             log::debug!("dropping guest frame of {len} bytes");
             return;
         }
-        self.frame_buf.resize(len, 0);
-        let copied = frame.read_at(0, &mut self.frame_buf);
-        self.frame_buf.truncate(copied);
         if let Some(capture) = &self.capture {
-            capture::record(capture, &self.frame_buf);
+            let mut whole = vec![0u8; len];
+            let n = frame.read_at(0, &mut whole);
+            capture::record(capture, &whole[..n]);
         }
+        self.load(frame, HEADER_PREFIX);
         let Some((_dst, src, ethertype)) = ethernet::parse_header(&self.frame_buf) else {
             self.counters.tx_malformed += 1;
             return;
@@ -151,7 +268,7 @@ impl Engine {
                 }
                 v
             }
-            ethernet::ETHERTYPE_IPV4 => self.handle_ipv4(),
+            ethernet::ETHERTYPE_IPV4 => self.handle_ipv4(frame, rx),
             _ => Verdict::Unhandled,
         };
         match verdict {
@@ -166,28 +283,200 @@ impl Engine {
         }
     }
 
-    fn handle_ipv4(&mut self) -> Verdict {
-        let frame = &self.frame_buf;
-        if dhcp::is_dhcp_request(&self.plan, frame) {
-            let v = self
-                .dhcp
-                .handle(&self.plan, &mut self.ip_ident, frame, &mut self.reply_buf);
-            if v == Verdict::Reply {
-                self.counters.dhcp_replies += 1;
+    /// Copies the first `max` bytes of `frame` into `frame_buf`.
+    fn load<F: TxFrame + ?Sized>(&mut self, frame: &F, max: usize) {
+        self.frame_buf.resize(frame.len().min(max), 0);
+        let copied = frame.read_at(0, &mut self.frame_buf);
+        self.frame_buf.truncate(copied);
+    }
+
+    fn handle_ipv4<F, L>(&mut self, frame: &F, rx: &mut L) -> Verdict
+    where
+        F: TxFrame + ?Sized,
+        L: RxLink,
+    {
+        let Some(ip) = IpHeader::parse(&self.frame_buf, frame.len()) else {
+            return Verdict::Malformed;
+        };
+        if ip.fragment {
+            return Verdict::Unhandled; // no reassembly
+        }
+        match ip.protocol {
+            ipv4::PROTO_UDP => {
+                let Some(ports) = self
+                    .frame_buf
+                    .get(ip.l4_offset..ip.l4_offset + 8)
+                    .map(udp_ports)
+                else {
+                    return Verdict::Malformed;
+                };
+                if ports.1 == dhcp::SERVER_PORT {
+                    self.load(frame, MAX_FRAME_LEN);
+                    if dhcp::is_dhcp_request(&self.plan, &self.frame_buf) {
+                        let v = self.dhcp.handle(
+                            &self.plan,
+                            &mut self.ip_ident,
+                            &self.frame_buf,
+                            &mut self.reply_buf,
+                        );
+                        if v == Verdict::Reply {
+                            self.counters.dhcp_replies += 1;
+                        }
+                        return v;
+                    }
+                }
+                self.handle_udp(&ip, ports, frame, rx)
             }
-            return v;
+            tcp::PROTO_TCP => self.handle_tcp(&ip, frame, rx),
+            ipv4::PROTO_ICMP => {
+                self.load(frame, MAX_FRAME_LEN);
+                let v = icmp::handle(
+                    &self.plan,
+                    &mut self.ip_ident,
+                    &self.frame_buf,
+                    &mut self.reply_buf,
+                );
+                match v {
+                    Verdict::Reply => self.counters.icmp_replies += 1,
+                    Verdict::Unhandled => return self.forward_echo(&ip),
+                    _ => {}
+                }
+                v
+            }
+            _ => Verdict::Unhandled,
         }
-        let v = icmp::handle(&self.plan, &mut self.ip_ident, frame, &mut self.reply_buf);
-        if v == Verdict::Reply {
-            self.counters.icmp_replies += 1;
+    }
+
+    fn handle_udp<F, L>(
+        &mut self,
+        ip: &IpHeader,
+        ports: (u16, u16),
+        frame: &F,
+        rx: &mut L,
+    ) -> Verdict
+    where
+        F: TxFrame + ?Sized,
+        L: RxLink,
+    {
+        let udp_len = ip.l4_len;
+        if udp_len < 8 {
+            return Verdict::Malformed;
         }
-        v
+        let guest = SocketAddr::new(ip.src, ports.0);
+        let dst = SocketAddr::new(ip.dst, ports.1);
+        let target = nat::outbound(&self.plan, &self.options.upstream, dst);
+        let mut ctx = ctx!(self);
+        let sent = self.udp.on_datagram(
+            &mut ctx,
+            guest,
+            target,
+            frame,
+            ip.l4_offset + 8,
+            udp_len - 8,
+        );
+        match sent {
+            Sent::Sent => {
+                self.arm_timer();
+                Verdict::Consumed
+            }
+            Sent::Dropped => Verdict::Consumed,
+            Sent::Unreachable => {
+                self.unreachable(frame, icmp::UNREACH_NET, rx);
+                Verdict::Consumed
+            }
+        }
+    }
+
+    fn handle_tcp<F, L>(&mut self, ip: &IpHeader, frame: &F, rx: &mut L) -> Verdict
+    where
+        F: TxFrame + ?Sized,
+        L: RxLink,
+    {
+        let Some(l4) = self.frame_buf.get(ip.l4_offset..) else {
+            return Verdict::Malformed;
+        };
+        let Some(seg) = tcp::Segment::parse(ip.src, ip.dst, l4, ip.l4_offset, ip.l4_len) else {
+            return Verdict::Malformed;
+        };
+        let plan = &self.plan;
+        let upstream = &self.options.upstream;
+        let mut ctx = ctx!(self);
+        let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
+        let outcome = self.tcp.on_segment(
+            &mut ctx,
+            &seg,
+            frame,
+            || nat::outbound(plan, upstream, seg.remote),
+            &mut tap,
+        );
+        self.arm_timer();
+        if let SegmentOutcome::Unreachable { host } = outcome {
+            let code = if host {
+                icmp::UNREACH_HOST
+            } else {
+                icmp::UNREACH_NET
+            };
+            self.unreachable(frame, code, rx);
+        }
+        Verdict::Consumed
+    }
+
+    /// An echo request to a real host: through a ping socket. Anything else `icmp` left
+    /// (other ICMP types, echoes to the emulated hosts it would not answer) stays unhandled.
+    fn forward_echo(&mut self, ip: &IpHeader) -> Verdict {
+        let is_request = self.frame_buf.get(ip.l4_offset) == Some(&icmp::ECHO_REQUEST);
+        let emulated = self
+            .plan
+            .ipv4
+            .as_ref()
+            .is_some_and(|v4| ip.dst == v4.gateway || ip.dst == v4.dns);
+        if !is_request || emulated {
+            return Verdict::Unhandled;
+        }
+        let dest = match nat::outbound(
+            &self.plan,
+            &self.options.upstream,
+            SocketAddr::new(ip.dst, 0),
+        ) {
+            Target::Connect(dest) => dest.ip(),
+            Target::Unreachable => return Verdict::Unhandled,
+        };
+        let Some(icmp_bytes) = self.frame_buf.get(ip.l4_offset..ip.l4_offset + ip.l4_len) else {
+            return Verdict::Malformed;
+        };
+        let mut ctx = ctx!(self);
+        self.ping
+            .on_request(&mut ctx, ip.src, ip.dst, dest, icmp_bytes);
+        self.arm_timer();
+        Verdict::Consumed
+    }
+
+    /// Tells the guest that the packet in `frame` could not be delivered.
+    fn unreachable<F, L>(&mut self, frame: &F, code: u8, rx: &mut L)
+    where
+        F: TxFrame + ?Sized,
+        L: RxLink,
+    {
+        self.load(frame, ethernet::HEADER_LEN + icmp::MAX_QUOTE);
+        self.reply_buf.clear();
+        if icmp::unreachable(
+            &self.plan,
+            &mut self.ip_ident,
+            &self.frame_buf,
+            code,
+            &mut self.reply_buf,
+        ) {
+            self.counters.unreachables += 1;
+            let reply = std::mem::take(&mut self.reply_buf);
+            self.send(&reply, rx);
+            self.reply_buf = reply;
+        }
     }
 
     /// Sends a frame to the guest now, or queues it behind those already waiting.
     fn send<L: RxLink>(&mut self, frame: &[u8], rx: &mut L) {
-        if self.pending.is_empty() && rx.send(&[frame]).is_ok() {
-            self.delivered(frame);
+        let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
+        if self.pending.is_empty() && tap.send(&[frame]).is_ok() {
             return;
         }
         if self.pending.len() >= MAX_PENDING {
@@ -197,22 +486,136 @@ impl Engine {
         self.pending.push_back(frame.to_vec());
     }
 
-    fn delivered(&mut self, frame: &[u8]) {
-        self.counters.rx_frames += 1;
-        if let Some(capture) = &self.capture {
-            capture::record(capture, frame);
+    /// Sends waiting answers while the guest has room. Returns true when none are left.
+    pub fn flush<L: RxLink>(&mut self, rx: &mut L) -> bool {
+        let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
+        while let Some(frame) = self.pending.front() {
+            if tap.send(&[frame]).is_err() {
+                return false;
+            }
+            self.pending.pop_front();
+        }
+        true
+    }
+
+    /// End of a batch: waiting answers, owed ACKs and flows that waited for RX buffers go out.
+    pub fn end_batch<L: RxLink>(&mut self, rx: &mut L) {
+        if !self.flush(rx) {
+            return;
+        }
+        let mut ctx = ctx!(self);
+        let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
+        self.tcp.end_batch(&mut ctx, &mut tap);
+        self.udp
+            .end_batch(&self.plan, &self.options.upstream, &mut ctx, &mut tap);
+    }
+
+    /// Serves host sockets and timers that are ready; call when [`Engine::host_fd`] is readable.
+    pub fn poll_host<L: RxLink>(&mut self, rx: &mut L) {
+        let mut events = [EpollEvent::default(); 64];
+        loop {
+            let n = match self.epoll.wait(0, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("epoll on host sockets: {e}");
+                    0
+                }
+            };
+            for ev in &events[..n] {
+                self.host_event(ev.data(), ev.events(), rx);
+            }
+            if n < events.len() {
+                break;
+            }
+        }
+        self.end_batch(rx);
+        if self.tcp.is_empty() && self.udp.is_empty() && self.ping.is_empty() {
+            self.disarm_timer();
         }
     }
 
-    /// Sends waiting answers while the guest has room. Returns true when none are left.
-    pub fn flush<L: RxLink>(&mut self, rx: &mut L) -> bool {
-        while let Some(frame) = self.pending.front() {
-            if rx.send(&[frame]).is_err() {
-                return false;
+    fn host_event<L: RxLink>(&mut self, token: u64, events: u32, rx: &mut L) {
+        let slot = (token & !TOKEN_KIND) as usize;
+        let mut ctx = ctx!(self);
+        let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
+        match token & TOKEN_KIND {
+            TOKEN_TCP => self.tcp.on_socket_event(slot, events, &mut ctx, &mut tap),
+            TOKEN_UDP => self.udp.on_socket_event(
+                slot,
+                &self.plan,
+                &self.options.upstream,
+                &mut ctx,
+                &mut tap,
+            ),
+            TOKEN_ICMP => self.ping.on_socket_event(slot, &mut ctx, &mut tap),
+            TOKEN_TIMER => {
+                let _ = self.timer.wait();
+                self.tcp.on_tick(&mut ctx, &mut tap);
+                self.udp.on_tick(ctx.now);
+                self.ping.on_tick(ctx.now);
             }
-            let frame = self.pending.pop_front().unwrap_or_default();
-            self.delivered(&frame);
+            _ => log::debug!("unknown host event token {token:#x}"),
         }
-        true
+    }
+
+    fn arm_timer(&mut self) {
+        if !self.timer_armed && self.timer.reset(TICK, Some(TICK)).is_ok() {
+            self.timer_armed = true;
+        }
+    }
+
+    fn disarm_timer(&mut self) {
+        if self.timer_armed && self.timer.clear().is_ok() {
+            self.timer_armed = false;
+        }
+    }
+}
+
+fn udp_ports(udp: &[u8]) -> (u16, u16) {
+    (
+        u16::from_be_bytes([udp[0], udp[1]]),
+        u16::from_be_bytes([udp[2], udp[3]]),
+    )
+}
+
+/// The IPv4 header of a guest frame, checked from the copied prefix.
+#[derive(Debug, Clone, Copy)]
+struct IpHeader {
+    src: IpAddr,
+    dst: IpAddr,
+    protocol: u8,
+    fragment: bool,
+    /// Where the L4 header starts in the frame, and the L4 length (to the IP total length).
+    l4_offset: usize,
+    l4_len: usize,
+}
+
+impl IpHeader {
+    /// Checks version, header length and checksum, and that the total length fits the frame.
+    fn parse(prefix: &[u8], frame_len: usize) -> Option<IpHeader> {
+        let ip_bytes = prefix.get(ethernet::HEADER_LEN..)?;
+        let packet = Ipv4Packet::new_unchecked(ip_bytes);
+        if ip_bytes.len() < ipv4::HEADER_LEN || packet.version() != 4 {
+            return None;
+        }
+        let header_len = usize::from(packet.header_len());
+        let total_len = usize::from(packet.total_len());
+        if header_len < ipv4::HEADER_LEN
+            || header_len > ip_bytes.len()
+            || total_len < header_len
+            || ethernet::HEADER_LEN + total_len > frame_len
+            || !packet.verify_checksum()
+        {
+            return None;
+        }
+        Some(IpHeader {
+            src: IpAddr::V4(packet.src_addr()),
+            dst: IpAddr::V4(packet.dst_addr()),
+            protocol: u8::from(packet.next_header()),
+            fragment: packet.more_frags() || packet.frag_offset() != 0,
+            l4_offset: ethernet::HEADER_LEN + header_len,
+            l4_len: total_len - header_len,
+        })
     }
 }

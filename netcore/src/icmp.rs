@@ -26,9 +26,15 @@ use crate::ipv4::{self, Ident};
 /// ICMP header: type, code, checksum, identifier, sequence number.
 const HEADER_LEN: usize = 8;
 const ECHO_REPLY: u8 = 0;
-const ECHO_REQUEST: u8 = 8;
+pub const ECHO_REQUEST: u8 = 8;
 /// slirp's MAXTTL, for every ICMP packet it sends.
 const REPLY_TTL: u8 = 255;
+const DEST_UNREACHABLE: u8 = 3;
+/// Destination-unreachable codes.
+pub const UNREACH_NET: u8 = 0;
+pub const UNREACH_HOST: u8 = 1;
+/// Bytes of the offending datagram an error quotes at most (slirp's limit).
+pub const MAX_QUOTE: usize = 548;
 
 /// Answers an echo request to the gateway or DNS address; the answer frame goes into `out`.
 /// `ident` numbers the IPv4 packet of the answer.
@@ -80,4 +86,65 @@ pub fn handle(plan: &NetPlan, ident: &mut Ident, frame: &[u8], out: &mut Vec<u8>
     let sum = !checksum::data(reply);
     reply[2..4].copy_from_slice(&sum.to_be_bytes());
     Verdict::Reply
+}
+
+/// Builds an ICMP destination-unreachable error about the guest packet at the start of
+/// `frame` (Ethernet onwards, possibly cut short), as slirp's `icmp_send_error` does: from the
+/// gateway, TTL 255, TOS `(tos & 0x1e) | 0xc0`, quoting up to [`MAX_QUOTE`] bytes of the packet.
+/// Returns false for packets that must not cause errors (ICMP errors themselves, broadcasts).
+pub fn unreachable(
+    plan: &NetPlan,
+    ident: &mut Ident,
+    frame: &[u8],
+    code: u8,
+    out: &mut Vec<u8>,
+) -> bool {
+    let Some(v4) = &plan.ipv4 else {
+        return false;
+    };
+    let Some((_, eth_src, _)) = ethernet::parse_header(frame) else {
+        return false;
+    };
+    let Some(packet) = frame.get(ethernet::HEADER_LEN..) else {
+        return false;
+    };
+    if packet.len() < ipv4::HEADER_LEN {
+        return false;
+    }
+    let header_len = usize::from(packet[0] & 0x0f) * 4;
+    let src = std::net::Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
+    let is_icmp_error = packet[9] == ipv4::PROTO_ICMP
+        && packet
+            .get(header_len)
+            .is_some_and(|&t| t != ECHO_REQUEST && t != ECHO_REPLY);
+    if is_icmp_error || src.is_broadcast() || src.is_multicast() || src.is_unspecified() {
+        return false;
+    }
+    let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+    let quote = &packet[..total.min(packet.len()).min(MAX_QUOTE)];
+    let icmp_start = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
+    let len = icmp_start + HEADER_LEN + quote.len();
+    out.clear();
+    out.resize(len.max(ethernet::MIN_FRAME_LEN), 0);
+    ethernet::write_header(out, eth_src, plan.gateway_mac, ethernet::ETHERTYPE_IPV4);
+    ipv4::write_header(
+        &mut out[ethernet::HEADER_LEN..],
+        &ipv4::Header {
+            src: v4.gateway,
+            dst: src,
+            protocol: ipv4::PROTO_ICMP,
+            tos: (packet[1] & 0x1e) | 0xc0,
+            ttl: REPLY_TTL,
+            ident: ident.next_id(),
+            dont_frag: false,
+            payload_len: HEADER_LEN + quote.len(),
+        },
+    );
+    let icmp = &mut out[icmp_start..len];
+    icmp[0] = DEST_UNREACHABLE;
+    icmp[1] = code;
+    icmp[HEADER_LEN..].copy_from_slice(quote);
+    let sum = !checksum::data(icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    true
 }

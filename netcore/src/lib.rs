@@ -12,8 +12,14 @@ pub mod dnssearch;
 pub mod engine;
 pub mod ethernet;
 pub mod icmp;
+pub mod ip;
 pub mod ipv4;
 pub mod link;
+pub mod nat;
+pub mod ping;
+mod sys;
+pub mod tcp;
+pub mod udp;
 
-pub use engine::{Counters, Engine};
+pub use engine::{Counters, Engine, EngineOptions};
 pub use link::{LinkFull, MemoryLink, RxLink, RxSlot, TxFrame};

@@ -10,7 +10,7 @@ use policy::{MacAddr, NetPlan};
 use smoltcp::wire::ArpOperation;
 
 fn engine() -> Engine {
-    Engine::new(NetPlan::slirp_default())
+    Engine::isolated(NetPlan::slirp_default())
 }
 
 /// The exact reply slirp's arp_input builds (apart from its length: see `arp::REPLY_FRAME_LEN`).
@@ -61,7 +61,7 @@ fn answers_before_the_guest_has_an_address() {
 fn gateway_answers_with_the_plan_mac() {
     let mut plan = NetPlan::slirp_default();
     plan.gateway_mac = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
-    let mut e = Engine::new(plan.clone());
+    let mut e = Engine::isolated(plan.clone());
     let reply = run_one(&mut e, &arp_request(GUEST_IP, GATEWAY));
     assert_eq!(reply, expected_reply(plan.gateway_mac, GATEWAY));
     // The DNS address keeps slirp's derivation.
@@ -112,7 +112,7 @@ fn gratuitous_requests_and_replies_are_consumed() {
 fn dns_outside_the_subnet_is_not_answered() {
     let mut plan = NetPlan::slirp_default();
     plan.ipv4.as_mut().unwrap().dns = Ipv4Addr::new(10, 0, 3, 3);
-    let mut e = Engine::new(plan);
+    let mut e = Engine::isolated(plan);
     assert!(run(&mut e, &arp_request(GUEST_IP, Ipv4Addr::new(10, 0, 3, 3))).is_empty());
     assert_eq!(run(&mut e, &arp_request(GUEST_IP, GATEWAY)).len(), 1);
 }
@@ -121,7 +121,7 @@ fn dns_outside_the_subnet_is_not_answered() {
 fn no_ipv4_plan_means_no_arp() {
     let mut plan = NetPlan::slirp_default();
     plan.ipv4 = None;
-    let mut e = Engine::new(plan);
+    let mut e = Engine::isolated(plan);
     assert!(run(&mut e, &arp_request(GUEST_IP, GATEWAY)).is_empty());
     assert_eq!(e.counters().tx_unhandled, 1);
 }

@@ -11,7 +11,7 @@ use policy::{MacAddr, NetPlan};
 const NO_ADDR: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
 
 fn engine() -> Engine {
-    Engine::new(NetPlan::slirp_default())
+    Engine::isolated(NetPlan::slirp_default())
 }
 
 fn ask(e: &mut Engine, frame: &[u8]) -> DhcpAnswer {
@@ -139,7 +139,7 @@ fn second_client_gets_next_address_and_pool_of_16() {
 fn pool_size_follows_the_plan() {
     let mut plan = NetPlan::slirp_default();
     plan.dhcp.pool_size = 2;
-    let mut e = Engine::new(plan);
+    let mut e = Engine::isolated(plan);
     assert_eq!(discover(&mut e, guest_mac(0)).yiaddr, pool(0));
     assert_eq!(discover(&mut e, guest_mac(1)).yiaddr, pool(1));
     assert!(
@@ -296,7 +296,7 @@ fn sent_to_the_gateway_address_is_served_too() {
 fn restrict_omits_router_and_dns() {
     let mut plan = NetPlan::slirp_default();
     plan.restrict = true;
-    let mut e = Engine::new(plan);
+    let mut e = Engine::isolated(plan);
     let a = discover(&mut e, GUEST_MAC);
     assert_eq!(a.codes(), [53, 54, 1, 51]);
 }
@@ -311,7 +311,7 @@ fn configured_options_in_slirp_order() {
     plan.dhcp.bootfile = Some("https://boot.example.com/efi".into());
     plan.dhcp.lease_secs = 3600;
     plan.dhcp.mtu_option = Some(65520);
-    let mut e = Engine::new(plan);
+    let mut e = Engine::isolated(plan);
     let a = discover(&mut e, GUEST_MAC);
     assert_eq!(a.codes(), [53, 54, 1, 3, 6, 51, 26, 12, 15, 66, 119, 60]);
     assert_eq!(a.option(51), Some(&[0, 0, 0x0e, 0x10][..]));
@@ -338,14 +338,14 @@ fn configured_options_in_slirp_order() {
 fn plain_bootfile_has_no_vendor_class_and_is_cut_at_127_bytes() {
     let mut plan = NetPlan::slirp_default();
     plan.dhcp.bootfile = Some("pxelinux.0".into());
-    let mut e = Engine::new(plan);
+    let mut e = Engine::isolated(plan);
     let a = discover(&mut e, GUEST_MAC);
     assert_eq!(a.file, b"pxelinux.0");
     assert_eq!(a.option(60), None);
 
     let mut plan = NetPlan::slirp_default();
     plan.dhcp.bootfile = Some("x".repeat(200));
-    let mut e = Engine::new(plan);
+    let mut e = Engine::isolated(plan);
     let a = discover(&mut e, GUEST_MAC);
     assert_eq!(a.file.len(), 127);
 }
@@ -356,7 +356,7 @@ fn oversized_options_are_dropped_not_overrun() {
     plan.dhcp.hostname = Some("h".repeat(255));
     plan.dhcp.domain_name = Some("d".repeat(200));
     plan.dhcp.search = (0..30).map(|i| format!("name{i}.zone{i}.test")).collect();
-    let mut e = Engine::new(plan);
+    let mut e = Engine::isolated(plan);
     let a = discover(&mut e, GUEST_MAC);
     assert_eq!(a.codes(), [53, 54, 1, 3, 6, 51, 12]);
 }
@@ -368,7 +368,7 @@ fn long_search_lists_split_into_chunks() {
     plan.dhcp.search = (0..17)
         .map(|i| format!("host{i:02}.lab{i:02}.example"))
         .collect();
-    let mut e = Engine::new(plan);
+    let mut e = Engine::isolated(plan);
     let a = discover(&mut e, GUEST_MAC);
     let chunks: Vec<usize> = a
         .options
@@ -431,7 +431,7 @@ fn bootreply_from_guest_and_no_ipv4_plan_are_unhandled() {
 
     let mut plan = NetPlan::slirp_default();
     plan.ipv4 = None;
-    let mut e = Engine::new(plan);
+    let mut e = Engine::isolated(plan);
     assert!(
         run(
             &mut e,

@@ -167,7 +167,7 @@ fn mutated_frames_never_panic() {
     let mut plan = NetPlan::slirp_default();
     plan.dhcp.search = vec!["example.com".into(), "corp.example.com".into()];
     plan.dhcp.hostname = Some("guest".into());
-    let mut e = Engine::new(plan);
+    let mut e = Engine::isolated(plan);
     let mut link = MemoryLink::new();
     let iterations = 30_000;
     for i in 0..iterations {
@@ -191,7 +191,7 @@ fn mutated_frames_never_panic() {
 #[test]
 fn random_garbage_never_panics() {
     let mut rng = Rng(42);
-    let mut e = Engine::new(NetPlan::slirp_default());
+    let mut e = Engine::isolated(NetPlan::slirp_default());
     let mut link = MemoryLink::new();
     for _ in 0..20_000 {
         let len = rng.below(400);

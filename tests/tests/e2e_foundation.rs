@@ -218,8 +218,11 @@ fn pcap_records_dhcp_and_arp() {
     for want in [
         "BOOTP/DHCP, Request",
         "BOOTP/DHCP, Reply",
-        "ARP, Request who-has 10.0.2.2",
-        "ARP, Reply 10.0.2.2 is-at 52:55:0a:00:02:02",
+        // With -e tcpdump names the ethertype first: "ethertype ARP (0x0806), length 42: Request".
+        "52:54:00:41:2c:49 > ff:ff:ff:ff:ff:ff, ethertype ARP",
+        "Request who-has 10.0.2.2 tell 10.0.2.15",
+        "52:55:0a:00:02:02 > 52:54:00:41:2c:49, ethertype ARP (0x0806), length 60: Reply 10.0.2.2 is-at 52:55:0a:00:02:02",
+        "10.0.2.2 > 10.0.2.15: ICMP echo reply",
     ] {
         assert!(
             text.contains(want),

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use clap::{ArgAction, Parser};
+use netcore::EngineOptions;
 use netcore::capture::Capture;
+use netcore::nat::{self, Upstream};
 use policy::{ConfigError, PolicyArgs};
 
 use crate::server::{self, ServeConfig};
@@ -42,6 +44,14 @@ pub struct Args {
     /// Write the process ID into this file (removed at exit).
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
+
+    /// Relay DNS queries to the first nameserver of this file instead of /etc/resolv.conf.
+    #[arg(long, value_name = "FILE")]
+    pub resolv_conf: Option<PathBuf>,
+
+    /// Most TCP connections, and most UDP flows, open at once.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_flows: u32,
 
     /// More log output (repeat for more).
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
@@ -81,6 +91,12 @@ pub enum UsageError {
         #[source]
         source: std::io::Error,
     },
+    #[error("--resolv-conf {}", path.display())]
+    BadResolvConf {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("--pid-file {}", path.display())]
     BadPidFile {
         path: PathBuf,
@@ -101,6 +117,22 @@ impl Args {
             0 => log::LevelFilter::Info,
             1 => log::LevelFilter::Debug,
             _ => log::LevelFilter::Trace,
+        }
+    }
+
+    /// The DNS upstream: `--resolv-conf` must be readable; /etc/resolv.conf may be missing.
+    fn upstream(&self) -> Result<Upstream, UsageError> {
+        let (path, required) = match &self.resolv_conf {
+            Some(path) => (path.clone(), true),
+            None => (PathBuf::from("/etc/resolv.conf"), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(nat::parse_resolv_conf(&text)),
+            Err(source) if required => Err(UsageError::BadResolvConf { path, source }),
+            Err(e) => {
+                log::warn!("{}: {e}; DNS goes to 127.0.0.1", path.display());
+                Ok(nat::parse_resolv_conf(""))
+            }
         }
     }
 
@@ -201,6 +233,8 @@ fn setup(args: &Args) -> Result<(ServeConfig, UnixListener), UsageError> {
         )?))),
         None => None,
     };
+    let upstream = args.upstream()?;
+    log::debug!("DNS upstream: {upstream:?}");
     let listener = args.listener()?;
     if let Some(path) = &args.pid_file {
         std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
@@ -221,6 +255,10 @@ fn setup(args: &Args) -> Result<(ServeConfig, UnixListener), UsageError> {
     Ok((
         ServeConfig {
             plan,
+            engine: EngineOptions {
+                upstream,
+                max_flows: args.max_flows as usize,
+            },
             one_off: args.one_off,
             capture,
         },

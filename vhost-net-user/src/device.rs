@@ -9,8 +9,10 @@
 
 use std::io;
 
-use netcore::Engine;
+use std::os::fd::RawFd;
+
 use netcore::capture::SharedCapture;
+use netcore::{Engine, EngineOptions};
 use policy::NetPlan;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
@@ -30,6 +32,9 @@ use crate::vnet;
 pub const RX_QUEUE: usize = 0;
 pub const TX_QUEUE: usize = 1;
 pub const NUM_QUEUES: usize = 2;
+/// Device event for the engine's host sockets and timers (tokens up to `NUM_QUEUES` belong to
+/// vhost-user-backend).
+pub const HOST_EVENT: u16 = NUM_QUEUES as u16 + 1;
 /// Largest ring QEMU may ask for (its `rx_queue_size`/`tx_queue_size` go up to 1024).
 pub const MAX_QUEUE_SIZE: usize = 1024;
 
@@ -56,8 +61,12 @@ pub struct NetBackend {
 }
 
 impl NetBackend {
-    pub fn new(plan: NetPlan, capture: Option<SharedCapture>) -> io::Result<Self> {
-        let mut engine = Engine::new(plan);
+    pub fn new(
+        plan: NetPlan,
+        options: EngineOptions,
+        capture: Option<SharedCapture>,
+    ) -> io::Result<Self> {
+        let mut engine = Engine::with_options(plan, options)?;
         if let Some(capture) = capture {
             engine.set_capture(capture);
         }
@@ -77,6 +86,11 @@ impl NetBackend {
     /// Wakes the worker threads so they exit; used when the connection ends.
     pub fn exit_notifier(&self) -> io::Result<EventNotifier> {
         self.exit.1.try_clone()
+    }
+
+    /// The descriptor the worker must watch (as [`HOST_EVENT`]) for the engine's sockets.
+    pub fn host_fd(&self) -> RawFd {
+        self.engine.host_fd()
     }
 
     pub fn engine(&self) -> &Engine {
@@ -124,6 +138,7 @@ impl NetBackend {
                 break;
             }
         }
+        self.engine.end_batch(&mut rx);
         rx.finish();
         self.counters.bad_tx_chains += bad_tx;
         if used_any {
@@ -131,11 +146,8 @@ impl NetBackend {
         }
     }
 
-    /// Sends answers that were waiting for guest buffers.
+    /// The guest posted RX buffers: what waited for them goes out.
     fn process_rx(&mut self, vrings: &[VringRwLock], mem: &GuestMem) {
-        if !self.engine.has_pending() {
-            return;
-        }
         let mut rx = RingRx::new(
             &vrings[RX_QUEUE],
             mem,
@@ -144,7 +156,21 @@ impl NetBackend {
             &mut self.rx_scratch,
             &mut self.counters,
         );
-        self.engine.flush(&mut rx);
+        self.engine.end_batch(&mut rx);
+        rx.finish();
+    }
+
+    /// Host sockets or timers are ready.
+    fn process_host(&mut self, vrings: &[VringRwLock], mem: &GuestMem) {
+        let mut rx = RingRx::new(
+            &vrings[RX_QUEUE],
+            mem,
+            self.header_len,
+            self.mergeable,
+            &mut self.rx_scratch,
+            &mut self.counters,
+        );
+        self.engine.poll_host(&mut rx);
         rx.finish();
     }
 }
@@ -206,12 +232,10 @@ impl VhostUserBackendMut for NetBackend {
             return Ok(());
         }
         let mem = atomic.memory();
-        match usize::from(device_event) {
-            RX_QUEUE => self.process_rx(vrings, &mem),
-            TX_QUEUE => {
-                self.process_rx(vrings, &mem);
-                self.process_tx(vrings, &mem);
-            }
+        match device_event {
+            HOST_EVENT => self.process_host(vrings, &mem),
+            e if usize::from(e) == RX_QUEUE => self.process_rx(vrings, &mem),
+            e if usize::from(e) == TX_QUEUE => self.process_tx(vrings, &mem),
             other => log::debug!("unexpected device event {other}"),
         }
         Ok(())

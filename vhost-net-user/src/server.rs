@@ -13,19 +13,22 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use netcore::EngineOptions;
 use netcore::capture::SharedCapture;
 use policy::NetPlan;
 use vhost::vhost_user::{Error as VhostUserError, Listener};
 use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
 
-use crate::device::NetBackend;
+use crate::device::{HOST_EVENT, NetBackend};
 use crate::relay;
 
 /// What every connection is served with.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub plan: NetPlan,
+    pub engine: EngineOptions,
     pub one_off: bool,
     pub capture: Option<SharedCapture>,
 }
@@ -103,9 +106,14 @@ pub fn serve(listener: UnixListener, config: &ServeConfig) -> Result<(), ServeEr
 }
 
 fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), ServeError> {
-    let backend =
-        NetBackend::new(config.plan.clone(), config.capture.clone()).map_err(ServeError::Device)?;
+    let backend = NetBackend::new(
+        config.plan.clone(),
+        config.engine.clone(),
+        config.capture.clone(),
+    )
+    .map_err(ServeError::Device)?;
     let exit = backend.exit_notifier().map_err(ServeError::Device)?;
+    let host_fd = backend.host_fd();
     let backend = Arc::new(RwLock::new(backend));
     let mut daemon = VhostUserDaemon::new(
         "vhost-net-user".into(),
@@ -113,6 +121,10 @@ fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), Se
         GuestMemoryAtomic::new(GuestMemoryMmap::new()),
     )
     .map_err(ServeError::Daemon)?;
+    // One worker thread serves both queues and the engine's host sockets.
+    daemon.get_epoll_handlers()[0]
+        .register_listener(host_fd, EventSet::IN, u64::from(HOST_EVENT))
+        .map_err(ServeError::Device)?;
 
     let (mut listener, daemon_side) = daemon_socket().map_err(ServeError::InternalSocket)?;
     let relays = relay::spawn(frontend, daemon_side).map_err(ServeError::InternalSocket)?;
@@ -137,9 +149,10 @@ fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), Se
     }
     let backend = backend.read().unwrap_or_else(|p| p.into_inner());
     log::info!(
-        "connection summary: {:?}, {:?}",
+        "connection summary: {:?}, {:?}, {}",
         backend.engine().counters(),
-        backend.ring_counters()
+        backend.ring_counters(),
+        backend.engine().flow_counters()
     );
     result
 }

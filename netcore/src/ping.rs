@@ -1,0 +1,279 @@
+//! ICMP echo to real hosts through unprivileged ping sockets (`SOCK_DGRAM`, `IPPROTO_ICMP`).
+//!
+//! # Theory of operation
+//!
+//! Echo requests to the emulated hosts are answered locally (see `icmp`); any other
+//! destination gets a real echo from the host. The kernel's ping socket picks the echo ID (its
+//! "port") and checks replies, so each guest (source, destination, ID) gets one socket and the
+//! guest's own ID is restored on the way back. Replies reach the guest with TTL 255, as slirp
+//! sends them. A flow ends 10 s after its last request.
+//!
+//! Ping sockets need the process's group in `net.ipv4.ping_group_range`; when they are
+//! refused, one log line says so and echo requests are dropped.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use smoltcp::wire::IpProtocol;
+
+use crate::ip;
+use crate::link::RxLink;
+use crate::nat::Ctx;
+use crate::sys;
+
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP_ECHO_REPLY: u8 = 0;
+/// Largest echo we relay (ICMP header and payload), the IPv4 maximum.
+const MAX_ECHO: usize = 65535 - 20;
+
+/// Epoll token of ping flow slot `slot`.
+pub fn token(slot: usize) -> u64 {
+    crate::engine::TOKEN_ICMP | slot as u64
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    guest: IpAddr,
+    remote: IpAddr,
+    id: u16,
+}
+
+#[derive(Debug)]
+struct Flow {
+    key: Key,
+    sock: OwnedFd,
+    last_request: Instant,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PingCounters {
+    pub requests: u64,
+    pub replies: u64,
+    pub refused: u64,
+}
+
+/// Echo flows toward real hosts.
+#[derive(Debug)]
+pub struct PingTable {
+    flows: Vec<Option<Flow>>,
+    free: Vec<usize>,
+    index: HashMap<Key, usize>,
+    limit: usize,
+    warned: bool,
+    buf: Vec<u8>,
+    pub counters: PingCounters,
+}
+
+impl PingTable {
+    pub fn new(limit: usize) -> Self {
+        PingTable {
+            flows: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::new(),
+            limit,
+            warned: false,
+            buf: Vec::new(),
+            counters: PingCounters::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Sends the guest's echo request (`icmp` = ICMP header and payload) from `guest` to
+    /// `remote` (as the guest addressed it) out to `dest` on the host.
+    pub fn on_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        guest: IpAddr,
+        remote: IpAddr,
+        dest: IpAddr,
+        icmp: &[u8],
+    ) {
+        if icmp.len() < 8 || icmp[0] != ICMP_ECHO_REQUEST || !dest.is_ipv4() {
+            return;
+        }
+        let key = Key {
+            guest,
+            remote,
+            id: u16::from_be_bytes([icmp[4], icmp[5]]),
+        };
+        let slot = match self.index.get(&key) {
+            Some(&slot) => slot,
+            None => match self.open(ctx, key) {
+                Some(slot) => slot,
+                None => return,
+            },
+        };
+        let Some(flow) = self.flows[slot].as_mut() else {
+            return;
+        };
+        flow.last_request = ctx.now;
+        let iov = [libc::iovec {
+            iov_base: icmp.as_ptr() as *mut libc::c_void,
+            iov_len: icmp.len(),
+        }];
+        let dest = SocketAddr::new(dest, 0);
+        match sys::sendmsg(flow.sock.as_raw_fd(), &iov, Some(&dest), libc::MSG_DONTWAIT) {
+            Ok(_) => self.counters.requests += 1,
+            Err(e) => log::debug!("echo request to {dest}: {e}"),
+        }
+    }
+
+    fn open(&mut self, ctx: &mut Ctx<'_>, key: Key) -> Option<usize> {
+        if self.index.len() >= self.limit {
+            return None;
+        }
+        let sock = match sys::socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP) {
+            Ok(sock) => sock,
+            Err(e) => {
+                self.counters.refused += 1;
+                if !self.warned {
+                    self.warned = true;
+                    let refused = matches!(
+                        e.raw_os_error(),
+                        Some(libc::EACCES | libc::EPERM | libc::EPROTONOSUPPORT)
+                    );
+                    if refused {
+                        log::warn!(
+                            "ICMP echo to remote hosts is off: ping sockets are refused ({e}); \
+                             allow this group in net.ipv4.ping_group_range"
+                        );
+                    } else {
+                        log::warn!("ICMP echo socket: {e}");
+                    }
+                }
+                return None;
+            }
+        };
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.flows.push(None);
+            self.flows.len() - 1
+        });
+        let interest = (libc::EPOLLIN | libc::EPOLLET) as u32;
+        if crate::tcp::epoll_add(ctx.epoll, sock.as_raw_fd(), interest, token(slot)).is_err() {
+            self.free.push(slot);
+            return None;
+        }
+        self.flows[slot] = Some(Flow {
+            key,
+            sock,
+            last_request: ctx.now,
+        });
+        self.index.insert(key, slot);
+        Some(slot)
+    }
+
+    /// Relays the replies waiting on flow `slot`'s socket to the guest.
+    pub fn on_socket_event<L: RxLink>(&mut self, slot: usize, ctx: &mut Ctx<'_>, rx: &mut L) {
+        let Some(flow) = self.flows.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        self.buf.resize(MAX_ECHO, 0);
+        loop {
+            let iov = [libc::iovec {
+                iov_base: self.buf.as_mut_ptr().cast(),
+                iov_len: self.buf.len(),
+            }];
+            let n = match sys::recvmsg(flow.sock.as_raw_fd(), &iov, libc::MSG_DONTWAIT) {
+                Ok(r) if !r.truncated => r.len,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log::debug!("echo reply from {}: {e}", flow.key.remote);
+                    return;
+                }
+            };
+            if n < 8 || self.buf[0] != ICMP_ECHO_REPLY {
+                continue;
+            }
+            let icmp = &mut self.buf[..n];
+            icmp[4..6].copy_from_slice(&flow.key.id.to_be_bytes());
+            icmp[2..4].copy_from_slice(&[0, 0]);
+            let sum = !smoltcp::wire::checksum::data(icmp);
+            icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+            let mut meta = ctx.meta(flow.key.remote, flow.key.guest, IpProtocol::Icmp);
+            meta.ttl = 255;
+            let mut hdr = [0u8; 14 + 40];
+            let off = ip::write_headers(&mut hdr, &meta, n);
+            if rx.send(&[&hdr[..off], &self.buf[..n]]).is_err() {
+                return; // no guest buffers: the reply is lost, as on a congested link
+            }
+            self.counters.replies += 1;
+        }
+    }
+
+    /// Ends flows without requests for a while.
+    pub fn on_tick(&mut self, now: Instant) {
+        for slot in 0..self.flows.len() {
+            let idle = self.flows[slot]
+                .as_ref()
+                .is_some_and(|f| now.duration_since(f.last_request) >= IDLE_TIMEOUT);
+            if idle && let Some(flow) = self.flows[slot].take() {
+                self.index.remove(&flow.key);
+                self.free.push(slot);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::MemoryLink;
+    use std::net::Ipv4Addr;
+    use vmm_sys_util::epoll::{Epoll, EpollEvent};
+
+    #[test]
+    fn echo_to_loopback_comes_back_with_the_guest_id_and_ttl_255() {
+        let epoll = Epoll::new().unwrap();
+        let mut ident = crate::ipv4::Ident::new();
+        let mut table = PingTable::new(8);
+        let mut link = MemoryLink::new();
+        let now = Instant::now();
+        let mut ctx = Ctx {
+            guest_mac: policy::MacAddr([0x52, 0x54, 0, 0, 0, 1]),
+            gateway_mac: policy::MacAddr([0x52, 0x55, 10, 0, 2, 2]),
+            mtu: 1500,
+            epoll: &epoll,
+            ident: &mut ident,
+            now,
+        };
+        let guest = IpAddr::from(Ipv4Addr::new(10, 0, 2, 15));
+        let remote = IpAddr::from(Ipv4Addr::new(127, 0, 0, 1));
+        let mut request = vec![ICMP_ECHO_REQUEST, 0, 0, 0, 0xbe, 0xef, 0, 7];
+        request.extend_from_slice(b"payload!");
+        table.on_request(&mut ctx, guest, remote, remote, &request);
+        if table.is_empty() {
+            // This machine's ping_group_range excludes us: the refusal is counted.
+            assert_eq!(table.counters.refused, 1);
+            return;
+        }
+        let mut events = [EpollEvent::default(); 4];
+        let n = epoll.wait(2000, &mut events).unwrap();
+        assert_eq!(n, 1);
+        table.on_socket_event((events[0].data() & 0xffff) as usize, &mut ctx, &mut link);
+        let frames = link.take();
+        assert_eq!(frames.len(), 1);
+        let f = &frames[0];
+        assert_eq!(f[22], 255, "TTL");
+        assert_eq!(&f[26..30], &[127, 0, 0, 1]);
+        assert_eq!(&f[30..34], &[10, 0, 2, 15]);
+        let icmp = &f[34..];
+        assert_eq!(icmp[0], ICMP_ECHO_REPLY);
+        assert_eq!(&icmp[4..8], &[0xbe, 0xef, 0, 7]);
+        assert_eq!(&icmp[8..], b"payload!");
+        assert_eq!(!smoltcp::wire::checksum::data(icmp), 0);
+        table.on_tick(now + IDLE_TIMEOUT);
+        assert!(table.is_empty());
+    }
+}

@@ -1,0 +1,325 @@
+//! The crate's only unsafe code: host socket calls that std does not offer (non-blocking
+//! connect, scatter/gather I/O on raw iovecs, peek offsets, queue sizes).
+//!
+//! The iovecs passed here may point into guest memory. They are handed to the kernel only,
+//! which copies to or from them; Rust never dereferences them.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn check_size(rc: libc::ssize_t) -> io::Result<usize> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
+/// A non-blocking, close-on-exec socket.
+pub fn socket(family: libc::c_int, ty: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain system call with integer arguments.
+    let fd = check(unsafe {
+        libc::socket(
+            family,
+            ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    })?;
+    // SAFETY: the kernel just returned this new descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The address family of `addr`.
+pub fn family(addr: &IpAddr) -> libc::c_int {
+    match addr {
+        IpAddr::V4(_) => libc::AF_INET,
+        IpAddr::V6(_) => libc::AF_INET6,
+    }
+}
+
+/// A `sockaddr_storage` for `addr` and its length.
+fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+/// Decodes a `sockaddr_storage` filled in by the kernel.
+fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin: libc::sockaddr_in =
+                unsafe { std::ptr::read((storage as *const libc::sockaddr_storage).cast()) };
+            Some(SocketAddr::from((
+                sin.sin_addr.s_addr.to_ne_bytes(),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6: libc::sockaddr_in6 =
+                unsafe { std::ptr::read((storage as *const libc::sockaddr_storage).cast()) };
+            Some(SocketAddr::from((
+                sin6.sin6_addr.s6_addr,
+                u16::from_be(sin6.sin6_port),
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Starts a connection; `Ok(false)` means it is in progress (non-blocking socket).
+pub fn connect(fd: &OwnedFd, addr: &SocketAddr) -> io::Result<bool> {
+    let (storage, len) = sockaddr(addr);
+    // SAFETY: `storage` holds a valid address of `len` bytes for the call's duration.
+    let rc = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EINPROGRESS) {
+        Ok(false)
+    } else {
+        Err(err)
+    }
+}
+
+/// Sends the bytes the iovecs describe; `dest` for unconnected datagram sockets.
+pub fn sendmsg(
+    fd: RawFd,
+    iov: &[libc::iovec],
+    dest: Option<&SocketAddr>,
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    let addr = dest.map(sockaddr);
+    // SAFETY: msghdr is plain data; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iov.len() as _;
+    if let Some((storage, len)) = &addr {
+        msg.msg_name = (storage as *const libc::sockaddr_storage) as *mut libc::c_void;
+        msg.msg_namelen = *len;
+    }
+    // SAFETY: `msg` points at the caller's iovec array and our address for the call's
+    // duration. The iovecs describe memory valid for reading (guest memory checked by the
+    // link, or our own buffers); the kernel only reads it.
+    check_size(unsafe { libc::sendmsg(fd, &msg, flags | libc::MSG_NOSIGNAL) })
+}
+
+/// What one `recvmsg` brought.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    pub len: usize,
+    pub from: Option<SocketAddr>,
+    /// A datagram was longer than the buffers (the rest is lost).
+    pub truncated: bool,
+}
+
+/// Receives into the iovecs.
+pub fn recvmsg(fd: RawFd, iov: &[libc::iovec], flags: libc::c_int) -> io::Result<Received> {
+    // SAFETY: plain data; all-zero is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    // SAFETY: plain data; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iov.len() as _;
+    msg.msg_name = (&mut storage as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the iovecs describe memory valid for writing (RX slots the link reserved for
+    // us, or our own buffers) that nothing reads until the call returns; `storage` is ours.
+    let n = check_size(unsafe { libc::recvmsg(fd, &mut msg, flags) })?;
+    let from = if msg.msg_namelen > 0 {
+        from_sockaddr(&storage)
+    } else {
+        None
+    };
+    Ok(Received {
+        len: n,
+        from,
+        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+    })
+}
+
+/// Drops `len` bytes from the front of a stream socket's receive queue without copying.
+pub fn discard(fd: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: with MSG_TRUNC on a TCP socket the kernel discards the data and writes nothing
+    // to the (null) buffer.
+    check_size(unsafe {
+        libc::recv(
+            fd,
+            std::ptr::null_mut(),
+            len,
+            libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+        )
+    })
+}
+
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the option value is a live c_int of the stated size.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+fn getsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into the live local `value`.
+    check(unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
+/// Sets where `MSG_PEEK` starts reading (Linux `SO_PEEK_OFF`); the kernel moves it back as
+/// data is consumed, so it stays "bytes already sent to the guest".
+pub fn set_peek_offset(fd: RawFd, offset: usize) -> io::Result<()> {
+    setsockopt_int(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_PEEK_OFF,
+        libc::c_int::try_from(offset).unwrap_or(libc::c_int::MAX),
+    )
+}
+
+/// The pending error of a socket (`SO_ERROR`), clearing it.
+pub fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
+    let err = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)?;
+    Ok((err != 0).then(|| io::Error::from_raw_os_error(err)))
+}
+
+/// The send buffer size the kernel actually uses.
+pub fn send_buffer(fd: RawFd) -> io::Result<usize> {
+    Ok(getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)?.max(0) as usize)
+}
+
+/// Bytes in the send queue not yet acknowledged by the peer (`SIOCOUTQ`).
+pub fn send_queued(fd: RawFd) -> io::Result<usize> {
+    let mut value: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one c_int into the live local `value`.
+    check(unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut value) })?;
+    Ok(value.max(0) as usize)
+}
+
+pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+}
+
+/// Makes `close` send a RST instead of a FIN (linger with zero timeout).
+pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the option value is a live linger struct of the stated size.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// Closes the sending direction (`shutdown(SHUT_WR)`): the peer sees our FIN.
+pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain system call with integer arguments.
+    check(unsafe { libc::shutdown(fd, libc::SHUT_WR) })?;
+    Ok(())
+}
+
+/// Reusable iovec storage for the flow tables.
+///
+/// `libc::iovec` holds raw pointers, which makes its containers neither `Send` nor `Sync`;
+/// the engine moves between threads with its connection, so the scratch vector must too.
+#[derive(Debug, Default)]
+pub struct IoVecs(Vec<libc::iovec>);
+
+// SAFETY: the vector is scratch space, cleared before each use and filled with pointers that
+// are used only within that one call on the engine's own thread; no pointer outlives the call
+// or is dereferenced by Rust, so moving or sharing the (stale) vector across threads is sound.
+unsafe impl Send for IoVecs {}
+// SAFETY: as above; `&IoVecs` only exposes the stale pointers as values.
+unsafe impl Sync for IoVecs {}
+
+impl std::ops::Deref for IoVecs {
+    type Target = Vec<libc::iovec>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for IoVecs {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}

@@ -1,0 +1,1595 @@
+//! TCP by translation: each guest connection is spliced onto one host socket, with no TCP
+//! stack and no payload buffer of our own.
+//!
+//! # Theory of operation
+//!
+//! The host kernel runs the real TCP toward the remote; toward the guest we only rewrite
+//! headers. Two invariants carry everything:
+//!
+//! * **Guest to host.** A guest segment that starts at `rcv_nxt` is written to the socket
+//!   straight from guest memory (iovecs into the frame). We ACK exactly what the socket took, so
+//!   acknowledged data is never dropped: a short write simply leaves the rest for the guest to
+//!   retransmit. The window we offer is the socket's free send-buffer space.
+//! * **Host to guest.** Data stays in the socket's receive queue until the guest ACKs it. We
+//!   `recvmsg(MSG_PEEK)` it straight into guest RX buffers; with `SO_PEEK_OFF` the kernel keeps
+//!   the peek position at "bytes already sent" (`snd_nxt - snd_una`), and removes bytes with
+//!   `MSG_TRUNC` as ACKs arrive, moving the position back accordingly. Retransmission (timeout or
+//!   three duplicate ACKs) just resets the peek offset to zero and sends again from `snd_una`.
+//!   Without `SO_PEEK_OFF` (kernels before 6.9), the bytes in flight are peeked into a scratch
+//!   buffer in front of the RX slot instead.
+//!
+//! Our SYN and FIN take one sequence number each, as in TCP; data sequence numbers start at
+//! `iss + 1`. The SYN-ACK goes to the guest only once the host `connect()` has succeeded (as
+//! slirp does); a refused connect becomes an RST, an unreachable one an ICMP error.
+//!
+//! Everything runs on the engine's thread: sockets are non-blocking, edge-triggered in the
+//! engine's epoll; retransmission and probes are driven by the engine's timer tick.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use smoltcp::wire::{IpProtocol, TcpPacket};
+
+use crate::ip;
+use crate::link::{RxLink, RxSlot, TxFrame};
+use crate::nat::Ctx;
+use crate::sys;
+
+/// The IP protocol number of TCP.
+pub const PROTO_TCP: u8 = 6;
+const TCP_HEADER_LEN: usize = 20;
+/// SYN-ACK options: MSS (4) + NOP + window scale (3) = 8 bytes.
+const SYN_OPTIONS_LEN: usize = 8;
+/// The window scale we offer when the guest offers one: windows up to 8 MiB.
+const OUR_WSCALE: u8 = 7;
+const INITIAL_RTO: Duration = Duration::from_secs(1);
+const MAX_RTO: Duration = Duration::from_secs(30);
+/// Retransmissions without progress before the connection is reset both ways.
+const MAX_RETRIES: u32 = 8;
+/// Largest TCP payload per frame toward the guest without segmentation offload.
+const DEFAULT_GUEST_MSS: u16 = 536;
+
+/// TCP flags as bits of the header's flags byte.
+pub mod flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+}
+
+/// A TCP segment from the guest, parsed from the copied header prefix.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment {
+    pub guest: SocketAddr,
+    pub remote: SocketAddr,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    pub mss: Option<u16>,
+    pub wscale: Option<u8>,
+    /// Where the payload starts in the frame, and its length.
+    pub payload_offset: usize,
+    pub payload_len: usize,
+}
+
+impl Segment {
+    /// Parses the TCP header at `l4` (a copy of the frame's header bytes).
+    pub fn parse(
+        src: IpAddr,
+        dst: IpAddr,
+        l4: &[u8],
+        l4_offset: usize,
+        l4_len: usize,
+    ) -> Option<Segment> {
+        let packet = TcpPacket::new_checked(l4).ok()?;
+        let header_len = usize::from(packet.header_len());
+        if header_len > l4_len {
+            return None;
+        }
+        let (mss, wscale) = if packet.syn() {
+            let summary = packet.options_summary().ok()?;
+            (summary.max_segment_size, summary.window_scale)
+        } else {
+            (None, None)
+        };
+        let raw_flags = l4.get(13).copied()?;
+        Some(Segment {
+            guest: SocketAddr::new(src, packet.src_port()),
+            remote: SocketAddr::new(dst, packet.dst_port()),
+            seq: packet.seq_number().0 as u32,
+            ack: packet.ack_number().0 as u32,
+            flags: raw_flags & 0x1f,
+            window: packet.window_len(),
+            mss,
+            wscale,
+            payload_offset: l4_offset + header_len,
+            payload_len: l4_len - header_len,
+        })
+    }
+
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// Addresses as the guest sees them: its own socket and the remote it connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub guest: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Host connect() in progress; nothing sent to the guest yet.
+    Connecting,
+    /// SYN-ACK sent, waiting for the guest's ACK (or data).
+    SynAckSent,
+    Established,
+}
+
+/// Why a flow ended, for counters and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// Both directions finished.
+    Done,
+    /// Reset: the guest gets an RST.
+    ResetGuest,
+    /// The guest reset: the host socket is closed with an RST.
+    ResetHost,
+}
+
+#[derive(Debug)]
+struct Flow {
+    key: FlowKey,
+    /// This flow's index in the table (its epoll token).
+    slot: usize,
+    sock: OwnedFd,
+    state: State,
+    /// Guest to host: next sequence number expected from the guest (our ACK number).
+    rcv_nxt: u32,
+    /// The guest's FIN has been passed on (`shutdown(SHUT_WR)`).
+    guest_fin: bool,
+    /// Host to guest: our initial sequence number (the SYN's).
+    iss: u32,
+    /// Oldest sequence number the guest has not acknowledged.
+    snd_una: u32,
+    /// Next sequence number to send.
+    snd_nxt: u32,
+    /// The host socket reached end of stream: a FIN follows the data.
+    host_eof: bool,
+    /// Sequence number of our FIN once sent.
+    fin_seq: Option<u32>,
+    /// The guest's receive window, in bytes, from `snd_una`.
+    snd_wnd: u32,
+    /// The guest's window scale, if it offered one (then ours is `OUR_WSCALE`).
+    wscale: Option<u8>,
+    mss: u16,
+    dup_acks: u32,
+    rto: Duration,
+    retries: u32,
+    /// When to retransmit or probe, if anything is outstanding.
+    timer: Option<Instant>,
+    /// An ACK is owed to the guest (sent at the end of the batch).
+    ack_owed: bool,
+    /// Waiting for the socket to take more data (EPOLLOUT armed).
+    want_write: bool,
+}
+
+impl Flow {
+    fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    /// Data bytes sent but not acknowledged (what the peek offset counts).
+    fn data_in_flight(&self) -> u32 {
+        let mut n = self.snd_nxt.wrapping_sub(self.snd_una);
+        if self.snd_una == self.iss && n > 0 {
+            n -= 1; // our SYN
+        }
+        if let Some(fin) = self.fin_seq
+            && n > 0
+            && self.snd_nxt == fin.wrapping_add(1)
+        {
+            n -= 1; // our FIN
+        }
+        n
+    }
+
+    fn fin_acked(&self) -> bool {
+        self.fin_seq
+            .is_some_and(|fin| self.snd_una == fin.wrapping_add(1))
+    }
+
+    fn window_shift(&self) -> u8 {
+        if self.wscale.is_some() { OUR_WSCALE } else { 0 }
+    }
+}
+
+/// Counters for the TCP side.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TcpCounters {
+    pub connects: u64,
+    pub refused: u64,
+    pub resets_to_guest: u64,
+    pub retransmits: u64,
+    pub flows_closed: u64,
+    pub table_full: u64,
+}
+
+pub use crate::nat::Target;
+
+/// What the engine must do after a guest segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentOutcome {
+    Handled,
+    /// A SYN to a target that cannot be reached: answer with ICMP unreachable.
+    Unreachable {
+        host: bool,
+    },
+}
+
+/// The table of translated connections.
+#[derive(Debug)]
+pub struct TcpTable {
+    flows: Vec<Option<Flow>>,
+    free: Vec<usize>,
+    index: HashMap<FlowKey, usize>,
+    limit: usize,
+    /// Flows that owe the guest an ACK or wait for RX buffers; visited at batch end.
+    pending: Vec<usize>,
+    peek_offset_supported: Option<bool>,
+    scratch: Vec<u8>,
+    iovs: sys::IoVecs,
+    isn_state: u64,
+    pub counters: TcpCounters,
+}
+
+/// Epoll token of flow slot `slot` (the engine reserves the top byte for the protocol).
+pub fn token(slot: usize) -> u64 {
+    crate::engine::TOKEN_TCP | slot as u64
+}
+
+impl TcpTable {
+    pub fn new(limit: usize) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9_7f4a_7c15);
+        TcpTable {
+            flows: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::new(),
+            limit,
+            pending: Vec::new(),
+            peek_offset_supported: None,
+            scratch: Vec::new(),
+            iovs: sys::IoVecs::default(),
+            isn_state: seed | 1,
+            counters: TcpCounters::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Whether any flow has a timer running (the engine keeps its tick going while so).
+    pub fn needs_tick(&self) -> bool {
+        self.flows.iter().flatten().any(|f| f.timer.is_some())
+    }
+
+    fn next_isn(&mut self) -> u32 {
+        // xorshift64*: unpredictable enough for a private link, and cheap.
+        let mut x = self.isn_state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.isn_state = x;
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
+    }
+
+    /// Handles one guest segment. `target` is consulted only for a new connection.
+    pub fn on_segment<F, L>(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        seg: &Segment,
+        frame: &F,
+        target: impl FnOnce() -> Target,
+        rx: &mut L,
+    ) -> SegmentOutcome
+    where
+        F: TxFrame + ?Sized,
+        L: RxLink,
+    {
+        let key = FlowKey {
+            guest: seg.guest,
+            remote: seg.remote,
+        };
+        let Some(&slot) = self.index.get(&key) else {
+            return self.on_new(ctx, seg, key, target, rx);
+        };
+        let next = {
+            let flow = self.flows[slot]
+                .as_mut()
+                .expect("indexed slot holds a flow");
+            flow_segment(flow, ctx, seg, frame, &mut self.iovs, rx)
+        };
+        match next {
+            Next::Close(how) => self.close(slot, how, ctx, rx),
+            Next::Retransmit => {
+                self.counters.retransmits += 1;
+                self.retransmit(slot, ctx, rx);
+                self.mark_pending(slot);
+            }
+            Next::Continue => {
+                self.push_to_guest(slot, ctx, rx);
+                self.mark_pending(slot);
+            }
+        }
+        SegmentOutcome::Handled
+    }
+
+    fn on_new<L: RxLink>(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        seg: &Segment,
+        key: FlowKey,
+        target: impl FnOnce() -> Target,
+        rx: &mut L,
+    ) -> SegmentOutcome {
+        if seg.has(flags::RST) {
+            return SegmentOutcome::Handled;
+        }
+        if !seg.has(flags::SYN) || seg.has(flags::ACK) {
+            // No such connection: reset, as a TCP would.
+            send_reset_for(ctx, seg, rx);
+            return SegmentOutcome::Handled;
+        }
+        if self.index.len() >= self.limit {
+            self.counters.table_full += 1;
+            send_reset_for(ctx, seg, rx);
+            return SegmentOutcome::Handled;
+        }
+        let dest = match target() {
+            Target::Connect(dest) => dest,
+            Target::Unreachable => return SegmentOutcome::Unreachable { host: false },
+        };
+        let sock = match sys::socket(sys::family(&dest.ip()), libc::SOCK_STREAM, 0) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("TCP socket for {dest}: {e}");
+                send_reset_for(ctx, seg, rx);
+                return SegmentOutcome::Handled;
+            }
+        };
+        let _ = sys::set_nodelay(sock.as_raw_fd());
+        let connected = match sys::connect(&sock, &dest) {
+            Ok(done) => done,
+            Err(e) => {
+                return match e.raw_os_error() {
+                    Some(libc::ECONNREFUSED) => {
+                        self.counters.refused += 1;
+                        send_reset_for(ctx, seg, rx);
+                        SegmentOutcome::Handled
+                    }
+                    Some(libc::EHOSTUNREACH) => SegmentOutcome::Unreachable { host: true },
+                    _ => SegmentOutcome::Unreachable { host: false },
+                };
+            }
+        };
+        self.counters.connects += 1;
+        let iss = self.next_isn();
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.flows.push(None);
+                self.flows.len() - 1
+            }
+        };
+        let flow = Flow {
+            key,
+            slot,
+            sock,
+            state: State::Connecting,
+            rcv_nxt: seg.seq.wrapping_add(1),
+            guest_fin: false,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            host_eof: false,
+            fin_seq: None,
+            snd_wnd: u32::from(seg.window),
+            wscale: seg.wscale.map(|s| s.min(14)),
+            mss: seg.mss.unwrap_or(DEFAULT_GUEST_MSS).max(64),
+            dup_acks: 0,
+            rto: INITIAL_RTO,
+            retries: 0,
+            timer: None,
+            ack_owed: false,
+            want_write: false,
+        };
+        let interest = libc::EPOLLOUT | libc::EPOLLET;
+        if let Err(e) = epoll_add(ctx.epoll, flow.fd(), interest as u32, token(slot)) {
+            log::warn!("epoll add for {dest}: {e}");
+            self.free.push(slot);
+            send_reset_for(ctx, seg, rx);
+            return SegmentOutcome::Handled;
+        }
+        self.flows[slot] = Some(flow);
+        self.index.insert(key, slot);
+        if connected {
+            self.on_connected(slot, ctx, rx);
+        }
+        SegmentOutcome::Handled
+    }
+
+    fn on_connected<L: RxLink>(&mut self, slot: usize, ctx: &mut Ctx<'_>, rx: &mut L) {
+        let Some(flow) = self.flows[slot].as_mut() else {
+            return;
+        };
+        if self.peek_offset_supported.is_none() {
+            let ok = sys::set_peek_offset(flow.fd(), 0).is_ok();
+            if !ok {
+                log::info!("SO_PEEK_OFF unsupported: peeking past sent data instead");
+            }
+            self.peek_offset_supported = Some(ok);
+        } else if self.peek_offset_supported == Some(true) {
+            let _ = sys::set_peek_offset(flow.fd(), 0);
+        }
+        flow.state = State::SynAckSent;
+        let interest = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
+        let _ = epoll_mod(ctx.epoll, flow.fd(), interest as u32, token(slot));
+        send_syn_ack(flow, ctx, rx);
+        flow.timer = Some(ctx.now + flow.rto);
+    }
+
+    /// Handles readiness of flow `slot`'s socket.
+    pub fn on_socket_event<L: RxLink>(
+        &mut self,
+        slot: usize,
+        events: u32,
+        ctx: &mut Ctx<'_>,
+        rx: &mut L,
+    ) {
+        let Some(flow) = self.flows.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if flow.state == State::Connecting {
+            match sys::take_error(flow.fd()) {
+                Ok(None) if events & libc::EPOLLOUT as u32 != 0 => {
+                    self.on_connected(slot, ctx, rx);
+                }
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => {
+                    log::debug!("connect to {} failed: {e}", flow.key.remote);
+                    if e.raw_os_error() == Some(libc::ECONNREFUSED) {
+                        self.counters.refused += 1;
+                    }
+                    self.close(slot, Close::ResetGuest, ctx, rx);
+                }
+            }
+            return;
+        }
+        if events & libc::EPOLLERR as u32 != 0 {
+            let err = sys::take_error(flow.fd()).ok().flatten();
+            log::debug!("TCP {} error: {err:?}", flow.key.remote);
+            self.close(slot, Close::ResetGuest, ctx, rx);
+            return;
+        }
+        if events & libc::EPOLLOUT as u32 != 0 && flow.want_write {
+            flow.want_write = false;
+            let interest = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
+            let _ = epoll_mod(ctx.epoll, flow.fd(), interest as u32, token(slot));
+            // The socket drained: tell the guest its window reopened.
+            flow.ack_owed = true;
+            self.mark_pending(slot);
+        }
+        if events & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0 {
+            self.push_to_guest(slot, ctx, rx);
+        }
+    }
+
+    /// Sends what the socket holds beyond what is in flight, while the guest's window and
+    /// RX buffers allow.
+    fn push_to_guest<L: RxLink>(&mut self, slot: usize, ctx: &mut Ctx<'_>, rx: &mut L) {
+        let peek_offset = self.peek_offset_supported == Some(true);
+        let Some(flow) = self.flows[slot].as_mut() else {
+            return;
+        };
+        if flow.state != State::Established && flow.state != State::SynAckSent {
+            return;
+        }
+        if flow.state == State::SynAckSent {
+            return; // data waits until the handshake completes
+        }
+        let mut outcome = Push::Idle;
+        while !flow.host_eof {
+            let in_flight = flow.data_in_flight();
+            let window_left = flow.snd_wnd.saturating_sub(in_flight) as usize;
+            if window_left == 0 {
+                if flow.timer.is_none() {
+                    flow.timer = Some(ctx.now + flow.rto);
+                }
+                break;
+            }
+            let max = window_left
+                .min(usize::from(flow.mss))
+                .min(ctx.max_payload(&flow.key.guest.ip(), TCP_HEADER_LEN));
+            outcome = send_data(
+                flow,
+                ctx,
+                rx,
+                max,
+                peek_offset,
+                &mut self.scratch,
+                &mut self.iovs,
+            );
+            if outcome != Push::Sent {
+                break;
+            }
+        }
+        match outcome {
+            Push::Reset => {
+                self.close(slot, Close::ResetGuest, ctx, rx);
+                return;
+            }
+            Push::NoBuffers => {
+                self.mark_pending(slot);
+            }
+            _ => {}
+        }
+        let Some(flow) = self.flows[slot].as_mut() else {
+            return;
+        };
+        if flow.host_eof && flow.fin_seq.is_none() {
+            if send_flags(flow, ctx, rx, flags::FIN | flags::ACK, flow.snd_nxt) {
+                flow.fin_seq = Some(flow.snd_nxt);
+                flow.snd_nxt = flow.snd_nxt.wrapping_add(1);
+                if flow.timer.is_none() {
+                    flow.timer = Some(ctx.now + flow.rto);
+                }
+            } else {
+                self.mark_pending(slot);
+            }
+        }
+        self.maybe_finished(slot, ctx, rx);
+    }
+
+    fn mark_pending(&mut self, slot: usize) {
+        if !self.pending.contains(&slot) {
+            self.pending.push(slot);
+        }
+    }
+
+    /// End of a batch (TX ring drained, or RX buffers arrived): owed ACKs go out and flows that
+    /// waited for RX buffers try again.
+    pub fn end_batch<L: RxLink>(&mut self, ctx: &mut Ctx<'_>, rx: &mut L) {
+        let pending = std::mem::take(&mut self.pending);
+        for slot in pending {
+            self.push_to_guest(slot, ctx, rx);
+            let Some(flow) = self.flows[slot].as_mut() else {
+                continue;
+            };
+            if flow.ack_owed {
+                if send_flags(flow, ctx, rx, flags::ACK, flow.snd_nxt) {
+                    flow.ack_owed = false;
+                } else {
+                    self.mark_pending(slot);
+                }
+            }
+        }
+    }
+
+    /// Retransmission, zero-window probing and giving up on dead peers.
+    pub fn on_tick<L: RxLink>(&mut self, ctx: &mut Ctx<'_>, rx: &mut L) {
+        for slot in 0..self.flows.len() {
+            let Some(flow) = self.flows[slot].as_mut() else {
+                continue;
+            };
+            let Some(when) = flow.timer else { continue };
+            if when > ctx.now {
+                continue;
+            }
+            if flow.state == State::Connecting {
+                continue; // the kernel times out the connect
+            }
+            flow.retries += 1;
+            if flow.retries > MAX_RETRIES {
+                log::debug!("TCP {}: guest stopped answering", flow.key.remote);
+                self.close(slot, Close::ResetGuest, ctx, rx);
+                continue;
+            }
+            flow.rto = (flow.rto * 2).min(MAX_RTO);
+            flow.timer = Some(ctx.now + flow.rto);
+            if flow.snd_una == flow.snd_nxt && flow.snd_wnd == 0 && !flow.host_eof {
+                // Zero-window probe: an out-of-window ACK makes the guest restate its window.
+                send_flags(flow, ctx, rx, flags::ACK, flow.snd_nxt.wrapping_sub(1));
+                continue;
+            }
+            if flow.snd_una == flow.snd_nxt {
+                flow.timer = None;
+                flow.retries = 0;
+                continue;
+            }
+            self.counters.retransmits += 1;
+            self.retransmit(slot, ctx, rx);
+        }
+    }
+
+    fn retransmit<L: RxLink>(&mut self, slot: usize, ctx: &mut Ctx<'_>, rx: &mut L) {
+        let peek_offset = self.peek_offset_supported == Some(true);
+        let Some(flow) = self.flows[slot].as_mut() else {
+            return;
+        };
+        if flow.state == State::SynAckSent || flow.snd_una == flow.iss {
+            send_syn_ack(flow, ctx, rx);
+            return;
+        }
+        flow.snd_nxt = flow.snd_una;
+        if flow.fin_seq.is_some_and(|fin| fin == flow.snd_una) {
+            flow.fin_seq = None;
+        }
+        flow.dup_acks = 0;
+        if peek_offset {
+            let _ = sys::set_peek_offset(flow.fd(), 0);
+        }
+        self.push_to_guest(slot, ctx, rx);
+    }
+
+    fn maybe_finished<L: RxLink>(&mut self, slot: usize, ctx: &mut Ctx<'_>, rx: &mut L) {
+        let done = self.flows[slot]
+            .as_ref()
+            .is_some_and(|f| f.guest_fin && f.fin_acked());
+        if done {
+            self.close(slot, Close::Done, ctx, rx);
+        }
+    }
+
+    fn close<L: RxLink>(&mut self, slot: usize, how: Close, ctx: &mut Ctx<'_>, rx: &mut L) {
+        let Some(flow) = self.flows[slot].take() else {
+            return;
+        };
+        match how {
+            Close::ResetGuest => {
+                self.counters.resets_to_guest += 1;
+                // Before our SYN-ACK the guest only knows its own numbers: RST|ACK of its SYN.
+                let (seq, rst_flags) = if flow.state == State::Connecting {
+                    (0, flags::RST | flags::ACK)
+                } else {
+                    (flow.snd_nxt, flags::RST | flags::ACK)
+                };
+                send_flags(&flow, ctx, rx, rst_flags, seq);
+                let _ = sys::set_linger_zero(flow.fd());
+            }
+            Close::ResetHost => {
+                let _ = sys::set_linger_zero(flow.fd());
+            }
+            Close::Done => {}
+        }
+        self.counters.flows_closed += 1;
+        self.index.remove(&flow.key);
+        self.pending.retain(|&s| s != slot);
+        self.free.push(slot);
+        // Dropping the socket closes it, which also removes it from the epoll set.
+        drop(flow);
+    }
+}
+
+pub(crate) fn epoll_add(
+    epoll: &vmm_sys_util::epoll::Epoll,
+    fd: RawFd,
+    events: u32,
+    token: u64,
+) -> io::Result<()> {
+    use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
+    epoll.ctl(
+        ControlOperation::Add,
+        fd,
+        EpollEvent::new(EventSet::from_bits_truncate(events), token),
+    )
+}
+
+fn epoll_mod(
+    epoll: &vmm_sys_util::epoll::Epoll,
+    fd: RawFd,
+    events: u32,
+    token: u64,
+) -> io::Result<()> {
+    use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
+    epoll.ctl(
+        ControlOperation::Modify,
+        fd,
+        EpollEvent::new(EventSet::from_bits_truncate(events), token),
+    )
+}
+
+/// What the table must do after a guest segment was applied to a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Continue,
+    /// Three duplicate ACKs: resend from `snd_una`.
+    Retransmit,
+    Close(Close),
+}
+
+/// Applies a guest segment to an existing flow.
+fn flow_segment<F, L>(
+    flow: &mut Flow,
+    ctx: &mut Ctx<'_>,
+    seg: &Segment,
+    frame: &F,
+    iovs: &mut Vec<libc::iovec>,
+    rx: &mut L,
+) -> Next
+where
+    F: TxFrame + ?Sized,
+    L: RxLink,
+{
+    if seg.has(flags::RST) {
+        return Next::Close(Close::ResetHost);
+    }
+    if seg.has(flags::SYN) {
+        // A retransmitted SYN: our SYN-ACK was lost, or we are still connecting.
+        if flow.state == State::SynAckSent {
+            send_syn_ack(flow, ctx, rx);
+        }
+        return Next::Continue;
+    }
+    if flow.state == State::Connecting {
+        return Next::Continue;
+    }
+    let fast_retransmit = seg.has(flags::ACK) && on_ack(flow, seg, ctx.now);
+    if flow.state == State::SynAckSent {
+        if flow.snd_una == flow.iss {
+            return Next::Continue; // not yet acked: ignore data until the handshake completes
+        }
+        flow.state = State::Established;
+    }
+
+    // Guest to host payload, in order only.
+    let mut offset = 0usize;
+    let mut len = seg.payload_len;
+    let mut seq = seg.seq;
+    let behind = flow.rcv_nxt.wrapping_sub(seq) as i32;
+    if behind > 0 {
+        // Starts before what we already took: skip the part we have.
+        let skip = (behind as usize).min(len);
+        offset += skip;
+        len -= skip;
+        seq = seq.wrapping_add(skip as u32);
+    }
+    if len > 0 || seg.has(flags::FIN) {
+        if seq != flow.rcv_nxt {
+            flow.ack_owed = true; // out of order: a duplicate ACK asks for the gap
+            return Next::Continue;
+        }
+        if len > 0 && !flow.guest_fin {
+            iovs.clear();
+            frame.iovecs(seg.payload_offset + offset, len, iovs);
+            match sys::sendmsg(flow.fd(), iovs, None, libc::MSG_DONTWAIT) {
+                Ok(n) => {
+                    flow.rcv_nxt = flow.rcv_nxt.wrapping_add(n as u32);
+                    if n < len {
+                        want_write(flow, ctx.epoll);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => want_write(flow, ctx.epoll),
+                Err(e) => {
+                    log::debug!("TCP write to {}: {e}", flow.key.remote);
+                    return Next::Close(Close::ResetGuest);
+                }
+            }
+            flow.ack_owed = true;
+        }
+        let all_taken = flow.rcv_nxt == seg.seq.wrapping_add(seg.payload_len as u32);
+        if seg.has(flags::FIN) && all_taken && !flow.guest_fin {
+            flow.guest_fin = true;
+            flow.rcv_nxt = flow.rcv_nxt.wrapping_add(1);
+            let _ = sys::shutdown_write(flow.fd());
+            flow.ack_owed = true;
+        }
+    }
+    if fast_retransmit {
+        Next::Retransmit
+    } else {
+        Next::Continue
+    }
+}
+
+/// Arms EPOLLOUT so we hear when the socket's send buffer drains (to reopen the window).
+fn want_write(flow: &mut Flow, epoll: &vmm_sys_util::epoll::Epoll) {
+    if !flow.want_write {
+        flow.want_write = true;
+        let interest = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLOUT | libc::EPOLLET;
+        let _ = epoll_mod(epoll, flow.fd(), interest as u32, token(flow.slot));
+    }
+}
+
+/// Takes the guest's ACK number and window; true on the third duplicate ACK.
+fn on_ack(flow: &mut Flow, seg: &Segment, now: Instant) -> bool {
+    let shift = if seg.has(flags::SYN) {
+        0
+    } else {
+        flow.wscale.unwrap_or(0)
+    };
+    let window = u32::from(seg.window) << shift;
+    let acked = seg.ack.wrapping_sub(flow.snd_una);
+    let outstanding = flow.snd_nxt.wrapping_sub(flow.snd_una);
+    if acked > 0 && acked <= outstanding {
+        let mut data = acked;
+        if flow.snd_una == flow.iss {
+            data -= 1; // our SYN
+        }
+        if flow
+            .fin_seq
+            .is_some_and(|fin| seg.ack == fin.wrapping_add(1))
+        {
+            data -= 1; // our FIN
+        }
+        if data > 0 {
+            let _ = sys::discard(flow.fd(), data as usize);
+        }
+        flow.snd_una = seg.ack;
+        flow.dup_acks = 0;
+        flow.retries = 0;
+        flow.rto = INITIAL_RTO;
+        flow.timer = if flow.snd_una == flow.snd_nxt {
+            None
+        } else {
+            Some(now + flow.rto)
+        };
+    } else if acked == 0
+        && seg.payload_len == 0
+        && outstanding > 0
+        && window == flow.snd_wnd
+        && !seg.has(flags::FIN)
+    {
+        flow.dup_acks += 1;
+        flow.snd_wnd = window;
+        return flow.dup_acks == 3;
+    }
+    flow.snd_wnd = window;
+    false
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Push {
+    Idle,
+    Sent,
+    /// Nothing more in the socket right now.
+    Empty,
+    NoBuffers,
+    Reset,
+}
+
+/// Peeks up to `max` bytes from the socket into one RX slot and sends them as a segment.
+fn send_data<L: RxLink>(
+    flow: &mut Flow,
+    ctx: &mut Ctx<'_>,
+    rx: &mut L,
+    max: usize,
+    peek_offset: bool,
+    scratch: &mut Vec<u8>,
+    iovs: &mut Vec<libc::iovec>,
+) -> Push {
+    let header_len = ip::l2_l3_len(&flow.key.guest.ip()) + TCP_HEADER_LEN;
+    let Some(mut slot) = rx.reserve(header_len + max) else {
+        return Push::NoBuffers;
+    };
+    iovs.clear();
+    if !peek_offset {
+        let skip = flow.data_in_flight() as usize;
+        if scratch.len() < skip {
+            scratch.resize(skip, 0);
+        }
+        if skip > 0 {
+            iovs.push(libc::iovec {
+                iov_base: scratch.as_mut_ptr().cast(),
+                iov_len: skip,
+            });
+        }
+    }
+    let skip_len: usize = iovs.iter().map(|v| v.iov_len).sum();
+    slot.iovecs(header_len, max, iovs);
+    let n = match sys::recvmsg(flow.fd(), iovs, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+        // Nothing at all left to peek: the peer closed its side.
+        Ok(r) if r.len == 0 => {
+            flow.host_eof = true;
+            return Push::Empty;
+        }
+        // Only bytes already in flight (peeking without SO_PEEK_OFF): nothing new yet.
+        Ok(r) if r.len <= skip_len => return Push::Empty,
+        Ok(r) => r.len - skip_len,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Push::Empty,
+        Err(e) => {
+            log::debug!("TCP read from {}: {e}", flow.key.remote);
+            return Push::Reset;
+        }
+    };
+    write_segment(
+        &mut slot,
+        ctx,
+        &Header::of(flow, flow.snd_nxt, flags::ACK | flags::PSH),
+        n,
+    );
+    slot.commit(header_len + n);
+    flow.snd_nxt = flow.snd_nxt.wrapping_add(n as u32);
+    flow.ack_owed = false;
+    if flow.timer.is_none() {
+        flow.timer = Some(ctx.now + flow.rto);
+    }
+    Push::Sent
+}
+
+/// The window field we advertise: free space in the socket's send buffer, scaled.
+fn window_field(fd: RawFd, shift: u8) -> u16 {
+    let free = match (sys::send_buffer(fd), sys::send_queued(fd)) {
+        (Ok(size), Ok(queued)) => size.saturating_sub(queued),
+        _ => 0,
+    };
+    (free >> shift).min(65535) as u16
+}
+
+/// One TCP header toward the guest.
+#[derive(Debug)]
+struct Header<'o> {
+    key: FlowKey,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    options: &'o [u8],
+}
+
+impl Header<'_> {
+    /// A header for `flow` with its current ACK number and window.
+    fn of(flow: &Flow, seq: u32, tcp_flags: u8) -> Header<'static> {
+        let window = if tcp_flags & flags::RST != 0 {
+            0
+        } else if tcp_flags & flags::SYN != 0 {
+            // The window in a SYN is never scaled.
+            window_field(flow.fd(), 0)
+        } else {
+            window_field(flow.fd(), flow.window_shift())
+        };
+        Header {
+            key: flow.key,
+            seq,
+            ack: if tcp_flags & flags::ACK != 0 {
+                flow.rcv_nxt
+            } else {
+                0
+            },
+            flags: tcp_flags,
+            window,
+            options: &[],
+        }
+    }
+
+    fn len(&self, key_ip: &IpAddr) -> usize {
+        ip::l2_l3_len(key_ip) + TCP_HEADER_LEN + self.options.len()
+    }
+}
+
+/// Writes Ethernet, IP and TCP headers in front of `payload_len` bytes already in the slot,
+/// with checksums.
+fn write_segment<S: RxSlot>(slot: &mut S, ctx: &mut Ctx<'_>, h: &Header<'_>, payload_len: usize) {
+    let meta = ctx.meta(h.key.remote.ip(), h.key.guest.ip(), IpProtocol::Tcp);
+    let tcp_len = TCP_HEADER_LEN + h.options.len();
+    let l4_len = tcp_len + payload_len;
+    let mut hdr = [0u8; 14 + 40 + 60];
+    let off = ip::write_headers(&mut hdr, &meta, l4_len);
+    let tcp = &mut hdr[off..off + tcp_len];
+    tcp[0..2].copy_from_slice(&h.key.remote.port().to_be_bytes());
+    tcp[2..4].copy_from_slice(&h.key.guest.port().to_be_bytes());
+    tcp[4..8].copy_from_slice(&h.seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&h.ack.to_be_bytes());
+    tcp[12] = ((tcp_len / 4) as u8) << 4;
+    tcp[13] = h.flags;
+    tcp[14..16].copy_from_slice(&h.window.to_be_bytes());
+    tcp[20..].copy_from_slice(h.options);
+    let pseudo = ip::pseudo_header_sum(&meta.src, &meta.dst, IpProtocol::Tcp, l4_len);
+    let header_sum = smoltcp::wire::checksum::data(tcp);
+    let payload_sum = if payload_len > 0 {
+        ip::slot_sum(slot, off + tcp_len, payload_len)
+    } else {
+        0
+    };
+    let sum = !smoltcp::wire::checksum::combine(&[pseudo, header_sum, payload_sum]);
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    slot.write_at(0, &hdr[..off + tcp_len]);
+}
+
+/// Sends a segment without payload; false if the guest has no RX buffer for it.
+fn send_flags<L: RxLink>(
+    flow: &Flow,
+    ctx: &mut Ctx<'_>,
+    rx: &mut L,
+    tcp_flags: u8,
+    seq: u32,
+) -> bool {
+    send_header(ctx, rx, &Header::of(flow, seq, tcp_flags))
+}
+
+fn send_header<L: RxLink>(ctx: &mut Ctx<'_>, rx: &mut L, h: &Header<'_>) -> bool {
+    let len = h.len(&h.key.guest.ip());
+    let Some(mut slot) = rx.reserve(len) else {
+        return false;
+    };
+    write_segment(&mut slot, ctx, h, 0);
+    slot.commit(len);
+    true
+}
+
+fn send_syn_ack<L: RxLink>(flow: &mut Flow, ctx: &mut Ctx<'_>, rx: &mut L) {
+    let mut options = [0u8; SYN_OPTIONS_LEN];
+    let mss = ctx
+        .max_payload(&flow.key.guest.ip(), TCP_HEADER_LEN)
+        .min(65535) as u16;
+    options[0] = 2;
+    options[1] = 4;
+    options[2..4].copy_from_slice(&mss.to_be_bytes());
+    let options_len = if flow.wscale.is_some() {
+        options[4] = 1; // NOP
+        options[5] = 3;
+        options[6] = 3;
+        options[7] = OUR_WSCALE;
+        8
+    } else {
+        4
+    };
+    let mut header = Header::of(flow, flow.iss, flags::SYN | flags::ACK);
+    header.options = &options[..options_len];
+    // If the guest has no buffer the retransmission timer tries again.
+    send_header(ctx, rx, &header);
+    flow.snd_nxt = flow.iss.wrapping_add(1);
+}
+
+/// An RST answering a segment that belongs to no connection (RFC 793 reset generation).
+fn send_reset_for<L: RxLink>(ctx: &mut Ctx<'_>, seg: &Segment, rx: &mut L) {
+    let key = FlowKey {
+        guest: seg.guest,
+        remote: seg.remote,
+    };
+    let mut len = seg.payload_len as u32;
+    if seg.has(flags::SYN) {
+        len += 1;
+    }
+    if seg.has(flags::FIN) {
+        len += 1;
+    }
+    let (seq, tcp_flags, rcv_nxt) = if seg.has(flags::ACK) {
+        (seg.ack, flags::RST, 0)
+    } else {
+        (0, flags::RST | flags::ACK, seg.seq.wrapping_add(len))
+    };
+    send_header(
+        ctx,
+        rx,
+        &Header {
+            key,
+            seq,
+            ack: rcv_nxt,
+            flags: tcp_flags,
+            window: 0,
+            options: &[],
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ip::PacketMeta;
+    use crate::link::MemoryLink;
+    use policy::MacAddr;
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, TcpListener, TcpStream};
+    use vmm_sys_util::epoll::{Epoll, EpollEvent};
+
+    const GUEST_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+    const GW_MAC: MacAddr = MacAddr([0x52, 0x55, 10, 0, 2, 2]);
+    const GUEST_ISN: u32 = 1000;
+
+    /// A guest, a TCP table and a real loopback server to translate to.
+    struct Rig {
+        table: TcpTable,
+        epoll: Epoll,
+        link: MemoryLink,
+        ident: crate::ipv4::Ident,
+        now: Instant,
+        listener: TcpListener,
+        guest: SocketAddr,
+        remote: SocketAddr,
+    }
+
+    /// A segment the guest received, decoded.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        window: u16,
+        options: Vec<u8>,
+        payload: Vec<u8>,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let remote = listener.local_addr().unwrap();
+            Rig {
+                table: TcpTable::new(64),
+                epoll: Epoll::new().unwrap(),
+                link: MemoryLink::new(),
+                ident: crate::ipv4::Ident::new(),
+                now: Instant::now(),
+                listener,
+                guest: SocketAddr::from((Ipv4Addr::new(10, 0, 2, 15), 40000)),
+                remote,
+            }
+        }
+
+        fn ctx(&mut self) -> (Ctx<'_>, &mut TcpTable, &mut MemoryLink) {
+            (
+                Ctx {
+                    guest_mac: GUEST_MAC,
+                    gateway_mac: GW_MAC,
+                    mtu: 1500,
+                    epoll: &self.epoll,
+                    ident: &mut self.ident,
+                    now: self.now,
+                },
+                &mut self.table,
+                &mut self.link,
+            )
+        }
+
+        /// Sends a guest segment through the table (and ends the batch, as the device does).
+        fn send(
+            &mut self,
+            seq: u32,
+            ack: u32,
+            tcp_flags: u8,
+            window: u16,
+            options: &[u8],
+            payload: &[u8],
+        ) {
+            let frame = guest_frame(
+                self.guest,
+                self.remote,
+                seq,
+                ack,
+                tcp_flags,
+                window,
+                options,
+                payload,
+            );
+            let seg = Segment::parse(
+                self.guest.ip(),
+                self.remote.ip(),
+                &frame[34..],
+                34,
+                frame.len() - 34,
+            )
+            .unwrap();
+            let remote = self.remote;
+            let (mut ctx, table, link) = self.ctx();
+            let out =
+                table.on_segment(&mut ctx, &seg, &frame[..], || Target::Connect(remote), link);
+            assert_eq!(out, SegmentOutcome::Handled);
+            table.end_batch(&mut ctx, link);
+        }
+
+        /// Delivers pending socket events for up to `ms` milliseconds.
+        fn poll(&mut self, ms: i32) {
+            let mut events = [EpollEvent::default(); 16];
+            let n = self.epoll.wait(ms, &mut events).unwrap();
+            for ev in &events[..n] {
+                let slot = (ev.data() & 0xffff_ffff) as usize;
+                let (mut ctx, table, link) = self.ctx();
+                table.on_socket_event(slot, ev.events(), &mut ctx, link);
+                table.end_batch(&mut ctx, link);
+            }
+        }
+
+        fn tick_after(&mut self, d: Duration) {
+            self.now += d;
+            let (mut ctx, table, link) = self.ctx();
+            table.on_tick(&mut ctx, link);
+            table.end_batch(&mut ctx, link);
+        }
+
+        fn seen(&mut self) -> Vec<Seen> {
+            self.link.take().iter().map(|f| decode(f)).collect()
+        }
+
+        /// SYN with MSS 1460 and window scale 7, then the SYN-ACK, then the ACK. Returns
+        /// the accepted host side and our ISS.
+        fn establish(&mut self) -> (TcpStream, u32) {
+            let opts = [2, 4, 0x05, 0xb4, 1, 3, 3, 7];
+            self.send(GUEST_ISN, 0, flags::SYN, 64240, &opts, &[]);
+            let (server, _) = self.listener.accept().unwrap();
+            for _ in 0..50 {
+                if !self.link.frames.is_empty() {
+                    break;
+                }
+                self.poll(20);
+            }
+            let seen = self.seen();
+            assert_eq!(seen.len(), 1, "{seen:?}");
+            let synack = &seen[0];
+            assert_eq!(synack.flags, flags::SYN | flags::ACK);
+            assert_eq!(synack.ack, GUEST_ISN + 1);
+            let iss = synack.seq;
+            // Window 1024 << 7 = 128 KiB.
+            self.send(
+                GUEST_ISN + 1,
+                iss.wrapping_add(1),
+                flags::ACK,
+                1024,
+                &[],
+                &[],
+            );
+            assert!(self.seen().is_empty(), "no answer to a bare ACK");
+            server
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            (server, iss)
+        }
+    }
+
+    fn checksum(data: &[u8]) -> u16 {
+        !smoltcp::wire::checksum::data(data)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn guest_frame(
+        guest: SocketAddr,
+        remote: SocketAddr,
+        seq: u32,
+        ack: u32,
+        tcp_flags: u8,
+        window: u16,
+        options: &[u8],
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let meta = PacketMeta {
+            src_mac: GUEST_MAC,
+            dst_mac: GW_MAC,
+            src: guest.ip(),
+            dst: remote.ip(),
+            protocol: IpProtocol::Tcp,
+            ttl: 64,
+            tos: 0,
+            ident: 1,
+        };
+        let tcp_len = 20 + options.len();
+        let mut frame = vec![0u8; 34 + tcp_len + payload.len()];
+        ip::write_headers(&mut frame, &meta, tcp_len + payload.len());
+        let tcp = &mut frame[34..];
+        tcp[0..2].copy_from_slice(&guest.port().to_be_bytes());
+        tcp[2..4].copy_from_slice(&remote.port().to_be_bytes());
+        tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+        tcp[8..12].copy_from_slice(&ack.to_be_bytes());
+        tcp[12] = ((tcp_len / 4) as u8) << 4;
+        tcp[13] = tcp_flags;
+        tcp[14..16].copy_from_slice(&window.to_be_bytes());
+        tcp[20..tcp_len].copy_from_slice(options);
+        tcp[tcp_len..].copy_from_slice(payload);
+        frame
+    }
+
+    /// Decodes a frame sent to the guest, checking its addresses and checksums.
+    fn decode(frame: &[u8]) -> Seen {
+        assert_eq!(&frame[0..6], &GUEST_MAC.0);
+        assert_eq!(&frame[6..12], &GW_MAC.0);
+        assert_eq!(checksum(&frame[14..34]), 0, "IPv4 header checksum");
+        let total = u16::from_be_bytes([frame[16], frame[17]]) as usize;
+        assert_eq!(total + 14, frame.len());
+        let tcp = &frame[34..];
+        let src = IpAddr::from([frame[26], frame[27], frame[28], frame[29]]);
+        let dst = IpAddr::from([frame[30], frame[31], frame[32], frame[33]]);
+        let pseudo = ip::pseudo_header_sum(&src, &dst, IpProtocol::Tcp, tcp.len());
+        let sum = smoltcp::wire::checksum::combine(&[pseudo, smoltcp::wire::checksum::data(tcp)]);
+        assert_eq!(sum, 0xffff, "TCP checksum");
+        let hl = usize::from(tcp[12] >> 4) * 4;
+        Seen {
+            seq: u32::from_be_bytes(tcp[4..8].try_into().unwrap()),
+            ack: u32::from_be_bytes(tcp[8..12].try_into().unwrap()),
+            flags: tcp[13],
+            window: u16::from_be_bytes([tcp[14], tcp[15]]),
+            options: tcp[20..hl].to_vec(),
+            payload: tcp[hl..].to_vec(),
+        }
+    }
+
+    /// Polls until the guest has seen `bytes` of payload; returns the segments.
+    fn collect_payload(rig: &mut Rig, bytes: usize) -> Vec<Seen> {
+        let mut all = Vec::new();
+        for _ in 0..100 {
+            all.extend(rig.seen());
+            if all.iter().map(|s| s.payload.len()).sum::<usize>() >= bytes {
+                break;
+            }
+            rig.poll(20);
+        }
+        all
+    }
+
+    #[test]
+    fn handshake_waits_for_connect_and_offers_mss_and_window_scale() {
+        let mut rig = Rig::new();
+        let opts = [2, 4, 0x05, 0xb4, 1, 3, 3, 7];
+        rig.send(GUEST_ISN, 0, flags::SYN, 64240, &opts, &[]);
+        let (_server, _) = rig.listener.accept().unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..50 {
+            seen.extend(rig.seen());
+            if !seen.is_empty() {
+                break;
+            }
+            rig.poll(20);
+        }
+        let synack = &seen[0];
+        assert_eq!(synack.flags, flags::SYN | flags::ACK);
+        assert_eq!(synack.ack, GUEST_ISN + 1);
+        assert_eq!(&synack.options, &[2, 4, 0x05, 0xb4, 1, 3, 3, OUR_WSCALE]);
+        // A retransmitted SYN gets the same SYN-ACK again.
+        rig.send(GUEST_ISN, 0, flags::SYN, 64240, &opts, &[]);
+        let again = rig.seen();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].seq, synack.seq);
+    }
+
+    #[test]
+    fn refused_connect_is_reset() {
+        let mut rig = Rig::new();
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        rig.remote = closed.local_addr().unwrap();
+        drop(closed);
+        rig.send(GUEST_ISN, 0, flags::SYN, 64240, &[], &[]);
+        let mut seen = rig.seen();
+        for _ in 0..50 {
+            if !seen.is_empty() {
+                break;
+            }
+            rig.poll(20);
+            seen.extend(rig.seen());
+        }
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].flags, flags::RST | flags::ACK);
+        assert_eq!(seen[0].ack, GUEST_ISN + 1);
+        assert!(rig.table.is_empty());
+        assert_eq!(rig.table.counters.refused, 1);
+    }
+
+    #[test]
+    fn guest_data_reaches_the_socket_and_is_acked_for_what_it_took() {
+        let mut rig = Rig::new();
+        let (mut server, iss) = rig.establish();
+        rig.send(
+            GUEST_ISN + 1,
+            iss + 1,
+            flags::ACK | flags::PSH,
+            1024,
+            &[],
+            b"hello",
+        );
+        let acks = rig.seen();
+        assert_eq!(acks.len(), 1);
+        assert_eq!(acks[0].ack, GUEST_ISN + 1 + 5);
+        assert!(acks[0].window > 0);
+        let mut buf = [0u8; 5];
+        server.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hello");
+
+        // Out of order (a gap): nothing written, a duplicate ACK asks for the gap.
+        rig.send(GUEST_ISN + 1 + 10, iss + 1, flags::ACK, 1024, &[], b"later");
+        let dup = rig.seen();
+        assert_eq!(dup[0].ack, GUEST_ISN + 6);
+        // A retransmission overlapping what we took: only the new part is written.
+        rig.send(
+            GUEST_ISN + 1 + 3,
+            iss + 1,
+            flags::ACK,
+            1024,
+            &[],
+            b"loworld",
+        );
+        assert_eq!(rig.seen()[0].ack, GUEST_ISN + 6 + 5);
+        let mut buf = [0u8; 5];
+        server.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"world");
+    }
+
+    #[test]
+    fn host_data_stays_in_the_socket_until_acked_and_is_retransmitted() {
+        host_data_retransmission(Rig::new());
+    }
+
+    #[test]
+    fn retransmission_without_peek_offset_support() {
+        let mut rig = Rig::new();
+        rig.table.peek_offset_supported = Some(false);
+        host_data_retransmission(rig);
+    }
+
+    fn host_data_retransmission(mut rig: Rig) {
+        let (mut server, iss) = rig.establish();
+        let data: Vec<u8> = (0..4000u32).map(|i| (i % 253) as u8).collect();
+        server.write_all(&data).unwrap();
+        let segs = collect_payload(&mut rig, data.len());
+        let got: Vec<u8> = segs.iter().flat_map(|s| s.payload.clone()).collect();
+        assert!(got == data, "received {} bytes", got.len());
+        assert!(segs.iter().all(|s| s.payload.len() <= 1460));
+        assert_eq!(segs[0].seq, iss + 1);
+
+        // The guest acknowledges the first segment only, then loses the rest: after the
+        // retransmission timeout everything from the first unacked byte comes again.
+        rig.send(GUEST_ISN + 1, iss + 1 + 1460, flags::ACK, 1024, &[], &[]);
+        assert!(rig.seen().is_empty());
+        rig.tick_after(Duration::from_millis(1500));
+        let again: Vec<u8> = rig.seen().iter().flat_map(|s| s.payload.clone()).collect();
+        assert!(again == data[1460..], "retransmitted {} bytes", again.len());
+        assert_eq!(rig.table.counters.retransmits, 1);
+
+        // Three duplicate ACKs: fast retransmit from the same point.
+        for _ in 0..3 {
+            rig.send(GUEST_ISN + 1, iss + 1 + 1460, flags::ACK, 1024, &[], &[]);
+        }
+        let fast: Vec<Seen> = rig.seen();
+        assert_eq!(fast[0].seq, iss + 1 + 1460);
+        assert_eq!(rig.table.counters.retransmits, 2);
+
+        // All acknowledged: the socket is empty, nothing more is sent on timeout.
+        rig.send(GUEST_ISN + 1, iss + 1 + 4000, flags::ACK, 1024, &[], &[]);
+        rig.tick_after(Duration::from_secs(5));
+        assert!(rig.seen().is_empty());
+    }
+
+    #[test]
+    fn closed_window_stops_data_and_reopening_resumes_it() {
+        let mut rig = Rig::new();
+        let (mut server, iss) = rig.establish();
+        rig.send(GUEST_ISN + 1, iss + 1, flags::ACK, 0, &[], &[]);
+        server.write_all(&[7u8; 3000]).unwrap();
+        rig.poll(200);
+        assert!(rig.seen().is_empty(), "data sent into a zero window");
+        // The probe: an ACK one below snd_nxt so that the guest restates its window.
+        rig.tick_after(Duration::from_millis(1500));
+        let probe = rig.seen();
+        assert_eq!(probe.len(), 1);
+        assert_eq!(probe[0].seq, iss);
+        assert!(probe[0].payload.is_empty());
+        rig.send(GUEST_ISN + 1, iss + 1, flags::ACK, 1024, &[], &[]);
+        let segs = collect_payload(&mut rig, 3000);
+        assert_eq!(segs.iter().map(|s| s.payload.len()).sum::<usize>(), 3000);
+    }
+
+    #[test]
+    fn window_limits_bytes_in_flight() {
+        let mut rig = Rig::new();
+        let (mut server, iss) = rig.establish();
+        // Window 16 << 7 = 2048 bytes.
+        rig.send(GUEST_ISN + 1, iss + 1, flags::ACK, 16, &[], &[]);
+        server.write_all(&[1u8; 6000]).unwrap();
+        let segs = collect_payload(&mut rig, 6000);
+        assert_eq!(segs.iter().map(|s| s.payload.len()).sum::<usize>(), 2048);
+    }
+
+    #[test]
+    fn guest_reset_closes_the_host_socket() {
+        let mut rig = Rig::new();
+        let (mut server, iss) = rig.establish();
+        rig.send(GUEST_ISN + 1, iss + 1, flags::RST, 0, &[], &[]);
+        assert!(rig.table.is_empty());
+        let mut buf = [0u8; 1];
+        let r = server.read(&mut buf);
+        assert!(matches!(r, Ok(0)) || r.is_err(), "{r:?}");
+    }
+
+    #[test]
+    fn host_reset_resets_the_guest() {
+        let mut rig = Rig::new();
+        let (server, _iss) = rig.establish();
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&server);
+        sys::set_linger_zero(raw).unwrap();
+        drop(server);
+        let mut seen = Vec::new();
+        for _ in 0..50 {
+            rig.poll(20);
+            seen.extend(rig.seen());
+            if !seen.is_empty() {
+                break;
+            }
+        }
+        assert!(seen.iter().any(|s| s.flags & flags::RST != 0), "{seen:?}");
+        assert!(rig.table.is_empty());
+    }
+
+    #[test]
+    fn half_close_both_ways_then_the_flow_is_gone() {
+        let mut rig = Rig::new();
+        let (mut server, iss) = rig.establish();
+        // The guest closes its side: the server reads EOF but can still send.
+        rig.send(
+            GUEST_ISN + 1,
+            iss + 1,
+            flags::ACK | flags::FIN,
+            1024,
+            &[],
+            b"bye",
+        );
+        let ack = rig.seen();
+        assert_eq!(ack[0].ack, GUEST_ISN + 1 + 3 + 1);
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"bye");
+        server.write_all(b"still here").unwrap();
+        server.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..50 {
+            rig.poll(20);
+            seen.extend(rig.seen());
+            if seen.iter().any(|s| s.flags & flags::FIN != 0) {
+                break;
+            }
+        }
+        let payload: Vec<u8> = seen.iter().flat_map(|s| s.payload.clone()).collect();
+        assert_eq!(payload, b"still here");
+        let fin = seen.iter().find(|s| s.flags & flags::FIN != 0).unwrap();
+        assert_eq!(fin.seq, iss + 1 + 10);
+        assert_eq!(rig.table.len(), 1);
+        rig.send(GUEST_ISN + 5, iss + 1 + 10 + 1, flags::ACK, 1024, &[], &[]);
+        assert!(rig.table.is_empty(), "flow kept after both FINs were acked");
+    }
+
+    #[test]
+    fn a_guest_that_never_acks_is_reset_eventually() {
+        let mut rig = Rig::new();
+        let (mut server, _iss) = rig.establish();
+        server.write_all(b"anyone there?").unwrap();
+        collect_payload(&mut rig, 13);
+        let mut reset = false;
+        for _ in 0..=MAX_RETRIES + 1 {
+            rig.tick_after(MAX_RTO);
+            reset |= rig.seen().iter().any(|s| s.flags & flags::RST != 0);
+        }
+        assert!(reset);
+        assert!(rig.table.is_empty());
+    }
+
+    #[test]
+    fn segments_for_unknown_connections_are_reset() {
+        let mut rig = Rig::new();
+        rig.send(5000, 77, flags::ACK, 1024, &[], b"stray");
+        let seen = rig.seen();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].flags, flags::RST);
+        assert_eq!(seen[0].seq, 77);
+        assert!(rig.table.is_empty());
+    }
+
+    #[test]
+    fn table_limit_refuses_new_connections() {
+        let mut rig = Rig::new();
+        rig.table = TcpTable::new(1);
+        rig.establish();
+        rig.guest = SocketAddr::from((Ipv4Addr::new(10, 0, 2, 15), 40001));
+        rig.send(GUEST_ISN, 0, flags::SYN, 64240, &[], &[]);
+        let seen = rig.seen();
+        assert_eq!(seen[0].flags, flags::RST | flags::ACK);
+        assert_eq!(rig.table.counters.table_full, 1);
+    }
+}

@@ -1,0 +1,497 @@
+//! vhost-user protocol tests: the `vhost` crate's frontend drives the real `vhost-net-user`
+//! binary over its socket, with guest memory in a shared file and split virtqueues laid out
+//! by `virtio_queue::mock`. No QEMU is involved; these pin down what QEMU relies on.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use vhost::vhost_user::message::{
+    VhostUserHeaderFlag, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
+};
+use vhost::vhost_user::{Frontend, VhostUserFrontend};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
+use virtio_bindings::bindings::virtio_ring::{
+    VIRTIO_RING_F_EVENT_IDX, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+};
+use virtio_queue::mock::MockSplitQueue;
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
+
+const MEM_SIZE: usize = 32 << 20;
+const QUEUE_SIZE: u16 = 256;
+const RX: usize = 0;
+const TX: usize = 1;
+/// Guest-physical layout: the two rings, then RX buffers, then TX frames.
+const RX_RING: u64 = 0x0;
+const TX_RING: u64 = 0x10_0000;
+const RX_BUFFERS: u64 = 0x20_0000;
+const TX_BUFFERS: u64 = 0x100_0000;
+const RX_BUFFER_LEN: u32 = 1536;
+const VNET_HDR: usize = 12;
+
+const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+const GATEWAY_MAC: [u8; 6] = [0x52, 0x55, 10, 0, 2, 2];
+
+use vnu_tests::{Backend, TempDir};
+
+fn backend(args: &[&str]) -> Backend {
+    Backend::start(args).expect("start vhost-net-user")
+}
+
+fn temp_dir() -> TempDir {
+    TempDir::new("proto").expect("temporary directory")
+}
+
+/// Guest-physical addresses of one split virtqueue.
+#[derive(Clone, Copy)]
+struct RingLayout {
+    desc: u64,
+    avail: u64,
+    used: u64,
+}
+
+/// A minimal guest driver: memory, two split queues, kick eventfds. The rings are read and
+/// written directly in guest memory, as a driver would.
+struct Guest {
+    mem: GuestMemoryMmap<()>,
+    /// Kept so the connection stays open for the guest's lifetime.
+    _frontend: Frontend,
+    /// The raw control socket, for messages the frontend API refuses to send out of order.
+    raw: UnixStream,
+    kicks: [EventFd; 2],
+    _calls: [EventFd; 2],
+    layout: [RingLayout; 2],
+    next_desc: [u16; 2],
+    next_avail: [u16; 2],
+    next_used: [u16; 2],
+    tx_cursor: u64,
+}
+
+fn shared_memory(dir: &Path) -> GuestMemoryMmap<()> {
+    let path = dir.join("guest-ram");
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    file.set_len(MEM_SIZE as u64).unwrap();
+    GuestMemoryMmap::from_ranges_with_files(&[(
+        GuestAddress(0),
+        MEM_SIZE,
+        Some(FileOffset::new(file, 0)),
+    )])
+    .unwrap()
+}
+
+fn enable_message(index: u32) -> Vec<u8> {
+    let mut m = Vec::new();
+    m.extend_from_slice(&18u32.to_le_bytes()); // SET_VRING_ENABLE
+    m.extend_from_slice(&1u32.to_le_bytes()); // version 1, no reply wanted
+    m.extend_from_slice(&8u32.to_le_bytes());
+    m.extend_from_slice(&index.to_le_bytes());
+    m.extend_from_slice(&1u32.to_le_bytes());
+    m
+}
+
+impl Guest {
+    /// Connects and negotiates in QEMU 7.2's order: the rings are enabled *before*
+    /// SET_FEATURES, and never again afterwards.
+    fn connect_qemu72(backend: &Backend, features: u64, dir: &Path) -> Guest {
+        let stream = UnixStream::connect(backend.socket()).unwrap();
+        let raw = stream.try_clone().unwrap();
+        let mut frontend = Frontend::from_stream(stream, 2);
+        frontend.set_hdr_flags(VhostUserHeaderFlag::empty());
+
+        let offered = frontend.get_features().unwrap();
+        assert_eq!(offered & features, features, "backend lacks {features:#x}");
+        let protocol = frontend.get_protocol_features().unwrap();
+        frontend
+            .set_protocol_features(protocol & VhostUserProtocolFeatures::REPLY_ACK)
+            .unwrap();
+        frontend.set_owner().unwrap();
+        frontend.get_features().unwrap();
+        let kicks = [EventFd::new(0).unwrap(), EventFd::new(0).unwrap()];
+        let calls = [EventFd::new(0).unwrap(), EventFd::new(0).unwrap()];
+        let errs = [EventFd::new(0).unwrap(), EventFd::new(0).unwrap()];
+        for q in [RX, TX] {
+            frontend.set_vring_call(q, &calls[q]).unwrap();
+            frontend.set_vring_err(q, &errs[q]).unwrap();
+        }
+        // The early enables, exactly where QEMU 7.2 sends them.
+        (&raw).write_all(&enable_message(0)).unwrap();
+        (&raw).write_all(&enable_message(1)).unwrap();
+
+        frontend
+            .set_features(features | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits())
+            .unwrap();
+        let mem = shared_memory(dir);
+        let region = mem.iter().next().unwrap();
+        frontend
+            .set_mem_table(&[VhostUserMemoryRegionInfo::from_guest_region(region).unwrap()])
+            .unwrap();
+        let mut layout = [RingLayout {
+            desc: 0,
+            avail: 0,
+            used: 0,
+        }; 2];
+        for (q, base) in [(RX, RX_RING), (TX, TX_RING)] {
+            // Only for its layout (and zeroed rings); the guest side below does the rest.
+            let ring = MockSplitQueue::create(&mem, GuestAddress(base), QUEUE_SIZE);
+            layout[q] = RingLayout {
+                desc: ring.desc_table_addr().0,
+                avail: ring.avail_addr().0,
+                used: ring.used_addr().0,
+            };
+            let host = |a: GuestAddress| mem.get_host_address(a).unwrap() as u64;
+            frontend.set_vring_num(q, QUEUE_SIZE).unwrap();
+            frontend
+                .set_vring_addr(
+                    q,
+                    &VringConfigData {
+                        queue_max_size: QUEUE_SIZE,
+                        queue_size: QUEUE_SIZE,
+                        flags: 0,
+                        desc_table_addr: host(ring.desc_table_addr()),
+                        used_ring_addr: host(ring.used_addr()),
+                        avail_ring_addr: host(ring.avail_addr()),
+                        log_addr: None,
+                    },
+                )
+                .unwrap();
+            frontend.set_vring_base(q, 0).unwrap();
+            frontend.set_vring_kick(q, &kicks[q]).unwrap();
+            frontend.set_vring_call(q, &calls[q]).unwrap();
+        }
+        Guest {
+            mem,
+            _frontend: frontend,
+            raw,
+            kicks,
+            _calls: calls,
+            layout,
+            next_desc: [0, 0],
+            next_avail: [0, 0],
+            next_used: [0, 0],
+            tx_cursor: TX_BUFFERS,
+        }
+    }
+
+    fn write_u16(&self, addr: u64, value: u16) {
+        self.mem
+            .write_obj(value.to_le(), GuestAddress(addr))
+            .unwrap();
+    }
+
+    fn read_u32(&self, addr: u64) -> u32 {
+        u32::from_le(self.mem.read_obj(GuestAddress(addr)).unwrap())
+    }
+
+    /// Publishes one chain made of `descs` (addr, len, flags) on queue `q` (no kick).
+    fn post_chain(&mut self, q: usize, descs: &[(u64, u32, u16)]) {
+        let ring = self.layout[q];
+        let head = self.next_desc[q];
+        for (i, &(addr, len, flags)) in descs.iter().enumerate() {
+            let index = (head + i as u16) % QUEUE_SIZE;
+            let next = (index + 1) % QUEUE_SIZE;
+            let flags = if i + 1 == descs.len() {
+                flags
+            } else {
+                flags | VRING_DESC_F_NEXT as u16
+            };
+            let entry = ring.desc + 16 * u64::from(index);
+            self.mem
+                .write_obj(addr.to_le(), GuestAddress(entry))
+                .unwrap();
+            self.mem
+                .write_obj(len.to_le(), GuestAddress(entry + 8))
+                .unwrap();
+            self.write_u16(entry + 12, flags);
+            self.write_u16(entry + 14, next);
+        }
+        self.next_desc[q] = (head + descs.len() as u16) % QUEUE_SIZE;
+        let slot = u64::from(self.next_avail[q] % QUEUE_SIZE);
+        self.write_u16(ring.avail + 4 + 2 * slot, head);
+        self.next_avail[q] = self.next_avail[q].wrapping_add(1);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.write_u16(ring.avail + 2, self.next_avail[q]);
+    }
+
+    fn kick(&self, q: usize) {
+        self.kicks[q].write(1).unwrap();
+    }
+
+    /// Posts `count` RX buffers of `RX_BUFFER_LEN` bytes each, one per descriptor slot.
+    fn post_rx_buffers(&mut self, count: u16) {
+        for _ in 0..count {
+            let slot = u64::from(self.next_desc[RX]);
+            let addr = RX_BUFFERS + slot * u64::from(RX_BUFFER_LEN);
+            self.post_chain(RX, &[(addr, RX_BUFFER_LEN, VRING_DESC_F_WRITE as u16)]);
+        }
+        self.kick(RX);
+    }
+
+    /// Sends `frame` behind a zeroed virtio-net header, split into descriptors of at most
+    /// `piece` bytes.
+    fn send_frame(&mut self, frame: &[u8], piece: usize) {
+        let mut bytes = vec![0u8; VNET_HDR];
+        bytes.extend_from_slice(frame);
+        let mut descs = Vec::new();
+        for chunk in bytes.chunks(piece) {
+            self.mem
+                .write_slice(chunk, GuestAddress(self.tx_cursor))
+                .unwrap();
+            descs.push((self.tx_cursor, chunk.len() as u32, 0));
+            self.tx_cursor += chunk.len() as u64;
+        }
+        self.post_chain(TX, &descs);
+        self.kick(TX);
+    }
+
+    fn used_idx(&self, q: usize) -> u16 {
+        let idx: u16 = self
+            .mem
+            .read_obj(GuestAddress(self.layout[q].used + 2))
+            .unwrap();
+        u16::from_le(idx)
+    }
+
+    /// Waits until queue `q` has used `count` more chains; returns (id, len) of each.
+    fn wait_used(&mut self, q: usize, count: u16) -> Vec<(u32, u32)> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.used_idx(q).wrapping_sub(self.next_used[q]) < count {
+            assert!(
+                Instant::now() < deadline,
+                "queue {q}: {} of {count} chains used",
+                self.used_idx(q).wrapping_sub(self.next_used[q])
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let used = self.layout[q].used;
+        let out = (0..count)
+            .map(|i| {
+                let slot = u64::from(self.next_used[q].wrapping_add(i) % QUEUE_SIZE);
+                let elem = used + 4 + 8 * slot;
+                (self.read_u32(elem), self.read_u32(elem + 4))
+            })
+            .collect();
+        self.next_used[q] = self.next_used[q].wrapping_add(count);
+        out
+    }
+
+    /// Reads one received frame spread over `used` RX chains (single-descriptor chains).
+    fn read_rx_frame(&self, used: &[(u32, u32)]) -> (Vec<u8>, Vec<u8>) {
+        let mut bytes = Vec::new();
+        for &(id, len) in used {
+            let addr = RX_BUFFERS + u64::from(id) * u64::from(RX_BUFFER_LEN);
+            let mut buf = vec![0u8; len as usize];
+            self.mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
+            bytes.extend_from_slice(&buf);
+        }
+        let frame = bytes.split_off(VNET_HDR);
+        (bytes, frame)
+    }
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for pair in data.chunks(2) {
+        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn arp_request_for_gateway() -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&GUEST_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&GUEST_MAC);
+    f.extend_from_slice(&[10, 0, 2, 15]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&[10, 0, 2, 2]);
+    f
+}
+
+fn echo_request_to_gateway(payload_len: usize) -> Vec<u8> {
+    let mut icmp = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1];
+    icmp.extend((0..payload_len).map(|i| (i % 251) as u8));
+    let c = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let total = (20 + icmp.len()) as u16;
+    let mut ip = vec![
+        0x45, 0, 0, 0, 0, 1, 0, 0, 64, 1, 0, 0, 10, 0, 2, 15, 10, 0, 2, 2,
+    ];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = Vec::new();
+    f.extend_from_slice(&GATEWAY_MAC);
+    f.extend_from_slice(&GUEST_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+const BASE_FEATURES: u64 = 1 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_NET_F_MRG_RXBUF;
+
+#[test]
+fn offers_exactly_the_implemented_features() {
+    let backend = backend(&[]);
+    let stream = UnixStream::connect(backend.socket()).unwrap();
+    let mut frontend = Frontend::from_stream(stream, 2);
+    let features = frontend.get_features().unwrap();
+    let expected = 1 << VIRTIO_F_VERSION_1
+        | 1 << VIRTIO_NET_F_MRG_RXBUF
+        | 1 << VIRTIO_RING_F_EVENT_IDX
+        | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+    assert_eq!(features, expected, "offered {features:#x}");
+    let protocol = frontend.get_protocol_features().unwrap();
+    assert!(protocol.contains(VhostUserProtocolFeatures::REPLY_ACK));
+    for absent in [
+        VhostUserProtocolFeatures::MQ,
+        VhostUserProtocolFeatures::CONFIG,
+        VhostUserProtocolFeatures::MTU,
+        VhostUserProtocolFeatures::RARP,
+    ] {
+        assert!(!protocol.contains(absent), "{absent:?} advertised");
+    }
+}
+
+#[test]
+fn qemu72_early_enable_gives_a_working_link() {
+    let backend = backend(&[]);
+    let dir = temp_dir();
+    let mut guest = Guest::connect_qemu72(&backend, BASE_FEATURES, dir.path());
+    guest.post_rx_buffers(8);
+    guest.send_frame(&arp_request_for_gateway(), 4096);
+    assert_eq!(guest.wait_used(TX, 1)[0].1, 0);
+    let used = guest.wait_used(RX, 1);
+    let (hdr, frame) = guest.read_rx_frame(&used);
+    assert_eq!(&hdr[10..12], &1u16.to_le_bytes(), "num_buffers");
+    assert_eq!(frame.len(), 60, "ARP reply padded to 60 bytes");
+    assert_eq!(&frame[0..6], &GUEST_MAC);
+    assert_eq!(&frame[6..12], &GATEWAY_MAC);
+    assert_eq!(&frame[20..22], &[0, 2], "ARP reply opcode");
+    drop(guest.raw);
+}
+
+#[test]
+fn jumbo_frame_spans_mergeable_buffers_and_waits_for_enough() {
+    let backend = backend(&[]);
+    let dir = temp_dir();
+    let mut guest = Guest::connect_qemu72(&backend, BASE_FEATURES, dir.path());
+    // Too few buffers for the 9014-byte answer (12 + 9014 bytes need 6 of 1536): nothing
+    // may be used or half-written.
+    guest.post_rx_buffers(3);
+    let request = echo_request_to_gateway(9000 - 28);
+    assert_eq!(request.len(), 9014);
+    guest.send_frame(&request, 1000);
+    assert_eq!(guest.wait_used(TX, 1)[0].1, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        guest.used_idx(RX),
+        0,
+        "frame delivered into too few buffers"
+    );
+
+    // More buffers and a kick: the whole frame arrives over six chains.
+    guest.post_rx_buffers(5);
+    let used = guest.wait_used(RX, 6);
+    let (hdr, frame) = guest.read_rx_frame(&used);
+    assert_eq!(&hdr[10..12], &6u16.to_le_bytes(), "num_buffers");
+    assert_eq!(frame.len(), 9014);
+    assert_eq!(&frame[0..6], &GUEST_MAC);
+    assert_eq!(frame[34], 0, "echo reply type");
+    assert_eq!(&frame[42..], &request[42..], "payload echoed");
+    assert_eq!(checksum(&frame[14..34]), 0, "IPv4 header checksum");
+    assert_eq!(checksum(&frame[34..]), 0, "ICMP checksum");
+    let used_lens: Vec<u32> = used.iter().map(|u| u.1).collect();
+    assert_eq!(
+        used_lens,
+        vec![1536, 1536, 1536, 1536, 1536, 12 + 9014 - 5 * 1536]
+    );
+}
+
+#[test]
+fn malformed_chains_are_returned_and_the_backend_carries_on() {
+    let mut backend = backend(&[]);
+    let dir = temp_dir();
+    let mut guest = Guest::connect_qemu72(&backend, BASE_FEATURES, dir.path());
+    guest.post_rx_buffers(8);
+
+    // Write-only descriptor in a TX chain.
+    guest.post_chain(TX, &[(TX_BUFFERS, 64, VRING_DESC_F_WRITE as u16)]);
+    // Outside guest memory.
+    guest.post_chain(TX, &[(MEM_SIZE as u64 + 4096, 64, 0)]);
+    // Shorter than the virtio-net header.
+    guest.post_chain(TX, &[(TX_BUFFERS, 4, 0)]);
+    // Huge length wrapping past the end of memory.
+    guest.post_chain(TX, &[(TX_BUFFERS, u32::MAX, 0)]);
+    guest.kick(TX);
+    let used = guest.wait_used(TX, 4);
+    assert!(used.iter().all(|&(_, len)| len == 0), "{used:?}");
+
+    // A read-only RX buffer is refused too, and the good ones behind it still serve.
+    guest.post_chain(RX, &[(RX_BUFFERS + 0x10_0000, 1536, 0)]);
+    guest.send_frame(&arp_request_for_gateway(), 16);
+    guest.wait_used(TX, 1);
+    assert!(backend.is_running());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let used = guest.used_idx(RX);
+        if used >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ARP reply after malformed chains"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let used = guest.wait_used(RX, 1);
+    let (_, frame) = guest.read_rx_frame(&used);
+    assert_eq!(&frame[20..22], &[0, 2], "ARP reply after malformed chains");
+    assert!(backend.is_running());
+}
+
+#[test]
+fn next_frontend_is_served_after_a_disconnect() {
+    let mut backend = backend(&[]);
+    for round in 0..3 {
+        let dir = temp_dir();
+        let mut guest = Guest::connect_qemu72(&backend, BASE_FEATURES, dir.path());
+        guest.post_rx_buffers(4);
+        guest.send_frame(&arp_request_for_gateway(), 4096);
+        let used = guest.wait_used(RX, 1);
+        let (_, frame) = guest.read_rx_frame(&used);
+        assert_eq!(&frame[20..22], &[0, 2], "round {round}");
+        drop(guest);
+        assert!(backend.is_running(), "backend exited after round {round}");
+    }
+}
+
+#[test]
+fn one_off_exits_after_the_first_frontend() {
+    let mut backend = backend(&["--one-off"]);
+    let dir = temp_dir();
+    let guest = Guest::connect_qemu72(&backend, BASE_FEATURES, dir.path());
+    drop(guest);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while backend.is_running() {
+        assert!(Instant::now() < deadline, "--one-off backend still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!backend.socket().exists(), "socket file left behind");
+}
