@@ -39,7 +39,7 @@ use crate::nat::{self, Ctx, Target, Upstream};
 use crate::ping::PingTable;
 use crate::tcp::{SegmentOutcome, TcpTable};
 use crate::udp::{Sent, UdpTable};
-use crate::{arp, capture, dhcp, ethernet, icmp, ipv4, tcp};
+use crate::{arp, capture, dhcp, ethernet, icmp, ipv4, ndp, tcp};
 
 /// The largest frame a guest may hand us: a 64 KiB IP packet behind an Ethernet header.
 pub const MAX_FRAME_LEN: usize = 65535 + ethernet::HEADER_LEN;
@@ -126,7 +126,10 @@ pub struct Engine {
     reply_buf: Vec<u8>,
     epoll: Epoll,
     timer: TimerFd,
-    timer_armed: bool,
+    /// The timer ticks every `TICK` (flows exist), or fires once for the next advertisement.
+    timer_mode: TimerMode,
+    /// When the next unsolicited router advertisement goes out.
+    next_ra: Option<Instant>,
     tcp: TcpTable,
     udp: UdpTable,
     ping: PingTable,
@@ -180,9 +183,10 @@ impl Engine {
             capture: None,
             frame_buf: Vec::with_capacity(2048),
             reply_buf: Vec::with_capacity(2048),
+            next_ra: None,
             epoll,
             timer,
-            timer_armed: false,
+            timer_mode: TimerMode::Off,
         })
     }
 
@@ -269,6 +273,7 @@ impl Engine {
                 v
             }
             ethernet::ETHERTYPE_IPV4 => self.handle_ipv4(frame, rx),
+            ethernet::ETHERTYPE_IPV6 => self.handle_ipv6(frame, rx),
             _ => Verdict::Unhandled,
         };
         match verdict {
@@ -347,6 +352,52 @@ impl Engine {
         }
     }
 
+    fn handle_ipv6<F, L>(&mut self, frame: &F, rx: &mut L) -> Verdict
+    where
+        F: TxFrame + ?Sized,
+        L: RxLink,
+    {
+        let Some(v6) = ndp::Ipv6Header::parse(&self.frame_buf, frame.len()) else {
+            return Verdict::Malformed;
+        };
+        let ip = IpHeader {
+            src: IpAddr::V6(v6.src),
+            dst: IpAddr::V6(v6.dst),
+            protocol: v6.next_header,
+            fragment: false,
+            l4_offset: v6.l4_offset,
+            l4_len: v6.l4_len,
+        };
+        match v6.next_header {
+            ndp::ICMPV6_PROTO => {
+                self.load(frame, MAX_FRAME_LEN);
+                let guest_mac = self.guest_mac.unwrap_or(MacAddr::BROADCAST);
+                let v = ndp::handle(
+                    &self.plan,
+                    self.options.upstream.dns_v6.is_some(),
+                    guest_mac,
+                    &v6,
+                    &self.frame_buf,
+                    &mut self.reply_buf,
+                );
+                if v == Verdict::Reply {
+                    self.counters.icmp_replies += 1;
+                }
+                v
+            }
+            tcp::PROTO_TCP => self.handle_tcp(&ip, frame, rx),
+            ipv4::PROTO_UDP => match self.frame_buf.get(ip.l4_offset..ip.l4_offset + 8) {
+                Some(udp) => {
+                    let ports = udp_ports(udp);
+                    self.handle_udp(&ip, ports, frame, rx)
+                }
+                None => Verdict::Malformed,
+            },
+            // Extension headers (and anything else) are dropped, as slirp drops them.
+            _ => Verdict::Unhandled,
+        }
+    }
+
     fn handle_udp<F, L>(
         &mut self,
         ip: &IpHeader,
@@ -381,7 +432,9 @@ impl Engine {
             }
             Sent::Dropped => Verdict::Consumed,
             Sent::Unreachable => {
-                self.unreachable(frame, icmp::UNREACH_NET, rx);
+                if ip.src.is_ipv4() {
+                    self.unreachable(frame, icmp::UNREACH_NET, rx);
+                }
                 Verdict::Consumed
             }
         }
@@ -410,7 +463,9 @@ impl Engine {
             &mut tap,
         );
         self.arm_timer();
-        if let SegmentOutcome::Unreachable { host } = outcome {
+        if let SegmentOutcome::Unreachable { host } = outcome
+            && ip.src.is_ipv4()
+        {
             let code = if host {
                 icmp::UNREACH_HOST
             } else {
@@ -530,8 +585,20 @@ impl Engine {
             }
         }
         self.end_batch(rx);
+        let now = Instant::now();
+        self.router_advert_tick(now, rx);
         if self.tcp.is_empty() && self.udp.is_empty() && self.ping.is_empty() {
-            self.disarm_timer();
+            self.idle_timer(now);
+        }
+    }
+
+    /// Starts the engine's own timers (the unsolicited router advertisements); the link calls
+    /// this once the guest can receive.
+    pub fn start<L: RxLink>(&mut self, rx: &mut L) {
+        if self.next_ra.is_none() && self.timer_mode == TimerMode::Off {
+            let now = Instant::now();
+            self.router_advert_tick(now, rx);
+            self.idle_timer(now);
         }
     }
 
@@ -559,17 +626,63 @@ impl Engine {
         }
     }
 
+    /// Flows exist: tick regularly for their timers.
     fn arm_timer(&mut self) {
-        if !self.timer_armed && self.timer.reset(TICK, Some(TICK)).is_ok() {
-            self.timer_armed = true;
+        if self.timer_mode != TimerMode::Ticking && self.timer.reset(TICK, Some(TICK)).is_ok() {
+            self.timer_mode = TimerMode::Ticking;
         }
     }
 
-    fn disarm_timer(&mut self) {
-        if self.timer_armed && self.timer.clear().is_ok() {
-            self.timer_armed = false;
+    /// No flows: wake only for the next router advertisement, if IPv6 is on.
+    fn idle_timer(&mut self, now: Instant) {
+        let Some(next_ra) = self.next_ra else {
+            if self.timer_mode != TimerMode::Off && self.timer.clear().is_ok() {
+                self.timer_mode = TimerMode::Off;
+            }
+            return;
+        };
+        let wait = next_ra
+            .saturating_duration_since(now)
+            .max(Duration::from_millis(1));
+        if self.timer.reset(wait, None).is_ok() {
+            self.timer_mode = TimerMode::Once;
         }
     }
+
+    /// Sends the periodic router advertisement when due and schedules the next one, at a
+    /// random 200 to 600 s as slirp does.
+    fn router_advert_tick<L: RxLink>(&mut self, now: Instant, rx: &mut L) {
+        let Some(v6) = self.plan.ipv6.as_ref() else {
+            return;
+        };
+        if self.next_ra.is_some_and(|t| t <= now) {
+            self.reply_buf.clear();
+            ndp::router_advert(
+                v6,
+                self.options.upstream.dns_v6.is_some(),
+                &mut self.reply_buf,
+            );
+            let ra = std::mem::take(&mut self.reply_buf);
+            self.send(&ra, rx);
+            self.reply_buf = ra;
+            self.next_ra = None;
+        }
+        if self.next_ra.is_none() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            self.next_ra = Some(now + Duration::from_secs(200 + u64::from(nanos % 401)));
+        }
+    }
+}
+
+/// What the engine's timer is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerMode {
+    Off,
+    Once,
+    Ticking,
 }
 
 fn udp_ports(udp: &[u8]) -> (u16, u16) {

@@ -16,6 +16,7 @@ pub mod ip;
 pub mod ipv4;
 pub mod link;
 pub mod nat;
+pub mod ndp;
 pub mod ping;
 mod sys;
 pub mod tcp;

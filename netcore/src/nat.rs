@@ -8,7 +8,7 @@
 //! from the resolver is shown to the guest as coming from those addresses again, so the
 //! guest never sees 127.0.0.1 or the host's resolver.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 use policy::{MacAddr, NetPlan};
@@ -37,14 +37,21 @@ pub struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// Framing for a packet from `src` to the guest at `dst`.
+    ///
+    /// IPv4 frames come from the gateway's MAC whatever their source (slirp's `if_encap4`);
+    /// IPv6 frames from 52:56 + the source's low 32 bits, with hop limit 255, as slirp's.
     pub fn meta(&mut self, src: IpAddr, dst: IpAddr, protocol: IpProtocol) -> PacketMeta {
+        let (src_mac, ttl) = match src {
+            IpAddr::V4(_) => (self.gateway_mac, 64),
+            IpAddr::V6(v6) => (MacAddr::slirp_for_ipv6(v6), 255),
+        };
         PacketMeta {
-            src_mac: self.gateway_mac,
+            src_mac,
             dst_mac: self.guest_mac,
             src,
             dst,
             protocol,
-            ttl: 64,
+            ttl,
             tos: 0,
             ident: self.ident.next_id(),
         }
@@ -95,12 +102,53 @@ pub fn outbound(plan: &NetPlan, upstream: &Upstream, dst: SocketAddr) -> Target 
             }
             Target::Connect(dst)
         }
-        IpAddr::V6(_) => Target::Unreachable,
+        IpAddr::V6(ip) => {
+            let Some(v6) = plan.ipv6.as_ref() else {
+                return Target::Unreachable;
+            };
+            if ip == v6.dns {
+                return match (dst.port(), upstream.dns_v6) {
+                    (DNS_PORT, Some(resolver)) => Target::Connect(resolver),
+                    _ => Target::Unreachable,
+                };
+            }
+            // slirp sends every address of the prefix (the emulated hosts' and any other) to
+            // the host's loopback.
+            if ip == v6.gateway || in_prefix(ip, v6.prefix, v6.prefix_len) {
+                return if plan.map_gateway_to_loopback {
+                    Target::Connect(SocketAddr::from((Ipv6Addr::LOCALHOST, dst.port())))
+                } else {
+                    Target::Unreachable
+                };
+            }
+            if ip.is_unspecified() || ip.is_multicast() || ip.is_unicast_link_local() {
+                return Target::Unreachable;
+            }
+            Target::Connect(dst)
+        }
     }
+}
+
+fn in_prefix(addr: Ipv6Addr, prefix: Ipv6Addr, len: u8) -> bool {
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len.min(128)))
+    };
+    u128::from(addr) & mask == u128::from(prefix) & mask
 }
 
 /// How the guest should see a packet that came from `from` on the host.
 pub fn inbound_source(plan: &NetPlan, upstream: &Upstream, from: SocketAddr) -> SocketAddr {
+    if let (Some(v6), IpAddr::V6(ip)) = (plan.ipv6.as_ref(), from.ip()) {
+        if Some(from) == upstream.dns_v6 {
+            return SocketAddr::from((v6.dns, DNS_PORT));
+        }
+        if plan.map_gateway_to_loopback && ip.is_loopback() {
+            return SocketAddr::from((v6.gateway, from.port()));
+        }
+        return from;
+    }
     if let Some(v4) = plan.ipv4.as_ref() {
         if Some(from) == upstream.dns_v4 {
             return SocketAddr::from((v4.dns, DNS_PORT));
@@ -202,6 +250,40 @@ mod tests {
         let up = parse_resolv_conf("nameserver fe80::1%eth0\nnameserver 192.0.2.53\n");
         assert_eq!(up.dns_v6, Some(sa("[fe80::1]:53")));
         assert_eq!(up.dns_v4, Some(sa("192.0.2.53:53")));
+    }
+
+    #[test]
+    fn ipv6_prefix_maps_to_loopback_and_dns_to_the_v6_resolver() {
+        let plan = NetPlan::slirp_default();
+        let up = parse_resolv_conf("nameserver 2001:db8::53\n");
+        assert_eq!(
+            outbound(&plan, &up, sa("[fec0::2]:8080")),
+            Target::Connect(sa("[::1]:8080"))
+        );
+        assert_eq!(
+            outbound(&plan, &up, sa("[fec0::99]:22")),
+            Target::Connect(sa("[::1]:22"))
+        );
+        assert_eq!(
+            outbound(&plan, &up, sa("[fec0::3]:53")),
+            Target::Connect(sa("[2001:db8::53]:53"))
+        );
+        assert_eq!(
+            outbound(&plan, &up, sa("[2001:db8::7]:80")),
+            Target::Connect(sa("[2001:db8::7]:80"))
+        );
+        assert_eq!(
+            outbound(&plan, &up, sa("[fe80::1]:80")),
+            Target::Unreachable
+        );
+        assert_eq!(
+            inbound_source(&plan, &up, sa("[::1]:8080")),
+            sa("[fec0::2]:8080")
+        );
+        assert_eq!(
+            inbound_source(&plan, &up, sa("[2001:db8::53]:53")),
+            sa("[fec0::3]:53")
+        );
     }
 
     #[test]

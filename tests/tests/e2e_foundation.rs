@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use vnu_tests::{
-    Backend, GuestOpts, GuestRun, IPV4_KEYS, Net, SLIRP_DEFAULT_V4, SLIRP_DEFAULT_V6,
+    Backend, GuestOpts, GuestRun, IPV4_KEYS, IPV6_KEYS, Net, SLIRP_DEFAULT_V4, SLIRP_DEFAULT_V6,
     assert_same_keys, backend_bin, boot, e2e_ready, require_program,
 };
 
@@ -48,8 +48,8 @@ fn backend_default() -> &'static BackendRun {
                 };
             }
         };
-        // No IPv6 wait: the backend has no IPv6 yet (see backend_matches_slirp).
-        let run = boot(&GuestOpts::new("ours", backend.net())).map_err(|e| e.to_string());
+        let run = boot(&GuestOpts::new("ours", backend.net()).v6wait(SLIRP_V6WAIT))
+            .map_err(|e| e.to_string());
         BackendRun {
             run,
             log: backend.log(),
@@ -96,9 +96,11 @@ fn backend_default_environment() {
         Err(e) => panic!("{e}\n{}", backend_log_context(&b.log)),
     };
     run.assert_values(SLIRP_DEFAULT_V4, &backend_log_context(&b.log));
+    run.assert_values(SLIRP_DEFAULT_V6, &backend_log_context(&b.log));
 }
 
-/// The same guest sees the same IPv4 environment behind the backend as behind QEMU slirp.
+/// The same guest sees the same environment, IPv4 and IPv6 (SLAAC address, default route),
+/// behind the backend as behind QEMU slirp.
 #[test]
 fn backend_matches_slirp() {
     if !e2e_ready() {
@@ -114,9 +116,8 @@ fn backend_matches_slirp() {
         Ok(run) => run,
         Err(e) => panic!("{e}\n{}", backend_log_context(&ours.log)),
     };
-    // IPv6 (vnu_tests::IPV6_KEYS: SLAAC address, default route) joins the comparison once the
-    // backend answers router solicitations; until then the backend guest does not wait for it.
     assert_same_keys(slirp, run, IPV4_KEYS, &backend_log_context(&ours.log));
+    assert_same_keys(slirp, run, IPV6_KEYS, &backend_log_context(&ours.log));
 }
 
 /// A backend started without --one-off serves a second QEMU on the same socket after the first

@@ -156,6 +156,7 @@ impl NetBackend {
             &mut self.rx_scratch,
             &mut self.counters,
         );
+        self.engine.start(&mut rx);
         self.engine.end_batch(&mut rx);
         rx.finish();
     }

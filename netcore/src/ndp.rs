@@ -1,0 +1,415 @@
+//! IPv6 neighbour discovery and local ICMPv6 echo, as slirp answers them.
+//!
+//! # Theory of operation
+//!
+//! The gateway and DNS addresses exist in two forms each: in the plan's prefix (fec0::2,
+//! fec0::3) and link-local (fe80::2, fe80::3). Each emulated address answers from the MAC
+//! 52:56 followed by its low 32 bits (fe80::2 and fec0::2 both from 52:56:00:00:00:02).
+//!
+//! * Router Solicitation with hop limit 255: answered at once by a Router Advertisement from
+//!   fe80::2 to ff02::1 (hop limit 64, M=0, O=0, router lifetime 1800 s; options: source
+//!   link-layer address, the prefix with L=1 A=1, valid 86400 s, preferred 14400 s, and RDNSS
+//!   with the DNS address when the host has an IPv6 resolver). The same advertisement goes out
+//!   unsolicited every 200 to 600 s.
+//! * Neighbour Solicitation for an emulated address: a Neighbour Advertisement with R=1, O=1,
+//!   and S=1 unless it goes to a multicast address, carrying the target link-layer address.
+//! * Echo request to an emulated address: an echo reply from that address.
+//!
+//! Every packet we send has hop limit 255 (slirp's IPv6 output), except the RA's own
+//! current-hop-limit field, which advertises 64. Nothing here keeps state but the time of
+//! the next unsolicited advertisement, which the engine owns.
+
+use std::net::Ipv6Addr;
+
+use policy::{Ipv6Plan, MacAddr, NetPlan};
+use smoltcp::wire::{IpProtocol, checksum};
+
+use crate::engine::Verdict;
+use crate::ethernet;
+use crate::ip::{self, PacketMeta};
+
+pub const ICMPV6_PROTO: u8 = 58;
+const ECHO_REQUEST: u8 = 128;
+const ECHO_REPLY: u8 = 129;
+const ROUTER_SOLICIT: u8 = 133;
+const ROUTER_ADVERT: u8 = 134;
+const NEIGHBOR_SOLICIT: u8 = 135;
+const NEIGHBOR_ADVERT: u8 = 136;
+const HOP_LIMIT: u8 = 255;
+const RA_CUR_HOP_LIMIT: u8 = 64;
+const ROUTER_LIFETIME: u16 = 1800;
+const PREFIX_VALID: u32 = 86400;
+const PREFIX_PREFERRED: u32 = 14400;
+/// slirp's RDNSS lifetime: `2 * 600000`, a unit mix-up it has always sent.
+const RDNSS_LIFETIME: u32 = 1_200_000;
+const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+
+/// The IPv6 header of a guest packet.
+#[derive(Debug, Clone, Copy)]
+pub struct Ipv6Header {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub next_header: u8,
+    pub hop_limit: u8,
+    /// Offset of the payload in the frame and its length (to the payload-length field).
+    pub l4_offset: usize,
+    pub l4_len: usize,
+}
+
+impl Ipv6Header {
+    /// Parses the fixed header from the frame prefix, checking the payload fits the frame.
+    pub fn parse(prefix: &[u8], frame_len: usize) -> Option<Ipv6Header> {
+        let ip = prefix.get(ethernet::HEADER_LEN..ethernet::HEADER_LEN + 40)?;
+        if ip[0] >> 4 != 6 {
+            return None;
+        }
+        let l4_len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+        let l4_offset = ethernet::HEADER_LEN + 40;
+        if l4_offset + l4_len > frame_len {
+            return None;
+        }
+        let addr = |o: usize| {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&ip[o..o + 16]);
+            Ipv6Addr::from(a)
+        };
+        Some(Ipv6Header {
+            src: addr(8),
+            dst: addr(24),
+            next_header: ip[6],
+            hop_limit: ip[7],
+            l4_offset,
+            l4_len,
+        })
+    }
+}
+
+/// The link-local form of an emulated address: fe80:: with the same interface identifier.
+fn link_local(addr: Ipv6Addr) -> Ipv6Addr {
+    let s = addr.segments();
+    Ipv6Addr::new(0xfe80, 0, 0, 0, s[4], s[5], s[6], s[7])
+}
+
+/// Whether `addr` is one of the emulated hosts, in prefix or link-local form.
+pub fn is_emulated(v6: &Ipv6Plan, addr: Ipv6Addr) -> bool {
+    [v6.gateway, v6.dns]
+        .iter()
+        .any(|&a| addr == a || addr == link_local(a))
+}
+
+/// The router's link-local address, the source of advertisements (fe80::2 by default).
+pub fn router_address(v6: &Ipv6Plan) -> Ipv6Addr {
+    link_local(v6.gateway)
+}
+
+/// Handles an ICMPv6 message from the guest; the answer frame goes into `out`.
+pub fn handle(
+    plan: &NetPlan,
+    has_v6_resolver: bool,
+    guest_mac: MacAddr,
+    ip: &Ipv6Header,
+    frame: &[u8],
+    out: &mut Vec<u8>,
+) -> Verdict {
+    let Some(v6) = &plan.ipv6 else {
+        return Verdict::Unhandled;
+    };
+    let Some(icmp) = frame.get(ip.l4_offset..ip.l4_offset + ip.l4_len) else {
+        return Verdict::Malformed;
+    };
+    if icmp.len() < 4 {
+        return Verdict::Malformed;
+    }
+    let pseudo = ip::pseudo_header_sum(
+        &ip.src.into(),
+        &ip.dst.into(),
+        IpProtocol::Icmpv6,
+        icmp.len(),
+    );
+    if checksum::combine(&[pseudo, checksum::data(icmp)]) != 0xffff {
+        return Verdict::Malformed;
+    }
+    match icmp[0] {
+        ROUTER_SOLICIT if ip.hop_limit == 255 => {
+            router_advert(v6, has_v6_resolver, out);
+            Verdict::Reply
+        }
+        NEIGHBOR_SOLICIT if ip.hop_limit == 255 => {
+            let Some(target) = icmp.get(8..24) else {
+                return Verdict::Malformed;
+            };
+            let target = Ipv6Addr::from(<[u8; 16]>::try_from(target).unwrap_or([0; 16]));
+            if !is_emulated(v6, target) {
+                return Verdict::Unhandled;
+            }
+            neighbor_advert(target, ip.src, guest_mac, out);
+            Verdict::Reply
+        }
+        ECHO_REQUEST if is_emulated(v6, ip.dst) => {
+            echo_reply(ip, icmp, guest_mac, out);
+            Verdict::Reply
+        }
+        ROUTER_ADVERT | NEIGHBOR_ADVERT => Verdict::Consumed,
+        _ => Verdict::Unhandled,
+    }
+}
+
+/// Writes an ICMPv6 packet `body` (checksum field zero) from `src` to `dst` as a frame.
+fn frame(src: Ipv6Addr, dst: Ipv6Addr, dst_mac: MacAddr, body: &[u8], out: &mut Vec<u8>) {
+    let meta = PacketMeta {
+        src_mac: MacAddr::slirp_for_ipv6(src),
+        dst_mac,
+        src: src.into(),
+        dst: dst.into(),
+        protocol: IpProtocol::Icmpv6,
+        ttl: HOP_LIMIT,
+        tos: 0,
+        ident: 0,
+    };
+    out.clear();
+    out.resize(ip::l2_l3_len(&meta.dst) + body.len(), 0);
+    let off = ip::write_headers(out, &meta, body.len());
+    out[off..].copy_from_slice(body);
+    let pseudo = ip::pseudo_header_sum(&meta.src, &meta.dst, IpProtocol::Icmpv6, body.len());
+    let sum = !checksum::combine(&[pseudo, checksum::data(&out[off..])]);
+    out[off + 2..off + 4].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// A Router Advertisement to all nodes; sent in answer to a solicitation and periodically.
+pub fn router_advert(v6: &Ipv6Plan, has_v6_resolver: bool, out: &mut Vec<u8>) {
+    let router = router_address(v6);
+    let mut body = Vec::with_capacity(80);
+    body.extend_from_slice(&[ROUTER_ADVERT, 0, 0, 0, RA_CUR_HOP_LIMIT, 0]);
+    body.extend_from_slice(&ROUTER_LIFETIME.to_be_bytes());
+    body.extend_from_slice(&[0; 8]); // reachable time, retransmission timer
+    // Source link-layer address.
+    body.extend_from_slice(&[1, 1]);
+    body.extend_from_slice(&MacAddr::slirp_for_ipv6(router).0);
+    // Prefix information: on-link and autonomous.
+    body.extend_from_slice(&[3, 4, v6.prefix_len, 0xc0]);
+    body.extend_from_slice(&PREFIX_VALID.to_be_bytes());
+    body.extend_from_slice(&PREFIX_PREFERRED.to_be_bytes());
+    body.extend_from_slice(&[0; 4]);
+    body.extend_from_slice(&v6.prefix.octets());
+    if has_v6_resolver {
+        body.extend_from_slice(&[25, 3, 0, 0]);
+        body.extend_from_slice(&RDNSS_LIFETIME.to_be_bytes());
+        body.extend_from_slice(&v6.dns.octets());
+    }
+    frame(
+        router,
+        ALL_NODES,
+        MacAddr([0x33, 0x33, 0, 0, 0, 1]),
+        &body,
+        out,
+    );
+}
+
+fn neighbor_advert(target: Ipv6Addr, to: Ipv6Addr, guest_mac: MacAddr, out: &mut Vec<u8>) {
+    let (dst, dst_mac) = if to.is_unspecified() {
+        (ALL_NODES, MacAddr([0x33, 0x33, 0, 0, 0, 1]))
+    } else {
+        (to, guest_mac)
+    };
+    let solicited = if dst.is_multicast() { 0 } else { 0x40 };
+    let mut body = Vec::with_capacity(32);
+    body.extend_from_slice(&[NEIGHBOR_ADVERT, 0, 0, 0, 0x80 | solicited | 0x20, 0, 0, 0]);
+    body.extend_from_slice(&target.octets());
+    body.extend_from_slice(&[2, 1]);
+    body.extend_from_slice(&MacAddr::slirp_for_ipv6(target).0);
+    frame(target, dst, dst_mac, &body, out);
+}
+
+fn echo_reply(ip: &Ipv6Header, icmp: &[u8], guest_mac: MacAddr, out: &mut Vec<u8>) {
+    let mut body = icmp.to_vec();
+    body[0] = ECHO_REPLY;
+    body[2..4].fill(0);
+    frame(ip.dst, ip.src, guest_mac, &body, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GUEST_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0x41, 0x2c, 0x49]);
+
+    fn guest_frame(src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8, icmp_body: &[u8]) -> Vec<u8> {
+        let meta = PacketMeta {
+            src_mac: GUEST_MAC,
+            dst_mac: MacAddr([0x33, 0x33, 0, 0, 0, 2]),
+            src: src.into(),
+            dst: dst.into(),
+            protocol: IpProtocol::Icmpv6,
+            ttl: hop_limit,
+            tos: 0,
+            ident: 0,
+        };
+        let mut out = vec![0u8; 54 + icmp_body.len()];
+        let off = ip::write_headers(&mut out, &meta, icmp_body.len());
+        out[off..].copy_from_slice(icmp_body);
+        let pseudo =
+            ip::pseudo_header_sum(&meta.src, &meta.dst, IpProtocol::Icmpv6, icmp_body.len());
+        let sum = !checksum::combine(&[pseudo, checksum::data(&out[off..])]);
+        out[off + 2..off + 4].copy_from_slice(&sum.to_be_bytes());
+        out
+    }
+
+    fn answer(plan: &NetPlan, frame: &[u8]) -> (Verdict, Vec<u8>) {
+        let ip = Ipv6Header::parse(frame, frame.len()).unwrap();
+        let mut out = Vec::new();
+        let v = handle(plan, false, GUEST_MAC, &ip, frame, &mut out);
+        (v, out)
+    }
+
+    fn checksum_ok(frame: &[u8]) -> bool {
+        let ip = Ipv6Header::parse(frame, frame.len()).unwrap();
+        let body = &frame[ip.l4_offset..];
+        let pseudo = ip::pseudo_header_sum(
+            &ip.src.into(),
+            &ip.dst.into(),
+            IpProtocol::Icmpv6,
+            body.len(),
+        );
+        checksum::combine(&[pseudo, checksum::data(body)]) == 0xffff
+    }
+
+    #[test]
+    fn router_solicitation_gets_slirps_advertisement() {
+        let plan = NetPlan::slirp_default();
+        let rs = guest_frame(
+            "fe80::5054:ff:fe41:2c49".parse().unwrap(),
+            "ff02::2".parse().unwrap(),
+            255,
+            &[ROUTER_SOLICIT, 0, 0, 0, 0, 0, 0, 0],
+        );
+        let (v, ra) = answer(&plan, &rs);
+        assert_eq!(v, Verdict::Reply);
+        assert!(checksum_ok(&ra));
+        assert_eq!(&ra[0..6], &[0x33, 0x33, 0, 0, 0, 1]);
+        assert_eq!(&ra[6..12], &[0x52, 0x56, 0, 0, 0, 2]);
+        let ip = Ipv6Header::parse(&ra, ra.len()).unwrap();
+        assert_eq!(ip.src, "fe80::2".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(ip.dst, ALL_NODES);
+        assert_eq!(ip.hop_limit, 255);
+        let body = &ra[ip.l4_offset..];
+        assert_eq!(body[0], ROUTER_ADVERT);
+        assert_eq!(body[4], 64, "current hop limit");
+        assert_eq!(body[5], 0, "M and O clear");
+        assert_eq!(u16::from_be_bytes([body[6], body[7]]), 1800);
+        assert_eq!(&body[16..24], &[1, 1, 0x52, 0x56, 0, 0, 0, 2]);
+        assert_eq!(&body[24..28], &[3, 4, 64, 0xc0]);
+        assert_eq!(&body[28..32], &86400u32.to_be_bytes());
+        assert_eq!(&body[32..36], &14400u32.to_be_bytes());
+        assert_eq!(
+            &body[40..56],
+            &"fec0::".parse::<Ipv6Addr>().unwrap().octets()
+        );
+        assert_eq!(
+            body.len(),
+            56,
+            "no RDNSS without an IPv6 resolver, no MTU option"
+        );
+
+        let mut with_dns = Vec::new();
+        router_advert(plan.ipv6.as_ref().unwrap(), true, &mut with_dns);
+        let ip = Ipv6Header::parse(&with_dns, with_dns.len()).unwrap();
+        let body = &with_dns[ip.l4_offset..];
+        assert_eq!(&body[56..60], &[25, 3, 0, 0]);
+        assert_eq!(&body[60..64], &1_200_000u32.to_be_bytes());
+        assert_eq!(
+            &body[64..80],
+            &"fec0::3".parse::<Ipv6Addr>().unwrap().octets()
+        );
+    }
+
+    #[test]
+    fn solicitations_with_a_lower_hop_limit_are_ignored() {
+        let plan = NetPlan::slirp_default();
+        let rs = guest_frame(
+            "fe80::1".parse().unwrap(),
+            "ff02::2".parse().unwrap(),
+            64,
+            &[ROUTER_SOLICIT, 0, 0, 0, 0, 0, 0, 0],
+        );
+        assert_eq!(answer(&plan, &rs).0, Verdict::Unhandled);
+    }
+
+    fn ns(target: &str, src: &str) -> Vec<u8> {
+        let mut body = vec![NEIGHBOR_SOLICIT, 0, 0, 0, 0, 0, 0, 0];
+        body.extend_from_slice(&target.parse::<Ipv6Addr>().unwrap().octets());
+        guest_frame(
+            src.parse().unwrap(),
+            "ff02::1:ff00:2".parse().unwrap(),
+            255,
+            &body,
+        )
+    }
+
+    #[test]
+    fn neighbour_solicitations_for_emulated_hosts_are_answered() {
+        let plan = NetPlan::slirp_default();
+        for (target, mac_low) in [
+            ("fe80::2", 2),
+            ("fec0::2", 2),
+            ("fec0::3", 3),
+            ("fe80::3", 3),
+        ] {
+            let (v, na) = answer(&plan, &ns(target, "fec0::5054:ff:fe41:2c49"));
+            assert_eq!(v, Verdict::Reply, "{target}");
+            assert!(checksum_ok(&na));
+            assert_eq!(&na[0..6], &GUEST_MAC.0);
+            assert_eq!(&na[6..12], &[0x52, 0x56, 0, 0, 0, mac_low]);
+            let ip = Ipv6Header::parse(&na, na.len()).unwrap();
+            let body = &na[ip.l4_offset..];
+            assert_eq!(body[0], NEIGHBOR_ADVERT);
+            assert_eq!(body[4], 0xe0, "R, S and O set");
+            assert_eq!(&body[8..24], &target.parse::<Ipv6Addr>().unwrap().octets());
+            assert_eq!(&body[24..32], &[2, 1, 0x52, 0x56, 0, 0, 0, mac_low]);
+        }
+        // Duplicate address detection (from ::) is answered to all nodes, without S.
+        let (_, na) = answer(&plan, &ns("fec0::2", "::"));
+        let ip = Ipv6Header::parse(&na, na.len()).unwrap();
+        assert_eq!(ip.dst, ALL_NODES);
+        assert_eq!(na[ip.l4_offset + 4], 0xa0);
+        // Anything else is not ours.
+        assert_eq!(
+            answer(&plan, &ns("fec0::5054:ff:fe41:2c49", "::")).0,
+            Verdict::Unhandled
+        );
+    }
+
+    #[test]
+    fn echo_to_the_gateway_is_answered_locally() {
+        let plan = NetPlan::slirp_default();
+        let mut body = vec![ECHO_REQUEST, 0, 0, 0, 0x12, 0x34, 0, 9];
+        body.extend_from_slice(b"ipv6 ping");
+        let req = guest_frame(
+            "fec0::5054:ff:fe41:2c49".parse().unwrap(),
+            "fec0::2".parse().unwrap(),
+            64,
+            &body,
+        );
+        let (v, reply) = answer(&plan, &req);
+        assert_eq!(v, Verdict::Reply);
+        assert!(checksum_ok(&reply));
+        let ip = Ipv6Header::parse(&reply, reply.len()).unwrap();
+        assert_eq!(ip.src, "fec0::2".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(ip.hop_limit, 255);
+        assert_eq!(reply[ip.l4_offset], ECHO_REPLY);
+        assert_eq!(&reply[ip.l4_offset + 4..], &body[4..]);
+    }
+
+    #[test]
+    fn bad_checksums_are_malformed() {
+        let plan = NetPlan::slirp_default();
+        let mut rs = guest_frame(
+            "fe80::1".parse().unwrap(),
+            "ff02::2".parse().unwrap(),
+            255,
+            &[ROUTER_SOLICIT, 0, 0, 0, 0, 0, 0, 0],
+        );
+        let last = rs.len() - 1;
+        rs[last] ^= 1;
+        assert_eq!(answer(&plan, &rs).0, Verdict::Malformed);
+    }
+}
