@@ -39,7 +39,7 @@ use crate::nat::{self, Ctx, Target, Upstream};
 use crate::ping::PingTable;
 use crate::tcp::{SegmentOutcome, TcpTable};
 use crate::udp::{Sent, UdpTable};
-use crate::{arp, capture, dhcp, ethernet, icmp, ipv4, ndp, tcp};
+use crate::{arp, capture, dhcp, dhcpv6, ethernet, icmp, ipv4, ndp, tcp};
 
 /// The largest frame a guest may hand us: a 64 KiB IP packet behind an Ethernet header.
 pub const MAX_FRAME_LEN: usize = 65535 + ethernet::HEADER_LEN;
@@ -380,19 +380,39 @@ impl Engine {
                     &self.frame_buf,
                     &mut self.reply_buf,
                 );
-                if v == Verdict::Reply {
-                    self.counters.icmp_replies += 1;
+                match v {
+                    Verdict::Reply => self.counters.icmp_replies += 1,
+                    Verdict::Unhandled => return self.forward_echo(&ip),
+                    _ => {}
                 }
                 v
             }
             tcp::PROTO_TCP => self.handle_tcp(&ip, frame, rx),
-            ipv4::PROTO_UDP => match self.frame_buf.get(ip.l4_offset..ip.l4_offset + 8) {
-                Some(udp) => {
-                    let ports = udp_ports(udp);
-                    self.handle_udp(&ip, ports, frame, rx)
+            ipv4::PROTO_UDP => {
+                let Some(ports) = self
+                    .frame_buf
+                    .get(ip.l4_offset..ip.l4_offset + 8)
+                    .map(udp_ports)
+                else {
+                    return Verdict::Malformed;
+                };
+                if dhcpv6::is_request(&self.plan, &v6, ports.1) {
+                    self.load(frame, MAX_FRAME_LEN);
+                    let guest_mac = self.guest_mac.unwrap_or(MacAddr::BROADCAST);
+                    let v = dhcpv6::handle(
+                        &self.plan,
+                        guest_mac,
+                        &v6,
+                        &self.frame_buf,
+                        &mut self.reply_buf,
+                    );
+                    if v == Verdict::Reply {
+                        self.counters.dhcp_replies += 1;
+                    }
+                    return v;
                 }
-                None => Verdict::Malformed,
-            },
+                self.handle_udp(&ip, ports, frame, rx)
+            }
             // Extension headers (and anything else) are dropped, as slirp drops them.
             _ => Verdict::Unhandled,
         }
@@ -479,12 +499,23 @@ impl Engine {
     /// An echo request to a real host: through a ping socket. Anything else `icmp` left
     /// (other ICMP types, echoes to the emulated hosts it would not answer) stays unhandled.
     fn forward_echo(&mut self, ip: &IpHeader) -> Verdict {
-        let is_request = self.frame_buf.get(ip.l4_offset) == Some(&icmp::ECHO_REQUEST);
-        let emulated = self
-            .plan
-            .ipv4
-            .as_ref()
-            .is_some_and(|v4| ip.dst == v4.gateway || ip.dst == v4.dns);
+        let (request_type, emulated) = match ip.dst {
+            IpAddr::V4(dst) => (
+                icmp::ECHO_REQUEST,
+                self.plan
+                    .ipv4
+                    .as_ref()
+                    .is_some_and(|v4| dst == v4.gateway || dst == v4.dns),
+            ),
+            IpAddr::V6(dst) => (
+                ndp::ECHO_REQUEST,
+                self.plan
+                    .ipv6
+                    .as_ref()
+                    .is_some_and(|v6| ndp::is_emulated(v6, dst)),
+            ),
+        };
+        let is_request = self.frame_buf.get(ip.l4_offset) == Some(&request_type);
         if !is_request || emulated {
             return Verdict::Unhandled;
         }

@@ -8,6 +8,7 @@
 pub mod arp;
 pub mod capture;
 pub mod dhcp;
+pub mod dhcpv6;
 pub mod dnssearch;
 pub mod engine;
 pub mod ethernet;

@@ -29,8 +29,8 @@ use crate::ethernet;
 use crate::ip::{self, PacketMeta};
 
 pub const ICMPV6_PROTO: u8 = 58;
-const ECHO_REQUEST: u8 = 128;
-const ECHO_REPLY: u8 = 129;
+pub const ECHO_REQUEST: u8 = 128;
+pub const ECHO_REPLY: u8 = 129;
 const ROUTER_SOLICIT: u8 = 133;
 const ROUTER_ADVERT: u8 = 134;
 const NEIGHBOR_SOLICIT: u8 = 135;

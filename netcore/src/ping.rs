@@ -1,4 +1,5 @@
-//! ICMP echo to real hosts through unprivileged ping sockets (`SOCK_DGRAM`, `IPPROTO_ICMP`).
+//! ICMP echo to real hosts through unprivileged ping sockets (`SOCK_DGRAM` with
+//! `IPPROTO_ICMP`, or `IPPROTO_ICMPV6` for IPv6).
 //!
 //! # Theory of operation
 //!
@@ -6,7 +7,7 @@
 //! destination gets a real echo from the host. The kernel's ping socket picks the echo ID (its
 //! "port") and checks replies, so each guest (source, destination, ID) gets one socket and the
 //! guest's own ID is restored on the way back. Replies reach the guest with TTL 255, as slirp
-//! sends them. A flow ends 10 s after its last request.
+//! (hop limit 255 for IPv6) sends them. A flow ends 10 s after its last request.
 //!
 //! Ping sockets need the process's group in `net.ipv4.ping_group_range`; when they are
 //! refused, one log line says so and echo requests are dropped.
@@ -27,6 +28,14 @@ use crate::sys;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMP_ECHO_REPLY: u8 = 0;
+
+/// The echo request and reply types of the family of `addr`.
+fn echo_types(addr: &IpAddr) -> (u8, u8) {
+    match addr {
+        IpAddr::V4(_) => (ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY),
+        IpAddr::V6(_) => (crate::ndp::ECHO_REQUEST, crate::ndp::ECHO_REPLY),
+    }
+}
 /// Largest echo we relay (ICMP header and payload), the IPv4 maximum.
 const MAX_ECHO: usize = 65535 - 20;
 
@@ -99,7 +108,7 @@ impl PingTable {
         dest: IpAddr,
         icmp: &[u8],
     ) {
-        if icmp.len() < 8 || icmp[0] != ICMP_ECHO_REQUEST || !dest.is_ipv4() {
+        if icmp.len() < 8 || icmp[0] != echo_types(&dest).0 || dest.is_ipv4() != guest.is_ipv4() {
             return;
         }
         let key = Key {
@@ -133,7 +142,11 @@ impl PingTable {
         if self.index.len() >= self.limit {
             return None;
         }
-        let sock = match sys::socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP) {
+        let protocol = match key.remote {
+            IpAddr::V4(_) => libc::IPPROTO_ICMP,
+            IpAddr::V6(_) => libc::IPPROTO_ICMPV6,
+        };
+        let sock = match sys::socket(sys::family(&key.remote), libc::SOCK_DGRAM, protocol) {
             Ok(sock) => sock,
             Err(e) => {
                 self.counters.refused += 1;
@@ -193,15 +206,28 @@ impl PingTable {
                     return;
                 }
             };
-            if n < 8 || self.buf[0] != ICMP_ECHO_REPLY {
+            let (_, reply_type) = echo_types(&flow.key.remote);
+            if n < 8 || self.buf[0] != reply_type {
                 continue;
             }
+            let protocol = match flow.key.remote {
+                IpAddr::V4(_) => IpProtocol::Icmp,
+                IpAddr::V6(_) => IpProtocol::Icmpv6,
+            };
             let icmp = &mut self.buf[..n];
             icmp[4..6].copy_from_slice(&flow.key.id.to_be_bytes());
             icmp[2..4].copy_from_slice(&[0, 0]);
-            let sum = !smoltcp::wire::checksum::data(icmp);
+            // ICMPv6 checksums cover a pseudo-header; ICMPv4 ones do not.
+            let pseudo = match protocol {
+                IpProtocol::Icmpv6 => {
+                    ip::pseudo_header_sum(&flow.key.remote, &flow.key.guest, protocol, n)
+                }
+                _ => 0,
+            };
+            let sum =
+                !smoltcp::wire::checksum::combine(&[pseudo, smoltcp::wire::checksum::data(icmp)]);
             icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-            let mut meta = ctx.meta(flow.key.remote, flow.key.guest, IpProtocol::Icmp);
+            let mut meta = ctx.meta(flow.key.remote, flow.key.guest, protocol);
             meta.ttl = 255;
             let mut hdr = [0u8; 14 + 40];
             let off = ip::write_headers(&mut hdr, &meta, n);
