@@ -141,6 +141,10 @@ impl<S: crate::link::RxSlot> crate::link::RxSlot for TapSlot<'_, S> {
         self.inner.iovecs(offset, len, out);
     }
 
+    fn set_meta(&mut self, meta: crate::link::RxMeta) {
+        self.inner.set_meta(meta);
+    }
+
     fn commit(self, len: usize) {
         if let Some(capture) = self.capture {
             let mut frame = vec![0u8; len];
@@ -157,6 +161,10 @@ impl<L: crate::link::RxLink> crate::link::RxLink for Tap<'_, L> {
         = TapSlot<'s, L::Slot<'s>>
     where
         Self: 's;
+
+    fn offloads(&self) -> crate::link::RxOffloads {
+        self.inner.offloads()
+    }
 
     fn reserve(&mut self, max_len: usize) -> Option<Self::Slot<'_>> {
         let inner = self.inner.reserve(max_len)?;

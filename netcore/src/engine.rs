@@ -288,6 +288,18 @@ impl Engine {
         }
     }
 
+    /// Copies all of `frame` into `frame_buf` for a local answer, completing a transport
+    /// checksum the guest left to us (offloaded): local handlers check checksums as slirp does.
+    fn load_whole<F: TxFrame + ?Sized>(&mut self, frame: &F) {
+        self.load(frame, MAX_FRAME_LEN);
+        if let Some((start, offset)) = frame.partial_csum()
+            && start + offset + 2 <= self.frame_buf.len()
+        {
+            let sum = !smoltcp::wire::checksum::data(&self.frame_buf[start..]);
+            self.frame_buf[start + offset..start + offset + 2].copy_from_slice(&sum.to_be_bytes());
+        }
+    }
+
     /// Copies the first `max` bytes of `frame` into `frame_buf`.
     fn load<F: TxFrame + ?Sized>(&mut self, frame: &F, max: usize) {
         self.frame_buf.resize(frame.len().min(max), 0);
@@ -316,7 +328,7 @@ impl Engine {
                     return Verdict::Malformed;
                 };
                 if ports.1 == dhcp::SERVER_PORT {
-                    self.load(frame, MAX_FRAME_LEN);
+                    self.load_whole(frame);
                     if dhcp::is_dhcp_request(&self.plan, &self.frame_buf) {
                         let v = self.dhcp.handle(
                             &self.plan,
@@ -334,7 +346,7 @@ impl Engine {
             }
             tcp::PROTO_TCP => self.handle_tcp(&ip, frame, rx),
             ipv4::PROTO_ICMP => {
-                self.load(frame, MAX_FRAME_LEN);
+                self.load_whole(frame);
                 let v = icmp::handle(
                     &self.plan,
                     &mut self.ip_ident,
@@ -370,7 +382,7 @@ impl Engine {
         };
         match v6.next_header {
             ndp::ICMPV6_PROTO => {
-                self.load(frame, MAX_FRAME_LEN);
+                self.load_whole(frame);
                 let guest_mac = self.guest_mac.unwrap_or(MacAddr::BROADCAST);
                 let v = ndp::handle(
                     &self.plan,
@@ -397,7 +409,7 @@ impl Engine {
                     return Verdict::Malformed;
                 };
                 if dhcpv6::is_request(&self.plan, &v6, ports.1) {
-                    self.load(frame, MAX_FRAME_LEN);
+                    self.load_whole(frame);
                     let guest_mac = self.guest_mac.unwrap_or(MacAddr::BROADCAST);
                     let v = dhcpv6::handle(
                         &self.plan,

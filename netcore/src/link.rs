@@ -16,6 +16,45 @@
 //! Offsets and lengths here count from the first byte of the Ethernet header; any virtio-net
 //! header is the link's business.
 
+/// Offloads the guest accepts on frames we send it (negotiated by the link).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RxOffloads {
+    /// The guest takes frames marked as checksum-verified (virtio `GUEST_CSUM`): we need
+    /// not compute TCP/UDP checksums over payload we never looked at.
+    pub csum: bool,
+    /// TCP segments larger than the MTU, for the guest to take as they are (`GUEST_TSO4/6`).
+    pub tso4: bool,
+    pub tso6: bool,
+}
+
+/// How a frame's transport checksum stands, for the link's per-frame header.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RxCsum {
+    /// The checksums in the frame are complete.
+    #[default]
+    Complete,
+    /// Not computed; the guest may trust the data (virtio `DATA_VALID`).
+    Valid,
+    /// The checksum field at `start + offset` holds the pseudo-header sum only
+    /// (virtio `NEEDS_CSUM`), as segmentation offload requires.
+    Partial { start: u16, offset: u16 },
+}
+
+/// Per-frame offload metadata toward the guest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RxMeta {
+    pub csum: RxCsum,
+    /// A TCP segment carrying several MSS-sized pieces: (IPv6?, segment size, header length).
+    pub gso: Option<Gso>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gso {
+    pub ipv6: bool,
+    pub segment_size: u16,
+    pub header_len: u16,
+}
+
 /// The guest has not posted enough receive buffers for the frame right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("no receive buffers available toward the guest")]
@@ -35,6 +74,12 @@ pub trait TxFrame {
 
     /// Appends iovecs covering `offset..offset + len`, clipped to the frame, to `out`.
     fn iovecs(&self, offset: usize, len: usize, out: &mut Vec<libc::iovec>);
+
+    /// Where the guest left a transport checksum for us to complete (virtio `NEEDS_CSUM`):
+    /// `(start, offset)` from the Ethernet header. Only frames answered locally need it.
+    fn partial_csum(&self) -> Option<(usize, usize)> {
+        None
+    }
 }
 
 /// Room for one frame toward the guest.
@@ -52,6 +97,9 @@ pub trait RxSlot {
     /// Appends iovecs covering `offset..offset + len`, clipped to the capacity, to `out`.
     fn iovecs(&mut self, offset: usize, len: usize, out: &mut Vec<libc::iovec>);
 
+    /// Sets the frame's offload metadata (checksum state, segmentation).
+    fn set_meta(&mut self, _meta: RxMeta) {}
+
     /// Hands the first `len` bytes to the guest as one frame.
     fn commit(self, len: usize);
 }
@@ -65,6 +113,11 @@ pub trait RxLink {
     /// Reserves room for a frame of up to `max_len` bytes, or `None` when the guest has not
     /// posted enough buffers (the link then watches for new ones).
     fn reserve(&mut self, max_len: usize) -> Option<Self::Slot<'_>>;
+
+    /// What the guest accepts; none by default.
+    fn offloads(&self) -> RxOffloads {
+        RxOffloads::default()
+    }
 
     /// Sends a frame made of `parts`, copied.
     fn send(&mut self, parts: &[&[u8]]) -> Result<(), LinkFull> {
@@ -110,8 +163,12 @@ impl TxFrame for [u8] {
 #[derive(Debug, Default)]
 pub struct MemoryLink {
     pub frames: Vec<Vec<u8>>,
+    /// The offload metadata of each frame in `frames`.
+    pub metas: Vec<RxMeta>,
     /// `None` means unlimited.
     pub buffers_left: Option<usize>,
+    /// What this link claims the guest accepts.
+    pub offloads: RxOffloads,
 }
 
 impl MemoryLink {
@@ -121,6 +178,7 @@ impl MemoryLink {
 
     /// Takes the frames sent so far.
     pub fn take(&mut self) -> Vec<Vec<u8>> {
+        self.metas.clear();
         std::mem::take(&mut self.frames)
     }
 }
@@ -129,6 +187,7 @@ impl MemoryLink {
 #[derive(Debug)]
 pub struct MemorySlot<'a> {
     buf: Vec<u8>,
+    meta: RxMeta,
     link: &'a mut MemoryLink,
 }
 
@@ -155,9 +214,14 @@ impl RxSlot for MemorySlot<'_> {
         }
     }
 
+    fn set_meta(&mut self, meta: RxMeta) {
+        self.meta = meta;
+    }
+
     fn commit(mut self, len: usize) {
         self.buf.truncate(len);
         self.link.frames.push(self.buf);
+        self.link.metas.push(self.meta);
     }
 }
 
@@ -170,8 +234,13 @@ impl RxLink for MemoryLink {
         }
         Some(MemorySlot {
             buf: vec![0; max_len],
+            meta: RxMeta::default(),
             link: self,
         })
+    }
+
+    fn offloads(&self) -> RxOffloads {
+        self.offloads
     }
 }
 

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use smoltcp::wire::{IpProtocol, TcpPacket};
 
 use crate::ip;
-use crate::link::{RxLink, RxSlot, TxFrame};
+use crate::link::{Gso, RxCsum, RxLink, RxMeta, RxOffloads, RxSlot, TxFrame};
 use crate::nat::Ctx;
 use crate::sys;
 
@@ -51,6 +51,8 @@ const MAX_RTO: Duration = Duration::from_secs(30);
 const MAX_RETRIES: u32 = 8;
 /// Largest TCP payload per frame toward the guest without segmentation offload.
 const DEFAULT_GUEST_MSS: u16 = 536;
+/// Largest payload of one offloaded segment: the IP length fields are 16 bits.
+const MAX_TSO_PAYLOAD: usize = 65535 - 40 - TCP_HEADER_LEN;
 
 /// TCP flags as bits of the header's flags byte.
 pub mod flags {
@@ -522,9 +524,15 @@ impl TcpTable {
                 }
                 break;
             }
-            let max = window_left
-                .min(usize::from(flow.mss))
-                .min(ctx.max_payload(&flow.key.guest.ip(), TCP_HEADER_LEN));
+            // With segmentation offload one frame carries up to 64 KiB, cut by the guest's
+            // stack into MSS-sized pieces only if it ever forwards them.
+            let segment =
+                usize::from(flow.mss).min(ctx.max_payload(&flow.key.guest.ip(), TCP_HEADER_LEN));
+            let max = if tso(rx.offloads(), &flow.key) {
+                window_left.min(MAX_TSO_PAYLOAD)
+            } else {
+                window_left.min(segment)
+            };
             outcome = send_data(
                 flow,
                 ctx,
@@ -883,6 +891,7 @@ fn send_data<L: RxLink>(
     iovs: &mut Vec<libc::iovec>,
 ) -> Push {
     let header_len = ip::l2_l3_len(&flow.key.guest.ip()) + TCP_HEADER_LEN;
+    let rx_offloads = rx.offloads();
     let Some(mut slot) = rx.reserve(header_len + max) else {
         return Push::NoBuffers;
     };
@@ -916,11 +925,36 @@ fn send_data<L: RxLink>(
             return Push::Reset;
         }
     };
+    let offloads = rx_offloads;
+    let segment = usize::from(flow.mss).min(ctx.max_payload(&flow.key.guest.ip(), TCP_HEADER_LEN));
+    let csum = if n > segment && tso(offloads, &flow.key) {
+        slot.set_meta(RxMeta {
+            csum: RxCsum::Partial {
+                start: (header_len - TCP_HEADER_LEN) as u16,
+                offset: 16,
+            },
+            gso: Some(Gso {
+                ipv6: flow.key.guest.is_ipv6(),
+                segment_size: segment as u16,
+                header_len: header_len as u16,
+            }),
+        });
+        Checksum::PseudoOnly
+    } else if offloads.csum {
+        slot.set_meta(RxMeta {
+            csum: RxCsum::Valid,
+            gso: None,
+        });
+        Checksum::Skip
+    } else {
+        Checksum::Full
+    };
     write_segment(
         &mut slot,
         ctx,
         &Header::of(flow, flow.snd_nxt, flags::ACK | flags::PSH),
         n,
+        csum,
     );
     slot.commit(header_len + n);
     flow.snd_nxt = flow.snd_nxt.wrapping_add(n as u32);
@@ -983,7 +1017,33 @@ impl Header<'_> {
 
 /// Writes Ethernet, IP and TCP headers in front of `payload_len` bytes already in the slot,
 /// with checksums.
-fn write_segment<S: RxSlot>(slot: &mut S, ctx: &mut Ctx<'_>, h: &Header<'_>, payload_len: usize) {
+/// How much of a segment's TCP checksum we compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checksum {
+    /// All of it, over the payload read back from the slot.
+    Full,
+    /// None: the frame is marked valid for the guest (`GUEST_CSUM`).
+    Skip,
+    /// The pseudo-header sum only, as segmentation offload expects (`NEEDS_CSUM`).
+    PseudoOnly,
+}
+
+/// Whether TCP segments for `key` may be larger than the MTU.
+fn tso(offloads: RxOffloads, key: &FlowKey) -> bool {
+    if key.guest.is_ipv6() {
+        offloads.tso6
+    } else {
+        offloads.tso4
+    }
+}
+
+fn write_segment<S: RxSlot>(
+    slot: &mut S,
+    ctx: &mut Ctx<'_>,
+    h: &Header<'_>,
+    payload_len: usize,
+    csum: Checksum,
+) {
     let meta = ctx.meta(h.key.remote.ip(), h.key.guest.ip(), IpProtocol::Tcp);
     let tcp_len = TCP_HEADER_LEN + h.options.len();
     let l4_len = tcp_len + payload_len;
@@ -999,13 +1059,19 @@ fn write_segment<S: RxSlot>(slot: &mut S, ctx: &mut Ctx<'_>, h: &Header<'_>, pay
     tcp[14..16].copy_from_slice(&h.window.to_be_bytes());
     tcp[20..].copy_from_slice(h.options);
     let pseudo = ip::pseudo_header_sum(&meta.src, &meta.dst, IpProtocol::Tcp, l4_len);
-    let header_sum = smoltcp::wire::checksum::data(tcp);
-    let payload_sum = if payload_len > 0 {
-        ip::slot_sum(slot, off + tcp_len, payload_len)
-    } else {
-        0
+    let sum = match csum {
+        Checksum::Skip => 0,
+        Checksum::PseudoOnly => pseudo,
+        Checksum::Full => {
+            let header_sum = smoltcp::wire::checksum::data(tcp);
+            let payload_sum = if payload_len > 0 {
+                ip::slot_sum(slot, off + tcp_len, payload_len)
+            } else {
+                0
+            };
+            !smoltcp::wire::checksum::combine(&[pseudo, header_sum, payload_sum])
+        }
     };
-    let sum = !smoltcp::wire::checksum::combine(&[pseudo, header_sum, payload_sum]);
     tcp[16..18].copy_from_slice(&sum.to_be_bytes());
     slot.write_at(0, &hdr[..off + tcp_len]);
 }
@@ -1026,7 +1092,7 @@ fn send_header<L: RxLink>(ctx: &mut Ctx<'_>, rx: &mut L, h: &Header<'_>) -> bool
     let Some(mut slot) = rx.reserve(len) else {
         return false;
     };
-    write_segment(&mut slot, ctx, h, 0);
+    write_segment(&mut slot, ctx, h, 0, Checksum::Full);
     slot.commit(len);
     true
 }

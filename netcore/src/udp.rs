@@ -20,7 +20,7 @@ use policy::NetPlan;
 use smoltcp::wire::IpProtocol;
 
 use crate::ip;
-use crate::link::{RxLink, RxSlot, TxFrame};
+use crate::link::{RxCsum, RxLink, RxMeta, RxSlot, TxFrame};
 use crate::nat::{self, Ctx, DNS_PORT, Target, Upstream};
 use crate::sys;
 
@@ -187,6 +187,7 @@ impl UdpTable {
         };
         let header_len = ip::l2_l3_len(&flow.guest.ip()) + UDP_HEADER_LEN;
         let max = ctx.max_payload(&flow.guest.ip(), UDP_HEADER_LEN);
+        let offloads = rx.offloads();
         loop {
             let Some(mut slot_buf) = rx.reserve(header_len + max) else {
                 if !self.pending.contains(&slot) {
@@ -222,7 +223,20 @@ impl UdpTable {
             if from.port() == DNS_PORT {
                 flow.dns_reply = Some(ctx.now);
             }
-            write_udp_headers(&mut slot_buf, ctx, src, flow.guest, received.len);
+            if offloads.csum {
+                slot_buf.set_meta(RxMeta {
+                    csum: RxCsum::Valid,
+                    gso: None,
+                });
+            }
+            write_udp_headers(
+                &mut slot_buf,
+                ctx,
+                src,
+                flow.guest,
+                received.len,
+                !offloads.csum,
+            );
             slot_buf.commit(header_len + received.len);
             self.counters.to_guest += 1;
         }
@@ -259,13 +273,15 @@ impl UdpTable {
     }
 }
 
-/// Writes Ethernet, IP and UDP headers in front of `len` payload bytes already in the slot.
+/// Writes Ethernet, IP and UDP headers in front of `len` payload bytes already in the slot;
+/// the checksum only when `checksum` (the guest may take the frame as verified otherwise).
 fn write_udp_headers<S: RxSlot>(
     slot: &mut S,
     ctx: &mut Ctx<'_>,
     src: SocketAddr,
     dst: SocketAddr,
     len: usize,
+    checksum: bool,
 ) {
     let meta = ctx.meta(src.ip(), dst.ip(), IpProtocol::Udp);
     let l4_len = UDP_HEADER_LEN + len;
@@ -275,6 +291,10 @@ fn write_udp_headers<S: RxSlot>(
     udp[0..2].copy_from_slice(&src.port().to_be_bytes());
     udp[2..4].copy_from_slice(&dst.port().to_be_bytes());
     udp[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+    if !checksum {
+        slot.write_at(0, &hdr[..off + UDP_HEADER_LEN]);
+        return;
+    }
     let pseudo = ip::pseudo_header_sum(&meta.src, &meta.dst, IpProtocol::Udp, l4_len);
     let payload_sum = ip::slot_sum(slot, off + UDP_HEADER_LEN, len);
     let mut sum = !smoltcp::wire::checksum::combine(&[

@@ -12,12 +12,16 @@ use std::io;
 use std::os::fd::RawFd;
 
 use netcore::capture::SharedCapture;
+use netcore::link::RxOffloads;
 use netcore::{Engine, EngineOptions};
 use policy::NetPlan;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
 use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
-use virtio_bindings::bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
+use virtio_bindings::bindings::virtio_net::{
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
+};
 use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic};
@@ -26,7 +30,9 @@ use vmm_sys_util::event::{
     EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
 };
 
-use crate::ring::{self, GuestMem, RingCounters, RingRx, RingTxFrame, RxScratch, TxScratch};
+use crate::ring::{
+    self, GuestMem, RingCounters, RingRx, RingTxFrame, RxFeatures, RxScratch, TxScratch,
+};
 use crate::vnet;
 
 pub const RX_QUEUE: usize = 0;
@@ -39,10 +45,20 @@ pub const HOST_EVENT: u16 = NUM_QUEUES as u16 + 1;
 pub const MAX_QUEUE_SIZE: usize = 1024;
 
 /// The virtio features offered: only what the data path implements.
+///
+/// Checksum and segmentation offloads both ways: guest TCP payload goes to host sockets
+/// whole (a 64 KiB TSO frame in one write, no checksum needed), and frames to the guest skip
+/// checksums over payload we never read and carry up to 64 KiB of TCP at once.
 pub fn offered_features() -> u64 {
     1 << VIRTIO_F_VERSION_1
         | 1 << VIRTIO_NET_F_MRG_RXBUF
         | 1 << VIRTIO_RING_F_EVENT_IDX
+        | 1 << VIRTIO_NET_F_CSUM
+        | 1 << VIRTIO_NET_F_GUEST_CSUM
+        | 1 << VIRTIO_NET_F_HOST_TSO4
+        | 1 << VIRTIO_NET_F_HOST_TSO6
+        | 1 << VIRTIO_NET_F_GUEST_TSO4
+        | 1 << VIRTIO_NET_F_GUEST_TSO6
         | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
 }
 
@@ -52,8 +68,7 @@ pub struct NetBackend {
     engine: Engine,
     mem: Option<GuestMemoryAtomic<GuestMem>>,
     event_idx: bool,
-    header_len: usize,
-    mergeable: bool,
+    rx_features: RxFeatures,
     counters: RingCounters,
     tx_scratch: TxScratch,
     rx_scratch: RxScratch,
@@ -74,8 +89,11 @@ impl NetBackend {
             engine,
             mem: None,
             event_idx: false,
-            header_len: vnet::header_len(0),
-            mergeable: false,
+            rx_features: RxFeatures {
+                header_len: vnet::header_len(0),
+                mergeable: false,
+                offloads: RxOffloads::default(),
+            },
             counters: RingCounters::default(),
             tx_scratch: TxScratch::default(),
             rx_scratch: RxScratch::default(),
@@ -107,8 +125,7 @@ impl NetBackend {
         let mut rx = RingRx::new(
             rx_vring,
             mem,
-            self.header_len,
-            self.mergeable,
+            &self.rx_features,
             &mut self.rx_scratch,
             &mut self.counters,
         );
@@ -122,7 +139,8 @@ impl NetBackend {
                 let chain = tx_vring.get_mut().get_queue_mut().pop_descriptor_chain(mem);
                 let Some(chain) = chain else { break };
                 let head = chain.head_index();
-                match RingTxFrame::from_chain(chain, mem, self.header_len, &mut self.tx_scratch) {
+                let header_len = self.rx_features.header_len;
+                match RingTxFrame::from_chain(chain, mem, header_len, &mut self.tx_scratch) {
                     Ok(frame) => self.engine.handle_frame(&frame, &mut rx),
                     Err(e) => {
                         bad_tx += 1;
@@ -151,8 +169,7 @@ impl NetBackend {
         let mut rx = RingRx::new(
             &vrings[RX_QUEUE],
             mem,
-            self.header_len,
-            self.mergeable,
+            &self.rx_features,
             &mut self.rx_scratch,
             &mut self.counters,
         );
@@ -166,8 +183,7 @@ impl NetBackend {
         let mut rx = RingRx::new(
             &vrings[RX_QUEUE],
             mem,
-            self.header_len,
-            self.mergeable,
+            &self.rx_features,
             &mut self.rx_scratch,
             &mut self.counters,
         );
@@ -193,13 +209,17 @@ impl VhostUserBackendMut for NetBackend {
     }
 
     fn acked_features(&mut self, features: u64) {
-        self.header_len = vnet::header_len(features);
-        self.mergeable = features & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
-        log::debug!(
-            "features acked: {features:#x}, virtio-net header {} bytes, mergeable RX {}",
-            self.header_len,
-            self.mergeable
-        );
+        let acked = |bit: u32| features & (1 << bit) != 0;
+        self.rx_features = RxFeatures {
+            header_len: vnet::header_len(features),
+            mergeable: acked(VIRTIO_NET_F_MRG_RXBUF),
+            offloads: RxOffloads {
+                csum: acked(VIRTIO_NET_F_GUEST_CSUM),
+                tso4: acked(VIRTIO_NET_F_GUEST_TSO4) && acked(VIRTIO_NET_F_GUEST_CSUM),
+                tso6: acked(VIRTIO_NET_F_GUEST_TSO6) && acked(VIRTIO_NET_F_GUEST_CSUM),
+            },
+        };
+        log::debug!("features acked: {features:#x}: {:?}", self.rx_features);
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {

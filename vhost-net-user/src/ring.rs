@@ -21,7 +21,7 @@ use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use netcore::engine::MAX_FRAME_LEN;
-use netcore::link::{RxLink, RxSlot, TxFrame};
+use netcore::link::{RxLink, RxMeta, RxOffloads, RxSlot, TxFrame};
 
 use crate::vnet;
 
@@ -151,6 +151,8 @@ pub struct RingTxFrame<'a> {
     segs: &'a [Segment],
     header_len: usize,
     len: usize,
+    /// A checksum the guest left for us to complete (`NEEDS_CSUM`).
+    partial_csum: Option<(usize, usize)>,
 }
 
 impl<'a> RingTxFrame<'a> {
@@ -172,11 +174,14 @@ impl<'a> RingTxFrame<'a> {
         if total < header_len {
             return Err(ChainError::TooShort);
         }
+        let mut vnet_header = [0u8; 12];
+        let n = read_spans(mem, &scratch.segs, 0, &mut vnet_header[..header_len]);
         Ok(RingTxFrame {
             mem,
             segs: &scratch.segs,
             header_len,
             len: total - header_len,
+            partial_csum: vnet::tx_partial_csum(&vnet_header[..n]),
         })
     }
 }
@@ -195,6 +200,10 @@ impl TxFrame for RingTxFrame<'_> {
         let len = len.min(self.len.saturating_sub(offset));
         span_iovecs(self.mem, self.segs, self.header_len + offset, len, out);
     }
+
+    fn partial_csum(&self) -> Option<(usize, usize)> {
+        self.partial_csum
+    }
 }
 
 /// Counts of guest mistakes seen on the rings.
@@ -211,6 +220,14 @@ struct RxChain {
     capacity: usize,
 }
 
+/// What the driver acked that shapes frames toward it.
+#[derive(Debug, Clone, Copy)]
+pub struct RxFeatures {
+    pub header_len: usize,
+    pub mergeable: bool,
+    pub offloads: RxOffloads,
+}
+
 /// Reusable storage for RX slots.
 #[derive(Debug, Default)]
 pub struct RxScratch {
@@ -224,6 +241,7 @@ pub struct RingRx<'a> {
     mem: &'a GuestMem,
     header_len: usize,
     mergeable: bool,
+    offloads: RxOffloads,
     scratch: &'a mut RxScratch,
     counters: &'a mut RingCounters,
     /// Chains were returned to the guest in this batch: it may need an interrupt.
@@ -244,16 +262,16 @@ impl<'a> RingRx<'a> {
     pub fn new(
         vring: &'a VringRwLock,
         mem: &'a GuestMem,
-        header_len: usize,
-        mergeable: bool,
+        features: &RxFeatures,
         scratch: &'a mut RxScratch,
         counters: &'a mut RingCounters,
     ) -> Self {
         RingRx {
             vring,
             mem,
-            header_len,
-            mergeable,
+            header_len: features.header_len,
+            mergeable: features.mergeable,
+            offloads: features.offloads,
             scratch,
             counters,
             used_any: false,
@@ -339,6 +357,7 @@ pub fn notify(vring: &VringRwLock) {
 pub struct RingSlot<'s, 'a> {
     rx: &'s mut RingRx<'a>,
     capacity: usize,
+    meta: RxMeta,
 }
 
 impl RxSlot for RingSlot<'_, '_> {
@@ -385,6 +404,10 @@ impl RxSlot for RingSlot<'_, '_> {
         );
     }
 
+    fn set_meta(&mut self, meta: RxMeta) {
+        self.meta = meta;
+    }
+
     fn commit(self, len: usize) {
         let rx = &mut *self.rx;
         let mut left = rx.header_len + len.min(self.capacity);
@@ -396,7 +419,7 @@ impl RxSlot for RingSlot<'_, '_> {
             left -= chain.capacity.min(left);
             used += 1;
         }
-        let header = vnet::rx_header(rx.header_len, used as u16);
+        let header = vnet::rx_header(rx.header_len, used as u16, &self.meta);
         // The header goes at the start of the first chain, whose segments come first.
         let mem = rx.mem;
         for_each_span(&rx.scratch.segs, 0, rx.header_len, |addr, n, pos| {
@@ -435,6 +458,10 @@ impl<'a> RxLink for RingRx<'a> {
     where
         Self: 's;
 
+    fn offloads(&self) -> RxOffloads {
+        self.offloads
+    }
+
     fn reserve(&mut self, max_len: usize) -> Option<RingSlot<'_, 'a>> {
         let need = self.header_len + max_len;
         loop {
@@ -462,6 +489,7 @@ impl<'a> RxLink for RingRx<'a> {
             if total >= need {
                 return Some(RingSlot {
                     capacity: total - self.header_len,
+                    meta: RxMeta::default(),
                     rx: self,
                 });
             }
