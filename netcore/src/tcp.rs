@@ -1525,6 +1525,88 @@ mod tests {
     }
 
     #[test]
+    fn segmentation_offload_sends_large_segments_with_partial_checksums() {
+        let mut rig = Rig::new();
+        let (mut server, iss) = rig.establish();
+        rig.link.offloads = RxOffloads {
+            csum: true,
+            tso4: true,
+            tso6: true,
+        };
+        let data: Vec<u8> = (0..60_000u32).map(|i| (i % 241) as u8).collect();
+        server.write_all(&data).unwrap();
+        let mut frames = Vec::new();
+        let mut metas = Vec::new();
+        for _ in 0..50 {
+            rig.poll(20);
+            metas.extend(rig.link.metas.drain(..));
+            frames.extend(rig.link.frames.drain(..));
+            let got: usize = frames.iter().map(|f| f.len() - 54).sum();
+            if got >= data.len() {
+                break;
+            }
+        }
+        let payload: Vec<u8> = frames.iter().flat_map(|f| f[54..].to_vec()).collect();
+        assert!(payload == data, "received {} bytes", payload.len());
+        // Window 128 KiB: the whole burst fits in one or two frames, not 42 MSS-sized ones.
+        assert!(frames.len() <= 2, "{} frames", frames.len());
+        let big = frames
+            .iter()
+            .position(|f| f.len() - 54 > 1460)
+            .expect("a large segment");
+        assert_eq!(
+            metas[big].gso,
+            Some(Gso {
+                ipv6: false,
+                segment_size: 1460,
+                header_len: 54,
+            })
+        );
+        assert_eq!(
+            metas[big].csum,
+            RxCsum::Partial {
+                start: 34,
+                offset: 16
+            }
+        );
+        // The checksum field holds the pseudo-header sum, which the guest completes.
+        let f = &frames[big];
+        let src = IpAddr::from([f[26], f[27], f[28], f[29]]);
+        let dst = IpAddr::from([f[30], f[31], f[32], f[33]]);
+        let pseudo = ip::pseudo_header_sum(&src, &dst, IpProtocol::Tcp, f.len() - 34);
+        assert_eq!(u16::from_be_bytes([f[50], f[51]]), pseudo);
+        assert_eq!(u32::from_be_bytes(f[38..42].try_into().unwrap()), iss + 1);
+    }
+
+    #[test]
+    fn checksum_offload_alone_marks_segments_valid() {
+        let mut rig = Rig::new();
+        let (mut server, _iss) = rig.establish();
+        rig.link.offloads.csum = true;
+        server.write_all(&[5u8; 3000]).unwrap();
+        let mut metas = Vec::new();
+        let mut frames = Vec::new();
+        for _ in 0..50 {
+            rig.poll(20);
+            metas.extend(rig.link.metas.drain(..));
+            frames.extend(rig.link.frames.drain(..));
+            if frames.iter().map(|f| f.len() - 54).sum::<usize>() >= 3000 {
+                break;
+            }
+        }
+        assert!(frames.iter().all(|f| f.len() - 54 <= 1460));
+        assert!(
+            metas
+                .iter()
+                .all(|m| m.csum == RxCsum::Valid && m.gso.is_none())
+        );
+        assert!(
+            frames.iter().all(|f| f[50..52] == [0, 0]),
+            "checksum left out"
+        );
+    }
+
+    #[test]
     fn closed_window_stops_data_and_reopening_resumes_it() {
         let mut rig = Rig::new();
         let (mut server, iss) = rig.establish();
