@@ -1539,8 +1539,8 @@ mod tests {
         let mut metas = Vec::new();
         for _ in 0..50 {
             rig.poll(20);
-            metas.extend(rig.link.metas.drain(..));
-            frames.extend(rig.link.frames.drain(..));
+            metas.append(&mut rig.link.metas);
+            frames.append(&mut rig.link.frames);
             let got: usize = frames.iter().map(|f| f.len() - 54).sum();
             if got >= data.len() {
                 break;
@@ -1588,8 +1588,8 @@ mod tests {
         let mut frames = Vec::new();
         for _ in 0..50 {
             rig.poll(20);
-            metas.extend(rig.link.metas.drain(..));
-            frames.extend(rig.link.frames.drain(..));
+            metas.append(&mut rig.link.metas);
+            frames.append(&mut rig.link.frames);
             if frames.iter().map(|f| f.len() - 54).sum::<usize>() >= 3000 {
                 break;
             }
