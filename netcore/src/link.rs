@@ -169,6 +169,9 @@ pub struct MemoryLink {
     pub buffers_left: Option<usize>,
     /// What this link claims the guest accepts.
     pub offloads: RxOffloads,
+    /// Bytes the engine read back out of slots (checksums over payload, captures): zero
+    /// when nothing copies payload.
+    pub bytes_read_back: usize,
 }
 
 impl MemoryLink {
@@ -188,7 +191,15 @@ impl MemoryLink {
 pub struct MemorySlot<'a> {
     buf: Vec<u8>,
     meta: RxMeta,
+    /// `read_at` takes `&self`; the count goes to the link at commit or drop.
+    read_back: std::cell::Cell<usize>,
     link: &'a mut MemoryLink,
+}
+
+impl Drop for MemorySlot<'_> {
+    fn drop(&mut self) {
+        self.link.bytes_read_back += self.read_back.get();
+    }
 }
 
 impl RxSlot for MemorySlot<'_> {
@@ -201,7 +212,9 @@ impl RxSlot for MemorySlot<'_> {
     }
 
     fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
-        self.buf.as_slice().read_at(offset, buf)
+        let n = self.buf.as_slice().read_at(offset, buf);
+        self.read_back.set(self.read_back.get() + n);
+        n
     }
 
     fn iovecs(&mut self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
@@ -220,7 +233,8 @@ impl RxSlot for MemorySlot<'_> {
 
     fn commit(mut self, len: usize) {
         self.buf.truncate(len);
-        self.link.frames.push(self.buf);
+        let frame = std::mem::take(&mut self.buf);
+        self.link.frames.push(frame);
         self.link.metas.push(self.meta);
     }
 }
@@ -235,6 +249,7 @@ impl RxLink for MemoryLink {
         Some(MemorySlot {
             buf: vec![0; max_len],
             meta: RxMeta::default(),
+            read_back: std::cell::Cell::new(0),
             link: self,
         })
     }
