@@ -222,6 +222,10 @@ pub struct TcpCounters {
     pub retransmits: u64,
     pub flows_closed: u64,
     pub table_full: u64,
+    /// Guest segments the socket took only in part (the guest resends the rest).
+    pub short_writes: u64,
+    /// Guest segments dropped for arriving after a gap (a duplicate ACK asks for the gap).
+    pub out_of_order: u64,
 }
 
 pub use crate::nat::Target;
@@ -324,7 +328,15 @@ impl TcpTable {
             let flow = self.flows[slot]
                 .as_mut()
                 .expect("indexed slot holds a flow");
-            flow_segment(flow, ctx, seg, frame, &mut self.iovs, rx)
+            flow_segment(
+                flow,
+                ctx,
+                seg,
+                frame,
+                &mut self.iovs,
+                &mut self.counters,
+                rx,
+            )
         };
         match next {
             Next::Close(how) => self.close(slot, how, ctx, rx),
@@ -737,6 +749,7 @@ fn flow_segment<F, L>(
     seg: &Segment,
     frame: &F,
     iovs: &mut Vec<libc::iovec>,
+    counters: &mut TcpCounters,
     rx: &mut L,
 ) -> Next
 where
@@ -779,6 +792,7 @@ where
     if len > 0 || seg.has(flags::FIN) {
         if seq != flow.rcv_nxt {
             flow.ack_owed = true; // out of order: a duplicate ACK asks for the gap
+            counters.out_of_order += 1;
             return Next::Continue;
         }
         if len > 0 && !flow.guest_fin {
@@ -788,10 +802,14 @@ where
                 Ok(n) => {
                     flow.rcv_nxt = flow.rcv_nxt.wrapping_add(n as u32);
                     if n < len {
+                        counters.short_writes += 1;
                         want_write(flow, ctx.epoll);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => want_write(flow, ctx.epoll),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    counters.short_writes += 1;
+                    want_write(flow, ctx.epoll);
+                }
                 Err(e) => {
                     log::debug!("TCP write to {}: {e}", flow.key.remote);
                     return Next::Close(Close::ResetGuest);
@@ -966,9 +984,13 @@ fn send_data<L: RxLink>(
 }
 
 /// The window field we advertise: free space in the socket's send buffer, scaled.
+///
+/// `SO_SNDBUF` budgets the kernel's buffer memory, not payload: a quarter of it is kept back
+/// for that overhead, so that what the guest sends into the window is what the socket takes
+/// (a short write makes the guest resend everything after it).
 fn window_field(fd: RawFd, shift: u8) -> u16 {
     let free = match (sys::send_buffer(fd), sys::send_queued(fd)) {
-        (Ok(size), Ok(queued)) => size.saturating_sub(queued),
+        (Ok(size), Ok(queued)) => (size / 4 * 3).saturating_sub(queued),
         _ => 0,
     };
     (free >> shift).min(65535) as u16

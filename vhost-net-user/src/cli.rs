@@ -12,6 +12,7 @@ use netcore::nat::{self, Upstream};
 use policy::{ConfigError, PolicyArgs};
 
 use crate::server::{self, ServeConfig};
+use crate::stream;
 use crate::sys;
 
 #[derive(Parser, Debug)]
@@ -26,8 +27,13 @@ pub struct Args {
     pub socket_path: Option<PathBuf>,
 
     /// Serve the already-listening UNIX socket inherited as this file descriptor.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "stream")]
     pub fd: Option<i32>,
+
+    /// Instead of vhost-user, listen on this UNIX socket for QEMU's `-netdev stream`
+    /// (frames with a 4-byte big-endian length, as passt's socket mode): no shared memory needed.
+    #[arg(long, value_name = "PATH", conflicts_with = "socket_path")]
+    pub stream: Option<PathBuf>,
 
     /// Print the backend's capabilities as JSON and exit.
     #[arg(long)]
@@ -71,7 +77,7 @@ pub struct Args {
 pub enum UsageError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("one of --socket-path or --fd is required")]
+    #[error("one of --socket-path, --fd or --stream is required")]
     NoSocket,
     #[error("--fd {fd}")]
     BadFd {
@@ -79,8 +85,9 @@ pub enum UsageError {
         #[source]
         source: std::io::Error,
     },
-    #[error("--socket-path {}", path.display())]
+    #[error("{flag} {}", path.display())]
     BadSocketPath {
+        flag: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -140,8 +147,18 @@ impl Args {
         if let Some(fd) = self.fd {
             return sys::listener_from_fd(fd).map_err(|source| UsageError::BadFd { fd, source });
         }
-        let path = self.socket_path.as_ref().ok_or(UsageError::NoSocket)?;
+        let path = self
+            .socket_path
+            .as_ref()
+            .or(self.stream.as_ref())
+            .ok_or(UsageError::NoSocket)?;
+        let flag = if self.stream.is_some() {
+            "--stream"
+        } else {
+            "--socket-path"
+        };
         let bad = |source| UsageError::BadSocketPath {
+            flag,
             path: path.clone(),
             source,
         };
@@ -200,7 +217,12 @@ pub fn run(args: Args) -> i32 {
                 std::process::exit(0);
             });
             let (config, listener) = config_and_listener;
-            let status = match server::serve(listener, &config) {
+            let served = if args.stream.is_some() {
+                stream::serve(listener, &config)
+            } else {
+                server::serve(listener, &config)
+            };
+            let status = match served {
                 Ok(()) => 0,
                 Err(e) => {
                     log::error!("{}", server::error_chain(&e));
@@ -249,6 +271,7 @@ fn setup(args: &Args) -> Result<(ServeConfig, UnixListener), UsageError> {
         "serving on {}",
         args.socket_path
             .as_ref()
+            .or(args.stream.as_ref())
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| format!("fd {}", args.fd.unwrap_or(-1)))
     );

@@ -6,5 +6,6 @@ pub mod device;
 pub mod relay;
 pub mod ring;
 pub mod server;
+pub mod stream;
 mod sys;
 pub mod vnet;
