@@ -1,1 +1,427 @@
-//! Benchmarks for vhost-net-user (filled in by the performance work).
+//! Benchmarks for vhost-net-user: the pieces of `guest-throughput` that are worth testing on
+//! their own (iperf3 output, `/proc/PID/stat`, medians) and the host-side iperf3 server.
+//!
+//! # Theory of operation
+//!
+//! The guest runs one iperf3 client per test, each against its own one-off server
+//! (`iperf3 -s -1`) on a free port of the host's 127.0.0.1, reached through the gateway address.
+//! One port per test means parallel benchmarks never collide, and it lets the host see when each
+//! test starts and ends without talking to the guest: the server prints `Accepted connection`
+//! when the client connects and exits when the test is over. The host samples the CPU time of
+//! the backend (and of QEMU) at those two moments, so CPU is charged to the test that used it,
+//! not to the boot or to the other direction.
+
+use std::io::{BufRead, BufReader, Lines};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The address the guest uses for the host: QEMU slirp and the backend both map it to the host's
+/// 127.0.0.1 (their default network, 10.0.2.0/24).
+pub const GATEWAY: &str = "10.0.2.2";
+
+/// Which way the payload goes; host→guest is iperf3's `-R` (the host side sends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    GuestToHost,
+    HostToGuest,
+}
+
+impl Direction {
+    pub const BOTH: [Direction; 2] = [Direction::GuestToHost, Direction::HostToGuest];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Direction::GuestToHost => "guest→host",
+            Direction::HostToGuest => "host→guest",
+        }
+    }
+
+    /// The iperf3 client flags for this direction.
+    pub fn client_flag(self) -> &'static str {
+        match self {
+            Direction::GuestToHost => "",
+            Direction::HostToGuest => " -R",
+        }
+    }
+}
+
+/// One iperf3 summary line: the average rate and what was moved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    pub mbit_per_s: f64,
+    pub bytes: u64,
+    /// Whether this is the receiver's line (what arrived) rather than the sender's.
+    pub receiver: bool,
+    /// On the sender's line: segments its TCP retransmitted (losses, or a peer that dropped
+    /// what it could not take).
+    pub retransmits: Option<u64>,
+}
+
+/// Parses an iperf3 summary line run with `-f m`, e.g.
+/// `[  5]   0.00-4.00   sec   263 MBytes   551 Mbits/sec    0             sender`.
+/// The transfer column uses binary units (iperf3 prints bytes in KiB/MiB/GiB, rates in 10^6).
+pub fn parse_summary(line: &str) -> Option<Summary> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let receiver = match *words.last()? {
+        "receiver" => true,
+        "sender" => false,
+        _ => return None,
+    };
+    let rate = words.iter().position(|w| *w == "Mbits/sec")?;
+    let mbit_per_s = words.get(rate.checked_sub(1)?)?.parse().ok()?;
+    let unit = words.iter().position(|w| w.ends_with("Bytes"))?;
+    let scale = match words[unit] {
+        "Bytes" => 1.0,
+        "KBytes" => 1024.0,
+        "MBytes" => 1024.0 * 1024.0,
+        "GBytes" => 1024.0 * 1024.0 * 1024.0,
+        "TBytes" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let amount: f64 = words.get(unit.checked_sub(1)?)?.parse().ok()?;
+    Some(Summary {
+        mbit_per_s,
+        bytes: (amount * scale) as u64,
+        receiver,
+        retransmits: words.get(rate + 1).and_then(|w| w.parse().ok()),
+    })
+}
+
+/// What the guest reported for one test: its summaries and any error lines.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TestOutput {
+    pub sender: Option<Summary>,
+    pub receiver: Option<Summary>,
+    pub errors: Vec<String>,
+}
+
+/// Collects the guest script's `iperf K: LINE` lines (see `guest_script` in the binary) for
+/// tests `0..tests`.
+pub fn parse_guest_output(lines: &[String], tests: usize) -> Vec<TestOutput> {
+    let mut out = vec![TestOutput::default(); tests];
+    for line in lines {
+        let Some((k, text)) = line
+            .strip_prefix("iperf ")
+            .and_then(|rest| rest.split_once(": "))
+        else {
+            continue;
+        };
+        let Some(test) = k.parse::<usize>().ok().and_then(|k| out.get_mut(k)) else {
+            continue;
+        };
+        match parse_summary(text) {
+            Some(s) if s.receiver => test.receiver = Some(s),
+            Some(s) => test.sender = Some(s),
+            None => test.errors.push(text.trim().to_owned()),
+        }
+    }
+    out
+}
+
+/// utime + stime in clock ticks from the text of `/proc/PID/stat`. The command name (field 2)
+/// may hold spaces and parentheses, so the fields are counted from its last `)`.
+pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); utime and stime are fields 14 and 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The kernel's clock tick (`getconf CLK_TCK`, almost always 100): the unit of `/proc/PID/stat`.
+/// Asked of getconf because sysconf(3) would be this crate's only unsafe code.
+pub fn clock_ticks_per_second() -> Result<u64, String> {
+    let out = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .map_err(|e| format!("running getconf CLK_TCK: {e}"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&t| t > 0)
+        .ok_or_else(|| "getconf CLK_TCK printed no clock tick".to_owned())
+}
+
+/// CPU seconds (user + system, all threads) used so far by process `pid`; `None` once it is gone.
+pub fn cpu_seconds(pid: u32, ticks_per_second: u64) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(parse_stat_ticks(&stat)? as f64 / ticks_per_second as f64)
+}
+
+/// The median (the mean of the middle two for an even count); `None` for no values.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+/// Processes whose CPU time a test is charged with.
+#[derive(Debug, Clone, Copy)]
+pub struct Watched {
+    /// The backend, when it is a process of its own (not for QEMU slirp).
+    pub backend: Option<u32>,
+    pub qemu: u32,
+    pub ticks_per_second: u64,
+}
+
+/// What the host saw of one test: from the server's accept to its exit.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Window {
+    pub wall: Duration,
+    pub backend_cpu: Option<f64>,
+    pub qemu_cpu: Option<f64>,
+}
+
+/// A one-off iperf3 server on 127.0.0.1 (nothing outside the machine can reach it); killed on
+/// drop.
+#[derive(Debug)]
+pub struct IperfServer {
+    child: Child,
+    port: u16,
+    lines: Option<Lines<BufReader<ChildStdout>>>,
+}
+
+impl IperfServer {
+    /// Starts `iperf3 -s -1` on a free loopback port and waits until it listens. A port taken
+    /// between choosing and binding (another benchmark, another test) makes iperf3 exit: then
+    /// another port is tried.
+    pub fn start() -> Result<IperfServer, String> {
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| format!("finding a free loopback port: {e}"))?
+                .port();
+            // iperf3 block-buffers its stdout on a pipe (even with --forceflush, which flushes
+            // only at each interval report, a second after the accept): stdbuf makes the accept
+            // line arrive when it happens.
+            let mut child = Command::new("stdbuf")
+                .args(["-oL", "iperf3", "-s", "-1", "-B", "127.0.0.1", "-p"])
+                .arg(port.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("starting `stdbuf -oL iperf3 -s`: {e}"))?;
+            let stdout = child.stdout.take().expect("piped stdout");
+            let mut lines = BufReader::new(stdout).lines();
+            let listening = lines
+                .by_ref()
+                .map_while(Result::ok)
+                .any(|l| l.starts_with("Server listening on"));
+            if listening {
+                return Ok(IperfServer {
+                    child,
+                    port,
+                    lines: Some(lines),
+                });
+            }
+            let out = child.wait_with_output().map_err(|e| e.to_string())?;
+            last_error = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        }
+        Err(format!("iperf3 -s would not listen: {last_error}"))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Follows the server's output in a thread: samples CPU time when the client connects and
+    /// when the server exits. The thread ends when the server does (or is killed: then the test
+    /// never started, or never finished, and the window is `None`).
+    pub fn watch(&mut self, procs: Watched) -> JoinHandle<Option<Window>> {
+        let lines = self.lines.take().expect("watch is called once");
+        std::thread::spawn(move || {
+            let sample =
+                |pid: Option<u32>| pid.and_then(|p| cpu_seconds(p, procs.ticks_per_second));
+            let mut start = None;
+            for line in lines.map_while(Result::ok) {
+                if start.is_none() && line.starts_with("Accepted connection") {
+                    start = Some((
+                        Instant::now(),
+                        sample(procs.backend),
+                        sample(Some(procs.qemu)),
+                    ));
+                }
+            }
+            let (began, backend0, qemu0) = start?;
+            let (backend1, qemu1) = (sample(procs.backend), sample(Some(procs.qemu)));
+            let used = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+            Some(Window {
+                wall: began.elapsed(),
+                backend_cpu: used(backend0, backend1),
+                qemu_cpu: used(qemu0, qemu1),
+            })
+        })
+    }
+}
+
+impl Drop for IperfServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The first line of `program --version`, or why not.
+fn version_line(program: &str) -> String {
+    match Command::new(program).arg("--version").output() {
+        Ok(out) => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("?")
+            .trim()
+            .to_owned(),
+        Err(e) => format!("{program}: {e}"),
+    }
+}
+
+/// The machine, for the top of the report: numbers mean little without it.
+pub fn machine_description(qemu: &str) -> String {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, m)| m.trim())
+        })
+        .unwrap_or("?");
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "machine   {nproc} CPUs, {model}, kernel {}\n\
+         qemu      {}\n\
+         iperf3    {}\n\
+         load avg  {}",
+        read("/proc/sys/kernel/osrelease").trim(),
+        version_line(qemu),
+        version_line("iperf3"),
+        load_average()
+    )
+}
+
+/// `path`, when it was built, and the checkout's commit: in a shared working tree the binary
+/// changes under you, and a number means little without the build it came from.
+pub fn binary_description(path: &Path) -> String {
+    let output = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let path_text = path.to_string_lossy();
+    let built = output("date", &["-u", "-r", &path_text, "+%F %T UTC"]).unwrap_or("?".into());
+    let root = vnu_tests::workspace_root();
+    let root = root.to_string_lossy();
+    let commit = output("git", &["-C", &root, "log", "-1", "--format=%h"]).unwrap_or("?".into());
+    let dirty = output("git", &["-C", &root, "status", "--porcelain", "-uno"])
+        .is_some_and(|s| !s.is_empty());
+    format!(
+        "{} (built {built}; checkout at {commit}{})",
+        path.display(),
+        if dirty {
+            " with uncommitted changes"
+        } else {
+            ""
+        }
+    )
+}
+
+/// The 1, 5 and 15 minute load averages: says how busy the machine was (other work skews the
+/// numbers).
+pub fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_iperf_summaries() {
+        let sender = "[  5]   0.00-4.00   sec   263 MBytes   551 Mbits/sec    0             sender";
+        assert_eq!(
+            parse_summary(sender),
+            Some(Summary {
+                mbit_per_s: 551.0,
+                bytes: 263 * 1024 * 1024,
+                receiver: false,
+                retransmits: Some(0),
+            })
+        );
+        let receiver =
+            "[  5]   0.00-4.04   sec  1.05 GBytes  2236 Mbits/sec                  receiver";
+        let s = parse_summary(receiver).unwrap();
+        assert!(s.receiver);
+        assert_eq!(s.retransmits, None);
+        assert_eq!(s.mbit_per_s, 2236.0);
+        assert_eq!(s.bytes, (1.05 * 1024.0 * 1024.0 * 1024.0) as u64);
+        assert_eq!(
+            parse_summary("[  5]   1.00-2.00   sec  65.0 MBytes   545 Mbits/sec"),
+            None
+        );
+        assert_eq!(parse_summary("iperf Done."), None);
+    }
+
+    #[test]
+    fn collects_guest_output_by_test() {
+        let lines: Vec<String> = [
+            "guest noise",
+            "iperf 0: [  5]   0.00-4.00   sec   263 MBytes   551 Mbits/sec    0   sender",
+            "iperf 0: [  5]   0.00-4.04   sec   262 MBytes   545 Mbits/sec        receiver",
+            "iperf 1: iperf3: error - unable to connect to server: Connection refused",
+            "iperf 7: [  5]   0.00-4.04   sec   262 MBytes   545 Mbits/sec        receiver",
+        ]
+        .map(String::from)
+        .to_vec();
+        let out = parse_guest_output(&lines, 2);
+        assert_eq!(out[0].receiver.unwrap().mbit_per_s, 545.0);
+        assert_eq!(out[0].sender.unwrap().mbit_per_s, 551.0);
+        assert!(out[0].errors.is_empty());
+        assert_eq!(out[1].receiver, None);
+        assert_eq!(
+            out[1].errors,
+            ["iperf3: error - unable to connect to server: Connection refused"]
+        );
+    }
+
+    #[test]
+    fn reads_cpu_ticks_past_an_awkward_command_name() {
+        let stat = "4242 (vhost (net) user) S 1 4242 4242 0 -1 4194560 500 0 0 0 \
+                    150 37 0 0 20 0 3 0 123 0 0";
+        assert_eq!(parse_stat_ticks(stat), Some(187));
+        assert_eq!(parse_stat_ticks("4242 (x) S 1"), None);
+    }
+
+    #[test]
+    fn own_cpu_time_is_readable() {
+        let ticks = clock_ticks_per_second().unwrap();
+        assert!(cpu_seconds(std::process::id(), ticks).is_some());
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+}
