@@ -3,7 +3,7 @@
 #
 # Builds the end-to-end test guest from Debian packages only:
 #   vmlinuz    the kernel of Debian's linux-image-amd64 (downloaded and unpacked, never installed)
-#   initrd.gz  a busybox-static initramfs with the virtio-net modules, iperf3 and its libraries
+#   initrd.gz  a busybox-static initramfs with the virtio-net modules, iperf3, ethtool and their libraries
 # into ${VNU_GUEST_CACHE:-/var/tmp/vnu-guest}. The result is kept there and rebuilt only when
 # this script changes (its sha256 is stored in the cache as `stamp`) or with --force.
 # Missing Debian packages are installed (as root; apt-get update first).
@@ -54,7 +54,7 @@ apt_update() {
   fi
 }
 
-"$(dirname "$SELF")/need-packages.sh" busybox-static iperf3 cpio gzip
+"$(dirname "$SELF")/need-packages.sh" busybox-static iperf3 ethtool cpio gzip
 
 kernel_package() {
   apt-cache depends linux-image-amd64 2>/dev/null |
@@ -100,7 +100,8 @@ for m in "${MODULES[@]}"; do
   esac
 done
 
-# iperf3 and the shared libraries it loads, at the same paths as on the host.
+# iperf3 (throughput) and ethtool (which offloads the driver negotiated), with the shared
+# libraries they load, at the same paths as on the host.
 copy_with_libs() {
   local bin=$1 lib
   mkdir -p "$IR$(dirname "$bin")"
@@ -111,6 +112,7 @@ copy_with_libs() {
   done
 }
 copy_with_libs /usr/bin/iperf3
+copy_with_libs "$(command -v ethtool)"
 
 cat > "$IR/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/bin/sh

@@ -10,7 +10,7 @@ ROOT=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/..
 cd "$ROOT"
 [ -d "$HOME/.cargo/bin" ] && PATH=$HOME/.cargo/bin:$PATH
 
-scripts/need-packages.sh qemu-system-x86 busybox-static iperf3 cpio
+scripts/need-packages.sh qemu-system-x86 busybox-static iperf3 ethtool cpio
 echo "== building the backend (cargo build --release)"
 cargo build --release -p vhost-net-user
 echo "== building the test guest (Debian kernel + busybox, cached in ${VNU_GUEST_CACHE:-/var/tmp/vnu-guest})"

@@ -33,6 +33,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+pub mod hostsrv;
 
 /// The MAC the test guest gets unless told otherwise (the one the slirp measurements used).
 pub const GUEST_MAC: &str = "52:54:00:41:2c:49";
@@ -380,6 +381,8 @@ pub struct Backend {
     child: Child,
     exit: Option<ExitStatus>,
     socket: PathBuf,
+    /// Serving QEMU `-netdev stream` (`--stream`) instead of vhost-user.
+    stream: bool,
     log: PathBuf,
     dir: TempDir,
 }
@@ -388,6 +391,15 @@ impl Backend {
     /// Starts `vhost-net-user --socket-path DIR/vu.sock ARGS...` and waits (up to 10 s) for the
     /// socket to appear. Its stderr (the log) goes to DIR/backend.log, see [`Backend::log`].
     pub fn start(args: &[&str]) -> Result<Backend> {
+        Self::launch("--socket-path", args)
+    }
+
+    /// Like [`Backend::start`], with the stream link: `vhost-net-user --stream DIR/vu.sock`.
+    pub fn start_stream(args: &[&str]) -> Result<Backend> {
+        Self::launch("--stream", args)
+    }
+
+    fn launch(socket_flag: &str, args: &[&str]) -> Result<Backend> {
         let bin = backend_bin()?;
         let dir = TempDir::new("backend")?;
         let socket = dir.join("vu.sock");
@@ -396,7 +408,7 @@ impl Backend {
         let stdout =
             File::create(dir.join("backend.out")).map_err(|e| Error::new(format!("{e}")))?;
         let child = Command::new(&bin)
-            .arg("--socket-path")
+            .arg(socket_flag)
             .arg(&socket)
             .args(args)
             .stdin(Stdio::null())
@@ -408,6 +420,7 @@ impl Backend {
             child,
             exit: None,
             socket,
+            stream: socket_flag == "--stream",
             log,
             dir,
         };
@@ -418,7 +431,7 @@ impl Backend {
             }
             if let Some(status) = backend.try_exit() {
                 return Err(Error::new(format!(
-                    "backend `{} --socket-path {} {}` exited ({status}) before listening:\n{}",
+                    "backend `{} {socket_flag} {} {}` exited ({status}) before listening:\n{}",
                     bin.display(),
                     backend.socket.display(),
                     args.join(" "),
@@ -452,6 +465,19 @@ impl Backend {
 
     /// The network that connects a guest to this backend.
     pub fn net(&self) -> Net {
+        if self.stream {
+            return Net::Raw {
+                args: vec![
+                    "-netdev".into(),
+                    format!(
+                        "stream,id=n0,server=off,addr.type=unix,addr.path={}",
+                        self.socket.display()
+                    ),
+                ],
+                shared_memory: false,
+                vectors: None,
+            };
+        }
         Net::VhostUser {
             socket: self.socket.clone(),
             reconnect: false,
@@ -555,6 +581,8 @@ pub struct GuestOpts {
     pub timeout: Duration,
     /// A name for messages (`slirp`, `ours`, ...).
     pub name: String,
+    /// Extra `-device virtio-net-pci` properties, e.g. `csum=off,guest_tso4=off`.
+    pub device_opts: String,
 }
 
 impl GuestOpts {
@@ -569,6 +597,7 @@ impl GuestOpts {
             v6wait: 0,
             timeout: Duration::from_secs(timeout),
             name: name.to_owned(),
+            device_opts: String::new(),
         }
     }
 
@@ -579,6 +608,12 @@ impl GuestOpts {
 
     pub fn mac(mut self, mac: &str) -> Self {
         self.mac = mac.to_owned();
+        self
+    }
+
+    /// Extra properties for the virtio-net device (offloads off, ...).
+    pub fn device_opts(mut self, opts: &str) -> Self {
+        self.device_opts = opts.to_owned();
         self
     }
 
@@ -669,6 +704,10 @@ impl GuestOpts {
         let mut device = format!("virtio-net-pci,netdev=n0,mac={},romfile=", self.mac);
         if let Some(v) = vectors {
             device.push_str(&format!(",vectors={v}"));
+        }
+        if !self.device_opts.is_empty() {
+            device.push(',');
+            device.push_str(&self.device_opts);
         }
         args.push(device);
         Ok(args)

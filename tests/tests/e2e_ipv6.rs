@@ -5,12 +5,12 @@
 //!
 //! All traffic stays on this machine: the servers listen on the host's ::1.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use vnu_tests::{Backend, GuestOpts, GuestRun, IPV6_KEYS, Net, assert_same_keys, boot, e2e_ready};
+use vnu_tests::{
+    Backend, GuestOpts, GuestRun, IPV6_KEYS, Net, assert_same_keys, boot, e2e_ready, hostsrv,
+};
 
 /// Seconds the guest waits for SLAAC.
 const V6WAIT: u32 = 8;
@@ -33,34 +33,6 @@ impl Drop for Server {
     }
 }
 
-/// A tiny HTTP server on [::1]:port answering every request with `body`.
-fn http_server(body: Vec<u8>) -> (u16, std::thread::JoinHandle<()>) {
-    let listener = TcpListener::bind("[::1]:0").expect("bind [::1]");
-    let port = listener.local_addr().unwrap().port();
-    let handle = std::thread::spawn(move || {
-        // One request is all the guest makes.
-        if let Ok((mut conn, _)) = listener.accept() {
-            let mut request = [0u8; 1024];
-            let _ = conn.read(&mut request);
-            let head = format!(
-                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = conn.write_all(head.as_bytes());
-            let _ = conn.write_all(&body);
-        }
-    });
-    (port, handle)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("[::1]:0")
-        .expect("bind [::1]")
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn iperf_server(port: u16) -> Server {
     let child = Command::new("iperf3")
         .args(["-s", "-B", "::1", "-p", &port.to_string()])
@@ -72,28 +44,15 @@ fn iperf_server(port: u16) -> Server {
     Server(child)
 }
 
-fn sha256(data: &[u8]) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sha256sum");
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)[..16].to_owned()
-}
-
 #[test]
 fn ipv6_over_the_backend() {
     if !e2e_ready() {
         return;
     }
-    let blob: Vec<u8> = (0..4u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    let want_sha = sha256(&blob);
-    let (http_port, http) = http_server(blob);
-    let iperf_port = free_port();
+    let blob = hostsrv::blob(4 << 20);
+    let want_sha = hostsrv::sha256_16(&blob);
+    let (http_port, http) = hostsrv::http_server("[::1]:0", blob, 1);
+    let iperf_port = hostsrv::free_port("[::1]");
     let _iperf = iperf_server(iperf_port);
     let script = format!(
         "ping -6 -c 2 -W 3 fec0::2 >/dev/null 2>&1 && echo v6.ping_gw=ok || echo v6.ping_gw=fail\n\

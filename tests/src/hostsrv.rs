@@ -1,0 +1,80 @@
+//! Small servers on the host's loopback for guests to reach through the gateway address:
+//! an HTTP server that serves one body, and a TCP sink that reports what it received.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
+use std::thread::JoinHandle;
+
+/// The first 16 hex digits of the SHA-256 of `data`, as the guest scripts print them.
+pub fn sha256_16(data: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().expect("sha256sum output");
+    writer.join().expect("writer").expect("write to sha256sum");
+    String::from_utf8_lossy(&out.stdout)[..16].to_owned()
+}
+
+/// Deterministic test data of `len` bytes.
+pub fn blob(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+/// Serves `body` over HTTP/1.0 to `requests` clients on `bind` (port 0: any); returns the
+/// port. Each request gets the whole body, whatever path it asks for.
+pub fn http_server(bind: &str, body: Vec<u8>, requests: usize) -> (u16, JoinHandle<()>) {
+    let listener = TcpListener::bind(bind).expect("bind the HTTP server");
+    let port = listener.local_addr().expect("local address").port();
+    let handle = std::thread::spawn(move || {
+        for _ in 0..requests {
+            let Ok((mut conn, _)) = listener.accept() else {
+                return;
+            };
+            let mut request = [0u8; 2048];
+            let _ = conn.read(&mut request);
+            let head = format!(
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&body);
+        }
+    });
+    (port, handle)
+}
+
+/// Accepts `clients` connections on `bind`, reads each to its end and answers
+/// "<bytes> <sha256 prefix>\n"; returns the port.
+pub fn tcp_sink(bind: &str, clients: usize) -> (u16, JoinHandle<()>) {
+    let listener = TcpListener::bind(bind).expect("bind the TCP sink");
+    let port = listener.local_addr().expect("local address").port();
+    let handle = std::thread::spawn(move || {
+        for _ in 0..clients {
+            let Ok((mut conn, _)) = listener.accept() else {
+                return;
+            };
+            let mut data = Vec::new();
+            let _ = conn.read_to_end(&mut data);
+            let _ = conn.write_all(format!("{} {}\n", data.len(), sha256_16(&data)).as_bytes());
+        }
+    });
+    (port, handle)
+}
+
+/// A free TCP port on `ip` (bound and released at once).
+pub fn free_port(ip: &str) -> u16 {
+    let addr: SocketAddr = format!("{ip}:0").parse().expect("address");
+    TcpListener::bind(addr)
+        .expect("bind")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
