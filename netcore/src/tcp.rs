@@ -694,7 +694,13 @@ impl TcpTable {
             Close::ResetHost => {
                 let _ = sys::set_linger_zero(flow.fd());
             }
-            Close::Done => {}
+            Close::Done => {
+                // The guest's FIN may have been the last segment: ACK it before the flow goes,
+                // or the guest resends it and gets an RST.
+                if flow.ack_owed {
+                    send_flags(&flow, ctx, rx, flags::ACK, flow.snd_nxt);
+                }
+            }
         }
         self.counters.flows_closed += 1;
         self.index.remove(&flow.key);
@@ -783,7 +789,11 @@ where
     let mut seq = seg.seq;
     let behind = flow.rcv_nxt.wrapping_sub(seq) as i32;
     if behind > 0 {
-        // Starts before what we already took: skip the part we have.
+        // Starts before what we already took (a window probe, a keepalive, a resent segment):
+        // it gets an ACK, as any TCP answers one (RFC 9293 3.10.7.4). A guest probing our zero
+        // window learns this way that it reopened.
+        flow.ack_owed = true;
+        // Skip the part we have.
         let skip = (behind as usize).min(len);
         offset += skip;
         len -= skip;
@@ -824,6 +834,13 @@ where
             let _ = sys::shutdown_write(flow.fd());
             flow.ack_owed = true;
         }
+    }
+    // The window keeps back part of the send buffer, so the guest can fill it without a short
+    // write arming EPOLLOUT: when it falls below one segment, hear when the socket drains, or the
+    // guest waits for a window update that never comes.
+    let segment = ctx.max_payload(&flow.key.guest.ip(), TCP_HEADER_LEN) as u32;
+    if flow.ack_owed && !flow.guest_fin && window_bytes(flow) < segment {
+        want_write(flow, ctx.epoll);
     }
     if fast_retransmit {
         Next::Retransmit
@@ -994,6 +1011,11 @@ fn window_field(fd: RawFd, shift: u8) -> u16 {
         _ => 0,
     };
     (free >> shift).min(65535) as u16
+}
+
+/// The window we advertise to `flow`'s guest, in bytes.
+fn window_bytes(flow: &Flow) -> u32 {
+    u32::from(window_field(flow.fd(), flow.window_shift())) << flow.window_shift()
 }
 
 /// One TCP header toward the guest.
@@ -1812,6 +1834,86 @@ mod tests {
         assert_eq!(rig.table.len(), 1);
         rig.send(GUEST_ISN + 5, iss + 1 + 10 + 1, flags::ACK, 1024, &[], &[]);
         assert!(rig.table.is_empty(), "flow kept after both FINs were acked");
+    }
+
+    #[test]
+    fn a_guest_fin_after_ours_is_acked_before_the_flow_goes() {
+        let mut rig = Rig::new();
+        let (server, iss) = rig.establish();
+        // The server closes first: our FIN goes to the guest.
+        server.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..50 {
+            rig.poll(20);
+            seen.extend(rig.seen());
+            if seen.iter().any(|s| s.flags & flags::FIN != 0) {
+                break;
+            }
+        }
+        let fin = seen.iter().find(|s| s.flags & flags::FIN != 0).unwrap();
+        assert_eq!(fin.seq, iss + 1);
+        // The guest acknowledges it and closes its side in the same segment.
+        rig.send(
+            GUEST_ISN + 1,
+            iss + 2,
+            flags::ACK | flags::FIN,
+            1024,
+            &[],
+            &[],
+        );
+        let ack = rig.seen();
+        assert_eq!(ack.len(), 1, "the guest's FIN went unacknowledged: {ack:?}");
+        assert_eq!(ack[0].flags, flags::ACK);
+        assert_eq!((ack[0].seq, ack[0].ack), (iss + 2, GUEST_ISN + 2));
+        assert!(rig.table.is_empty(), "flow kept after both FINs were acked");
+    }
+
+    #[test]
+    fn a_window_probe_from_the_guest_is_answered() {
+        let mut rig = Rig::new();
+        let (_server, iss) = rig.establish();
+        // Linux probes a zero window with an empty segment one below the next sequence number.
+        rig.send(GUEST_ISN, iss + 1, flags::ACK, 1024, &[], &[]);
+        let ack = rig.seen();
+        assert_eq!(ack.len(), 1, "the probe went unanswered: {ack:?}");
+        assert_eq!((ack[0].flags, ack[0].ack), (flags::ACK, GUEST_ISN + 1));
+        assert!(ack[0].window > 0);
+    }
+
+    #[test]
+    fn a_window_below_one_segment_is_reopened_when_the_socket_drains() {
+        let mut rig = Rig::new();
+        let (mut server, iss) = rig.establish();
+        // The server does not read: send what the window allows until it is below a segment.
+        let chunk = [5u8; 1400];
+        let mut seq = GUEST_ISN + 1;
+        let mut sent = 0usize;
+        loop {
+            rig.send(seq, iss + 1, flags::ACK, 1024, &[], &chunk);
+            let ack = rig.seen().pop().expect("an ACK for the data");
+            seq = ack.ack;
+            sent += chunk.len();
+            if (u32::from(ack.window) << 7) < 1460 {
+                break;
+            }
+            assert!(sent < 64 << 20, "the window never closed");
+        }
+        // The server drains the socket: the guest must hear that the window reopened.
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        while got < sent {
+            got += server.read(&mut buf).unwrap();
+        }
+        let mut update = None;
+        for _ in 0..50 {
+            rig.poll(20);
+            if let Some(s) = rig.seen().into_iter().last() {
+                update = Some(s);
+                break;
+            }
+        }
+        let update = update.expect("no window update after the socket drained");
+        assert!(u32::from(update.window) << 7 >= 1460, "{update:?}");
     }
 
     #[test]
