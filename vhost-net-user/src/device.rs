@@ -9,7 +9,7 @@
 
 use std::io;
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use netcore::capture::SharedCapture;
 use netcore::link::RxOffloads;
@@ -73,6 +73,9 @@ pub struct NetBackend {
     tx_scratch: TxScratch,
     rx_scratch: RxScratch,
     exit: (EventConsumer, EventNotifier),
+    /// Exit-event consumers handed to the worker threads: vhost-user-backend 0.24
+    /// (`VringEpollHandler::new`) takes them with `into_raw_fd` and never closes them.
+    handed_out: std::sync::Mutex<Vec<RawFd>>,
 }
 
 impl NetBackend {
@@ -98,7 +101,16 @@ impl NetBackend {
             tx_scratch: TxScratch::default(),
             rx_scratch: RxScratch::default(),
             exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
+            handed_out: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Closes the exit-event consumers the worker threads were given; call once the daemon (and
+    /// so every worker) is gone.
+    pub fn close_handed_out(&self) {
+        for fd in std::mem::take(&mut *self.handed_out.lock().unwrap_or_else(|p| p.into_inner())) {
+            crate::sys::close_abandoned(fd);
+        }
     }
 
     /// Wakes the worker threads so they exit; used when the connection ends.
@@ -236,7 +248,13 @@ impl VhostUserBackendMut for NetBackend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        Some((self.exit.0.try_clone().ok()?, self.exit.1.try_clone().ok()?))
+        let consumer = self.exit.0.try_clone().ok()?;
+        let notifier = self.exit.1.try_clone().ok()?;
+        self.handed_out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(consumer.as_raw_fd());
+        Some((consumer, notifier))
     }
 
     fn handle_event(

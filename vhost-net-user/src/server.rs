@@ -148,6 +148,7 @@ fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), Se
         let _ = relay.join();
     }
     let backend = backend.read().unwrap_or_else(|p| p.into_inner());
+    backend.close_handed_out();
     log::info!(
         "connection summary: {:?}, {:?}, {}",
         backend.engine().counters(),

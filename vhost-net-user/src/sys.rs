@@ -97,3 +97,11 @@ pub fn listener_from_fd(fd: RawFd) -> io::Result<std::os::unix::net::UnixListene
     // for this purpose; nothing else in the process owns it.
     Ok(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) })
 }
+
+/// Closes `fd`, a descriptor its owner gave up without closing (see
+/// `NetBackend::close_handed_out`).
+pub fn close_abandoned(fd: RawFd) {
+    // SAFETY: the caller passes a descriptor that was leaked with `into_raw_fd` and that nothing
+    // uses any more; taking ownership once and dropping it closes it.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+}
