@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 pub mod hostsrv;
+pub mod netns;
 
 /// The MAC the test guest gets unless told otherwise (the one the slirp measurements used).
 pub const GUEST_MAC: &str = "52:54:00:41:2c:49";
