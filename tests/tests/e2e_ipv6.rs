@@ -117,3 +117,96 @@ fn custom_ipv6_net_matches_slirp() {
     );
     assert_same_keys(&slirp, &ours, IPV6_KEYS, &backend.log());
 }
+
+/// The remote test host's IPv6 address on the veth, and the host namespace's end.
+const REMOTE6: &str = "2001:db8:6::1";
+const HOST6: &str = "2001:db8:6::2";
+
+/// Over IPv6 to a remote host: the guest fetches 16 MiB from a test host in its own network
+/// namespace (IPv6 on the veth, nothing else) and runs iperf3 -6 both ways with it.
+#[test]
+fn ipv6_to_a_remote_host_in_a_namespace() {
+    use vnu_tests::netns::{self, Netns, NsBackend, boot_in, veth};
+    if !e2e_ready() || !netns::ready() {
+        return;
+    }
+    let host = Netns::new("h6").expect("netns H");
+    let remote = Netns::new("r6").expect("netns R");
+    for ns in [&host, &remote] {
+        // Addresses usable at once, without duplicate address detection.
+        ns.sysctl("net.ipv6.conf.all.accept_dad", "0")
+            .expect("sysctl");
+        ns.sysctl("net.ipv6.conf.default.accept_dad", "0")
+            .expect("sysctl");
+    }
+    veth(
+        &host,
+        &format!("{HOST6}/64"),
+        &remote,
+        &format!("{REMOTE6}/64"),
+    )
+    .expect("veth");
+    host.ip(&["-6", "route", "add", "default", "via", REMOTE6])
+        .expect("default route");
+
+    let dir = vnu_tests::TempDir::new("v6remote").expect("temp dir");
+    let body = hostsrv::blob(16 << 20);
+    let want_sha = hostsrv::sha256_16(&body);
+    std::fs::write(dir.join("blob"), &body).expect("blob");
+    let http = remote
+        .spawn(
+            "python3",
+            &[
+                "-m",
+                "http.server",
+                "-b",
+                REMOTE6,
+                "-d",
+                dir.path().to_str().expect("utf-8 path"),
+                "8080",
+            ],
+            &dir.join("http.log"),
+        )
+        .expect("HTTP server");
+    let iperf = remote
+        .spawn(
+            "iperf3",
+            &["-s", "-B", REMOTE6, "-p", "5201"],
+            &dir.join("iperf.log"),
+        )
+        .expect("iperf3 server");
+    // The guest needs seconds to boot; the servers are listening long before it asks (the
+    // harness's readiness check reads IPv4 tables only). Both are killed on drop.
+    let _servers = (http, iperf);
+
+    let backend = NsBackend::start(&host, &[]).expect("backend in H");
+    let script = format!(
+        "echo v6r.fetch_sha=$(wget -q -O - http://[{REMOTE6}]:8080/blob | sha256sum | cut -c1-16)\n\
+         echo v6r.iperf_tx=$(iperf3 -6 -c {REMOTE6} -t 2 -f m 2>&1 | awk '/receiver/{{print $(NF-2)}}')\n\
+         echo v6r.iperf_rx=$(iperf3 -6 -c {REMOTE6} -t 2 -R -f m 2>&1 | awk '/receiver/{{print $(NF-2)}}')\n"
+    );
+    let run = boot_in(
+        &host,
+        &GuestOpts::new("v6-remote", backend.net())
+            .v6wait(V6WAIT)
+            .script(&script),
+    )
+    .unwrap_or_else(|e| panic!("{e}\nbackend log:\n{}", backend.log()));
+    let context = format!(
+        "{}\nbackend log:\n{}",
+        run.report(),
+        vnu_tests::tail(&backend.log(), 30)
+    );
+    assert_eq!(
+        run_value(&run, "v6r.fetch_sha"),
+        Some(want_sha.as_str()),
+        "16 MiB over IPv6 from the remote host\n{context}"
+    );
+    for key in ["v6r.iperf_tx", "v6r.iperf_rx"] {
+        let rate: f64 = run_value(&run, key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} rate\n{context}"));
+        assert!(rate > 0.0, "{key} = {rate}\n{context}");
+        println!("{key} = {rate} Mbit/s");
+    }
+}
