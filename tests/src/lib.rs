@@ -392,15 +392,21 @@ impl Backend {
     /// Starts `vhost-net-user --socket-path DIR/vu.sock ARGS...` and waits (up to 10 s) for the
     /// socket to appear. Its stderr (the log) goes to DIR/backend.log, see [`Backend::log`].
     pub fn start(args: &[&str]) -> Result<Backend> {
-        Self::launch("--socket-path", args)
+        Self::launch("--socket-path", args, None)
     }
 
     /// Like [`Backend::start`], with the stream link: `vhost-net-user --stream DIR/vu.sock`.
     pub fn start_stream(args: &[&str]) -> Result<Backend> {
-        Self::launch("--stream", args)
+        Self::launch("--stream", args, None)
     }
 
-    fn launch(socket_flag: &str, args: &[&str]) -> Result<Backend> {
+    /// Like [`Backend::start`], inside network namespace `ns` (`ip netns exec`, which execs
+    /// the backend, so [`Backend::pid`] is still the backend's own).
+    pub fn start_in(ns: &netns::Netns, args: &[&str]) -> Result<Backend> {
+        Self::launch("--socket-path", args, Some(ns))
+    }
+
+    fn launch(socket_flag: &str, args: &[&str], ns: Option<&netns::Netns>) -> Result<Backend> {
         let bin = backend_bin()?;
         let dir = TempDir::new("backend")?;
         let socket = dir.join("vu.sock");
@@ -408,7 +414,11 @@ impl Backend {
         let stderr = File::create(&log).map_err(|e| Error::new(format!("{e}")))?;
         let stdout =
             File::create(dir.join("backend.out")).map_err(|e| Error::new(format!("{e}")))?;
-        let child = Command::new(&bin)
+        let mut command = match ns {
+            Some(ns) => ns.command(&bin),
+            None => Command::new(&bin),
+        };
+        let child = command
             .arg(socket_flag)
             .arg(&socket)
             .args(args)

@@ -5,13 +5,13 @@
 //! A test builds its own little network: a [`Netns`] for the backend and QEMU (the "host"), one
 //! for a remote test host, and a veth pair between them ([`veth`]). Names carry the test
 //! process's pid and a counter (`vnu<pid><role><n>`), so parallel runs never collide. Everything
-//! is a guard: a [`NsProcess`], an [`NsBackend`] and an [`NsGuest`] kill their process when
+//! is a guard: a [`NsProcess`], a [`crate::Backend`] and an [`NsGuest`] kill their process when
 //! dropped; a [`Netns`] kills whatever still runs inside it (only this test's processes can) and
 //! deletes itself, which also removes its end of the veth pair and so the pair.
 //!
 //! Processes enter a namespace through `ip netns exec NAME PROGRAM ...`, which `exec`s the program
 //! itself (no fork): the child's pid is the program's pid, so `/proc/PID` (open fds, memory, and
-//! `/proc/PID/net/*`, the namespace's socket tables) describes the program. [`NsBackend`] and
+//! `/proc/PID/net/*`, the namespace's socket tables) describes the program. [`crate::Backend`] and
 //! [`NsGuest`] are [`crate::Backend`] and [`crate::spawn`] run that way; [`NsGuest`] also lets the
 //! test watch the console while the guest runs, to measure the backend at points the guest
 //! script marks.
@@ -22,13 +22,13 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::{
-    Error, GuestOpts, GuestRun, Net, Result, SlotGuard, TempDir, backend_bin, guest_image,
-    is_socket, qemu_bin, read_lossy, sanitize, sigterm, tail, wait_timeout,
+    Error, GuestOpts, GuestRun, Result, SlotGuard, TempDir, guest_image, qemu_bin, read_lossy,
+    sanitize, tail, wait_timeout,
 };
 
 fn unique(role: &str) -> String {
@@ -263,127 +263,6 @@ impl Drop for NsProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-    }
-}
-
-/// `vhost-net-user` running inside a namespace, as [`crate::Backend`] runs it outside: socket
-/// and log in its own temp dir, stopped (SIGTERM, then SIGKILL) on drop.
-#[derive(Debug)]
-pub struct NsBackend {
-    child: Child,
-    exit: Option<ExitStatus>,
-    socket: PathBuf,
-    log: PathBuf,
-    dir: TempDir,
-}
-
-impl NsBackend {
-    /// Starts `ip netns exec NS vhost-net-user --socket-path DIR/vu.sock ARGS...` and waits (up
-    /// to 10 s) for the socket.
-    pub fn start(ns: &Netns, args: &[&str]) -> Result<NsBackend> {
-        let bin = backend_bin()?;
-        let dir = TempDir::new("nsbackend")?;
-        let socket = dir.join("vu.sock");
-        let log = dir.join("backend.log");
-        let stderr = File::create(&log).map_err(|e| Error::new(format!("{e}")))?;
-        let stdout =
-            File::create(dir.join("backend.out")).map_err(|e| Error::new(format!("{e}")))?;
-        let child = ns
-            .command(&bin)
-            .arg("--socket-path")
-            .arg(&socket)
-            .args(args)
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| Error::new(format!("starting {} in {}: {e}", bin.display(), ns.name)))?;
-        let mut backend = NsBackend {
-            child,
-            exit: None,
-            socket,
-            log,
-            dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if is_socket(&backend.socket) {
-                return Ok(backend);
-            }
-            if let Some(status) = backend.try_exit() {
-                return Err(Error::new(format!(
-                    "backend exited ({status}) before creating its socket:\n{}",
-                    backend.log()
-                )));
-            }
-            if Instant::now() > deadline {
-                return Err(Error::new(format!(
-                    "backend did not create {} within 10 s:\n{}",
-                    backend.socket.display(),
-                    backend.log()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The backend's own pid (`ip netns exec` execs it).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn socket(&self) -> &Path {
-        &self.socket
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The network that connects a guest to this backend.
-    pub fn net(&self) -> Net {
-        Net::VhostUser {
-            socket: self.socket.clone(),
-            reconnect: false,
-        }
-    }
-
-    /// Everything the backend wrote to stderr so far.
-    pub fn log(&self) -> String {
-        read_lossy(&self.log)
-    }
-
-    pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        if self.exit.is_none() {
-            self.exit = self.child.try_wait().ok().flatten();
-        }
-        self.exit
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.try_exit().is_none()
-    }
-
-    /// Stops the backend: SIGTERM, then SIGKILL after 5 s. Returns how it exited.
-    pub fn stop(&mut self) -> ExitStatus {
-        if let Some(status) = self.try_exit() {
-            return status;
-        }
-        sigterm(self.child.id());
-        if let Some(status) = wait_timeout(&mut self.child, Duration::from_secs(5)) {
-            self.exit = Some(status);
-            return status;
-        }
-        eprintln!("vnu-tests: backend ignored SIGTERM for 5 s; killing it");
-        let _ = self.child.kill();
-        let status = self.child.wait().expect("waiting for a killed child");
-        self.exit = Some(status);
-        status
-    }
-}
-
-impl Drop for NsBackend {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

@@ -126,7 +126,7 @@ const HOST6: &str = "2001:db8:6::2";
 /// namespace (IPv6 on the veth, nothing else) and runs iperf3 -6 both ways with it.
 #[test]
 fn ipv6_to_a_remote_host_in_a_namespace() {
-    use vnu_tests::netns::{self, Netns, NsBackend, boot_in, veth};
+    use vnu_tests::netns::{self, Netns, boot_in, veth};
     if !e2e_ready() || !netns::ready() {
         return;
     }
@@ -179,7 +179,7 @@ fn ipv6_to_a_remote_host_in_a_namespace() {
     // harness's readiness check reads IPv4 tables only). Both are killed on drop.
     let _servers = (http, iperf);
 
-    let backend = NsBackend::start(&host, &[]).expect("backend in H");
+    let backend = Backend::start_in(&host, &[]).expect("backend in H");
     let script = format!(
         "echo v6r.fetch_sha=$(wget -q -O - http://[{REMOTE6}]:8080/blob | sha256sum | cut -c1-16)\n\
          echo v6r.iperf_tx=$(iperf3 -6 -c {REMOTE6} -t 2 -f m 2>&1 | awk '/receiver/{{print $(NF-2)}}')\n\

@@ -26,7 +26,8 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use vnu_tests::netns::{self, Netns, NsBackend, NsProcess, boot_in, spawn_guest, veth};
+use vnu_tests::netns::{self, Netns, NsProcess, boot_in, spawn_guest, veth};
+use vnu_tests::Backend;
 use vnu_tests::{GuestOpts, TempDir, e2e_ready, require_program, tail, workspace_root};
 
 /// The remote test host (netns R) and the host namespace's end of the veth.
@@ -242,13 +243,13 @@ impl Lab {
         self.servers.push((label.to_owned(), process));
     }
 
-    fn backend(&self) -> NsBackend {
+    fn backend(&self) -> Backend {
         let resolv = self.resolv_conf.to_str().expect("utf-8 path");
-        NsBackend::start(&self.host, &["--resolv-conf", resolv]).expect("starting the backend")
+        Backend::start_in(&self.host, &["--resolv-conf", resolv]).expect("starting the backend")
     }
 
     /// The backend's log tail and the servers' logs, for failure messages.
-    fn context(&self, backend: &mut NsBackend) -> String {
+    fn context(&self, backend: &mut Backend) -> String {
         let mut out = String::new();
         if let Some(status) = backend.try_exit() {
             out.push_str(&format!("the backend EXITED: {status}\n"));
@@ -808,7 +809,7 @@ fn nat_many_connections_and_no_flow_leak() {
 }
 
 /// Fails the test with the console's tail and the logs.
-fn fail(lab: &Lab, backend: &mut NsBackend, console: &str, msg: &str) -> ! {
+fn fail(lab: &Lab, backend: &mut Backend, console: &str, msg: &str) -> ! {
     panic!(
         "{msg}\nconsole (last 30 lines):\n{}\n{}",
         tail(console, 30),
