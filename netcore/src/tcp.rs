@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use smoltcp::wire::{IpProtocol, TcpPacket};
@@ -51,6 +52,8 @@ const MAX_RTO: Duration = Duration::from_secs(30);
 const MAX_RETRIES: u32 = 8;
 /// Largest TCP payload per frame toward the guest without segmentation offload.
 const DEFAULT_GUEST_MSS: u16 = 536;
+/// `Flow::window` when no window is cached.
+const NO_WINDOW: u32 = u32::MAX;
 /// Largest payload of one offloaded segment: the IP length fields are 16 bits.
 const MAX_TSO_PAYLOAD: usize = 65535 - 40 - TCP_HEADER_LEN;
 
@@ -181,6 +184,14 @@ struct Flow {
     ack_owed: bool,
     /// Waiting for the socket to take more data (EPOLLOUT armed).
     want_write: bool,
+    /// The window field last computed: two system calls, so it is kept until we write to the
+    /// socket or it drains (until then the real window can only be larger).
+    /// (An atomic only so that the engine stays `Sync`; one thread uses it.)
+    window: AtomicU32,
+    /// The guest acknowledged data or opened its window: there may be room to send.
+    room: bool,
+    /// Sending stopped for want of guest RX buffers.
+    waiting_rx: bool,
 }
 
 impl Flow {
@@ -210,6 +221,21 @@ impl Flow {
 
     fn window_shift(&self) -> u8 {
         if self.wscale.is_some() { OUR_WSCALE } else { 0 }
+    }
+
+    /// The (scaled) window field to advertise, from the cache when it is still valid.
+    fn window_field(&self) -> u16 {
+        if let Ok(w) = u16::try_from(self.window.load(Ordering::Relaxed)) {
+            return w;
+        }
+        let w = window_field(self.fd(), self.window_shift());
+        self.window.store(u32::from(w), Ordering::Relaxed);
+        w
+    }
+
+    /// The socket's send queue changed: compute the window again when next needed.
+    fn forget_window(&self) {
+        self.window.store(NO_WINDOW, Ordering::Relaxed);
     }
 }
 
@@ -346,7 +372,15 @@ impl TcpTable {
                 self.mark_pending(slot);
             }
             Next::Continue => {
-                self.push_to_guest(slot, ctx, rx);
+                // New room for host data only comes with an ACK or a larger window; new data
+                // itself comes with an epoll event. Peeking after every segment of an upload
+                // would be a wasted system call each time.
+                let room = self.flows[slot]
+                    .as_mut()
+                    .is_some_and(|f| std::mem::take(&mut f.room));
+                if room {
+                    self.push_to_guest(slot, ctx, rx);
+                }
                 self.mark_pending(slot);
             }
         }
@@ -431,6 +465,9 @@ impl TcpTable {
             timer: None,
             ack_owed: false,
             want_write: false,
+            window: AtomicU32::new(NO_WINDOW),
+            room: false,
+            waiting_rx: false,
         };
         let interest = libc::EPOLLOUT | libc::EPOLLET;
         if let Err(e) = epoll_add(ctx.epoll, flow.fd(), interest as u32, token(slot)) {
@@ -502,6 +539,7 @@ impl TcpTable {
         }
         if events & libc::EPOLLOUT as u32 != 0 && flow.want_write {
             flow.want_write = false;
+            flow.forget_window();
             let interest = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
             let _ = epoll_mod(ctx.epoll, flow.fd(), interest as u32, token(slot));
             // The socket drained: tell the guest its window reopened.
@@ -564,6 +602,9 @@ impl TcpTable {
                 return;
             }
             Push::NoBuffers => {
+                if let Some(flow) = self.flows[slot].as_mut() {
+                    flow.waiting_rx = true;
+                }
                 self.mark_pending(slot);
             }
             _ => {}
@@ -579,6 +620,7 @@ impl TcpTable {
                     flow.timer = Some(ctx.now + flow.rto);
                 }
             } else {
+                flow.waiting_rx = true;
                 self.mark_pending(slot);
             }
         }
@@ -596,7 +638,15 @@ impl TcpTable {
     pub fn end_batch<L: RxLink>(&mut self, ctx: &mut Ctx<'_>, rx: &mut L) {
         let pending = std::mem::take(&mut self.pending);
         for slot in pending {
-            self.push_to_guest(slot, ctx, rx);
+            let resume = self.flows[slot].as_mut().is_some_and(|f| {
+                let resume = f.room || f.waiting_rx;
+                f.room = false;
+                f.waiting_rx = false;
+                resume
+            });
+            if resume {
+                self.push_to_guest(slot, ctx, rx);
+            }
             let Some(flow) = self.flows[slot].as_mut() else {
                 continue;
             };
@@ -808,6 +858,7 @@ where
         if len > 0 && !flow.guest_fin {
             iovs.clear();
             frame.iovecs(seg.payload_offset + offset, len, iovs);
+            flow.forget_window();
             match sys::sendmsg(flow.fd(), iovs, None, libc::MSG_DONTWAIT) {
                 Ok(n) => {
                     flow.rcv_nxt = flow.rcv_nxt.wrapping_add(n as u32);
@@ -883,6 +934,7 @@ fn on_ack(flow: &mut Flow, seg: &Segment, now: Instant) -> bool {
             let _ = sys::discard(flow.fd(), data as usize);
         }
         flow.snd_una = seg.ack;
+        flow.room = true;
         flow.dup_acks = 0;
         flow.retries = 0;
         flow.rto = INITIAL_RTO;
@@ -900,6 +952,9 @@ fn on_ack(flow: &mut Flow, seg: &Segment, now: Instant) -> bool {
         flow.dup_acks += 1;
         flow.snd_wnd = window;
         return flow.dup_acks == 3;
+    }
+    if window > flow.snd_wnd {
+        flow.room = true;
     }
     flow.snd_wnd = window;
     false
@@ -1015,7 +1070,7 @@ fn window_field(fd: RawFd, shift: u8) -> u16 {
 
 /// The window we advertise to `flow`'s guest, in bytes.
 fn window_bytes(flow: &Flow) -> u32 {
-    u32::from(window_field(flow.fd(), flow.window_shift())) << flow.window_shift()
+    u32::from(flow.window_field()) << flow.window_shift()
 }
 
 /// One TCP header toward the guest.
@@ -1038,7 +1093,7 @@ impl Header<'_> {
             // The window in a SYN is never scaled.
             window_field(flow.fd(), 0)
         } else {
-            window_field(flow.fd(), flow.window_shift())
+            flow.window_field()
         };
         Header {
             key: flow.key,
