@@ -11,6 +11,11 @@
 //! the backend (and of QEMU) at those two moments, so CPU is charged to the test that used it,
 //! not to the boot or to the other direction.
 
+pub mod echo;
+pub mod procs;
+pub mod svg;
+pub mod synth;
+
 use std::io::{BufRead, BufReader, Lines};
 use std::net::TcpListener;
 use std::path::Path;
@@ -196,6 +201,13 @@ impl IperfServer {
     /// between choosing and binding (another benchmark, another test) makes iperf3 exit: then
     /// another port is tried.
     pub fn start() -> Result<IperfServer, String> {
+        IperfServer::start_in(&[])
+    }
+
+    /// [`IperfServer::start`] with a command prefix, e.g. `ip netns exec NS` to serve the
+    /// loopback of a network namespace. The port is chosen free on this namespace's loopback;
+    /// a fresh namespace has them all free.
+    pub fn start_in(prefix: &[String]) -> Result<IperfServer, String> {
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0")
@@ -205,9 +217,21 @@ impl IperfServer {
             // iperf3 block-buffers its stdout on a pipe (even with --forceflush, which flushes
             // only at each interval report, a second after the accept): stdbuf makes the accept
             // line arrive when it happens.
-            let mut child = Command::new("stdbuf")
-                .args(["-oL", "iperf3", "-s", "-1", "-B", "127.0.0.1", "-p"])
-                .arg(port.to_string())
+            let server = [
+                "stdbuf",
+                "-oL",
+                "iperf3",
+                "-s",
+                "-1",
+                "-B",
+                "127.0.0.1",
+                "-p",
+            ];
+            let mut command: Vec<String> = prefix.to_vec();
+            command.extend(server.map(String::from));
+            command.push(port.to_string());
+            let mut child = Command::new(&command[0])
+                .args(&command[1..])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

@@ -1,0 +1,829 @@
+//! compare-backends: the test guest behind QEMU slirp, Debian's passt (socket link), the
+//! backend's stream link and its vhost-user ring path, one boot each, in one run: iperf3 both
+//! ways, request/response latency and the backend's CPU per GB, as a table and an SVG chart.
+//!
+//! Everything the guest reaches is on the host's loopback through the gateway address
+//! (10.0.2.2). passt runs in a private network namespace whose default route leads nowhere (it
+//! refuses to start without one), with its servers on that namespace's loopback. See
+//! `perf/README.md` for what each column means.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use vnu_perf::echo::{self, EchoServer, Exchanges};
+use vnu_perf::procs::{Daemon, Netns};
+use vnu_perf::svg::{self, Panel};
+use vnu_perf::{
+    Direction, GATEWAY, IperfServer, TestOutput, Watched, Window, binary_description,
+    clock_ticks_per_second, load_average, machine_description, median, parse_guest_output,
+};
+use vnu_tests::{Backend, GuestOpts, Net, TempDir};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "compare-backends",
+    about = "One TCG guest behind QEMU slirp, passt, and vhost-net-user's stream and ring links: \
+             iperf3 both ways, request/response latency, backend CPU per GB"
+)]
+struct Args {
+    /// Runs of each test per backend; the tables show medians.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    runs: u32,
+
+    /// Seconds per iperf3 test (iperf3 -t).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=120))]
+    time: u32,
+
+    /// Request/response exchanges per latency run.
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(10..=100_000))]
+    exchanges: u32,
+
+    /// Measure only these backends (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Kind>,
+
+    /// Where to write the SVG chart [default: target/perf/backends.svg].
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+
+    /// Pass this argument to vhost-net-user, both links (repeat for more).
+    #[arg(long = "backend-arg", value_name = "ARG", allow_hyphen_values = true)]
+    backend_args: Vec<String>,
+
+    /// Pass this argument to passt (repeat for more), e.g. `--passt-arg=--mtu --passt-arg=1500`.
+    #[arg(long = "passt-arg", value_name = "ARG", allow_hyphen_values = true)]
+    passt_args: Vec<String>,
+
+    /// Internal: run the latency test's server for COUNT exchanges (the benchmark starts
+    /// itself this way, inside passt's namespace too).
+    #[arg(long = "serve-rr", value_name = "COUNT", hide = true)]
+    serve_rr: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Kind {
+    /// QEMU's own `-netdev user`.
+    #[value(name = "qemu-slirp")]
+    Slirp,
+    /// Debian's passt, socket mode, through QEMU `-netdev stream`.
+    #[value(name = "passt")]
+    Passt,
+    /// vhost-net-user --stream, through QEMU `-netdev stream`.
+    #[value(name = "vnu-stream")]
+    Stream,
+    /// vhost-net-user over vhost-user (the default link).
+    #[value(name = "vnu-ring")]
+    Ring,
+}
+
+impl Kind {
+    const ALL: [Kind; 4] = [Kind::Slirp, Kind::Passt, Kind::Stream, Kind::Ring];
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Slirp => "qemu-slirp",
+            Kind::Passt => "passt",
+            Kind::Stream => "vnu-stream",
+            Kind::Ring => "vnu-ring",
+        }
+    }
+}
+
+/// What one guest test was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TestKind {
+    Iperf(Direction),
+    Latency,
+}
+
+/// A latency run as the guest and the host saw it.
+#[derive(Debug, Clone, Default)]
+struct Latency {
+    /// From the echo server: timed on the host.
+    host: Option<Exchanges>,
+    /// The guest's `rr K:` line (nc's exit status), for errors.
+    guest: Option<String>,
+}
+
+#[derive(Debug)]
+struct Test {
+    kind: TestKind,
+    output: TestOutput,
+    window: Option<Window>,
+    latency: Latency,
+}
+
+/// Everything measured behind one backend.
+#[derive(Debug)]
+struct Measured {
+    kind: Kind,
+    tests: Vec<Test>,
+    /// The guest's interface MTU (passt hands out 65520 by DHCP).
+    mtu: Option<String>,
+    /// The backend's own counters, logged when the guest disconnected (vhost-net-user only).
+    summary: Option<String>,
+    load: String,
+    error: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(count) = args.serve_rr {
+        return match echo::serve(count) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("echo server: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("compare-backends: some tests gave no result (see above)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("compare-backends: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<bool, String> {
+    let kinds: Vec<Kind> = if args.only.is_empty() {
+        Kind::ALL.to_vec()
+    } else {
+        Kind::ALL
+            .into_iter()
+            .filter(|k| args.only.contains(k))
+            .collect()
+    };
+    let qemu = vnu_tests::qemu_bin();
+    for (program, package) in [
+        (qemu.as_str(), "qemu-system-x86"),
+        ("iperf3", "iperf3"),
+        ("stdbuf", "coreutils"),
+    ] {
+        if vnu_tests::find_program(program).is_none() {
+            return Err(format!("{program} not found (apt-get install {package})"));
+        }
+    }
+    if kinds.contains(&Kind::Passt) {
+        for (program, package) in [("passt", "passt"), ("ip", "iproute2")] {
+            if vnu_tests::find_program(program).is_none() {
+                return Err(format!(
+                    "{program} not found (apt-get install {package}, or leave passt out with \
+                     --only)"
+                ));
+            }
+        }
+    }
+    let bin = if kinds.iter().any(|k| matches!(k, Kind::Stream | Kind::Ring)) {
+        Some(backend_binary()?)
+    } else {
+        None
+    };
+    let exe = std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?;
+    let ticks = clock_ticks_per_second()?;
+
+    let mut header = vec![machine_description(&qemu)];
+    if let Some(bin) = &bin {
+        header.push(format!("backend   {}", binary_description(bin)));
+    }
+    if kinds.contains(&Kind::Passt) {
+        header.push(format!("passt     {}", passt_version()));
+    }
+    header.push(format!(
+        "tests     per backend {} runs of: iperf3 -t {} -f m to {GATEWAY} (host 127.0.0.1) each \
+         way; {} request/response exchanges of {} bytes on one TCP connection from the guest \
+         (busybox `nc -e cat` echoes, the host times)",
+        args.runs,
+        args.time,
+        args.exchanges,
+        echo::MESSAGE_LEN
+    ));
+    println!("{}\n", header.join("\n"));
+
+    let started = Instant::now();
+    let mut results = Vec::new();
+    for kind in kinds {
+        let load = load_average();
+        let m = match measure(kind, args, bin.as_deref(), &exe, ticks) {
+            Ok(m) => m,
+            Err(e) => Measured {
+                kind,
+                tests: Vec::new(),
+                mtu: None,
+                summary: None,
+                load,
+                error: Some(e),
+            },
+        };
+        results.push(m);
+    }
+    let end_load = load_average();
+
+    print_summary(&results);
+    println!();
+    print_details(&results);
+    println!(
+        "\nload avg  {end_load} (at the end; total {:.0?})",
+        started.elapsed()
+    );
+    let mut complete = true;
+    for m in &results {
+        if let Some(e) = &m.error {
+            complete = false;
+            println!("{}: {e}", m.kind.name());
+        }
+        if let Some(summary) = &m.summary {
+            println!("{} connection summary: {summary}", m.kind.name());
+        }
+        for (k, t) in m.tests.iter().enumerate() {
+            let missing = match t.kind {
+                TestKind::Iperf(_) => t.output.receiver.is_none(),
+                TestKind::Latency => t.latency.host.is_none(),
+            };
+            if missing {
+                complete = false;
+                println!(
+                    "{} test {k} ({}) gave no result: {}{}",
+                    m.kind.name(),
+                    test_label(t.kind),
+                    t.output.errors.join("; "),
+                    t.latency.guest.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+
+    let svg_path = args
+        .svg
+        .clone()
+        .unwrap_or_else(|| vnu_tests::target_dir().join("perf/backends.svg"));
+    write_svg(&svg_path, &results, args, &end_load)?;
+    println!("chart     {}", svg_path.display());
+    Ok(complete)
+}
+
+fn backend_binary() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("VNU_BIN").filter(|b| !b.is_empty()) {
+        return Ok(bin.into());
+    }
+    let bin = vnu_tests::target_dir().join("release/vhost-net-user");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} is missing: build it first with `cargo build --release` (or set VNU_BIN)",
+            bin.display()
+        ))
+    }
+}
+
+/// The installed passt's package version (passt 2023 prints "unknown version" itself).
+fn passt_version() -> String {
+    std::process::Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", "passt"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| format!("Debian package {}", String::from_utf8_lossy(&o.stdout)))
+        .unwrap_or_else(|| "version unknown".into())
+}
+
+/// The network behind one backend, with the processes that serve it.
+struct Setup {
+    net: Net,
+    /// The process whose CPU is the backend's (none for slirp: it runs inside QEMU).
+    pid: Option<u32>,
+    /// Prefix for host-side servers (`ip netns exec NS` for passt).
+    prefix: Vec<String>,
+    // Guards, in drop order: processes before the namespace they run in, then the temp dir.
+    daemon: Option<Daemon>,
+    backend: Option<Backend>,
+    _netns: Option<Netns>,
+    _dir: Option<TempDir>,
+}
+
+fn stream_net(socket: &Path) -> Net {
+    Net::Raw {
+        args: vec![
+            "-netdev".into(),
+            format!(
+                "stream,id=n0,server=off,addr.type=unix,addr.path={}",
+                socket.display()
+            ),
+        ],
+        shared_memory: false,
+        vectors: None,
+    }
+}
+
+fn set_up(kind: Kind, args: &Args, bin: Option<&Path>) -> Result<Setup, String> {
+    let mut setup = Setup {
+        net: Net::slirp(),
+        pid: None,
+        prefix: Vec::new(),
+        daemon: None,
+        backend: None,
+        _netns: None,
+        _dir: None,
+    };
+    match kind {
+        Kind::Slirp => {}
+        Kind::Ring => {
+            let extra: Vec<&str> = args.backend_args.iter().map(String::as_str).collect();
+            let backend = Backend::start(&extra).map_err(|e| e.to_string())?;
+            setup.net = backend.net();
+            setup.pid = Some(backend.pid());
+            setup.backend = Some(backend);
+        }
+        Kind::Stream => {
+            let bin = bin.ok_or("no backend binary")?;
+            let dir = TempDir::new("stream").map_err(|e| e.to_string())?;
+            let socket = dir.join("stream.sock");
+            let mut command = vec![
+                bin.display().to_string(),
+                "--stream".into(),
+                socket.display().to_string(),
+            ];
+            command.extend(args.backend_args.iter().cloned());
+            let daemon = Daemon::start(
+                "vhost-net-user --stream",
+                &command,
+                &dir.join("backend.log"),
+                &socket,
+            )?;
+            setup.net = stream_net(&socket);
+            setup.pid = Some(daemon.pid());
+            setup.daemon = Some(daemon);
+            setup._dir = Some(dir);
+        }
+        Kind::Passt => {
+            let netns = Netns::with_dead_end_route("p")?;
+            let dir = TempDir::new("passt").map_err(|e| e.to_string())?;
+            // passt drops to user nobody; its pid file and socket live here.
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+                    .map_err(|e| e.to_string())?;
+            }
+            let socket = dir.join("passt.sock");
+            let pid_file = dir.join("passt.pid");
+            let mut command = netns.exec_prefix();
+            command.extend(
+                [
+                    "passt",
+                    "-f",
+                    "-q",
+                    "-e",
+                    "-s",
+                    &socket.display().to_string(),
+                    "-P",
+                    &pid_file.display().to_string(),
+                    // The guest gets slirp's addresses, so the same script reaches 10.0.2.2,
+                    // which passt maps to the host's (here: the namespace's) loopback.
+                    "-a",
+                    "10.0.2.15",
+                    "-n",
+                    "24",
+                    "-g",
+                    GATEWAY,
+                ]
+                .map(String::from),
+            );
+            command.extend(args.passt_args.iter().cloned());
+            let daemon = Daemon::start("passt", &command, &dir.join("passt.log"), &socket)?;
+            // `ip netns exec` execs passt itself, so the child is passt; the pid file agrees.
+            let pid = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(daemon.pid());
+            setup.net = stream_net(&socket);
+            setup.pid = Some(pid);
+            setup.prefix = netns.exec_prefix();
+            setup.daemon = Some(daemon);
+            setup._netns = Some(netns);
+            setup._dir = Some(dir);
+        }
+    }
+    Ok(setup)
+}
+
+/// Host-side servers of one test.
+enum Server {
+    Iperf(IperfServer),
+    Echo(EchoServer),
+}
+
+fn measure(
+    kind: Kind,
+    args: &Args,
+    bin: Option<&Path>,
+    exe: &Path,
+    ticks_per_second: u64,
+) -> Result<Measured, String> {
+    let load = load_average();
+    let setup = set_up(kind, args, bin)?;
+    let plan: Vec<TestKind> = (0..args.runs)
+        .flat_map(|_| {
+            [
+                TestKind::Iperf(Direction::GuestToHost),
+                TestKind::Iperf(Direction::HostToGuest),
+                TestKind::Latency,
+            ]
+        })
+        .collect();
+    let mut echo_command = setup.prefix.clone();
+    echo_command.push(exe.display().to_string());
+    echo_command.push(echo::SERVE_FLAG.into());
+    echo_command.push(args.exchanges.to_string());
+    let mut servers = plan
+        .iter()
+        .map(|t| match t {
+            TestKind::Iperf(_) => IperfServer::start_in(&setup.prefix).map(Server::Iperf),
+            TestKind::Latency => EchoServer::start(&echo_command).map(Server::Echo),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let script = guest_script(&plan, &servers, args);
+
+    let per_test = u64::from(args.time) + 40;
+    let opts = GuestOpts::new(kind.name(), setup.net.clone())
+        .script(&script)
+        .timeout(Duration::from_secs(180 + per_test * plan.len() as u64));
+    eprintln!(
+        "compare-backends: booting the guest behind {} for {} tests",
+        kind.name(),
+        plan.len()
+    );
+    let started = Instant::now();
+    let guest = vnu_tests::spawn(&opts).map_err(|e| e.to_string())?;
+    let watched = Watched {
+        backend: setup.pid,
+        qemu: guest.pid(),
+        ticks_per_second,
+    };
+    enum Watcher {
+        Iperf(std::thread::JoinHandle<Option<Window>>),
+        Echo(std::thread::JoinHandle<Option<Exchanges>>),
+    }
+    let watchers: Vec<Watcher> = servers
+        .iter_mut()
+        .map(|s| match s {
+            Server::Iperf(s) => Watcher::Iperf(s.watch(watched)),
+            Server::Echo(s) => Watcher::Echo(s.watch()),
+        })
+        .collect();
+    let run = guest.wait();
+    // Kills the servers of tests that never ran, which ends their watchers.
+    drop(servers);
+    let mut windows = Vec::new();
+    let mut exchanges = Vec::new();
+    for w in watchers {
+        match w {
+            Watcher::Iperf(h) => {
+                windows.push(h.join().unwrap_or(None));
+                exchanges.push(None);
+            }
+            Watcher::Echo(h) => {
+                windows.push(None);
+                exchanges.push(h.join().unwrap_or(None));
+            }
+        }
+    }
+    let run = run.map_err(|e| e.to_string())?;
+    eprintln!(
+        "compare-backends: {} done in {:.0?}",
+        kind.name(),
+        started.elapsed()
+    );
+
+    let outputs = parse_guest_output(&run.run, plan.len());
+    let tests = plan
+        .iter()
+        .zip(outputs)
+        .zip(windows.into_iter().zip(exchanges))
+        .enumerate()
+        .map(|(k, ((&kind, output), (window, host)))| Test {
+            kind,
+            output,
+            window,
+            latency: Latency {
+                host,
+                guest: run.run.iter().find_map(|l| {
+                    l.strip_prefix(&format!("rr {k}: "))
+                        .map(|rest| format!("guest: {rest}"))
+                }),
+            },
+        })
+        .collect();
+    let log = match (&setup.backend, &setup.daemon) {
+        (Some(b), _) => Some(b.log()),
+        (None, Some(d)) if kind == Kind::Stream => Some(d.log()),
+        _ => None,
+    };
+    Ok(Measured {
+        kind,
+        tests,
+        mtu: run.get("guest.mtu").map(str::to_owned),
+        summary: log
+            .and_then(|log| wait_summary(&log, setup.backend.as_ref(), setup.daemon.as_ref())),
+        load,
+        error: None,
+    })
+}
+
+/// The backend's last `connection summary` line (logged when QEMU disconnects; QEMU has exited,
+/// but the backend may take a moment to notice).
+fn wait_summary(first: &str, backend: Option<&Backend>, daemon: Option<&Daemon>) -> Option<String> {
+    const MARK: &str = "connection summary: ";
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut log = first.to_owned();
+    loop {
+        if let Some(line) = log.lines().rev().find_map(|l| l.split_once(MARK)) {
+            return Some(line.1.to_owned());
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        log = match (backend, daemon) {
+            (Some(b), _) => b.log(),
+            (None, Some(d)) => d.log(),
+            _ => return None,
+        };
+    }
+}
+
+/// The guest's script: iperf3 tests report `iperf K: LINE` (as in guest-throughput); a latency
+/// test runs `nc GATEWAY PORT -e cat` (cat echoes on the socket until the host closes it) and
+/// reports `rr K: rc=STATUS`.
+fn guest_script(plan: &[TestKind], servers: &[Server], args: &Args) -> String {
+    let seconds = args.time;
+    let mut script = format!(
+        "t() {{ k=$1; shift; timeout {limit} iperf3 -c {GATEWAY} -f m -t {seconds} \"$@\" 2>&1 | \
+         awk -v k=\"$k\" '/sender|receiver|error/ {{ print \"iperf \" k \": \" $0 }}'; }}\n\
+         r() {{ timeout 120 nc {GATEWAY} $2 -e cat; echo \"rr $1: rc=$?\"; }}\n",
+        limit = seconds + 20,
+    );
+    for (k, (test, server)) in plan.iter().zip(servers).enumerate() {
+        let port = match server {
+            Server::Iperf(s) => s.port(),
+            Server::Echo(s) => s.port(),
+        };
+        let _ = match test {
+            TestKind::Iperf(d) => writeln!(script, "t {k} -p {port}{}", d.client_flag()),
+            TestKind::Latency => writeln!(script, "r {k} {port}"),
+        };
+    }
+    script
+}
+
+fn test_label(kind: TestKind) -> &'static str {
+    match kind {
+        TestKind::Iperf(d) => d.label(),
+        TestKind::Latency => "request/response",
+    }
+}
+
+/// Per backend and direction: median Mbit/s, every run, and CPU figures.
+#[derive(Debug, Default)]
+struct DirectionFigures {
+    mbit: Option<f64>,
+    runs: Vec<String>,
+    backend_cpu: Option<f64>,
+    backend_per_gb: Option<f64>,
+    qemu_cpu: Option<f64>,
+    qemu_per_gb: Option<f64>,
+    retransmits: u64,
+    /// Sums over the runs with both a result and a CPU window: (CPU s, bytes received), for
+    /// the backend and for QEMU.
+    backend_total: (f64, u64),
+    qemu_total: (f64, u64),
+}
+
+fn direction_figures(m: &Measured, direction: Direction) -> DirectionFigures {
+    let tests: Vec<&Test> = m
+        .tests
+        .iter()
+        .filter(|t| t.kind == TestKind::Iperf(direction))
+        .collect();
+    let rates: Vec<f64> = tests
+        .iter()
+        .filter_map(|t| Some(t.output.receiver?.mbit_per_s))
+        .collect();
+    let runs = tests
+        .iter()
+        .map(|t| match t.output.receiver {
+            Some(s) => format!("{:.0}", s.mbit_per_s),
+            None => "fail".into(),
+        })
+        .collect();
+    let mut f = DirectionFigures {
+        mbit: median(&rates),
+        runs,
+        ..Default::default()
+    };
+    let mut backend = Vec::new();
+    let mut qemu = Vec::new();
+    for t in &tests {
+        let (Some(w), Some(r)) = (t.window, t.output.receiver) else {
+            continue;
+        };
+        if let Some(c) = w.backend_cpu {
+            backend.push(c);
+            f.backend_total.0 += c;
+            f.backend_total.1 += r.bytes;
+        }
+        if let Some(c) = w.qemu_cpu {
+            qemu.push(c);
+            f.qemu_total.0 += c;
+            f.qemu_total.1 += r.bytes;
+        }
+    }
+    f.backend_cpu = median(&backend);
+    f.qemu_cpu = median(&qemu);
+    f.backend_per_gb = per_gb(f.backend_total);
+    f.qemu_per_gb = per_gb(f.qemu_total);
+    f.retransmits = tests
+        .iter()
+        .filter_map(|t| t.output.sender?.retransmits)
+        .sum();
+    f
+}
+
+/// Latency: median over the runs of each run's mean ms per exchange, and every run's mean.
+fn latency_figures(m: &Measured) -> (Option<f64>, Vec<String>, Option<f64>) {
+    let runs: Vec<Option<&Exchanges>> = m
+        .tests
+        .iter()
+        .filter(|t| t.kind == TestKind::Latency)
+        .map(|t| t.latency.host.as_ref())
+        .collect();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let means: Vec<f64> = runs.iter().flatten().map(|e| ms(e.mean)).collect();
+    let medians: Vec<f64> = runs.iter().flatten().map(|e| ms(e.median)).collect();
+    let text = runs
+        .iter()
+        .map(|e| e.map_or("fail".into(), |e| format!("{:.3}", ms(e.mean))))
+        .collect();
+    (median(&means), text, median(&medians))
+}
+
+/// CPU seconds per 10^9 bytes.
+fn per_gb((seconds, bytes): (f64, u64)) -> Option<f64> {
+    (bytes > 0).then(|| seconds / (bytes as f64 / 1e9))
+}
+
+/// CPU s per GB over both directions: (backend, QEMU).
+fn overall_per_gb(m: &Measured) -> (Option<f64>, Option<f64>) {
+    let g = direction_figures(m, Direction::GuestToHost);
+    let h = direction_figures(m, Direction::HostToGuest);
+    let sum = |a: (f64, u64), b: (f64, u64)| (a.0 + b.0, a.1 + b.1);
+    (
+        per_gb(sum(g.backend_total, h.backend_total)),
+        per_gb(sum(g.qemu_total, h.qemu_total)),
+    )
+}
+
+fn fmt(value: Option<f64>, decimals: usize) -> String {
+    value.map_or("-".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+fn print_summary(results: &[Measured]) {
+    println!(
+        "{:<11} {:>6} {:>12} {:>12} {:>10} {:>10} {:>10} {:>11}",
+        "backend", "MTU", "g→h Mbit/s", "h→g Mbit/s", "rr ms", "rr med ms", "CPU s/GB", "QEMU s/GB"
+    );
+    for m in results {
+        let g = direction_figures(m, Direction::GuestToHost);
+        let h = direction_figures(m, Direction::HostToGuest);
+        let (rr, _, rr_median) = latency_figures(m);
+        let (cpu, qemu) = overall_per_gb(m);
+        let cpu = if m.kind == Kind::Slirp {
+            "in QEMU".to_owned()
+        } else {
+            fmt(cpu, 2)
+        };
+        println!(
+            "{:<11} {:>6} {:>12} {:>12} {:>10} {:>10} {:>10} {:>11}",
+            m.kind.name(),
+            m.mtu.as_deref().unwrap_or("-"),
+            fmt(g.mbit, 0),
+            fmt(h.mbit, 0),
+            fmt(rr, 3),
+            fmt(rr_median, 3),
+            cpu,
+            fmt(qemu, 2)
+        );
+    }
+}
+
+fn print_details(results: &[Measured]) {
+    println!(
+        "{:<11} {:<17} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>5}  load at start",
+        "backend", "test", "median", "runs", "backend s", "s/GB", "QEMU s", "retr"
+    );
+    for m in results {
+        for direction in Direction::BOTH {
+            let f = direction_figures(m, direction);
+            let backend = if m.kind == Kind::Slirp {
+                "in QEMU".to_owned()
+            } else {
+                fmt(f.backend_cpu, 2)
+            };
+            println!(
+                "{:<11} {:<17} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>5}  {}",
+                m.kind.name(),
+                format!("{} Mbit/s", direction.label()),
+                fmt(f.mbit, 0),
+                f.runs.join(" "),
+                backend,
+                if m.kind == Kind::Slirp {
+                    "-".into()
+                } else {
+                    fmt(f.backend_per_gb, 2)
+                },
+                fmt(f.qemu_cpu, 2),
+                f.retransmits,
+                m.load
+            );
+        }
+        let (rr, runs, _) = latency_figures(m);
+        println!(
+            "{:<11} {:<17} {:>8}  {:<24}",
+            m.kind.name(),
+            "rr ms/exchange",
+            fmt(rr, 3),
+            runs.join(" ")
+        );
+    }
+}
+
+fn write_svg(path: &Path, results: &[Measured], args: &Args, end_load: &str) -> Result<(), String> {
+    let bars = |f: &dyn Fn(&Measured) -> Option<f64>| -> Vec<(String, Option<f64>)> {
+        results
+            .iter()
+            .map(|m| (m.kind.name().to_owned(), f(m)))
+            .collect()
+    };
+    let panels = vec![
+        Panel {
+            title: "guest → host TCP (iperf3)".into(),
+            note: "Mbit/s, median; higher is better".into(),
+            bars: bars(&|m| direction_figures(m, Direction::GuestToHost).mbit),
+            decimals: 0,
+        },
+        Panel {
+            title: "host → guest TCP (iperf3 -R)".into(),
+            note: "Mbit/s, median; higher is better".into(),
+            bars: bars(&|m| direction_figures(m, Direction::HostToGuest).mbit),
+            decimals: 0,
+        },
+        Panel {
+            title: "request/response latency".into(),
+            note: format!(
+                "ms per exchange (mean of {}, median of runs); lower is better",
+                args.exchanges
+            ),
+            bars: bars(&|m| latency_figures(m).0),
+            decimals: 3,
+        },
+        Panel {
+            title: "backend CPU per GB moved".into(),
+            note: "CPU s per 10^9 bytes, both ways; slirp runs inside QEMU (n/a)".into(),
+            bars: bars(&|m| overall_per_gb(m).0),
+            decimals: 2,
+        },
+    ];
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let subtitle = vec![
+        format!(
+            "Test guest (Debian kernel, busybox, QEMU TCG, 1 vCPU) to host loopback via {GATEWAY}; \
+             {} runs of iperf3 -t {}",
+            args.runs, args.time
+        ),
+        format!(
+            "{nproc} CPUs; load average at the end {end_load}; guest MTU: {}",
+            results
+                .iter()
+                .map(|m| format!("{} {}", m.kind.name(), m.mtu.as_deref().unwrap_or("?")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ];
+    let svg = svg::bar_chart(
+        "vhost-net-user: one guest behind four user-mode network backends",
+        &subtitle,
+        &panels,
+    );
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, svg).map_err(|e| format!("writing {}: {e}", path.display()))
+}
