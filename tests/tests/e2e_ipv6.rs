@@ -23,6 +23,17 @@ fn run_value<'a>(run: &'a GuestRun, key: &str) -> Option<&'a str> {
         .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
 }
 
+/// Each of `keys` is an iperf3 rate above zero; prints them.
+fn assert_rates(run: &GuestRun, keys: &[&str], context: &str) {
+    for key in keys {
+        let rate: f64 = run_value(run, key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} rate\n{context}"));
+        assert!(rate > 0.0, "{key} = {rate}\n{context}");
+        println!("{key} = {rate} Mbit/s");
+    }
+}
+
 /// A process killed when dropped.
 struct Server(Child);
 
@@ -83,13 +94,7 @@ fn ipv6_over_the_backend() {
         Some(want_sha.as_str()),
         "{context}"
     );
-    for key in ["v6.iperf_tx", "v6.iperf_rx"] {
-        let rate: f64 = run_value(&run, key)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} rate\n{context}"));
-        assert!(rate > 0.0, "{key} = {rate}\n{context}");
-        println!("{key} = {rate} Mbit/s");
-    }
+    assert_rates(&run, &["v6.iperf_tx", "v6.iperf_rx"], &context);
     let _ = http.join();
 }
 
@@ -202,11 +207,5 @@ fn ipv6_to_a_remote_host_in_a_namespace() {
         Some(want_sha.as_str()),
         "16 MiB over IPv6 from the remote host\n{context}"
     );
-    for key in ["v6r.iperf_tx", "v6r.iperf_rx"] {
-        let rate: f64 = run_value(&run, key)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} rate\n{context}"));
-        assert!(rate > 0.0, "{key} = {rate}\n{context}");
-        println!("{key} = {rate} Mbit/s");
-    }
+    assert_rates(&run, &["v6r.iperf_tx", "v6r.iperf_rx"], &context);
 }

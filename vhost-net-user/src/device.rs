@@ -176,8 +176,13 @@ impl NetBackend {
         }
     }
 
-    /// The guest posted RX buffers: what waited for them goes out.
-    fn process_rx(&mut self, vrings: &[VringRwLock], mem: &GuestMem) {
+    /// Runs `f` with the engine and the RX ring as a link, then tells the guest once.
+    fn with_rx(
+        &mut self,
+        vrings: &[VringRwLock],
+        mem: &GuestMem,
+        f: impl FnOnce(&mut Engine, &mut RingRx<'_>),
+    ) {
         let mut rx = RingRx::new(
             &vrings[RX_QUEUE],
             mem,
@@ -185,22 +190,21 @@ impl NetBackend {
             &mut self.rx_scratch,
             &mut self.counters,
         );
-        self.engine.start(&mut rx);
-        self.engine.end_batch(&mut rx);
+        f(&mut self.engine, &mut rx);
         rx.finish();
+    }
+
+    /// The guest posted RX buffers: what waited for them goes out.
+    fn process_rx(&mut self, vrings: &[VringRwLock], mem: &GuestMem) {
+        self.with_rx(vrings, mem, |engine, rx| {
+            engine.start(rx);
+            engine.end_batch(rx);
+        });
     }
 
     /// Host sockets or timers are ready.
     fn process_host(&mut self, vrings: &[VringRwLock], mem: &GuestMem) {
-        let mut rx = RingRx::new(
-            &vrings[RX_QUEUE],
-            mem,
-            &self.rx_features,
-            &mut self.rx_scratch,
-            &mut self.counters,
-        );
-        self.engine.poll_host(&mut rx);
-        rx.finish();
+        self.with_rx(vrings, mem, |engine, rx| engine.poll_host(rx));
     }
 }
 
