@@ -180,7 +180,7 @@ pub fn render_text(r: &Resolved) -> String {
                 "guest address",
                 &v6.guest_addr.map_or_else(
                     || "autoconfigured (SLAAC) by the guest".to_string(),
-                    |a| format!("{a} (DHCPv6)"),
+                    |a| format!("{a} requested; autoconfigured (SLAAC) by the guest"),
                 ),
             );
             line(&mut s, "gateway", &v6.gateway.to_string());

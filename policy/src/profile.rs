@@ -562,8 +562,8 @@ fn passt_v6(req: &Request, w: &mut Vec<String>) -> Result<Option<Ipv6Plan>, Conf
             .expect("two of four candidates are free"),
     };
     w.push(format!(
-        "the guest's IPv6 address {addr} is offered through DHCPv6: a guest without a DHCPv6 client \
-         only autoconfigures one in {cidr}"
+        "the guest's IPv6 address {addr} is not handed out: the DHCPv6 server is stateless (as \
+         slirp's), so the guest autoconfigures its address in {cidr}"
     ));
     Ok(Some(Ipv6Plan {
         prefix: net,
