@@ -121,6 +121,41 @@ fn custom_ipv6_net_matches_slirp() {
         ours.report()
     );
     assert_same_keys(&slirp, &ours, IPV6_KEYS, &backend.log());
+
+    // What --explain says of IPv6 is what the guest got: its address is in the explained
+    // prefix, and its default route goes to the explained gateway's link-local form.
+    let explain = std::process::Command::new(vnu_tests::backend_bin().expect("backend"))
+        .args(["--slirp", opts, "--explain", "--format", "json"])
+        .output()
+        .expect("--explain");
+    let out = String::from_utf8_lossy(&explain.stdout);
+    let json = out.split("\"ipv6\"").nth(1).expect("an ipv6 object");
+    let field = |name: &str| -> String {
+        let key = format!("\"{name}\": \"");
+        let at = json
+            .find(&key)
+            .unwrap_or_else(|| panic!("no {name} in {json}"))
+            + key.len();
+        json[at..].split('"').next().unwrap_or_default().to_owned()
+    };
+    let prefix: std::net::Ipv6Addr = field("prefix").parse().expect("prefix");
+    let gateway: std::net::Ipv6Addr = field("gateway").parse().expect("gateway");
+    let addr: std::net::Ipv6Addr = ours
+        .get("guest.addr6")
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .expect("guest address");
+    assert_eq!(
+        addr.segments()[..4],
+        prefix.segments()[..4],
+        "--explain prefix {prefix} vs guest {addr}"
+    );
+    let router = format!("fe80::{:x}", gateway.segments()[7]);
+    assert_eq!(
+        ours.get("guest.route6"),
+        Some(format!("default via {router} dev eth0").as_str()),
+        "--explain gateway {gateway}"
+    );
 }
 
 /// The remote test host's IPv6 address on the veth, and the host namespace's end.
