@@ -248,6 +248,8 @@ pub struct TcpCounters {
     pub retransmits: u64,
     pub flows_closed: u64,
     pub table_full: u64,
+    /// Retransmissions after a timeout (the others followed three duplicate ACKs).
+    pub timeouts: u64,
     /// Guest segments the socket took only in part (the guest resends the rest).
     pub short_writes: u64,
     /// Guest segments dropped for arriving after a gap (a duplicate ACK asks for the gap).
@@ -692,6 +694,7 @@ impl TcpTable {
                 continue;
             }
             self.counters.retransmits += 1;
+            self.counters.timeouts += 1;
             self.retransmit(slot, ctx, rx);
         }
     }
