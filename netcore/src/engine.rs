@@ -130,6 +130,8 @@ pub struct Engine {
     timer_mode: TimerMode,
     /// When the next unsolicited router advertisement goes out.
     next_ra: Option<Instant>,
+    /// The guest has sent IPv6 and got its first advertisement.
+    ipv6_greeted: bool,
     tcp: TcpTable,
     udp: UdpTable,
     ping: PingTable,
@@ -184,6 +186,7 @@ impl Engine {
             frame_buf: Vec::with_capacity(2048),
             reply_buf: Vec::with_capacity(2048),
             next_ra: None,
+            ipv6_greeted: false,
             epoll,
             timer,
             timer_mode: TimerMode::Off,
@@ -372,6 +375,7 @@ impl Engine {
         let Some(v6) = ndp::Ipv6Header::parse(&self.frame_buf, frame.len()) else {
             return Verdict::Malformed;
         };
+        self.greet_ipv6(rx);
         let ip = IpHeader {
             src: IpAddr::V6(v6.src),
             dst: IpAddr::V6(v6.dst),
@@ -690,6 +694,23 @@ impl Engine {
         if self.timer.reset(wait, None).is_ok() {
             self.timer_mode = TimerMode::Once;
         }
+    }
+
+    /// The guest's first IPv6 frame (its MLD report or duplicate address detection) gets one
+    /// router advertisement at once, besides slirp's answers to solicitations and periodic
+    /// ones: a guest whose own solicitation went missing still configures its address then,
+    /// not minutes later.
+    fn greet_ipv6<L: RxLink>(&mut self, rx: &mut L) {
+        if self.ipv6_greeted {
+            return;
+        }
+        self.ipv6_greeted = true;
+        let Some(v6) = self.plan.ipv6.as_ref() else {
+            return;
+        };
+        let mut ra = Vec::new();
+        ndp::router_advert(v6, self.options.upstream.dns_v6.is_some(), &mut ra);
+        self.send(&ra, rx);
     }
 
     /// Sends the periodic router advertisement when due and schedules the next one, at a

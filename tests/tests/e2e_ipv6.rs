@@ -15,6 +15,10 @@ use vnu_tests::{
 /// Seconds the guest waits for SLAAC.
 const V6WAIT: u32 = 8;
 
+/// Guest script prologue: wait until the autoconfigured address has passed duplicate address
+/// detection, so that connections use it rather than the link-local one.
+const WAIT_ADDRESS: &str = "for i in $(seq 50); do ip -6 addr show eth0 | grep inet6 | grep -v fe80 | grep -qv tentative && break; sleep 0.2; done\n";
+
 /// `key=value` printed by the guest script (its `run:` lines).
 fn run_value<'a>(run: &'a GuestRun, key: &str) -> Option<&'a str> {
     run.run
@@ -66,7 +70,7 @@ fn ipv6_over_the_backend() {
     let iperf_port = hostsrv::free_port("[::1]");
     let _iperf = iperf_server(iperf_port);
     let script = format!(
-        "ping -6 -c 2 -W 3 fec0::2 >/dev/null 2>&1 && echo v6.ping_gw=ok || echo v6.ping_gw=fail\n\
+        "{WAIT_ADDRESS}ping -6 -c 2 -W 3 fec0::2 >/dev/null 2>&1 && echo v6.ping_gw=ok || echo v6.ping_gw=fail\n\
          echo v6.fetch_sha=$(wget -q -O - http://[fec0::2]:{http_port}/blob | sha256sum | cut -c1-16)\n\
          echo v6.iperf_tx=$(iperf3 -6 -c fec0::2 -p {iperf_port} -t 2 -f m 2>&1 | awk '/receiver/{{print $(NF-2)}}')\n\
          echo v6.iperf_rx=$(iperf3 -6 -c fec0::2 -p {iperf_port} -t 2 -R -f m 2>&1 | awk '/receiver/{{print $(NF-2)}}')\n"
@@ -117,8 +121,9 @@ fn custom_ipv6_net_matches_slirp() {
     assert_eq!(
         ours.get("guest.addr6"),
         Some("fd00:1234:5678:0:5054:ff:fe41:2c49/64"),
-        "{}",
-        ours.report()
+        "{}\nbackend log:\n{}",
+        ours.report(),
+        vnu_tests::tail(&backend.log(), 30)
     );
     assert_same_keys(&slirp, &ours, IPV6_KEYS, &backend.log());
 
@@ -221,7 +226,7 @@ fn ipv6_to_a_remote_host_in_a_namespace() {
 
     let backend = Backend::start_in(&host, &[]).expect("backend in H");
     let script = format!(
-        "echo v6r.fetch_sha=$(wget -q -O - http://[{REMOTE6}]:8080/blob | sha256sum | cut -c1-16)\n\
+        "{WAIT_ADDRESS}echo v6r.fetch_sha=$(wget -q -O - http://[{REMOTE6}]:8080/blob | sha256sum | cut -c1-16)\n\
          echo v6r.iperf_tx=$(iperf3 -6 -c {REMOTE6} -t 2 -f m 2>&1 | awk '/receiver/{{print $(NF-2)}}')\n\
          echo v6r.iperf_rx=$(iperf3 -6 -c {REMOTE6} -t 2 -R -f m 2>&1 | awk '/receiver/{{print $(NF-2)}}')\n"
     );
