@@ -1,0 +1,61 @@
+//! The engine's IPv6 entry points: the first IPv6 frame of a guest gets one router
+//! advertisement, then advertisements come only when solicited (or periodically).
+
+use netcore::{Engine, MemoryLink};
+use policy::NetPlan;
+
+const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0, 0x41, 0x2c, 0x49];
+
+/// An MLDv2 report as a Linux guest sends it first: hop-by-hop options header, from ::.
+fn mld_report() -> Vec<u8> {
+    let mut f = vec![0x33, 0x33, 0, 0, 0, 0x16];
+    f.extend_from_slice(&GUEST_MAC);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    let payload_len: u16 = 8 + 28;
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&payload_len.to_be_bytes());
+    f.extend_from_slice(&[0, 1]); // next header: hop-by-hop; hop limit 1
+    f.extend_from_slice(&[0; 16]); // ::
+    f.extend_from_slice(&[0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x16]);
+    f.extend_from_slice(&[58, 0, 5, 2, 0, 0, 1, 0]); // HBH: router alert
+    f.extend_from_slice(&[143, 0, 0, 0, 0, 0, 0, 1]); // MLDv2 report, one record
+    f.extend_from_slice(&[4, 0, 0, 0]);
+    f.extend_from_slice(&[
+        0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0x41, 0x2c, 0x49,
+    ]);
+    f
+}
+
+fn is_router_advert(frame: &[u8]) -> bool {
+    frame.len() > 54 && frame[12..14] == [0x86, 0xdd] && frame[20] == 58 && frame[54] == 134
+}
+
+#[test]
+fn the_first_ipv6_frame_gets_one_router_advertisement() {
+    let mut engine = Engine::isolated(NetPlan::slirp_default());
+    let mut link = MemoryLink::new();
+    engine.handle_frame(&mld_report()[..], &mut link);
+    let frames = link.take();
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert!(is_router_advert(&frames[0]));
+    assert_eq!(
+        &frames[0][6..12],
+        &[0x52, 0x56, 0, 0, 0, 2],
+        "from fe80::2's MAC"
+    );
+    engine.handle_frame(&mld_report()[..], &mut link);
+    assert!(
+        link.take().is_empty(),
+        "only the first IPv6 frame is greeted"
+    );
+}
+
+#[test]
+fn no_ipv6_plan_means_no_advertisement() {
+    let mut plan = NetPlan::slirp_default();
+    plan.ipv6 = None;
+    let mut engine = Engine::isolated(plan);
+    let mut link = MemoryLink::new();
+    engine.handle_frame(&mld_report()[..], &mut link);
+    assert!(link.take().is_empty());
+}
