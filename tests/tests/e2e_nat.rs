@@ -26,8 +26,8 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use vnu_tests::netns::{self, Netns, NsProcess, boot_in, spawn_guest, veth};
 use vnu_tests::Backend;
+use vnu_tests::netns::{self, Netns, NsProcess, boot_in, spawn_guest, veth};
 use vnu_tests::{GuestOpts, TempDir, e2e_ready, require_program, tail, workspace_root};
 
 /// The remote test host (netns R) and the host namespace's end of the veth.

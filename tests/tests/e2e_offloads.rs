@@ -149,7 +149,8 @@ fn stream_link_gives_slirps_environment_and_intact_transfers() {
         return;
     }
     let backend = Backend::start_stream(&[]).expect("backend --stream");
-    let t = transfer("stream", &backend, "", 8);
+    // Up to 20 s for SLAAC: the wait ends when the address is there.
+    let t = transfer("stream", &backend, "", 20);
     let ctx = t.context();
     t.run.assert_values(SLIRP_DEFAULT_V4, &ctx);
     t.run.assert_values(SLIRP_DEFAULT_V6, &ctx);
