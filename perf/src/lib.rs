@@ -18,7 +18,7 @@ pub mod synth;
 
 use std::io::{BufRead, BufReader, Lines};
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -374,6 +374,23 @@ pub fn load_average() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The backend under measurement: `VNU_BIN`, else the workspace's release build. Never a
+/// debug build: benchmarking one by accident would be worse than failing.
+pub fn release_backend() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("VNU_BIN").filter(|b| !b.is_empty()) {
+        return Ok(bin.into());
+    }
+    let bin = vnu_tests::target_dir().join("release/vhost-net-user");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} is missing: build it first with `cargo build --release` (or set VNU_BIN)",
+            bin.display()
+        ))
+    }
 }
 
 #[cfg(test)]

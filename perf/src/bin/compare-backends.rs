@@ -183,7 +183,7 @@ fn run(args: &Args) -> Result<bool, String> {
         }
     }
     let bin = if kinds.iter().any(|k| matches!(k, Kind::Stream | Kind::Ring)) {
-        Some(backend_binary()?)
+        Some(vnu_perf::release_backend()?)
     } else {
         None
     };
@@ -268,21 +268,6 @@ fn run(args: &Args) -> Result<bool, String> {
     write_svg(&svg_path, &results, args, &end_load)?;
     println!("chart     {}", svg_path.display());
     Ok(complete)
-}
-
-fn backend_binary() -> Result<PathBuf, String> {
-    if let Some(bin) = std::env::var_os("VNU_BIN").filter(|b| !b.is_empty()) {
-        return Ok(bin.into());
-    }
-    let bin = vnu_tests::target_dir().join("release/vhost-net-user");
-    if bin.is_file() {
-        Ok(bin)
-    } else {
-        Err(format!(
-            "{} is missing: build it first with `cargo build --release` (or set VNU_BIN)",
-            bin.display()
-        ))
-    }
 }
 
 /// The installed passt's package version (passt 2023 prints "unknown version" itself).

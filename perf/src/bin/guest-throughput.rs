@@ -7,7 +7,6 @@
 //! `perf/README.md` for what the columns mean.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -106,7 +105,7 @@ fn run(args: &Args) -> Result<bool, String> {
         return Err("iperf3 not found on the host (apt-get install iperf3)".into());
     }
     let bin = if kinds.contains(&Kind::Ours) {
-        Some(backend_binary()?)
+        Some(vnu_perf::release_backend()?)
     } else {
         None
     };
@@ -146,23 +145,6 @@ fn run(args: &Args) -> Result<bool, String> {
         }
     }
     Ok(complete)
-}
-
-/// The release backend (or `VNU_BIN`, which the harness prefers too): benchmarking a debug
-/// build by accident would be worse than failing.
-fn backend_binary() -> Result<PathBuf, String> {
-    if let Some(bin) = std::env::var_os("VNU_BIN").filter(|b| !b.is_empty()) {
-        return Ok(bin.into());
-    }
-    let bin = vnu_tests::target_dir().join("release/vhost-net-user");
-    if bin.is_file() {
-        Ok(bin)
-    } else {
-        Err(format!(
-            "{} is missing: build it first with `cargo build --release` (or set VNU_BIN)",
-            bin.display()
-        ))
-    }
 }
 
 /// Boots one guest behind `kind` and runs every test in it.

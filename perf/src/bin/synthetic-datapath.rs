@@ -3,7 +3,6 @@
 //! receives from a TCP server on host loopback through `vhost-net-user`, with and without
 //! offloads, and host-loopback iperf3 runs beside it as the ceiling. See `perf/README.md`.
 
-use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -197,21 +196,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn backend_binary() -> Result<PathBuf, String> {
-    if let Some(bin) = std::env::var_os("VNU_BIN").filter(|b| !b.is_empty()) {
-        return Ok(bin.into());
-    }
-    let bin = vnu_tests::target_dir().join("release/vhost-net-user");
-    if bin.is_file() {
-        Ok(bin)
-    } else {
-        Err(format!(
-            "{} is missing: build it first with `cargo build --release` (or set VNU_BIN)",
-            bin.display()
-        ))
-    }
-}
-
 fn run(args: &Args) -> Result<bool, String> {
     if !(args.time > 0.0 && args.warmup >= 0.0) {
         return Err("--time must be positive and --warmup not negative".into());
@@ -229,7 +213,7 @@ fn run(args: &Args) -> Result<bool, String> {
             wire::MAX_IP_PAYLOAD
         ));
     }
-    let bin = backend_binary()?;
+    let bin = vnu_perf::release_backend()?;
     // The harness's Backend prefers VNU_BIN, then target/release: the same binary.
     let extra: Vec<&str> = args.backend_args.iter().map(String::as_str).collect();
     let mut backend = Backend::start(&extra).map_err(|e| e.to_string())?;
