@@ -449,6 +449,8 @@ iperf() {{
 iperf udp -u -b 20M -l 1200
 iperf tcp_up
 iperf tcp_down -R
+# Frames the guest's virtio-net driver dropped (a malformed or half-published RX frame).
+say "nic.rx_drops=$(ethtool -S eth0 | awk '/rx_queue_0_drops:/ {{ print $2 }}')"
 "#
     )
 }
@@ -555,6 +557,11 @@ fn nat_transfers_dns_ping_and_iperf() {
             _ => figure(&format!("{what}: {:.0} Mbit/s", summary.mbit_s)),
         }
     }
+    c.expect_eq(
+        "nic.rx_drops",
+        "0",
+        "frames the guest's virtio-net driver dropped after all transfers",
+    );
     let context = lab.context(&mut backend);
     c.check(backend.is_running(), || "the backend exited".to_owned());
     c.finish(&context);

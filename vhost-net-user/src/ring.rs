@@ -228,11 +228,16 @@ pub struct RxFeatures {
     pub offloads: RxOffloads,
 }
 
-/// Reusable storage for RX slots.
+/// Reusable storage for RX slots, and what was published since the guest was last considered
+/// for an interrupt.
 #[derive(Debug, Default)]
 pub struct RxScratch {
     chains: Vec<RxChain>,
     segs: Vec<Segment>,
+    /// Used entries published since the last notification decision, and the used index they
+    /// started from (EVENT_IDX asks whether `used_event` lies in that range).
+    published: u16,
+    published_from: u16,
 }
 
 /// The RX virtqueue as an [`RxLink`] for one batch of work.
@@ -278,11 +283,78 @@ impl<'a> RingRx<'a> {
         }
     }
 
-    /// Interrupts the guest once for the whole batch, if anything was delivered.
+    /// Interrupts the guest once for the whole batch, if anything was delivered and the
+    /// guest's `used_event` asks for it.
     pub fn finish(self) {
-        if self.used_any {
-            notify(self.vring);
+        if !self.used_any {
+            return;
         }
+        let wanted = {
+            let mut state = self.vring.get_mut();
+            let queue = state.get_queue_mut();
+            let published = std::mem::take(&mut self.scratch.published);
+            let from = self.scratch.published_from;
+            let next_used = queue.next_used();
+            if !queue.event_idx_enabled() || next_used != from.wrapping_add(published) {
+                // Without EVENT_IDX, or when the queue was reset under us: always interrupt.
+                true
+            } else {
+                // The used index we stored must be visible before we read the guest's event.
+                std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+                match used_event(queue, self.mem) {
+                    // As the kernel's vring_need_event: the guest wants an interrupt once the
+                    // used index passes `used_event`.
+                    Some(event) => {
+                        next_used.wrapping_sub(event).wrapping_sub(1) < next_used.wrapping_sub(from)
+                    }
+                    None => true,
+                }
+            }
+        };
+        if wanted && let Err(e) = self.vring.signal_used_queue() {
+            log::debug!("signalling the guest failed: {e}");
+        }
+    }
+
+    /// Returns chains to the guest as used, all at once: the entries are written first and the
+    /// used index moves only after them, so the guest never sees part of a multi-buffer frame
+    /// (it would drop the frame and misread the rest as new frames).
+    fn publish_used(&mut self, entries: impl IntoIterator<Item = (u16, u32)>) {
+        let mut state = self.vring.get_mut();
+        let queue = state.get_queue_mut();
+        let size = queue.size();
+        let ring = GuestAddress(queue.used_ring());
+        let start = queue.next_used();
+        if self.scratch.published == 0 {
+            self.scratch.published_from = start;
+        }
+        let mut next = start;
+        for (head, len) in entries {
+            if size == 0 || head >= size {
+                continue;
+            }
+            let mut element = [0u8; USED_ELEMENT_LEN];
+            element[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+            element[4..].copy_from_slice(&len.to_le_bytes());
+            let offset = USED_RING_HEADER_LEN + u64::from(next % size) * USED_ELEMENT_LEN as u64;
+            let _ = self.mem.write_slice(&element, ring.unchecked_add(offset));
+            next = next.wrapping_add(1);
+        }
+        if next == start {
+            return;
+        }
+        // Release: the entries above are visible before the index that covers them.
+        let _ = self.mem.store(
+            next.to_le(),
+            ring.unchecked_add(2),
+            std::sync::atomic::Ordering::Release,
+        );
+        queue.set_next_used(next);
+        self.scratch.published = self
+            .scratch
+            .published
+            .wrapping_add(next.wrapping_sub(start));
+        self.used_any = true;
     }
 
     fn rewind(&self, chains: usize) {
@@ -334,13 +406,31 @@ impl<'a> RingRx<'a> {
     fn refuse_chain(&mut self, head: u16, err: ChainError) {
         self.counters.bad_rx_chains += 1;
         log::debug!("guest RX chain {head} refused: {err}");
-        for chain in self.scratch.chains.drain(..) {
-            let _ = self.vring.add_used(chain.head, 0);
-        }
+        let mut chains = std::mem::take(&mut self.scratch.chains);
+        self.publish_used(
+            chains
+                .iter()
+                .map(|c| (c.head, 0))
+                .chain(std::iter::once((head, 0))),
+        );
+        chains.clear();
+        self.scratch.chains = chains;
         self.scratch.segs.clear();
-        let _ = self.vring.add_used(head, 0);
-        self.used_any = true;
     }
+}
+
+/// A split virtqueue's used ring: `flags` and `idx` (2 bytes each), then 8-byte entries.
+const USED_RING_HEADER_LEN: u64 = 4;
+const USED_ELEMENT_LEN: usize = 8;
+
+/// The guest's `used_event` (EVENT_IDX): the last entry of the available ring.
+fn used_event(queue: &impl QueueT, mem: &GuestMem) -> Option<u16> {
+    // The available ring: flags, idx, `size` 2-byte entries, then used_event.
+    let offset = 4 + 2 * u64::from(queue.size());
+    let addr = GuestAddress(queue.avail_ring()).checked_add(offset)?;
+    mem.load::<u16>(addr, std::sync::atomic::Ordering::Acquire)
+        .ok()
+        .map(u16::from_le)
 }
 
 /// Signals the guest if the queue's notification state asks for it.
@@ -426,18 +516,17 @@ impl RxSlot for RingSlot<'_, '_> {
             let _ = mem.write_slice(&header[pos..pos + n], addr);
         });
         let mut left = rx.header_len + len.min(self.capacity);
-        for chain in &rx.scratch.chains[..used] {
+        let mut chains = std::mem::take(&mut rx.scratch.chains);
+        rx.publish_used(chains[..used].iter().map(|chain| {
             let n = chain.capacity.min(left);
             left -= n;
-            if let Err(e) = rx.vring.add_used(chain.head, n as u32) {
-                log::debug!("returning RX chain {} failed: {e}", chain.head);
-            }
-        }
-        let unused = rx.scratch.chains.len() - used;
-        rx.scratch.chains.clear();
+            (chain.head, n as u32)
+        }));
+        let unused = chains.len() - used;
+        chains.clear();
+        rx.scratch.chains = chains;
         rx.scratch.segs.clear();
         rx.rewind(unused);
-        rx.used_any = true;
     }
 }
 
