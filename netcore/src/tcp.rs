@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use smoltcp::wire::{IpProtocol, TcpPacket};
@@ -52,8 +52,8 @@ const MAX_RTO: Duration = Duration::from_secs(30);
 const MAX_RETRIES: u32 = 8;
 /// Largest TCP payload per frame toward the guest without segmentation offload.
 const DEFAULT_GUEST_MSS: u16 = 536;
-/// `Flow::window` when no window is cached.
-const NO_WINDOW: u32 = u32::MAX;
+/// `Flow::window` when no estimate is kept.
+const NO_WINDOW: u64 = u64::MAX;
 /// Largest payload of one offloaded segment: the IP length fields are 16 bits.
 const MAX_TSO_PAYLOAD: usize = 65535 - 40 - TCP_HEADER_LEN;
 
@@ -184,10 +184,12 @@ struct Flow {
     ack_owed: bool,
     /// Waiting for the socket to take more data (EPOLLOUT armed).
     want_write: bool,
-    /// The window field last computed: two system calls, so it is kept until we write to the
-    /// socket or it drains (until then the real window can only be larger).
+    /// The send-buffer space we may offer (3/4 of SO_SNDBUF) in the high half and the free
+    /// space in the low half, as last measured (two system calls) minus what we wrote since:
+    /// the real free space can only be larger, so the guest's right window edge stays put
+    /// until we measure again, once half of it is used (or the socket drained).
     /// (An atomic only so that the engine stays `Sync`; one thread uses it.)
-    window: AtomicU32,
+    window: AtomicU64,
     /// The guest acknowledged data or opened its window: there may be room to send.
     room: bool,
     /// Sending stopped for want of guest RX buffers.
@@ -223,17 +225,38 @@ impl Flow {
         if self.wscale.is_some() { OUR_WSCALE } else { 0 }
     }
 
-    /// The (scaled) window field to advertise, from the cache when it is still valid.
+    /// The (scaled) window field to advertise, from the estimate when there is one.
     fn window_field(&self) -> u16 {
-        if let Ok(w) = u16::try_from(self.window.load(Ordering::Relaxed)) {
-            return w;
-        }
-        let w = window_field(self.fd(), self.window_shift());
-        self.window.store(u32::from(w), Ordering::Relaxed);
-        w
+        let free = match self.window.load(Ordering::Relaxed) {
+            NO_WINDOW => {
+                let (limit, free) = send_space(self.fd());
+                self.window
+                    .store(u64::from(limit) << 32 | u64::from(free), Ordering::Relaxed);
+                free
+            }
+            packed => packed as u32,
+        };
+        (free >> self.window_shift()).min(65535) as u16
     }
 
-    /// The socket's send queue changed: compute the window again when next needed.
+    /// We wrote `n` bytes to the socket: the estimate shrinks by as much, and is dropped once
+    /// half the space is used, to be measured again.
+    fn wrote(&self, n: usize) {
+        let packed = self.window.load(Ordering::Relaxed);
+        if packed == NO_WINDOW {
+            return;
+        }
+        let limit = (packed >> 32) as u32;
+        let free = (packed as u32).saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
+        if free < limit / 2 {
+            self.forget_window();
+        } else {
+            self.window
+                .store(u64::from(limit) << 32 | u64::from(free), Ordering::Relaxed);
+        }
+    }
+
+    /// The socket drained or refused data: measure the window again when next needed.
     fn forget_window(&self) {
         self.window.store(NO_WINDOW, Ordering::Relaxed);
     }
@@ -467,7 +490,7 @@ impl TcpTable {
             timer: None,
             ack_owed: false,
             want_write: false,
-            window: AtomicU32::new(NO_WINDOW),
+            window: AtomicU64::new(NO_WINDOW),
             room: false,
             waiting_rx: false,
         };
@@ -861,17 +884,19 @@ where
         if len > 0 && !flow.guest_fin {
             iovs.clear();
             frame.iovecs(seg.payload_offset + offset, len, iovs);
-            flow.forget_window();
             match sys::sendmsg(flow.fd(), iovs, None, libc::MSG_DONTWAIT) {
                 Ok(n) => {
                     flow.rcv_nxt = flow.rcv_nxt.wrapping_add(n as u32);
+                    flow.wrote(n);
                     if n < len {
                         counters.short_writes += 1;
+                        flow.forget_window();
                         want_write(flow, ctx.epoll);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     counters.short_writes += 1;
+                    flow.forget_window();
                     want_write(flow, ctx.epoll);
                 }
                 Err(e) => {
@@ -1063,12 +1088,16 @@ fn send_data<L: RxLink>(
 /// `SO_SNDBUF` budgets the kernel's buffer memory, not payload: a quarter of it is kept back
 /// for that overhead, so that what the guest sends into the window is what the socket takes
 /// (a short write makes the guest resend everything after it).
-fn window_field(fd: RawFd, shift: u8) -> u16 {
-    let free = match (sys::send_buffer(fd), sys::send_queued(fd)) {
-        (Ok(size), Ok(queued)) => (size / 4 * 3).saturating_sub(queued),
-        _ => 0,
-    };
-    (free >> shift).min(65535) as u16
+/// The send-buffer space we may offer (3/4 of SO_SNDBUF: the kernel's own overhead takes the
+/// rest) and how much of it is free now.
+fn send_space(fd: RawFd) -> (u32, u32) {
+    match (sys::send_buffer(fd), sys::send_queued(fd)) {
+        (Ok(size), Ok(queued)) => {
+            let limit = (size / 4 * 3) as u32;
+            (limit, limit.saturating_sub(queued as u32))
+        }
+        _ => (0, 0),
+    }
 }
 
 /// The window we advertise to `flow`'s guest, in bytes.
@@ -1094,7 +1123,7 @@ impl Header<'_> {
             0
         } else if tcp_flags & flags::SYN != 0 {
             // The window in a SYN is never scaled.
-            window_field(flow.fd(), 0)
+            send_space(flow.fd()).1.min(65535) as u16
         } else {
             flow.window_field()
         };
@@ -1579,6 +1608,34 @@ mod tests {
         let mut buf = [0u8; 5];
         server.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"world");
+    }
+
+    /// What the guest writes is taken off the window we offer until we measure the socket
+    /// again: the right edge of the window stays put, with no system call per segment.
+    #[test]
+    fn the_right_window_edge_holds_while_the_guest_writes() {
+        let mut rig = Rig::new();
+        let (_server, iss) = rig.establish();
+        let chunk = [7u8; 1280]; // ten units of the window scale (128 bytes)
+        let mut edges = Vec::new();
+        for k in 0..3u32 {
+            rig.send(
+                GUEST_ISN + 1 + k * 1280,
+                iss + 1,
+                flags::ACK,
+                1024,
+                &[],
+                &chunk,
+            );
+            let ack = rig.seen().pop().expect("an ACK");
+            assert_eq!(ack.ack, GUEST_ISN + 1 + (k + 1) * 1280);
+            assert!(ack.window > 0);
+            edges.push(ack.ack + (u32::from(ack.window) << OUR_WSCALE));
+        }
+        assert!(
+            edges.windows(2).all(|w| w[0] == w[1]),
+            "right edges moved: {edges:?}"
+        );
     }
 
     #[test]
