@@ -300,6 +300,8 @@ pub struct TcpTable {
     limit: usize,
     /// Flows that owe the guest an ACK or wait for RX buffers; visited at batch end.
     pending: Vec<usize>,
+    /// The list being visited at batch end, kept so that neither list allocates again.
+    visiting: Vec<usize>,
     peek_offset_supported: Option<bool>,
     scratch: Vec<u8>,
     iovs: sys::IoVecs,
@@ -324,6 +326,7 @@ impl TcpTable {
             index: HashMap::new(),
             limit,
             pending: Vec::new(),
+            visiting: Vec::new(),
             peek_offset_supported: None,
             scratch: Vec::new(),
             iovs: sys::IoVecs::default(),
@@ -661,8 +664,9 @@ impl TcpTable {
     /// End of a batch (TX ring drained, or RX buffers arrived): owed ACKs go out and flows that
     /// waited for RX buffers try again.
     pub fn end_batch<L: RxLink>(&mut self, ctx: &mut Ctx<'_>, rx: &mut L) {
-        let pending = std::mem::take(&mut self.pending);
-        for slot in pending {
+        let mut visiting = std::mem::take(&mut self.visiting);
+        std::mem::swap(&mut visiting, &mut self.pending);
+        for &slot in &visiting {
             let resume = self.flows[slot].as_mut().is_some_and(|f| {
                 let resume = f.room || f.waiting_rx;
                 f.room = false;
@@ -683,6 +687,8 @@ impl TcpTable {
                 }
             }
         }
+        visiting.clear();
+        self.visiting = visiting;
     }
 
     /// Retransmission, zero-window probing and giving up on dead peers.
