@@ -70,6 +70,8 @@ pub struct UdpTable {
     limit: usize,
     /// Flows with datagrams waiting for guest RX buffers.
     pending: Vec<usize>,
+    /// The list being retried at batch end, kept so that neither list allocates again.
+    visiting: Vec<usize>,
     iovs: sys::IoVecs,
     pub counters: UdpCounters,
 }
@@ -82,6 +84,7 @@ impl UdpTable {
             index: HashMap::new(),
             limit,
             pending: Vec::new(),
+            visiting: Vec::new(),
             iovs: sys::IoVecs::default(),
             counters: UdpCounters::default(),
         }
@@ -250,9 +253,13 @@ impl UdpTable {
         ctx: &mut Ctx<'_>,
         rx: &mut L,
     ) {
-        for slot in std::mem::take(&mut self.pending) {
+        let mut visiting = std::mem::take(&mut self.visiting);
+        std::mem::swap(&mut visiting, &mut self.pending);
+        for &slot in &visiting {
             self.on_socket_event(slot, plan, upstream, ctx, rx);
         }
+        visiting.clear();
+        self.visiting = visiting;
     }
 
     /// Closes flows that were idle too long, or answered by DNS a while ago.
