@@ -10,10 +10,13 @@
 //! process (TCG, about 10 s of one core): its serial console goes to a file, parsed when QEMU
 //! exits into a [`GuestRun`].
 //!
-//! [`Backend`] runs `vhost-net-user --socket-path DIR/vu.sock ARGS...` with its stderr in a file,
-//! and waits for the socket. [`boot`] takes a [`GuestOpts`] (the network, the script, ...) and
-//! returns the parsed run. Every child process is killed when its owner is dropped, and every boot
-//! is bounded by a timeout, so a failing test never leaves QEMU or a backend behind.
+//! [`Backend`] runs `vhost-net-user --socket-path DIR/vu.sock ARGS...` (the vhost-user ring
+//! link) or `vhost-net-user --stream DIR/vu.sock ARGS...` (the stream link, QEMU `-netdev
+//! stream`), as its [`Link`] says, with its stderr in a file, and waits for the socket;
+//! [`Backend::net`] is the QEMU network for either link. [`boot`] takes a [`GuestOpts`] (the
+//! network, the script, ...) and returns the parsed run. Every child process is killed when its
+//! owner is dropped, and every boot is bounded by a timeout, so a failing test never leaves QEMU
+//! or a backend behind.
 //!
 //! Cargo runs the test functions of a binary in parallel threads. [`boot`] holds one of a fixed
 //! number of slots (`VNU_E2E_JOBS`, default: the number of CPUs) for the life of its QEMU, so
@@ -376,14 +379,48 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     }
 }
 
+/// Which link connects QEMU to the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// vhost-user (`--socket-path`): the backend works on the guest's virtio rings in shared
+    /// memory, with offloads.
+    Ring,
+    /// QEMU `-netdev stream` (`--stream`): frames over a UNIX socket, each preceded by its
+    /// length (4 bytes, big-endian); no shared memory, no offloads.
+    Stream,
+}
+
+impl Link {
+    /// A short label for test and guest names: `ring` or `stream`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Link::Ring => "ring",
+            Link::Stream => "stream",
+        }
+    }
+
+    /// The backend's flag that takes the socket path.
+    fn socket_flag(self) -> &'static str {
+        match self {
+            Link::Ring => "--socket-path",
+            Link::Stream => "--stream",
+        }
+    }
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A running `vhost-net-user` listening on a socket in its own temp dir; stopped on drop.
 #[derive(Debug)]
 pub struct Backend {
     child: Child,
     exit: Option<ExitStatus>,
     socket: PathBuf,
-    /// Serving QEMU `-netdev stream` (`--stream`) instead of vhost-user.
-    stream: bool,
+    link: Link,
     log: PathBuf,
     dir: TempDir,
 }
@@ -392,21 +429,32 @@ impl Backend {
     /// Starts `vhost-net-user --socket-path DIR/vu.sock ARGS...` and waits (up to 10 s) for the
     /// socket to appear. Its stderr (the log) goes to DIR/backend.log, see [`Backend::log`].
     pub fn start(args: &[&str]) -> Result<Backend> {
-        Self::launch("--socket-path", args, None)
+        Self::start_link(Link::Ring, args)
     }
 
     /// Like [`Backend::start`], with the stream link: `vhost-net-user --stream DIR/vu.sock`.
     pub fn start_stream(args: &[&str]) -> Result<Backend> {
-        Self::launch("--stream", args, None)
+        Self::start_link(Link::Stream, args)
     }
 
     /// Like [`Backend::start`], inside network namespace `ns` (`ip netns exec`, which execs
     /// the backend, so [`Backend::pid`] is still the backend's own).
     pub fn start_in(ns: &netns::Netns, args: &[&str]) -> Result<Backend> {
-        Self::launch("--socket-path", args, Some(ns))
+        Self::start_link_in(Link::Ring, ns, args)
     }
 
-    fn launch(socket_flag: &str, args: &[&str], ns: Option<&netns::Netns>) -> Result<Backend> {
+    /// [`Backend::start`] or [`Backend::start_stream`], as `link` says.
+    pub fn start_link(link: Link, args: &[&str]) -> Result<Backend> {
+        Self::launch(link, args, None)
+    }
+
+    /// [`Backend::start_link`] inside network namespace `ns` (see [`Backend::start_in`]).
+    pub fn start_link_in(link: Link, ns: &netns::Netns, args: &[&str]) -> Result<Backend> {
+        Self::launch(link, args, Some(ns))
+    }
+
+    fn launch(link: Link, args: &[&str], ns: Option<&netns::Netns>) -> Result<Backend> {
+        let socket_flag = link.socket_flag();
         let bin = backend_bin()?;
         let dir = TempDir::new("backend")?;
         let socket = dir.join("vu.sock");
@@ -431,7 +479,7 @@ impl Backend {
             child,
             exit: None,
             socket,
-            stream: socket_flag == "--stream",
+            link,
             log,
             dir,
         };
@@ -460,9 +508,14 @@ impl Backend {
         }
     }
 
-    /// The vhost-user socket.
+    /// The socket QEMU connects to (vhost-user, or `-netdev stream`).
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// The link this backend serves.
+    pub fn link(&self) -> Link {
+        self.link
     }
 
     /// The backend's temp dir (a place for its pcap file and the like).
@@ -476,7 +529,7 @@ impl Backend {
 
     /// The network that connects a guest to this backend.
     pub fn net(&self) -> Net {
-        if self.stream {
+        if self.link == Link::Stream {
             return Net::Raw {
                 args: vec![
                     "-netdev".into(),

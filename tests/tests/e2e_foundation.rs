@@ -2,16 +2,21 @@
 //! QEMU slirp (`-netdev user`), the backend serves one QEMU after another, and its CLI extras
 //! (`--print-capabilities`, `--pcap`, `--one-off`) do what they say.
 //!
+//! Every test that boots a guest behind the backend runs over both links ([`Link`]): the
+//! vhost-user ring (`--socket-path`, tests named `..._over_ring`) and the stream link
+//! (`--stream`, QEMU `-netdev stream`, tests named `..._over_stream`). Each is one function
+//! taking the link, called by one `#[test]` per link.
+//!
 //! Each guest boot takes about 10 s of one core (TCG). Boots shared by several tests are done once
-//! per process ([`slirp_reference`], [`backend_default`]).
+//! per process ([`slirp_reference`], and [`backend_default`] once per link).
 
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use vnu_tests::{
-    Backend, GuestOpts, GuestRun, IPV4_KEYS, IPV6_KEYS, Net, SLIRP_DEFAULT_V4, SLIRP_DEFAULT_V6,
-    assert_same_keys, backend_bin, boot, e2e_ready, require_program,
+    Backend, GuestOpts, GuestRun, IPV4_KEYS, IPV6_KEYS, Link, Net, SLIRP_DEFAULT_V4,
+    SLIRP_DEFAULT_V6, assert_same_keys, backend_bin, boot, e2e_ready, require_program,
 };
 
 /// Seconds a guest waits at most for SLAAC. The answer to its first router solicitation
@@ -32,17 +37,22 @@ fn slirp_reference() -> &'static GuestRun {
     }
 }
 
-/// A guest behind a backend started with no options, booted once per process, with the
-/// backend's log.
+/// A guest behind a backend started with no options, booted once per process and link, with
+/// the backend's log.
 struct BackendRun {
     run: Result<GuestRun, String>,
     log: String,
 }
 
-fn backend_default() -> &'static BackendRun {
-    static RUN: OnceLock<BackendRun> = OnceLock::new();
-    RUN.get_or_init(|| {
-        let backend = match Backend::start(&[]) {
+fn backend_default(link: Link) -> &'static BackendRun {
+    static RING: OnceLock<BackendRun> = OnceLock::new();
+    static STREAM: OnceLock<BackendRun> = OnceLock::new();
+    let cell = match link {
+        Link::Ring => &RING,
+        Link::Stream => &STREAM,
+    };
+    cell.get_or_init(|| {
+        let backend = match Backend::start_link(link, &[]) {
             Ok(b) => b,
             Err(e) => {
                 return BackendRun {
@@ -51,7 +61,8 @@ fn backend_default() -> &'static BackendRun {
                 };
             }
         };
-        let run = boot(&GuestOpts::new("ours", backend.net()).v6wait(SLIRP_V6WAIT))
+        let name = format!("ours-{link}");
+        let run = boot(&GuestOpts::new(&name, backend.net()).v6wait(SLIRP_V6WAIT))
             .map_err(|e| e.to_string());
         BackendRun {
             run,
@@ -88,12 +99,11 @@ fn slirp_reference_matches_guest_view() {
 
 /// The backend's default environment is slirp's: 10.0.2.15/24, router 10.0.2.2, DNS 10.0.2.3,
 /// lease 86400, no MTU option, gateway MAC 52:55:0a:00:02:02, and the gateway answers ping.
-#[test]
-fn backend_default_environment() {
+fn backend_default_environment(link: Link) {
     if !e2e_ready() {
         return;
     }
-    let b = backend_default();
+    let b = backend_default(link);
     let run = match &b.run {
         Ok(run) => run,
         Err(e) => panic!("{e}\n{}", backend_log_context(&b.log)),
@@ -102,17 +112,26 @@ fn backend_default_environment() {
     run.assert_values(SLIRP_DEFAULT_V6, &backend_log_context(&b.log));
 }
 
+#[test]
+fn backend_default_environment_over_ring() {
+    backend_default_environment(Link::Ring);
+}
+
+#[test]
+fn backend_default_environment_over_stream() {
+    backend_default_environment(Link::Stream);
+}
+
 /// The same guest sees the same environment, IPv4 and IPv6 (SLAAC address, default route),
 /// behind the backend as behind QEMU slirp.
-#[test]
-fn backend_matches_slirp() {
+fn backend_matches_slirp(link: Link) {
     if !e2e_ready() {
         return;
     }
     // Both boots run at once: the reference in a second thread.
     let (slirp, ours) = std::thread::scope(|s| {
         let slirp = s.spawn(slirp_reference);
-        let ours = backend_default();
+        let ours = backend_default(link);
         (slirp.join().expect("slirp reference thread"), ours)
     });
     let run = match &ours.run {
@@ -123,15 +142,25 @@ fn backend_matches_slirp() {
     assert_same_keys(slirp, run, IPV6_KEYS, &backend_log_context(&ours.log));
 }
 
+#[test]
+fn backend_matches_slirp_over_ring() {
+    backend_matches_slirp(Link::Ring);
+}
+
+#[test]
+fn backend_matches_slirp_over_stream() {
+    backend_matches_slirp(Link::Stream);
+}
+
 /// A backend started without --one-off serves a second QEMU on the same socket after the first
 /// has gone, and it gets the same lease.
-#[test]
-fn backend_serves_second_frontend() {
+fn backend_serves_second_frontend(link: Link) {
     if !e2e_ready() {
         return;
     }
-    let mut backend = Backend::start(&[]).expect("starting the backend");
-    let first = boot(&GuestOpts::new("ours-first", backend.net()))
+    let mut backend = Backend::start_link(link, &[]).expect("starting the backend");
+    let (first_name, second_name) = (format!("ours-{link}-first"), format!("ours-{link}-second"));
+    let first = boot(&GuestOpts::new(&first_name, backend.net()))
         .unwrap_or_else(|e| panic!("{e}\n{}", backend_log_context(&backend.log())));
     assert!(
         backend.is_running(),
@@ -139,7 +168,7 @@ fn backend_serves_second_frontend() {
          --one-off)\n{}",
         backend_log_context(&backend.log())
     );
-    let second = boot(&GuestOpts::new("ours-second", backend.net()))
+    let second = boot(&GuestOpts::new(&second_name, backend.net()))
         .unwrap_or_else(|e| panic!("{e}\n{}", backend_log_context(&backend.log())));
     let context = backend_log_context(&backend.log());
     for run in [&first, &second] {
@@ -157,6 +186,16 @@ fn backend_serves_second_frontend() {
         backend.is_running(),
         "the backend exited after the second QEMU\n{context}"
     );
+}
+
+#[test]
+fn backend_serves_second_frontend_over_ring() {
+    backend_serves_second_frontend(Link::Ring);
+}
+
+#[test]
+fn backend_serves_second_frontend_over_stream() {
+    backend_serves_second_frontend(Link::Stream);
 }
 
 /// QEMU's vhost-user backend convention: `--print-capabilities` prints a JSON object with
@@ -188,16 +227,16 @@ fn print_capabilities_says_net() {
 
 /// `--pcap FILE` records the guest's traffic both ways in a file tcpdump reads: the DHCP
 /// exchange and the ARP for the gateway.
-#[test]
-fn pcap_records_dhcp_and_arp() {
+fn pcap_records_dhcp_and_arp(link: Link) {
     if !e2e_ready() || !require_program("tcpdump", "tcpdump") {
         return;
     }
     let pcap_dir = vnu_tests::TempDir::new("pcap").expect("temp dir");
     let pcap = pcap_dir.join("capture.pcap");
-    let mut backend =
-        Backend::start(&["--pcap", pcap.to_str().expect("utf-8 path")]).expect("backend");
-    let run = boot(&GuestOpts::new("ours-pcap", backend.net()));
+    let mut backend = Backend::start_link(link, &["--pcap", pcap.to_str().expect("utf-8 path")])
+        .expect("backend");
+    let name = format!("ours-{link}-pcap");
+    let run = boot(&GuestOpts::new(&name, backend.net()));
     let status = backend.stop();
     let context = backend_log_context(&backend.log());
     let run = run.unwrap_or_else(|e| panic!("{e}\n{context}"));
@@ -237,14 +276,24 @@ fn pcap_records_dhcp_and_arp() {
     }
 }
 
-/// With `--one-off` the backend exits (status 0) once its QEMU disconnects.
 #[test]
-fn one_off_exits_after_the_frontend() {
+fn pcap_records_dhcp_and_arp_over_ring() {
+    pcap_records_dhcp_and_arp(Link::Ring);
+}
+
+#[test]
+fn pcap_records_dhcp_and_arp_over_stream() {
+    pcap_records_dhcp_and_arp(Link::Stream);
+}
+
+/// With `--one-off` the backend exits (status 0) once its QEMU disconnects.
+fn one_off_exits_after_the_frontend(link: Link) {
     if !e2e_ready() {
         return;
     }
-    let mut backend = Backend::start(&["--one-off"]).expect("backend");
-    let run = boot(&GuestOpts::new("ours-one-off", backend.net()));
+    let mut backend = Backend::start_link(link, &["--one-off"]).expect("backend");
+    let name = format!("ours-{link}-one-off");
+    let run = boot(&GuestOpts::new(&name, backend.net()));
     let status = backend.wait_exit(Duration::from_secs(10));
     let context = backend_log_context(&backend.log());
     let run = run.unwrap_or_else(|e| panic!("{e}\n{context}"));
@@ -253,4 +302,14 @@ fn one_off_exits_after_the_frontend() {
         Some(s) => assert!(s.success(), "--one-off backend exited {s}\n{context}"),
         None => panic!("--one-off backend still running 10 s after QEMU exited\n{context}"),
     }
+}
+
+#[test]
+fn one_off_exits_after_the_frontend_over_ring() {
+    one_off_exits_after_the_frontend(Link::Ring);
+}
+
+#[test]
+fn one_off_exits_after_the_frontend_over_stream() {
+    one_off_exits_after_the_frontend(Link::Stream);
 }

@@ -2,6 +2,11 @@
 //! resolves names through the DNS relay, pings, and opens many connections, all inside private
 //! network namespaces.
 //!
+//! Both tests run over both links ([`Link`]): the vhost-user ring (`--socket-path`, tests named
+//! `..._over_ring`) and the stream link (`--stream`, QEMU `-netdev stream`, `..._over_stream`).
+//! Each is one function taking the link, called by one `#[test]` per link; the checks are the
+//! same for both.
+//!
 //! Topology (built per test by [`Lab::new`]; names carry the test's pid):
 //!
 //! ```text
@@ -16,8 +21,8 @@
 //! the host; the guest reports `key=value` lines that the checks compare with them. Measured
 //! figures (MB/s, Mbit/s, fd counts) are printed even when the tests pass.
 //!
-//! The two tests take turns ([`serial`]): each boots one guest (TCG), and the throughput figures
-//! and the 0%-loss UDP check want the CPU to themselves.
+//! The tests take turns ([`serial`]): each boots one guest (TCG), and the throughput figures and
+//! the 0%-loss UDP check want the CPU to themselves.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -26,9 +31,10 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use vnu_tests::Backend;
 use vnu_tests::netns::{self, Netns, NsProcess, boot_in, spawn_guest, veth};
-use vnu_tests::{GuestOpts, TempDir, e2e_ready, require_program, tail, workspace_root};
+use vnu_tests::{
+    Backend, GuestOpts, Link, TempDir, e2e_ready, require_program, tail, workspace_root,
+};
 
 /// The remote test host (netns R) and the host namespace's end of the veth.
 const REMOTE: &str = "198.51.100.1";
@@ -95,8 +101,8 @@ fn ready() -> bool {
 }
 
 /// Writes uncaptured, so the figures show in `cargo test` output even when the test passes.
-fn figure(line: &str) {
-    let _ = writeln!(std::io::stderr(), "nat figures: {line}");
+fn figure(link: Link, line: &str) {
+    let _ = writeln!(std::io::stderr(), "nat figures ({link} link): {line}");
 }
 
 /// `len` random bytes in `path`; returns their sha256 (hex), computed by `sha256sum`.
@@ -243,9 +249,11 @@ impl Lab {
         self.servers.push((label.to_owned(), process));
     }
 
-    fn backend(&self) -> Backend {
+    /// The backend in the host namespace, serving `link`, relaying DNS to the remote host.
+    fn backend(&self, link: Link) -> Backend {
         let resolv = self.resolv_conf.to_str().expect("utf-8 path");
-        Backend::start_in(&self.host, &["--resolv-conf", resolv]).expect("starting the backend")
+        Backend::start_link_in(link, &self.host, &["--resolv-conf", resolv])
+            .expect("starting the backend")
     }
 
     /// The backend's log tail and the servers' logs, for failure messages.
@@ -451,6 +459,8 @@ iperf tcp_up
 iperf tcp_down -R
 # Frames the guest's virtio-net driver dropped (a malformed or half-published RX frame).
 say "nic.rx_drops=$(ethtool -S eth0 | awk '/rx_queue_0_drops:/ {{ print $2 }}')"
+# TCP segments the guest retransmitted over the whole run (a figure, not a check).
+say "tcp.retrans=$(awk '$1 == "Tcp:" && $2 ~ /^[0-9]/ {{ print $13 }}' /proc/net/snmp)"
 "#
     )
 }
@@ -458,17 +468,18 @@ say "nic.rx_drops=$(ethtool -S eth0 | awk '/rx_queue_0_drops:/ {{ print $2 }}')"
 /// Items 1-7 of the NAT list: 16 MiB over HTTP from a remote host and 4 MiB from the host's
 /// loopback through the gateway address (sha256 as on the host), an 8 MiB upload (the receiver
 /// sees the same size and sha256), DNS over UDP and TCP through the relay address, ping to the
-/// remote host, UDP at 20 Mbit/s without loss, and TCP both ways.
-#[test]
-fn nat_transfers_dns_ping_and_iperf() {
+/// remote host, UDP at 20 Mbit/s without loss, and TCP both ways; at the end the guest's
+/// virtio-net driver has dropped no frame.
+fn nat_transfers_dns_ping_and_iperf(link: Link) {
     if !ready() {
         return;
     }
     let _serial = serial();
     let started = Instant::now();
     let lab = Lab::new();
-    let mut backend = lab.backend();
-    let opts = GuestOpts::new("nat-transfers", backend.net()).script(&transfer_script());
+    let mut backend = lab.backend(link);
+    let name = format!("nat-transfers-{link}");
+    let opts = GuestOpts::new(&name, backend.net()).script(&transfer_script());
     let run = boot_in(&lab.host, &opts);
     let context = lab.context(&mut backend);
     let run = run.unwrap_or_else(|e| panic!("{e}\n{context}"));
@@ -495,7 +506,7 @@ fn nat_transfers_dns_ping_and_iperf() {
         c.expect_eq(&format!("{key}.bytes"), &bytes.to_string(), what);
         c.expect_eq(&format!("{key}.sha"), &sha, what);
         let secs = c.secs(key);
-        figure(&format!("{what}: {}", mb_per_s(bytes, secs)));
+        figure(link, &format!("{what}: {}", mb_per_s(bytes, secs)));
     }
 
     let local = c.get("upload.local");
@@ -511,10 +522,10 @@ fn nat_transfers_dns_ping_and_iperf() {
         )
     });
     let secs = c.secs("upload");
-    figure(&format!(
-        "nc upload to the remote host: {}",
-        mb_per_s(UPLOAD, secs)
-    ));
+    figure(
+        link,
+        &format!("nc upload to the remote host: {}", mb_per_s(UPLOAD, secs)),
+    );
 
     c.expect_eq("dns.udp", DNS_ANSWER, "DNS over UDP via 10.0.2.3");
     c.expect_eq(
@@ -546,15 +557,18 @@ fn nat_transfers_dns_ping_and_iperf() {
                 c.check(lost == 0 && total > 0, || {
                     format!("{what}: {lost} of {total} datagrams lost (expected none): {line}")
                 });
-                figure(&format!(
-                    "{what}: {:.1} Mbit/s at the receiver, {lost}/{total} lost",
-                    summary.mbit_s
-                ));
+                figure(
+                    link,
+                    &format!(
+                        "{what}: {:.1} Mbit/s at the receiver, {lost}/{total} lost",
+                        summary.mbit_s
+                    ),
+                );
             }
             None if key == "udp" => c.check(false, || {
                 format!("{what}: no lost/total in the receiver summary: {line}")
             }),
-            _ => figure(&format!("{what}: {:.0} Mbit/s", summary.mbit_s)),
+            _ => figure(link, &format!("{what}: {:.0} Mbit/s", summary.mbit_s)),
         }
     }
     c.expect_eq(
@@ -562,14 +576,32 @@ fn nat_transfers_dns_ping_and_iperf() {
         "0",
         "frames the guest's virtio-net driver dropped after all transfers",
     );
+    let retrans = c.get("tcp.retrans");
+    figure(
+        link,
+        &format!("TCP segments the guest retransmitted over the run: {retrans}"),
+    );
     let context = lab.context(&mut backend);
     c.check(backend.is_running(), || "the backend exited".to_owned());
     c.finish(&context);
-    figure(&format!(
-        "transfers test took {:.1?} (guest {:.1?})",
-        started.elapsed(),
-        run.elapsed
-    ));
+    figure(
+        link,
+        &format!(
+            "transfers test took {:.1?} (guest {:.1?})",
+            started.elapsed(),
+            run.elapsed
+        ),
+    );
+}
+
+#[test]
+fn nat_transfers_dns_ping_and_iperf_over_ring() {
+    nat_transfers_dns_ping_and_iperf(Link::Ring);
+}
+
+#[test]
+fn nat_transfers_dns_ping_and_iperf_over_stream() {
+    nat_transfers_dns_ping_and_iperf(Link::Stream);
 }
 
 /// The guest script of [`nat_many_connections_and_no_flow_leak`]. It reports through `say`
@@ -655,23 +687,27 @@ sleep 300
 /// first, refused), after which the backend's open fds return to what they were before (within
 /// a few seconds) and its anonymous memory has not grown beyond a bound. Once QEMU is gone the
 /// backend is back to its idle fd count.
-#[test]
-fn nat_many_connections_and_no_flow_leak() {
+///
+/// Over either link the backend holds its idle fds before QEMU connects, one connection (the
+/// vhost-user socket and its eventfds, or the stream socket) and its engine while the guest
+/// runs, and a host socket per open flow; the fd and memory bounds are the same for both.
+fn nat_many_connections_and_no_flow_leak(link: Link) {
     if !ready() {
         return;
     }
     let _serial = serial();
     let started = Instant::now();
     let lab = Lab::new();
-    let mut backend = lab.backend();
+    let mut backend = lab.backend(link);
     let pid = backend.pid();
     let idle_fds = netns::fd_count(pid).expect("backend fds");
     let idle_listing = fd_listing(pid);
-    let opts = GuestOpts::new("nat-connections", backend.net()).script(&connections_script());
+    let name = format!("nat-connections-{link}");
+    let opts = GuestOpts::new(&name, backend.net()).script(&connections_script());
     let mut guest = spawn_guest(&lab.host, &opts).expect("starting the guest");
     let mark = |what: &str| format!("{SAY}mark={what}");
 
-    // Baseline: the guest is up (vhost-user connection established), no flow yet.
+    // Baseline: the guest is up (its link to the backend established), no flow yet.
     if let Err(e) = guest.wait_for_line(&mark("start"), Duration::from_secs(120)) {
         fail(&lab, &mut backend, &guest.console(), &e.to_string());
     }
@@ -721,7 +757,7 @@ fn nat_many_connections_and_no_flow_leak() {
     }
     let final_listing = fd_listing(pid);
 
-    let mut c = Checks::of_console("nat-connections", &console, SAY);
+    let mut c = Checks::of_console(&name, &console, SAY);
     c.expect_eq(
         "many.ok",
         &CONCURRENT.to_string(),
@@ -733,10 +769,13 @@ fn nat_many_connections_and_no_flow_leak() {
         "distinct answers to the concurrent connections",
     );
     let many_secs = c.get("many.secs");
-    figure(&format!(
-        "{CONCURRENT} concurrent connections to the remote host in {many_secs} s; backend fds: \
+    figure(
+        link,
+        &format!(
+            "{CONCURRENT} concurrent connections to the remote host in {many_secs} s; backend fds: \
          idle {idle_fds}, guest up {base_fds}, peak {peak_fds}"
-    ));
+        ),
+    );
     c.check(peak_fds >= base_fds + CONCURRENT / 2, || {
         format!(
             "the backend never held even {} sockets at once (peak {peak_fds} fds, {base_fds} \
@@ -775,12 +814,15 @@ fn nat_many_connections_and_no_flow_leak() {
     );
     let churn_secs = c.get("churn.secs");
     let total = 4 * CHURN_PER_LOOP + CHURN_REFUSED;
-    figure(&format!(
-        "{total} short connections in {churn_secs} s ({retrans} guest retransmissions); backend fds {after_fds} after {settle:.1?} \
+    figure(
+        link,
+        &format!(
+            "{total} short connections in {churn_secs} s ({retrans} guest retransmissions); backend fds {after_fds} after {settle:.1?} \
          (baseline {base_fds}); anonymous memory {} -> {} KiB, RSS {} -> {} KiB; fds once QEMU \
          was gone {final_fds} (idle {idle_fds})",
-        base_mem.anon_kib, after_mem.anon_kib, base_mem.rss_kib, after_mem.rss_kib
-    ));
+            base_mem.anon_kib, after_mem.anon_kib, base_mem.rss_kib, after_mem.rss_kib
+        ),
+    );
     c.check(after_fds <= base_fds + FD_MARGIN, || {
         format!(
             "flow leak: the backend holds {after_fds} fds {settle:.1?} after the churn, {base_fds} \
@@ -812,7 +854,20 @@ fn nat_many_connections_and_no_flow_leak() {
     });
     let context = lab.context(&mut backend);
     c.finish(&context);
-    figure(&format!("connections test took {:.1?}", started.elapsed()));
+    figure(
+        link,
+        &format!("connections test took {:.1?}", started.elapsed()),
+    );
+}
+
+#[test]
+fn nat_many_connections_and_no_flow_leak_over_ring() {
+    nat_many_connections_and_no_flow_leak(Link::Ring);
+}
+
+#[test]
+fn nat_many_connections_and_no_flow_leak_over_stream() {
+    nat_many_connections_and_no_flow_leak(Link::Stream);
 }
 
 /// Fails the test with the console's tail and the logs.
