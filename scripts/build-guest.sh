@@ -129,7 +129,8 @@ cat > "$IR/etc/udhcpc.sh" <<'EOF'
 #!/bin/sh
 case "$1" in
   deconfig)
-    ip addr flush dev "$interface" 2>/dev/null
+    # IPv4 only: the IPv6 addresses (link-local, SLAAC) are not the DHCPv4 client's.
+    ip -4 addr flush dev "$interface" 2>/dev/null
     ;;
   bound|renew)
     ip addr add "$ip/$mask" dev "$interface"

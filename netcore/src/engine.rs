@@ -375,7 +375,9 @@ impl Engine {
         let Some(v6) = ndp::Ipv6Header::parse(&self.frame_buf, frame.len()) else {
             return Verdict::Malformed;
         };
-        self.greet_ipv6(rx);
+        if !v6.src.is_unspecified() {
+            self.greet_ipv6(rx);
+        }
         let ip = IpHeader {
             src: IpAddr::V6(v6.src),
             dst: IpAddr::V6(v6.dst),
@@ -696,10 +698,12 @@ impl Engine {
         }
     }
 
-    /// The guest's first IPv6 frame (its MLD report or duplicate address detection) gets one
-    /// router advertisement at once, besides slirp's answers to solicitations and periodic
-    /// ones: a guest whose own solicitation went missing still configures its address then,
-    /// not minutes later.
+    /// The guest's first IPv6 frame from an address of its own (its link-local address is
+    /// up: an MLD report or a solicitation) gets one router advertisement at once, besides
+    /// slirp's answers to solicitations and periodic ones: a guest whose own solicitation went
+    /// missing still configures its address then, not minutes later. Frames from `::` (before
+    /// the guest has an address) do not count: a guest that flushes its addresses while it
+    /// starts DHCP would lose what that early advertisement configured.
     fn greet_ipv6<L: RxLink>(&mut self, rx: &mut L) {
         if self.ipv6_greeted {
             return;

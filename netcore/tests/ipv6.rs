@@ -1,13 +1,20 @@
-//! The engine's IPv6 entry points: the first IPv6 frame of a guest gets one router
-//! advertisement, then advertisements come only when solicited (or periodically).
+//! The engine's IPv6 entry points: the first IPv6 frame of a guest from an address of its own
+//! gets one router advertisement, then advertisements come only when solicited (or
+//! periodically).
 
 use netcore::{Engine, MemoryLink};
 use policy::NetPlan;
 
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0, 0x41, 0x2c, 0x49];
 
-/// An MLDv2 report as a Linux guest sends it first: hop-by-hop options header, from ::.
-fn mld_report() -> Vec<u8> {
+/// The guest's link-local address, fe80::5054:ff:fe41:2c49.
+const GUEST_LINK_LOCAL: [u8; 16] = [
+    0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x50, 0x54, 0, 0xff, 0xfe, 0x41, 0x2c, 0x49,
+];
+
+/// An MLDv2 report as a Linux guest sends it: hop-by-hop options header, from `src` (`::`
+/// first, before its link-local address is up).
+fn mld_report(src: [u8; 16]) -> Vec<u8> {
     let mut f = vec![0x33, 0x33, 0, 0, 0, 0x16];
     f.extend_from_slice(&GUEST_MAC);
     f.extend_from_slice(&[0x86, 0xdd]);
@@ -15,7 +22,7 @@ fn mld_report() -> Vec<u8> {
     f.extend_from_slice(&[0x60, 0, 0, 0]);
     f.extend_from_slice(&payload_len.to_be_bytes());
     f.extend_from_slice(&[0, 1]); // next header: hop-by-hop; hop limit 1
-    f.extend_from_slice(&[0; 16]); // ::
+    f.extend_from_slice(&src);
     f.extend_from_slice(&[0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x16]);
     f.extend_from_slice(&[58, 0, 5, 2, 0, 0, 1, 0]); // HBH: router alert
     f.extend_from_slice(&[143, 0, 0, 0, 0, 0, 0, 1]); // MLDv2 report, one record
@@ -31,10 +38,15 @@ fn is_router_advert(frame: &[u8]) -> bool {
 }
 
 #[test]
-fn the_first_ipv6_frame_gets_one_router_advertisement() {
+fn the_first_ipv6_frame_from_the_guests_own_address_gets_one_router_advertisement() {
     let mut engine = Engine::isolated(NetPlan::slirp_default());
     let mut link = MemoryLink::new();
-    engine.handle_frame(&mld_report()[..], &mut link);
+    engine.handle_frame(&mld_report([0; 16])[..], &mut link);
+    assert!(
+        link.take().is_empty(),
+        "a frame from :: (no address yet) is not greeted"
+    );
+    engine.handle_frame(&mld_report(GUEST_LINK_LOCAL)[..], &mut link);
     let frames = link.take();
     assert_eq!(frames.len(), 1, "{frames:?}");
     assert!(is_router_advert(&frames[0]));
@@ -43,7 +55,7 @@ fn the_first_ipv6_frame_gets_one_router_advertisement() {
         &[0x52, 0x56, 0, 0, 0, 2],
         "from fe80::2's MAC"
     );
-    engine.handle_frame(&mld_report()[..], &mut link);
+    engine.handle_frame(&mld_report(GUEST_LINK_LOCAL)[..], &mut link);
     assert!(
         link.take().is_empty(),
         "only the first IPv6 frame is greeted"
@@ -56,6 +68,6 @@ fn no_ipv6_plan_means_no_advertisement() {
     plan.ipv6 = None;
     let mut engine = Engine::isolated(plan);
     let mut link = MemoryLink::new();
-    engine.handle_frame(&mld_report()[..], &mut link);
+    engine.handle_frame(&mld_report(GUEST_LINK_LOCAL)[..], &mut link);
     assert!(link.take().is_empty());
 }
