@@ -266,12 +266,6 @@ pub fn send_queued(fd: RawFd) -> io::Result<usize> {
     Ok(value.max(0) as usize)
 }
 
-/// Tests: a small receive buffer makes a loopback peer's data back up in our send buffer.
-#[cfg(test)]
-pub fn set_receive_buffer(fd: RawFd, bytes: i32) -> io::Result<()> {
-    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes)
-}
-
 pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
 }

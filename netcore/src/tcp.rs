@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use smoltcp::wire::{IpProtocol, TcpPacket};
@@ -52,9 +52,6 @@ const MAX_RTO: Duration = Duration::from_secs(30);
 const MAX_RETRIES: u32 = 8;
 /// Largest TCP payload per frame toward the guest without segmentation offload.
 const DEFAULT_GUEST_MSS: u16 = 536;
-/// Writes below this many bytes count as small for the send-buffer overhead ([`send_space`]).
-const SMALL_WRITE: usize = 8192;
-
 /// `Flow::window` when no estimate is kept.
 const NO_WINDOW: u64 = u64::MAX;
 /// Largest payload of one offloaded segment: the IP length fields are 16 bits.
@@ -193,8 +190,6 @@ struct Flow {
     /// until we measure again, once half of it is used (or the socket drained).
     /// (An atomic only so that the engine stays `Sync`; one thread uses it.)
     window: AtomicU64,
-    /// The last write to the socket was small (see [`send_space`]).
-    small_writes: AtomicBool,
     /// The guest acknowledged data or opened its window: there may be room to send.
     room: bool,
     /// Sending stopped for want of guest RX buffers.
@@ -234,8 +229,7 @@ impl Flow {
     fn window_field(&self) -> u16 {
         let free = match self.window.load(Ordering::Relaxed) {
             NO_WINDOW => {
-                let small = self.small_writes.load(Ordering::Relaxed);
-                let (limit, free) = send_space(self.fd(), small);
+                let (limit, free) = send_space(self.fd());
                 self.window
                     .store(u64::from(limit) << 32 | u64::from(free), Ordering::Relaxed);
                 free
@@ -248,7 +242,6 @@ impl Flow {
     /// We wrote `n` bytes to the socket: the estimate shrinks by as much, and is dropped once
     /// half the space is used, to be measured again.
     fn wrote(&self, n: usize) {
-        self.small_writes.store(n < SMALL_WRITE, Ordering::Relaxed);
         let packed = self.window.load(Ordering::Relaxed);
         if packed == NO_WINDOW {
             return;
@@ -501,7 +494,6 @@ impl TcpTable {
             ack_owed: false,
             want_write: false,
             window: AtomicU64::new(NO_WINDOW),
-            small_writes: AtomicBool::new(true),
             room: false,
             waiting_rx: false,
         };
@@ -1097,18 +1089,17 @@ fn send_data<L: RxLink>(
     Push::Sent
 }
 
-/// The send-buffer space we may offer the guest and how much of it is free now.
+/// The window field we advertise: free space in the socket's send buffer, scaled.
 ///
-/// `SO_SNDBUF` budgets the kernel's buffer memory, not payload, so part of it is kept back for
-/// that overhead, so that what the guest sends into the window is what the socket takes (a
-/// short write makes the guest resend everything after it). Large writes (TSO segments) cost
-/// little beyond their payload: a quarter is kept back. Each small write (a guest without TSO
-/// sends one MSS at a time) may become a buffer of its own whose overhead is about half its
-/// size: then half is kept back.
-fn send_space(fd: RawFd, small_writes: bool) -> (u32, u32) {
+/// `SO_SNDBUF` budgets the kernel's buffer memory, not payload: a quarter of it is kept back
+/// for that overhead, so that what the guest sends into the window is what the socket takes
+/// (a short write makes the guest resend everything after it).
+/// The send-buffer space we may offer (3/4 of SO_SNDBUF: the kernel's own overhead takes the
+/// rest) and how much of it is free now.
+fn send_space(fd: RawFd) -> (u32, u32) {
     match (sys::send_buffer(fd), sys::send_queued(fd)) {
         (Ok(size), Ok(queued)) => {
-            let limit = if small_writes { size / 2 } else { size / 4 * 3 } as u32;
+            let limit = (size / 4 * 3) as u32;
             (limit, limit.saturating_sub(queued as u32))
         }
         _ => (0, 0),
@@ -1138,7 +1129,7 @@ impl Header<'_> {
             0
         } else if tcp_flags & flags::SYN != 0 {
             // The window in a SYN is never scaled.
-            send_space(flow.fd(), true).1.min(65535) as u16
+            send_space(flow.fd()).1.min(65535) as u16
         } else {
             flow.window_field()
         };
@@ -1623,35 +1614,6 @@ mod tests {
         let mut buf = [0u8; 5];
         server.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"world");
-    }
-
-    /// A guest without TSO fills the window we offer one MSS at a time while the host reads
-    /// nothing: the socket takes every segment (a short write would make the guest resend all
-    /// it sent after it).
-    #[test]
-    fn small_segments_filling_the_window_are_all_taken() {
-        let mut rig = Rig::new();
-        // The host reads nothing and its receive buffer is small, so what the guest sends
-        // stays in our socket's send buffer.
-        sys::set_receive_buffer(rig.listener.as_raw_fd(), 4096).unwrap();
-        let (_server, iss) = rig.establish();
-        let chunk = [3u8; 1448];
-        let mut next = GUEST_ISN + 1;
-        let mut right_edge = None;
-        for _ in 0..10_000 {
-            if let Some(edge) = right_edge
-                && edge - next < chunk.len() as u32
-            {
-                break;
-            }
-            rig.send(next, iss + 1, flags::ACK, 1024, &[], &chunk);
-            let ack = rig.seen().pop().expect("an ACK");
-            next += chunk.len() as u32;
-            assert_eq!(ack.ack, next, "the socket took less than the segment");
-            right_edge = Some(ack.ack + (u32::from(ack.window) << OUR_WSCALE));
-        }
-        assert!(next - GUEST_ISN > 64 * 1024, "the window never opened");
-        assert_eq!(rig.table.counters.short_writes, 0);
     }
 
     /// What the guest writes is taken off the window we offer until we measure the socket
