@@ -414,6 +414,25 @@ impl fmt::Display for Link {
     }
 }
 
+/// Declares two tests for an end-to-end test function `NAME(link: Link)`: `NAME::over_ring`
+/// and `NAME::over_stream`, so that every such test runs over both links.
+#[macro_export]
+macro_rules! both_links {
+    ($test:ident) => {
+        mod $test {
+            #[test]
+            fn over_ring() {
+                super::$test($crate::Link::Ring);
+            }
+
+            #[test]
+            fn over_stream() {
+                super::$test($crate::Link::Stream);
+            }
+        }
+    };
+}
+
 /// A running `vhost-net-user` listening on a socket in its own temp dir; stopped on drop.
 #[derive(Debug)]
 pub struct Backend {

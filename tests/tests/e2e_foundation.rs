@@ -3,9 +3,9 @@
 //! (`--print-capabilities`, `--pcap`, `--one-off`) do what they say.
 //!
 //! Every test that boots a guest behind the backend runs over both links ([`Link`]): the
-//! vhost-user ring (`--socket-path`, tests named `..._over_ring`) and the stream link
-//! (`--stream`, QEMU `-netdev stream`, tests named `..._over_stream`). Each is one function
-//! taking the link, called by one `#[test]` per link.
+//! vhost-user ring (`--socket-path`, tests named `NAME::over_ring`) and the stream link
+//! (`--stream`, QEMU `-netdev stream`, `NAME::over_stream`). Each is one function taking the
+//! link; [`both_links!`] declares its two tests.
 //!
 //! Each guest boot takes about 10 s of one core (TCG). Boots shared by several tests are done once
 //! per process ([`slirp_reference`], and [`backend_default`] once per link).
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use vnu_tests::{
     Backend, GuestOpts, GuestRun, IPV4_KEYS, IPV6_KEYS, Link, Net, SLIRP_DEFAULT_V4,
-    SLIRP_DEFAULT_V6, assert_same_keys, backend_bin, boot, e2e_ready, require_program,
+    SLIRP_DEFAULT_V6, assert_same_keys, backend_bin, boot, both_links, e2e_ready, require_program,
 };
 
 /// Seconds a guest waits at most for SLAAC. The answer to its first router solicitation
@@ -112,15 +112,7 @@ fn backend_default_environment(link: Link) {
     run.assert_values(SLIRP_DEFAULT_V6, &backend_log_context(&b.log));
 }
 
-#[test]
-fn backend_default_environment_over_ring() {
-    backend_default_environment(Link::Ring);
-}
-
-#[test]
-fn backend_default_environment_over_stream() {
-    backend_default_environment(Link::Stream);
-}
+both_links!(backend_default_environment);
 
 /// The same guest sees the same environment, IPv4 and IPv6 (SLAAC address, default route),
 /// behind the backend as behind QEMU slirp.
@@ -142,15 +134,7 @@ fn backend_matches_slirp(link: Link) {
     assert_same_keys(slirp, run, IPV6_KEYS, &backend_log_context(&ours.log));
 }
 
-#[test]
-fn backend_matches_slirp_over_ring() {
-    backend_matches_slirp(Link::Ring);
-}
-
-#[test]
-fn backend_matches_slirp_over_stream() {
-    backend_matches_slirp(Link::Stream);
-}
+both_links!(backend_matches_slirp);
 
 /// A backend started without --one-off serves a second QEMU on the same socket after the first
 /// has gone, and it gets the same lease.
@@ -188,15 +172,7 @@ fn backend_serves_second_frontend(link: Link) {
     );
 }
 
-#[test]
-fn backend_serves_second_frontend_over_ring() {
-    backend_serves_second_frontend(Link::Ring);
-}
-
-#[test]
-fn backend_serves_second_frontend_over_stream() {
-    backend_serves_second_frontend(Link::Stream);
-}
+both_links!(backend_serves_second_frontend);
 
 /// QEMU's vhost-user backend convention: `--print-capabilities` prints a JSON object with
 /// `"type": "net"` and exits 0.
@@ -276,15 +252,7 @@ fn pcap_records_dhcp_and_arp(link: Link) {
     }
 }
 
-#[test]
-fn pcap_records_dhcp_and_arp_over_ring() {
-    pcap_records_dhcp_and_arp(Link::Ring);
-}
-
-#[test]
-fn pcap_records_dhcp_and_arp_over_stream() {
-    pcap_records_dhcp_and_arp(Link::Stream);
-}
+both_links!(pcap_records_dhcp_and_arp);
 
 /// With `--one-off` the backend exits (status 0) once its QEMU disconnects.
 fn one_off_exits_after_the_frontend(link: Link) {
@@ -304,12 +272,4 @@ fn one_off_exits_after_the_frontend(link: Link) {
     }
 }
 
-#[test]
-fn one_off_exits_after_the_frontend_over_ring() {
-    one_off_exits_after_the_frontend(Link::Ring);
-}
-
-#[test]
-fn one_off_exits_after_the_frontend_over_stream() {
-    one_off_exits_after_the_frontend(Link::Stream);
-}
+both_links!(one_off_exits_after_the_frontend);

@@ -3,9 +3,9 @@
 //! network namespaces.
 //!
 //! Both tests run over both links ([`Link`]): the vhost-user ring (`--socket-path`, tests named
-//! `..._over_ring`) and the stream link (`--stream`, QEMU `-netdev stream`, `..._over_stream`).
-//! Each is one function taking the link, called by one `#[test]` per link; the checks are the
-//! same for both.
+//! `NAME::over_ring`) and the stream link (`--stream`, QEMU `-netdev stream`,
+//! `NAME::over_stream`). Each is one function taking the link; [`both_links!`] declares its two
+//! tests, and the checks are the same for both.
 //!
 //! Topology (built per test by [`Lab::new`]; names carry the test's pid):
 //!
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use vnu_tests::netns::{self, Netns, NsProcess, boot_in, spawn_guest, veth};
 use vnu_tests::{
-    Backend, GuestOpts, Link, TempDir, e2e_ready, require_program, tail, workspace_root,
+    Backend, GuestOpts, Link, TempDir, both_links, e2e_ready, require_program, tail, workspace_root,
 };
 
 /// The remote test host (netns R) and the host namespace's end of the veth.
@@ -594,15 +594,7 @@ fn nat_transfers_dns_ping_and_iperf(link: Link) {
     );
 }
 
-#[test]
-fn nat_transfers_dns_ping_and_iperf_over_ring() {
-    nat_transfers_dns_ping_and_iperf(Link::Ring);
-}
-
-#[test]
-fn nat_transfers_dns_ping_and_iperf_over_stream() {
-    nat_transfers_dns_ping_and_iperf(Link::Stream);
-}
+both_links!(nat_transfers_dns_ping_and_iperf);
 
 /// The guest script of [`nat_many_connections_and_no_flow_leak`]. It reports through `say`
 /// (see [`SAY`]); the test watches for `mark=start` and `mark=end` as they happen. After
@@ -860,15 +852,7 @@ fn nat_many_connections_and_no_flow_leak(link: Link) {
     );
 }
 
-#[test]
-fn nat_many_connections_and_no_flow_leak_over_ring() {
-    nat_many_connections_and_no_flow_leak(Link::Ring);
-}
-
-#[test]
-fn nat_many_connections_and_no_flow_leak_over_stream() {
-    nat_many_connections_and_no_flow_leak(Link::Stream);
-}
+both_links!(nat_many_connections_and_no_flow_leak);
 
 /// Fails the test with the console's tail and the logs.
 fn fail(lab: &Lab, backend: &mut Backend, console: &str, msg: &str) -> ! {
