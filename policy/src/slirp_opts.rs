@@ -5,7 +5,7 @@
 //! means `restrict=on`, the last of a repeated scalar wins), addresses through `inet_aton`,
 //! `net=` with a prefix length, a dotted mask or no mask at all (the classful mask QEMU picks),
 //! QEMU's curious `ipv4=`/`ipv6=` defaulting and its `hostfwd=` grammar. The values go into a
-//! [`Request`](crate::request::Request) unchanged; the slirp profile then derives gateway, DNS
+//! `Request` unchanged; the slirp profile then derives gateway, DNS
 //! and DHCP addresses and applies QEMU's consistency checks, so the same checks also guard
 //! libvirt XML and passt options.
 //!

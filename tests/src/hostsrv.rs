@@ -52,7 +52,7 @@ pub fn http_server(bind: &str, body: Vec<u8>, requests: usize) -> (u16, JoinHand
 }
 
 /// Accepts `clients` connections on `bind`, reads each to its end and answers
-/// "<bytes> <sha256 prefix>\n"; returns the port.
+/// `"<bytes> <sha256 prefix>\n"`; returns the port.
 pub fn tcp_sink(bind: &str, clients: usize) -> (u16, JoinHandle<()>) {
     let listener = TcpListener::bind(bind).expect("bind the TCP sink");
     let port = listener.local_addr().expect("local address").port();

@@ -8,7 +8,7 @@
 //! for the guest are built in place in the output buffer (the length prefix is written when
 //! the frame is committed), then written to the socket in large batches.
 //!
-//! Backpressure replaces ring space: while more than [`MAX_BACKLOG`] bytes wait to be
+//! Backpressure replaces ring space: while more than `MAX_BACKLOG` bytes wait to be
 //! written, the link reports itself full, so TCP flows leave data in their host sockets and
 //! resume when the socket drains. There is no virtio header, hence no offloads: the guest
 //! sends and expects complete checksums.
