@@ -898,15 +898,14 @@ impl RunningGuest {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        let console = read_lossy(&self.dir.join("console.log")).replace('\r', "");
+        let console = self.console();
         let qemu_log = read_lossy(&self.dir.join("qemu.log"));
         let run = GuestRun::parse(&self.name, &console, &qemu_log, elapsed);
         let failure = match status {
             None => Some(format!("timed out after {:.0?}", self.timeout)),
-            Some(_) if !run.completed => Some(format!(
-                "QEMU exited ({}) before the guest's END marker",
-                status.map_or("?".into(), |s| s.to_string())
-            )),
+            Some(s) if !run.completed => {
+                Some(format!("QEMU exited ({s}) before the guest's END marker"))
+            }
             Some(_) => None,
         };
         match failure {
@@ -923,6 +922,11 @@ impl RunningGuest {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The serial console so far.
+    pub fn console(&self) -> String {
+        read_lossy(&self.dir.join("console.log")).replace('\r', "")
     }
 }
 

@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::{
-    Error, GuestOpts, GuestRun, Result, SlotGuard, TempDir, guest_image, qemu_bin, read_lossy,
-    sanitize, tail, wait_timeout,
+    Error, GuestOpts, GuestRun, Result, RunningGuest, SlotGuard, TempDir, guest_image, qemu_bin,
+    read_lossy, sanitize, tail,
 };
 
 fn unique(role: &str) -> String {
@@ -269,21 +269,17 @@ impl Drop for NsProcess {
 /// A QEMU guest running inside a namespace (as [`crate::spawn`] starts one, holding a
 /// `VNU_E2E_JOBS` slot like [`crate::boot`]); killed on drop.
 pub struct NsGuest {
-    child: Child,
-    dir: TempDir,
-    started: Instant,
-    timeout: Duration,
-    name: String,
-    command: String,
+    // Declared first so that it drops first: QEMU is killed before the slot is given back.
+    guest: RunningGuest,
     _slot: SlotGuard,
 }
 
 impl fmt::Debug for NsGuest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NsGuest")
-            .field("pid", &self.child.id())
-            .field("name", &self.name)
-            .field("dir", &self.dir)
+            .field("pid", &self.guest.pid())
+            .field("name", &self.guest.name)
+            .field("dir", &self.guest.dir)
             .finish_non_exhaustive()
     }
 }
@@ -308,12 +304,14 @@ pub fn spawn_guest(ns: &Netns, opts: &GuestOpts) -> Result<NsGuest> {
         .spawn()
         .map_err(|e| Error::new(format!("starting {qemu} in {}: {e}", ns.name)))?;
     Ok(NsGuest {
-        child,
-        dir,
-        started: Instant::now(),
-        timeout: opts.timeout,
-        name: opts.name.clone(),
-        command,
+        guest: RunningGuest {
+            child,
+            dir,
+            started: Instant::now(),
+            timeout: opts.timeout,
+            name: opts.name.clone(),
+            command,
+        },
         _slot: slot,
     })
 }
@@ -327,12 +325,12 @@ pub fn boot_in(ns: &Netns, opts: &GuestOpts) -> Result<GuestRun> {
 
 impl NsGuest {
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.guest.pid()
     }
 
     /// The serial console so far.
     pub fn console(&self) -> String {
-        read_lossy(&self.dir.join("console.log")).replace('\r', "")
+        self.guest.console()
     }
 
     /// Waits until a console line is exactly `line` (e.g. `run: mark=start`, printed by the
@@ -343,11 +341,11 @@ impl NsGuest {
             if self.console().lines().any(|l| l == line) {
                 return Ok(());
             }
-            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            let exited = matches!(self.guest.child.try_wait(), Ok(Some(_)));
             if exited || Instant::now() > deadline {
                 return Err(Error::new(format!(
                     "guest `{}`: no console line `{line}` {}\nconsole (last 30 lines):\n{}",
-                    self.name,
+                    self.guest.name,
                     if exited {
                         "before QEMU exited".to_owned()
                     } else {
@@ -360,45 +358,10 @@ impl NsGuest {
         }
     }
 
-    /// Waits for the guest to power off (up to the boot timeout, counted from the start) and
-    /// parses what it printed; an error like [`crate::RunningGuest::wait`]'s.
-    pub fn wait(mut self) -> Result<GuestRun> {
-        let left = self.timeout.saturating_sub(self.started.elapsed());
-        let status = wait_timeout(&mut self.child, left);
-        let elapsed = self.started.elapsed();
-        if status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let console = self.console();
-        let qemu_log = read_lossy(&self.dir.join("qemu.log"));
-        let run = GuestRun::parse(&self.name, &console, &qemu_log, elapsed);
-        let failure = match status {
-            None => Some(format!("timed out after {:.0?}", self.timeout)),
-            Some(s) if !run.completed => {
-                Some(format!("QEMU exited ({s}) before the guest's END marker"))
-            }
-            Some(_) => None,
-        };
-        match failure {
-            None => Ok(run),
-            Some(why) => Err(Error::new(format!(
-                "guest `{}`: {why}\ncommand: {}\nQEMU said:\n{}\nconsole (last 40 lines):\n{}",
-                self.name,
-                self.command,
-                tail(&qemu_log, 20),
-                tail(&console, 40)
-            ))),
-        }
-    }
-}
-
-impl Drop for NsGuest {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+    /// Waits for the guest to power off and parses what it printed, as
+    /// [`RunningGuest::wait`] does.
+    pub fn wait(self) -> Result<GuestRun> {
+        self.guest.wait()
     }
 }
 
