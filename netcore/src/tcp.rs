@@ -230,8 +230,7 @@ impl Flow {
         let free = match self.window.load(Ordering::Relaxed) {
             NO_WINDOW => {
                 let (limit, free) = send_space(self.fd());
-                self.window
-                    .store(u64::from(limit) << 32 | u64::from(free), Ordering::Relaxed);
+                self.keep_window(limit, free);
                 free
             }
             packed => packed as u32,
@@ -251,9 +250,13 @@ impl Flow {
         if free < limit / 2 {
             self.forget_window();
         } else {
-            self.window
-                .store(u64::from(limit) << 32 | u64::from(free), Ordering::Relaxed);
+            self.keep_window(limit, free);
         }
+    }
+
+    fn keep_window(&self, limit: u32, free: u32) {
+        self.window
+            .store(u64::from(limit) << 32 | u64::from(free), Ordering::Relaxed);
     }
 
     /// The socket drained or refused data: measure the window again when next needed.
@@ -1089,13 +1092,11 @@ fn send_data<L: RxLink>(
     Push::Sent
 }
 
-/// The window field we advertise: free space in the socket's send buffer, scaled.
+/// The send-buffer space we may offer the guest, and how much of it is free now.
 ///
 /// `SO_SNDBUF` budgets the kernel's buffer memory, not payload: a quarter of it is kept back
 /// for that overhead, so that what the guest sends into the window is what the socket takes
 /// (a short write makes the guest resend everything after it).
-/// The send-buffer space we may offer (3/4 of SO_SNDBUF: the kernel's own overhead takes the
-/// rest) and how much of it is free now.
 fn send_space(fd: RawFd) -> (u32, u32) {
     match (sys::send_buffer(fd), sys::send_queued(fd)) {
         (Ok(size), Ok(queued)) => {
