@@ -32,6 +32,11 @@ pub type GuestMem = GuestMemoryMmap<()>;
 #[derive(Debug, Clone, Copy)]
 struct Segment {
     addr: GuestAddress,
+    /// Where `addr` is mapped in this process, found when the descriptor was checked, so that
+    /// building iovecs does not translate the address again. Only an address for the kernel:
+    /// segments live no longer than the memory snapshot they were gathered from (the scratch
+    /// lists are emptied when each frame or slot is done).
+    host: usize,
     len: usize,
 }
 
@@ -71,28 +76,29 @@ fn gather(
         if len == 0 {
             continue;
         }
-        if mem.get_slice(desc.addr(), len).is_err() {
+        let Ok(slice) = mem.get_slice(desc.addr(), len) else {
             return Err(ChainError::OutOfMemory);
-        }
+        };
         total += len;
         if total > limit {
             return Err(ChainError::TooLong);
         }
         segs.push(Segment {
             addr: desc.addr(),
+            host: slice.ptr_guard_mut().as_ptr() as usize,
             len,
         });
     }
     Ok(total)
 }
 
-/// Visits the parts of `segs` covering `offset..offset + len` as (guest address, part length,
-/// position within the requested range).
+/// Visits the parts of `segs` covering `offset..offset + len` as (segment, offset within it,
+/// part length, position within the requested range).
 fn for_each_span(
     segs: &[Segment],
     mut offset: usize,
     mut len: usize,
-    mut f: impl FnMut(GuestAddress, usize, usize),
+    mut f: impl FnMut(&Segment, usize, usize, usize),
 ) {
     let mut pos = 0;
     for seg in segs {
@@ -104,7 +110,7 @@ fn for_each_span(
             continue;
         }
         let n = (seg.len - offset).min(len);
-        f(seg.addr.unchecked_add(offset as u64), n, pos);
+        f(seg, offset, n, pos);
         pos += n;
         len -= n;
         offset = 0;
@@ -113,7 +119,8 @@ fn for_each_span(
 
 fn read_spans(mem: &GuestMem, segs: &[Segment], offset: usize, buf: &mut [u8]) -> usize {
     let mut copied = 0;
-    for_each_span(segs, offset, buf.len(), |addr, n, pos| {
+    for_each_span(segs, offset, buf.len(), |seg, at, n, pos| {
+        let addr = seg.addr.unchecked_add(at as u64);
         if mem.read_slice(&mut buf[pos..pos + n], addr).is_ok() {
             copied = pos + n;
         }
@@ -121,20 +128,27 @@ fn read_spans(mem: &GuestMem, segs: &[Segment], offset: usize, buf: &mut [u8]) -
     copied
 }
 
-fn span_iovecs(
-    mem: &GuestMem,
-    segs: &[Segment],
-    offset: usize,
-    len: usize,
-    out: &mut Vec<libc::iovec>,
-) {
-    for_each_span(segs, offset, len, |addr, n, _| {
-        if let Ok(slice) = mem.get_slice(addr, n) {
-            out.push(libc::iovec {
-                iov_base: slice.ptr_guard_mut().as_ptr().cast(),
-                iov_len: n,
-            });
-        }
+fn span_iovecs(segs: &[Segment], offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+    for_each_span(segs, offset, len, |seg, at, n, _| {
+        push_iovec(out, (seg.host + at) as *mut libc::c_void, n);
+    });
+}
+
+/// Appends `base..base + len` to `out`, extending the last iovec when the range follows it in
+/// host memory. Guests carve receive buffers out of larger pages, so the buffers of one 64 KiB
+/// frame are mostly adjacent: one iovec for a run instead of one per 4 KiB buffer saves the
+/// kernel a user-copy check and a copy call per buffer. Only addresses are compared; the bytes
+/// the kernel sees are the same either way.
+fn push_iovec(out: &mut Vec<libc::iovec>, base: *mut libc::c_void, len: usize) {
+    if let Some(last) = out.last_mut()
+        && (last.iov_base as usize).checked_add(last.iov_len) == Some(base as usize)
+    {
+        last.iov_len += len;
+        return;
+    }
+    out.push(libc::iovec {
+        iov_base: base,
+        iov_len: len,
     });
 }
 
@@ -198,7 +212,7 @@ impl TxFrame for RingTxFrame<'_> {
 
     fn iovecs(&self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
         let len = len.min(self.len.saturating_sub(offset));
-        span_iovecs(self.mem, self.segs, self.header_len + offset, len, out);
+        span_iovecs(self.segs, self.header_len + offset, len, out);
     }
 
     fn partial_csum(&self) -> Option<(usize, usize)> {
@@ -465,10 +479,10 @@ impl RxSlot for RingSlot<'_, '_> {
             &self.rx.scratch.segs,
             self.rx.header_len + offset,
             data.len(),
-            |addr, n, pos| {
+            |seg, at, n, pos| {
                 // Validated at pop time; a failure here means the guest unmapped memory under
                 // us, and the frame is simply garbage to the guest.
-                let _ = mem.write_slice(&data[pos..pos + n], addr);
+                let _ = mem.write_slice(&data[pos..pos + n], seg.addr.unchecked_add(at as u64));
             },
         );
     }
@@ -485,13 +499,7 @@ impl RxSlot for RingSlot<'_, '_> {
 
     fn iovecs(&mut self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
         let len = len.min(self.capacity.saturating_sub(offset));
-        span_iovecs(
-            self.rx.mem,
-            &self.rx.scratch.segs,
-            self.rx.header_len + offset,
-            len,
-            out,
-        );
+        span_iovecs(&self.rx.scratch.segs, self.rx.header_len + offset, len, out);
     }
 
     fn set_meta(&mut self, meta: RxMeta) {
@@ -512,8 +520,8 @@ impl RxSlot for RingSlot<'_, '_> {
         let header = vnet::rx_header(rx.header_len, used as u16, &self.meta);
         // The header goes at the start of the first chain, whose segments come first.
         let mem = rx.mem;
-        for_each_span(&rx.scratch.segs, 0, rx.header_len, |addr, n, pos| {
-            let _ = mem.write_slice(&header[pos..pos + n], addr);
+        for_each_span(&rx.scratch.segs, 0, rx.header_len, |seg, at, n, pos| {
+            let _ = mem.write_slice(&header[pos..pos + n], seg.addr.unchecked_add(at as u64));
         });
         let mut left = rx.header_len + len.min(self.capacity);
         let mut chains = std::mem::take(&mut rx.scratch.chains);
@@ -593,5 +601,37 @@ impl<'a> RxLink for RingRx<'a> {
                 return None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_iovec;
+
+    fn ranges(iovs: &[libc::iovec]) -> Vec<(usize, usize)> {
+        iovs.iter()
+            .map(|v| (v.iov_base as usize, v.iov_len))
+            .collect()
+    }
+
+    #[test]
+    fn adjacent_ranges_share_one_iovec_and_gaps_start_another() {
+        let mut out = Vec::new();
+        push_iovec(&mut out, 0x1000 as *mut libc::c_void, 0x100);
+        push_iovec(&mut out, 0x1100 as *mut libc::c_void, 0x200);
+        push_iovec(&mut out, 0x1400 as *mut libc::c_void, 0x10);
+        push_iovec(&mut out, 0x1000 as *mut libc::c_void, 0x10);
+        assert_eq!(
+            ranges(&out),
+            [(0x1000, 0x300), (0x1400, 0x10), (0x1000, 0x10)]
+        );
+    }
+
+    #[test]
+    fn a_range_ending_at_the_top_of_the_address_space_is_not_extended_by_wrapping() {
+        let mut out = Vec::new();
+        push_iovec(&mut out, (usize::MAX - 0xf) as *mut libc::c_void, 0x10);
+        push_iovec(&mut out, std::ptr::null_mut(), 0x10);
+        assert_eq!(out.len(), 2);
     }
 }
