@@ -253,17 +253,38 @@ pub fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
     Ok((err != 0).then(|| io::Error::from_raw_os_error(err)))
 }
 
-/// The send buffer size the kernel actually uses.
-pub fn send_buffer(fd: RawFd) -> io::Result<usize> {
-    Ok(getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)?.max(0) as usize)
+/// A socket's send buffer in the kernel's own accounting, where every queued buffer is
+/// charged its payload plus its bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendMemory {
+    /// The budget (`SO_SNDBUF`, as autotuned).
+    pub budget: usize,
+    /// What the send queue is charged now (written, not yet acknowledged).
+    pub queued: usize,
 }
 
-/// Bytes in the send queue not yet acknowledged by the peer (`SIOCOUTQ`).
-pub fn send_queued(fd: RawFd) -> io::Result<usize> {
-    let mut value: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ writes one c_int into the live local `value`.
-    check(unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut value) })?;
-    Ok(value.max(0) as usize)
+/// Both figures of [`SendMemory`] in one call (`SO_MEMINFO`).
+pub fn send_memory(fd: RawFd) -> io::Result<SendMemory> {
+    let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+    let mut len = mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into the live local array.
+    check(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })?;
+    let queued_at = libc::SK_MEMINFO_WMEM_QUEUED as usize;
+    if (len as usize) < (queued_at + 1) * mem::size_of::<u32>() {
+        return Err(io::Error::from(io::ErrorKind::Unsupported));
+    }
+    Ok(SendMemory {
+        budget: info[libc::SK_MEMINFO_SNDBUF as usize] as usize,
+        queued: info[queued_at] as usize,
+    })
 }
 
 pub fn set_nodelay(fd: RawFd) -> io::Result<()> {

@@ -65,6 +65,9 @@ const CHURN_PER_LOOP: usize = 500;
 const CHURN_REFUSED: usize = 100;
 /// TCP retransmissions the guest may need over the whole churn (the link loses nothing).
 const CHURN_RETRANS_LIMIT: usize = 10;
+/// TCP retransmissions the guest may need over the transfers: the link loses nothing, and a
+/// window that overfills the host socket makes the guest resend about a hundred segments.
+const TRANSFER_RETRANS_LIMIT: usize = 10;
 /// The file the churn's HTTP requests fetch from the host's loopback, and its content.
 const SMALL_FILE: &str = "small";
 const SMALL_CONTENT: &str = "small-file";
@@ -459,7 +462,7 @@ iperf tcp_up
 iperf tcp_down -R
 # Frames the guest's virtio-net driver dropped (a malformed or half-published RX frame).
 say "nic.rx_drops=$(ethtool -S eth0 | awk '/rx_queue_0_drops:/ {{ print $2 }}')"
-# TCP segments the guest retransmitted over the whole run (a figure, not a check).
+# TCP segments the guest retransmitted over the whole run.
 say "tcp.retrans=$(awk '$1 == "Tcp:" && $2 ~ /^[0-9]/ {{ print $13 }}' /proc/net/snmp)"
 "#
     )
@@ -580,6 +583,17 @@ fn nat_transfers_dns_ping_and_iperf(link: Link) {
     figure(
         link,
         &format!("TCP segments the guest retransmitted over the run: {retrans}"),
+    );
+    c.check(
+        retrans
+            .parse::<usize>()
+            .is_ok_and(|n| n <= TRANSFER_RETRANS_LIMIT),
+        || {
+            format!(
+                "the guest retransmitted {retrans} TCP segments over the transfers (limit \
+                 {TRANSFER_RETRANS_LIMIT}): the backend refused segments inside its window"
+            )
+        },
     );
     let context = lab.context(&mut backend);
     c.check(backend.is_running(), || "the backend exited".to_owned());
