@@ -257,19 +257,6 @@ impl Flow {
         }
     }
 
-    /// The window is down to its last third (or below one `segment`).
-    ///
-    /// A third is where the kernel itself calls the socket full (free space below half of what
-    /// is queued). Arming EPOLLOUT from there on does two things: the poll marks the socket
-    /// short of space, which is what lets the kernel grow an autotuned send buffer (it only
-    /// grows it for writers that ran out; our window keeps the guest from ever running out), and
-    /// EPOLLOUT then comes once a third is free again, to reopen the window.
-    fn window_is_low(&self, segment: u32) -> bool {
-        let free = window_bytes(self);
-        let limit = (self.window.load(Ordering::Relaxed) >> 32) as u32;
-        free < segment || free < limit / 3
-    }
-
     fn keep_window(&self, limit: u32, free: u32) {
         self.window
             .store(u64::from(limit) << 32 | u64::from(free), Ordering::Relaxed);
@@ -942,10 +929,10 @@ where
         }
     }
     // The window never lets the guest overfill the socket, so no short write arms EPOLLOUT for
-    // us: once the window is low, arm it ourselves, or the guest waits for a window update that
-    // never comes.
+    // us: once the window is below a segment, arm it ourselves, or the guest waits for a window
+    // update that never comes.
     let segment = ctx.max_payload(&flow.key.guest.ip(), TCP_HEADER_LEN) as u32;
-    if flow.ack_owed && !flow.guest_fin && flow.window_is_low(segment) {
+    if flow.ack_owed && !flow.guest_fin && window_bytes(flow) < segment {
         want_write(flow, ctx.epoll);
     }
     if fast_retransmit {
