@@ -15,6 +15,18 @@
 //! `num_buffers`) is written into the first chain, each used chain is returned with the bytes it
 //! holds, and chains popped but not needed are given back by rewinding `next_avail` (they were
 //! popped last, so they are exactly the ones after the used ones).
+//!
+//! # Notifications a guest's memory order can lose
+//!
+//! EVENT_IDX is a handshake in shared memory: each side stores its index, issues a full barrier,
+//! then loads the other side's event index. Under TCG with one vCPU, QEMU drops the guest's
+//! barriers (they only matter between vCPUs), so the guest's store can still sit in the host
+//! CPU's store buffer when both sides load: the guest then skips a kick or waits for an
+//! interrupt that we decided it did not want, and the ring stalls for good (seen in about one
+//! iperf3 run in four). [`Recheck`] closes that gap: after each batch, once our own system calls
+//! have given the guest's stores time to land, it looks at the indices again (plain loads, no
+//! system call) and reports TX chains or RX buffers that arrived without a kick, and interrupts
+//! a guest that has been waiting, unchanged, for entries we published.
 
 use vhost_user_backend::{VringRwLock, VringT};
 use virtio_queue::{DescriptorChain, QueueT};
@@ -225,6 +237,11 @@ impl TxFrame for RingTxFrame<'_> {
 pub struct RingCounters {
     pub bad_tx_chains: u64,
     pub bad_rx_chains: u64,
+    /// TX chains, and RX buffers we were waiting for, found by a [`Recheck`] rather than a kick.
+    pub late_tx: u64,
+    pub late_rx: u64,
+    /// Interrupts sent by a [`Recheck`] to a guest left waiting.
+    pub late_interrupts: u64,
 }
 
 /// A popped RX chain within a slot; its segments follow those of the chains before it.
@@ -252,6 +269,12 @@ pub struct RxScratch {
     /// started from (EVENT_IDX asks whether `used_event` lies in that range).
     published: u16,
     published_from: u16,
+    /// The avail index we asked to be kicked beyond while waiting for RX buffers.
+    armed_at: Option<u16>,
+    /// Where the used entries not followed by an interrupt start, and the guest's `used_event`
+    /// and our used index when last rechecked (see [`Recheck`]).
+    unsignalled_from: Option<u16>,
+    last_seen: Option<(u16, u16)>,
 }
 
 /// The RX virtqueue as an [`RxLink`] for one batch of work.
@@ -325,8 +348,15 @@ impl<'a> RingRx<'a> {
                 }
             }
         };
-        if wanted && let Err(e) = self.vring.signal_used_queue() {
-            log::debug!("signalling the guest failed: {e}");
+        if wanted {
+            self.scratch.unsignalled_from = None;
+            self.scratch.last_seen = None;
+            if let Err(e) = self.vring.signal_used_queue() {
+                log::debug!("signalling the guest failed: {e}");
+            }
+        } else {
+            let from = self.scratch.published_from;
+            self.scratch.unsignalled_from.get_or_insert(from);
         }
     }
 
@@ -384,7 +414,7 @@ impl<'a> RingRx<'a> {
     /// EVENT_IDX that means `avail_event` = the current avail index, not our (rewound)
     /// `next_avail`, which the guest has already passed. Returns whether more arrived
     /// meanwhile.
-    fn arm(&self) -> bool {
+    fn arm(&mut self) -> bool {
         let mut state = self.vring.get_mut();
         let queue = state.get_queue_mut();
         let saved = queue.next_avail();
@@ -395,6 +425,7 @@ impl<'a> RingRx<'a> {
         queue.set_next_avail(avail);
         let more = queue.enable_notification(self.mem).unwrap_or(false);
         queue.set_next_avail(saved);
+        self.scratch.armed_at = Some(avail);
         more
     }
 
@@ -430,6 +461,79 @@ impl<'a> RingRx<'a> {
         chains.clear();
         self.scratch.chains = chains;
         self.scratch.segs.clear();
+    }
+}
+
+/// What a late look at the rings found (see the module's notes on lost notifications).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recheck {
+    /// The guest posted TX chains we have not taken, and no kick may come for them.
+    pub tx_pending: bool,
+    /// The guest posted RX buffers beyond those we were waiting on.
+    pub rx_buffers: bool,
+    /// The guest was interrupted for used entries it had been waiting on.
+    pub interrupted: bool,
+}
+
+impl Recheck {
+    /// Looks at both rings again after a batch; interrupts the guest if it has been waiting,
+    /// with nothing changed since the last look, for used entries we published without one.
+    pub fn run(
+        rx_vring: &VringRwLock,
+        tx_vring: &VringRwLock,
+        mem: &GuestMem,
+        scratch: &mut RxScratch,
+    ) -> Recheck {
+        let tx_pending = {
+            let state = tx_vring.get_ref();
+            let queue = state.get_queue();
+            queue.ready()
+                && queue
+                    .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
+                    .is_ok_and(|idx| idx.0 != queue.next_avail())
+        };
+        let (rx_buffers, late_interrupt) = {
+            let state = rx_vring.get_ref();
+            let queue = state.get_queue();
+            let rx_buffers = scratch.armed_at.is_some_and(|armed| {
+                queue
+                    .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
+                    .is_ok_and(|idx| idx.0 != armed)
+            });
+            let late_interrupt = match scratch.unsignalled_from {
+                Some(from) if queue.event_idx_enabled() => {
+                    let next_used = queue.next_used();
+                    match used_event(queue, mem) {
+                        Some(event) => {
+                            let seen = (event, next_used);
+                            let stuck = scratch.last_seen == Some(seen)
+                                && next_used.wrapping_sub(event).wrapping_sub(1)
+                                    < next_used.wrapping_sub(from);
+                            scratch.last_seen = Some(seen);
+                            stuck
+                        }
+                        None => false,
+                    }
+                }
+                _ => false,
+            };
+            (rx_buffers, late_interrupt)
+        };
+        if rx_buffers {
+            scratch.armed_at = None;
+        }
+        if late_interrupt {
+            scratch.unsignalled_from = None;
+            scratch.last_seen = None;
+            if let Err(e) = rx_vring.signal_used_queue() {
+                log::debug!("signalling the guest failed: {e}");
+            }
+        }
+        Recheck {
+            tx_pending,
+            rx_buffers,
+            interrupted: late_interrupt,
+        }
     }
 }
 
