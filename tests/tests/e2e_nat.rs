@@ -339,6 +339,14 @@ impl Checks {
         }
     }
 
+    /// The guest's count under `key` is at most `limit`; `what` names the count and the cause.
+    fn expect_at_most(&mut self, key: &str, limit: usize, what: &str) {
+        let got = self.get(key);
+        self.check(got.parse::<usize>().is_ok_and(|n| n <= limit), || {
+            format!("{what}: {key} is {got:?}, at most {limit} expected")
+        });
+    }
+
     fn expect_eq(&mut self, key: &str, want: &str, what: &str) {
         let got = self.get(key);
         self.check(got == want, || {
@@ -584,16 +592,11 @@ fn nat_transfers_dns_ping_and_iperf(link: Link) {
         link,
         &format!("TCP segments the guest retransmitted over the run: {retrans}"),
     );
-    c.check(
-        retrans
-            .parse::<usize>()
-            .is_ok_and(|n| n <= TRANSFER_RETRANS_LIMIT),
-        || {
-            format!(
-                "the guest retransmitted {retrans} TCP segments over the transfers (limit \
-                 {TRANSFER_RETRANS_LIMIT}): the backend refused segments inside its window"
-            )
-        },
+    c.expect_at_most(
+        "tcp.retrans",
+        TRANSFER_RETRANS_LIMIT,
+        "TCP segments the guest retransmitted over the transfers (the backend refused \
+         segments inside its window)",
     );
     let context = lab.context(&mut backend);
     c.check(backend.is_running(), || "the backend exited".to_owned());
@@ -806,18 +809,13 @@ fn nat_many_connections_and_no_flow_leak(link: Link) {
     );
     // Nothing is lost between the guest and the backend: a retransmission means a segment
     // went unanswered (such as a FIN the backend never acknowledged).
-    let retrans = c.get("churn.retrans");
-    c.check(
-        retrans
-            .parse::<usize>()
-            .is_ok_and(|n| n <= CHURN_RETRANS_LIMIT),
-        || {
-            format!(
-                "the guest retransmitted {retrans} TCP segments during the churn (limit \
-                 {CHURN_RETRANS_LIMIT}): the backend leaves segments unanswered"
-            )
-        },
+    c.expect_at_most(
+        "churn.retrans",
+        CHURN_RETRANS_LIMIT,
+        "TCP segments the guest retransmitted during the churn (the backend leaves segments \
+         unanswered)",
     );
+    let retrans = c.get("churn.retrans");
     let churn_secs = c.get("churn.secs");
     let total = 4 * CHURN_PER_LOOP + CHURN_REFUSED;
     figure(
