@@ -8,11 +8,12 @@
 //! the handler returns `Ok`.
 
 use std::io;
+use std::time::{Duration, Instant};
 
 use std::os::fd::{AsRawFd, RawFd};
 
 use netcore::capture::SharedCapture;
-use netcore::link::RxOffloads;
+use netcore::link::{RxOffloads, TxFrame};
 use netcore::{Engine, EngineOptions};
 use policy::NetPlan;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
@@ -29,6 +30,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
 };
+use vmm_sys_util::timerfd::TimerFd;
 
 use crate::ring::{
     self, GuestMem, Recheck, RingCounters, RingRx, RingTxFrame, RxFeatures, RxScratch, TxScratch,
@@ -41,6 +43,8 @@ pub const NUM_QUEUES: usize = 2;
 /// Device event for the engine's host sockets and timers (tokens up to `NUM_QUEUES` belong to
 /// vhost-user-backend).
 pub const HOST_EVENT: u16 = NUM_QUEUES as u16 + 1;
+/// Device event for the TX moderation timer (see [`TxModeration`]).
+pub const MODERATION_EVENT: u16 = HOST_EVENT + 1;
 /// Largest ring QEMU may ask for (its `rx_queue_size`/`tx_queue_size` go up to 1024).
 pub const MAX_QUEUE_SIZE: usize = 1024;
 
@@ -62,6 +66,61 @@ pub fn offered_features() -> u64 {
         | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
 }
 
+/// Kick moderation for bulk guest→host traffic.
+///
+/// A TCG guest sends a 64 KiB TSO frame every 100 µs or so, and a kick per frame costs a
+/// wakeup (epoll, eventfd, a context switch) that is worth more than moving the frame. Once a
+/// batch carries a frame of [`TxModeration::BULK_FRAME`] bytes or more, the device leaves kicks
+/// off (EVENT_IDX: `avail_event` is not moved) and takes the ring every
+/// [`TxModeration::PERIOD`] instead, until a period brings no bulk frame. Small frames never
+/// start it, so request/response traffic keeps its latency; during a bulk transfer other frames
+/// wait at most one period.
+#[derive(Debug)]
+struct TxModeration {
+    timer: TimerFd,
+    /// When the armed timer expires; `None` when it is not armed.
+    deadline: Option<Instant>,
+    active: bool,
+}
+
+impl TxModeration {
+    const BULK_FRAME: usize = 16 << 10;
+    const PERIOD: Duration = Duration::from_micros(250);
+
+    fn new() -> io::Result<Self> {
+        Ok(TxModeration {
+            timer: TimerFd::new().map_err(|e| io::Error::from_raw_os_error(e.errno()))?,
+            deadline: None,
+            active: false,
+        })
+    }
+
+    fn arm(&mut self) {
+        if self.deadline.is_none() {
+            match self.timer.reset(Self::PERIOD, None) {
+                Ok(()) => self.deadline = Some(Instant::now() + Self::PERIOD),
+                Err(e) => {
+                    log::debug!("TX moderation timer: {e}");
+                    self.active = false;
+                }
+            }
+        }
+    }
+
+    /// The timer's event: true if it really expired (an event from before a re-arm is stale,
+    /// and reading the timer then would block until the new deadline).
+    fn expired(&mut self) -> bool {
+        match self.deadline {
+            Some(deadline) if Instant::now() >= deadline => {
+                let _ = self.timer.wait();
+                self.deadline = None;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Device state for one frontend connection.
 #[derive(Debug)]
 pub struct NetBackend {
@@ -73,6 +132,7 @@ pub struct NetBackend {
     tx_scratch: TxScratch,
     rx_scratch: RxScratch,
     exit: (EventConsumer, EventNotifier),
+    tx_moderation: TxModeration,
     /// Exit-event consumers handed to the worker threads: vhost-user-backend 0.24
     /// (`VringEpollHandler::new`) takes them with `into_raw_fd` and never closes them.
     handed_out: std::sync::Mutex<Vec<RawFd>>,
@@ -101,6 +161,7 @@ impl NetBackend {
             tx_scratch: TxScratch::default(),
             rx_scratch: RxScratch::default(),
             exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
+            tx_moderation: TxModeration::new()?,
             handed_out: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -123,6 +184,12 @@ impl NetBackend {
         self.engine.host_fd()
     }
 
+    /// The descriptor the worker must watch (as [`MODERATION_EVENT`]) for the TX moderation
+    /// timer.
+    pub fn moderation_fd(&self) -> RawFd {
+        self.tx_moderation.timer.as_raw_fd()
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -131,8 +198,30 @@ impl NetBackend {
         self.counters
     }
 
-    /// Drains the TX ring into the engine, then tells the guest once.
+    /// Drains the TX ring into the engine, then either asks for the guest's next kick or, for
+    /// bulk traffic, leaves kicks off and polls (see [`TxModeration`]).
     fn process_tx(&mut self, vrings: &[VringRwLock], mem: &GuestMem) {
+        let tx_vring = &vrings[TX_QUEUE];
+        loop {
+            let bulk = self.drain_tx(vrings, mem);
+            let moderation = &mut self.tx_moderation;
+            if self.event_idx && bulk {
+                moderation.active = true;
+                moderation.arm();
+                if moderation.active {
+                    return;
+                }
+            }
+            moderation.active = false;
+            if !self.event_idx || !tx_vring.enable_notification().unwrap_or(false) {
+                return;
+            }
+        }
+    }
+
+    /// Takes every chain the guest has posted into the engine, then tells the guest once.
+    /// Returns whether one of the frames was bulk-sized.
+    fn drain_tx(&mut self, vrings: &[VringRwLock], mem: &GuestMem) -> bool {
         let (rx_vring, tx_vring) = (&vrings[RX_QUEUE], &vrings[TX_QUEUE]);
         let mut rx = RingRx::new(
             rx_vring,
@@ -142,38 +231,35 @@ impl NetBackend {
             &mut self.counters,
         );
         let mut bad_tx = 0u64;
-        let mut used_any = false;
+        let mut frames = 0usize;
+        let mut bulk = false;
         loop {
-            if self.event_idx {
-                let _ = tx_vring.disable_notification();
-            }
-            loop {
-                let chain = tx_vring.get_mut().get_queue_mut().pop_descriptor_chain(mem);
-                let Some(chain) = chain else { break };
-                let head = chain.head_index();
-                let header_len = self.rx_features.header_len;
-                match RingTxFrame::from_chain(chain, mem, header_len, &mut self.tx_scratch) {
-                    Ok(frame) => self.engine.handle_frame(&frame, &mut rx),
-                    Err(e) => {
-                        bad_tx += 1;
-                        log::debug!("guest TX chain {head} refused: {e}");
-                    }
+            let chain = tx_vring.get_mut().get_queue_mut().pop_descriptor_chain(mem);
+            let Some(chain) = chain else { break };
+            let head = chain.head_index();
+            let header_len = self.rx_features.header_len;
+            match RingTxFrame::from_chain(chain, mem, header_len, &mut self.tx_scratch) {
+                Ok(frame) => {
+                    bulk |= frame.len() >= TxModeration::BULK_FRAME;
+                    self.engine.handle_frame(&frame, &mut rx);
                 }
-                if let Err(e) = tx_vring.add_used(head, 0) {
-                    log::debug!("returning TX chain {head} failed: {e}");
+                Err(e) => {
+                    bad_tx += 1;
+                    log::debug!("guest TX chain {head} refused: {e}");
                 }
-                used_any = true;
             }
-            if !self.event_idx || !tx_vring.enable_notification().unwrap_or(false) {
-                break;
+            if let Err(e) = tx_vring.add_used(head, 0) {
+                log::debug!("returning TX chain {head} failed: {e}");
             }
+            frames += 1;
         }
         self.engine.end_batch(&mut rx);
         rx.finish();
         self.counters.bad_tx_chains += bad_tx;
-        if used_any {
+        if frames > 0 {
             ring::notify(tx_vring);
         }
+        bulk
     }
 
     /// Runs `f` with the engine and the RX ring as a link, then tells the guest once.
@@ -222,7 +308,9 @@ impl NetBackend {
             if late.interrupted {
                 self.counters.late_interrupts += 1;
             }
-            if late.tx_pending {
+            // While moderating, chains wait for the timer by design.
+            let serve_tx = late.tx_pending && !self.tx_moderation.active;
+            if serve_tx {
                 self.counters.late_tx += 1;
                 self.process_tx(vrings, mem);
             }
@@ -230,7 +318,7 @@ impl NetBackend {
                 self.counters.late_rx += 1;
                 self.process_rx(vrings, mem);
             }
-            if !late.tx_pending && !late.rx_buffers {
+            if !serve_tx && !late.rx_buffers {
                 break;
             }
         }
@@ -306,6 +394,11 @@ impl VhostUserBackendMut for NetBackend {
         let mem = atomic.memory();
         match device_event {
             HOST_EVENT => self.process_host(vrings, &mem),
+            MODERATION_EVENT => {
+                if self.tx_moderation.expired() {
+                    self.process_tx(vrings, &mem);
+                }
+            }
             e if usize::from(e) == RX_QUEUE => self.process_rx(vrings, &mem),
             e if usize::from(e) == TX_QUEUE => self.process_tx(vrings, &mem),
             other => log::debug!("unexpected device event {other}"),

@@ -21,7 +21,7 @@ use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
-use crate::device::{HOST_EVENT, NetBackend};
+use crate::device::{HOST_EVENT, MODERATION_EVENT, NetBackend};
 use crate::relay;
 
 /// What every connection is served with.
@@ -114,6 +114,7 @@ fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), Se
     .map_err(ServeError::Device)?;
     let exit = backend.exit_notifier().map_err(ServeError::Device)?;
     let host_fd = backend.host_fd();
+    let moderation_fd = backend.moderation_fd();
     let backend = Arc::new(RwLock::new(backend));
     let mut daemon = VhostUserDaemon::new(
         "vhost-net-user".into(),
@@ -124,6 +125,9 @@ fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), Se
     // One worker thread serves both queues and the engine's host sockets.
     daemon.get_epoll_handlers()[0]
         .register_listener(host_fd, EventSet::IN, u64::from(HOST_EVENT))
+        .map_err(ServeError::Device)?;
+    daemon.get_epoll_handlers()[0]
+        .register_listener(moderation_fd, EventSet::IN, u64::from(MODERATION_EVENT))
         .map_err(ServeError::Device)?;
 
     let (mut listener, daemon_side) = daemon_socket().map_err(ServeError::InternalSocket)?;
