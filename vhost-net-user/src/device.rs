@@ -95,14 +95,19 @@ impl TxModeration {
         })
     }
 
-    fn arm(&mut self) {
-        if self.deadline.is_none() {
-            match self.timer.reset(Self::PERIOD, None) {
-                Ok(()) => self.deadline = Some(Instant::now() + Self::PERIOD),
-                Err(e) => {
-                    log::debug!("TX moderation timer: {e}");
-                    self.active = false;
-                }
+    /// Makes sure the timer will fire; false if it cannot be armed (then kicks stay on).
+    fn arm(&mut self) -> bool {
+        if self.deadline.is_some() {
+            return true;
+        }
+        match self.timer.reset(Self::PERIOD, None) {
+            Ok(()) => {
+                self.deadline = Some(Instant::now() + Self::PERIOD);
+                true
+            }
+            Err(e) => {
+                log::debug!("TX moderation timer: {e}");
+                false
             }
         }
     }
@@ -199,29 +204,8 @@ impl NetBackend {
     }
 
     /// Drains the TX ring into the engine, then either asks for the guest's next kick or, for
-    /// bulk traffic, leaves kicks off and polls (see [`TxModeration`]).
+    /// bulk traffic, leaves kicks off and polls (see [`TxModeration`]). Tells the guest once.
     fn process_tx(&mut self, vrings: &[VringRwLock], mem: &GuestMem) {
-        let tx_vring = &vrings[TX_QUEUE];
-        loop {
-            let bulk = self.drain_tx(vrings, mem);
-            let moderation = &mut self.tx_moderation;
-            if self.event_idx && bulk {
-                moderation.active = true;
-                moderation.arm();
-                if moderation.active {
-                    return;
-                }
-            }
-            moderation.active = false;
-            if !self.event_idx || !tx_vring.enable_notification().unwrap_or(false) {
-                return;
-            }
-        }
-    }
-
-    /// Takes every chain the guest has posted into the engine, then tells the guest once.
-    /// Returns whether one of the frames was bulk-sized.
-    fn drain_tx(&mut self, vrings: &[VringRwLock], mem: &GuestMem) -> bool {
         let (rx_vring, tx_vring) = (&vrings[RX_QUEUE], &vrings[TX_QUEUE]);
         let mut rx = RingRx::new(
             rx_vring,
@@ -231,35 +215,43 @@ impl NetBackend {
             &mut self.counters,
         );
         let mut bad_tx = 0u64;
-        let mut frames = 0usize;
+        let mut used_any = false;
         let mut bulk = false;
         loop {
-            let chain = tx_vring.get_mut().get_queue_mut().pop_descriptor_chain(mem);
-            let Some(chain) = chain else { break };
-            let head = chain.head_index();
-            let header_len = self.rx_features.header_len;
-            match RingTxFrame::from_chain(chain, mem, header_len, &mut self.tx_scratch) {
-                Ok(frame) => {
-                    bulk |= frame.len() >= TxModeration::BULK_FRAME;
-                    self.engine.handle_frame(&frame, &mut rx);
+            loop {
+                let chain = tx_vring.get_mut().get_queue_mut().pop_descriptor_chain(mem);
+                let Some(chain) = chain else { break };
+                let head = chain.head_index();
+                let header_len = self.rx_features.header_len;
+                match RingTxFrame::from_chain(chain, mem, header_len, &mut self.tx_scratch) {
+                    Ok(frame) => {
+                        bulk |= frame.len() >= TxModeration::BULK_FRAME;
+                        self.engine.handle_frame(&frame, &mut rx);
+                    }
+                    Err(e) => {
+                        bad_tx += 1;
+                        log::debug!("guest TX chain {head} refused: {e}");
+                    }
                 }
-                Err(e) => {
-                    bad_tx += 1;
-                    log::debug!("guest TX chain {head} refused: {e}");
+                if let Err(e) = tx_vring.add_used(head, 0) {
+                    log::debug!("returning TX chain {head} failed: {e}");
                 }
+                used_any = true;
             }
-            if let Err(e) = tx_vring.add_used(head, 0) {
-                log::debug!("returning TX chain {head} failed: {e}");
+            self.tx_moderation.active = self.event_idx && bulk && self.tx_moderation.arm();
+            if self.tx_moderation.active
+                || !self.event_idx
+                || !tx_vring.enable_notification().unwrap_or(false)
+            {
+                break;
             }
-            frames += 1;
         }
         self.engine.end_batch(&mut rx);
         rx.finish();
         self.counters.bad_tx_chains += bad_tx;
-        if frames > 0 {
+        if used_any {
             ring::notify(tx_vring);
         }
-        bulk
     }
 
     /// Runs `f` with the engine and the RX ring as a link, then tells the guest once.
