@@ -22,8 +22,8 @@
 //! then loads the other side's event index. Under TCG with one vCPU, QEMU drops the guest's
 //! barriers (they only matter between vCPUs), so the guest's store can still sit in the host
 //! CPU's store buffer when both sides load: the guest then skips a kick or waits for an
-//! interrupt that we decided it did not want, and the ring stalls for good (seen in about one
-//! iperf3 run in four). [`Recheck`] closes that gap: after each batch, once our own system calls
+//! interrupt that we decided it did not want, and the ring stalls for good (seen in 8 of 20
+//! benchmark runs). [`Recheck`] closes that gap: after each batch, once our own system calls
 //! have given the guest's stores time to land, it looks at the indices again (plain loads, no
 //! system call) and reports TX chains or RX buffers that arrived without a kick, and interrupts
 //! a guest that has been waiting, unchanged, for entries we published.
