@@ -478,6 +478,7 @@ impl TcpTable {
                 self.flows.len() - 1
             }
         };
+        let mss = seg.mss.unwrap_or(DEFAULT_GUEST_MSS).max(64);
         let flow = Flow {
             key,
             slot,
@@ -492,8 +493,8 @@ impl TcpTable {
             fin_seq: None,
             snd_wnd: u32::from(seg.window),
             wscale: seg.wscale.map(|s| s.min(14)),
-            mss: seg.mss.unwrap_or(DEFAULT_GUEST_MSS).max(64),
-            largest_segment: u32::from(seg.mss.unwrap_or(DEFAULT_GUEST_MSS).max(64)),
+            mss,
+            largest_segment: u32::from(mss),
             dup_acks: 0,
             rto: INITIAL_RTO,
             retries: 0,

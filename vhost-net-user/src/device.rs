@@ -411,7 +411,10 @@ impl VhostUserBackendMut for NetBackend {
                     self.process_tx(vrings, &mem);
                 }
             }
-            e if usize::from(e) == RX_QUEUE => self.process_rx(vrings, &mem),
+            e if usize::from(e) == RX_QUEUE => {
+                self.rx_scratch.kicked();
+                self.process_rx(vrings, &mem);
+            }
             e if usize::from(e) == TX_QUEUE => self.process_tx(vrings, &mem),
             other => log::debug!("unexpected device event {other}"),
         }

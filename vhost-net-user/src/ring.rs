@@ -300,6 +300,14 @@ impl std::fmt::Debug for RingRx<'_> {
     }
 }
 
+impl RxScratch {
+    /// The guest kicked the RX queue: the buffers an earlier arm waited for are here, so a
+    /// [`Recheck`] need not report them again (the batch that follows arms anew if still short).
+    pub fn kicked(&mut self) {
+        self.armed_at = None;
+    }
+}
+
 impl<'a> RingRx<'a> {
     pub fn new(
         vring: &'a VringRwLock,
@@ -339,11 +347,7 @@ impl<'a> RingRx<'a> {
                 // The used index we stored must be visible before we read the guest's event.
                 std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
                 match used_event(queue, self.mem) {
-                    // As the kernel's vring_need_event: the guest wants an interrupt once the
-                    // used index passes `used_event`.
-                    Some(event) => {
-                        next_used.wrapping_sub(event).wrapping_sub(1) < next_used.wrapping_sub(from)
-                    }
+                    Some(event) => need_event(event, next_used, from),
                     None => true,
                 }
             }
@@ -507,8 +511,7 @@ impl Recheck {
                         Some(event) => {
                             let seen = (event, next_used);
                             let stuck = scratch.last_seen == Some(seen)
-                                && next_used.wrapping_sub(event).wrapping_sub(1)
-                                    < next_used.wrapping_sub(from);
+                                && need_event(event, next_used, from);
                             scratch.last_seen = Some(seen);
                             stuck
                         }
@@ -540,6 +543,12 @@ impl Recheck {
 /// A split virtqueue's used ring: `flags` and `idx` (2 bytes each), then 8-byte entries.
 const USED_RING_HEADER_LEN: u64 = 4;
 const USED_ELEMENT_LEN: usize = 8;
+
+/// As the kernel's `vring_need_event`: moving the used index from `old` to `new` passed the
+/// guest's `event`, so it wants an interrupt.
+fn need_event(event: u16, new: u16, old: u16) -> bool {
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+}
 
 /// The guest's `used_event` (EVENT_IDX): the last entry of the available ring.
 fn used_event(queue: &impl QueueT, mem: &GuestMem) -> Option<u16> {
