@@ -340,11 +340,13 @@ impl Checks {
     }
 
     /// The guest's count under `key` is at most `limit`; `what` names the count and the cause.
-    fn expect_at_most(&mut self, key: &str, limit: usize, what: &str) {
+    /// Returns the count as reported.
+    fn expect_at_most(&mut self, key: &str, limit: usize, what: &str) -> String {
         let got = self.get(key);
         self.check(got.parse::<usize>().is_ok_and(|n| n <= limit), || {
             format!("{what}: {key} is {got:?}, at most {limit} expected")
         });
+        got
     }
 
     fn expect_eq(&mut self, key: &str, want: &str, what: &str) {
@@ -587,16 +589,15 @@ fn nat_transfers_dns_ping_and_iperf(link: Link) {
         "0",
         "frames the guest's virtio-net driver dropped after all transfers",
     );
-    let retrans = c.get("tcp.retrans");
-    figure(
-        link,
-        &format!("TCP segments the guest retransmitted over the run: {retrans}"),
-    );
-    c.expect_at_most(
+    let retrans = c.expect_at_most(
         "tcp.retrans",
         TRANSFER_RETRANS_LIMIT,
         "TCP segments the guest retransmitted over the transfers (the backend refused \
          segments inside its window)",
+    );
+    figure(
+        link,
+        &format!("TCP segments the guest retransmitted over the run: {retrans}"),
     );
     let context = lab.context(&mut backend);
     c.check(backend.is_running(), || "the backend exited".to_owned());
@@ -809,13 +810,12 @@ fn nat_many_connections_and_no_flow_leak(link: Link) {
     );
     // Nothing is lost between the guest and the backend: a retransmission means a segment
     // went unanswered (such as a FIN the backend never acknowledged).
-    c.expect_at_most(
+    let retrans = c.expect_at_most(
         "churn.retrans",
         CHURN_RETRANS_LIMIT,
         "TCP segments the guest retransmitted during the churn (the backend leaves segments \
          unanswered)",
     );
-    let retrans = c.get("churn.retrans");
     let churn_secs = c.get("churn.secs");
     let total = 4 * CHURN_PER_LOOP + CHURN_REFUSED;
     figure(

@@ -310,6 +310,15 @@ impl Guest {
         out
     }
 
+    /// Waits for one frame on RX, checks that it is an ARP reply, and returns its virtio-net
+    /// header and frame.
+    fn receive_arp_reply(&mut self) -> (Vec<u8>, Vec<u8>) {
+        let used = self.wait_used(RX, 1);
+        let (hdr, frame) = self.read_rx_frame(&used);
+        assert_eq!(&frame[20..22], &[0, 2], "ARP reply opcode");
+        (hdr, frame)
+    }
+
     /// Reads one received frame spread over `used` RX chains (single-descriptor chains).
     fn read_rx_frame(&self, used: &[(u32, u32)]) -> (Vec<u8>, Vec<u8>) {
         let mut bytes = Vec::new();
@@ -408,13 +417,11 @@ fn qemu72_early_enable_gives_a_working_link() {
     guest.post_rx_buffers(8);
     guest.send_frame(&arp_request_for_gateway(), 4096);
     assert_eq!(guest.wait_used(TX, 1)[0].1, 0);
-    let used = guest.wait_used(RX, 1);
-    let (hdr, frame) = guest.read_rx_frame(&used);
+    let (hdr, frame) = guest.receive_arp_reply();
     assert_eq!(&hdr[10..12], &1u16.to_le_bytes(), "num_buffers");
     assert_eq!(frame.len(), 60, "ARP reply padded to 60 bytes");
     assert_eq!(&frame[0..6], &GUEST_MAC);
     assert_eq!(&frame[6..12], &GATEWAY_MAC);
-    assert_eq!(&frame[20..22], &[0, 2], "ARP reply opcode");
     drop(guest.raw);
 }
 
@@ -435,9 +442,7 @@ fn a_tx_chain_posted_without_a_kick_is_served_after_the_next_batch() {
     assert_eq!(guest.used_idx(TX), 1, "served without any event");
     guest.post_rx_buffers(1);
     assert_eq!(guest.wait_used(TX, 1)[0].1, 0);
-    let used = guest.wait_used(RX, 1);
-    let (_, frame) = guest.read_rx_frame(&used);
-    assert_eq!(&frame[20..22], &[0, 2], "ARP reply opcode");
+    guest.receive_arp_reply();
     drop(guest.raw);
 }
 
@@ -468,9 +473,7 @@ fn bulk_frames_are_all_served_when_kicks_are_moderated() {
     eprintln!("{FRAMES} bulk frames served after {kicks} kicks");
     // Kicked or not (the backend may still be polling), a small frame is answered.
     guest.send_frame_event_idx(&arp_request_for_gateway(), 4096);
-    let reply = guest.wait_used(RX, 1);
-    let (_, frame) = guest.read_rx_frame(&reply);
-    assert_eq!(&frame[20..22], &[0, 2], "ARP reply opcode");
+    guest.receive_arp_reply();
     drop(guest.raw);
 }
 
