@@ -57,6 +57,10 @@ struct Args {
     #[arg(long = "passt-arg", value_name = "ARG", allow_hyphen_values = true)]
     passt_args: Vec<String>,
 
+    /// Extra `-device virtio-net-pci` properties for every backend, e.g. `mrg_rxbuf=off`.
+    #[arg(long = "device-opts", value_name = "PROPS", default_value = "")]
+    device_opts: String,
+
     /// Internal: run the latency test's server for COUNT exchanges (the benchmark starts
     /// itself this way, inside passt's namespace too).
     #[arg(long = "serve-rr", value_name = "COUNT", hide = true)]
@@ -440,6 +444,7 @@ fn measure(
     let per_test = u64::from(args.time) + 40;
     let opts = GuestOpts::new(kind.name(), setup.net.clone())
         .script(&script)
+        .device_opts(&args.device_opts)
         .timeout(Duration::from_secs(180 + per_test * plan.len() as u64));
     eprintln!(
         "compare-backends: booting the guest behind {} for {} tests",
