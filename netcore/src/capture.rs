@@ -156,11 +156,67 @@ impl<S: crate::link::RxSlot> crate::link::RxSlot for TapSlot<'_, S> {
     }
 }
 
+/// Frames reserved through a [`Tap`].
+#[derive(Debug)]
+pub struct TapFrames<'s, F> {
+    inner: F,
+    capture: Option<&'s SharedCapture>,
+    frames: &'s mut u64,
+}
+
+impl<F: crate::link::RxFrames> crate::link::RxFrames for TapFrames<'_, F> {
+    fn count(&self) -> usize {
+        self.inner.count()
+    }
+
+    fn write_at(&mut self, frame: usize, offset: usize, data: &[u8]) {
+        self.inner.write_at(frame, offset, data);
+    }
+
+    fn read_at(&self, frame: usize, offset: usize, buf: &mut [u8]) -> usize {
+        self.inner.read_at(frame, offset, buf)
+    }
+
+    fn iovecs(&mut self, frame: usize, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+        self.inner.iovecs(frame, offset, len, out);
+    }
+
+    fn set_meta(&mut self, frame: usize, meta: crate::link::RxMeta) {
+        self.inner.set_meta(frame, meta);
+    }
+
+    fn commit(self, lens: &[usize]) {
+        if let Some(capture) = self.capture {
+            for (index, &len) in lens.iter().enumerate() {
+                let mut frame = vec![0u8; len];
+                let n = self.inner.read_at(index, 0, &mut frame);
+                record(capture, &frame[..n]);
+            }
+        }
+        *self.frames += lens.len() as u64;
+        self.inner.commit(lens);
+    }
+}
+
 impl<L: crate::link::RxLink> crate::link::RxLink for Tap<'_, L> {
     type Slot<'s>
         = TapSlot<'s, L::Slot<'s>>
     where
         Self: 's;
+
+    type Frames<'s>
+        = TapFrames<'s, L::Frames<'s>>
+    where
+        Self: 's;
+
+    fn reserve_frames(&mut self, max_len: usize, count: usize) -> Option<Self::Frames<'_>> {
+        let inner = self.inner.reserve_frames(max_len, count)?;
+        Some(TapFrames {
+            inner,
+            capture: self.capture,
+            frames: self.frames,
+        })
+    }
 
     fn offloads(&self) -> crate::link::RxOffloads {
         self.inner.offloads()

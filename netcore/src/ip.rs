@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use policy::MacAddr;
 use smoltcp::wire::{IpProtocol, checksum};
 
-use crate::link::RxSlot;
+use crate::link::RxBytes;
 use crate::{ethernet, ipv4};
 
 pub const IPV6_HEADER_LEN: usize = 40;
@@ -86,7 +86,7 @@ pub fn pseudo_header_sum(src: &IpAddr, dst: &IpAddr, protocol: IpProtocol, l4_le
 
 /// Sums (RFC 1071, not complemented) `len` bytes of `slot` from `offset`, reading them back in
 /// chunks: the payload may sit in guest memory, which we never view as a slice.
-pub fn slot_sum<S: RxSlot + ?Sized>(slot: &S, offset: usize, len: usize) -> u16 {
+pub fn slot_sum<S: RxBytes + ?Sized>(slot: &S, offset: usize, len: usize) -> u16 {
     let mut chunk = [0u8; 2048];
     let mut sums = 0u32;
     let mut done = 0;

@@ -104,15 +104,131 @@ pub trait RxSlot {
     fn commit(self, len: usize);
 }
 
+/// Byte access to one frame being built, whether it is an [`RxSlot`] or one of several
+/// [`RxFrames`]: header writers and checksums work on either.
+pub trait RxBytes {
+    /// Writes `data` at `offset`; panics if it does not fit the frame's reservation.
+    fn write_at(&mut self, offset: usize, data: &[u8]);
+
+    /// Reads back what the frame holds at `offset`.
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize;
+}
+
+impl<S: RxSlot + ?Sized> RxBytes for S {
+    fn write_at(&mut self, offset: usize, data: &[u8]) {
+        RxSlot::write_at(self, offset, data);
+    }
+
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
+        RxSlot::read_at(self, offset, buf)
+    }
+}
+
+/// Room for several frames toward the guest, reserved together so that one socket read can
+/// fill all their payloads: one `recvmsg` per batch of frames rather than per frame.
+///
+/// Frames are numbered from 0 in the order the guest will receive them; offsets count from
+/// each frame's Ethernet header, as for [`RxSlot`].
+pub trait RxFrames {
+    /// How many frames were reserved: at least one.
+    fn count(&self) -> usize;
+
+    /// Writes `data` at `offset` in `frame`. Panics if it does not fit the reservation.
+    fn write_at(&mut self, frame: usize, offset: usize, data: &[u8]);
+
+    /// Reads back what `frame` holds at `offset`.
+    fn read_at(&self, frame: usize, offset: usize, buf: &mut [u8]) -> usize;
+
+    /// Appends iovecs covering `offset..offset + len` of `frame`, clipped to its capacity.
+    fn iovecs(&mut self, frame: usize, offset: usize, len: usize, out: &mut Vec<libc::iovec>);
+
+    /// Sets `frame`'s offload metadata.
+    fn set_meta(&mut self, frame: usize, meta: RxMeta);
+
+    /// Hands frames `0..lens.len()` to the guest, frame `i` being `lens[i]` bytes long; the
+    /// frames after them go back untouched. Every frame but the last one handed over should be
+    /// filled to the length it was reserved for (as one read into all their iovecs does): a
+    /// link that lays frames out in shared buffers returns room left inside the earlier frames
+    /// to the guest as empty buffers.
+    fn commit(self, lens: &[usize]);
+}
+
+/// One frame of an [`RxFrames`], as [`RxBytes`].
+#[derive(Debug)]
+pub struct FrameOf<'f, F: ?Sized> {
+    pub frames: &'f mut F,
+    pub index: usize,
+}
+
+impl<F: RxFrames + ?Sized> RxBytes for FrameOf<'_, F> {
+    fn write_at(&mut self, offset: usize, data: &[u8]) {
+        self.frames.write_at(self.index, offset, data);
+    }
+
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
+        self.frames.read_at(self.index, offset, buf)
+    }
+}
+
+/// An [`RxSlot`] as a reservation of one frame, for links that gain nothing from reserving
+/// several at once.
+#[derive(Debug)]
+pub struct OneFrame<S>(pub S);
+
+impl<S: RxSlot> RxFrames for OneFrame<S> {
+    fn count(&self) -> usize {
+        1
+    }
+
+    fn write_at(&mut self, frame: usize, offset: usize, data: &[u8]) {
+        assert_eq!(frame, 0, "a single-frame reservation");
+        self.0.write_at(offset, data);
+    }
+
+    fn read_at(&self, frame: usize, offset: usize, buf: &mut [u8]) -> usize {
+        if frame == 0 {
+            self.0.read_at(offset, buf)
+        } else {
+            0
+        }
+    }
+
+    fn iovecs(&mut self, frame: usize, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+        if frame == 0 {
+            self.0.iovecs(offset, len, out);
+        }
+    }
+
+    fn set_meta(&mut self, frame: usize, meta: RxMeta) {
+        if frame == 0 {
+            self.0.set_meta(meta);
+        }
+    }
+
+    fn commit(self, lens: &[usize]) {
+        if let Some(&len) = lens.first() {
+            self.0.commit(len);
+        }
+    }
+}
+
 /// The guest-bound side of a link.
 pub trait RxLink {
     type Slot<'a>: RxSlot
     where
         Self: 'a;
 
+    type Frames<'a>: RxFrames
+    where
+        Self: 'a;
+
     /// Reserves room for a frame of up to `max_len` bytes, or `None` when the guest has not
     /// posted enough buffers (the link then watches for new ones).
     fn reserve(&mut self, max_len: usize) -> Option<Self::Slot<'_>>;
+
+    /// Reserves room for up to `count` frames of up to `max_len` bytes each: fewer when the
+    /// guest has posted buffers for fewer, `None` (watching for more) when not even one fits.
+    fn reserve_frames(&mut self, max_len: usize, count: usize) -> Option<Self::Frames<'_>>;
 
     /// What the guest accepts; none by default.
     fn offloads(&self) -> RxOffloads {
@@ -125,7 +241,7 @@ pub trait RxLink {
         let mut slot = self.reserve(len).ok_or(LinkFull)?;
         let mut offset = 0;
         for part in parts {
-            slot.write_at(offset, part);
+            RxSlot::write_at(&mut slot, offset, part);
             offset += part.len();
         }
         slot.commit(len);
@@ -172,6 +288,8 @@ pub struct MemoryLink {
     /// Bytes the engine read back out of slots (checksums over payload, captures): zero
     /// when nothing copies payload.
     pub bytes_read_back: usize,
+    /// Calls of [`RxLink::reserve_frames`] that reserved anything.
+    pub frame_reservations: usize,
 }
 
 impl MemoryLink {
@@ -239,8 +357,89 @@ impl RxSlot for MemorySlot<'_> {
     }
 }
 
+/// Several frames of [`MemoryLink`], each its own buffer.
+#[derive(Debug)]
+pub struct MemoryFrames<'a> {
+    bufs: Vec<Vec<u8>>,
+    metas: Vec<RxMeta>,
+    read_back: std::cell::Cell<usize>,
+    link: &'a mut MemoryLink,
+}
+
+impl Drop for MemoryFrames<'_> {
+    fn drop(&mut self) {
+        self.link.bytes_read_back += self.read_back.get();
+        // Frames not handed over give their buffers back.
+        if let Some(left) = self.link.buffers_left.as_mut() {
+            *left += self.bufs.len();
+        }
+    }
+}
+
+impl RxFrames for MemoryFrames<'_> {
+    fn count(&self) -> usize {
+        self.bufs.len()
+    }
+
+    fn write_at(&mut self, frame: usize, offset: usize, data: &[u8]) {
+        self.bufs[frame][offset..offset + data.len()].copy_from_slice(data);
+    }
+
+    fn read_at(&self, frame: usize, offset: usize, buf: &mut [u8]) -> usize {
+        let n = self.bufs[frame].as_slice().read_at(offset, buf);
+        self.read_back.set(self.read_back.get() + n);
+        n
+    }
+
+    fn iovecs(&mut self, frame: usize, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+        let buf = &mut self.bufs[frame];
+        let end = offset.saturating_add(len).min(buf.len());
+        if offset < end {
+            out.push(libc::iovec {
+                iov_base: buf[offset..end].as_mut_ptr() as *mut libc::c_void,
+                iov_len: end - offset,
+            });
+        }
+    }
+
+    fn set_meta(&mut self, frame: usize, meta: RxMeta) {
+        self.metas[frame] = meta;
+    }
+
+    fn commit(mut self, lens: &[usize]) {
+        assert!(lens.len() <= self.bufs.len(), "more frames than reserved");
+        let frames = self
+            .bufs
+            .drain(..lens.len())
+            .zip(self.metas.drain(..lens.len()));
+        for ((mut buf, meta), &len) in frames.zip(lens) {
+            buf.truncate(len);
+            self.link.frames.push(buf);
+            self.link.metas.push(meta);
+        }
+    }
+}
+
 impl RxLink for MemoryLink {
     type Slot<'a> = MemorySlot<'a>;
+    type Frames<'a> = MemoryFrames<'a>;
+
+    fn reserve_frames(&mut self, max_len: usize, count: usize) -> Option<MemoryFrames<'_>> {
+        let count = count.min(self.buffers_left.unwrap_or(usize::MAX));
+        if count == 0 {
+            return None;
+        }
+        if let Some(left) = self.buffers_left.as_mut() {
+            *left -= count;
+        }
+        self.frame_reservations += 1;
+        Some(MemoryFrames {
+            bufs: vec![vec![0; max_len]; count],
+            metas: vec![RxMeta::default(); count],
+            read_back: std::cell::Cell::new(0),
+            link: self,
+        })
+    }
 
     fn reserve(&mut self, max_len: usize) -> Option<MemorySlot<'_>> {
         if let Some(left) = self.buffers_left.as_mut() {
@@ -292,7 +491,7 @@ mod tests {
         let mut link = MemoryLink::new();
         {
             let mut slot = link.reserve(10).unwrap();
-            slot.write_at(0, b"zz");
+            RxSlot::write_at(&mut slot, 0, b"zz");
         }
         assert!(link.frames.is_empty());
     }

@@ -35,7 +35,9 @@ use std::time::{Duration, Instant};
 use smoltcp::wire::{IpProtocol, TcpPacket};
 
 use crate::ip;
-use crate::link::{Gso, RxCsum, RxLink, RxMeta, RxOffloads, RxSlot, TxFrame};
+use crate::link::{
+    FrameOf, Gso, RxBytes, RxCsum, RxFrames, RxLink, RxMeta, RxOffloads, RxSlot, TxFrame,
+};
 use crate::nat::Ctx;
 use crate::sys;
 
@@ -168,6 +170,9 @@ struct Flow {
     snd_nxt: u32,
     /// The host socket reached end of stream: a FIN follows the data.
     host_eof: bool,
+    /// Epoll reported the peer's FIN: reads go on until they find the end of stream, as no
+    /// later event would announce it.
+    peer_closed: bool,
     /// Sequence number of our FIN once sent.
     fin_seq: Option<u32>,
     /// The guest's receive window, in bytes, from `snd_una`.
@@ -490,6 +495,7 @@ impl TcpTable {
             snd_una: iss,
             snd_nxt: iss,
             host_eof: false,
+            peer_closed: false,
             fin_seq: None,
             snd_wnd: u32::from(seg.window),
             wscale: seg.wscale.map(|s| s.min(14)),
@@ -573,6 +579,9 @@ impl TcpTable {
             self.close(slot, Close::ResetGuest, ctx, rx);
             return;
         }
+        if events & (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0 {
+            flow.peer_closed = true;
+        }
         if events & libc::EPOLLOUT as u32 != 0 && flow.want_write {
             flow.want_write = false;
             flow.forget_window();
@@ -610,20 +619,11 @@ impl TcpTable {
                 }
                 break;
             }
-            // With segmentation offload one frame carries up to 64 KiB, cut by the guest's
-            // stack into MSS-sized pieces only if it ever forwards them.
-            let segment =
-                usize::from(flow.mss).min(ctx.max_payload(&flow.key.guest.ip(), TCP_HEADER_LEN));
-            let max = if tso(rx.offloads(), &flow.key) {
-                window_left.min(MAX_TSO_PAYLOAD)
-            } else {
-                window_left.min(segment)
-            };
             outcome = send_data(
                 flow,
                 ctx,
                 rx,
-                max,
+                window_left,
                 peek_offset,
                 &mut self.scratch,
                 &mut self.iovs,
@@ -1007,25 +1007,47 @@ fn on_ack(flow: &mut Flow, seg: &Segment, now: Instant) -> bool {
 enum Push {
     Idle,
     Sent,
+    /// Sent, and the read came back short: the socket is empty until its next event.
+    Drained,
     /// Nothing more in the socket right now.
     Empty,
     NoBuffers,
     Reset,
 }
 
-/// Peeks up to `max` bytes from the socket into one RX slot and sends them as a segment.
+/// The most frames one socket read fills: enough that a 64 KiB-segment guest takes 1 MiB per
+/// `recvmsg`, and an MSS-segment guest about 23 KiB.
+const MAX_FRAMES_PER_READ: usize = 16;
+
+/// The most iovecs one read gathers, below the kernel's `UIO_MAXIOV` (1024).
+const MAX_IOVECS_PER_READ: usize = 1000;
+
+/// Peeks up to `window_left` bytes from the socket into RX frames, reserved together and
+/// filled by one `recvmsg`, and sends them as consecutive segments.
 fn send_data<L: RxLink>(
     flow: &mut Flow,
     ctx: &mut Ctx<'_>,
     rx: &mut L,
-    max: usize,
+    window_left: usize,
     peek_offset: bool,
     scratch: &mut Vec<u8>,
     iovs: &mut Vec<libc::iovec>,
 ) -> Push {
     let header_len = ip::l2_l3_len(&flow.key.guest.ip()) + TCP_HEADER_LEN;
-    let rx_offloads = rx.offloads();
-    let Some(mut slot) = rx.reserve(header_len + max) else {
+    let offloads = rx.offloads();
+    // With segmentation offload one frame carries up to 64 KiB, cut by the guest's stack into
+    // MSS-sized pieces only if it ever forwards them.
+    let segment = usize::from(flow.mss).min(ctx.max_payload(&flow.key.guest.ip(), TCP_HEADER_LEN));
+    let frame_payload = if tso(offloads, &flow.key) {
+        MAX_TSO_PAYLOAD
+    } else {
+        segment
+    }
+    .min(window_left);
+    let wanted = window_left
+        .div_ceil(frame_payload)
+        .clamp(1, MAX_FRAMES_PER_READ);
+    let Some(mut frames) = rx.reserve_frames(header_len + frame_payload, wanted) else {
         return Push::NoBuffers;
     };
     iovs.clear();
@@ -1042,7 +1064,23 @@ fn send_data<L: RxLink>(
         }
     }
     let skip_len: usize = iovs.iter().map(|v| v.iov_len).sum();
-    slot.iovecs(header_len, max, iovs);
+    // Each frame takes its share of the window; a frame whose iovecs would pass the kernel's
+    // limit is left out of this read.
+    let mut planned = [0usize; MAX_FRAMES_PER_READ];
+    let mut frame_count = 0;
+    let mut left = window_left;
+    while frame_count < frames.count().min(MAX_FRAMES_PER_READ) && left > 0 {
+        let len = left.min(frame_payload);
+        let before = iovs.len();
+        frames.iovecs(frame_count, header_len, len, iovs);
+        if iovs.len() > MAX_IOVECS_PER_READ && frame_count > 0 {
+            iovs.truncate(before);
+            break;
+        }
+        planned[frame_count] = len;
+        left -= len;
+        frame_count += 1;
+    }
     let n = match sys::recvmsg(flow.fd(), iovs, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
         // Nothing at all left to peek: the peer closed its side.
         Ok(r) if r.len == 0 => {
@@ -1058,10 +1096,59 @@ fn send_data<L: RxLink>(
             return Push::Reset;
         }
     };
-    let offloads = rx_offloads;
-    let segment = usize::from(flow.mss).min(ctx.max_payload(&flow.key.guest.ip(), TCP_HEADER_LEN));
-    let csum = if n > segment && tso(offloads, &flow.key) {
-        slot.set_meta(RxMeta {
+    // The read filled the frames in order: every one but the last is full.
+    let mut lens = [0usize; MAX_FRAMES_PER_READ];
+    let mut filled = 0;
+    let mut unsent = n;
+    while unsent > 0 && filled < frame_count {
+        let payload = unsent.min(planned[filled]);
+        let meta = segment_meta(offloads, flow, header_len, segment, payload);
+        if let Some(meta) = meta.0 {
+            frames.set_meta(filled, meta);
+        }
+        let seq = flow.snd_nxt.wrapping_add((n - unsent) as u32);
+        let mut frame = FrameOf {
+            frames: &mut frames,
+            index: filled,
+        };
+        write_segment(
+            &mut frame,
+            ctx,
+            &Header::of(flow, seq, flags::ACK | flags::PSH),
+            payload,
+            meta.1,
+        );
+        lens[filled] = header_len + payload;
+        unsent -= payload;
+        filled += 1;
+    }
+    frames.commit(&lens[..filled]);
+    flow.snd_nxt = flow.snd_nxt.wrapping_add(n as u32);
+    flow.ack_owed = false;
+    if flow.timer.is_none() {
+        flow.timer = Some(ctx.now + flow.rto);
+    }
+    // A short read emptied the socket; edge-triggered epoll reports whatever arrives next,
+    // except an end of stream already announced.
+    let asked: usize = planned[..frame_count].iter().sum();
+    if n < asked && !flow.peer_closed {
+        Push::Drained
+    } else {
+        Push::Sent
+    }
+}
+
+/// How a segment of `payload` bytes toward `flow`'s guest is offloaded: the frame's metadata
+/// (none for plain frames) and how much of its checksum we compute.
+fn segment_meta(
+    offloads: RxOffloads,
+    flow: &Flow,
+    header_len: usize,
+    segment: usize,
+    payload: usize,
+) -> (Option<RxMeta>, Checksum) {
+    if payload > segment && tso(offloads, &flow.key) {
+        let meta = RxMeta {
             csum: RxCsum::Partial {
                 start: (header_len - TCP_HEADER_LEN) as u16,
                 offset: 16,
@@ -1071,31 +1158,17 @@ fn send_data<L: RxLink>(
                 segment_size: segment as u16,
                 header_len: header_len as u16,
             }),
-        });
-        Checksum::PseudoOnly
+        };
+        (Some(meta), Checksum::PseudoOnly)
     } else if offloads.csum {
-        slot.set_meta(RxMeta {
+        let meta = RxMeta {
             csum: RxCsum::Valid,
             gso: None,
-        });
-        Checksum::Skip
+        };
+        (Some(meta), Checksum::Skip)
     } else {
-        Checksum::Full
-    };
-    write_segment(
-        &mut slot,
-        ctx,
-        &Header::of(flow, flow.snd_nxt, flags::ACK | flags::PSH),
-        n,
-        csum,
-    );
-    slot.commit(header_len + n);
-    flow.snd_nxt = flow.snd_nxt.wrapping_add(n as u32);
-    flow.ack_owed = false;
-    if flow.timer.is_none() {
-        flow.timer = Some(ctx.now + flow.rto);
+        (None, Checksum::Full)
     }
-    Push::Sent
 }
 
 /// What the kernel charges a TCP send queue for each buffer besides its payload, with some
@@ -1197,7 +1270,7 @@ fn tso(offloads: RxOffloads, key: &FlowKey) -> bool {
     }
 }
 
-fn write_segment<S: RxSlot>(
+fn write_segment<S: RxBytes>(
     slot: &mut S,
     ctx: &mut Ctx<'_>,
     h: &Header<'_>,
@@ -1743,6 +1816,59 @@ mod tests {
         rig.send(GUEST_ISN + 1, iss + 1 + 4000, flags::ACK, 1024, &[], &[]);
         rig.tick_after(Duration::from_secs(5));
         assert!(rig.seen().is_empty());
+    }
+
+    #[test]
+    fn one_socket_read_fills_many_segments() {
+        let mut rig = Rig::new();
+        let (mut server, iss) = rig.establish();
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 239) as u8).collect();
+        server.write_all(&data).unwrap();
+        let segs = collect_payload(&mut rig, data.len());
+        let got: Vec<u8> = segs.iter().flat_map(|s| s.payload.clone()).collect();
+        assert!(got == data, "received {} bytes", got.len());
+        let mut seq = iss + 1;
+        for seg in &segs {
+            assert_eq!(seg.seq, seq, "segments follow each other");
+            seq += seg.payload.len() as u32;
+        }
+        // Every segment but the last is full: the reads filled their frames in order.
+        let (last, full) = segs.split_last().unwrap();
+        assert!(full.iter().all(|s| s.payload.len() == 1460));
+        assert!(last.payload.len() <= 1460);
+        // 28 segments at 16 per read: two reads, or three if the data arrived in two parts.
+        assert!(
+            rig.link.frame_reservations <= 3,
+            "{} reservations for {} segments",
+            rig.link.frame_reservations,
+            segs.len()
+        );
+    }
+
+    #[test]
+    fn a_read_takes_only_as_many_segments_as_the_guest_has_buffers_for() {
+        let mut rig = Rig::new();
+        let (mut server, iss) = rig.establish();
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        rig.link.buffers_left = Some(5);
+        server.write_all(&data).unwrap();
+        rig.poll(200);
+        let first = rig.seen();
+        assert_eq!(first.len(), 5, "{first:?}");
+        assert!(first.iter().all(|s| s.payload.len() == 1460));
+        // Buffers come back: the rest follows on from the fifth segment, nothing lost or
+        // repeated.
+        rig.link.buffers_left = None;
+        let (mut ctx, table, link) = rig.ctx();
+        table.end_batch(&mut ctx, link);
+        let rest = collect_payload(&mut rig, data.len() - 5 * 1460);
+        assert_eq!(rest[0].seq, iss + 1 + 5 * 1460);
+        let got: Vec<u8> = first
+            .iter()
+            .chain(&rest)
+            .flat_map(|s| s.payload.clone())
+            .collect();
+        assert!(got == data, "received {} bytes", got.len());
     }
 
     #[test]

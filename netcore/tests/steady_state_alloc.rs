@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use common::{GATEWAY, GUEST_IP, GUEST_MAC};
 use netcore::engine::MAX_FRAME_LEN;
-use netcore::link::{RxCsum, RxMeta, RxOffloads};
+use netcore::link::{OneFrame, RxCsum, RxMeta, RxOffloads};
 use netcore::tcp::flags;
 use netcore::{Engine, EngineOptions, RxLink, RxSlot};
 use policy::{MacAddr, NetPlan};
@@ -245,6 +245,11 @@ impl RxSlot for ArenaSlot<'_> {
 
 impl RxLink for ArenaLink {
     type Slot<'a> = ArenaSlot<'a>;
+    type Frames<'a> = OneFrame<ArenaSlot<'a>>;
+
+    fn reserve_frames(&mut self, max_len: usize, _count: usize) -> Option<Self::Frames<'_>> {
+        self.reserve(max_len).map(OneFrame)
+    }
 
     fn reserve(&mut self, max_len: usize) -> Option<ArenaSlot<'_>> {
         let i = self.frames.len();

@@ -33,7 +33,7 @@ use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use netcore::engine::MAX_FRAME_LEN;
-use netcore::link::{RxLink, RxMeta, RxOffloads, RxSlot, TxFrame};
+use netcore::link::{RxFrames, RxLink, RxMeta, RxOffloads, RxSlot, TxFrame};
 
 use crate::vnet;
 
@@ -259,12 +259,23 @@ pub struct RxFeatures {
     pub offloads: RxOffloads,
 }
 
+/// One frame of a multi-frame reservation: its chains and their segments, as ranges of the
+/// scratch lists (the frames follow each other in both).
+#[derive(Debug, Clone)]
+struct FrameSpan {
+    chains: std::ops::Range<usize>,
+    segs: std::ops::Range<usize>,
+    capacity: usize,
+    meta: RxMeta,
+}
+
 /// Reusable storage for RX slots, and what was published since the guest was last considered
 /// for an interrupt.
 #[derive(Debug, Default)]
 pub struct RxScratch {
     chains: Vec<RxChain>,
     segs: Vec<Segment>,
+    frames: Vec<FrameSpan>,
     /// Used entries published since the last notification decision, and the used index they
     /// started from (EVENT_IDX asks whether `used_event` lies in that range).
     published: u16,
@@ -569,27 +580,160 @@ pub fn notify(vring: &VringRwLock) {
     }
 }
 
-/// Room for one frame in popped RX chains.
+/// Room for one frame in popped RX chains: a reservation of a single [`RingFrames`] frame.
 #[derive(Debug)]
 pub struct RingSlot<'s, 'a> {
-    rx: &'s mut RingRx<'a>,
-    capacity: usize,
-    meta: RxMeta,
+    frames: RingFrames<'s, 'a>,
 }
 
 impl RxSlot for RingSlot<'_, '_> {
     fn capacity(&self) -> usize {
-        self.capacity
+        self.frames.span(0).1
     }
 
     fn write_at(&mut self, offset: usize, data: &[u8]) {
+        self.frames.write_at(0, offset, data);
+    }
+
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
+        self.frames.read_at(0, offset, buf)
+    }
+
+    fn iovecs(&mut self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+        self.frames.iovecs(0, offset, len, out);
+    }
+
+    fn set_meta(&mut self, meta: RxMeta) {
+        self.frames.set_meta(0, meta);
+    }
+
+    fn commit(self, len: usize) {
+        self.frames.commit(&[len]);
+    }
+}
+
+impl<'a> RxLink for RingRx<'a> {
+    type Slot<'s>
+        = RingSlot<'s, 'a>
+    where
+        Self: 's;
+
+    type Frames<'s>
+        = RingFrames<'s, 'a>
+    where
+        Self: 's;
+
+    fn offloads(&self) -> RxOffloads {
+        self.offloads
+    }
+
+    fn reserve(&mut self, max_len: usize) -> Option<RingSlot<'_, 'a>> {
+        let frames = self.reserve_frames(max_len, 1)?;
+        Some(RingSlot { frames })
+    }
+
+    fn reserve_frames(&mut self, max_len: usize, count: usize) -> Option<RingFrames<'_, 'a>> {
+        if self.pop_frames(max_len, count) == 0 {
+            return None;
+        }
+        Some(RingFrames { rx: self })
+    }
+}
+
+impl RingRx<'_> {
+    /// Pops chains for up to `count` frames of `max_len` bytes into the scratch lists, each
+    /// frame starting on a chain of its own; returns how many frames it found room for. With
+    /// none, the chains go back and the guest is asked to kick when it posts more.
+    fn pop_frames(&mut self, max_len: usize, count: usize) -> usize {
+        let need = self.header_len + max_len;
+        loop {
+            self.scratch.chains.clear();
+            self.scratch.segs.clear();
+            self.scratch.frames.clear();
+            let mut refused = false;
+            'frames: while self.scratch.frames.len() < count {
+                let chains_from = self.scratch.chains.len();
+                let segs_from = self.scratch.segs.len();
+                let mut total = 0usize;
+                while total < need {
+                    match self.pop_chain() {
+                        None => break,
+                        Some(Err((head, err))) if self.scratch.frames.is_empty() => {
+                            self.refuse_chain(head, err);
+                            refused = true;
+                            break 'frames;
+                        }
+                        Some(Err(_)) => {
+                            // Left for the next reservation, which refuses it as its first.
+                            let popped = self.scratch.chains.len() - chains_from + 1;
+                            self.scratch.chains.truncate(chains_from);
+                            self.scratch.segs.truncate(segs_from);
+                            self.rewind(popped);
+                            break 'frames;
+                        }
+                        Some(Ok(chain)) => {
+                            total += chain.capacity;
+                            self.scratch.chains.push(chain);
+                            if !self.mergeable {
+                                break;
+                            }
+                        }
+                    }
+                }
+                if total < need {
+                    let popped = self.scratch.chains.len() - chains_from;
+                    self.scratch.chains.truncate(chains_from);
+                    self.scratch.segs.truncate(segs_from);
+                    self.rewind(popped);
+                    break;
+                }
+                self.scratch.frames.push(FrameSpan {
+                    chains: chains_from..self.scratch.chains.len(),
+                    segs: segs_from..self.scratch.segs.len(),
+                    capacity: total - self.header_len,
+                    meta: RxMeta::default(),
+                });
+            }
+            if !self.scratch.frames.is_empty() {
+                return self.scratch.frames.len();
+            }
+            if refused {
+                continue;
+            }
+            if !self.arm() {
+                return 0;
+            }
+        }
+    }
+}
+
+/// Room for several frames in popped RX chains, filled by one read.
+#[derive(Debug)]
+pub struct RingFrames<'s, 'a> {
+    rx: &'s mut RingRx<'a>,
+}
+
+impl RingFrames<'_, '_> {
+    fn span(&self, frame: usize) -> (&[Segment], usize) {
+        let span = &self.rx.scratch.frames[frame];
+        (&self.rx.scratch.segs[span.segs.clone()], span.capacity)
+    }
+}
+
+impl RxFrames for RingFrames<'_, '_> {
+    fn count(&self) -> usize {
+        self.rx.scratch.frames.len()
+    }
+
+    fn write_at(&mut self, frame: usize, offset: usize, data: &[u8]) {
+        let (segs, capacity) = self.span(frame);
         assert!(
-            offset + data.len() <= self.capacity,
+            offset + data.len() <= capacity,
             "frame larger than its reservation"
         );
         let mem = self.rx.mem;
         for_each_span(
-            &self.rx.scratch.segs,
+            segs,
             self.rx.header_len + offset,
             data.len(),
             |seg, at, n, pos| {
@@ -600,120 +744,99 @@ impl RxSlot for RingSlot<'_, '_> {
         );
     }
 
-    fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
-        let n = buf.len().min(self.capacity.saturating_sub(offset));
+    fn read_at(&self, frame: usize, offset: usize, buf: &mut [u8]) -> usize {
+        let (segs, capacity) = self.span(frame);
+        let n = buf.len().min(capacity.saturating_sub(offset));
         read_spans(
             self.rx.mem,
-            &self.rx.scratch.segs,
+            segs,
             self.rx.header_len + offset,
             &mut buf[..n],
         )
     }
 
-    fn iovecs(&mut self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
-        let len = len.min(self.capacity.saturating_sub(offset));
-        span_iovecs(&self.rx.scratch.segs, self.rx.header_len + offset, len, out);
+    fn iovecs(&mut self, frame: usize, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+        let (segs, capacity) = self.span(frame);
+        let len = len.min(capacity.saturating_sub(offset));
+        span_iovecs(segs, self.rx.header_len + offset, len, out);
     }
 
-    fn set_meta(&mut self, meta: RxMeta) {
-        self.meta = meta;
+    fn set_meta(&mut self, frame: usize, meta: RxMeta) {
+        self.rx.scratch.frames[frame].meta = meta;
     }
 
-    fn commit(self, len: usize) {
+    fn commit(self, lens: &[usize]) {
         let rx = &mut *self.rx;
-        let mut left = rx.header_len + len.min(self.capacity);
-        let mut used = 0usize;
-        for chain in &rx.scratch.chains {
-            if left == 0 {
-                break;
-            }
-            left -= chain.capacity.min(left);
-            used += 1;
+        let committed = lens.len().min(rx.scratch.frames.len());
+        if committed == 0 {
+            return; // Drop gives every chain back
         }
-        let header = vnet::rx_header(rx.header_len, used as u16, &self.meta);
-        // The header goes at the start of the first chain, whose segments come first.
+        let header_len = rx.header_len;
+        let chains = std::mem::take(&mut rx.scratch.chains);
+        let frames = std::mem::take(&mut rx.scratch.frames);
+        // Chains each frame fills; each frame's header names its own count.
+        let used_chains = |span: &FrameSpan, len: usize| {
+            let mut left = header_len + len.min(span.capacity);
+            let mut used = 0;
+            for chain in &chains[span.chains.clone()] {
+                if left == 0 {
+                    break;
+                }
+                left -= chain.capacity.min(left);
+                used += 1;
+            }
+            used
+        };
         let mem = rx.mem;
-        for_each_span(&rx.scratch.segs, 0, rx.header_len, |seg, at, n, pos| {
-            let _ = mem.write_slice(&header[pos..pos + n], seg.addr.unchecked_add(at as u64));
-        });
-        let mut left = rx.header_len + len.min(self.capacity);
-        let mut chains = std::mem::take(&mut rx.scratch.chains);
-        rx.publish_used(chains[..used].iter().map(|chain| {
-            let n = chain.capacity.min(left);
-            left -= n;
-            (chain.head, n as u32)
-        }));
-        let unused = chains.len() - used;
-        chains.clear();
+        for (span, &len) in frames.iter().zip(lens) {
+            let used = used_chains(span, len);
+            let header = vnet::rx_header(header_len, used as u16, &span.meta);
+            let segs = &rx.scratch.segs[span.segs.clone()];
+            for_each_span(segs, 0, header_len, |seg, at, n, pos| {
+                let _ = mem.write_slice(&header[pos..pos + n], seg.addr.unchecked_add(at as u64));
+            });
+        }
+        let last = committed - 1;
+        rx.publish_used(frames[..committed].iter().zip(lens).enumerate().flat_map(
+            |(index, (span, &len))| {
+                let used = used_chains(span, len);
+                let mut left = header_len + len.min(span.capacity);
+                // Room a frame before the last leaves unfilled goes back empty (see the
+                // trait): it cannot be rewound past the frames after it.
+                let keep = if index < last {
+                    span.chains.len()
+                } else {
+                    used
+                };
+                chains[span.chains.clone()]
+                    .iter()
+                    .take(keep)
+                    .map(move |chain| {
+                        let n = chain.capacity.min(left);
+                        left -= n;
+                        (chain.head, n as u32)
+                    })
+            },
+        ));
+        let kept_last = used_chains(&frames[last], lens[last]);
+        let unused = chains.len() - (frames[last].chains.start + kept_last);
         rx.scratch.chains = chains;
+        rx.scratch.frames = frames;
+        rx.scratch.chains.clear();
+        rx.scratch.frames.clear();
         rx.scratch.segs.clear();
         rx.rewind(unused);
     }
 }
 
-impl Drop for RingSlot<'_, '_> {
+impl Drop for RingFrames<'_, '_> {
     fn drop(&mut self) {
-        // After commit the lists are empty; otherwise this is a cancelled reservation and every
-        // popped chain goes back untouched.
+        // After commit the lists are empty; otherwise every popped chain goes back untouched.
         let unused = self.rx.scratch.chains.len();
         self.rx.scratch.chains.clear();
         self.rx.scratch.segs.clear();
+        self.rx.scratch.frames.clear();
         self.rx.rewind(unused);
-    }
-}
-
-impl<'a> RxLink for RingRx<'a> {
-    type Slot<'s>
-        = RingSlot<'s, 'a>
-    where
-        Self: 's;
-
-    fn offloads(&self) -> RxOffloads {
-        self.offloads
-    }
-
-    fn reserve(&mut self, max_len: usize) -> Option<RingSlot<'_, 'a>> {
-        let need = self.header_len + max_len;
-        loop {
-            self.scratch.chains.clear();
-            self.scratch.segs.clear();
-            let mut total = 0usize;
-            let mut refused = false;
-            while total < need {
-                match self.pop_chain() {
-                    None => break,
-                    Some(Err((head, err))) => {
-                        self.refuse_chain(head, err);
-                        refused = true;
-                        break;
-                    }
-                    Some(Ok(chain)) => {
-                        total += chain.capacity;
-                        self.scratch.chains.push(chain);
-                        if !self.mergeable {
-                            break;
-                        }
-                    }
-                }
-            }
-            if total >= need {
-                return Some(RingSlot {
-                    capacity: total - self.header_len,
-                    meta: RxMeta::default(),
-                    rx: self,
-                });
-            }
-            if refused {
-                continue;
-            }
-            let popped = self.scratch.chains.len();
-            self.scratch.chains.clear();
-            self.scratch.segs.clear();
-            self.rewind(popped);
-            if !self.arm() {
-                return None;
-            }
-        }
     }
 }
 

@@ -18,7 +18,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 
 use netcore::engine::MAX_FRAME_LEN;
-use netcore::link::{RxLink, RxSlot};
+use netcore::link::{OneFrame, RxLink, RxSlot};
 use netcore::{Engine, TxFrame};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
@@ -115,6 +115,12 @@ impl Drop for StreamSlot<'_> {
 
 impl RxLink for StreamRx {
     type Slot<'a> = StreamSlot<'a>;
+    type Frames<'a> = OneFrame<StreamSlot<'a>>;
+
+    /// One frame at a time: the output buffer is copied to the socket anyway.
+    fn reserve_frames(&mut self, max_len: usize, _count: usize) -> Option<Self::Frames<'_>> {
+        self.reserve(max_len).map(OneFrame)
+    }
 
     fn reserve(&mut self, max_len: usize) -> Option<StreamSlot<'_>> {
         if self.backlog() > MAX_BACKLOG {
