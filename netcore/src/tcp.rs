@@ -9,9 +9,12 @@
 //! * **Guest to host.** A guest segment that starts at `rcv_nxt` is written to the socket
 //!   straight from guest memory (iovecs into the frame). We ACK exactly what the socket took, so
 //!   acknowledged data is never dropped: a short write simply leaves the rest for the guest to
-//!   retransmit. The window we offer is the socket's free send-buffer space.
+//!   retransmit. The window we offer is the socket's free send-buffer space. Small segments
+//!   are written with `MSG_MORE` and pushed when the batch ends, so a guest without
+//!   segmentation offload does not cost the host one loopback packet per 1460 bytes.
 //! * **Host to guest.** Data stays in the socket's receive queue until the guest ACKs it. We
-//!   `recvmsg(MSG_PEEK)` it straight into guest RX buffers; with `SO_PEEK_OFF` the kernel keeps
+//!   `recvmsg(MSG_PEEK)` it straight into guest RX buffers, up to 16 frames per call (reserved
+//!   together through [`RxLink::reserve_frames`]); with `SO_PEEK_OFF` the kernel keeps
 //!   the peek position at "bytes already sent" (`snd_nxt - snd_una`), and removes bytes with
 //!   `MSG_TRUNC` as ACKs arrive, moving the position back accordingly. Retransmission (timeout or
 //!   three duplicate ACKs) just resets the peek offset to zero and sends again from `snd_una`.
@@ -170,6 +173,10 @@ struct Flow {
     snd_nxt: u32,
     /// The host socket reached end of stream: a FIN follows the data.
     host_eof: bool,
+    /// Guest data went to the socket with `MSG_MORE` in this batch: the kernel holds a partial
+    /// segment until [`TcpTable::end_batch`] pushes it, so consecutive guest segments leave as
+    /// one (a guest without segmentation offload writes 1460 bytes at a time).
+    corked: bool,
     /// Epoll reported the peer's FIN: reads go on until they find the end of stream, as no
     /// later event would announce it.
     peer_closed: bool,
@@ -496,6 +503,7 @@ impl TcpTable {
             snd_nxt: iss,
             host_eof: false,
             peer_closed: false,
+            corked: false,
             fin_seq: None,
             snd_wnd: u32::from(seg.window),
             wscale: seg.wscale.map(|s| s.min(14)),
@@ -675,6 +683,11 @@ impl TcpTable {
         let mut visiting = std::mem::take(&mut self.visiting);
         std::mem::swap(&mut visiting, &mut self.pending);
         for &slot in &visiting {
+            if let Some(flow) = self.flows[slot].as_mut().filter(|f| f.corked) {
+                flow.corked = false;
+                // Setting TCP_NODELAY (already on) transmits what MSG_MORE held back.
+                let _ = sys::set_nodelay(flow.fd());
+            }
             let resume = self.flows[slot].as_mut().is_some_and(|f| {
                 let resume = f.room || f.waiting_rx;
                 f.room = false;
@@ -899,8 +912,11 @@ where
             iovs.clear();
             frame.iovecs(seg.payload_offset + offset, len, iovs);
             flow.largest_segment = flow.largest_segment.max(len as u32);
-            match sys::sendmsg(flow.fd(), iovs, None, libc::MSG_DONTWAIT) {
+            let small = len < COALESCE_BELOW;
+            let more = if small { libc::MSG_MORE } else { 0 };
+            match sys::sendmsg(flow.fd(), iovs, None, libc::MSG_DONTWAIT | more) {
                 Ok(n) => {
+                    flow.corked |= small;
                     flow.rcv_nxt = flow.rcv_nxt.wrapping_add(n as u32);
                     flow.wrote(n);
                     if n < len {
@@ -1014,6 +1030,10 @@ enum Push {
     NoBuffers,
     Reset,
 }
+
+/// Guest segments shorter than this are written with `MSG_MORE`, to leave the socket together
+/// at the end of the batch; larger ones go at once, as holding them back only delays the peer.
+const COALESCE_BELOW: usize = 16 << 10;
 
 /// The most frames one socket read fills: enough that a 64 KiB-segment guest takes 1 MiB per
 /// `recvmsg`, and an MSS-segment guest about 23 KiB.
@@ -1455,7 +1475,7 @@ mod tests {
         }
 
         /// Sends a guest segment through the table (and ends the batch, as the device does).
-        fn send(
+        fn send_in_batch(
             &mut self,
             seq: u32,
             ack: u32,
@@ -1487,6 +1507,25 @@ mod tests {
             let out =
                 table.on_segment(&mut ctx, &seg, &frame[..], || Target::Connect(remote), link);
             assert_eq!(out, SegmentOutcome::Handled);
+        }
+
+        /// One guest segment as a batch of its own.
+        #[allow(clippy::too_many_arguments)]
+        fn send(
+            &mut self,
+            seq: u32,
+            ack: u32,
+            tcp_flags: u8,
+            window: u16,
+            options: &[u8],
+            payload: &[u8],
+        ) {
+            self.send_in_batch(seq, ack, tcp_flags, window, options, payload);
+            self.end_batch();
+        }
+
+        fn end_batch(&mut self) {
+            let (mut ctx, table, link) = self.ctx();
             table.end_batch(&mut ctx, link);
         }
 
@@ -1816,6 +1855,35 @@ mod tests {
         rig.send(GUEST_ISN + 1, iss + 1 + 4000, flags::ACK, 1024, &[], &[]);
         rig.tick_after(Duration::from_secs(5));
         assert!(rig.seen().is_empty());
+    }
+
+    #[test]
+    fn small_guest_segments_of_one_batch_leave_the_socket_together_at_its_end() {
+        let mut rig = Rig::new();
+        let (mut server, iss) = rig.establish();
+        let data: Vec<u8> = (0..3000u32).map(|i| (i % 247) as u8).collect();
+        for (i, part) in data.chunks(1000).enumerate() {
+            let seq = GUEST_ISN + 1 + (i * 1000) as u32;
+            rig.send_in_batch(seq, iss + 1, flags::ACK, 1024, &[], part);
+        }
+        // Held back with MSG_MORE while the batch lasts...
+        server.set_nonblocking(true).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut buf = vec![0u8; 4000];
+        let early = server.read(&mut buf);
+        assert!(
+            matches!(&early, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "{early:?}"
+        );
+        // ...and sent when it ends, with one ACK for all three.
+        rig.end_batch();
+        server.set_nonblocking(false).unwrap();
+        let mut got = vec![0u8; data.len()];
+        server.read_exact(&mut got).unwrap();
+        assert!(got == data);
+        let acks = rig.seen();
+        assert_eq!(acks.len(), 1, "{acks:?}");
+        assert_eq!(acks[0].ack, GUEST_ISN + 1 + 3000);
     }
 
     #[test]
