@@ -287,6 +287,14 @@ pub fn send_memory(fd: RawFd) -> io::Result<SendMemory> {
     })
 }
 
+/// Bytes in a TCP socket's receive queue, peeked or not (`SIOCINQ`).
+pub fn queued_for_reading(fd: RawFd) -> io::Result<usize> {
+    let mut bytes: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int into the live local.
+    check(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut bytes) })?;
+    Ok(usize::try_from(bytes).unwrap_or(0))
+}
+
 pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
 }

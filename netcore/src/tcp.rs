@@ -1053,6 +1053,16 @@ fn send_data<L: RxLink>(
     scratch: &mut Vec<u8>,
     iovs: &mut Vec<libc::iovec>,
 ) -> Push {
+    // Frames are sized to what the socket holds beyond what is in flight: reserving a burst of
+    // 64 KiB frames for a 32-byte answer would walk the whole RX ring for nothing.
+    let in_flight = flow.data_in_flight() as usize;
+    let unread = sys::queued_for_reading(flow.fd())
+        .map_or(usize::MAX, |queued| queued.saturating_sub(in_flight));
+    if unread == 0 && !flow.peer_closed {
+        return Push::Empty;
+    }
+    // With nothing left after the peer's FIN, one read finds the end of stream.
+    let wanted_bytes = window_left.min(unread.max(1));
     let header_len = ip::l2_l3_len(&flow.key.guest.ip()) + TCP_HEADER_LEN;
     let offloads = rx.offloads();
     // With segmentation offload one frame carries up to 64 KiB, cut by the guest's stack into
@@ -1063,8 +1073,8 @@ fn send_data<L: RxLink>(
     } else {
         segment
     }
-    .min(window_left);
-    let wanted = window_left
+    .min(wanted_bytes);
+    let wanted = wanted_bytes
         .div_ceil(frame_payload)
         .clamp(1, MAX_FRAMES_PER_READ);
     let Some(mut frames) = rx.reserve_frames(header_len + frame_payload, wanted) else {
@@ -1072,7 +1082,7 @@ fn send_data<L: RxLink>(
     };
     iovs.clear();
     if !peek_offset {
-        let skip = flow.data_in_flight() as usize;
+        let skip = in_flight;
         if scratch.len() < skip {
             scratch.resize(skip, 0);
         }
@@ -1088,7 +1098,7 @@ fn send_data<L: RxLink>(
     // limit is left out of this read.
     let mut planned = [0usize; MAX_FRAMES_PER_READ];
     let mut frame_count = 0;
-    let mut left = window_left;
+    let mut left = wanted_bytes;
     while frame_count < frames.count().min(MAX_FRAMES_PER_READ) && left > 0 {
         let len = left.min(frame_payload);
         let before = iovs.len();
