@@ -288,8 +288,9 @@ pub struct MemoryLink {
     /// Bytes the engine read back out of slots (checksums over payload, captures): zero
     /// when nothing copies payload.
     pub bytes_read_back: usize,
-    /// Calls of [`RxLink::reserve_frames`] that reserved anything.
-    pub frame_reservations: usize,
+    /// What each call of [`RxLink::reserve_frames`] that reserved anything asked for:
+    /// `(max_len, count)`.
+    pub frame_reservations: Vec<(usize, usize)>,
 }
 
 impl MemoryLink {
@@ -432,7 +433,7 @@ impl RxLink for MemoryLink {
         if let Some(left) = self.buffers_left.as_mut() {
             *left -= count;
         }
-        self.frame_reservations += 1;
+        self.frame_reservations.push((max_len, count));
         Some(MemoryFrames {
             bufs: vec![vec![0; max_len]; count],
             metas: vec![RxMeta::default(); count],

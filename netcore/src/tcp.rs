@@ -1916,11 +1916,22 @@ mod tests {
         assert!(last.payload.len() <= 1460);
         // 28 segments at 16 per read: two reads, or three if the data arrived in two parts.
         assert!(
-            rig.link.frame_reservations <= 3,
-            "{} reservations for {} segments",
+            rig.link.frame_reservations.len() <= 3,
+            "{:?} reservations for {} segments",
             rig.link.frame_reservations,
             segs.len()
         );
+    }
+
+    #[test]
+    fn a_small_answer_reserves_one_frame_of_its_size() {
+        let mut rig = Rig::new();
+        let (mut server, _) = rig.establish();
+        server.write_all(&[7u8; 32]).unwrap();
+        let segs = collect_payload(&mut rig, 32);
+        assert_eq!(segs.len(), 1);
+        // Not sixteen MSS-sized frames for 32 bytes; and no read at all once they are sent.
+        assert_eq!(rig.link.frame_reservations, [(54 + 32, 1)]);
     }
 
     #[test]
