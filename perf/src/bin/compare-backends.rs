@@ -29,7 +29,8 @@ use vnu_tests::{Backend, GuestOpts, Net, TempDir};
              iperf3 both ways, request/response latency, backend CPU per GB"
 )]
 struct Args {
-    /// Runs of each test per backend; the tables show medians.
+    /// Rounds: each boots every backend once for one run of each test; the tables show
+    /// medians.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     runs: u32,
 
@@ -202,9 +203,10 @@ fn run(args: &Args) -> Result<bool, String> {
         header.push(format!("passt     {}", passt_version()));
     }
     header.push(format!(
-        "tests     per backend {} runs of: iperf3 -t {} -f m to {GATEWAY} (host 127.0.0.1) each \
-         way; {} request/response exchanges of {} bytes on one TCP connection from the guest \
-         (busybox `nc -e cat` echoes, the host times)",
+        "tests     {} rounds, each booting every backend in turn (one later each round) for \
+         one run of: iperf3 -t {} -f m to {GATEWAY} (host 127.0.0.1) each way; {} \
+         request/response exchanges of {} bytes on one TCP connection from the guest (busybox \
+         `nc -e cat` echoes, the host times)",
         args.runs,
         args.time,
         args.exchanges,
@@ -213,21 +215,39 @@ fn run(args: &Args) -> Result<bool, String> {
     println!("{}\n", header.join("\n"));
 
     let started = Instant::now();
-    let mut results = Vec::new();
-    for kind in kinds {
-        let load = load_average();
-        let m = match measure(kind, args, bin.as_deref(), &exe, ticks) {
-            Ok(m) => m,
-            Err(e) => Measured {
-                kind,
-                tests: Vec::new(),
-                mtu: None,
-                summary: None,
-                load,
-                error: Some(e),
-            },
-        };
-        results.push(m);
+    let mut results: Vec<Measured> = kinds
+        .iter()
+        .map(|&kind| Measured {
+            kind,
+            tests: Vec::new(),
+            mtu: None,
+            summary: None,
+            load: String::new(),
+            error: None,
+        })
+        .collect();
+    // Round by round, every backend boots once for one run of each test, starting one backend
+    // later each round: this machine slows down under sustained load, and a backend always
+    // measured last would always be measured slowest.
+    for round in 0..args.runs as usize {
+        for turn in 0..kinds.len() {
+            let slot = &mut results[(round + turn) % kinds.len()];
+            if slot.error.is_some() {
+                continue;
+            }
+            let load = load_average();
+            if slot.load.is_empty() {
+                slot.load = load;
+            }
+            match measure(slot.kind, args, bin.as_deref(), &exe, ticks) {
+                Ok(m) => {
+                    slot.tests.extend(m.tests);
+                    slot.mtu = slot.mtu.take().or(m.mtu);
+                    slot.summary = m.summary.or(slot.summary.take());
+                }
+                Err(e) => slot.error = Some(e),
+            }
+        }
     }
     let end_load = load_average();
 
@@ -245,7 +265,10 @@ fn run(args: &Args) -> Result<bool, String> {
             println!("{}: {e}", m.kind.name());
         }
         if let Some(summary) = &m.summary {
-            println!("{} connection summary: {summary}", m.kind.name());
+            println!(
+                "{} connection summary (its last boot): {summary}",
+                m.kind.name()
+            );
         }
         for (k, t) in m.tests.iter().enumerate() {
             let missing = match t.kind {
@@ -419,15 +442,11 @@ fn measure(
 ) -> Result<Measured, String> {
     let load = load_average();
     let setup = set_up(kind, args, bin)?;
-    let plan: Vec<TestKind> = (0..args.runs)
-        .flat_map(|_| {
-            [
-                TestKind::Iperf(Direction::GuestToHost),
-                TestKind::Iperf(Direction::HostToGuest),
-                TestKind::Latency,
-            ]
-        })
-        .collect();
+    let plan = [
+        TestKind::Iperf(Direction::GuestToHost),
+        TestKind::Iperf(Direction::HostToGuest),
+        TestKind::Latency,
+    ];
     let mut echo_command = setup.prefix.clone();
     echo_command.push(exe.display().to_string());
     echo_command.push(echo::SERVE_FLAG.into());
