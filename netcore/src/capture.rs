@@ -116,46 +116,6 @@ impl<'c, L> Tap<'c, L> {
     }
 }
 
-/// A slot reserved through a [`Tap`].
-#[derive(Debug)]
-pub struct TapSlot<'s, S> {
-    inner: S,
-    capture: Option<&'s SharedCapture>,
-    frames: &'s mut u64,
-}
-
-impl<S: crate::link::RxSlot> crate::link::RxSlot for TapSlot<'_, S> {
-    fn capacity(&self) -> usize {
-        self.inner.capacity()
-    }
-
-    fn write_at(&mut self, offset: usize, data: &[u8]) {
-        self.inner.write_at(offset, data);
-    }
-
-    fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
-        self.inner.read_at(offset, buf)
-    }
-
-    fn iovecs(&mut self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
-        self.inner.iovecs(offset, len, out);
-    }
-
-    fn set_meta(&mut self, meta: crate::link::RxMeta) {
-        self.inner.set_meta(meta);
-    }
-
-    fn commit(self, len: usize) {
-        if let Some(capture) = self.capture {
-            let mut frame = vec![0u8; len];
-            let n = self.inner.read_at(0, &mut frame);
-            record(capture, &frame[..n]);
-        }
-        *self.frames += 1;
-        self.inner.commit(len);
-    }
-}
-
 /// Frames reserved through a [`Tap`].
 #[derive(Debug)]
 pub struct TapFrames<'s, F> {
@@ -167,6 +127,10 @@ pub struct TapFrames<'s, F> {
 impl<F: crate::link::RxFrames> crate::link::RxFrames for TapFrames<'_, F> {
     fn count(&self) -> usize {
         self.inner.count()
+    }
+
+    fn capacity(&self, frame: usize) -> usize {
+        self.inner.capacity(frame)
     }
 
     fn write_at(&mut self, frame: usize, offset: usize, data: &[u8]) {
@@ -200,7 +164,7 @@ impl<F: crate::link::RxFrames> crate::link::RxFrames for TapFrames<'_, F> {
 
 impl<L: crate::link::RxLink> crate::link::RxLink for Tap<'_, L> {
     type Slot<'s>
-        = TapSlot<'s, L::Slot<'s>>
+        = crate::link::FirstFrame<TapFrames<'s, L::Frames<'s>>>
     where
         Self: 's;
 
@@ -223,11 +187,6 @@ impl<L: crate::link::RxLink> crate::link::RxLink for Tap<'_, L> {
     }
 
     fn reserve(&mut self, max_len: usize) -> Option<Self::Slot<'_>> {
-        let inner = self.inner.reserve(max_len)?;
-        Some(TapSlot {
-            inner,
-            capture: self.capture,
-            frames: self.frames,
-        })
+        self.reserve_frames(max_len, 1).map(crate::link::FirstFrame)
     }
 }

@@ -133,6 +133,9 @@ pub trait RxFrames {
     /// How many frames were reserved: at least one.
     fn count(&self) -> usize;
 
+    /// The largest `frame` can be.
+    fn capacity(&self, frame: usize) -> usize;
+
     /// Writes `data` at `offset` in `frame`. Panics if it does not fit the reservation.
     fn write_at(&mut self, frame: usize, offset: usize, data: &[u8]);
 
@@ -170,6 +173,37 @@ impl<F: RxFrames + ?Sized> RxBytes for FrameOf<'_, F> {
     }
 }
 
+/// The first frame of an [`RxFrames`] reservation as an [`RxSlot`]: how links that reserve
+/// frames together hand out single ones.
+#[derive(Debug)]
+pub struct FirstFrame<F>(pub F);
+
+impl<F: RxFrames> RxSlot for FirstFrame<F> {
+    fn capacity(&self) -> usize {
+        self.0.capacity(0)
+    }
+
+    fn write_at(&mut self, offset: usize, data: &[u8]) {
+        self.0.write_at(0, offset, data);
+    }
+
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
+        self.0.read_at(0, offset, buf)
+    }
+
+    fn iovecs(&mut self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+        self.0.iovecs(0, offset, len, out);
+    }
+
+    fn set_meta(&mut self, meta: RxMeta) {
+        self.0.set_meta(0, meta);
+    }
+
+    fn commit(self, len: usize) {
+        self.0.commit(&[len]);
+    }
+}
+
 /// An [`RxSlot`] as a reservation of one frame, for links that gain nothing from reserving
 /// several at once.
 #[derive(Debug)]
@@ -178,6 +212,10 @@ pub struct OneFrame<S>(pub S);
 impl<S: RxSlot> RxFrames for OneFrame<S> {
     fn count(&self) -> usize {
         1
+    }
+
+    fn capacity(&self, frame: usize) -> usize {
+        if frame == 0 { self.0.capacity() } else { 0 }
     }
 
     fn write_at(&mut self, frame: usize, offset: usize, data: &[u8]) {
@@ -380,6 +418,10 @@ impl Drop for MemoryFrames<'_> {
 impl RxFrames for MemoryFrames<'_> {
     fn count(&self) -> usize {
         self.bufs.len()
+    }
+
+    fn capacity(&self, frame: usize) -> usize {
+        self.bufs[frame].len()
     }
 
     fn write_at(&mut self, frame: usize, offset: usize, data: &[u8]) {

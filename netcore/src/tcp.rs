@@ -1484,7 +1484,8 @@ mod tests {
             )
         }
 
-        /// Sends a guest segment through the table (and ends the batch, as the device does).
+        /// Passes a guest segment to the table within the current batch (the device ends a
+        /// batch once the TX ring is drained).
         fn send_in_batch(
             &mut self,
             seq: u32,
@@ -1520,7 +1521,6 @@ mod tests {
         }
 
         /// One guest segment as a batch of its own.
-        #[allow(clippy::too_many_arguments)]
         fn send(
             &mut self,
             seq: u32,

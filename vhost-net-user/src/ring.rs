@@ -33,7 +33,7 @@ use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use netcore::engine::MAX_FRAME_LEN;
-use netcore::link::{RxFrames, RxLink, RxMeta, RxOffloads, RxSlot, TxFrame};
+use netcore::link::{FirstFrame, RxFrames, RxLink, RxMeta, RxOffloads, TxFrame};
 
 use crate::vnet;
 
@@ -580,41 +580,9 @@ pub fn notify(vring: &VringRwLock) {
     }
 }
 
-/// Room for one frame in popped RX chains: a reservation of a single [`RingFrames`] frame.
-#[derive(Debug)]
-pub struct RingSlot<'s, 'a> {
-    frames: RingFrames<'s, 'a>,
-}
-
-impl RxSlot for RingSlot<'_, '_> {
-    fn capacity(&self) -> usize {
-        self.frames.span(0).1
-    }
-
-    fn write_at(&mut self, offset: usize, data: &[u8]) {
-        self.frames.write_at(0, offset, data);
-    }
-
-    fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
-        self.frames.read_at(0, offset, buf)
-    }
-
-    fn iovecs(&mut self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
-        self.frames.iovecs(0, offset, len, out);
-    }
-
-    fn set_meta(&mut self, meta: RxMeta) {
-        self.frames.set_meta(0, meta);
-    }
-
-    fn commit(self, len: usize) {
-        self.frames.commit(&[len]);
-    }
-}
-
 impl<'a> RxLink for RingRx<'a> {
     type Slot<'s>
-        = RingSlot<'s, 'a>
+        = FirstFrame<RingFrames<'s, 'a>>
     where
         Self: 's;
 
@@ -627,9 +595,8 @@ impl<'a> RxLink for RingRx<'a> {
         self.offloads
     }
 
-    fn reserve(&mut self, max_len: usize) -> Option<RingSlot<'_, 'a>> {
-        let frames = self.reserve_frames(max_len, 1)?;
-        Some(RingSlot { frames })
+    fn reserve(&mut self, max_len: usize) -> Option<Self::Slot<'_>> {
+        self.reserve_frames(max_len, 1).map(FirstFrame)
     }
 
     fn reserve_frames(&mut self, max_len: usize, count: usize) -> Option<RingFrames<'_, 'a>> {
@@ -723,6 +690,10 @@ impl RingFrames<'_, '_> {
 impl RxFrames for RingFrames<'_, '_> {
     fn count(&self) -> usize {
         self.rx.scratch.frames.len()
+    }
+
+    fn capacity(&self, frame: usize) -> usize {
+        self.span(frame).1
     }
 
     fn write_at(&mut self, frame: usize, offset: usize, data: &[u8]) {
