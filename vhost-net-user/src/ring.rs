@@ -267,6 +267,8 @@ struct FrameSpan {
     segs: std::ops::Range<usize>,
     capacity: usize,
     meta: RxMeta,
+    /// Chains the frame fills, set when it is committed.
+    used: usize,
 }
 
 /// Reusable storage for RX slots, and what was published since the guest was last considered
@@ -632,10 +634,7 @@ impl RingRx<'_> {
                         }
                         Some(Err(_)) => {
                             // Left for the next reservation, which refuses it as its first.
-                            let popped = self.scratch.chains.len() - chains_from + 1;
-                            self.scratch.chains.truncate(chains_from);
-                            self.scratch.segs.truncate(segs_from);
-                            self.rewind(popped);
+                            self.give_back_frame(chains_from, segs_from, 1);
                             break 'frames;
                         }
                         Some(Ok(chain)) => {
@@ -648,10 +647,7 @@ impl RingRx<'_> {
                     }
                 }
                 if total < need {
-                    let popped = self.scratch.chains.len() - chains_from;
-                    self.scratch.chains.truncate(chains_from);
-                    self.scratch.segs.truncate(segs_from);
-                    self.rewind(popped);
+                    self.give_back_frame(chains_from, segs_from, 0);
                     break;
                 }
                 self.scratch.frames.push(FrameSpan {
@@ -659,6 +655,7 @@ impl RingRx<'_> {
                     segs: segs_from..self.scratch.segs.len(),
                     capacity: total - self.header_len,
                     meta: RxMeta::default(),
+                    used: 0,
                 });
             }
             if !self.scratch.frames.is_empty() {
@@ -671,6 +668,15 @@ impl RingRx<'_> {
                 return 0;
             }
         }
+    }
+
+    /// Gives back the chains popped for a frame that will not be reserved (those from
+    /// `chains_from` on, plus `refused` popped and dropped from the lists by `pop_chain`).
+    fn give_back_frame(&mut self, chains_from: usize, segs_from: usize, refused: usize) {
+        let popped = self.scratch.chains.len() - chains_from + refused;
+        self.scratch.chains.truncate(chains_from);
+        self.scratch.segs.truncate(segs_from);
+        self.rewind(popped);
     }
 }
 
@@ -744,24 +750,20 @@ impl RxFrames for RingFrames<'_, '_> {
         }
         let header_len = rx.header_len;
         let chains = std::mem::take(&mut rx.scratch.chains);
-        let frames = std::mem::take(&mut rx.scratch.frames);
-        // Chains each frame fills; each frame's header names its own count.
-        let used_chains = |span: &FrameSpan, len: usize| {
+        let mut frames = std::mem::take(&mut rx.scratch.frames);
+        let mem = rx.mem;
+        for (span, &len) in frames.iter_mut().zip(lens) {
+            // The chains the frame fills; its header names that count.
             let mut left = header_len + len.min(span.capacity);
-            let mut used = 0;
+            span.used = 0;
             for chain in &chains[span.chains.clone()] {
                 if left == 0 {
                     break;
                 }
                 left -= chain.capacity.min(left);
-                used += 1;
+                span.used += 1;
             }
-            used
-        };
-        let mem = rx.mem;
-        for (span, &len) in frames.iter().zip(lens) {
-            let used = used_chains(span, len);
-            let header = vnet::rx_header(header_len, used as u16, &span.meta);
+            let header = vnet::rx_header(header_len, span.used as u16, &span.meta);
             let segs = &rx.scratch.segs[span.segs.clone()];
             for_each_span(segs, 0, header_len, |seg, at, n, pos| {
                 let _ = mem.write_slice(&header[pos..pos + n], seg.addr.unchecked_add(at as u64));
@@ -770,14 +772,13 @@ impl RxFrames for RingFrames<'_, '_> {
         let last = committed - 1;
         rx.publish_used(frames[..committed].iter().zip(lens).enumerate().flat_map(
             |(index, (span, &len))| {
-                let used = used_chains(span, len);
                 let mut left = header_len + len.min(span.capacity);
                 // Room a frame before the last leaves unfilled goes back empty (see the
                 // trait): it cannot be rewound past the frames after it.
                 let keep = if index < last {
                     span.chains.len()
                 } else {
-                    used
+                    span.used
                 };
                 chains[span.chains.clone()]
                     .iter()
@@ -789,8 +790,7 @@ impl RxFrames for RingFrames<'_, '_> {
                     })
             },
         ));
-        let kept_last = used_chains(&frames[last], lens[last]);
-        let unused = chains.len() - (frames[last].chains.start + kept_last);
+        let unused = chains.len() - (frames[last].chains.start + frames[last].used);
         rx.scratch.chains = chains;
         rx.scratch.frames = frames;
         rx.scratch.chains.clear();
