@@ -343,64 +343,12 @@ impl MemoryLink {
     }
 }
 
-/// A slot of [`MemoryLink`].
-#[derive(Debug)]
-pub struct MemorySlot<'a> {
-    buf: Vec<u8>,
-    meta: RxMeta,
-    /// `read_at` takes `&self`; the count goes to the link at commit or drop.
-    read_back: std::cell::Cell<usize>,
-    link: &'a mut MemoryLink,
-}
-
-impl Drop for MemorySlot<'_> {
-    fn drop(&mut self) {
-        self.link.bytes_read_back += self.read_back.get();
-    }
-}
-
-impl RxSlot for MemorySlot<'_> {
-    fn capacity(&self) -> usize {
-        self.buf.len()
-    }
-
-    fn write_at(&mut self, offset: usize, data: &[u8]) {
-        self.buf[offset..offset + data.len()].copy_from_slice(data);
-    }
-
-    fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
-        let n = self.buf.as_slice().read_at(offset, buf);
-        self.read_back.set(self.read_back.get() + n);
-        n
-    }
-
-    fn iovecs(&mut self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
-        let end = offset.saturating_add(len).min(self.buf.len());
-        if offset < end {
-            out.push(libc::iovec {
-                iov_base: self.buf[offset..end].as_mut_ptr() as *mut libc::c_void,
-                iov_len: end - offset,
-            });
-        }
-    }
-
-    fn set_meta(&mut self, meta: RxMeta) {
-        self.meta = meta;
-    }
-
-    fn commit(mut self, len: usize) {
-        self.buf.truncate(len);
-        let frame = std::mem::take(&mut self.buf);
-        self.link.frames.push(frame);
-        self.link.metas.push(self.meta);
-    }
-}
-
-/// Several frames of [`MemoryLink`], each its own buffer.
+/// Frames of [`MemoryLink`], each its own buffer (a slot is the first of one).
 #[derive(Debug)]
 pub struct MemoryFrames<'a> {
     bufs: Vec<Vec<u8>>,
     metas: Vec<RxMeta>,
+    /// `read_at` takes `&self`; the count goes to the link on drop.
     read_back: std::cell::Cell<usize>,
     link: &'a mut MemoryLink,
 }
@@ -463,11 +411,9 @@ impl RxFrames for MemoryFrames<'_> {
     }
 }
 
-impl RxLink for MemoryLink {
-    type Slot<'a> = MemorySlot<'a>;
-    type Frames<'a> = MemoryFrames<'a>;
-
-    fn reserve_frames(&mut self, max_len: usize, count: usize) -> Option<MemoryFrames<'_>> {
+impl MemoryLink {
+    /// Up to `count` frames, as many as `buffers_left` allows.
+    fn frames(&mut self, max_len: usize, count: usize) -> Option<MemoryFrames<'_>> {
         let count = count.min(self.buffers_left.unwrap_or(usize::MAX));
         if count == 0 {
             return None;
@@ -475,7 +421,6 @@ impl RxLink for MemoryLink {
         if let Some(left) = self.buffers_left.as_mut() {
             *left -= count;
         }
-        self.frame_reservations.push((max_len, count));
         Some(MemoryFrames {
             bufs: vec![vec![0; max_len]; count],
             metas: vec![RxMeta::default(); count],
@@ -483,17 +428,23 @@ impl RxLink for MemoryLink {
             link: self,
         })
     }
+}
 
-    fn reserve(&mut self, max_len: usize) -> Option<MemorySlot<'_>> {
-        if let Some(left) = self.buffers_left.as_mut() {
-            *left = left.checked_sub(1)?;
-        }
-        Some(MemorySlot {
-            buf: vec![0; max_len],
-            meta: RxMeta::default(),
-            read_back: std::cell::Cell::new(0),
-            link: self,
-        })
+impl RxLink for MemoryLink {
+    type Slot<'a> = FirstFrame<MemoryFrames<'a>>;
+    type Frames<'a> = MemoryFrames<'a>;
+
+    fn reserve_frames(&mut self, max_len: usize, count: usize) -> Option<MemoryFrames<'_>> {
+        let frames = self.frames(max_len, count)?;
+        frames
+            .link
+            .frame_reservations
+            .push((max_len, frames.bufs.len()));
+        Some(frames)
+    }
+
+    fn reserve(&mut self, max_len: usize) -> Option<Self::Slot<'_>> {
+        self.frames(max_len, 1).map(FirstFrame)
     }
 
     fn offloads(&self) -> RxOffloads {
@@ -530,12 +481,16 @@ mod tests {
     }
 
     #[test]
-    fn dropped_slot_sends_nothing() {
-        let mut link = MemoryLink::new();
+    fn dropped_slot_sends_nothing_and_gives_its_buffer_back() {
+        let mut link = MemoryLink {
+            buffers_left: Some(1),
+            ..Default::default()
+        };
         {
             let mut slot = link.reserve(10).unwrap();
             RxSlot::write_at(&mut slot, 0, b"zz");
         }
         assert!(link.frames.is_empty());
+        assert_eq!(link.send(&[b"x"]), Ok(()));
     }
 }
