@@ -235,17 +235,21 @@ fn run(args: &Args) -> Result<bool, String> {
             if slot.error.is_some() {
                 continue;
             }
-            let load = load_average();
-            if slot.load.is_empty() {
-                slot.load = load;
-            }
             match measure(slot.kind, args, bin.as_deref(), &exe, ticks) {
                 Ok(m) => {
+                    if slot.load.is_empty() {
+                        slot.load = m.load;
+                    }
                     slot.tests.extend(m.tests);
                     slot.mtu = slot.mtu.take().or(m.mtu);
                     slot.summary = m.summary.or(slot.summary.take());
                 }
-                Err(e) => slot.error = Some(e),
+                Err(e) => {
+                    if slot.load.is_empty() {
+                        slot.load = load_average();
+                    }
+                    slot.error = Some(e);
+                }
             }
         }
     }
