@@ -2,7 +2,7 @@
 //! (docs/interop/vhost-user.rst, "Backend program conventions").
 
 use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use clap::{ArgAction, Parser};
@@ -170,10 +170,36 @@ impl Args {
                 std::fs::remove_file(path).map_err(bad)?;
             }
         }
-        let listener = UnixListener::bind(path).map_err(bad)?;
+        let listener = listen_then_publish(path).map_err(bad)?;
         server::remove_at_exit(path);
         Ok(listener)
     }
+}
+
+/// Binds and listens under a hidden name beside `path`, then renames the socket into place.
+///
+/// `bind` creates the file before `listen` makes it accept, so whoever waits for the file to
+/// appear (QEMU started by a script, the tests) could meet a socket that refuses; renamed into
+/// place, it accepts from its first moment.
+fn listen_then_publish(path: &Path) -> std::io::Result<UnixListener> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        // bind's answer for a taken path; rename would silently replace the user's file.
+        return Err(std::io::ErrorKind::AddrInUse.into());
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let hidden = dir.join(format!(".vnu-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&hidden);
+    // The hidden name can be too long for a socket address when `path` is near the limit.
+    let Ok(listener) = UnixListener::bind(&hidden) else {
+        return UnixListener::bind(path);
+    };
+    std::fs::rename(&hidden, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&hidden);
+    })?;
+    Ok(listener)
 }
 
 /// Runs the program; returns the exit status.
@@ -287,4 +313,58 @@ fn setup(args: &Args) -> Result<(ServeConfig, UnixListener), UsageError> {
         },
         listener,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    /// A directory of its own under the system's temporary directory, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("vnu-cli-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_socket_appears_under_its_name_already_accepting() {
+        let scratch = Scratch::new("publish");
+        let path = scratch.0.join("vu.sock");
+        let listener = listen_then_publish(&path).unwrap();
+        assert_eq!(names(&scratch.0), ["vu.sock"], "the hidden name is gone");
+        let _client = UnixStream::connect(&path).unwrap();
+        listener.accept().unwrap();
+    }
+
+    #[test]
+    fn a_file_of_the_users_at_the_path_is_left_alone() {
+        let scratch = Scratch::new("taken");
+        let path = scratch.0.join("vu.sock");
+        std::fs::write(&path, b"mine").unwrap();
+        let err = listen_then_publish(&path).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        assert_eq!(std::fs::read(&path).unwrap(), b"mine");
+        assert_eq!(names(&scratch.0), ["vu.sock"]);
+    }
 }
