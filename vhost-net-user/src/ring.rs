@@ -30,7 +30,10 @@
 
 use vhost_user_backend::{VringRwLock, VringT};
 use virtio_queue::{DescriptorChain, QueueT};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    MemoryRegionAddress,
+};
 
 use netcore::engine::MAX_FRAME_LEN;
 use netcore::link::{FirstFrame, RxFrames, RxLink, RxMeta, RxOffloads, TxFrame};
@@ -67,10 +70,42 @@ pub enum ChainError {
     TooLong,
 }
 
+/// Where each region of one guest-memory snapshot is mapped in this process.
+///
+/// Descriptor addresses become iovec bases through it with one bounds check, instead of
+/// vm-memory building (and dropping) a checked slice per 4 KiB buffer. Loaded from the snapshot
+/// a batch works on, and only as good as that snapshot.
+#[derive(Debug, Default)]
+struct HostMap {
+    /// (guest start, length, host address of the start) per region.
+    regions: Vec<(u64, u64, usize)>,
+}
+
+impl HostMap {
+    fn load(&mut self, mem: &GuestMem) {
+        self.regions.clear();
+        for region in mem.iter() {
+            if let Ok(host) = region.get_host_address(MemoryRegionAddress(0)) {
+                let start = region.start_addr().raw_value();
+                self.regions.push((start, region.len(), host as usize));
+            }
+        }
+    }
+
+    /// The host address of `addr..addr + len`, if that range lies inside one region.
+    fn host(&self, addr: GuestAddress, len: usize) -> Option<usize> {
+        self.regions.iter().find_map(|&(start, size, host)| {
+            let offset = addr.raw_value().checked_sub(start)?;
+            let room = size.checked_sub(offset)?;
+            (offset < size && len as u64 <= room).then(|| host + offset as usize)
+        })
+    }
+}
+
 /// Appends the chain's descriptors to `segs` after checking each, returning their total length.
 fn gather(
     chain: DescriptorChain<&GuestMem>,
-    mem: &GuestMem,
+    map: &HostMap,
     writable: bool,
     limit: usize,
     segs: &mut Vec<Segment>,
@@ -88,7 +123,7 @@ fn gather(
         if len == 0 {
             continue;
         }
-        let Ok(slice) = mem.get_slice(desc.addr(), len) else {
+        let Some(host) = map.host(desc.addr(), len) else {
             return Err(ChainError::OutOfMemory);
         };
         total += len;
@@ -97,7 +132,7 @@ fn gather(
         }
         segs.push(Segment {
             addr: desc.addr(),
-            host: slice.ptr_guard_mut().as_ptr() as usize,
+            host,
             len,
         });
     }
@@ -168,6 +203,7 @@ fn push_iovec(out: &mut Vec<libc::iovec>, base: *mut libc::c_void, len: usize) {
 #[derive(Debug, Default)]
 pub struct TxScratch {
     segs: Vec<Segment>,
+    map: HostMap,
 }
 
 /// One frame the guest transmitted, as validated guest ranges (virtio-net header skipped).
@@ -190,9 +226,10 @@ impl<'a> RingTxFrame<'a> {
         scratch: &'a mut TxScratch,
     ) -> Result<Self, ChainError> {
         scratch.segs.clear();
+        scratch.map.load(mem);
         let total = gather(
             chain,
-            mem,
+            &scratch.map,
             false,
             header_len + MAX_FRAME_LEN,
             &mut scratch.segs,
@@ -288,6 +325,9 @@ pub struct RxScratch {
     /// and our used index when last rechecked (see [`Recheck`]).
     unsignalled_from: Option<u16>,
     last_seen: Option<(u16, u16)>,
+    /// Used elements staged by `publish_used`, kept to avoid an allocation per batch.
+    used_elements: Vec<u8>,
+    map: HostMap,
 }
 
 /// The RX virtqueue as an [`RxLink`] for one batch of work.
@@ -329,6 +369,7 @@ impl<'a> RingRx<'a> {
         scratch: &'a mut RxScratch,
         counters: &'a mut RingCounters,
     ) -> Self {
+        scratch.map.load(mem);
         RingRx {
             vring,
             mem,
@@ -389,21 +430,28 @@ impl<'a> RingRx<'a> {
         if self.scratch.published == 0 {
             self.scratch.published_from = start;
         }
+        // The elements are staged and written a run at a time (the ring wraps at most once
+        // per run): one guest-memory write per run instead of one per 4 KiB buffer.
+        let staged = &mut self.scratch.used_elements;
+        staged.clear();
         let mut next = start;
+        let mut run_start = start;
         for (head, len) in entries {
             if size == 0 || head >= size {
                 continue;
             }
-            let mut element = [0u8; USED_ELEMENT_LEN];
-            element[..4].copy_from_slice(&u32::from(head).to_le_bytes());
-            element[4..].copy_from_slice(&len.to_le_bytes());
-            let offset = USED_RING_HEADER_LEN + u64::from(next % size) * USED_ELEMENT_LEN as u64;
-            let _ = self.mem.write_slice(&element, ring.unchecked_add(offset));
+            staged.extend_from_slice(&u32::from(head).to_le_bytes());
+            staged.extend_from_slice(&len.to_le_bytes());
             next = next.wrapping_add(1);
+            if next % size == 0 {
+                write_used_run(self.mem, ring, size, run_start, staged);
+                run_start = next;
+            }
         }
         if next == start {
             return;
         }
+        write_used_run(self.mem, ring, size, run_start, staged);
         // Release: the entries above are visible before the index that covers them.
         let _ = self.mem.store(
             next.to_le(),
@@ -454,7 +502,13 @@ impl<'a> RingRx<'a> {
             .pop_descriptor_chain(self.mem)?;
         let head = chain.head_index();
         let first_seg = self.scratch.segs.len();
-        match gather(chain, self.mem, true, usize::MAX, &mut self.scratch.segs) {
+        match gather(
+            chain,
+            &self.scratch.map,
+            true,
+            usize::MAX,
+            &mut self.scratch.segs,
+        ) {
             Ok(capacity) => Some(Ok(RxChain { head, capacity })),
             Err(e) => {
                 self.scratch.segs.truncate(first_seg);
@@ -555,6 +609,17 @@ impl Recheck {
 
 /// A split virtqueue's used ring: `flags` and `idx` (2 bytes each), then 8-byte entries.
 const USED_RING_HEADER_LEN: u64 = 4;
+
+/// Writes the staged used elements (`USED_ELEMENT_LEN` bytes each) from ring position
+/// `first`, which must not wrap within them, and empties the stage.
+fn write_used_run(mem: &GuestMem, ring: GuestAddress, size: u16, first: u16, staged: &mut Vec<u8>) {
+    if staged.is_empty() {
+        return;
+    }
+    let offset = USED_RING_HEADER_LEN + u64::from(first % size) * USED_ELEMENT_LEN as u64;
+    let _ = mem.write_slice(staged, ring.unchecked_add(offset));
+    staged.clear();
+}
 const USED_ELEMENT_LEN: usize = 8;
 
 /// As the kernel's `vring_need_event`: moving the used index from `old` to `new` passed the
@@ -813,7 +878,33 @@ impl Drop for RingFrames<'_, '_> {
 
 #[cfg(test)]
 mod tests {
-    use super::push_iovec;
+    use super::{GuestMem, HostMap, push_iovec};
+    use vm_memory::{GuestAddress, GuestMemoryBackend};
+
+    #[test]
+    fn the_host_map_takes_ranges_inside_one_region_only() {
+        let mem = GuestMem::from_ranges(&[
+            (GuestAddress(0), 0x1000),
+            (GuestAddress(0x1000), 0x1000),
+            (GuestAddress(0x10000), 0x2000),
+        ])
+        .unwrap();
+        let mut map = HostMap::default();
+        map.load(&mem);
+        let host_of = |a: u64| mem.get_host_address(GuestAddress(a)).unwrap() as usize;
+        assert_eq!(map.host(GuestAddress(0x10), 0x20), Some(host_of(0x10)));
+        assert_eq!(map.host(GuestAddress(0x1ff0), 0x10), Some(host_of(0x1ff0)));
+        assert_eq!(
+            map.host(GuestAddress(0x10000), 0x2000),
+            Some(host_of(0x10000))
+        );
+        // Into the next region, even an adjacent one: not one mapping.
+        assert_eq!(map.host(GuestAddress(0xff0), 0x20), None);
+        assert_eq!(map.host(GuestAddress(0x11fff), 2), None);
+        assert_eq!(map.host(GuestAddress(0x2000), 1), None);
+        assert_eq!(map.host(GuestAddress(u64::MAX), 1), None);
+        assert_eq!(map.host(GuestAddress(0x10), usize::MAX), None);
+    }
 
     fn ranges(iovs: &[libc::iovec]) -> Vec<(usize, usize)> {
         iovs.iter()
