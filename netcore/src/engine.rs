@@ -614,6 +614,14 @@ impl Engine {
             .end_batch(&self.plan, &self.options.upstream, &mut ctx, &mut tap);
     }
 
+    /// Whether guest segments since the last call made room for host data, so that host socket
+    /// events are likely waiting already: a link that then calls [`Engine::poll_host`] before
+    /// telling the guest delivers that data with the same notification, and is not woken for
+    /// those events afterwards.
+    pub fn host_events_likely(&mut self) -> bool {
+        self.tcp.take_socket_events_waiting()
+    }
+
     /// Serves host sockets and timers that are ready; call when [`Engine::host_fd`] is readable.
     pub fn poll_host<L: RxLink>(&mut self, rx: &mut L) {
         let mut events = [EpollEvent::default(); 64];

@@ -180,6 +180,10 @@ struct Flow {
     /// Epoll reported the peer's FIN: reads go on until they find the end of stream, as no
     /// later event would announce it.
     peer_closed: bool,
+    /// The last `SIOCINQ` found nothing beyond what is in flight, and no socket event came
+    /// since: new data would have brought one (edge-triggered epoll reports every arrival), so
+    /// pushes skip asking again. Cleared by socket events and by retransmission.
+    drained: bool,
     /// Sequence number of our FIN once sent.
     fin_seq: Option<u32>,
     /// The guest's receive window, in bytes, from `snd_una`.
@@ -324,6 +328,10 @@ pub struct TcpTable {
     scratch: Vec<u8>,
     iovs: sys::IoVecs,
     isn_state: u64,
+    /// Set when a guest ACK or window update made room for host data. An ACK that frees data
+    /// lets the peer send, and the kernel runs that transmission inside our discard, so the
+    /// socket's events are already waiting (see [`TcpTable::take_socket_events_waiting`]).
+    socket_events_waiting: bool,
     pub counters: TcpCounters,
 }
 
@@ -349,6 +357,7 @@ impl TcpTable {
             scratch: Vec::new(),
             iovs: sys::IoVecs::default(),
             isn_state: seed | 1,
+            socket_events_waiting: false,
             counters: TcpCounters::default(),
         }
     }
@@ -425,6 +434,7 @@ impl TcpTable {
                     .as_mut()
                     .is_some_and(|f| std::mem::take(&mut f.room));
                 if room {
+                    self.socket_events_waiting = true;
                     self.push_to_guest(slot, ctx, rx);
                 }
                 self.mark_pending(slot);
@@ -503,6 +513,7 @@ impl TcpTable {
             snd_nxt: iss,
             host_eof: false,
             peer_closed: false,
+            drained: false,
             corked: false,
             fin_seq: None,
             snd_wnd: u32::from(seg.window),
@@ -590,6 +601,9 @@ impl TcpTable {
         if events & (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0 {
             flow.peer_closed = true;
         }
+        if events & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0 {
+            flow.drained = false;
+        }
         if events & libc::EPOLLOUT as u32 != 0 && flow.want_write {
             flow.want_write = false;
             flow.forget_window();
@@ -669,6 +683,14 @@ impl TcpTable {
             }
         }
         self.maybe_finished(slot, ctx, rx);
+    }
+
+    /// Whether a guest segment in this batch made room for host data (and so likely made the
+    /// peer send): a caller that polls the sockets before telling the guest moves that data in
+    /// the same notification, and spares itself the wakeup their events would cause. Clears
+    /// the flag.
+    pub fn take_socket_events_waiting(&mut self) -> bool {
+        std::mem::take(&mut self.socket_events_waiting)
     }
 
     fn mark_pending(&mut self, slot: usize) {
@@ -759,6 +781,7 @@ impl TcpTable {
             return;
         }
         flow.snd_nxt = flow.snd_una;
+        flow.drained = false;
         if flow.fin_seq.is_some_and(|fin| fin == flow.snd_una) {
             flow.fin_seq = None;
         }
@@ -1053,10 +1076,14 @@ fn send_data<L: RxLink>(
 ) -> Push {
     // Frames are sized to what the socket holds beyond what is in flight: reserving a burst of
     // 64 KiB frames for a 32-byte answer would walk the whole RX ring for nothing.
+    if flow.drained && !flow.peer_closed {
+        return Push::Empty;
+    }
     let in_flight = flow.data_in_flight() as usize;
     let unread = sys::queued_for_reading(flow.fd())
         .map_or(usize::MAX, |queued| queued.saturating_sub(in_flight));
     if unread == 0 && !flow.peer_closed {
+        flow.drained = true;
         return Push::Empty;
     }
     // With nothing left after the peer's FIN, one read finds the end of stream.

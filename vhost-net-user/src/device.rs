@@ -267,6 +267,9 @@ impl NetBackend {
             }
         }
         self.engine.end_batch(&mut rx);
+        if self.engine.host_events_likely() {
+            self.engine.poll_host(&mut rx);
+        }
         rx.finish();
         self.counters.bad_tx_chains += bad_tx;
         if frames > 0 {
