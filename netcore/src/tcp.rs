@@ -1074,11 +1074,11 @@ fn send_data<L: RxLink>(
     scratch: &mut Vec<u8>,
     iovs: &mut Vec<libc::iovec>,
 ) -> Push {
-    // Frames are sized to what the socket holds beyond what is in flight: reserving a burst of
-    // 64 KiB frames for a 32-byte answer would walk the whole RX ring for nothing.
     if flow.drained && !flow.peer_closed {
         return Push::Empty;
     }
+    // Frames are sized to what the socket holds beyond what is in flight: reserving a burst of
+    // 64 KiB frames for a 32-byte answer would walk the whole RX ring for nothing.
     let in_flight = flow.data_in_flight() as usize;
     let unread = sys::queued_for_reading(flow.fd())
         .map_or(usize::MAX, |queued| queued.saturating_sub(in_flight));

@@ -610,6 +610,8 @@ impl Recheck {
 /// A split virtqueue's used ring: `flags` and `idx` (2 bytes each), then 8-byte entries.
 const USED_RING_HEADER_LEN: u64 = 4;
 
+const USED_ELEMENT_LEN: usize = 8;
+
 /// Writes the staged used elements (`USED_ELEMENT_LEN` bytes each) from ring position
 /// `first`, which must not wrap within them, and empties the stage.
 fn write_used_run(mem: &GuestMem, ring: GuestAddress, size: u16, first: u16, staged: &mut Vec<u8>) {
@@ -620,7 +622,6 @@ fn write_used_run(mem: &GuestMem, ring: GuestAddress, size: u16, first: u16, sta
     let _ = mem.write_slice(staged, ring.unchecked_add(offset));
     staged.clear();
 }
-const USED_ELEMENT_LEN: usize = 8;
 
 /// As the kernel's `vring_need_event`: moving the used index from `old` to `new` passed the
 /// guest's `event`, so it wants an interrupt.
