@@ -24,7 +24,6 @@ use virtio_bindings::bindings::virtio_net::{
     VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
 };
 use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
-use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -33,7 +32,8 @@ use vmm_sys_util::event::{
 use vmm_sys_util::timerfd::TimerFd;
 
 use crate::ring::{
-    self, GuestMem, Recheck, RingCounters, RingRx, RingTxFrame, RxFeatures, RxScratch, TxScratch,
+    self, AvailChains, GuestMem, Recheck, RingCounters, RingRx, RingTxFrame, RxFeatures, RxScratch,
+    TxScratch,
 };
 use crate::vnet;
 
@@ -234,13 +234,13 @@ impl NetBackend {
         let mut bad_tx = 0u64;
         let mut frames = 0usize;
         let mut bulk = false;
+        let mut chains = AvailChains::new(tx_vring, mem);
+        let header_len = self.rx_features.header_len;
         loop {
             loop {
-                let chain = tx_vring.get_mut().get_queue_mut().pop_descriptor_chain(mem);
-                let Some(chain) = chain else { break };
-                let head = chain.head_index();
-                let header_len = self.rx_features.header_len;
-                match RingTxFrame::from_chain(chain, mem, header_len, &mut self.tx_scratch) {
+                let popped = RingTxFrame::pop(&mut chains, mem, header_len, &mut self.tx_scratch);
+                let Some((head, frame)) = popped else { break };
+                match frame {
                     Ok(frame) => {
                         bulk |= frame.len() >= TxModeration::BULK_FRAME;
                         self.engine.handle_frame(&frame, &mut rx);

@@ -8,4 +8,5 @@ pub mod ring;
 pub mod server;
 pub mod stream;
 mod sys;
+pub mod virtq;
 pub mod vnet;

@@ -3,9 +3,10 @@
 //! # Theory of operation
 //!
 //! Guest memory is shared with an untrusted guest, so nothing here makes a Rust slice of it.
-//! A TX chain is validated once (readable descriptors only, each inside one guest memory
-//! region, at least a virtio-net header long, no longer than the largest frame) and kept as a
-//! list of guest ranges; the engine copies bounded prefixes out through vm-memory's volatile
+//! Chains are taken through [`AvailChains`] (the queue's areas mapped once per batch, see
+//! `virtq`). A TX chain is validated once (readable descriptors only, linked inside the table
+//! without loops, each inside one guest memory region, at least a virtio-net header long, no
+//! longer than the largest frame) and kept as a list of guest ranges; the engine copies bounded prefixes out through vm-memory's volatile
 //! accessors and gets raw iovecs for payload, which only the kernel dereferences.
 //!
 //! Toward the guest, [`RingRx::reserve`] pops descriptor chains until their writable space
@@ -29,7 +30,7 @@
 //! a guest that has been waiting, unchanged, for entries we published.
 
 use vhost_user_backend::{VringRwLock, VringT};
-use virtio_queue::{DescriptorChain, QueueT};
+use virtio_queue::QueueT;
 use vm_memory::{
     Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
     MemoryRegionAddress,
@@ -38,6 +39,7 @@ use vm_memory::{
 use netcore::engine::MAX_FRAME_LEN;
 use netcore::link::{FirstFrame, RxFrames, RxLink, RxMeta, RxOffloads, TxFrame};
 
+use crate::virtq::{Desc, DriverAreas};
 use crate::vnet;
 
 /// Guest memory as the daemon maps it.
@@ -68,6 +70,10 @@ pub enum ChainError {
     TooShort,
     #[error("chain longer than the largest frame")]
     TooLong,
+    #[error("descriptor chain links outside the table or loops")]
+    BadLink,
+    #[error("indirect descriptor, a feature not offered")]
+    Indirect,
 }
 
 /// Where each region of one guest-memory snapshot is mapped in this process.
@@ -104,7 +110,7 @@ impl HostMap {
 
 /// Appends the chain's descriptors to `segs` after checking each, returning their total length.
 fn gather(
-    chain: DescriptorChain<&GuestMem>,
+    chain: impl Iterator<Item = Result<Desc, ChainError>>,
     map: &HostMap,
     writable: bool,
     limit: usize,
@@ -112,18 +118,19 @@ fn gather(
 ) -> Result<usize, ChainError> {
     let mut total = 0usize;
     for desc in chain {
-        if desc.is_write_only() != writable {
+        let desc = desc?;
+        if desc.write_only != writable {
             return Err(if writable {
                 ChainError::ReadOnlyInRx
             } else {
                 ChainError::WriteOnlyInTx
             });
         }
-        let len = desc.len() as usize;
+        let len = desc.len as usize;
         if len == 0 {
             continue;
         }
-        let Some(host) = map.host(desc.addr(), len) else {
+        let Some(host) = map.host(desc.addr, len) else {
             return Err(ChainError::OutOfMemory);
         };
         total += len;
@@ -131,12 +138,65 @@ fn gather(
             return Err(ChainError::TooLong);
         }
         segs.push(Segment {
-            addr: desc.addr(),
+            addr: desc.addr,
             host,
             len,
         });
     }
     Ok(total)
+}
+
+/// Takes the chains the guest made available on one queue, for one batch: through
+/// [`DriverAreas`] (the areas mapped once), or through virtio-queue for a queue whose areas
+/// could not be mapped that way.
+pub struct AvailChains<'m> {
+    vring: &'m VringRwLock,
+    mem: &'m GuestMem,
+    areas: Option<DriverAreas<'m>>,
+}
+
+impl<'m> AvailChains<'m> {
+    pub fn new(vring: &'m VringRwLock, mem: &'m GuestMem) -> Self {
+        let areas = DriverAreas::resolve(vring.get_ref().get_queue(), mem);
+        AvailChains { vring, mem, areas }
+    }
+
+    /// Takes the next chain and appends its checked segments to `segs` (on error, some may
+    /// have been appended): its head, with its total length or why it is refused.
+    fn pop(
+        &mut self,
+        map: &HostMap,
+        writable: bool,
+        limit: usize,
+        segs: &mut Vec<Segment>,
+    ) -> Option<(u16, Result<usize, ChainError>)> {
+        let mut state = self.vring.get_mut();
+        let queue = state.get_queue_mut();
+        if let Some(areas) = self.areas.as_mut() {
+            let head = areas.pop_head(queue)?;
+            drop(state);
+            return Some((head, gather(areas.chain(head), map, writable, limit, segs)));
+        }
+        let chain = queue.pop_descriptor_chain(self.mem)?;
+        drop(state);
+        let head = chain.head_index();
+        let descs = chain.map(|d| {
+            Ok(Desc {
+                addr: d.addr(),
+                len: d.len(),
+                write_only: d.is_write_only(),
+            })
+        });
+        Some((head, gather(descs, map, writable, limit, segs)))
+    }
+}
+
+impl std::fmt::Debug for AvailChains<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AvailChains")
+            .field("mapped", &self.areas.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Visits the parts of `segs` covering `offset..offset + len` as (segment, offset within it,
@@ -218,34 +278,33 @@ pub struct RingTxFrame<'a> {
 }
 
 impl<'a> RingTxFrame<'a> {
-    /// Validates a TX chain into a frame view.
-    pub fn from_chain(
-        chain: DescriptorChain<&GuestMem>,
+    /// Takes the next TX chain and validates it into a frame view: its head, with the frame or
+    /// why the chain is refused.
+    pub fn pop(
+        chains: &mut AvailChains<'_>,
         mem: &'a GuestMem,
         header_len: usize,
         scratch: &'a mut TxScratch,
-    ) -> Result<Self, ChainError> {
+    ) -> Option<(u16, Result<Self, ChainError>)> {
         scratch.segs.clear();
         scratch.map.load(mem);
-        let total = gather(
-            chain,
-            &scratch.map,
-            false,
-            header_len + MAX_FRAME_LEN,
-            &mut scratch.segs,
-        )?;
-        if total < header_len {
-            return Err(ChainError::TooShort);
-        }
-        let mut vnet_header = [0u8; 12];
-        let n = read_spans(mem, &scratch.segs, 0, &mut vnet_header[..header_len]);
-        Ok(RingTxFrame {
-            mem,
-            segs: &scratch.segs,
-            header_len,
-            len: total - header_len,
-            partial_csum: vnet::tx_partial_csum(&vnet_header[..n]),
-        })
+        let limit = header_len + MAX_FRAME_LEN;
+        let (head, total) = chains.pop(&scratch.map, false, limit, &mut scratch.segs)?;
+        let frame = total.and_then(|total| {
+            if total < header_len {
+                return Err(ChainError::TooShort);
+            }
+            let mut vnet_header = [0u8; 12];
+            let n = read_spans(mem, &scratch.segs, 0, &mut vnet_header[..header_len]);
+            Ok(RingTxFrame {
+                mem,
+                segs: &scratch.segs,
+                header_len,
+                len: total - header_len,
+                partial_csum: vnet::tx_partial_csum(&vnet_header[..n]),
+            })
+        });
+        Some((head, frame))
     }
 }
 
@@ -339,6 +398,7 @@ pub struct RingRx<'a> {
     offloads: RxOffloads,
     scratch: &'a mut RxScratch,
     counters: &'a mut RingCounters,
+    avail: AvailChains<'a>,
     /// Chains were returned to the guest in this batch: it may need an interrupt.
     used_any: bool,
 }
@@ -378,6 +438,7 @@ impl<'a> RingRx<'a> {
             offloads: features.offloads,
             scratch,
             counters,
+            avail: AvailChains::new(vring, mem),
             used_any: false,
         }
     }
@@ -495,20 +556,11 @@ impl<'a> RingRx<'a> {
     }
 
     fn pop_chain(&mut self) -> Option<Result<RxChain, (u16, ChainError)>> {
-        let chain = self
-            .vring
-            .get_mut()
-            .get_queue_mut()
-            .pop_descriptor_chain(self.mem)?;
-        let head = chain.head_index();
         let first_seg = self.scratch.segs.len();
-        match gather(
-            chain,
-            &self.scratch.map,
-            true,
-            usize::MAX,
-            &mut self.scratch.segs,
-        ) {
+        let (head, capacity) =
+            self.avail
+                .pop(&self.scratch.map, true, usize::MAX, &mut self.scratch.segs)?;
+        match capacity {
             Ok(capacity) => Some(Ok(RxChain { head, capacity })),
             Err(e) => {
                 self.scratch.segs.truncate(first_seg);
@@ -879,8 +931,74 @@ impl Drop for RingFrames<'_, '_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{GuestMem, HostMap, push_iovec};
-    use vm_memory::{GuestAddress, GuestMemoryBackend};
+    use super::{AvailChains, ChainError, GuestMem, HostMap, push_iovec};
+    use vhost_user_backend::{VringRwLock, VringT};
+    use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_queue::desc::{RawDescriptor, split::Descriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{GuestAddress, GuestMemoryAtomic, GuestMemoryBackend};
+
+    /// A popped chain's head, with its total length or why it was refused.
+    type Popped = (u16, Result<usize, ChainError>);
+
+    /// Pops every chain of a queue at `base` in `mem`, and tells whether the queue's areas were
+    /// mapped; checks the segments gathered.
+    fn pop_all(mem: &GuestMem, base: u64) -> (Vec<Popped>, bool) {
+        const SIZE: u16 = 16;
+        let ring = MockSplitQueue::create(mem, GuestAddress(base), SIZE);
+        let desc = |addr, len, flags: u32, next| {
+            RawDescriptor::from(Descriptor::new(addr, len, flags as u16, next))
+        };
+        let write = VRING_DESC_F_WRITE;
+        ring.add_desc_chains(
+            &[
+                desc(0x10000, 100, VRING_DESC_F_NEXT | write, 1),
+                desc(0x10100, 200, write, 0),
+                desc(0x11000, 50, write, 0),
+                desc(0x12000, 10, 0, 0),
+            ],
+            0,
+        )
+        .unwrap();
+        let vring = VringRwLock::new(GuestMemoryAtomic::new(mem.clone()), SIZE).unwrap();
+        vring.set_queue_size(SIZE);
+        vring
+            .set_queue_info(
+                ring.desc_table_addr().0,
+                ring.avail_addr().0,
+                ring.used_addr().0,
+            )
+            .unwrap();
+        vring.set_queue_ready(true);
+        let mut chains = AvailChains::new(&vring, mem);
+        let mapped = chains.areas.is_some();
+        let mut map = HostMap::default();
+        map.load(mem);
+        let mut popped = Vec::new();
+        let mut segs = Vec::new();
+        while let Some(chain) = chains.pop(&map, true, usize::MAX, &mut segs) {
+            popped.push(chain);
+        }
+        let ranges: Vec<_> = segs.iter().map(|s| (s.addr.0, s.len)).collect();
+        assert_eq!(ranges, [(0x10000, 100), (0x10100, 200), (0x11000, 50)]);
+        (popped, mapped)
+    }
+
+    #[test]
+    fn chains_come_the_same_whether_the_queue_areas_are_mapped_or_not() {
+        let one = GuestMem::from_ranges(&[(GuestAddress(0), 0x20000)]).unwrap();
+        let split =
+            GuestMem::from_ranges(&[(GuestAddress(0), 0x1000), (GuestAddress(0x1000), 0x1f000)])
+                .unwrap();
+        let expected = vec![
+            (0, Ok(300)),
+            (2, Ok(50)),
+            (3, Err(ChainError::ReadOnlyInRx)),
+        ];
+        assert_eq!(pop_all(&one, 0), (expected.clone(), true));
+        // The descriptor table (256 bytes) starts 64 bytes before the second region.
+        assert_eq!(pop_all(&split, 0xfc0), (expected, false));
+    }
 
     #[test]
     fn the_host_map_takes_ranges_inside_one_region_only() {
