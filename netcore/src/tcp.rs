@@ -180,10 +180,14 @@ struct Flow {
     /// Epoll reported the peer's FIN: reads go on until they find the end of stream, as no
     /// later event would announce it.
     peer_closed: bool,
-    /// The last `SIOCINQ` found nothing beyond what is in flight, and no socket event came
-    /// since: new data would have brought one (edge-triggered epoll reports every arrival), so
+    /// The last `SIOCINQ` found nothing beyond what is in flight (or the peek after it took
+    /// all it found), and no socket event came since: new data would have brought one (edge-triggered epoll reports every arrival), so
     /// pushes skip asking again. Cleared by socket events and by retransmission.
     drained: bool,
+    /// The last peek filled all the room it had: the socket likely holds more, so the next
+    /// push sizes its frames by the window alone and spares the `SIOCINQ` (a wrong guess
+    /// costs only RX chains popped and given back).
+    peeked_full: bool,
     /// Sequence number of our FIN once sent.
     fin_seq: Option<u32>,
     /// The guest's receive window, in bytes, from `snd_una`.
@@ -514,6 +518,7 @@ impl TcpTable {
             host_eof: false,
             peer_closed: false,
             drained: false,
+            peeked_full: false,
             corked: false,
             fin_seq: None,
             snd_wnd: u32::from(seg.window),
@@ -1080,8 +1085,12 @@ fn send_data<L: RxLink>(
     // Frames are sized to what the socket holds beyond what is in flight: reserving a burst of
     // 64 KiB frames for a 32-byte answer would walk the whole RX ring for nothing.
     let in_flight = flow.data_in_flight() as usize;
-    let unread = sys::queued_for_reading(flow.fd())
-        .map_or(usize::MAX, |queued| queued.saturating_sub(in_flight));
+    let unread = if flow.peeked_full {
+        usize::MAX
+    } else {
+        sys::queued_for_reading(flow.fd())
+            .map_or(usize::MAX, |queued| queued.saturating_sub(in_flight))
+    };
     if unread == 0 && !flow.peer_closed {
         flow.drained = true;
         return Push::Empty;
@@ -1136,6 +1145,8 @@ fn send_data<L: RxLink>(
         left -= len;
         frame_count += 1;
     }
+    let room: usize = planned[..frame_count].iter().sum();
+    flow.peeked_full = false;
     let n = match sys::recvmsg(flow.fd(), iovs, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
         // Nothing at all left to peek: the peer closed its side.
         Ok(r) if r.len == 0 => {
@@ -1178,6 +1189,12 @@ fn send_data<L: RxLink>(
         filled += 1;
     }
     frames.commit(&lens[..filled]);
+    // Everything the socket held beyond what is in flight went out: until its next event (an
+    // edge for every arrival, also one after our `SIOCINQ`), another look would find nothing.
+    if n == unread {
+        flow.drained = true;
+    }
+    flow.peeked_full = n == room;
     flow.snd_nxt = flow.snd_nxt.wrapping_add(n as u32);
     flow.ack_owed = false;
     if flow.timer.is_none() {
