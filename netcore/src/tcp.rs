@@ -181,8 +181,9 @@ struct Flow {
     /// later event would announce it.
     peer_closed: bool,
     /// The last `SIOCINQ` found nothing beyond what is in flight (or the peek after it took
-    /// all it found), and no socket event came since: new data would have brought one (edge-triggered epoll reports every arrival), so
-    /// pushes skip asking again. Cleared by socket events and by retransmission.
+    /// all it found), and no socket event came since: new data would have brought one
+    /// (edge-triggered epoll reports every arrival), so pushes skip asking again. Cleared by
+    /// socket events and by retransmission.
     drained: bool,
     /// The last peek filled all the room it had: the socket likely holds more, so the next
     /// push sizes its frames by the window alone and spares the `SIOCINQ` (a wrong guess
@@ -1083,7 +1084,8 @@ fn send_data<L: RxLink>(
         return Push::Empty;
     }
     // Frames are sized to what the socket holds beyond what is in flight: reserving a burst of
-    // 64 KiB frames for a 32-byte answer would walk the whole RX ring for nothing.
+    // 64 KiB frames for a 32-byte answer would walk the whole RX ring for nothing. After a full
+    // peek, a bulk sender most likely left more than the window takes.
     let in_flight = flow.data_in_flight() as usize;
     let unread = if flow.peeked_full {
         usize::MAX
