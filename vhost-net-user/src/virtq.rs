@@ -186,7 +186,9 @@ mod tests {
         GuestMem::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap()
     }
 
-    /// A ready queue over a mock ring at 0; the test writes descriptors and heads itself.
+    /// A ready queue over a mock ring at 0; the test writes descriptors and heads itself. The
+    /// mock starts the used ring `4 + SIZE` bytes into the avail ring, so tests post below
+    /// slot `SIZE / 2`.
     fn queue(mem: &GuestMem) -> (MockSplitQueue<'_, GuestMem>, Queue) {
         let ring = MockSplitQueue::create(mem, GuestAddress(0), SIZE);
         let queue = ring.create_queue::<Queue>().unwrap();
