@@ -156,13 +156,9 @@ impl Guest {
         frontend
             .set_mem_table(&[VhostUserMemoryRegionInfo::from_guest_region(region).unwrap()])
             .unwrap();
-        let mut layout = [RingLayout {
-            desc: 0,
-            avail: 0,
-            used: 0,
-        }; 2];
-        for (q, base) in [(RX, RX_RING), (TX, TX_RING)] {
-            layout[q] = RingLayout::at(base);
+        // Indexed by queue: RX is 0, TX is 1.
+        let layout = [RingLayout::at(RX_RING), RingLayout::at(TX_RING)];
+        for q in [RX, TX] {
             let ring = layout[q];
             let host = |a: u64| mem.get_host_address(GuestAddress(a)).unwrap() as u64;
             frontend.set_vring_num(q, QUEUE_SIZE).unwrap();

@@ -235,6 +235,7 @@ impl NetBackend {
         let mut frames = 0usize;
         let mut bulk = false;
         let mut chains = AvailChains::new(tx_vring, mem);
+        self.tx_scratch.begin_batch(mem);
         let header_len = self.rx_features.header_len;
         loop {
             loop {

@@ -6,8 +6,9 @@
 //! Chains are taken through [`AvailChains`] (the queue's areas mapped once per batch, see
 //! `virtq`). A TX chain is validated once (readable descriptors only, linked inside the table
 //! without loops, each inside one guest memory region, at least a virtio-net header long, no
-//! longer than the largest frame) and kept as a list of guest ranges; the engine copies bounded prefixes out through vm-memory's volatile
-//! accessors and gets raw iovecs for payload, which only the kernel dereferences.
+//! longer than the largest frame) and kept as a list of guest ranges; the engine copies
+//! bounded prefixes out through vm-memory's volatile accessors and gets raw iovecs for
+//! payload, which only the kernel dereferences.
 //!
 //! Toward the guest, [`RingRx::reserve`] pops descriptor chains until their writable space
 //! covers the frame (several chains with `MRG_RXBUF`, one without). If the guest has posted too
@@ -266,6 +267,14 @@ pub struct TxScratch {
     map: HostMap,
 }
 
+impl TxScratch {
+    /// Maps the memory snapshot a batch's frames are checked against: call once per batch,
+    /// before its first [`RingTxFrame::pop`] (as [`RingRx::new`] does for receive buffers).
+    pub fn begin_batch(&mut self, mem: &GuestMem) {
+        self.map.load(mem);
+    }
+}
+
 /// One frame the guest transmitted, as validated guest ranges (virtio-net header skipped).
 #[derive(Debug)]
 pub struct RingTxFrame<'a> {
@@ -279,7 +288,8 @@ pub struct RingTxFrame<'a> {
 
 impl<'a> RingTxFrame<'a> {
     /// Takes the next TX chain and validates it into a frame view: its head, with the frame or
-    /// why the chain is refused.
+    /// why the chain is refused. `scratch` holds the batch's memory map
+    /// ([`TxScratch::begin_batch`]).
     pub fn pop(
         chains: &mut AvailChains<'_>,
         mem: &'a GuestMem,
@@ -287,7 +297,6 @@ impl<'a> RingTxFrame<'a> {
         scratch: &'a mut TxScratch,
     ) -> Option<(u16, Result<Self, ChainError>)> {
         scratch.segs.clear();
-        scratch.map.load(mem);
         let limit = header_len + MAX_FRAME_LEN;
         let (head, total) = chains.pop(&scratch.map, false, limit, &mut scratch.segs)?;
         let frame = total.and_then(|total| {
