@@ -40,7 +40,7 @@ use vm_memory::{
 use netcore::engine::MAX_FRAME_LEN;
 use netcore::link::{FirstFrame, RxFrames, RxLink, RxMeta, RxOffloads, TxFrame};
 
-use crate::virtq::{Desc, DriverAreas};
+use crate::virtq::{self, Desc, DriverAreas};
 use crate::vnet;
 
 /// Guest memory as the daemon maps it.
@@ -470,7 +470,7 @@ impl<'a> RingRx<'a> {
             } else {
                 // The used index we stored must be visible before we read the guest's event.
                 std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-                match used_event(queue, self.mem) {
+                match virtq::used_event(queue, self.mem) {
                     Some(event) => need_event(event, next_used, from),
                     None => true,
                 }
@@ -635,7 +635,7 @@ impl Recheck {
             let late_interrupt = match scratch.unsignalled_from {
                 Some(from) if queue.event_idx_enabled() => {
                     let next_used = queue.next_used();
-                    match used_event(queue, mem) {
+                    match virtq::used_event(queue, mem) {
                         Some(event) => {
                             let seen = (event, next_used);
                             let stuck = scratch.last_seen == Some(seen)
@@ -688,16 +688,6 @@ fn write_used_run(mem: &GuestMem, ring: GuestAddress, size: u16, first: u16, sta
 /// guest's `event`, so it wants an interrupt.
 fn need_event(event: u16, new: u16, old: u16) -> bool {
     new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
-}
-
-/// The guest's `used_event` (EVENT_IDX): the last entry of the available ring.
-fn used_event(queue: &impl QueueT, mem: &GuestMem) -> Option<u16> {
-    // The available ring: flags, idx, `size` 2-byte entries, then used_event.
-    let offset = 4 + 2 * u64::from(queue.size());
-    let addr = GuestAddress(queue.avail_ring()).checked_add(offset)?;
-    mem.load::<u16>(addr, std::sync::atomic::Ordering::Acquire)
-        .ok()
-        .map(u16::from_le)
 }
 
 /// Signals the guest if the queue's notification state asks for it.

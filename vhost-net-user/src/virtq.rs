@@ -18,7 +18,7 @@ use virtio_bindings::bindings::virtio_ring::{
 };
 use virtio_queue::QueueT;
 use virtio_queue::desc::split::Descriptor;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileMemory, VolatileSlice};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, VolatileMemory, VolatileSlice};
 
 use crate::ring::{ChainError, GuestMem};
 
@@ -26,6 +26,17 @@ use crate::ring::{ChainError, GuestMem};
 const AVAIL_RING_HEADER_LEN: usize = 4;
 const AVAIL_ENTRY_LEN: usize = 2;
 const DESCRIPTOR_LEN: usize = std::mem::size_of::<Descriptor>();
+
+/// The driver's `used_event` (EVENT_IDX): the 2 bytes after the last available-ring entry.
+/// Read on its own rather than through [`DriverAreas`], since it is wanted once per batch,
+/// after the used index is published.
+pub fn used_event(queue: &impl QueueT, mem: &GuestMem) -> Option<u16> {
+    let offset = AVAIL_RING_HEADER_LEN + usize::from(queue.size()) * AVAIL_ENTRY_LEN;
+    let addr = GuestAddress(queue.avail_ring()).checked_add(offset as u64)?;
+    mem.load::<u16>(addr, Ordering::Acquire)
+        .ok()
+        .map(u16::from_le)
+}
 
 /// One descriptor as read, before any check beyond the table bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
