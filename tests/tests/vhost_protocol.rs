@@ -22,7 +22,7 @@ use virtio_bindings::bindings::virtio_ring::{
     VIRTIO_RING_F_EVENT_IDX, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
 };
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
-use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 const MEM_SIZE: usize = 32 << 20;
 const QUEUE_SIZE: u16 = 256;
@@ -84,7 +84,7 @@ struct Guest {
     /// The raw control socket, for messages the frontend API refuses to send out of order.
     raw: UnixStream,
     kicks: [EventFd; 2],
-    _calls: [EventFd; 2],
+    calls: [EventFd; 2],
     layout: [RingLayout; 2],
     next_desc: [u16; 2],
     next_avail: [u16; 2],
@@ -138,7 +138,11 @@ impl Guest {
         frontend.set_owner().unwrap();
         frontend.get_features().unwrap();
         let kicks = [EventFd::new(0).unwrap(), EventFd::new(0).unwrap()];
-        let calls = [EventFd::new(0).unwrap(), EventFd::new(0).unwrap()];
+        // Non-blocking, so that a test can ask whether an interrupt came.
+        let calls = [
+            EventFd::new(EFD_NONBLOCK).unwrap(),
+            EventFd::new(EFD_NONBLOCK).unwrap(),
+        ];
         let errs = [EventFd::new(0).unwrap(), EventFd::new(0).unwrap()];
         for q in [RX, TX] {
             frontend.set_vring_call(q, &calls[q]).unwrap();
@@ -185,7 +189,7 @@ impl Guest {
             _frontend: frontend,
             raw,
             kicks,
-            _calls: calls,
+            calls,
             layout,
             next_desc: [0, 0],
             next_avail: [0, 0],
@@ -236,6 +240,16 @@ impl Guest {
 
     fn kick(&self, q: usize) {
         self.kicks[q].write(1).unwrap();
+    }
+
+    /// Whether the backend signalled queue `q`'s call eventfd since the last look.
+    fn interrupted(&self, q: usize) -> bool {
+        self.calls[q].read().is_ok()
+    }
+
+    /// Sets queue `q`'s `used_event` (EVENT_IDX), the 2 bytes after its avail entries.
+    fn set_used_event(&self, q: usize, event: u16) {
+        self.write_u16(self.layout[q].avail + 4 + 2 * u64::from(QUEUE_SIZE), event);
     }
 
     /// Posts `count` RX buffers of `RX_BUFFER_LEN` bytes each, one per descriptor slot.
@@ -483,6 +497,26 @@ fn bulk_frames_are_all_served_when_kicks_are_moderated() {
     guest.send_frame_event_idx(&arp_request_for_gateway(), 4096);
     guest.receive_arp_reply();
     drop(guest.raw);
+}
+
+/// With EVENT_IDX, RX interrupts follow the guest's `used_event`: none while the used index
+/// has not passed it, one as it does.
+#[test]
+fn rx_interrupts_wait_for_the_guests_used_event() {
+    let backend = backend(&[]);
+    let dir = temp_dir();
+    let features = BASE_FEATURES | 1 << VIRTIO_RING_F_EVENT_IDX;
+    let mut guest = Guest::connect_qemu72(&backend, features, dir.path());
+    // Interrupt when the used index passes 2: at the third reply.
+    guest.set_used_event(RX, 2);
+    guest.post_rx_buffers(4);
+    for reply in 1..=3 {
+        guest.send_frame(&arp_request_for_gateway(), 4096);
+        guest.receive_arp_reply();
+        // Room for a late interrupt, which the backend adds when a guest looks stuck.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(guest.interrupted(RX), reply == 3, "after reply {reply}");
+    }
 }
 
 /// 600 frames each way through 256-entry rings: chains are taken across the end of the avail
