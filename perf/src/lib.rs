@@ -158,6 +158,35 @@ pub fn cpu_seconds(pid: u32, ticks_per_second: u64) -> Option<f64> {
     Some(parse_stat_ticks(&stat)? as f64 / ticks_per_second as f64)
 }
 
+/// CPU seconds used so far by each thread of process `pid`, by thread id; empty once it is gone.
+pub fn thread_cpu_seconds(pid: u32, ticks_per_second: u64) -> Vec<(u32, f64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| {
+            let task = task.ok()?;
+            let tid = task.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            Some((
+                tid,
+                parse_stat_ticks(&stat)? as f64 / ticks_per_second as f64,
+            ))
+        })
+        .collect()
+}
+
+/// The most CPU seconds any one thread used between two [`thread_cpu_seconds`] samples.
+pub fn busiest_thread(before: &[(u32, f64)], after: &[(u32, f64)]) -> Option<f64> {
+    after
+        .iter()
+        .filter_map(|&(tid, end)| {
+            let &(_, start) = before.iter().find(|&&(t, _)| t == tid)?;
+            Some(end - start)
+        })
+        .max_by(f64::total_cmp)
+}
+
 /// The median (the mean of the middle two for an even count); `None` for no values.
 pub fn median(values: &[f64]) -> Option<f64> {
     let mut v = values.to_vec();
@@ -185,6 +214,10 @@ pub struct Window {
     pub wall: Duration,
     pub backend_cpu: Option<f64>,
     pub qemu_cpu: Option<f64>,
+    /// CPU seconds of QEMU's busiest thread: under TCG with one vCPU, the vCPU thread (the
+    /// main loop, which runs slirp and the stream link's socket, uses far less). Near the
+    /// window's length, the guest itself was the bottleneck.
+    pub vcpu_cpu: Option<f64>,
 }
 
 /// A one-off iperf3 server on 127.0.0.1 (nothing outside the machine can reach it); killed on
@@ -275,16 +308,19 @@ impl IperfServer {
                         Instant::now(),
                         sample(procs.backend),
                         sample(Some(procs.qemu)),
+                        thread_cpu_seconds(procs.qemu, procs.ticks_per_second),
                     ));
                 }
             }
-            let (began, backend0, qemu0) = start?;
+            let (began, backend0, qemu0, threads0) = start?;
             let (backend1, qemu1) = (sample(procs.backend), sample(Some(procs.qemu)));
+            let threads1 = thread_cpu_seconds(procs.qemu, procs.ticks_per_second);
             let used = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
             Some(Window {
                 wall: began.elapsed(),
                 backend_cpu: used(backend0, backend1),
                 qemu_cpu: used(qemu0, qemu1),
+                vcpu_cpu: busiest_thread(&threads0, &threads1),
             })
         })
     }
@@ -451,6 +487,23 @@ mod tests {
                     150 37 0 0 20 0 3 0 123 0 0";
         assert_eq!(parse_stat_ticks(stat), Some(187));
         assert_eq!(parse_stat_ticks("4242 (x) S 1"), None);
+    }
+
+    #[test]
+    fn the_busiest_thread_is_the_largest_rise_among_threads_seen_twice() {
+        let before = [(10, 1.0), (11, 5.0), (12, 0.5)];
+        // Thread 11 rose by 0.5, thread 12 by 3.5; thread 13 started in between and is
+        // left out, since its start is unknown.
+        let after = [(10, 1.2), (11, 5.5), (12, 4.0), (13, 9.0)];
+        assert_eq!(busiest_thread(&before, &after), Some(3.5));
+        assert_eq!(busiest_thread(&before, &[]), None);
+    }
+
+    #[test]
+    fn this_process_has_a_thread_with_cpu_time() {
+        let threads = thread_cpu_seconds(std::process::id(), clock_ticks_per_second().unwrap());
+        assert!(threads.iter().any(|&(tid, _)| tid == std::process::id()));
+        assert!(thread_cpu_seconds(u32::MAX, 100).is_empty());
     }
 
     #[test]

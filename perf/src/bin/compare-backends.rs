@@ -614,6 +614,9 @@ struct DirectionFigures {
     qemu_cpu: Option<f64>,
     qemu_per_gb: Option<f64>,
     retransmits: u64,
+    /// Median over the runs of QEMU's busiest thread's CPU share of the window, in percent:
+    /// the vCPU's (see `Window::vcpu_cpu`).
+    vcpu_busy: Option<f64>,
     /// Sums over the runs with both a result and a CPU window: (CPU s, bytes received), for
     /// the backend and for QEMU.
     backend_total: (f64, u64),
@@ -644,10 +647,14 @@ fn direction_figures(m: &Measured, direction: Direction) -> DirectionFigures {
     };
     let mut backend = Vec::new();
     let mut qemu = Vec::new();
+    let mut vcpu = Vec::new();
     for t in &tests {
         let (Some(w), Some(r)) = (t.window, t.output.receiver) else {
             continue;
         };
+        if let Some(c) = w.vcpu_cpu.filter(|_| !w.wall.is_zero()) {
+            vcpu.push(100.0 * c / w.wall.as_secs_f64());
+        }
         if let Some(c) = w.backend_cpu {
             backend.push(c);
             f.backend_total.0 += c;
@@ -661,6 +668,7 @@ fn direction_figures(m: &Measured, direction: Direction) -> DirectionFigures {
     }
     f.backend_cpu = median(&backend);
     f.qemu_cpu = median(&qemu);
+    f.vcpu_busy = median(&vcpu);
     f.backend_per_gb = per_gb(f.backend_total);
     f.qemu_per_gb = per_gb(f.qemu_total);
     f.retransmits = tests
@@ -739,8 +747,8 @@ fn print_summary(results: &[Measured]) {
 
 fn print_details(results: &[Measured]) {
     println!(
-        "{:<11} {:<17} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>5}  load at start",
-        "backend", "test", "median", "runs", "backend s", "s/GB", "QEMU s", "retr"
+        "{:<11} {:<17} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>7} {:>5}  load at start",
+        "backend", "test", "median", "runs", "backend s", "s/GB", "QEMU s", "vCPU %", "retr"
     );
     for m in results {
         for direction in Direction::BOTH {
@@ -751,7 +759,7 @@ fn print_details(results: &[Measured]) {
                 fmt(f.backend_cpu, 2)
             };
             println!(
-                "{:<11} {:<17} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>5}  {}",
+                "{:<11} {:<17} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>7} {:>5}  {}",
                 m.kind.name(),
                 format!("{} Mbit/s", direction.label()),
                 fmt(f.mbit, 0),
@@ -763,6 +771,7 @@ fn print_details(results: &[Measured]) {
                     fmt(f.backend_per_gb, 2)
                 },
                 fmt(f.qemu_cpu, 2),
+                fmt(f.vcpu_busy, 0),
                 f.retransmits,
                 m.load
             );
