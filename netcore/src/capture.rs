@@ -95,10 +95,82 @@ mod tests {
         assert_eq!(&bytes[24 + 8..24 + 12], &60u32.to_le_bytes());
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// A link whose buffers hold stale bytes, as reused guest buffers do.
+    struct StaleLink {
+        sent: Vec<Vec<u8>>,
+    }
+
+    struct StaleSlot<'a> {
+        buf: Vec<u8>,
+        sent: &'a mut Vec<Vec<u8>>,
+    }
+
+    impl crate::link::RxSlot for StaleSlot<'_> {
+        fn capacity(&self) -> usize {
+            self.buf.len()
+        }
+        fn write_at(&mut self, offset: usize, data: &[u8]) {
+            self.buf[offset..offset + data.len()].copy_from_slice(data);
+        }
+        fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
+            crate::link::TxFrame::read_at(self.buf.as_slice(), offset, buf)
+        }
+        fn iovecs(&mut self, _offset: usize, _len: usize, _out: &mut Vec<libc::iovec>) {
+            unreachable!("not used by these tests");
+        }
+        fn commit(self, len: usize) {
+            self.sent.push(self.buf[..len].to_vec());
+        }
+    }
+
+    impl crate::link::RxLink for StaleLink {
+        type Slot<'a> = StaleSlot<'a>;
+        type Frames<'a> = crate::link::OneFrame<StaleSlot<'a>>;
+
+        fn reserve(&mut self, max_len: usize) -> Option<StaleSlot<'_>> {
+            Some(StaleSlot {
+                buf: vec![0xee; max_len],
+                sent: &mut self.sent,
+            })
+        }
+
+        fn reserve_frames(&mut self, max_len: usize, _count: usize) -> Option<Self::Frames<'_>> {
+            self.reserve(max_len).map(crate::link::OneFrame)
+        }
+    }
+
+    #[test]
+    fn frames_under_the_ethernet_minimum_reach_the_guest_zero_padded_and_counted() {
+        use crate::link::{RxFrames, RxLink};
+        let mut link = StaleLink { sent: Vec::new() };
+        let mut frames = 0;
+        let mut tap = Tap::new(&mut link, None, &mut frames);
+        // A bare TCP ACK over IPv4 is 54 bytes; frames of 60 bytes and more stay as they are.
+        tap.send(&[&[0xaa; 54]]).unwrap();
+        tap.send(&[&[0xbb; 60]]).unwrap();
+        tap.send(&[&[0xcc; 100]]).unwrap();
+        // A frame reserved for more than it carries.
+        let mut reserved = tap.reserve_frames(100, 1).unwrap();
+        reserved.write_at(0, 0, &[0xdd; 20]);
+        reserved.commit(&[20]);
+        assert_eq!(frames, 4);
+        let sent = link.sent;
+        let lens: Vec<usize> = sent.iter().map(Vec::len).collect();
+        assert_eq!(lens, [60, 60, 100, 60]);
+        assert!(sent[0][..54].iter().all(|&b| b == 0xaa));
+        assert!(sent[0][54..].iter().all(|&b| b == 0));
+        assert!(sent[1].iter().all(|&b| b == 0xbb));
+        assert!(sent[2].iter().all(|&b| b == 0xcc));
+        assert!(sent[3][..20].iter().all(|&b| b == 0xdd));
+        assert!(sent[3][20..].iter().all(|&b| b == 0));
+    }
 }
 
-/// A link wrapper that counts every frame sent to the guest and, when capturing, records it.
-/// Frames built in place (zero-copy payload) are read back only when a capture is running.
+/// A link wrapper that every frame to the guest goes through: it pads frames shorter than the
+/// Ethernet minimum with zeros (as slirp does since 4.8: some guest drivers drop runts), counts
+/// them and, when capturing, records them. Frames built in place (zero-copy payload) are read
+/// back only when a capture is running.
 #[derive(Debug)]
 pub struct Tap<'c, L> {
     inner: &'c mut L,
@@ -149,7 +221,24 @@ impl<F: crate::link::RxFrames> crate::link::RxFrames for TapFrames<'_, F> {
         self.inner.set_meta(frame, meta);
     }
 
-    fn commit(self, lens: &[usize]) {
+    fn commit(mut self, lens: &[usize]) {
+        const MIN: usize = crate::ethernet::MIN_FRAME_LEN;
+        const ZEROS: [u8; MIN] = [0; MIN];
+        // Short frames are rare (bare ACKs, small datagrams) and come one or a few at a time,
+        // so padded lengths fit on the stack: no allocation per packet.
+        const MOST_PADDED: usize = 16;
+        let mut padded_lens = [0usize; MOST_PADDED];
+        let lens = if lens.iter().all(|&len| len >= MIN) || lens.len() > MOST_PADDED {
+            lens
+        } else {
+            for (index, &len) in lens.iter().enumerate() {
+                if len < MIN {
+                    self.inner.write_at(index, len, &ZEROS[len..]);
+                }
+                padded_lens[index] = len.max(MIN);
+            }
+            &padded_lens[..lens.len()]
+        };
         if let Some(capture) = self.capture {
             for (index, &len) in lens.iter().enumerate() {
                 let mut frame = vec![0u8; len];
@@ -174,6 +263,7 @@ impl<L: crate::link::RxLink> crate::link::RxLink for Tap<'_, L> {
         Self: 's;
 
     fn reserve_frames(&mut self, max_len: usize, count: usize) -> Option<Self::Frames<'_>> {
+        let max_len = max_len.max(crate::ethernet::MIN_FRAME_LEN);
         let inner = self.inner.reserve_frames(max_len, count)?;
         Some(TapFrames {
             inner,
