@@ -1,11 +1,12 @@
 //! Random and truncated mutations of valid guest frames must never panic the engine.
 //!
-//! Mutated frames mostly fail a checksum; half of them get their IPv4, UDP and ICMP checksums
-//! fixed up after mutating, so the deeper parsers (BOOTP fields, options, lengths) see them too.
+//! Mutated frames mostly fail a checksum; half of them get their IP-layer and transport
+//! checksums fixed up after mutating, so the deeper parsers (BOOTP fields, NDP and DHCPv6
+//! options, TCP options, lengths) see them too.
 
 mod common;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use common::*;
 use netcore::{Engine, MemoryLink};
@@ -65,6 +66,147 @@ fn seeds() -> Vec<Vec<u8>> {
     ]
 }
 
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const GUEST_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0x5054, 0xff, 0xfe12, 0x3456);
+const GUEST_GLOBAL: Ipv6Addr = Ipv6Addr::new(0xfec0, 0, 0, 0, 0x5054, 0xff, 0xfe12, 0x3456);
+const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 2);
+const DNS6: Ipv6Addr = Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 3);
+
+/// An IPv6 frame from the guest carrying `l4` (its checksum field filled in here).
+fn ipv6_frame(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, l4: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(54 + l4.len());
+    frame.extend_from_slice(&[0x33, 0x33, 0, 0, 0, 2]);
+    frame.extend_from_slice(&GUEST_MAC.0);
+    frame.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+    frame.extend_from_slice(&[0x60, 0, 0, 0]);
+    frame.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    frame.extend_from_slice(&[next_header, 255]);
+    frame.extend_from_slice(&src.octets());
+    frame.extend_from_slice(&dst.octets());
+    frame.extend_from_slice(l4);
+    fix_checksums(&mut frame);
+    frame
+}
+
+/// A TCP segment (checksum left zero) with MSS, window scale, SACK-permitted and timestamp
+/// options on a SYN, and `data` otherwise.
+fn tcp_segment(dport: u16, syn: bool, data: &[u8]) -> Vec<u8> {
+    let options: &[u8] = if syn {
+        &[
+            2, 4, 5, 0xb4, 3, 3, 7, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 1, 1,
+        ]
+    } else {
+        &[]
+    };
+    let header_len = (20 + options.len()).div_ceil(4) * 4;
+    let mut tcp = vec![0u8; header_len];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&dport.to_be_bytes());
+    tcp[4..8].copy_from_slice(&1000u32.to_be_bytes());
+    tcp[8..12].copy_from_slice(&if syn { 0u32 } else { 1u32 }.to_be_bytes());
+    tcp[12] = ((header_len / 4) as u8) << 4;
+    tcp[13] = if syn { 0x02 } else { 0x18 };
+    tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    tcp[20..20 + options.len()].copy_from_slice(options);
+    tcp.extend_from_slice(data);
+    tcp
+}
+
+/// A UDP datagram (checksum left zero).
+fn udp_datagram(dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut udp = Vec::with_capacity(8 + payload.len());
+    udp.extend_from_slice(&5353u16.to_be_bytes());
+    udp.extend_from_slice(&dport.to_be_bytes());
+    udp.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    udp
+}
+
+/// A DNS query for `example.com`, type A.
+const DNS_QUERY: &[u8] = &[
+    0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 3, b'c',
+    b'o', b'm', 0, 0, 1, 0, 1,
+];
+
+/// IPv6 (router solicitation, neighbour solicitation, echo, DHCPv6, MLD) and transport (TCP
+/// with options, UDP, DNS) frames, both address families.
+fn ipv6_and_transport_seeds() -> Vec<Vec<u8>> {
+    let slla = |t: u8| {
+        let mut m = vec![t, 1];
+        m.extend_from_slice(&GUEST_MAC.0);
+        m
+    };
+    let all_routers = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
+    let mut rs = vec![133, 0, 0, 0, 0, 0, 0, 0];
+    rs.extend_from_slice(&slla(1));
+    let mut ns = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    ns.extend_from_slice(&GATEWAY6.octets());
+    ns.extend_from_slice(&slla(1));
+    let solicited = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 2);
+    let echo = [128, 0, 0, 0, 0, 7, 0, 1, b'p', b'i', b'n', b'g'];
+    let mld = [143, 0, 0, 0, 0, 0, 0, 1, 4, 0, 0, 0]
+        .iter()
+        .copied()
+        .chain(solicited.octets())
+        .collect::<Vec<u8>>();
+    // DHCPv6 Information-request: client id (DUID-LL), option request (DNS, domain list),
+    // elapsed time.
+    let mut dhcpv6 = vec![11, 0xab, 0xcd, 0xef];
+    dhcpv6.extend_from_slice(&[0, 1, 0, 10, 0, 3, 0, 1]);
+    dhcpv6.extend_from_slice(&GUEST_MAC.0);
+    dhcpv6.extend_from_slice(&[0, 6, 0, 4, 0, 23, 0, 24, 0, 8, 0, 2, 0, 0]);
+    let mut solicit = dhcpv6.clone();
+    solicit[0] = 1;
+    solicit.extend_from_slice(&[0, 3, 0, 12, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let dhcp_servers = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
+    let v4 = |proto, l4: &[u8]| {
+        let mut f = ipv4_frame(GUEST_IP, GATEWAY, proto, l4, &IpOpts::default());
+        fix_checksums(&mut f);
+        f
+    };
+    let v4_dns = {
+        let mut f = ipv4_frame(
+            GUEST_IP,
+            DNS,
+            smoltcp::wire::IpProtocol::Udp,
+            &udp_datagram(53, DNS_QUERY),
+            &IpOpts::default(),
+        );
+        fix_checksums(&mut f);
+        f
+    };
+    vec![
+        ipv6_frame(GUEST_LINK_LOCAL, all_routers, 58, &rs),
+        ipv6_frame(GUEST_LINK_LOCAL, solicited, 58, &ns),
+        ipv6_frame(GUEST_GLOBAL, GATEWAY6, 58, &echo),
+        ipv6_frame(GUEST_LINK_LOCAL, solicited, 0, &mld),
+        ipv6_frame(GUEST_LINK_LOCAL, dhcp_servers, 17, &{
+            let mut u = udp_datagram(547, &dhcpv6);
+            u[0..2].copy_from_slice(&546u16.to_be_bytes());
+            u
+        }),
+        ipv6_frame(GUEST_LINK_LOCAL, dhcp_servers, 17, &{
+            let mut u = udp_datagram(547, &solicit);
+            u[0..2].copy_from_slice(&546u16.to_be_bytes());
+            u
+        }),
+        ipv6_frame(GUEST_GLOBAL, DNS6, 17, &udp_datagram(53, DNS_QUERY)),
+        ipv6_frame(GUEST_GLOBAL, GATEWAY6, 6, &tcp_segment(22, true, &[])),
+        ipv6_frame(GUEST_GLOBAL, GATEWAY6, 6, &tcp_segment(22, false, b"data")),
+        v4(smoltcp::wire::IpProtocol::Tcp, &tcp_segment(22, true, &[])),
+        v4(
+            smoltcp::wire::IpProtocol::Tcp,
+            &tcp_segment(22, false, b"data"),
+        ),
+        v4(
+            smoltcp::wire::IpProtocol::Udp,
+            &udp_datagram(9, b"discard me"),
+        ),
+        v4_dns,
+    ]
+}
+
 fn mutate(rng: &mut Rng, frame: &mut Vec<u8>) {
     for _ in 0..1 + rng.below(4) {
         match rng.below(7) {
@@ -112,9 +254,13 @@ fn mutate(rng: &mut Rng, frame: &mut Vec<u8>) {
     }
 }
 
-/// Recomputes IPv4, UDP and ICMP checksums where the header makes that possible, reading
-/// only through `get` so that any garbage is survivable here too.
+/// Recomputes IPv4, IPv6, TCP, UDP, ICMP and ICMPv6 checksums where the headers make that
+/// possible, reading only through `get` so that any garbage is survivable here too.
 fn fix_checksums(frame: &mut [u8]) {
+    if frame.get(12..14) == Some(&ETHERTYPE_IPV6.to_be_bytes()[..]) {
+        fix_checksums_v6(frame);
+        return;
+    }
     let Some(ip) = frame.get_mut(14..) else {
         return;
     };
@@ -156,8 +302,52 @@ fn fix_checksums(frame: &mut [u8]) {
             ]);
             l4[6..8].copy_from_slice(&sum.to_be_bytes());
         }
+        6 if l4.len() >= 20 => {
+            l4[16..18].fill(0);
+            let sum = !checksum::combine(&[
+                checksum::pseudo_header_v4(
+                    &src,
+                    &dst,
+                    smoltcp::wire::IpProtocol::Tcp,
+                    l4.len() as u32,
+                ),
+                checksum::data(l4),
+            ]);
+            l4[16..18].copy_from_slice(&sum.to_be_bytes());
+        }
         _ => {}
     }
+}
+
+/// The IPv6 half of [`fix_checksums`]: the transport checksum of a packet without extension
+/// headers (next header 6, 17 or 58), over what the payload length covers.
+fn fix_checksums_v6(frame: &mut [u8]) {
+    let Some(ip) = frame.get_mut(14..) else {
+        return;
+    };
+    if ip.len() < 40 {
+        return;
+    }
+    let len = usize::from(u16::from_be_bytes([ip[4], ip[5]])).min(ip.len() - 40);
+    let next_header = ip[6];
+    let octets = |b: &[u8]| Ipv6Addr::from(<[u8; 16]>::try_from(b).unwrap());
+    let (src, dst) = (octets(&ip[8..24]), octets(&ip[24..40]));
+    let (protocol, at) = match next_header {
+        6 => (smoltcp::wire::IpProtocol::Tcp, 16),
+        17 => (smoltcp::wire::IpProtocol::Udp, 6),
+        58 => (smoltcp::wire::IpProtocol::Icmpv6, 2),
+        _ => return,
+    };
+    let l4 = &mut ip[40..40 + len];
+    if l4.len() < at + 2 {
+        return;
+    }
+    l4[at..at + 2].fill(0);
+    let sum = !checksum::combine(&[
+        checksum::pseudo_header_v6(&src, &dst, protocol, len as u32),
+        checksum::data(l4),
+    ]);
+    l4[at..at + 2].copy_from_slice(&sum.to_be_bytes());
 }
 
 #[test]
@@ -186,6 +376,44 @@ fn mutated_frames_never_panic() {
     assert_eq!(c.tx_frames, iterations);
     assert!(c.tx_malformed > 0);
     assert!(c.arp_replies + c.dhcp_replies + c.icmp_replies > 0);
+}
+
+#[test]
+fn mutated_ipv6_and_transport_frames_never_panic() {
+    let seeds = ipv6_and_transport_seeds();
+    let mut rng = Rng(0x5851_f42d_4c95_7f2d);
+    let plan = NetPlan::slirp_default();
+    assert!(plan.ipv6.is_some(), "the IPv6 parsers are reached");
+    // No flows: TCP and UDP are parsed and refused, nothing reaches the host.
+    let mut e = Engine::isolated(plan);
+    let mut link = MemoryLink::new();
+    // The unmutated seeds get answers: they are valid, so mutations start from real paths.
+    for seed in &seeds {
+        e.handle_frame(&seed[..], &mut link);
+    }
+    let answered = link.take().len();
+    assert!(answered >= 5, "only {answered} answers to the seeds");
+    let iterations = 30_000;
+    for i in 0..iterations {
+        let mut frame = seeds[rng.below(seeds.len())].clone();
+        mutate(&mut rng, &mut frame);
+        if i % 2 == 0 {
+            fix_checksums(&mut frame);
+        }
+        e.handle_frame(&frame[..], &mut link);
+        for f in link.take() {
+            assert!(
+                f.len() >= 60,
+                "{} bytes: {:02x?}\nfrom {:02x?}",
+                f.len(),
+                f,
+                frame
+            );
+        }
+    }
+    let c = e.counters();
+    assert_eq!(c.tx_frames, iterations + seeds.len() as u64);
+    assert!(c.tx_malformed > 0);
 }
 
 #[test]
