@@ -350,6 +350,27 @@ fn fix_checksums_v6(frame: &mut [u8]) {
     l4[at..at + 2].copy_from_slice(&sum.to_be_bytes());
 }
 
+/// Sends `iterations` mutated copies of the seeds (half with checksums fixed up) through
+/// `engine`, checking that everything it answers is at least an Ethernet minimum frame.
+fn feed_mutations(engine: &mut Engine, seeds: &[Vec<u8>], rng: &mut Rng, iterations: u64) {
+    let mut link = MemoryLink::new();
+    for i in 0..iterations {
+        let mut frame = seeds[rng.below(seeds.len())].clone();
+        mutate(rng, &mut frame);
+        if i % 2 == 0 {
+            fix_checksums(&mut frame);
+        }
+        engine.handle_frame(&frame[..], &mut link);
+        for answer in link.take() {
+            assert!(
+                answer.len() >= 60,
+                "a {}-byte answer: {answer:02x?}\nto {frame:02x?}",
+                answer.len()
+            );
+        }
+    }
+}
+
 #[test]
 fn mutated_frames_never_panic() {
     let seeds = seeds();
@@ -358,20 +379,8 @@ fn mutated_frames_never_panic() {
     plan.dhcp.search = vec!["example.com".into(), "corp.example.com".into()];
     plan.dhcp.hostname = Some("guest".into());
     let mut e = Engine::isolated(plan);
-    let mut link = MemoryLink::new();
     let iterations = 30_000;
-    for i in 0..iterations {
-        let mut frame = seeds[rng.below(seeds.len())].clone();
-        mutate(&mut rng, &mut frame);
-        if i % 2 == 0 {
-            fix_checksums(&mut frame);
-        }
-        e.handle_frame(&frame[..], &mut link);
-        // Everything sent to the guest is at least an Ethernet minimum frame.
-        for f in link.take() {
-            assert!(f.len() >= 60);
-        }
-    }
+    feed_mutations(&mut e, &seeds, &mut rng, iterations);
     let c = e.counters();
     assert_eq!(c.tx_frames, iterations);
     assert!(c.tx_malformed > 0);
@@ -394,23 +403,7 @@ fn mutated_ipv6_and_transport_frames_never_panic() {
     let answered = link.take().len();
     assert!(answered >= 5, "only {answered} answers to the seeds");
     let iterations = 30_000;
-    for i in 0..iterations {
-        let mut frame = seeds[rng.below(seeds.len())].clone();
-        mutate(&mut rng, &mut frame);
-        if i % 2 == 0 {
-            fix_checksums(&mut frame);
-        }
-        e.handle_frame(&frame[..], &mut link);
-        for f in link.take() {
-            assert!(
-                f.len() >= 60,
-                "{} bytes: {:02x?}\nfrom {:02x?}",
-                f.len(),
-                f,
-                frame
-            );
-        }
-    }
+    feed_mutations(&mut e, &seeds, &mut rng, iterations);
     let c = e.counters();
     assert_eq!(c.tx_frames, iterations + seeds.len() as u64);
     assert!(c.tx_malformed > 0);
