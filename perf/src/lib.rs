@@ -154,7 +154,12 @@ pub fn clock_ticks_per_second() -> Result<u64, String> {
 
 /// CPU seconds (user + system, all threads) used so far by process `pid`; `None` once it is gone.
 pub fn cpu_seconds(pid: u32, ticks_per_second: u64) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_seconds(Path::new(&format!("/proc/{pid}/stat")), ticks_per_second)
+}
+
+/// CPU seconds (user + system) from one `stat` file of `/proc`, a process's or a thread's.
+fn stat_cpu_seconds(stat: &Path, ticks_per_second: u64) -> Option<f64> {
+    let stat = std::fs::read_to_string(stat).ok()?;
     Some(parse_stat_ticks(&stat)? as f64 / ticks_per_second as f64)
 }
 
@@ -167,10 +172,9 @@ pub fn thread_cpu_seconds(pid: u32, ticks_per_second: u64) -> Vec<(u32, f64)> {
         .filter_map(|task| {
             let task = task.ok()?;
             let tid = task.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
             Some((
                 tid,
-                parse_stat_ticks(&stat)? as f64 / ticks_per_second as f64,
+                stat_cpu_seconds(&task.path().join("stat"), ticks_per_second)?,
             ))
         })
         .collect()
