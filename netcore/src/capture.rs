@@ -224,20 +224,27 @@ impl<F: crate::link::RxFrames> crate::link::RxFrames for TapFrames<'_, F> {
     fn commit(mut self, lens: &[usize]) {
         const MIN: usize = crate::ethernet::MIN_FRAME_LEN;
         const ZEROS: [u8; MIN] = [0; MIN];
-        // Short frames are rare (bare ACKs, small datagrams) and come one or a few at a time,
-        // so padded lengths fit on the stack: no allocation per packet.
-        const MOST_PADDED: usize = 16;
-        let mut padded_lens = [0usize; MOST_PADDED];
-        let lens = if lens.iter().all(|&len| len >= MIN) || lens.len() > MOST_PADDED {
+        // Reservations hold at most 16 frames (one socket read), so padded lengths fit on the
+        // stack: no allocation per packet. A larger one would get a vector.
+        const ON_STACK: usize = 16;
+        let mut on_stack = [0usize; ON_STACK];
+        let mut on_heap = Vec::new();
+        let lens = if lens.iter().all(|&len| len >= MIN) {
             lens
         } else {
-            for (index, &len) in lens.iter().enumerate() {
+            let padded = if lens.len() <= ON_STACK {
+                &mut on_stack[..lens.len()]
+            } else {
+                on_heap.resize(lens.len(), 0);
+                &mut on_heap[..]
+            };
+            for ((index, &len), out) in lens.iter().enumerate().zip(padded.iter_mut()) {
                 if len < MIN {
                     self.inner.write_at(index, len, &ZEROS[len..]);
                 }
-                padded_lens[index] = len.max(MIN);
+                *out = len.max(MIN);
             }
-            &padded_lens[..lens.len()]
+            &*padded
         };
         if let Some(capture) = self.capture {
             for (index, &len) in lens.iter().enumerate() {
