@@ -23,8 +23,10 @@
 //! the engine.
 
 use std::collections::VecDeque;
+use std::net::Ipv6Addr;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use policy::{MacAddr, NetPlan};
@@ -33,6 +35,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::timerfd::TimerFd;
 
 use crate::capture::{SharedCapture, Tap};
+use crate::forward::{self, ForwardSocket};
 use crate::ipv4::Ident;
 use crate::link::{RxLink, TxFrame};
 use crate::nat::{self, Ctx, Target, Upstream};
@@ -47,6 +50,8 @@ pub const MAX_FRAME_LEN: usize = 65535 + ethernet::HEADER_LEN;
 const MAX_PENDING: usize = 1024;
 /// Bytes of each frame copied for parsing: Ethernet, the largest IPv4 and TCP headers.
 const HEADER_PREFIX: usize = ethernet::HEADER_LEN + 60 + 60;
+/// Connections taken from one forwarded port per readiness event, at most.
+const ACCEPTS_PER_EVENT: usize = 16;
 /// How often flow timers (retransmission, expiry) are looked at while any flow exists.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -55,6 +60,7 @@ pub const TOKEN_TCP: u64 = 1 << 56;
 pub const TOKEN_UDP: u64 = 2 << 56;
 pub const TOKEN_ICMP: u64 = 3 << 56;
 pub const TOKEN_TIMER: u64 = 4 << 56;
+pub const TOKEN_FORWARD: u64 = 5 << 56;
 const TOKEN_KIND: u64 = 0xff << 56;
 
 /// What happened to guest frames, for logs and tests.
@@ -97,6 +103,9 @@ pub struct EngineOptions {
     pub upstream: Upstream,
     /// Most TCP connections (and, separately, UDP and ICMP flows) at once.
     pub max_flows: usize,
+    /// The plan's forwarded ports, bound once by the program ([`forward::open`]) and shared
+    /// by the engines of successive frontends.
+    pub forwards: Arc<[ForwardSocket]>,
 }
 
 impl Default for EngineOptions {
@@ -104,6 +113,7 @@ impl Default for EngineOptions {
         EngineOptions {
             upstream: Upstream::default(),
             max_flows: 4096,
+            forwards: Arc::new([]),
         }
     }
 }
@@ -132,6 +142,9 @@ pub struct Engine {
     next_ra: Option<Instant>,
     /// The guest has sent IPv6 and got its first advertisement.
     ipv6_greeted: bool,
+    /// The guest's IPv6 address, as last seen in what it sent: where forwards of an IPv6
+    /// host port go when they name no guest address.
+    guest_ipv6: Option<Ipv6Addr>,
     tcp: TcpTable,
     udp: UdpTable,
     ping: PingTable,
@@ -171,6 +184,14 @@ impl Engine {
             timer.as_raw_fd(),
             EpollEvent::new(EventSet::IN, TOKEN_TIMER),
         )?;
+        for (i, fwd) in options.forwards.iter().enumerate() {
+            // Level-triggered: what one event leaves waiting is reported again.
+            epoll.ctl(
+                ControlOperation::Add,
+                fwd.fd(),
+                EpollEvent::new(EventSet::IN, TOKEN_FORWARD | i as u64),
+            )?;
+        }
         Ok(Engine {
             dhcp: dhcp::Server::new(&plan),
             tcp: TcpTable::new(options.max_flows),
@@ -187,6 +208,7 @@ impl Engine {
             reply_buf: Vec::with_capacity(2048),
             next_ra: None,
             ipv6_greeted: false,
+            guest_ipv6: None,
             epoll,
             timer,
             timer_mode: TimerMode::Off,
@@ -377,6 +399,9 @@ impl Engine {
         };
         if !v6.src.is_unspecified() {
             self.greet_ipv6(rx);
+            if !v6.src.is_multicast() && !v6.src.is_unicast_link_local() {
+                self.guest_ipv6 = Some(v6.src);
+            }
         }
         let ip = IpHeader {
             src: IpAddr::V6(v6.src),
@@ -661,6 +686,10 @@ impl Engine {
 
     fn host_event<L: RxLink>(&mut self, token: u64, events: u32, rx: &mut L) {
         let slot = (token & !TOKEN_KIND) as usize;
+        if token & TOKEN_KIND == TOKEN_FORWARD {
+            self.on_forward_event(slot, rx);
+            return;
+        }
         let mut ctx = ctx!(self);
         let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
         match token & TOKEN_KIND {
@@ -684,6 +713,92 @@ impl Engine {
     }
 
     /// Flows exist: tick regularly for their timers.
+    /// A forwarded port is readable: its waiting connections become guest connections.
+    fn on_forward_event<L: RxLink>(&mut self, index: usize, rx: &mut L) {
+        let forwards = Arc::clone(&self.options.forwards);
+        let Some(fwd) = forwards.get(index) else {
+            return;
+        };
+        if fwd.proto == policy::Proto::Udp {
+            self.adopt_udp_forward(fwd, rx);
+            return;
+        }
+        // A bounded number per event, so that a flood on one port cannot starve the rest;
+        // the level-triggered event comes back for what is left.
+        for _ in 0..ACCEPTS_PER_EVENT {
+            let (sock, peer) = match crate::sys::accept(fwd.fd()) {
+                Ok(Some(accepted)) => accepted,
+                Ok(None) => break,
+                Err(e) => {
+                    log::debug!("accept on {fwd:?}: {e}");
+                    break;
+                }
+            };
+            let Some((guest, remote)) = forward::guest_side(
+                fwd,
+                &self.plan,
+                &self.options.upstream,
+                self.guest_ipv6,
+                peer,
+            ) else {
+                log::debug!("{fwd:?}: no guest address to take {peer}");
+                self.tcp.counters.no_guest_address += 1;
+                continue;
+            };
+            let mut ctx = ctx!(self);
+            let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
+            self.tcp
+                .on_accepted(sock, tcp::FlowKey { guest, remote }, &mut ctx, &mut tap);
+        }
+        self.arm_timer();
+    }
+
+    /// The first datagram on a forwarded UDP port: once the guest has an address for it, the
+    /// port's socket becomes a UDP flow of the guest socket it forwards to, and this epoll
+    /// entry gives way to the flow's. Until then the datagrams wait in the socket.
+    fn adopt_udp_forward<L: RxLink>(&mut self, fwd: &ForwardSocket, rx: &mut L) {
+        let Some(peer) = crate::sys::peek_source(fwd.fd()) else {
+            return;
+        };
+        let Some((guest, _)) = forward::guest_side(
+            fwd,
+            &self.plan,
+            &self.options.upstream,
+            self.guest_ipv6,
+            peer,
+        )
+        .filter(|(guest, _)| guest.is_ipv6() == fwd.local.is_ipv6()) else {
+            // Dropped, or the level-triggered event would spin until the guest has an address
+            // (of the port's family: UDP is not translated between families).
+            let _ = crate::sys::discard_datagram(fwd.fd());
+            self.udp.counters.no_guest_address += 1;
+            return;
+        };
+        let copy = match fwd.try_clone_fd() {
+            Ok(copy) => copy,
+            Err(e) => {
+                log::warn!("{fwd:?}: {e}");
+                let _ = crate::sys::discard_datagram(fwd.fd());
+                return;
+            }
+        };
+        let mut ctx = ctx!(self);
+        let Some(slot) = self.udp.adopt_forward(&mut ctx, guest, copy) else {
+            log::debug!("{fwd:?}: no UDP flow for {guest}");
+            let _ = crate::sys::discard_datagram(fwd.fd());
+            return;
+        };
+        let _ = self.epoll.ctl(
+            ControlOperation::Delete,
+            fwd.fd(),
+            EpollEvent::new(EventSet::IN, 0),
+        );
+        let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
+        self.udp
+            .on_socket_event(slot, &self.plan, &self.options.upstream, &mut ctx, &mut tap);
+        self.arm_timer();
+    }
+
     fn arm_timer(&mut self) {
         if self.timer_mode != TimerMode::Ticking && self.timer.reset(TICK, Some(TICK)).is_ok() {
             self.timer_mode = TimerMode::Ticking;

@@ -12,6 +12,7 @@ pub mod dhcpv6;
 pub mod dnssearch;
 pub mod engine;
 pub mod ethernet;
+pub mod forward;
 pub mod icmp;
 pub mod ip;
 pub mod ipv4;

@@ -187,6 +187,18 @@ pub fn recvmsg(fd: RawFd, iov: &[libc::iovec], flags: libc::c_int) -> io::Result
     })
 }
 
+/// The source of the datagram at the front of `fd`'s queue, which stays there.
+pub fn peek_source(fd: RawFd) -> Option<SocketAddr> {
+    recvmsg(fd, &[], libc::MSG_PEEK | libc::MSG_DONTWAIT)
+        .ok()?
+        .from
+}
+
+/// Drops the datagram at the front of `fd`'s queue.
+pub fn discard_datagram(fd: RawFd) -> io::Result<()> {
+    recvmsg(fd, &[], libc::MSG_DONTWAIT).map(|_| ())
+}
+
 /// Drops `len` bytes from the front of a stream socket's receive queue without copying.
 pub fn discard(fd: RawFd, len: usize) -> io::Result<usize> {
     // SAFETY: with MSG_TRUNC on a TCP socket the kernel discards the data and writes nothing
@@ -322,6 +334,93 @@ pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
 pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
     // SAFETY: plain system call with integer arguments.
     check(unsafe { libc::shutdown(fd, libc::SHUT_WR) })?;
+    Ok(())
+}
+
+/// Binds `fd` to `addr`.
+pub fn bind(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
+    let (storage, len) = sockaddr(addr);
+    // SAFETY: `storage` holds a valid address of `len` bytes for the call's duration.
+    check(unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) })?;
+    Ok(())
+}
+
+/// Marks a bound stream socket as accepting connections.
+pub fn listen(fd: RawFd, backlog: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain system call with integer arguments.
+    check(unsafe { libc::listen(fd, backlog) })?;
+    Ok(())
+}
+
+/// Takes one waiting connection as a non-blocking, close-on-exec socket with its peer's
+/// address; `Ok(None)` when none waits.
+pub fn accept(fd: RawFd) -> io::Result<Option<(OwnedFd, SocketAddr)>> {
+    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes of address into the live local storage.
+    let rc = unsafe {
+        libc::accept4(
+            fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        return match err.kind() {
+            io::ErrorKind::WouldBlock => Ok(None),
+            _ => Err(err),
+        };
+    }
+    // SAFETY: the kernel just returned this new descriptor; nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(rc) };
+    let peer =
+        from_sockaddr(&storage).ok_or_else(|| io::Error::from(io::ErrorKind::Unsupported))?;
+    Ok(Some((sock, peer)))
+}
+
+/// `SO_REUSEADDR`: a forwarded port can be bound again while old connections linger.
+pub fn set_reuse_addr(fd: RawFd) -> io::Result<()> {
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
+}
+
+/// `IPV6_V6ONLY`: an IPv6 socket that leaves IPv4 to a socket of its own.
+pub fn set_v6_only(fd: RawFd) -> io::Result<()> {
+    setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)
+}
+
+/// `SO_BINDTODEVICE`: the socket only sees traffic of the host interface `name`.
+pub fn bind_to_device(fd: RawFd, name: &str) -> io::Result<()> {
+    // SAFETY: the kernel reads `name.len()` bytes from the live string.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// Raises the soft limit on open descriptors to `wanted`, or as far as the hard limit allows.
+pub fn raise_fd_limit(wanted: usize) -> io::Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: the kernel writes one rlimit into the live local.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    let wanted = libc::rlim_t::try_from(wanted).unwrap_or(libc::rlim_t::MAX);
+    if limit.rlim_cur >= wanted {
+        return Ok(());
+    }
+    limit.rlim_cur = wanted.min(limit.rlim_max);
+    // SAFETY: the kernel reads one rlimit from the live local.
+    check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) })?;
     Ok(())
 }
 

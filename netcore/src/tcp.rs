@@ -138,6 +138,9 @@ pub struct FlowKey {
 enum State {
     /// Host connect() in progress; nothing sent to the guest yet.
     Connecting,
+    /// A host connection accepted on a forwarded port: our SYN went to the guest, which has
+    /// not answered yet.
+    SynSent,
     /// SYN-ACK sent, waiting for the guest's ACK (or data).
     SynAckSent,
     Established,
@@ -152,6 +155,8 @@ enum Close {
     ResetGuest,
     /// The guest reset: the host socket is closed with an RST.
     ResetHost,
+    /// The guest refused a forwarded connection: as `ResetHost`, counted apart.
+    Refused,
 }
 
 #[derive(Debug)]
@@ -221,6 +226,47 @@ struct Flow {
 }
 
 impl Flow {
+    /// A flow that has sent nothing yet and knows nothing of the guest's side.
+    fn new(key: FlowKey, slot: usize, sock: OwnedFd, state: State, iss: u32) -> Flow {
+        Flow {
+            key,
+            slot,
+            sock,
+            state,
+            rcv_nxt: 0,
+            guest_fin: false,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            host_eof: false,
+            peer_closed: false,
+            drained: false,
+            peeked_full: false,
+            corked: false,
+            fin_seq: None,
+            snd_wnd: 0,
+            wscale: None,
+            mss: DEFAULT_GUEST_MSS,
+            largest_segment: u32::from(DEFAULT_GUEST_MSS),
+            dup_acks: 0,
+            rto: INITIAL_RTO,
+            retries: 0,
+            timer: None,
+            ack_owed: false,
+            want_write: false,
+            window: AtomicU64::new(NO_WINDOW),
+            room: false,
+            waiting_rx: false,
+        }
+    }
+
+    /// Takes the MSS and window scale of the guest's SYN or SYN-ACK.
+    fn set_guest_options(&mut self, seg: &Segment) {
+        self.mss = seg.mss.unwrap_or(DEFAULT_GUEST_MSS).max(64);
+        self.largest_segment = u32::from(self.mss);
+        self.wscale = seg.wscale.map(|s| s.min(14));
+    }
+
     fn fd(&self) -> RawFd {
         self.sock.as_raw_fd()
     }
@@ -304,6 +350,12 @@ pub struct TcpCounters {
     pub short_writes: u64,
     /// Guest segments dropped for arriving after a gap (a duplicate ACK asks for the gap).
     pub out_of_order: u64,
+    /// Host connections taken on forwarded ports.
+    pub accepted: u64,
+    /// Forwarded connections the guest refused (an RST for our SYN).
+    pub guest_refused: u64,
+    /// Forwarded connections closed at once: the guest had no address of a family to take them.
+    pub no_guest_address: u64,
 }
 
 pub use crate::nat::Target;
@@ -505,37 +557,10 @@ impl TcpTable {
                 self.flows.len() - 1
             }
         };
-        let mss = seg.mss.unwrap_or(DEFAULT_GUEST_MSS).max(64);
-        let flow = Flow {
-            key,
-            slot,
-            sock,
-            state: State::Connecting,
-            rcv_nxt: seg.seq.wrapping_add(1),
-            guest_fin: false,
-            iss,
-            snd_una: iss,
-            snd_nxt: iss,
-            host_eof: false,
-            peer_closed: false,
-            drained: false,
-            peeked_full: false,
-            corked: false,
-            fin_seq: None,
-            snd_wnd: u32::from(seg.window),
-            wscale: seg.wscale.map(|s| s.min(14)),
-            mss,
-            largest_segment: u32::from(mss),
-            dup_acks: 0,
-            rto: INITIAL_RTO,
-            retries: 0,
-            timer: None,
-            ack_owed: false,
-            want_write: false,
-            window: AtomicU64::new(NO_WINDOW),
-            room: false,
-            waiting_rx: false,
-        };
+        let mut flow = Flow::new(key, slot, sock, State::Connecting, iss);
+        flow.rcv_nxt = seg.seq.wrapping_add(1);
+        flow.snd_wnd = u32::from(seg.window);
+        flow.set_guest_options(seg);
         let interest = libc::EPOLLOUT | libc::EPOLLET;
         if let Err(e) = epoll_add(ctx.epoll, flow.fd(), interest as u32, token(slot)) {
             log::warn!("epoll add for {dest}: {e}");
@@ -551,19 +576,70 @@ impl TcpTable {
         SegmentOutcome::Handled
     }
 
-    fn on_connected<L: RxLink>(&mut self, slot: usize, ctx: &mut Ctx<'_>, rx: &mut L) {
-        let Some(flow) = self.flows[slot].as_mut() else {
-            return;
+    /// Opens the guest side of a host connection accepted on a forwarded port: a SYN from
+    /// `key.remote` to `key.guest`. The socket is closed at once (an RST for the peer) when
+    /// the table is full or the pair is already in use; false then.
+    pub fn on_accepted<L: RxLink>(
+        &mut self,
+        sock: OwnedFd,
+        key: FlowKey,
+        ctx: &mut Ctx<'_>,
+        rx: &mut L,
+    ) -> bool {
+        if self.index.len() >= self.limit || self.index.contains_key(&key) {
+            self.counters.table_full += 1;
+            let _ = sys::set_linger_zero(sock.as_raw_fd());
+            return false;
+        }
+        let _ = sys::set_nodelay(sock.as_raw_fd());
+        self.use_peek_offset(sock.as_raw_fd());
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.flows.push(None);
+                self.flows.len() - 1
+            }
         };
+        let iss = self.next_isn();
+        let mut flow = Flow::new(key, slot, sock, State::SynSent, iss);
+        // Data or a FIN may come before the guest answers; the handshake's end pushes it.
+        let interest = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
+        if let Err(e) = epoll_add(ctx.epoll, flow.fd(), interest as u32, token(slot)) {
+            log::warn!("epoll add for the forward to {}: {e}", key.guest);
+            let _ = sys::set_linger_zero(flow.fd());
+            self.free.push(slot);
+            return false;
+        }
+        self.counters.accepted += 1;
+        send_syn(&mut flow, ctx, rx);
+        flow.timer = Some(ctx.now + flow.rto);
+        self.flows[slot] = Some(flow);
+        self.index.insert(key, slot);
+        true
+    }
+
+    /// Starts peeking at the front of `fd`'s queue, learning on the first socket whether the
+    /// kernel supports peek offsets.
+    fn use_peek_offset(&mut self, fd: RawFd) {
         if self.peek_offset_supported.is_none() {
-            let ok = sys::set_peek_offset(flow.fd(), 0).is_ok();
+            let ok = sys::set_peek_offset(fd, 0).is_ok();
             if !ok {
                 log::info!("SO_PEEK_OFF unsupported: peeking past sent data instead");
             }
             self.peek_offset_supported = Some(ok);
         } else if self.peek_offset_supported == Some(true) {
-            let _ = sys::set_peek_offset(flow.fd(), 0);
+            let _ = sys::set_peek_offset(fd, 0);
         }
+    }
+
+    fn on_connected<L: RxLink>(&mut self, slot: usize, ctx: &mut Ctx<'_>, rx: &mut L) {
+        let Some(fd) = self.flows[slot].as_ref().map(Flow::fd) else {
+            return;
+        };
+        self.use_peek_offset(fd);
+        let Some(flow) = self.flows[slot].as_mut() else {
+            return;
+        };
         flow.state = State::SynAckSent;
         let interest = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
         let _ = epoll_mod(ctx.epoll, flow.fd(), interest as u32, token(slot));
@@ -782,6 +858,10 @@ impl TcpTable {
         let Some(flow) = self.flows[slot].as_mut() else {
             return;
         };
+        if flow.state == State::SynSent {
+            send_syn(flow, ctx, rx);
+            return;
+        }
         if flow.state == State::SynAckSent || flow.snd_una == flow.iss {
             send_syn_ack(flow, ctx, rx);
             return;
@@ -824,6 +904,10 @@ impl TcpTable {
                 let _ = sys::set_linger_zero(flow.fd());
             }
             Close::ResetHost => {
+                let _ = sys::set_linger_zero(flow.fd());
+            }
+            Close::Refused => {
+                self.counters.guest_refused += 1;
                 let _ = sys::set_linger_zero(flow.fd());
             }
             Close::Done => {
@@ -894,6 +978,9 @@ where
     F: TxFrame + ?Sized,
     L: RxLink,
 {
+    if flow.state == State::SynSent {
+        return syn_sent_segment(flow, seg, ctx.now);
+    }
     if seg.has(flags::RST) {
         return Next::Close(Close::ResetHost);
     }
@@ -986,6 +1073,31 @@ where
     } else {
         Next::Continue
     }
+}
+
+/// The guest's answer to the SYN of a forwarded connection. A SYN-ACK for it completes the
+/// handshake (our ACK goes at the batch's end, data that waited in the socket after it); an
+/// RST for it closes the host connection with an RST, as a refused connect would. Anything
+/// else is ignored: the SYN is retransmitted until the guest answers.
+fn syn_sent_segment(flow: &mut Flow, seg: &Segment, now: Instant) -> Next {
+    let ours = seg.has(flags::ACK) && seg.ack == flow.iss.wrapping_add(1);
+    if seg.has(flags::RST) {
+        return if ours {
+            Next::Close(Close::Refused)
+        } else {
+            Next::Continue
+        };
+    }
+    if !(ours && seg.has(flags::SYN)) {
+        return Next::Continue;
+    }
+    flow.rcv_nxt = seg.seq.wrapping_add(1);
+    flow.set_guest_options(seg);
+    on_ack(flow, seg, now);
+    flow.state = State::Established;
+    flow.ack_owed = true;
+    flow.room = true;
+    Next::Continue
 }
 
 /// Arms EPOLLOUT so we hear when the socket's send buffer drains (to reopen the window).
@@ -1398,6 +1510,24 @@ fn send_header<L: RxLink>(ctx: &mut Ctx<'_>, rx: &mut L, h: &Header<'_>) -> bool
 }
 
 fn send_syn_ack<L: RxLink>(flow: &mut Flow, ctx: &mut Ctx<'_>, rx: &mut L) {
+    let scale = flow.wscale.is_some();
+    send_opening(flow, ctx, rx, flags::SYN | flags::ACK, scale);
+}
+
+/// The SYN of a forwarded connection, offering window scaling: the guest's SYN-ACK says
+/// whether it is used.
+fn send_syn<L: RxLink>(flow: &mut Flow, ctx: &mut Ctx<'_>, rx: &mut L) {
+    send_opening(flow, ctx, rx, flags::SYN, true);
+}
+
+/// Our SYN or SYN-ACK, with our MSS (from the MTU) and, if `scale`, our window scale.
+fn send_opening<L: RxLink>(
+    flow: &mut Flow,
+    ctx: &mut Ctx<'_>,
+    rx: &mut L,
+    tcp_flags: u8,
+    scale: bool,
+) {
     let mut options = [0u8; SYN_OPTIONS_LEN];
     let mss = ctx
         .max_payload(&flow.key.guest.ip(), TCP_HEADER_LEN)
@@ -1405,7 +1535,7 @@ fn send_syn_ack<L: RxLink>(flow: &mut Flow, ctx: &mut Ctx<'_>, rx: &mut L) {
     options[0] = 2;
     options[1] = 4;
     options[2..4].copy_from_slice(&mss.to_be_bytes());
-    let options_len = if flow.wscale.is_some() {
+    let options_len = if scale {
         options[4] = 1; // NOP
         options[5] = 3;
         options[6] = 3;
@@ -1414,7 +1544,7 @@ fn send_syn_ack<L: RxLink>(flow: &mut Flow, ctx: &mut Ctx<'_>, rx: &mut L) {
     } else {
         4
     };
-    let mut header = Header::of(flow, flow.iss, flags::SYN | flags::ACK);
+    let mut header = Header::of(flow, flow.iss, tcp_flags);
     header.options = &options[..options_len];
     // If the guest has no buffer the retransmission timer tries again.
     send_header(ctx, rx, &header);
@@ -2380,5 +2510,112 @@ mod tests {
         let seen = rig.seen();
         assert_eq!(seen[0].flags, flags::RST | flags::ACK);
         assert_eq!(rig.table.counters.table_full, 1);
+    }
+
+    /// A host client of a forwarded port, its connection handed to the table as the backend
+    /// accepts it (to the guest at `rig.guest`, from `rig.remote`). Returns the client and
+    /// the SYN the guest got.
+    fn forwarded(rig: &mut Rig) -> (TcpStream, Seen) {
+        let client = TcpStream::connect(rig.remote).unwrap();
+        let (accepted, _) = rig.listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let key = FlowKey {
+            guest: rig.guest,
+            remote: rig.remote,
+        };
+        let (mut ctx, table, link) = rig.ctx();
+        assert!(table.on_accepted(OwnedFd::from(accepted), key, &mut ctx, link));
+        let seen = rig.seen();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        (client, seen[0].clone())
+    }
+
+    #[test]
+    fn a_forwarded_connection_opens_with_our_syn_and_carries_data_both_ways() {
+        let mut rig = Rig::new();
+        let (mut client, syn) = forwarded(&mut rig);
+        assert_eq!(syn.flags, flags::SYN);
+        assert_eq!(syn.ack, 0);
+        assert_eq!(syn.options, [2, 4, 0x05, 0xb4, 1, 3, 3, OUR_WSCALE]);
+        // The client speaks first, before the guest has answered: the data waits.
+        client.write_all(b"early").unwrap();
+        rig.poll(50);
+        assert!(rig.seen().is_empty(), "nothing before the handshake ends");
+
+        let opts = [2, 4, 0x05, 0xb4, 1, 3, 3, 7];
+        rig.send(
+            GUEST_ISN,
+            syn.seq.wrapping_add(1),
+            flags::SYN | flags::ACK,
+            64240,
+            &opts,
+            &[],
+        );
+        let seen = rig.seen();
+        let data: Vec<&Seen> = seen.iter().filter(|s| !s.payload.is_empty()).collect();
+        assert_eq!(data.len(), 1, "{seen:?}");
+        assert_eq!(data[0].payload, b"early");
+        assert_eq!(data[0].seq, syn.seq.wrapping_add(1));
+        assert!(
+            seen.iter()
+                .all(|s| s.flags & flags::ACK != 0 && s.ack == GUEST_ISN + 1),
+            "every segment acknowledges the guest's SYN: {seen:?}"
+        );
+
+        rig.send(
+            GUEST_ISN + 1,
+            syn.seq.wrapping_add(6),
+            flags::ACK | flags::PSH,
+            1024,
+            &[],
+            b"hello host",
+        );
+        let mut got = [0u8; 10];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello host");
+        assert_eq!(rig.table.counters.accepted, 1);
+    }
+
+    #[test]
+    fn a_guest_rst_for_our_syn_resets_the_host_client() {
+        let mut rig = Rig::new();
+        let (mut client, syn) = forwarded(&mut rig);
+        // An RST that does not acknowledge our SYN is not the guest's answer to it.
+        rig.send(0, syn.seq, flags::RST | flags::ACK, 0, &[], &[]);
+        assert_eq!(rig.table.len(), 1);
+        rig.send(
+            0,
+            syn.seq.wrapping_add(1),
+            flags::RST | flags::ACK,
+            0,
+            &[],
+            &[],
+        );
+        assert!(rig.table.is_empty());
+        assert_eq!(rig.table.counters.guest_refused, 1);
+        let err = client.read(&mut [0u8; 4]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+    }
+
+    #[test]
+    fn our_syn_is_sent_again_until_the_guest_answers_or_we_give_up() {
+        let mut rig = Rig::new();
+        let (mut client, syn) = forwarded(&mut rig);
+        rig.tick_after(INITIAL_RTO);
+        let again = rig.seen();
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert_eq!((again[0].flags, again[0].seq), (flags::SYN, syn.seq));
+        for _ in 0..MAX_RETRIES {
+            rig.tick_after(MAX_RTO);
+        }
+        assert!(rig.table.is_empty());
+        let outcome = client.read(&mut [0u8; 4]);
+        assert!(
+            matches!(&outcome, Err(e) if e.kind() == io::ErrorKind::ConnectionReset),
+            "{outcome:?}"
+        );
     }
 }

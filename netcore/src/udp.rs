@@ -40,6 +40,9 @@ struct Flow {
     last_activity: Instant,
     /// When a reply from port 53 arrived: the flow ends soon after.
     dns_reply: Option<Instant>,
+    /// The socket of a forwarded host port (a copy of its descriptor): the flow never
+    /// expires, as slirp's hostfwd sockets do not.
+    forwarded: bool,
 }
 
 /// What became of a guest datagram.
@@ -59,6 +62,8 @@ pub struct UdpCounters {
     pub truncated: u64,
     pub table_full: u64,
     pub expired: u64,
+    /// Datagrams to forwarded ports dropped: the guest had no address of a family to take them.
+    pub no_guest_address: u64,
 }
 
 /// The table of UDP flows.
@@ -171,9 +176,60 @@ impl UdpTable {
             sock,
             last_activity: ctx.now,
             dns_reply: None,
+            forwarded: false,
         });
         self.index.insert(guest, slot);
         Ok(slot)
+    }
+
+    /// Makes the socket of a forwarded host port the guest socket `guest`'s own: datagrams
+    /// to the port go to `guest`, and what `guest` sends leaves through it, so that host
+    /// peers see their answers come from the port they wrote to. A flow the guest socket
+    /// already had is replaced. `sock` is the engine's copy of the forward's descriptor.
+    /// Returns the flow's slot; `None` when the table is full or the socket cannot be watched.
+    pub fn adopt_forward(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        guest: SocketAddr,
+        sock: OwnedFd,
+    ) -> Option<usize> {
+        if let Some(&slot) = self.index.get(&guest) {
+            if self.flows[slot].as_ref().is_some_and(|f| f.forwarded) {
+                return None; // another forwarded port already owns this guest socket
+            }
+            self.remove(slot);
+        }
+        if self.index.len() >= self.limit {
+            self.counters.table_full += 1;
+            return None;
+        }
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.flows.push(None);
+            self.flows.len() - 1
+        });
+        let interest = (libc::EPOLLIN | libc::EPOLLET) as u32;
+        if let Err(e) = crate::tcp::epoll_add(ctx.epoll, sock.as_raw_fd(), interest, token(slot)) {
+            log::warn!("epoll add for a UDP forward: {e}");
+            self.free.push(slot);
+            return None;
+        }
+        self.flows[slot] = Some(Flow {
+            guest,
+            sock,
+            last_activity: ctx.now,
+            dns_reply: None,
+            forwarded: true,
+        });
+        self.index.insert(guest, slot);
+        Some(slot)
+    }
+
+    fn remove(&mut self, slot: usize) {
+        if let Some(flow) = self.flows[slot].take() {
+            self.index.remove(&flow.guest);
+            self.pending.retain(|&s| s != slot);
+            self.free.push(slot);
+        }
     }
 
     /// Delivers datagrams waiting on flow `slot`'s socket while the guest has buffers.
@@ -266,14 +322,13 @@ impl UdpTable {
     pub fn on_tick(&mut self, now: Instant) {
         for slot in 0..self.flows.len() {
             let expired = self.flows[slot].as_ref().is_some_and(|f| {
-                now.duration_since(f.last_activity) >= IDLE_TIMEOUT
-                    || f.dns_reply
-                        .is_some_and(|t| now.duration_since(t) >= DNS_TIMEOUT)
+                !f.forwarded
+                    && (now.duration_since(f.last_activity) >= IDLE_TIMEOUT
+                        || f.dns_reply
+                            .is_some_and(|t| now.duration_since(t) >= DNS_TIMEOUT))
             });
-            if expired && let Some(flow) = self.flows[slot].take() {
-                self.index.remove(&flow.guest);
-                self.pending.retain(|&s| s != slot);
-                self.free.push(slot);
+            if expired {
+                self.remove(slot);
                 self.counters.expired += 1;
             }
         }
@@ -504,5 +559,65 @@ mod tests {
         assert_eq!(frames.len(), 1);
         assert_eq!(decode(&frames[0]).2, b"small");
         assert_eq!(rig.table.counters.truncated, 1);
+    }
+
+    #[test]
+    fn a_forwarded_port_serves_as_the_guest_sockets_own_and_never_expires() {
+        let mut rig = Rig::new();
+        // The forward's socket, as the program binds it.
+        let forward = UdpSocket::bind("127.0.0.1:0").unwrap();
+        forward.set_nonblocking(true).unwrap();
+        let forward_addr = forward.local_addr().unwrap();
+        let mut ctx = Ctx {
+            guest_mac: GUEST_MAC,
+            gateway_mac: GW_MAC,
+            mtu: 1500,
+            epoll: &rig.epoll,
+            ident: &mut rig.ident,
+            now: rig.now,
+        };
+        // The guest socket had a flow of its own: the forward replaces it.
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dst = SocketAddr::from((
+            Ipv4Addr::new(10, 0, 2, 2),
+            server.local_addr().unwrap().port(),
+        ));
+        let target = nat::outbound(&rig.plan, &rig.upstream, dst);
+        rig.table
+            .on_datagram(&mut ctx, guest(), target, &b"x"[..], 0, 1);
+        assert!(
+            rig.table
+                .adopt_forward(&mut ctx, guest(), OwnedFd::from(forward))
+                .is_some()
+        );
+        assert_eq!(rig.table.len(), 1);
+
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.connect(forward_addr).unwrap();
+        client.send(b"to the guest").unwrap();
+        rig.poll();
+        let frames = rig.link.take();
+        assert_eq!(frames.len(), 1);
+        let (src, dst_port, payload) = decode(&frames[0]);
+        let client_port = client.local_addr().unwrap().port();
+        assert_eq!(
+            src,
+            SocketAddr::from((Ipv4Addr::new(10, 0, 2, 2), client_port))
+        );
+        assert_eq!(dst_port, 5555);
+        assert_eq!(payload, b"to the guest");
+
+        // The guest answers where it came from; the client, connected to the forwarded port,
+        // takes the answer only from that port.
+        assert_eq!(rig.send(guest(), src, b"answer"), Sent::Sent);
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        let n = client.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"answer");
+
+        rig.table.on_tick(rig.now + IDLE_TIMEOUT * 2);
+        assert_eq!(rig.table.len(), 1, "a forward's flow does not expire");
     }
 }

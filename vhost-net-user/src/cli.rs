@@ -77,6 +77,8 @@ pub struct Args {
 pub enum UsageError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Forward(#[from] netcore::forward::ForwardError),
     #[error("one of --socket-path, --fd or --stream is required")]
     NoSocket,
     #[error("--fd {fd}")]
@@ -283,6 +285,8 @@ fn setup(args: &Args) -> Result<(ServeConfig, UnixListener), UsageError> {
     };
     let upstream = args.upstream()?;
     log::debug!("DNS upstream: {upstream:?}");
+    let forwards = netcore::forward::open(&plan)?;
+    log::debug!("forwarded ports: {forwards:?}");
     let listener = args.listener()?;
     if let Some(path) = &args.pid_file {
         std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
@@ -307,6 +311,7 @@ fn setup(args: &Args) -> Result<(ServeConfig, UnixListener), UsageError> {
             engine: EngineOptions {
                 upstream,
                 max_flows: args.max_flows as usize,
+                forwards: forwards.into(),
             },
             one_off: args.one_off,
             capture,
