@@ -817,6 +817,7 @@ fn slots() -> &'static Slots {
     })
 }
 
+#[derive(Debug)]
 struct SlotGuard;
 
 impl SlotGuard {
@@ -924,6 +925,31 @@ impl RunningGuest {
         self.child.id()
     }
 
+    /// Waits until a console line is exactly `line` (e.g. `run: mark=start`, printed by the
+    /// guest script). An error, with the console's tail, if QEMU exits first or after `timeout`.
+    pub fn wait_for_line(&mut self, line: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.console().lines().any(|l| l == line) {
+                return Ok(());
+            }
+            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            if exited || Instant::now() > deadline {
+                return Err(Error::new(format!(
+                    "guest `{}`: no console line `{line}` {}\nconsole (last 30 lines):\n{}",
+                    self.name,
+                    if exited {
+                        "before QEMU exited".to_owned()
+                    } else {
+                        format!("within {timeout:?}")
+                    },
+                    tail(&self.console(), 30)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The serial console so far.
     pub fn console(&self) -> String {
         read_lossy(&self.dir.join("console.log")).replace('\r', "")
@@ -937,6 +963,24 @@ impl Drop for RunningGuest {
             let _ = self.child.wait();
         }
     }
+}
+
+/// A guest from [`spawn_slotted`]: a [`RunningGuest`] holding one of the `VNU_E2E_JOBS` slots
+/// while it runs, for tests that act on the host while the guest works.
+#[derive(Debug)]
+pub struct SlottedGuest {
+    // Declared first so that it drops first: QEMU is killed before the slot is given back.
+    pub guest: RunningGuest,
+    _slot: SlotGuard,
+}
+
+/// Waits for a free slot, then [`spawn`]s the guest of `opts`.
+pub fn spawn_slotted(opts: &GuestOpts) -> Result<SlottedGuest> {
+    let slot = SlotGuard::acquire();
+    Ok(SlottedGuest {
+        guest: spawn(opts)?,
+        _slot: slot,
+    })
 }
 
 /// Boots a guest and waits for it to power off: holds one of the `VNU_E2E_JOBS` slots while

@@ -333,29 +333,9 @@ impl NsGuest {
         self.guest.console()
     }
 
-    /// Waits until a console line is exactly `line` (e.g. `run: mark=start`, printed by the
-    /// guest script). An error, with the console's tail, if QEMU exits first or after `timeout`.
+    /// See [`RunningGuest::wait_for_line`].
     pub fn wait_for_line(&mut self, line: &str, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.console().lines().any(|l| l == line) {
-                return Ok(());
-            }
-            let exited = matches!(self.guest.child.try_wait(), Ok(Some(_)));
-            if exited || Instant::now() > deadline {
-                return Err(Error::new(format!(
-                    "guest `{}`: no console line `{line}` {}\nconsole (last 30 lines):\n{}",
-                    self.guest.name,
-                    if exited {
-                        "before QEMU exited".to_owned()
-                    } else {
-                        format!("within {timeout:?}")
-                    },
-                    tail(&self.console(), 30)
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.guest.wait_for_line(line, timeout)
     }
 
     /// Waits for the guest to power off and parses what it printed, as

@@ -1,0 +1,319 @@
+//! End-to-end port forwarding: host connections and datagrams to forwarded ports reach
+//! services in a real QEMU guest, over both links (see [`both_links!`]).
+//!
+//! The backend forwards, in QEMU's `hostfwd=` syntax, host ports on 127.0.0.1 (only loopback:
+//! nothing here listens beyond this machine) to guest ports where the guest script runs
+//! servers:
+//!
+//! | host (127.0.0.1) | guest | what the guest runs there                         |
+//! |------------------|-------|---------------------------------------------------|
+//! | tcp+udp P        | 5201  | `iperf3 -s`: TCP both ways, UDP with its replies   |
+//! | tcp P+1          | 5301  | `nc -l` sending 2 MiB of random data               |
+//! | tcp P+2          | 5300  | `nc -l` storing what comes, then the script ends   |
+//! | tcp P+3          | 5999  | nothing: the guest refuses                         |
+//!
+//! The test compares SHA-256 both ways, runs iperf3 through the forwards, and checks that the
+//! refused connection ends at the host client and shows in the backend's counters. The guest
+//! reaches no address itself.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use vnu_tests::hostsrv::{blob, sha256_16};
+use vnu_tests::{
+    Backend, GuestOpts, Link, TempDir, backend_bin, both_links, e2e_ready, require_program,
+    spawn_slotted,
+};
+
+const SAY: &str = "fwd: ";
+/// Bytes the guest serves on 5301.
+const DOWNLOAD: usize = 2 << 20;
+/// Bytes the host sends to 5300.
+const UPLOAD: usize = 1 << 20;
+
+fn guest_script() -> String {
+    format!(
+        r#"say() {{ echo "{SAY}$*" > /dev/console; }}
+iperf3 -s -p 5201 > /dev/null 2>&1 &
+head -c {DOWNLOAD} /dev/urandom > /tmp/blob
+say "blob.sha=$(sha256sum < /tmp/blob | cut -d' ' -f1)"
+nc -l -p 5301 < /tmp/blob > /dev/null &
+timeout 150 nc -l -p 5300 > /tmp/got &
+got=$!
+# ready once all three listen (state 0A in /proc/net/tcp; ports in hex)
+n=0
+while [ $n -lt 100 ] && [ "$(awk '$4 == "0A" {{ print $2 }}' /proc/net/tcp | grep -c -E ':(1451|14B5|14B4)$')" -lt 3 ]; do
+  sleep 0.1; n=$((n + 1))
+done
+say mark=ready
+wait $got
+say "got.bytes=$(wc -c < /tmp/got)"
+say "got.sha=$(sha256sum < /tmp/got | cut -d' ' -f1)"
+"#
+    )
+}
+
+/// Four consecutive ports free on 127.0.0.1 for both TCP and UDP, at the time of asking.
+fn free_ports() -> u16 {
+    for _ in 0..50 {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe");
+        let first = probe.local_addr().expect("probe address").port();
+        drop(probe);
+        if first > 65530 {
+            continue;
+        }
+        let free = (first..first + 4).all(|p| {
+            std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+                && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+        });
+        if free {
+            return first;
+        }
+    }
+    panic!("no four consecutive free ports on 127.0.0.1");
+}
+
+/// The value of the guest's `fwd: KEY=VALUE` console line.
+fn said(console: &str, key: &str) -> Option<String> {
+    let prefix = format!("{SAY}{key}=");
+    console
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(str::to_owned)
+}
+
+/// Runs the host's iperf3 client against the forwarded port; its `receiver` line.
+///
+/// The guest's `iperf3 -s` opens its listening socket anew after each test, and a connection
+/// that comes in between is refused by the guest (the pcap shows its RST for our SYN): as with
+/// slirp, the host client then sees the connection reset. Such a run is tried again, a few
+/// times.
+fn iperf(port: u16, extra: &[&str], backend: &Backend) -> String {
+    let mut text = String::new();
+    for _ in 0..5 {
+        let out = Command::new("iperf3")
+            .args([
+                "-c",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-t",
+                "2",
+                "-f",
+                "m",
+            ])
+            .args(extra)
+            .output()
+            .expect("running iperf3");
+        text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        if let Some(line) = text.lines().find(|l| l.contains("receiver")) {
+            return line.to_owned();
+        }
+        if !text.contains("unable to receive control message: Connection reset by peer") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!(
+        "iperf3 {extra:?} through the forward gave no result:\n{text}\nbackend log:\n{}",
+        vnu_tests::tail(&backend.log(), 20)
+    )
+}
+
+/// Mbit/s of an iperf3 `receiver` line (`-f m`).
+fn mbit_s(line: &str) -> f64 {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| *w == "Mbits/sec")
+        .unwrap_or_else(|| panic!("no rate in `{line}`"));
+    words[at - 1].parse().expect("a rate")
+}
+
+fn forwards_reach_guest_services(link: Link) {
+    if !e2e_ready() || !require_program("iperf3", "iperf3") {
+        return;
+    }
+    let port = free_ports();
+    let rules = [
+        format!("hostfwd=tcp:127.0.0.1:{port}-:5201"),
+        format!("hostfwd=udp:127.0.0.1:{port}-:5201"),
+        format!("hostfwd=tcp:127.0.0.1:{}-:5301", port + 1),
+        format!("hostfwd=tcp:127.0.0.1:{}-:5300", port + 2),
+        format!("hostfwd=tcp:127.0.0.1:{}-:5999", port + 3),
+    ];
+    let mut args = Vec::new();
+    for rule in &rules {
+        args.extend(["--slirp", rule.as_str()]);
+    }
+    let mut backend = Backend::start_link(link, &args).expect("starting the backend");
+    let opts = GuestOpts::new(&format!("forward-{link}"), backend.net()).script(&guest_script());
+    let mut guest = spawn_slotted(&opts).expect("starting the guest");
+    let ready = format!("{SAY}mark=ready");
+    if let Err(e) = guest.guest.wait_for_line(&ready, Duration::from_secs(120)) {
+        panic!("{e}\nbackend log:\n{}", backend.log());
+    }
+    let context = |backend: &Backend, console: &str| {
+        format!(
+            "\nguest console:\n{}\nbackend log:\n{}",
+            vnu_tests::tail(console, 30),
+            vnu_tests::tail(&backend.log(), 20)
+        )
+    };
+
+    // Guest to host: the blob `nc -l` sends on 5301, whole and unchanged.
+    let mut conn = TcpStream::connect(("127.0.0.1", port + 1)).expect("connect to the forward");
+    conn.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while got.len() < DOWNLOAD {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    drop(conn);
+    let console = guest.guest.console();
+    assert_eq!(
+        got.len(),
+        DOWNLOAD,
+        "bytes received from the guest's nc{}",
+        context(&backend, &console)
+    );
+    let guest_sha = said(&console, "blob.sha").expect("the guest's blob.sha");
+    assert_eq!(
+        sha256_16(&got),
+        guest_sha[..16],
+        "the download differs from what the guest sent{}",
+        context(&backend, &console)
+    );
+
+    // TCP both ways and UDP through iperf3 (its UDP test needs the guest's replies to come
+    // back from the forwarded port).
+    let to_guest = iperf(port, &[], &backend);
+    let from_guest = iperf(port, &["-R"], &backend);
+    let udp = iperf(port, &["-u", "-b", "10M", "-l", "1200"], &backend);
+    eprintln!("forward over {link}: TCP to the guest: {to_guest}");
+    eprintln!("forward over {link}: TCP from the guest: {from_guest}");
+    eprintln!("forward over {link}: UDP to the guest: {udp}");
+    assert!(mbit_s(&to_guest) > 10.0, "TCP to the guest: {to_guest}");
+    assert!(
+        mbit_s(&from_guest) > 10.0,
+        "TCP from the guest: {from_guest}"
+    );
+    assert!(mbit_s(&udp) > 5.0, "UDP to the guest at 10 Mbit/s: {udp}");
+
+    // Refused: the backend accepts first (as slirp does); the guest's RST ends the connection.
+    let mut refused = TcpStream::connect(("127.0.0.1", port + 3)).expect("connect to the forward");
+    refused.set_read_timeout(Some(Duration::from_secs(20))).ok();
+    let started = Instant::now();
+    let outcome = refused.read(&mut buf);
+    assert!(
+        matches!(&outcome, Ok(0))
+            || outcome
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "a connection to a guest port nobody listens on: {outcome:?} after {:.1?}",
+        started.elapsed()
+    );
+
+    // Host to guest: 1 MiB to 5300; the guest hashes it and its script ends.
+    let data = blob(UPLOAD);
+    let mut conn = TcpStream::connect(("127.0.0.1", port + 2)).expect("connect to the forward");
+    conn.write_all(&data).expect("upload to the guest");
+    conn.shutdown(Shutdown::Write).ok();
+    let run = guest.guest.wait();
+    let log = backend.log();
+    let run = run.unwrap_or_else(|e| panic!("{e}\nbackend log:\n{log}"));
+    let console = run.console.clone();
+    assert_eq!(
+        said(&console, "got.bytes").as_deref(),
+        Some(UPLOAD.to_string().as_str()),
+        "bytes the guest received{}",
+        context(&backend, &console)
+    );
+    assert_eq!(
+        said(&console, "got.sha").map(|s| s[..16].to_owned()),
+        Some(sha256_16(&data)),
+        "the upload differs from what the host sent{}",
+        context(&backend, &console)
+    );
+    drop(conn);
+    // QEMU is gone: the backend logs the connection's counters.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut log = backend.log();
+    while !log.contains("connection summary") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        log = backend.log();
+    }
+    assert!(backend.is_running(), "the backend exited:\n{log}");
+    let refused: Option<u64> = log
+        .split("guest_refused: ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok());
+    assert!(
+        refused.is_some_and(|n| n >= 1),
+        "the backend did not count the refused connection ({refused:?}):\n{}",
+        vnu_tests::tail(&log, 5)
+    );
+}
+
+both_links!(forwards_reach_guest_services);
+
+/// Runs the backend with `forward_args` until it exits (10 s at most): its exit code and
+/// stderr.
+fn refused_at_startup(forward_args: &[&str]) -> (Option<i32>, String) {
+    let bin = backend_bin().expect("backend binary");
+    let dir = TempDir::new("forward-refused").expect("temp dir");
+    let socket = dir.join("vu.sock");
+    let mut child = Command::new(&bin)
+        .arg("--socket-path")
+        .arg(&socket)
+        .args(forward_args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("err")).expect("stderr file"))
+        .spawn()
+        .expect("starting the backend");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the backend") {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!socket.exists(), "the refused backend left its socket");
+    (
+        code,
+        std::fs::read_to_string(dir.join("err")).unwrap_or_default(),
+    )
+}
+
+/// A forwarded port something else holds, or a unix socket forward: one line naming it, exit
+/// status 2, before serving anything.
+#[test]
+fn unusable_forwards_are_one_line_startup_errors() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("address").port();
+    let spec = format!("127.0.0.1/{port}:22");
+    let (code, stderr) = refused_at_startup(&["-t", &spec]);
+    assert_eq!(code, Some(2), "-t {spec} with the port taken:\n{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("port forward tcp 127.0.0.1:{port}: cannot listen")),
+        "{stderr}"
+    );
+    let (code, stderr) = refused_at_startup(&["--slirp", "hostfwd=unix:/tmp/vnu-none.sock-:22"]);
+    assert_eq!(code, Some(2), "a unix forward:\n{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("unix:/tmp/vnu-none.sock"), "{stderr}");
+}
