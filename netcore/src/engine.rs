@@ -734,13 +734,7 @@ impl Engine {
                     break;
                 }
             };
-            let Some((guest, remote)) = forward::guest_side(
-                fwd,
-                &self.plan,
-                &self.options.upstream,
-                self.guest_ipv6,
-                peer,
-            ) else {
+            let Some((guest, remote)) = self.forward_guest_side(fwd, peer) else {
                 log::debug!("{fwd:?}: no guest address to take {peer}");
                 self.tcp.counters.no_guest_address += 1;
                 continue;
@@ -753,21 +747,35 @@ impl Engine {
         self.arm_timer();
     }
 
-    /// The first datagram on a forwarded UDP port: once the guest has an address for it, the
-    /// port's socket becomes a UDP flow of the guest socket it forwards to, and this epoll
-    /// entry gives way to the flow's. Until then the datagrams wait in the socket.
-    fn adopt_udp_forward<L: RxLink>(&mut self, fwd: &ForwardSocket, rx: &mut L) {
-        let Some(peer) = crate::sys::peek_source(fwd.fd()) else {
-            return;
-        };
-        let Some((guest, _)) = forward::guest_side(
+    /// Where a connection or datagram from `peer` to forward `fwd` goes in the guest, and
+    /// whom it comes from there (see [`forward::guest_side`]).
+    fn forward_guest_side(
+        &self,
+        fwd: &ForwardSocket,
+        peer: SocketAddr,
+    ) -> Option<(SocketAddr, SocketAddr)> {
+        forward::guest_side(
             fwd,
             &self.plan,
             &self.options.upstream,
             self.guest_ipv6,
             peer,
         )
-        .filter(|(guest, _)| guest.is_ipv6() == fwd.local.is_ipv6()) else {
+    }
+
+    /// The first datagram on a forwarded UDP port: the port's socket becomes the UDP flow of
+    /// the guest socket it forwards to, and this epoll entry gives way to the flow's. While the
+    /// guest has no address of the port's family, datagrams are dropped and counted.
+    fn adopt_udp_forward<L: RxLink>(&mut self, fwd: &ForwardSocket, rx: &mut L) {
+        let Some(peer) = crate::sys::peek_source(fwd.fd()) else {
+            // Nothing to take, or an error the level-triggered event would report forever.
+            let _ = crate::sys::discard_datagram(fwd.fd());
+            return;
+        };
+        let Some((guest, _)) = self
+            .forward_guest_side(fwd, peer)
+            .filter(|(guest, _)| guest.is_ipv6() == fwd.local.is_ipv6())
+        else {
             // Dropped, or the level-triggered event would spin until the guest has an address
             // (of the port's family: UDP is not translated between families).
             let _ = crate::sys::discard_datagram(fwd.fd());

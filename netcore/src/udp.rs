@@ -161,6 +161,18 @@ impl UdpTable {
             log::warn!("UDP socket: {e}");
             Sent::Dropped
         })?;
+        self.insert(ctx, guest, sock, false).ok_or(Sent::Dropped)
+    }
+
+    /// Adds the flow of guest socket `guest` on `sock`, watched from now on; `None` when the
+    /// socket cannot be watched.
+    fn insert(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        guest: SocketAddr,
+        sock: OwnedFd,
+        forwarded: bool,
+    ) -> Option<usize> {
         let slot = self.free.pop().unwrap_or_else(|| {
             self.flows.push(None);
             self.flows.len() - 1
@@ -169,17 +181,17 @@ impl UdpTable {
         if let Err(e) = crate::tcp::epoll_add(ctx.epoll, sock.as_raw_fd(), interest, token(slot)) {
             log::warn!("epoll add for UDP: {e}");
             self.free.push(slot);
-            return Err(Sent::Dropped);
+            return None;
         }
         self.flows[slot] = Some(Flow {
             guest,
             sock,
             last_activity: ctx.now,
             dns_reply: None,
-            forwarded: false,
+            forwarded,
         });
         self.index.insert(guest, slot);
-        Ok(slot)
+        Some(slot)
     }
 
     /// Makes the socket of a forwarded host port the guest socket `guest`'s own: datagrams
@@ -203,25 +215,7 @@ impl UdpTable {
             self.counters.table_full += 1;
             return None;
         }
-        let slot = self.free.pop().unwrap_or_else(|| {
-            self.flows.push(None);
-            self.flows.len() - 1
-        });
-        let interest = (libc::EPOLLIN | libc::EPOLLET) as u32;
-        if let Err(e) = crate::tcp::epoll_add(ctx.epoll, sock.as_raw_fd(), interest, token(slot)) {
-            log::warn!("epoll add for a UDP forward: {e}");
-            self.free.push(slot);
-            return None;
-        }
-        self.flows[slot] = Some(Flow {
-            guest,
-            sock,
-            last_activity: ctx.now,
-            dns_reply: None,
-            forwarded: true,
-        });
-        self.index.insert(guest, slot);
-        Some(slot)
+        self.insert(ctx, guest, sock, true)
     }
 
     fn remove(&mut self, slot: usize) {
@@ -404,9 +398,9 @@ mod tests {
             }
         }
 
-        fn send(&mut self, guest: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Sent {
-            let target = nat::outbound(&self.plan, &self.upstream, dst);
-            let mut ctx = Ctx {
+        /// The engine's context for one call, beside the table and the guest's link.
+        fn parts(&mut self) -> (Ctx<'_>, &mut UdpTable, &mut MemoryLink) {
+            let ctx = Ctx {
                 guest_mac: GUEST_MAC,
                 gateway_mac: GW_MAC,
                 mtu: 1500,
@@ -414,30 +408,29 @@ mod tests {
                 ident: &mut self.ident,
                 now: self.now,
             };
-            self.table
-                .on_datagram(&mut ctx, guest, target, payload, 0, payload.len())
+            (ctx, &mut self.table, &mut self.link)
+        }
+
+        fn send(&mut self, guest: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Sent {
+            let target = nat::outbound(&self.plan, &self.upstream, dst);
+            let (mut ctx, table, _) = self.parts();
+            table.on_datagram(&mut ctx, guest, target, payload, 0, payload.len())
+        }
+
+        /// Makes `sock` the forward of the guest socket `guest()`.
+        fn adopt(&mut self, sock: OwnedFd) -> Option<usize> {
+            let (mut ctx, table, _) = self.parts();
+            table.adopt_forward(&mut ctx, guest(), sock)
         }
 
         fn poll(&mut self) {
             let mut events = [EpollEvent::default(); 8];
             let n = self.epoll.wait(1000, &mut events).unwrap();
+            let (plan, upstream) = (self.plan.clone(), self.upstream);
             for ev in &events[..n] {
                 let slot = (ev.data() & 0xffff_ffff) as usize;
-                let mut ctx = Ctx {
-                    guest_mac: GUEST_MAC,
-                    gateway_mac: GW_MAC,
-                    mtu: 1500,
-                    epoll: &self.epoll,
-                    ident: &mut self.ident,
-                    now: self.now,
-                };
-                self.table.on_socket_event(
-                    slot,
-                    &self.plan,
-                    &self.upstream,
-                    &mut ctx,
-                    &mut self.link,
-                );
+                let (mut ctx, table, link) = self.parts();
+                table.on_socket_event(slot, &plan, &upstream, &mut ctx, link);
             }
         }
     }
@@ -568,28 +561,12 @@ mod tests {
         let forward = UdpSocket::bind("127.0.0.1:0").unwrap();
         forward.set_nonblocking(true).unwrap();
         let forward_addr = forward.local_addr().unwrap();
-        let mut ctx = Ctx {
-            guest_mac: GUEST_MAC,
-            gateway_mac: GW_MAC,
-            mtu: 1500,
-            epoll: &rig.epoll,
-            ident: &mut rig.ident,
-            now: rig.now,
-        };
         // The guest socket had a flow of its own: the forward replaces it.
         let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let dst = SocketAddr::from((
-            Ipv4Addr::new(10, 0, 2, 2),
-            server.local_addr().unwrap().port(),
-        ));
-        let target = nat::outbound(&rig.plan, &rig.upstream, dst);
-        rig.table
-            .on_datagram(&mut ctx, guest(), target, &b"x"[..], 0, 1);
-        assert!(
-            rig.table
-                .adopt_forward(&mut ctx, guest(), OwnedFd::from(forward))
-                .is_some()
-        );
+        let port = server.local_addr().unwrap().port();
+        let dst = SocketAddr::from((Ipv4Addr::new(10, 0, 2, 2), port));
+        assert_eq!(rig.send(guest(), dst, b"x"), Sent::Sent);
+        assert!(rig.adopt(OwnedFd::from(forward)).is_some());
         assert_eq!(rig.table.len(), 1);
 
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
