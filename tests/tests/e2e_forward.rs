@@ -7,10 +7,15 @@
 //!
 //! | host (127.0.0.1) | guest | what the guest runs there                         |
 //! |------------------|-------|---------------------------------------------------|
-//! | tcp+udp P        | 5201  | `iperf3 -s`: TCP both ways, UDP with its replies   |
-//! | tcp P+1          | 5301  | `nc -l` sending 2 MiB of random data               |
-//! | tcp P+2          | 5300  | `nc -l` storing what comes, then the script ends   |
-//! | tcp P+3          | 5999  | nothing: the guest refuses                         |
+//! | tcp+udp P        | 5201  | `iperf3 -s -1`: UDP, with its replies to the host |
+//! | tcp P+1          | 5301  | `nc -l` sending 2 MiB of random data              |
+//! | tcp P+2          | 5300  | `nc -l` storing what comes, then the script ends  |
+//! | tcp P+3          | 5999  | nothing: the guest refuses                        |
+//! | tcp P+4          | 5202  | `iperf3 -s -1`: TCP to the guest                  |
+//! | tcp P+5          | 5203  | `iperf3 -s -1`: TCP from the guest (`-R`)         |
+//!
+//! Each iperf3 server serves one test: one that served a test listens anew, and a connection
+//! coming in between would be refused by the guest.
 //!
 //! The test compares SHA-256 both ways, runs iperf3 through the forwards, and checks that the
 //! refused connection ends at the host client and shows in the backend's counters. The guest
@@ -36,15 +41,15 @@ const UPLOAD: usize = 1 << 20;
 fn guest_script() -> String {
     format!(
         r#"say() {{ echo "{SAY}$*" > /dev/console; }}
-iperf3 -s -p 5201 > /dev/null 2>&1 &
+for p in 5201 5202 5203; do iperf3 -s -1 -p $p > /dev/null 2>&1 & done
 head -c {DOWNLOAD} /dev/urandom > /tmp/blob
 say "blob.sha=$(sha256sum < /tmp/blob | cut -d' ' -f1)"
 nc -l -p 5301 < /tmp/blob > /dev/null &
 timeout 150 nc -l -p 5300 > /tmp/got &
 got=$!
-# ready once all three listen (state 0A in /proc/net/tcp; ports in hex)
+# ready once all five listen (state 0A in /proc/net/tcp; ports in hex)
 n=0
-while [ $n -lt 100 ] && [ "$(awk '$4 == "0A" {{ print $2 }}' /proc/net/tcp | grep -c -E ':(1451|14B5|14B4)$')" -lt 3 ]; do
+while [ $n -lt 100 ] && [ "$(awk '$4 == "0A" {{ print $2 }}' /proc/net/tcp | grep -c -E ':(1451|1452|1453|14B5|14B4)$')" -lt 5 ]; do
   sleep 0.1; n=$((n + 1))
 done
 say mark=ready
@@ -55,16 +60,16 @@ say "got.sha=$(sha256sum < /tmp/got | cut -d' ' -f1)"
     )
 }
 
-/// Four consecutive ports free on 127.0.0.1 for both TCP and UDP, at the time of asking.
+/// Six consecutive ports free on 127.0.0.1 for both TCP and UDP, at the time of asking.
 fn free_ports() -> u16 {
     for _ in 0..50 {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe");
         let first = probe.local_addr().expect("probe address").port();
         drop(probe);
-        if first > 65530 {
+        if first > 65528 {
             continue;
         }
-        let free = (first..first + 4).all(|p| {
+        let free = (first..first + 6).all(|p| {
             std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
                 && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
         });
@@ -72,7 +77,7 @@ fn free_ports() -> u16 {
             return first;
         }
     }
-    panic!("no four consecutive free ports on 127.0.0.1");
+    panic!("no six consecutive free ports on 127.0.0.1");
 }
 
 /// The value of the guest's `fwd: KEY=VALUE` console line.
@@ -85,42 +90,30 @@ fn said(console: &str, key: &str) -> Option<String> {
 }
 
 /// Runs the host's iperf3 client against the forwarded port; its `receiver` line.
-///
-/// The guest's `iperf3 -s` opens its listening socket anew after each test, and a connection
-/// that comes in between is refused by the guest (the pcap shows its RST for our SYN): as with
-/// slirp, the host client then sees the connection reset. Such a run is tried again, a few
-/// times.
 fn iperf(port: u16, extra: &[&str], backend: &Backend) -> String {
-    let mut text = String::new();
-    for _ in 0..5 {
-        let out = Command::new("iperf3")
-            .args([
-                "-c",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-t",
-                "2",
-                "-f",
-                "m",
-            ])
-            .args(extra)
-            .output()
-            .expect("running iperf3");
-        text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        if let Some(line) = text.lines().find(|l| l.contains("receiver")) {
-            return line.to_owned();
-        }
-        if !text.contains("unable to receive control message: Connection reset by peer") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
+    let out = Command::new("iperf3")
+        .args([
+            "-c",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            "2",
+            "-f",
+            "m",
+        ])
+        .args(extra)
+        .output()
+        .expect("running iperf3");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    match text.lines().find(|l| l.contains("receiver")) {
+        Some(line) => line.to_owned(),
+        None => panic!(
+            "iperf3 {extra:?} through the forward gave no result:\n{text}\nbackend log:\n{}",
+            vnu_tests::tail(&backend.log(), 20)
+        ),
     }
-    panic!(
-        "iperf3 {extra:?} through the forward gave no result:\n{text}\nbackend log:\n{}",
-        vnu_tests::tail(&backend.log(), 20)
-    )
 }
 
 /// Mbit/s of an iperf3 `receiver` line (`-f m`).
@@ -144,6 +137,8 @@ fn forwards_reach_guest_services(link: Link) {
         format!("hostfwd=tcp:127.0.0.1:{}-:5301", port + 1),
         format!("hostfwd=tcp:127.0.0.1:{}-:5300", port + 2),
         format!("hostfwd=tcp:127.0.0.1:{}-:5999", port + 3),
+        format!("hostfwd=tcp:127.0.0.1:{}-:5202", port + 4),
+        format!("hostfwd=tcp:127.0.0.1:{}-:5203", port + 5),
     ];
     let mut args = Vec::new();
     for rule in &rules {
@@ -192,9 +187,9 @@ fn forwards_reach_guest_services(link: Link) {
     );
 
     // TCP both ways and UDP through iperf3 (its UDP test needs the guest's replies to come
-    // back from the forwarded port).
-    let to_guest = iperf(port, &[], &backend);
-    let from_guest = iperf(port, &["-R"], &backend);
+    // back from the forwarded port), each against a server of its own.
+    let to_guest = iperf(port + 4, &[], &backend);
+    let from_guest = iperf(port + 5, &["-R"], &backend);
     let udp = iperf(port, &["-u", "-b", "10M", "-l", "1200"], &backend);
     eprintln!("forward over {link}: TCP to the guest: {to_guest}");
     eprintln!("forward over {link}: TCP from the guest: {from_guest}");
@@ -255,9 +250,11 @@ fn forwards_reach_guest_services(link: Link) {
         .nth(1)
         .and_then(|rest| rest.split(',').next())
         .and_then(|n| n.parse().ok());
-    assert!(
-        refused.is_some_and(|n| n >= 1),
-        "the backend did not count the refused connection ({refused:?}):\n{}",
+    assert_eq!(
+        refused,
+        Some(1),
+        "forwarded connections the guest refused, by the backend's count (only the one to \
+         5999 should be):\n{}",
         vnu_tests::tail(&log, 5)
     );
 }
