@@ -399,9 +399,7 @@ impl Engine {
         };
         if !v6.src.is_unspecified() {
             self.greet_ipv6(rx);
-            if !v6.src.is_multicast() && !v6.src.is_unicast_link_local() {
-                self.guest_ipv6 = Some(v6.src);
-            }
+            self.learn_guest_ipv6(v6.src);
         }
         let ip = IpHeader {
             src: IpAddr::V6(v6.src),
@@ -423,6 +421,11 @@ impl Engine {
                     &self.frame_buf,
                     &mut self.reply_buf,
                 );
+                if v != Verdict::Malformed
+                    && let Some(probed) = ndp::dad_target(&v6, &self.frame_buf)
+                {
+                    self.learn_guest_ipv6(probed);
+                }
                 match v {
                     Verdict::Reply => self.counters.icmp_replies += 1,
                     Verdict::Unhandled => return self.forward_echo(&ip),
@@ -713,6 +716,15 @@ impl Engine {
     }
 
     /// Flows exist: tick regularly for their timers.
+    /// Notes `addr` as the guest's IPv6 address (for forwards) unless it is link-local or
+    /// multicast: from the source of what it sends, or from its duplicate address detection,
+    /// so that forwards reach a guest that has configured an address but not used it yet.
+    fn learn_guest_ipv6(&mut self, addr: Ipv6Addr) {
+        if !addr.is_multicast() && !addr.is_unicast_link_local() && !addr.is_unspecified() {
+            self.guest_ipv6 = Some(addr);
+        }
+    }
+
     /// A forwarded port is readable: its waiting connections become guest connections.
     fn on_forward_event<L: RxLink>(&mut self, index: usize, rx: &mut L) {
         let forwards = Arc::clone(&self.options.forwards);
@@ -739,6 +751,7 @@ impl Engine {
                 self.tcp.counters.no_guest_address += 1;
                 continue;
             };
+            log::debug!("{fwd:?}: {peer} comes to {guest} from {remote}");
             let mut ctx = ctx!(self);
             let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
             self.tcp

@@ -84,6 +84,21 @@ impl Ipv6Header {
     }
 }
 
+/// The address a guest's duplicate address detection probes: the target of a neighbour
+/// solicitation from the unspecified address (RFC 4862 5.4.2), in `frame`, whose ICMPv6
+/// checksum the caller has checked. A guest announces a new address this way before using it.
+pub fn dad_target(ip: &Ipv6Header, frame: &[u8]) -> Option<Ipv6Addr> {
+    if !ip.src.is_unspecified() || ip.hop_limit != 255 {
+        return None;
+    }
+    let icmp = frame.get(ip.l4_offset..ip.l4_offset + ip.l4_len)?;
+    if icmp.first() != Some(&NEIGHBOR_SOLICIT) {
+        return None;
+    }
+    let target: [u8; 16] = icmp.get(8..24)?.try_into().ok()?;
+    Some(Ipv6Addr::from(target))
+}
+
 /// The link-local form of an emulated address: fe80:: with the same interface identifier.
 fn link_local(addr: Ipv6Addr) -> Ipv6Addr {
     let s = addr.segments();
@@ -376,6 +391,29 @@ mod tests {
             answer(&plan, &ns("fec0::5054:ff:fe41:2c49", "::")).0,
             Verdict::Unhandled
         );
+    }
+
+    #[test]
+    fn duplicate_address_detection_shows_the_address_the_guest_takes() {
+        let frame = ns("fec0::5054:ff:fe41:2c49", "::");
+        let ip = Ipv6Header::parse(&frame, frame.len()).unwrap();
+        assert_eq!(
+            dad_target(&ip, &frame),
+            Some("fec0::5054:ff:fe41:2c49".parse().unwrap())
+        );
+        // An ordinary solicitation (from an address) probes nothing of the guest's own.
+        let frame = ns("fec0::2", "fec0::5054:ff:fe41:2c49");
+        let ip = Ipv6Header::parse(&frame, frame.len()).unwrap();
+        assert_eq!(dad_target(&ip, &frame), None);
+        // Nor does another ICMPv6 message from ::.
+        let frame = guest_frame(
+            Ipv6Addr::UNSPECIFIED,
+            "ff02::2".parse().unwrap(),
+            255,
+            &[ROUTER_SOLICIT, 0, 0, 0, 0, 0, 0, 0],
+        );
+        let ip = Ipv6Header::parse(&frame, frame.len()).unwrap();
+        assert_eq!(dad_target(&ip, &frame), None);
     }
 
     #[test]
