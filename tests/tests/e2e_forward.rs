@@ -13,6 +13,12 @@
 //! | tcp P+3          | 5999  | nothing: the guest refuses                        |
 //! | tcp P+4          | 5202  | `iperf3 -s -1`: TCP to the guest                  |
 //! | tcp P+5          | 5203  | `iperf3 -s -1`: TCP from the guest (`-R`)         |
+//! | tcp [::1]:P+6    | 5204  | `iperf3 -s -1`: TCP over IPv6 (passt's `-t`)      |
+//!
+//! The IPv6 forward names no guest address: it goes to the address the guest took by SLAAC,
+//! which the backend learns from the guest's duplicate address detection. The iperf3 servers'
+//! logs show whom the guest saw connecting: the gateway (10.0.2.2, fec0::2) for peers on the
+//! host's loopback, as slirp shows them.
 //!
 //! Each iperf3 server serves one test: one that served a test listens anew, and a connection
 //! coming in between would be refused by the guest.
@@ -41,43 +47,51 @@ const UPLOAD: usize = 1 << 20;
 fn guest_script() -> String {
     format!(
         r#"say() {{ echo "{SAY}$*" > /dev/console; }}
-for p in 5201 5202 5203; do iperf3 -s -1 -p $p > /dev/null 2>&1 & done
+for p in 5201 5202 5203 5204; do iperf3 -s -1 -p $p > /tmp/iperf$p 2>&1 & done
 head -c {DOWNLOAD} /dev/urandom > /tmp/blob
 say "blob.sha=$(sha256sum < /tmp/blob | cut -d' ' -f1)"
 nc -l -p 5301 < /tmp/blob > /dev/null &
 timeout 150 nc -l -p 5300 > /tmp/got &
 got=$!
-# ready once all five listen (state 0A in /proc/net/tcp; ports in hex)
+# ready once all six listen (state 0A in /proc/net/tcp and tcp6; ports in hex) and the
+# SLAAC address is out of duplicate address detection
+listening() {{ cat /proc/net/tcp /proc/net/tcp6 | awk '$4 == "0A" {{ print $2 }}' | grep -c -E ':(1451|1452|1453|1454|14B5|14B4)$'; }}
 n=0
-while [ $n -lt 100 ] && [ "$(awk '$4 == "0A" {{ print $2 }}' /proc/net/tcp | grep -c -E ':(1451|1452|1453|14B5|14B4)$')" -lt 5 ]; do
+while [ $n -lt 100 ] && [ "$(listening)" -lt 6 ]; do sleep 0.1; n=$((n + 1)); done
+n=0
+while [ $n -lt 100 ] && ! ip -6 addr show dev eth0 scope site | grep inet6 | grep -qv tentative; do
   sleep 0.1; n=$((n + 1))
 done
+say "addr6=$(ip -6 addr show dev eth0 scope site | awk '/inet6/ {{ print $2; exit }}')"
 say mark=ready
 wait $got
+say "v4.from=$(awk '/Accepted connection from/ {{ sub(",", "", $4); print $4; exit }}' /tmp/iperf5202)"
+say "v6.from=$(awk '/Accepted connection from/ {{ sub(",", "", $4); print $4; exit }}' /tmp/iperf5204)"
 say "got.bytes=$(wc -c < /tmp/got)"
 say "got.sha=$(sha256sum < /tmp/got | cut -d' ' -f1)"
 "#
     )
 }
 
-/// Six consecutive ports free on 127.0.0.1 for both TCP and UDP, at the time of asking.
+/// Seven consecutive ports free on 127.0.0.1 for both TCP and UDP, the last also on ::1 for
+/// TCP, at the time of asking.
 fn free_ports() -> u16 {
     for _ in 0..50 {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe");
         let first = probe.local_addr().expect("probe address").port();
         drop(probe);
-        if first > 65528 {
+        if first > 65527 {
             continue;
         }
-        let free = (first..first + 6).all(|p| {
+        let free = (first..first + 7).all(|p| {
             std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
                 && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
-        });
+        }) && std::net::TcpListener::bind(("::1", first + 6)).is_ok();
         if free {
             return first;
         }
     }
-    panic!("no six consecutive free ports on 127.0.0.1");
+    panic!("no seven consecutive free ports on 127.0.0.1 (and ::1)");
 }
 
 /// The value of the guest's `fwd: KEY=VALUE` console line.
@@ -90,18 +104,9 @@ fn said(console: &str, key: &str) -> Option<String> {
 }
 
 /// Runs the host's iperf3 client against the forwarded port; its `receiver` line.
-fn iperf(port: u16, extra: &[&str], backend: &Backend) -> String {
+fn iperf(host: &str, port: u16, extra: &[&str], backend: &Backend) -> String {
     let out = Command::new("iperf3")
-        .args([
-            "-c",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            "2",
-            "-f",
-            "m",
-        ])
+        .args(["-c", host, "-p", &port.to_string(), "-t", "2", "-f", "m"])
         .args(extra)
         .output()
         .expect("running iperf3");
@@ -140,12 +145,15 @@ fn forwards_reach_guest_services(link: Link) {
         format!("hostfwd=tcp:127.0.0.1:{}-:5202", port + 4),
         format!("hostfwd=tcp:127.0.0.1:{}-:5203", port + 5),
     ];
-    let mut args = Vec::new();
+    let v6_rule = format!("::1/{}:5204", port + 6);
+    let mut args = vec!["-v", "-t", v6_rule.as_str()];
     for rule in &rules {
         args.extend(["--slirp", rule.as_str()]);
     }
     let mut backend = Backend::start_link(link, &args).expect("starting the backend");
-    let opts = GuestOpts::new(&format!("forward-{link}"), backend.net()).script(&guest_script());
+    let opts = GuestOpts::new(&format!("forward-{link}"), backend.net())
+        .script(&guest_script())
+        .v6wait(20);
     let mut guest = spawn_slotted(&opts).expect("starting the guest");
     let ready = format!("{SAY}mark=ready");
     if let Err(e) = guest.guest.wait_for_line(&ready, Duration::from_secs(120)) {
@@ -188,9 +196,15 @@ fn forwards_reach_guest_services(link: Link) {
 
     // TCP both ways and UDP through iperf3 (its UDP test needs the guest's replies to come
     // back from the forwarded port), each against a server of its own.
-    let to_guest = iperf(port + 4, &[], &backend);
-    let from_guest = iperf(port + 5, &["-R"], &backend);
-    let udp = iperf(port, &["-u", "-b", "10M", "-l", "1200"], &backend);
+    let to_guest = iperf("127.0.0.1", port + 4, &[], &backend);
+    let from_guest = iperf("127.0.0.1", port + 5, &["-R"], &backend);
+    let udp = iperf(
+        "127.0.0.1",
+        port,
+        &["-u", "-b", "10M", "-l", "1200"],
+        &backend,
+    );
+    let over_v6 = iperf("::1", port + 6, &[], &backend);
     eprintln!("forward over {link}: TCP to the guest: {to_guest}");
     eprintln!("forward over {link}: TCP from the guest: {from_guest}");
     eprintln!("forward over {link}: UDP to the guest: {udp}");
@@ -200,6 +214,10 @@ fn forwards_reach_guest_services(link: Link) {
         "TCP from the guest: {from_guest}"
     );
     assert!(mbit_s(&udp) > 5.0, "UDP to the guest at 10 Mbit/s: {udp}");
+    assert!(
+        mbit_s(&over_v6) > 10.0,
+        "TCP over IPv6 to the guest: {over_v6}"
+    );
 
     // Refused: the backend accepts first (as slirp does); the guest's RST ends the connection.
     let mut refused = TcpStream::connect(("127.0.0.1", port + 3)).expect("connect to the forward");
@@ -237,6 +255,27 @@ fn forwards_reach_guest_services(link: Link) {
         context(&backend, &console)
     );
     drop(conn);
+    // Whom the guest saw: the gateway of each family for the host's loopback.
+    assert_eq!(
+        said(&console, "v4.from").as_deref(),
+        Some("10.0.2.2"),
+        "whom the guest saw connecting from 127.0.0.1{}",
+        context(&backend, &console)
+    );
+    assert_eq!(
+        said(&console, "v6.from").as_deref(),
+        Some("fec0::2"),
+        "whom the guest saw connecting from ::1 (10.0.2.2: the forward went to its IPv4 \
+         address){}",
+        context(&backend, &console)
+    );
+    let addr6 = said(&console, "addr6").unwrap_or_default();
+    let addr6 = addr6.split('/').next().unwrap_or_default();
+    assert!(
+        !addr6.is_empty() && backend.log().contains(&format!("comes to [{addr6}]:5204")),
+        "the IPv6 forward did not go to the guest's SLAAC address {addr6:?}{}",
+        context(&backend, &console)
+    );
     // QEMU is gone: the backend logs the connection's counters.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut log = backend.log();
