@@ -35,7 +35,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::timerfd::TimerFd;
 
 use crate::capture::{SharedCapture, Tap};
-use crate::forward::{self, ForwardSocket};
+use crate::forward::{self, ForwardSocket, Local, Peer};
 use crate::ipv4::Ident;
 use crate::link::{RxLink, TxFrame};
 use crate::nat::{self, Ctx, Target, Upstream};
@@ -50,6 +50,8 @@ pub const MAX_FRAME_LEN: usize = 65535 + ethernet::HEADER_LEN;
 const MAX_PENDING: usize = 1024;
 /// Bytes of each frame copied for parsing: Ethernet, the largest IPv4 and TCP headers.
 const HEADER_PREFIX: usize = ethernet::HEADER_LEN + 60 + 60;
+/// The ports clients of unix socket forwards come from, in turn (the IANA dynamic range).
+const UNIX_PEER_PORTS: std::ops::Range<u16> = 49152..65535;
 /// Connections taken from one forwarded port per readiness event, at most.
 const ACCEPTS_PER_EVENT: usize = 16;
 /// How often flow timers (retransmission, expiry) are looked at while any flow exists.
@@ -145,6 +147,8 @@ pub struct Engine {
     /// The guest's IPv6 address, as last seen in what it sent: where forwards of an IPv6
     /// host port go when they name no guest address.
     guest_ipv6: Option<Ipv6Addr>,
+    /// The port the next client of a unix socket forward comes from, as the guest sees it.
+    next_unix_port: u16,
     tcp: TcpTable,
     udp: UdpTable,
     ping: PingTable,
@@ -209,6 +213,7 @@ impl Engine {
             next_ra: None,
             ipv6_greeted: false,
             guest_ipv6: None,
+            next_unix_port: UNIX_PEER_PORTS.start,
             epoll,
             timer,
             timer_mode: TimerMode::Off,
@@ -716,6 +721,17 @@ impl Engine {
     }
 
     /// Flows exist: tick regularly for their timers.
+    /// The next port of [`UNIX_PEER_PORTS`].
+    fn unix_peer_port(&mut self) -> u16 {
+        let port = self.next_unix_port;
+        self.next_unix_port = if port + 1 == UNIX_PEER_PORTS.end {
+            UNIX_PEER_PORTS.start
+        } else {
+            port + 1
+        };
+        port
+    }
+
     /// Notes `addr` as the guest's IPv6 address (for forwards) unless it is link-local or
     /// multicast: from the source of what it sends, or from its duplicate address detection,
     /// so that forwards reach a guest that has configured an address but not used it yet.
@@ -746,16 +762,23 @@ impl Engine {
                     break;
                 }
             };
+            let peer = match peer {
+                Some(addr) => Peer::Inet(addr),
+                None => Peer::Unix {
+                    port: self.unix_peer_port(),
+                },
+            };
             let Some((guest, remote)) = self.forward_guest_side(fwd, peer) else {
-                log::debug!("{fwd:?}: no guest address to take {peer}");
+                log::debug!("{fwd:?}: no guest address to take {peer:?}");
                 self.tcp.counters.no_guest_address += 1;
                 continue;
             };
-            log::debug!("{fwd:?}: {peer} comes to {guest} from {remote}");
+            log::debug!("{fwd:?}: {peer:?} comes to {guest} from {remote}");
+            let unix = matches!(fwd.local, Local::Unix(_));
             let mut ctx = ctx!(self);
             let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
-            self.tcp
-                .on_accepted(sock, tcp::FlowKey { guest, remote }, &mut ctx, &mut tap);
+            let key = tcp::FlowKey { guest, remote };
+            self.tcp.on_accepted(sock, key, unix, &mut ctx, &mut tap);
         }
         self.arm_timer();
     }
@@ -765,7 +788,7 @@ impl Engine {
     fn forward_guest_side(
         &self,
         fwd: &ForwardSocket,
-        peer: SocketAddr,
+        peer: Peer,
     ) -> Option<(SocketAddr, SocketAddr)> {
         forward::guest_side(
             fwd,
@@ -786,7 +809,7 @@ impl Engine {
             return;
         };
         let Some((guest, _)) = self
-            .forward_guest_side(fwd, peer)
+            .forward_guest_side(fwd, Peer::Inet(peer))
             .filter(|(guest, _)| guest.is_ipv6() == fwd.local.is_ipv6())
         else {
             // Dropped, or the level-triggered event would spin until the guest has an address

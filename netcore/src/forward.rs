@@ -8,12 +8,15 @@
 //!
 //! What the guest sees follows slirp: a forwarded connection comes from the peer's own
 //! address, or from the gateway when the peer is the host's loopback (`sotranslate_accept`).
+//! A connection to a unix socket forward (QEMU's `hostfwd=unix:PATH-:PORT`) comes from the
+//! gateway too, from a port of its own.
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 
 use policy::{HostListen, NetPlan, PortForward, Proto};
 
@@ -22,12 +25,47 @@ use crate::sys;
 /// Connections a forwarded TCP port may have waiting to be accepted.
 const BACKLOG: libc::c_int = 128;
 
-/// One bound host socket of a forward: a TCP listener or a UDP socket for one host port.
+/// Where a forward's socket is bound on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Local {
+    Inet(SocketAddr),
+    /// A unix stream socket at this path; its connections become guest TCP connections.
+    Unix(PathBuf),
+}
+
+impl Local {
+    /// Whether the forward takes IPv6 peers (and so prefers the guest's IPv6 address).
+    pub fn is_ipv6(&self) -> bool {
+        matches!(self, Local::Inet(a) if a.is_ipv6())
+    }
+}
+
+impl fmt::Display for Local {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Local::Inet(a) => write!(f, "{a}"),
+            Local::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Who connected to or wrote to a forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Inet(SocketAddr),
+    /// A client of a unix socket forward, shown to the guest as the gateway at this port.
+    Unix {
+        port: u16,
+    },
+}
+
+/// One bound host socket of a forward: a TCP listener or a UDP socket for one host port, or
+/// a unix stream listener.
 pub struct ForwardSocket {
     sock: OwnedFd,
     pub proto: Proto,
-    /// The host address and port it is bound to.
-    pub local: SocketAddr,
+    /// Where it is bound.
+    pub local: Local,
     /// The guest's side: `None` for the guest's own address.
     pub guest_addr: Option<IpAddr>,
     pub guest_port: u16,
@@ -64,8 +102,8 @@ pub enum ForwardError {
         iface: Option<String>,
         source: io::Error,
     },
-    #[error("port forward from unix:{path}: unix socket forwards are not supported")]
-    Unix { path: String },
+    #[error("port forward from unix:{}: cannot listen", path.display())]
+    Unix { path: PathBuf, source: io::Error },
 }
 
 /// Opens a socket for every host port of every forward in `plan`.
@@ -91,13 +129,21 @@ pub fn open(plan: &NetPlan) -> Result<Vec<ForwardSocket>, ForwardError> {
     }
     let mut sockets = Vec::new();
     for f in &plan.forwards {
-        let HostListen::Inet { addr, iface, ports } = &f.host else {
-            let HostListen::Unix { path } = &f.host else {
-                unreachable!()
-            };
-            return Err(ForwardError::Unix {
-                path: path.display().to_string(),
-            });
+        let (addr, iface, ports) = match &f.host {
+            HostListen::Inet { addr, iface, ports } => (addr, iface, ports),
+            HostListen::Unix { path } => {
+                sockets.push(ForwardSocket {
+                    sock: bind_unix(path).map_err(|source| ForwardError::Unix {
+                        path: path.clone(),
+                        source,
+                    })?,
+                    proto: Proto::Tcp,
+                    local: Local::Unix(path.clone()),
+                    guest_addr: f.guest_addr,
+                    guest_port: f.guest_port,
+                });
+                continue;
+            }
         };
         let both = addr.is_none();
         let addrs: Vec<IpAddr> = match addr {
@@ -120,7 +166,7 @@ pub fn open(plan: &NetPlan) -> Result<Vec<ForwardSocket>, ForwardError> {
                     Ok(sock) => sockets.push(ForwardSocket {
                         sock,
                         proto: f.proto,
-                        local,
+                        local: Local::Inet(local),
                         guest_addr: f.guest_addr,
                         guest_port,
                     }),
@@ -176,6 +222,14 @@ fn bind(
     Ok(sock)
 }
 
+/// A non-blocking unix stream listener at `path`; an existing file there is left alone (an
+/// error), as for the backend's own socket.
+fn bind_unix(path: &std::path::Path) -> io::Result<OwnedFd> {
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    listener.set_nonblocking(true)?;
+    Ok(OwnedFd::from(listener))
+}
+
 fn no_ipv6(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -210,7 +264,7 @@ pub fn guest_side(
     plan: &NetPlan,
     upstream: &crate::nat::Upstream,
     guest_ipv6: Option<Ipv6Addr>,
-    peer: SocketAddr,
+    peer: Peer,
 ) -> Option<(SocketAddr, SocketAddr)> {
     let own = |v6: bool| -> Option<IpAddr> {
         if v6 {
@@ -221,16 +275,23 @@ pub fn guest_side(
     };
     let v6 = fwd.local.is_ipv6();
     let guest_ip = fwd.guest_addr.or_else(|| own(v6)).or_else(|| own(!v6))?;
-    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-    let mut from = crate::nat::inbound_source(plan, upstream, peer);
-    if from.is_ipv6() != guest_ip.is_ipv6() {
-        // A peer of the other family: it comes from the gateway of the guest's.
-        let gateway = match guest_ip {
-            IpAddr::V4(_) => IpAddr::V4(plan.ipv4.as_ref()?.gateway),
-            IpAddr::V6(_) => IpAddr::V6(plan.ipv6.as_ref()?.gateway),
-        };
-        from = SocketAddr::new(gateway, peer.port());
-    }
+    let gateway = match guest_ip {
+        IpAddr::V4(_) => IpAddr::V4(plan.ipv4.as_ref()?.gateway),
+        IpAddr::V6(_) => IpAddr::V6(plan.ipv6.as_ref()?.gateway),
+    };
+    let from = match peer {
+        Peer::Inet(peer) => {
+            let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+            let from = crate::nat::inbound_source(plan, upstream, peer);
+            if from.is_ipv6() == guest_ip.is_ipv6() {
+                from
+            } else {
+                // A peer of the other family: it comes from the gateway of the guest's.
+                SocketAddr::new(gateway, peer.port())
+            }
+        }
+        Peer::Unix { port } => SocketAddr::new(gateway, port),
+    };
     Some((SocketAddr::new(guest_ip, fwd.guest_port), from))
 }
 
@@ -274,15 +335,12 @@ mod tests {
         let Ok(sockets) = open(&plan) else {
             return; // the neighbouring port was taken meanwhile: nothing to learn
         };
-        let seen: Vec<(SocketAddr, u16)> =
-            sockets.iter().map(|s| (s.local, s.guest_port)).collect();
-        assert_eq!(
-            seen,
-            [
-                (SocketAddr::from(([127, 0, 0, 1], first)), 2000),
-                (SocketAddr::from(([127, 0, 0, 1], first + 1)), 2001)
-            ]
-        );
+        let seen: Vec<(Local, u16)> = sockets
+            .iter()
+            .map(|s| (s.local.clone(), s.guest_port))
+            .collect();
+        let at = |port| Local::Inet(SocketAddr::from(([127, 0, 0, 1], port)));
+        assert_eq!(seen, [(at(first), 2000), (at(first + 1), 2001)]);
         std::net::TcpStream::connect(("127.0.0.1", first + 1)).expect("listening");
     }
 
@@ -311,21 +369,31 @@ mod tests {
     }
 
     #[test]
-    fn unix_forwards_are_refused_by_name() {
+    fn a_unix_forward_listens_at_its_path_and_a_taken_path_is_named() {
+        let dir = std::env::temp_dir().join(format!("vnu-fwd-unix-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("fwd.sock");
         let mut plan = NetPlan::slirp_default();
         plan.forwards = vec![PortForward {
             proto: Proto::Tcp,
-            host: HostListen::Unix {
-                path: "/run/x.sock".into(),
-            },
+            host: HostListen::Unix { path: path.clone() },
             guest_addr: None,
             guest_port: 22,
             skip_ephemeral: false,
         }];
+        let sockets = open(&plan).unwrap();
+        assert_eq!(sockets.len(), 1);
+        assert_eq!(sockets[0].local, Local::Unix(path.clone()));
+        std::os::unix::net::UnixStream::connect(&path).expect("listening");
+        // The path is taken now (by the socket above): a second backend is refused.
+        let err = open(&plan).unwrap_err();
         assert_eq!(
-            open(&plan).unwrap_err().to_string(),
-            "port forward from unix:/run/x.sock: unix socket forwards are not supported"
+            err.to_string(),
+            format!("port forward from unix:{}: cannot listen", path.display())
         );
+        drop(sockets);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -339,7 +407,7 @@ mod tests {
         ForwardSocket {
             sock: sys::socket(sys::family(&local.ip()), libc::SOCK_DGRAM, 0).unwrap(),
             proto: Proto::Tcp,
-            local,
+            local: Local::Inet(local),
             guest_addr,
             guest_port: 22,
         }
@@ -351,7 +419,7 @@ mod tests {
         let up = crate::nat::Upstream::default();
         let fwd = socket_for("0.0.0.0:2222", None);
         let side = |peer: &str, v6| {
-            guest_side(&fwd, &plan, &up, v6, peer.parse().unwrap())
+            guest_side(&fwd, &plan, &up, v6, Peer::Inet(peer.parse().unwrap()))
                 .map(|(g, f)| (g.to_string(), f.to_string()))
         };
         let own = |g: &str, f: &str| Some((g.to_string(), f.to_string()));
@@ -366,7 +434,7 @@ mod tests {
         // An IPv6 listener: the guest's IPv6 address once known, its IPv4 one before.
         let fwd = socket_for("[::]:2222", None);
         let side = |peer: &str, v6| {
-            guest_side(&fwd, &plan, &up, v6, peer.parse().unwrap())
+            guest_side(&fwd, &plan, &up, v6, Peer::Inet(peer.parse().unwrap()))
                 .map(|(g, f)| (g.to_string(), f.to_string()))
         };
         let guest6 = Some("fec0::5054:ff:fe12:3456".parse().unwrap());
@@ -378,19 +446,23 @@ mod tests {
             side("[::1]:40000", None),
             own("10.0.2.15:22", "10.0.2.2:40000")
         );
+        // A client of a unix socket forward: the gateway, at the port it was given.
+        let fwd = socket_for("0.0.0.0:0", None);
+        assert_eq!(
+            guest_side(&fwd, &plan, &up, None, Peer::Unix { port: 49152 })
+                .map(|(g, f)| (g.to_string(), f.to_string())),
+            own("10.0.2.15:22", "10.0.2.2:49152")
+        );
         // A forward to a set guest address; no address at all of any family: nowhere.
+        let lo = Peer::Inet("127.0.0.1:1".parse().unwrap());
         let fwd = socket_for("0.0.0.0:2222", Some("10.0.2.20".parse().unwrap()));
         assert_eq!(
-            guest_side(&fwd, &plan, &up, None, "127.0.0.1:1".parse().unwrap())
-                .map(|(g, _)| g.to_string()),
+            guest_side(&fwd, &plan, &up, None, lo).map(|(g, _)| g.to_string()),
             Some("10.0.2.20:22".to_string())
         );
         let mut v6_only = plan.clone();
         v6_only.ipv4 = None;
         let fwd = socket_for("0.0.0.0:2222", None);
-        assert_eq!(
-            guest_side(&fwd, &v6_only, &up, None, "127.0.0.1:1".parse().unwrap()),
-            None
-        );
+        assert_eq!(guest_side(&fwd, &v6_only, &up, None, lo), None);
     }
 }

@@ -199,6 +199,28 @@ pub fn discard_datagram(fd: RawFd) -> io::Result<()> {
     recvmsg(fd, &[], libc::MSG_DONTWAIT).map(|_| ())
 }
 
+/// Drops `len` bytes from the front of a stream socket's receive queue by reading them into a
+/// scratch buffer: for unix sockets, which do not take `MSG_TRUNC` as "discard". Returns how
+/// many went.
+pub fn discard_by_reading(fd: RawFd, len: usize) -> io::Result<usize> {
+    let mut scratch = [0u8; 16384];
+    let mut done = 0;
+    while done < len {
+        let want = (len - done).min(scratch.len());
+        // SAFETY: the kernel writes at most `want` bytes into the live local buffer.
+        let n = check_size(unsafe {
+            libc::recv(fd, scratch.as_mut_ptr().cast(), want, libc::MSG_DONTWAIT)
+        });
+        match n {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(done)
+}
+
 /// Drops `len` bytes from the front of a stream socket's receive queue without copying.
 pub fn discard(fd: RawFd, len: usize) -> io::Result<usize> {
     // SAFETY: with MSG_TRUNC on a TCP socket the kernel discards the data and writes nothing
@@ -352,9 +374,9 @@ pub fn listen(fd: RawFd, backlog: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
-/// Takes one waiting connection as a non-blocking, close-on-exec socket with its peer's
-/// address; `Ok(None)` when none waits.
-pub fn accept(fd: RawFd) -> io::Result<Option<(OwnedFd, SocketAddr)>> {
+/// Takes one waiting connection as a non-blocking, close-on-exec socket with its peer's IP
+/// address (none for a unix socket); `Ok(None)` when none waits.
+pub fn accept(fd: RawFd) -> io::Result<Option<(OwnedFd, Option<SocketAddr>)>> {
     // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
     let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -376,9 +398,7 @@ pub fn accept(fd: RawFd) -> io::Result<Option<(OwnedFd, SocketAddr)>> {
     }
     // SAFETY: the kernel just returned this new descriptor; nothing else owns it.
     let sock = unsafe { OwnedFd::from_raw_fd(rc) };
-    let peer =
-        from_sockaddr(&storage).ok_or_else(|| io::Error::from(io::ErrorKind::Unsupported))?;
-    Ok(Some((sock, peer)))
+    Ok(Some((sock, from_sockaddr(&storage))))
 }
 
 /// `SO_REUSEADDR`: a forwarded port can be bound again while old connections linger.

@@ -223,6 +223,9 @@ struct Flow {
     room: bool,
     /// Sending stopped for want of guest RX buffers.
     waiting_rx: bool,
+    /// Acknowledged data leaves the socket by a read into scratch space, not `MSG_TRUNC`:
+    /// unix stream sockets (forwards from `hostfwd=unix:`) take that flag differently.
+    discard_by_reading: bool,
 }
 
 impl Flow {
@@ -257,6 +260,7 @@ impl Flow {
             window: AtomicU64::new(NO_WINDOW),
             room: false,
             waiting_rx: false,
+            discard_by_reading: false,
         }
     }
 
@@ -577,12 +581,14 @@ impl TcpTable {
     }
 
     /// Opens the guest side of a host connection accepted on a forwarded port: a SYN from
-    /// `key.remote` to `key.guest`. The socket is closed at once (an RST for the peer) when
-    /// the table is full or the pair is already in use; false then.
+    /// `key.remote` to `key.guest`. `unix`: the socket is a unix stream socket, whose data
+    /// the guest acknowledged is discarded by reading it. The socket is closed at once (an
+    /// RST for a TCP peer) when the table is full or the pair is already in use; false then.
     pub fn on_accepted<L: RxLink>(
         &mut self,
         sock: OwnedFd,
         key: FlowKey,
+        unix: bool,
         ctx: &mut Ctx<'_>,
         rx: &mut L,
     ) -> bool {
@@ -602,6 +608,7 @@ impl TcpTable {
         };
         let iss = self.next_isn();
         let mut flow = Flow::new(key, slot, sock, State::SynSent, iss);
+        flow.discard_by_reading = unix;
         // Data or a FIN may come before the guest answers; the handshake's end pushes it.
         let interest = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
         if let Err(e) = epoll_add(ctx.epoll, flow.fd(), interest as u32, token(slot)) {
@@ -1131,7 +1138,11 @@ fn on_ack(flow: &mut Flow, seg: &Segment, now: Instant) -> bool {
             data -= 1; // our FIN
         }
         if data > 0 {
-            let _ = sys::discard(flow.fd(), data as usize);
+            let _ = if flow.discard_by_reading {
+                sys::discard_by_reading(flow.fd(), data as usize)
+            } else {
+                sys::discard(flow.fd(), data as usize)
+            };
         }
         flow.snd_una = seg.ack;
         flow.room = true;
@@ -2524,7 +2535,7 @@ mod tests {
             remote: rig.remote,
         };
         let (mut ctx, table, link) = rig.ctx();
-        assert!(table.on_accepted(OwnedFd::from(accepted), key, &mut ctx, link));
+        assert!(table.on_accepted(OwnedFd::from(accepted), key, false, &mut ctx, link));
         let seen = rig.seen();
         assert_eq!(seen.len(), 1, "{seen:?}");
         client
@@ -2617,5 +2628,56 @@ mod tests {
             matches!(&outcome, Err(e) if e.kind() == io::ErrorKind::ConnectionReset),
             "{outcome:?}"
         );
+    }
+
+    #[test]
+    fn a_unix_forward_discards_what_the_guest_acknowledged_by_reading_it() {
+        let mut rig = Rig::new();
+        let (mut client, ours) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let watch = ours.try_clone().unwrap();
+        let key = FlowKey {
+            guest: rig.guest,
+            remote: rig.remote,
+        };
+        let (mut ctx, table, link) = rig.ctx();
+        assert!(table.on_accepted(OwnedFd::from(ours), key, true, &mut ctx, link));
+        let syn = rig.seen().remove(0);
+        client.write_all(b"over a unix socket").unwrap();
+        let opts = [2, 4, 0x05, 0xb4, 1, 3, 3, 7];
+        let isn = syn.seq.wrapping_add(1);
+        rig.send(GUEST_ISN, isn, flags::SYN | flags::ACK, 64240, &opts, &[]);
+        let data = collect_payload(&mut rig, 18);
+        let payload: Vec<u8> = data.iter().flat_map(|s| s.payload.clone()).collect();
+        assert_eq!(payload, b"over a unix socket");
+        assert_eq!(
+            sys::queued_for_reading(watch.as_raw_fd()).unwrap(),
+            18,
+            "kept until acknowledged"
+        );
+        rig.send(
+            GUEST_ISN + 1,
+            isn.wrapping_add(18),
+            flags::ACK,
+            1024,
+            &[],
+            &[],
+        );
+        assert_eq!(sys::queued_for_reading(watch.as_raw_fd()).unwrap(), 0);
+        // And the other way, with the guest's FIN: the client reads to the end.
+        rig.send(
+            GUEST_ISN + 1,
+            isn.wrapping_add(18),
+            flags::ACK | flags::PSH | flags::FIN,
+            1024,
+            &[],
+            b"and back",
+        );
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut back = String::new();
+        client.read_to_string(&mut back).unwrap();
+        assert_eq!(back, "and back");
     }
 }

@@ -286,6 +286,11 @@ fn setup(args: &Args) -> Result<(ServeConfig, UnixListener), UsageError> {
     let upstream = args.upstream()?;
     log::debug!("DNS upstream: {upstream:?}");
     let forwards = netcore::forward::open(&plan)?;
+    for fwd in &forwards {
+        if let netcore::forward::Local::Unix(path) = &fwd.local {
+            server::remove_at_exit(path);
+        }
+    }
     log::debug!("forwarded ports: {forwards:?}");
     let listener = args.listener()?;
     if let Some(path) = &args.pid_file {
