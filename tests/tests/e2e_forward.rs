@@ -14,6 +14,7 @@
 //! | tcp P+4          | 5202  | `iperf3 -s -1`: TCP to the guest                  |
 //! | tcp P+5          | 5203  | `iperf3 -s -1`: TCP from the guest (`-R`)         |
 //! | tcp [::1]:P+6    | 5204  | `iperf3 -s -1`: TCP over IPv6 (passt's `-t`)      |
+//! | unix:DIR/fwd.sock | 5302 | `nc -l` sending the same 2 MiB                    |
 //!
 //! The IPv6 forward names no guest address: it goes to the address the guest took by SLAAC,
 //! which the backend learns from the guest's duplicate address detection. The iperf3 servers'
@@ -29,6 +30,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -51,13 +53,14 @@ for p in 5201 5202 5203 5204; do iperf3 -s -1 -p $p > /tmp/iperf$p 2>&1 & done
 head -c {DOWNLOAD} /dev/urandom > /tmp/blob
 say "blob.sha=$(sha256sum < /tmp/blob | cut -d' ' -f1)"
 nc -l -p 5301 < /tmp/blob > /dev/null &
+nc -l -p 5302 < /tmp/blob > /dev/null &
 timeout 150 nc -l -p 5300 > /tmp/got &
 got=$!
-# ready once all six listen (state 0A in /proc/net/tcp and tcp6; ports in hex) and the
+# ready once all seven listen (state 0A in /proc/net/tcp and tcp6; ports in hex) and the
 # SLAAC address is out of duplicate address detection
-listening() {{ cat /proc/net/tcp /proc/net/tcp6 | awk '$4 == "0A" {{ print $2 }}' | grep -c -E ':(1451|1452|1453|1454|14B5|14B4)$'; }}
+listening() {{ cat /proc/net/tcp /proc/net/tcp6 | awk '$4 == "0A" {{ print $2 }}' | grep -c -E ':(1451|1452|1453|1454|14B5|14B6|14B4)$'; }}
 n=0
-while [ $n -lt 100 ] && [ "$(listening)" -lt 6 ]; do sleep 0.1; n=$((n + 1)); done
+while [ $n -lt 100 ] && [ "$(listening)" -lt 7 ]; do sleep 0.1; n=$((n + 1)); done
 n=0
 while [ $n -lt 100 ] && ! ip -6 addr show dev eth0 scope site | grep inet6 | grep -qv tentative; do
   sleep 0.1; n=$((n + 1))
@@ -103,6 +106,57 @@ fn said(console: &str, key: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// A fresh directory under the temporary directory whose path has no `-`: QEMU's
+/// `hostfwd=unix:PATH-:PORT` ends the path at the first `-` (and so does our parser). Removed
+/// on drop.
+struct DashlessDir(std::path::PathBuf);
+
+impl DashlessDir {
+    fn new(label: &str) -> DashlessDir {
+        let path = std::path::Path::new("/tmp").join(format!("vnu_{label}_{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create a temp dir");
+        DashlessDir(path)
+    }
+}
+
+impl Drop for DashlessDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Reads what the guest sends on `conn`, up to [`DOWNLOAD`] bytes (a minute at most).
+fn download<C: Read + AsTimeout>(mut conn: C) -> Vec<u8> {
+    conn.timeout(Duration::from_secs(60));
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while got.len() < DOWNLOAD {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got
+}
+
+/// A read timeout on either kind of stream.
+trait AsTimeout {
+    fn timeout(&self, limit: Duration);
+}
+
+impl AsTimeout for TcpStream {
+    fn timeout(&self, limit: Duration) {
+        self.set_read_timeout(Some(limit)).ok();
+    }
+}
+
+impl AsTimeout for UnixStream {
+    fn timeout(&self, limit: Duration) {
+        self.set_read_timeout(Some(limit)).ok();
+    }
+}
+
 /// Runs the host's iperf3 client against the forwarded port; its `receiver` line.
 fn iperf(host: &str, port: u16, extra: &[&str], backend: &Backend) -> String {
     let out = Command::new("iperf3")
@@ -146,7 +200,10 @@ fn forwards_reach_guest_services(link: Link) {
         format!("hostfwd=tcp:127.0.0.1:{}-:5203", port + 5),
     ];
     let v6_rule = format!("::1/{}:5204", port + 6);
-    let mut args = vec!["-v", "-t", v6_rule.as_str()];
+    let unix_dir = DashlessDir::new(&format!("fwd{link}"));
+    let unix_path = unix_dir.0.join("fwd.sock");
+    let unix_rule = format!("hostfwd=unix:{}-:5302", unix_path.display());
+    let mut args = vec!["-v", "-t", v6_rule.as_str(), "--slirp", unix_rule.as_str()];
     for rule in &rules {
         args.extend(["--slirp", rule.as_str()]);
     }
@@ -167,32 +224,28 @@ fn forwards_reach_guest_services(link: Link) {
         )
     };
 
-    // Guest to host: the blob `nc -l` sends on 5301, whole and unchanged.
-    let mut conn = TcpStream::connect(("127.0.0.1", port + 1)).expect("connect to the forward");
-    conn.set_read_timeout(Some(Duration::from_secs(60))).ok();
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 1 << 16];
-    while got.len() < DOWNLOAD {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-    drop(conn);
+    // Guest to host: the blob `nc -l` sends on 5301, and on 5302 through the unix socket
+    // forward, whole and unchanged.
+    let tcp = TcpStream::connect(("127.0.0.1", port + 1)).expect("connect to the forward");
+    let over_tcp = download(tcp);
+    let unix = UnixStream::connect(&unix_path).expect("connect to the unix socket forward");
+    let over_unix = download(unix);
     let console = guest.guest.console();
-    assert_eq!(
-        got.len(),
-        DOWNLOAD,
-        "bytes received from the guest's nc{}",
-        context(&backend, &console)
-    );
     let guest_sha = said(&console, "blob.sha").expect("the guest's blob.sha");
-    assert_eq!(
-        sha256_16(&got),
-        guest_sha[..16],
-        "the download differs from what the guest sent{}",
-        context(&backend, &console)
-    );
+    for (how, got) in [("TCP", &over_tcp), ("unix socket", &over_unix)] {
+        assert_eq!(
+            got.len(),
+            DOWNLOAD,
+            "bytes received from the guest's nc over the {how} forward{}",
+            context(&backend, &console)
+        );
+        assert_eq!(
+            sha256_16(got),
+            guest_sha[..16],
+            "the download over the {how} forward differs from what the guest sent{}",
+            context(&backend, &console)
+        );
+    }
 
     // TCP both ways and UDP through iperf3 (its UDP test needs the guest's replies to come
     // back from the forwarded port), each against a server of its own.
@@ -223,7 +276,7 @@ fn forwards_reach_guest_services(link: Link) {
     let mut refused = TcpStream::connect(("127.0.0.1", port + 3)).expect("connect to the forward");
     refused.set_read_timeout(Some(Duration::from_secs(20))).ok();
     let started = Instant::now();
-    let outcome = refused.read(&mut buf);
+    let outcome = refused.read(&mut [0u8; 16]);
     assert!(
         matches!(&outcome, Ok(0))
             || outcome
@@ -334,8 +387,8 @@ fn refused_at_startup(forward_args: &[&str]) -> (Option<i32>, String) {
     )
 }
 
-/// A forwarded port something else holds, or a unix socket forward: one line naming it, exit
-/// status 2, before serving anything.
+/// A forwarded port something else holds, or a path taken for a unix socket forward: one line
+/// naming it, exit status 2, before serving anything.
 #[test]
 fn unusable_forwards_are_one_line_startup_errors() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -348,8 +401,23 @@ fn unusable_forwards_are_one_line_startup_errors() {
         stderr.contains(&format!("port forward tcp 127.0.0.1:{port}: cannot listen")),
         "{stderr}"
     );
-    let (code, stderr) = refused_at_startup(&["--slirp", "hostfwd=unix:/tmp/vnu-none.sock-:22"]);
-    assert_eq!(code, Some(2), "a unix forward:\n{stderr}");
+    // A file of the user's where the unix socket forward would go: refused, and left alone.
+    let dir = DashlessDir::new("taken");
+    let path = dir.0.join("fwd.sock");
+    std::fs::write(&path, b"mine").expect("write the user's file");
+    let rule = format!("hostfwd=unix:{}-:22", path.display());
+    let (code, stderr) = refused_at_startup(&["--slirp", &rule]);
+    assert_eq!(code, Some(2), "{rule} over a file:\n{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("unix:/tmp/vnu-none.sock"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "port forward from unix:{}: cannot listen",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&path).expect("the file is still there"),
+        b"mine"
+    );
 }
