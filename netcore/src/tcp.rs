@@ -25,6 +25,11 @@
 //! `iss + 1`. The SYN-ACK goes to the guest only once the host `connect()` has succeeded (as
 //! slirp does); a refused connect becomes an RST, an unreachable one an ICMP error.
 //!
+//! A forwarded port works the other way round: the host connection is already accepted
+//! ([`TcpTable::on_accepted`]), and we open the guest side with our SYN. The guest's SYN-ACK
+//! makes the flow established, after which both kinds are the same; its RST resets the host
+//! client.
+//!
 //! Everything runs on the engine's thread: sockets are non-blocking, edge-triggered in the
 //! engine's epoll; retransmission and probes are driven by the engine's timer tick.
 
@@ -127,7 +132,8 @@ impl Segment {
     }
 }
 
-/// Addresses as the guest sees them: its own socket and the remote it connected to.
+/// Addresses as the guest sees them: its own socket and the remote it connected to (or, for a
+/// forwarded port, that connected to it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub guest: SocketAddr,
