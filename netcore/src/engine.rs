@@ -144,8 +144,8 @@ pub struct Engine {
     next_ra: Option<Instant>,
     /// The guest has sent IPv6 and got its first advertisement.
     ipv6_greeted: bool,
-    /// The guest's IPv6 address, as last seen in what it sent: where forwards of an IPv6
-    /// host port go when they name no guest address.
+    /// The guest's IPv6 address, as its duplicate address detection or what it last sent
+    /// showed it: where forwards of an IPv6 host port go when they name no guest address.
     guest_ipv6: Option<Ipv6Addr>,
     /// The port the next client of a unix socket forward comes from, as the guest sees it.
     next_unix_port: u16,
@@ -720,7 +720,6 @@ impl Engine {
         }
     }
 
-    /// Flows exist: tick regularly for their timers.
     /// The next port of [`UNIX_PEER_PORTS`].
     fn unix_peer_port(&mut self) -> u16 {
         let port = self.next_unix_port;
@@ -843,6 +842,7 @@ impl Engine {
         self.arm_timer();
     }
 
+    /// Flows exist: tick regularly for their timers.
     fn arm_timer(&mut self) {
         if self.timer_mode != TimerMode::Ticking && self.timer.reset(TICK, Some(TICK)).is_ok() {
             self.timer_mode = TimerMode::Ticking;

@@ -9,6 +9,10 @@
 //!
 //! A flow expires after 240 s without traffic, or 10 s after a reply from port 53 (DNS
 //! sockets are not kept around). Datagrams larger than the link MTU allows are dropped.
+//!
+//! A forwarded UDP port's socket becomes the flow of the guest socket it forwards to
+//! ([`UdpTable::adopt_forward`]): what arrives on it goes to the guest, what that guest socket
+//! sends leaves through it, and the flow never expires, as with slirp's hostfwd.
 
 use std::collections::HashMap;
 use std::io;
