@@ -353,6 +353,51 @@ fn forwards_reach_guest_services(link: Link) {
 
 both_links!(forwards_reach_guest_services);
 
+/// slirp's `restrict=on` cuts the guest off from everything but the emulated hosts, yet its
+/// forwards still work: a host connection reaches the guest's server and the data flows.
+#[test]
+fn forwards_work_under_restrict() {
+    if !e2e_ready() || !require_program("iperf3", "iperf3") {
+        return;
+    }
+    let port = free_ports();
+    let opts = format!("restrict=on,hostfwd=tcp:127.0.0.1:{port}-:5202");
+    let backend = Backend::start_link(Link::Ring, &["--slirp", &opts]).expect("the backend");
+    let script = format!(
+        r#"say() {{ echo "{SAY}$*" > /dev/console; }}
+iperf3 -s -1 -p 5202 > /tmp/iperf 2>&1 &
+server=$!
+n=0
+while [ $n -lt 100 ] && ! cat /proc/net/tcp /proc/net/tcp6 | awk '$4 == "0A" {{ print $2 }}' | grep -q ':1452$'; do
+  sleep 0.1; n=$((n + 1))
+done
+say mark=ready
+wait $server
+say "from=$(awk '/Accepted connection from/ {{ sub(",", "", $4); print $4; exit }}' /tmp/iperf)"
+"#
+    );
+    let opts = GuestOpts::new("forward-restrict", backend.net()).script(&script);
+    let mut guest = spawn_slotted(&opts).expect("starting the guest");
+    if let Err(e) = guest
+        .guest
+        .wait_for_line(&format!("{SAY}mark=ready"), Duration::from_secs(120))
+    {
+        panic!("{e}\nbackend log:\n{}", backend.log());
+    }
+    let line = iperf("127.0.0.1", port, &[], &backend);
+    assert!(
+        mbit_s(&line) > 10.0,
+        "TCP to the guest under restrict=on: {line}"
+    );
+    let run = guest.guest.wait().expect("the guest's run");
+    assert_eq!(
+        said(&run.console, "from").as_deref(),
+        Some("10.0.2.2"),
+        "whom the guest saw connecting:\n{}",
+        vnu_tests::tail(&run.console, 20)
+    );
+}
+
 /// Runs the backend with `forward_args` until it exits (10 s at most): its exit code and
 /// stderr.
 fn refused_at_startup(forward_args: &[&str]) -> (Option<i32>, String) {
