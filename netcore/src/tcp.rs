@@ -560,13 +560,7 @@ impl TcpTable {
         };
         self.counters.connects += 1;
         let iss = self.next_isn();
-        let slot = match self.free.pop() {
-            Some(slot) => slot,
-            None => {
-                self.flows.push(None);
-                self.flows.len() - 1
-            }
-        };
+        let slot = self.free_slot();
         let mut flow = Flow::new(key, slot, sock, State::Connecting, iss);
         flow.rcv_nxt = seg.seq.wrapping_add(1);
         flow.snd_wnd = u32::from(seg.window);
@@ -605,13 +599,7 @@ impl TcpTable {
         }
         let _ = sys::set_nodelay(sock.as_raw_fd());
         self.use_peek_offset(sock.as_raw_fd());
-        let slot = match self.free.pop() {
-            Some(slot) => slot,
-            None => {
-                self.flows.push(None);
-                self.flows.len() - 1
-            }
-        };
+        let slot = self.free_slot();
         let iss = self.next_isn();
         let mut flow = Flow::new(key, slot, sock, State::SynSent, iss);
         flow.discard_by_reading = unix;
@@ -629,6 +617,14 @@ impl TcpTable {
         self.flows[slot] = Some(flow);
         self.index.insert(key, slot);
         true
+    }
+
+    /// A slot for a new flow: one freed before, or a new one at the end.
+    fn free_slot(&mut self) -> usize {
+        self.free.pop().unwrap_or_else(|| {
+            self.flows.push(None);
+            self.flows.len() - 1
+        })
     }
 
     /// Starts peeking at the front of `fd`'s queue, learning on the first socket whether the
