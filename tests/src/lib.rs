@@ -379,6 +379,41 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     }
 }
 
+/// How a backend run to its end ([`run_backend_to_exit`]) ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// `None`: still running after the timeout, and killed.
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the backend binary with `args` until it exits, killing it after `timeout`: for
+/// configurations it must refuse at startup (one that accepted them would serve forever).
+pub fn run_backend_to_exit(args: &[&str], timeout: Duration) -> Result<Finished> {
+    let bin = backend_bin()?;
+    let dir = TempDir::new("backend-run")?;
+    let (stdout, stderr) = (dir.join("out"), dir.join("err"));
+    let file = |path: &Path| File::create(path).map_err(|e| Error::new(format!("{e}")));
+    let mut child = Command::new(&bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file(&stdout)?)
+        .stderr(file(&stderr)?)
+        .spawn()
+        .map_err(|e| Error::new(format!("starting {}: {e}", bin.display())))?;
+    let status = wait_timeout(&mut child, timeout);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    Ok(Finished {
+        status,
+        stdout: read_lossy(&stdout),
+        stderr: read_lossy(&stderr),
+    })
+}
+
 /// Which link connects QEMU to the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Link {
@@ -965,13 +1000,45 @@ impl Drop for RunningGuest {
     }
 }
 
-/// A guest from [`spawn_slotted`]: a [`RunningGuest`] holding one of the `VNU_E2E_JOBS` slots
-/// while it runs, for tests that act on the host while the guest works.
-#[derive(Debug)]
+/// A [`RunningGuest`] holding one of the `VNU_E2E_JOBS` slots while it runs (as [`boot`]
+/// does), for tests that act on the host while the guest works: from [`spawn_slotted`], or
+/// [`netns::spawn_guest`] inside a namespace. Killed on drop.
 pub struct SlottedGuest {
     // Declared first so that it drops first: QEMU is killed before the slot is given back.
-    pub guest: RunningGuest,
-    _slot: SlotGuard,
+    pub(crate) guest: RunningGuest,
+    pub(crate) _slot: SlotGuard,
+}
+
+impl fmt::Debug for SlottedGuest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlottedGuest")
+            .field("pid", &self.guest.pid())
+            .field("name", &self.guest.name)
+            .field("dir", &self.guest.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SlottedGuest {
+    pub fn pid(&self) -> u32 {
+        self.guest.pid()
+    }
+
+    /// The serial console so far.
+    pub fn console(&self) -> String {
+        self.guest.console()
+    }
+
+    /// See [`RunningGuest::wait_for_line`].
+    pub fn wait_for_line(&mut self, line: &str, timeout: Duration) -> Result<()> {
+        self.guest.wait_for_line(line, timeout)
+    }
+
+    /// Waits for the guest to power off and parses what it printed, as
+    /// [`RunningGuest::wait`] does.
+    pub fn wait(self) -> Result<GuestRun> {
+        self.guest.wait()
+    }
 }
 
 /// Waits for a free slot, then [`spawn`]s the guest of `opts`.

@@ -19,7 +19,6 @@
 //! Needs root (`ip netns add`); [`ready`] says whether the tests can run.
 
 use std::ffi::OsStr;
-use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,8 +26,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::{
-    Error, GuestOpts, GuestRun, Result, RunningGuest, SlotGuard, TempDir, guest_image, qemu_bin,
-    read_lossy, sanitize, tail,
+    Error, GuestOpts, GuestRun, Result, RunningGuest, SlotGuard, SlottedGuest, TempDir,
+    guest_image, qemu_bin, read_lossy, sanitize, tail,
 };
 
 fn unique(role: &str) -> String {
@@ -266,27 +265,9 @@ impl Drop for NsProcess {
     }
 }
 
-/// A QEMU guest running inside a namespace (as [`crate::spawn`] starts one, holding a
-/// `VNU_E2E_JOBS` slot like [`crate::boot`]); killed on drop.
-pub struct NsGuest {
-    // Declared first so that it drops first: QEMU is killed before the slot is given back.
-    guest: RunningGuest,
-    _slot: SlotGuard,
-}
-
-impl fmt::Debug for NsGuest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NsGuest")
-            .field("pid", &self.guest.pid())
-            .field("name", &self.guest.name)
-            .field("dir", &self.guest.dir)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Boots the guest of `opts` under QEMU inside `ns` and returns at once (after waiting for a
-/// free slot); see [`NsGuest::wait`].
-pub fn spawn_guest(ns: &Netns, opts: &GuestOpts) -> Result<NsGuest> {
+/// free slot); see [`SlottedGuest::wait`].
+pub fn spawn_guest(ns: &Netns, opts: &GuestOpts) -> Result<SlottedGuest> {
     let slot = SlotGuard::acquire();
     let image = guest_image()?;
     let dir = TempDir::new(&format!("guest-{}", sanitize(&opts.name)))?;
@@ -303,7 +284,7 @@ pub fn spawn_guest(ns: &Netns, opts: &GuestOpts) -> Result<NsGuest> {
         .stderr(log2)
         .spawn()
         .map_err(|e| Error::new(format!("starting {qemu} in {}: {e}", ns.name)))?;
-    Ok(NsGuest {
+    Ok(SlottedGuest {
         guest: RunningGuest {
             child,
             dir,
@@ -316,33 +297,11 @@ pub fn spawn_guest(ns: &Netns, opts: &GuestOpts) -> Result<NsGuest> {
     })
 }
 
-/// [`spawn_guest`], then [`NsGuest::wait`].
+/// [`spawn_guest`], then [`SlottedGuest::wait`].
 pub fn boot_in(ns: &Netns, opts: &GuestOpts) -> Result<GuestRun> {
     let run = spawn_guest(ns, opts)?.wait()?;
     eprintln!("vnu-tests: guest `{}` ran in {:.1?}", run.name, run.elapsed);
     Ok(run)
-}
-
-impl NsGuest {
-    pub fn pid(&self) -> u32 {
-        self.guest.pid()
-    }
-
-    /// The serial console so far.
-    pub fn console(&self) -> String {
-        self.guest.console()
-    }
-
-    /// See [`RunningGuest::wait_for_line`].
-    pub fn wait_for_line(&mut self, line: &str, timeout: Duration) -> Result<()> {
-        self.guest.wait_for_line(line, timeout)
-    }
-
-    /// Waits for the guest to power off and parses what it printed, as
-    /// [`RunningGuest::wait`] does.
-    pub fn wait(self) -> Result<GuestRun> {
-        self.guest.wait()
-    }
 }
 
 /// How many file descriptors process `pid` has open (`/proc/PID/fd`).

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use vnu_tests::hostsrv::{blob, sha256_16};
 use vnu_tests::{
-    Backend, GuestOpts, Link, TempDir, backend_bin, both_links, e2e_ready, require_program,
+    Backend, GuestOpts, Link, TempDir, both_links, e2e_ready, require_program, run_backend_to_exit,
     spawn_slotted,
 };
 
@@ -46,21 +46,36 @@ const DOWNLOAD: usize = 2 << 20;
 /// Bytes the host sends to 5300.
 const UPLOAD: usize = 1 << 20;
 
-fn guest_script() -> String {
+/// Shell functions both guest scripts use: `say KEY=VALUE` reports on the console;
+/// `listening PORTS N` waits (10 s at most) until N sockets listen on ports matching PORTS
+/// (hex, an extended regex; /proc/net/tcp and tcp6, since iperf3 listens dual-stack);
+/// `accepted FILE` is the peer an iperf3 server's log says it took.
+fn prelude() -> String {
     format!(
         r#"say() {{ echo "{SAY}$*" > /dev/console; }}
-for p in 5201 5202 5203 5204; do iperf3 -s -1 -p $p > /tmp/iperf$p 2>&1 & done
+listening() {{
+  n=0
+  while [ $n -lt 100 ] && [ "$(cat /proc/net/tcp /proc/net/tcp6 | awk '$4 == "0A" {{ print $2 }}' | grep -c -E ":($1)\$")" -lt $2 ]; do
+    sleep 0.1; n=$((n + 1))
+  done
+}}
+accepted() {{ awk '/Accepted connection from/ {{ sub(",", "", $4); print $4; exit }}' "$1"; }}
+"#
+    )
+}
+
+fn guest_script() -> String {
+    prelude()
+        + &format!(
+            r#"for p in 5201 5202 5203 5204; do iperf3 -s -1 -p $p > /tmp/iperf$p 2>&1 & done
 head -c {DOWNLOAD} /dev/urandom > /tmp/blob
 say "blob.sha=$(sha256sum < /tmp/blob | cut -d' ' -f1)"
 nc -l -p 5301 < /tmp/blob > /dev/null &
 nc -l -p 5302 < /tmp/blob > /dev/null &
 timeout 150 nc -l -p 5300 > /tmp/got &
 got=$!
-# ready once all seven listen (state 0A in /proc/net/tcp and tcp6; ports in hex) and the
-# SLAAC address is out of duplicate address detection
-listening() {{ cat /proc/net/tcp /proc/net/tcp6 | awk '$4 == "0A" {{ print $2 }}' | grep -c -E ':(1451|1452|1453|1454|14B5|14B6|14B4)$'; }}
-n=0
-while [ $n -lt 100 ] && [ "$(listening)" -lt 7 ]; do sleep 0.1; n=$((n + 1)); done
+# ready once all seven listen and the SLAAC address is out of duplicate address detection
+listening '1451|1452|1453|1454|14B5|14B6|14B4' 7
 n=0
 while [ $n -lt 100 ] && ! ip -6 addr show dev eth0 scope site | grep inet6 | grep -qv tentative; do
   sleep 0.1; n=$((n + 1))
@@ -68,12 +83,12 @@ done
 say "addr6=$(ip -6 addr show dev eth0 scope site | awk '/inet6/ {{ print $2; exit }}')"
 say mark=ready
 wait $got
-say "v4.from=$(awk '/Accepted connection from/ {{ sub(",", "", $4); print $4; exit }}' /tmp/iperf5202)"
-say "v6.from=$(awk '/Accepted connection from/ {{ sub(",", "", $4); print $4; exit }}' /tmp/iperf5204)"
+say "v4.from=$(accepted /tmp/iperf5202)"
+say "v6.from=$(accepted /tmp/iperf5204)"
 say "got.bytes=$(wc -c < /tmp/got)"
 say "got.sha=$(sha256sum < /tmp/got | cut -d' ' -f1)"
 "#
-    )
+        )
 }
 
 /// Seven consecutive ports free on 127.0.0.1 for both TCP and UDP, the last also on ::1 for
@@ -126,9 +141,8 @@ impl Drop for DashlessDir {
     }
 }
 
-/// Reads what the guest sends on `conn`, up to [`DOWNLOAD`] bytes (a minute at most).
-fn download<C: Read + AsTimeout>(mut conn: C) -> Vec<u8> {
-    conn.timeout(Duration::from_secs(60));
+/// Reads what the guest sends on `conn` (give it a read timeout), up to [`DOWNLOAD`] bytes.
+fn download(mut conn: impl Read) -> Vec<u8> {
     let mut got = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
     while got.len() < DOWNLOAD {
@@ -138,23 +152,6 @@ fn download<C: Read + AsTimeout>(mut conn: C) -> Vec<u8> {
         }
     }
     got
-}
-
-/// A read timeout on either kind of stream.
-trait AsTimeout {
-    fn timeout(&self, limit: Duration);
-}
-
-impl AsTimeout for TcpStream {
-    fn timeout(&self, limit: Duration) {
-        self.set_read_timeout(Some(limit)).ok();
-    }
-}
-
-impl AsTimeout for UnixStream {
-    fn timeout(&self, limit: Duration) {
-        self.set_read_timeout(Some(limit)).ok();
-    }
 }
 
 /// Runs the host's iperf3 client against the forwarded port; its `receiver` line.
@@ -213,7 +210,7 @@ fn forwards_reach_guest_services(link: Link) {
         .v6wait(20);
     let mut guest = spawn_slotted(&opts).expect("starting the guest");
     let ready = format!("{SAY}mark=ready");
-    if let Err(e) = guest.guest.wait_for_line(&ready, Duration::from_secs(120)) {
+    if let Err(e) = guest.wait_for_line(&ready, Duration::from_secs(120)) {
         panic!("{e}\nbackend log:\n{}", backend.log());
     }
     let context = |backend: &Backend, console: &str| {
@@ -226,11 +223,14 @@ fn forwards_reach_guest_services(link: Link) {
 
     // Guest to host: the blob `nc -l` sends on 5301, and on 5302 through the unix socket
     // forward, whole and unchanged.
+    let minute = Some(Duration::from_secs(60));
     let tcp = TcpStream::connect(("127.0.0.1", port + 1)).expect("connect to the forward");
+    tcp.set_read_timeout(minute).expect("read timeout");
     let over_tcp = download(tcp);
     let unix = UnixStream::connect(&unix_path).expect("connect to the unix socket forward");
+    unix.set_read_timeout(minute).expect("read timeout");
     let over_unix = download(unix);
-    let console = guest.guest.console();
+    let console = guest.console();
     let guest_sha = said(&console, "blob.sha").expect("the guest's blob.sha");
     for (how, got) in [("TCP", &over_tcp), ("unix socket", &over_unix)] {
         assert_eq!(
@@ -291,7 +291,7 @@ fn forwards_reach_guest_services(link: Link) {
     let mut conn = TcpStream::connect(("127.0.0.1", port + 2)).expect("connect to the forward");
     conn.write_all(&data).expect("upload to the guest");
     conn.shutdown(Shutdown::Write).ok();
-    let run = guest.guest.wait();
+    let run = guest.wait();
     let log = backend.log();
     let run = run.unwrap_or_else(|e| panic!("{e}\nbackend log:\n{log}"));
     let console = run.console.clone();
@@ -363,25 +363,17 @@ fn forwards_work_under_restrict() {
     let port = free_ports();
     let opts = format!("restrict=on,hostfwd=tcp:127.0.0.1:{port}-:5202");
     let backend = Backend::start_link(Link::Ring, &["--slirp", &opts]).expect("the backend");
-    let script = format!(
-        r#"say() {{ echo "{SAY}$*" > /dev/console; }}
-iperf3 -s -1 -p 5202 > /tmp/iperf 2>&1 &
+    let script = prelude()
+        + r#"iperf3 -s -1 -p 5202 > /tmp/iperf 2>&1 &
 server=$!
-n=0
-while [ $n -lt 100 ] && ! cat /proc/net/tcp /proc/net/tcp6 | awk '$4 == "0A" {{ print $2 }}' | grep -q ':1452$'; do
-  sleep 0.1; n=$((n + 1))
-done
+listening 1452 1
 say mark=ready
 wait $server
-say "from=$(awk '/Accepted connection from/ {{ sub(",", "", $4); print $4; exit }}' /tmp/iperf)"
-"#
-    );
+say "from=$(accepted /tmp/iperf)"
+"#;
     let opts = GuestOpts::new("forward-restrict", backend.net()).script(&script);
     let mut guest = spawn_slotted(&opts).expect("starting the guest");
-    if let Err(e) = guest
-        .guest
-        .wait_for_line(&format!("{SAY}mark=ready"), Duration::from_secs(120))
-    {
+    if let Err(e) = guest.wait_for_line(&format!("{SAY}mark=ready"), Duration::from_secs(120)) {
         panic!("{e}\nbackend log:\n{}", backend.log());
     }
     let line = iperf("127.0.0.1", port, &[], &backend);
@@ -389,7 +381,7 @@ say "from=$(awk '/Accepted connection from/ {{ sub(",", "", $4); print $4; exit 
         mbit_s(&line) > 10.0,
         "TCP to the guest under restrict=on: {line}"
     );
-    let run = guest.guest.wait().expect("the guest's run");
+    let run = guest.wait().expect("the guest's run");
     assert_eq!(
         said(&run.console, "from").as_deref(),
         Some("10.0.2.2"),
@@ -401,35 +393,14 @@ say "from=$(awk '/Accepted connection from/ {{ sub(",", "", $4); print $4; exit 
 /// Runs the backend with `forward_args` until it exits (10 s at most): its exit code and
 /// stderr.
 fn refused_at_startup(forward_args: &[&str]) -> (Option<i32>, String) {
-    let bin = backend_bin().expect("backend binary");
     let dir = TempDir::new("forward-refused").expect("temp dir");
     let socket = dir.join("vu.sock");
-    let mut child = Command::new(&bin)
-        .arg("--socket-path")
-        .arg(&socket)
-        .args(forward_args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.join("err")).expect("stderr file"))
-        .spawn()
-        .expect("starting the backend");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let code = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the backend") {
-            break status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let socket_arg = socket.to_str().expect("UTF-8 path");
+    let mut args = vec!["--socket-path", socket_arg];
+    args.extend_from_slice(forward_args);
+    let run = run_backend_to_exit(&args, Duration::from_secs(10)).expect("running the backend");
     assert!(!socket.exists(), "the refused backend left its socket");
-    (
-        code,
-        std::fs::read_to_string(dir.join("err")).unwrap_or_default(),
-    )
+    (run.status.and_then(|s| s.code()), run.stderr)
 }
 
 /// A forwarded port something else holds, or a path taken for a unix socket forward: one line

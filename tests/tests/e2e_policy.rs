@@ -23,11 +23,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vnu_tests::{
     Backend, GUEST_MAC, GuestOpts, GuestRun, IPV4_KEYS, Net, SLIRP_DEFAULT_V4, TempDir,
-    backend_bin, boot, diff_keys, e2e_ready, tail,
+    backend_bin, boot, diff_keys, e2e_ready, run_backend_to_exit, tail,
 };
 
 /// One libvirt XML and what QEMU slirp makes of it.
@@ -598,7 +598,6 @@ fn passt_profile_gives_the_address_as_written() {
 /// refuses to start (exit status 2) with one line naming 169.254.0.0, and never listens.
 #[test]
 fn passt_profile_refuses_the_seeds_network_address() {
-    let bin = backend_bin().expect("backend binary");
     let seed = conformance_file(SEED_XML);
     let dir = TempDir::new("passt-refuse").expect("temp dir");
     let socket = dir.join("vu.sock");
@@ -614,31 +613,11 @@ fn passt_profile_refuses_the_seeds_network_address() {
     let explain_args: Vec<&str> = vec!["--profile", "passt", "--libvirt-xml", &seed, "--explain"];
     for args in [run_args, explain_args] {
         let shown = format!("vhost-net-user {}", args.join(" "));
-        let (stdout_path, stderr_path) = (dir.join("out"), dir.join("err"));
-        let mut child = Command::new(&bin)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
-            .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
-            .spawn()
-            .expect("starting the backend");
-        // A backend that accepted the configuration would serve forever: bound the wait.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("waiting for the backend") {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
-        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-        let status =
-            status.unwrap_or_else(|| panic!("`{shown}` was still running after 10 s:\n{stderr}"));
+        let run = run_backend_to_exit(&args, Duration::from_secs(10)).expect("running the backend");
+        let (stdout, stderr) = (run.stdout, run.stderr);
+        let status = run
+            .status
+            .unwrap_or_else(|| panic!("`{shown}` was still running after 10 s:\n{stderr}"));
         assert_eq!(
             status.code(),
             Some(2),
