@@ -42,7 +42,7 @@ use crate::nat::{self, Ctx, Target, Upstream};
 use crate::ping::PingTable;
 use crate::tcp::{SegmentOutcome, TcpTable};
 use crate::udp::{Sent, UdpTable};
-use crate::{arp, capture, dhcp, dhcpv6, ethernet, icmp, ipv4, ndp, tcp};
+use crate::{arp, capture, dhcp, dhcpv6, ethernet, icmp, ip, ipv4, ndp, tcp, tftp};
 
 /// The largest frame a guest may hand us: a 64 KiB IP packet behind an Ethernet header.
 pub const MAX_FRAME_LEN: usize = 65535 + ethernet::HEADER_LEN;
@@ -127,6 +127,7 @@ pub struct Engine {
     options: EngineOptions,
     guest_mac: Option<MacAddr>,
     dhcp: dhcp::Server,
+    tftp: tftp::Server,
     /// Identification of the IPv4 packets we send, one sequence for all of them (as slirp).
     ip_ident: Ident,
     counters: Counters,
@@ -198,6 +199,7 @@ impl Engine {
         }
         Ok(Engine {
             dhcp: dhcp::Server::new(&plan),
+            tftp: tftp::Server::new(&plan),
             tcp: TcpTable::new(options.max_flows),
             udp: UdpTable::new(options.max_flows),
             ping: PingTable::new(options.max_flows.min(256)),
@@ -241,14 +243,21 @@ impl Engine {
     /// Counters of the flow tables, for logs.
     pub fn flow_counters(&self) -> String {
         format!(
-            "tcp {:?} (open {}), udp {:?} (open {}), ping {:?} (open {})",
+            "tcp {:?} (open {}), udp {:?} (open {}), ping {:?} (open {}), tftp {:?} (sessions {})",
             self.tcp.counters,
             self.tcp.len(),
             self.udp.counters,
             self.udp.len(),
             self.ping.counters,
-            self.ping.len()
+            self.ping.len(),
+            self.tftp.counters,
+            self.tftp.sessions()
         )
+    }
+
+    /// What the TFTP server did.
+    pub fn tftp_counters(&self) -> &tftp::TftpCounters {
+        &self.tftp.counters
     }
 
     /// Open flows: TCP, UDP, ICMP.
@@ -372,6 +381,9 @@ impl Engine {
                         return v;
                     }
                 }
+                if tftp::is_request(&self.plan, ip.dst, ports.1) {
+                    return self.handle_tftp(&ip, ports.0, frame);
+                }
                 self.handle_udp(&ip, ports, frame, rx)
             }
             tcp::PROTO_TCP => self.handle_tcp(&ip, frame, rx),
@@ -462,11 +474,38 @@ impl Engine {
                     }
                     return v;
                 }
+                if tftp::is_request(&self.plan, ip.dst, ports.1) {
+                    return self.handle_tftp(&ip, ports.0, frame);
+                }
                 self.handle_udp(&ip, ports, frame, rx)
             }
             // Extension headers (and anything else) are dropped, as slirp drops them.
             _ => Verdict::Unhandled,
         }
+    }
+
+    /// A datagram for the TFTP server: answered whether or not the guest is restricted, as
+    /// slirp answers it before its restriction applies.
+    fn handle_tftp<F: TxFrame + ?Sized>(
+        &mut self,
+        ip: &IpHeader,
+        client_port: u16,
+        frame: &F,
+    ) -> Verdict {
+        self.load_whole(frame);
+        let Some(msg) = ip::udp_payload(&self.frame_buf, ip.src, ip.dst, ip.l4_offset, ip.l4_len)
+        else {
+            return Verdict::Malformed;
+        };
+        let mut exchange = tftp::Exchange {
+            client: SocketAddr::new(ip.src, client_port),
+            server: ip.dst,
+            guest_mac: self.guest_mac.unwrap_or(MacAddr::BROADCAST),
+            gateway_mac: self.plan.gateway_mac,
+            ident: &mut self.ip_ident,
+            now: Instant::now(),
+        };
+        self.tftp.handle(&mut exchange, msg, &mut self.reply_buf)
     }
 
     fn handle_udp<F, L>(

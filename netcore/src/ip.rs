@@ -102,6 +102,24 @@ pub fn slot_sum<S: RxBytes + ?Sized>(slot: &S, offset: usize, len: usize) -> u16
     checksum::combine(&[(sums & 0xffff) as u16, (sums >> 16) as u16])
 }
 
+/// The payload of a UDP datagram the guest sent, `frame[l4_offset..][..l4_len]` holding its
+/// UDP header onwards, if the header's length fits and the checksum holds: optional in IPv4
+/// (zero: none), required in IPv6. Local services check it, as slirp's `udp_input` does.
+pub fn udp_payload(
+    frame: &[u8],
+    src: IpAddr,
+    dst: IpAddr,
+    l4_offset: usize,
+    l4_len: usize,
+) -> Option<&[u8]> {
+    let l4 = frame.get(l4_offset..l4_offset.checked_add(l4_len)?)?;
+    let udp_len = usize::from(u16::from_be_bytes([*l4.get(4)?, *l4.get(5)?]));
+    let udp = l4.get(..udp_len).filter(|u| u.len() >= 8)?;
+    let unchecked = src.is_ipv4() && udp[6..8] == [0, 0];
+    let pseudo = pseudo_header_sum(&src, &dst, IpProtocol::Udp, udp_len);
+    (unchecked || checksum::combine(&[pseudo, checksum::data(udp)]) == 0xffff).then(|| &udp[8..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,7 @@ pub mod ndp;
 pub mod ping;
 mod sys;
 pub mod tcp;
+pub mod tftp;
 pub mod udp;
 
 pub use engine::{Counters, Engine, EngineOptions};

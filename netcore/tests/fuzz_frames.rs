@@ -409,6 +409,58 @@ fn mutated_ipv6_and_transport_frames_never_panic() {
     assert!(c.tx_malformed > 0);
 }
 
+/// TFTP read requests (options included), ACKs and ERRORs to the gateway, both families.
+fn tftp_seeds() -> Vec<Vec<u8>> {
+    let rrq: &[u8] = b"\0\x01boot.img\0octet\0tsize\x000\0blksize\x001428\0";
+    let plain: &[u8] = b"\0\x01sub/file\0OCTET\0";
+    let mut seeds = Vec::new();
+    for msg in [
+        rrq,
+        plain,
+        b"\0\x04\0\x01",
+        b"\0\x04\0\0",
+        b"\0\x05\0\0oops\0",
+    ] {
+        let mut v4 = ipv4_frame(
+            GUEST_IP,
+            GATEWAY,
+            smoltcp::wire::IpProtocol::Udp,
+            &udp_datagram(69, msg),
+            &IpOpts::default(),
+        );
+        fix_checksums(&mut v4);
+        seeds.push(v4);
+        seeds.push(ipv6_frame(
+            GUEST_GLOBAL,
+            GATEWAY6,
+            17,
+            &udp_datagram(69, msg),
+        ));
+    }
+    seeds
+}
+
+#[test]
+fn mutated_tftp_messages_never_panic() {
+    let dir = vmm_sys_util::tempdir::TempDir::new_with_prefix("/tmp/vnu-tftp-fuzz-").unwrap();
+    std::fs::write(dir.as_path().join("boot.img"), vec![7u8; 5000]).unwrap();
+    std::fs::create_dir(dir.as_path().join("sub")).unwrap();
+    std::fs::write(dir.as_path().join("sub/file"), b"small").unwrap();
+    let mut plan = NetPlan::slirp_default();
+    plan.tftp_root = Some(dir.as_path().to_owned());
+    let seeds = tftp_seeds();
+    let mut e = Engine::isolated(plan);
+    let mut link = MemoryLink::new();
+    for seed in &seeds {
+        e.handle_frame(&seed[..], &mut link);
+    }
+    assert!(e.tftp_counters().transfers >= 2, "{:?}", e.tftp_counters());
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    feed_mutations(&mut e, &seeds, &mut rng, 30_000);
+    let t = e.tftp_counters();
+    assert!(t.errors_sent > 0 && t.data_blocks > 0, "{t:?}");
+}
+
 #[test]
 fn random_garbage_never_panics() {
     let mut rng = Rng(42);
