@@ -10,8 +10,8 @@
 //! ([`Engine::end_batch`], after a drained TX ring or newly posted RX buffers).
 //!
 //! A guest frame is copied out only as far as its protocol needs. A bounded header prefix is
-//! always copied; control-plane frames (ARP, DHCP, ICMP) are small and copied whole into a
-//! reused buffer; TCP and UDP payload is never copied here: the flow tables pass it to the
+//! always copied; control-plane frames (ARP, DHCP, ICMP, TFTP) are small and copied whole into
+//! a reused buffer; TCP and UDP payload is never copied here: the flow tables pass it to the
 //! kernel as iovecs into the frame.
 //!
 //! Answers the engine builds itself go to the [`RxLink`] at once; when the guest has posted

@@ -1,9 +1,9 @@
 //! The NAT core of vhost-net-user.
 //!
 //! An [`Engine`] takes frames the guest sent, answers what the emulated hosts answer (ARP,
-//! DHCP, ICMP echo), and later splices flows onto host sockets. It is driven by one immutable
-//! [`policy::NetPlan`] and talks to the guest only through the [`link`] traits, so it knows
-//! nothing of vhost-user.
+//! DHCP, ICMP echo, TFTP), and later splices flows onto host sockets. It is driven by one
+//! immutable [`policy::NetPlan`] and talks to the guest only through the [`link`] traits, so it
+//! knows nothing of vhost-user.
 
 pub mod arp;
 pub mod capture;
