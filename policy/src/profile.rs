@@ -574,6 +574,26 @@ fn passt_v6(req: &Request, w: &mut Vec<String>) -> Result<Option<Ipv6Plan>, Conf
     }))
 }
 
+/// What a TFTP root that cannot serve means for the guest: slirp accepts any `tftp=`, so these
+/// are warnings, but a typo in the path otherwise shows only as a boot that fails.
+fn tftp_warnings(root: &std::path::Path, bootfile: Option<&str>, w: &mut Vec<String>) {
+    let shown = root.display();
+    if !root.is_dir() {
+        w.push(format!(
+            "tftp={shown} is not a directory: every TFTP request will get File not found"
+        ));
+        return;
+    }
+    if let Some(b) = bootfile
+        && !(b.starts_with("http://") || b.starts_with("https://"))
+        && !root.join(b.trim_start_matches('/')).is_file()
+    {
+        w.push(format!(
+            "bootfile={b} is not a file in tftp={shown}: the guest's network boot will not find it"
+        ));
+    }
+}
+
 /// The gateway MAC: given or slirp's 52:55 + gateway address; never the guest's own (the
 /// seed's third symptom: libvirt 9.0 passed the guest's MAC as passt's `--mac-addr`).
 fn gateway_mac(profile: Profile, req: &Request, gateway: Ipv4Addr) -> Result<MacAddr, ConfigError> {
@@ -762,6 +782,9 @@ pub(crate) fn resolve(
         w.push(format!(
             "bootfile={b} without tftp=: the TFTP server refuses every request, so the boot file cannot be fetched from the gateway"
         ));
+    }
+    if let Some(root) = &plan.tftp_root {
+        tftp_warnings(root, plan.dhcp.bootfile.as_deref(), &mut w);
     }
     check_forwards(&req, &plan, &mut w)?;
     plan.forwards = req.forwards.into_iter().map(|f| f.value).collect();

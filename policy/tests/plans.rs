@@ -1010,13 +1010,14 @@ fn ipv6_plans() {
 
 #[test]
 fn dhcp_options_and_mtu() {
-    let r = ok(
-        &[
-            "--slirp",
-            "hostname=vm1,domainname=example.test,dnssearch=a.example,dnssearch=b.example,tftp=/srv/tftp,bootfile=pxelinux.0,tftp-server-name=boot.example,restrict=on",
-        ],
-        None,
+    let root = std::env::temp_dir().join(format!("vnu-policy-tftp-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("pxelinux.0"), b"boot").unwrap();
+    let slirp = format!(
+        "hostname=vm1,domainname=example.test,dnssearch=a.example,dnssearch=b.example,tftp={},bootfile=pxelinux.0,tftp-server-name=boot.example,restrict=on",
+        root.display()
     );
+    let r = ok(&["--slirp", &slirp], None);
     let d = &r.plan.dhcp;
     assert_eq!(d.hostname.as_deref(), Some("vm1"));
     assert_eq!(d.domain_name.as_deref(), Some("example.test"));
@@ -1026,14 +1027,28 @@ fn dhcp_options_and_mtu() {
     assert_eq!(d.lease_secs, 86400);
     assert_eq!(d.mtu_option, None);
     assert!(r.plan.restrict);
-    assert_eq!(
-        r.plan.tftp_root.as_deref(),
-        Some(std::path::Path::new("/srv/tftp"))
-    );
+    assert_eq!(r.plan.tftp_root.as_deref(), Some(root.as_path()));
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
 
     let r = ok(&["--slirp", "bootfile=pxelinux.0"], None);
     assert!(r.warnings[0].contains("without tftp="), "{:?}", r.warnings);
+    // A root that is no directory, or a boot file not in it, is accepted (as slirp accepts
+    // it) with a warning naming it.
+    let r = ok(&["--slirp", "tftp=/nonexistent/tftp"], None);
+    assert_eq!(
+        r.warnings,
+        ["tftp=/nonexistent/tftp is not a directory: every TFTP request will get File not found"]
+    );
+    let slirp = format!("tftp={},bootfile=pxelinux.1", root.display());
+    let r = ok(&["--slirp", &slirp], None);
+    assert_eq!(
+        r.warnings,
+        [format!(
+            "bootfile=pxelinux.1 is not a file in tftp={}: the guest's network boot will not find it",
+            root.display()
+        )]
+    );
+    std::fs::remove_dir_all(&root).unwrap();
 
     // (argv, xml body, link MTU, DHCP option 26)
     type Case<'a> = (&'a [&'a str], Option<&'a str>, u16, Option<u16>);
