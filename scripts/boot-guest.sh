@@ -21,6 +21,9 @@
 #   --timeout SECONDS      kill QEMU after this long (default 180)
 #   --console FILE         also save the whole serial console there
 #   --full                 print the whole console, not only the marker section
+#   --network-boot DIR     boot through the device's iPXE ROM (-boot n), not -kernel: puts the
+#                          kernel, initrd and boot.ipxe (which fetches them from 10.0.2.2) in DIR;
+#                          serve DIR by TFTP (tftp=DIR,bootfile=boot.ipxe, for slirp or backend)
 #
 # tests/src/lib.rs (the vnu-tests harness) builds the same QEMU command line; keep them alike.
 set -euo pipefail
@@ -29,7 +32,7 @@ HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 CACHE=${VNU_GUEST_CACHE:-/var/tmp/vnu-guest}
 QEMU=${VNU_QEMU:-qemu-system-x86_64}
 MODE=user USER_OPTS='' SOCK='' SCRIPT='' MAC=52:54:00:41:2c:49 V6WAIT=3 RECONNECT='' TIMEOUT=180
-CONSOLE='' FULL=0 SHARED_MEM=0 VECTORS='' EXTRA=()
+CONSOLE='' FULL=0 SHARED_MEM=0 VECTORS='' EXTRA=() NETBOOT=''
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit "${1:-2}"; }
 
@@ -45,6 +48,7 @@ while [ $# -gt 0 ]; do
     --timeout) TIMEOUT=$2; shift 2 ;;
     --console) CONSOLE=$2; shift 2 ;;
     --full) FULL=1; shift ;;
+    --network-boot) NETBOOT=$2; shift 2 ;;
     --shared-mem) SHARED_MEM=1; shift ;;
     --vectors) VECTORS=$2; shift 2 ;;
     -h|--help) usage 0 ;;
@@ -78,21 +82,32 @@ FWCFG=()
 if [ -n "$SCRIPT" ]; then
   if [ "$SCRIPT" = - ]; then cat > "$TMP/run.sh"; else cp "$SCRIPT" "$TMP/run.sh"; fi
   base64 -w0 < "$TMP/run.sh" > "$TMP/run.b64"
-  # The kernel command line holds 2048 bytes; longer scripts go through fw_cfg.
-  if [ "$(stat -c %s "$TMP/run.b64")" -le 1500 ]; then
+  # The kernel command line holds 2048 bytes; longer scripts (and any, when the command line
+  # comes from boot.ipxe) go through fw_cfg.
+  if [ -z "$NETBOOT" ] && [ "$(stat -c %s "$TMP/run.b64")" -le 1500 ]; then
     APPEND="$APPEND vnu.run=$(cat "$TMP/run.b64")"
   else
     FWCFG=(-fw_cfg "name=opt/vnu/run,file=$TMP/run.b64")
   fi
 fi
 
+BOOT=(-kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.gz" -append "$APPEND") ROM=romfile=,
+if [ -n "$NETBOOT" ]; then
+  mkdir -p "$NETBOOT"
+  ln -sf "$CACHE/vmlinuz" "$NETBOOT/vmlinuz"
+  ln -sf "$CACHE/initrd.gz" "$NETBOOT/initrd.gz"
+  printf '#!ipxe\nkernel tftp://10.0.2.2/vmlinuz %s\ninitrd tftp://10.0.2.2/initrd.gz\nboot\n' \
+    "$APPEND" > "$NETBOOT/boot.ipxe"
+  BOOT=(-boot n) ROM=''
+fi
+
 set +e
 timeout -k 5 "$TIMEOUT" "$QEMU" -accel tcg -m 512 "${MEM[@]}" -smp 1 \
   -nodefaults -no-reboot -display none \
   -chardev stdio,id=ser0,signal=on -serial chardev:ser0 \
-  -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.gz" -append "$APPEND" "${FWCFG[@]}" \
+  "${BOOT[@]}" "${FWCFG[@]}" \
   "${NET[@]}" \
-  -device "virtio-net-pci,netdev=n0,mac=$MAC,romfile=${VECTORS:+,vectors=$VECTORS}" \
+  -device "virtio-net-pci,netdev=n0,${ROM}mac=$MAC${VECTORS:+,vectors=$VECTORS}" \
   < /dev/null 2>&1 | tr -d '\r' | tee "$TMP/console" |
   if [ "$FULL" = 1 ]; then cat; else sed -un '/^=== VNU-GUEST BEGIN/,/^=== VNU-GUEST END/p'; fi
 status=("${PIPESTATUS[@]}")

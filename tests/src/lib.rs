@@ -701,6 +701,10 @@ pub struct GuestOpts {
     pub name: String,
     /// Extra `-device virtio-net-pci` properties, e.g. `csum=off,guest_tso4=off`.
     pub device_opts: String,
+    /// Boot from the network (QEMU's iPXE ROM, `-boot n`) rather than from `-kernel`: the
+    /// kernel, initrd and command line come from the boot file the DHCP server names (see
+    /// [`network_boot_files`]).
+    pub network_boot: bool,
 }
 
 impl GuestOpts {
@@ -716,7 +720,14 @@ impl GuestOpts {
             timeout: Duration::from_secs(timeout),
             name: name.to_owned(),
             device_opts: String::new(),
+            network_boot: false,
         }
+    }
+
+    /// Boots through the virtio-net device's iPXE ROM instead of `-kernel`.
+    pub fn network_boot(mut self) -> Self {
+        self.network_boot = true;
+        self
     }
 
     pub fn script(mut self, script: &str) -> Self {
@@ -774,17 +785,19 @@ impl GuestOpts {
         let console = dir.join("console.log");
         args.extend(["-nodefaults", "-no-reboot", "-display", "none", "-serial"].map(String::from));
         args.push(format!("file:{}", console.display()));
-        args.push("-kernel".into());
-        args.push(image.kernel.display().to_string());
-        args.push("-initrd".into());
-        args.push(image.initrd.display().to_string());
-        let mut append = format!(
-            "console=ttyS0 quiet loglevel=1 panic=-1 vnu.v6wait={}",
-            self.v6wait
-        );
+        if self.network_boot {
+            args.extend(["-boot", "n"].map(String::from));
+        } else {
+            args.push("-kernel".into());
+            args.push(image.kernel.display().to_string());
+            args.push("-initrd".into());
+            args.push(image.initrd.display().to_string());
+        }
+        let mut append = kernel_cmdline(self.v6wait);
         if let Some(script) = &self.script {
             let encoded = base64(script.as_bytes());
-            if encoded.len() <= MAX_CMDLINE_SCRIPT {
+            // A network-booted kernel's command line is the boot file's: fw_cfg it is.
+            if encoded.len() <= MAX_CMDLINE_SCRIPT && !self.network_boot {
                 append.push_str(" vnu.run=");
                 append.push_str(&encoded);
             } else {
@@ -795,8 +808,10 @@ impl GuestOpts {
                 args.push(format!("name=opt/vnu/run,file={}", file.display()));
             }
         }
-        args.push("-append".into());
-        args.push(append);
+        if !self.network_boot {
+            args.push("-append".into());
+            args.push(append);
+        }
         match &self.net {
             Net::User(opts) => {
                 args.push("-netdev".into());
@@ -819,7 +834,11 @@ impl GuestOpts {
             Net::Raw { args: raw, .. } => args.extend(raw.iter().cloned()),
         }
         args.push("-device".into());
-        let mut device = format!("virtio-net-pci,netdev=n0,mac={},romfile=", self.mac);
+        // No option ROM (it only slows the boot) unless the guest boots through it.
+        let mut device = format!("virtio-net-pci,netdev=n0,mac={}", self.mac);
+        if !self.network_boot {
+            device.push_str(",romfile=");
+        }
         if let Some(v) = vectors {
             device.push_str(&format!(",vectors={v}"));
         }
@@ -830,6 +849,30 @@ impl GuestOpts {
         args.push(device);
         Ok(args)
     }
+}
+
+/// The test guest's kernel command line.
+fn kernel_cmdline(v6wait: u32) -> String {
+    format!("console=ttyS0 quiet loglevel=1 panic=-1 vnu.v6wait={v6wait}")
+}
+
+/// Puts the test guest into `dir` for a network boot: `vmlinuz` and `initrd.gz` (links to the
+/// cached image) and `boot.ipxe`, an iPXE script that fetches both by TFTP from `server` and
+/// boots them with the usual command line. Serve `dir` with `tftp=DIR,bootfile=boot.ipxe`.
+pub fn network_boot_files(dir: &Path, server: &str, v6wait: u32) -> Result<()> {
+    let image = guest_image()?;
+    let io =
+        |what: &str, e: std::io::Error| Error::new(format!("{what} in {}: {e}", dir.display()));
+    for (name, target) in [("vmlinuz", &image.kernel), ("initrd.gz", &image.initrd)] {
+        let link = dir.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(target, &link).map_err(|e| io(name, e))?;
+    }
+    let script = format!(
+        "#!ipxe\nkernel tftp://{server}/vmlinuz {}\ninitrd tftp://{server}/initrd.gz\nboot\n",
+        kernel_cmdline(v6wait)
+    );
+    std::fs::write(dir.join("boot.ipxe"), script).map_err(|e| io("boot.ipxe", e))
 }
 
 /// A counting semaphore limiting how many QEMUs [`boot`] runs at once.

@@ -4,6 +4,11 @@
 //! byte, in 512-byte blocks and with `blksize`, and the same errors for a missing file and a
 //! name that climbs out of the root.
 //!
+//! A second guest boots from the network (QEMU's iPXE ROM, `-boot n`): DHCP names
+//! `boot.ipxe`, whose script fetches the test kernel and initrd by TFTP, and the guest then
+//! boots and reports as usual. Besides TFTP at volume (some 13 MB), that has two drivers use
+//! the device one after the other: iPXE's, then Linux's after a reset.
+//!
 //! The served directory is written under the target directory, the same for every guest of
 //! the run. Nothing leaves the machine: the TFTP server is inside slirp or the backend.
 
@@ -29,6 +34,7 @@ fn tftp_root() -> &'static PathBuf {
         std::fs::write(root.join("boot.img"), blob(BOOT_IMG)).expect("boot.img");
         std::fs::write(root.join("even.bin"), &blob(2048)[..]).expect("even.bin");
         std::fs::write(root.join("sub/menu.cfg"), b"default linux\n").expect("menu.cfg");
+        vnu_tests::network_boot_files(&root, "10.0.2.2", 0).expect("the network boot files");
         root
     })
 }
@@ -120,3 +126,33 @@ fn guest_fetches_what_slirp_serves(link: Link) {
 }
 
 both_links!(guest_fetches_what_slirp_serves);
+
+/// The guest boots from the network behind the backend: iPXE takes its DHCP lease and
+/// `boot.ipxe`, fetches the kernel and initrd from the backend's TFTP server, and the kernel it
+/// boots (there is no `-kernel`) gets its lease again and reaches its gateway.
+fn guest_boots_from_the_network(link: Link) {
+    if !e2e_ready() {
+        return;
+    }
+    let root = tftp_root().display().to_string();
+    let opts = format!("tftp={root},bootfile=boot.ipxe");
+    let backend = Backend::start_link(link, &["--slirp", &opts]).expect("starting the backend");
+    let name = format!("ours-{link}-pxe");
+    let run = boot(&GuestOpts::new(&name, backend.net()).network_boot());
+    let log = backend.log();
+    let context = format!("backend log:\n{}", vnu_tests::tail(&log, 40));
+    let run = run.unwrap_or_else(|e| panic!("{e}\n{context}"));
+    run.assert_values(
+        &[
+            ("dhcp.status", "bound"),
+            ("dhcp.ip", "10.0.2.15"),
+            ("dhcp.siaddr", "10.0.2.2"),
+            ("dhcp.boot_file", "boot.ipxe"),
+            ("guest.gw_ping", "ok"),
+        ],
+        &context,
+    );
+    assert!(run.get("guest.kernel").is_some(), "{}", run.report());
+}
+
+both_links!(guest_boots_from_the_network);
