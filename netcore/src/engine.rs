@@ -451,6 +451,9 @@ impl Engine {
                 v
             }
             tcp::PROTO_TCP => self.handle_tcp(&ip, frame, rx),
+            // slirp's udp6_input drops everything from a restricted guest, DHCPv6 and TFTP
+            // included.
+            ipv4::PROTO_UDP if self.plan.restrict => Verdict::Unhandled,
             ipv4::PROTO_UDP => {
                 let Some(ports) = self
                     .frame_buf

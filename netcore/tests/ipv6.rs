@@ -2,6 +2,10 @@
 //! gets one router advertisement, then advertisements come only when solicited (or
 //! periodically).
 
+mod common;
+
+use std::net::Ipv6Addr;
+
 use netcore::{Engine, MemoryLink};
 use policy::NetPlan;
 
@@ -70,4 +74,29 @@ fn no_ipv6_plan_means_no_advertisement() {
     let mut link = MemoryLink::new();
     engine.handle_frame(&mld_report(GUEST_LINK_LOCAL)[..], &mut link);
     assert!(link.take().is_empty());
+}
+
+/// DHCPv6 answers an Information-Request, except from a restricted guest: slirp's
+/// `udp6_input` drops all of a restricted guest's IPv6 UDP.
+#[test]
+fn dhcpv6_is_not_served_to_a_restricted_guest() {
+    let all_dhcp_agents: Ipv6Addr = "ff02::1:2".parse().unwrap();
+    let information_request = [11, 1, 2, 3, 0, 6, 0, 2, 0, 23];
+    let frame = common::udp6_frame(
+        Ipv6Addr::from(GUEST_LINK_LOCAL),
+        546,
+        all_dhcp_agents,
+        547,
+        &information_request,
+    );
+    let is_dhcpv6_reply = |f: &Vec<u8>| f.len() > 62 && f[20] == 17 && f[62] == 7;
+    for restrict in [false, true] {
+        let mut plan = NetPlan::slirp_default();
+        plan.restrict = restrict;
+        let mut engine = Engine::isolated(plan);
+        let mut link = MemoryLink::new();
+        engine.handle_frame(&frame[..], &mut link);
+        let replies = link.take().iter().filter(|f| is_dhcpv6_reply(f)).count();
+        assert_eq!(replies, usize::from(!restrict), "restrict={restrict}");
+    }
 }

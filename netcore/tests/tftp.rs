@@ -1,7 +1,7 @@
 //! The TFTP server as the engine serves it: datagrams to port 69 of the gateway address, of
 //! either family, are answered by the engine itself (never passed to a host socket), whether
-//! or not `tftp=` is set and whether or not the guest is restricted, and a datagram whose
-//! UDP checksum does not hold is dropped as malformed.
+//! or not `tftp=` is set, and a datagram whose UDP checksum does not hold is dropped as
+//! malformed. A restricted guest is served over IPv4 only: slirp drops all of its IPv6 UDP.
 
 mod common;
 
@@ -9,8 +9,8 @@ use std::net::Ipv6Addr;
 
 use common::*;
 use netcore::{Engine, EngineOptions};
-use policy::{MacAddr, NetPlan};
-use smoltcp::wire::{EthernetProtocol, IpProtocol, checksum};
+use policy::NetPlan;
+use smoltcp::wire::IpProtocol;
 use vmm_sys_util::tempdir::TempDir;
 
 const GUEST_V6: &str = "fec0::5054:ff:fe12:3456";
@@ -98,21 +98,7 @@ fn over_ipv6_the_gateway_address_serves_it() {
     let mut e = Engine::isolated(plan);
     let guest: Ipv6Addr = GUEST_V6.parse().unwrap();
     let gateway: Ipv6Addr = GATEWAY_V6.parse().unwrap();
-    let msg = rrq("boot.img");
-    let mut datagram = [&2001u16.to_be_bytes()[..], &[0, 69], &[0, 0, 0, 0], &msg].concat();
-    let len = datagram.len() as u16;
-    datagram[4..6].copy_from_slice(&len.to_be_bytes());
-    let pseudo = checksum::pseudo_header_v6(&guest, &gateway, IpProtocol::Udp, u32::from(len));
-    let sum = !checksum::combine(&[pseudo, checksum::data(&datagram)]);
-    datagram[6..8].copy_from_slice(&sum.to_be_bytes());
-    let mut packet = vec![0x60, 0, 0, 0];
-    packet.extend_from_slice(&len.to_be_bytes());
-    packet.extend_from_slice(&[17, 64]);
-    packet.extend_from_slice(&guest.octets());
-    packet.extend_from_slice(&gateway.octets());
-    packet.extend_from_slice(&datagram);
-    let dst = MacAddr::slirp_for_ipv6(gateway);
-    let frame = ethernet(dst, GUEST_MAC, EthernetProtocol::Ipv6, &packet);
+    let frame = udp6_frame(guest, 2001, gateway, 69, &rrq("boot.img"));
     let replies = run(&mut e, &frame);
     // The guest's first IPv6 frame also brings a router advertisement.
     let reply = replies
@@ -123,4 +109,21 @@ fn over_ipv6_the_gateway_address_serves_it() {
     assert_eq!(&reply[38..54], &guest.octets());
     assert_eq!(&reply[54..58], &[0, 69, 0x07, 0xd1]);
     assert_eq!(&reply[62..], b"\0\x03\0\x01kernel bytes");
+}
+
+#[test]
+fn restricted_guests_get_nothing_over_ipv6_as_slirp_drops_all_their_ipv6_udp() {
+    let (_dir, mut plan) = served();
+    plan.restrict = true;
+    let mut e = Engine::isolated(plan);
+    let guest: Ipv6Addr = GUEST_V6.parse().unwrap();
+    let gateway: Ipv6Addr = GATEWAY_V6.parse().unwrap();
+    let frame = udp6_frame(guest, 2001, gateway, 69, &rrq("boot.img"));
+    let replies = run(&mut e, &frame);
+    assert!(
+        replies.iter().all(|f| f[20] != 17),
+        "no UDP answer: {replies:02x?}"
+    );
+    assert_eq!(e.tftp_counters().transfers, 0);
+    assert_eq!(e.counters().tx_unhandled, 1);
 }

@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netcore::{Engine, MemoryLink};
 use policy::MacAddr;
@@ -159,6 +159,37 @@ pub fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8])
     udp.payload_mut().copy_from_slice(payload);
     udp.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
     buf
+}
+
+/// A whole IPv6 UDP frame from the guest (hop limit 64, checksum filled in) to `dst`'s
+/// slirp-style MAC (52:56 + its low 32 bits).
+pub fn udp6_frame(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let len = (8 + payload.len()) as u16;
+    let mut datagram = [
+        &sport.to_be_bytes()[..],
+        &dport.to_be_bytes(),
+        &len.to_be_bytes(),
+        &[0, 0],
+        payload,
+    ]
+    .concat();
+    let pseudo =
+        smoltcp::wire::checksum::pseudo_header_v6(&src, &dst, IpProtocol::Udp, u32::from(len));
+    let sum =
+        !smoltcp::wire::checksum::combine(&[pseudo, smoltcp::wire::checksum::data(&datagram)]);
+    datagram[6..8].copy_from_slice(&sum.to_be_bytes());
+    let mut packet = vec![0x60, 0, 0, 0];
+    packet.extend_from_slice(&len.to_be_bytes());
+    packet.extend_from_slice(&[17, 64]);
+    packet.extend_from_slice(&src.octets());
+    packet.extend_from_slice(&dst.octets());
+    packet.extend_from_slice(&datagram);
+    ethernet(
+        MacAddr::slirp_for_ipv6(dst),
+        GUEST_MAC,
+        EthernetProtocol::Ipv6,
+        &packet,
+    )
 }
 
 /// An ICMP echo request with a correct checksum.
