@@ -618,7 +618,7 @@ impl Engine {
             SocketAddr::new(ip.dst, 0),
         ) {
             Target::Connect(dest) => dest.ip(),
-            Target::Unreachable => return Verdict::Unhandled,
+            Target::Unreachable | Target::Restricted => return Verdict::Unhandled,
         };
         let Some(icmp_bytes) = self.frame_buf.get(ip.l4_offset..ip.l4_offset + ip.l4_len) else {
             return Verdict::Malformed;

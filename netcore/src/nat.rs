@@ -22,6 +22,9 @@ pub enum Target {
     Connect(SocketAddr),
     /// Not allowed or not routable: the guest gets an ICMP error (slirp's EPERM case).
     Unreachable,
+    /// `restrict=on`: slirp resets a TCP connection attempt and drops a UDP datagram or an
+    /// echo request without a word.
+    Restricted,
 }
 
 /// The engine-wide things the flow tables need for each operation.
@@ -77,7 +80,7 @@ pub const DNS_PORT: u16 = 53;
 /// The host destination for a guest packet to `dst`.
 pub fn outbound(plan: &NetPlan, upstream: &Upstream, dst: SocketAddr) -> Target {
     if plan.restrict {
-        return Target::Unreachable;
+        return Target::Restricted;
     }
     match dst.ip() {
         IpAddr::V4(ip) => {
@@ -295,9 +298,13 @@ mod tests {
             Target::Connect(sa("198.51.100.7:80"))
         );
         plan.restrict = true;
-        assert_eq!(
-            outbound(&plan, &up, sa("198.51.100.7:80")),
-            Target::Unreachable
-        );
+        for dst in [
+            "198.51.100.7:80",
+            "10.0.2.2:22",
+            "10.0.2.3:53",
+            "[fec0::2]:22",
+        ] {
+            assert_eq!(outbound(&plan, &up, sa(dst)), Target::Restricted, "{dst}");
+        }
     }
 }

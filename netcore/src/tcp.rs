@@ -358,6 +358,8 @@ pub struct TcpCounters {
     pub timeouts: u64,
     /// Guest segments the socket took only in part (the guest resends the rest).
     pub short_writes: u64,
+    /// Connection attempts a restricted guest made, reset as slirp resets them.
+    pub restricted: u64,
     /// Guest segments dropped for arriving after a gap (a duplicate ACK asks for the gap).
     pub out_of_order: u64,
     /// Host connections taken on forwarded ports.
@@ -534,6 +536,11 @@ impl TcpTable {
         let dest = match target() {
             Target::Connect(dest) => dest,
             Target::Unreachable => return SegmentOutcome::Unreachable { host: false },
+            Target::Restricted => {
+                self.counters.restricted += 1;
+                send_reset_for(ctx, seg, rx);
+                return SegmentOutcome::Handled;
+            }
         };
         let sock = match sys::socket(sys::family(&dest.ip()), libc::SOCK_STREAM, 0) {
             Ok(s) => s,

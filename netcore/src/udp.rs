@@ -68,6 +68,8 @@ pub struct UdpCounters {
     pub expired: u64,
     /// Datagrams to forwarded ports dropped: the guest had no address of a family to take them.
     pub no_guest_address: u64,
+    /// Datagrams a restricted guest sent, dropped as slirp drops them.
+    pub restricted: u64,
 }
 
 /// The table of UDP flows.
@@ -117,8 +119,13 @@ impl UdpTable {
         payload_offset: usize,
         len: usize,
     ) -> Sent {
-        let Target::Connect(dest) = target else {
-            return Sent::Unreachable;
+        let dest = match target {
+            Target::Connect(dest) => dest,
+            Target::Unreachable => return Sent::Unreachable,
+            Target::Restricted => {
+                self.counters.restricted += 1;
+                return Sent::Dropped;
+            }
         };
         let slot = match self.index.get(&guest) {
             Some(&slot) => slot,

@@ -161,11 +161,40 @@ pub fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8])
     buf
 }
 
-/// A whole IPv6 UDP frame from the guest (hop limit 64, checksum filled in) to `dst`'s
-/// slirp-style MAC (52:56 + its low 32 bits).
+/// A whole IPv6 frame from the guest (hop limit 64) to `dst`'s slirp-style MAC (52:56 + its
+/// low 32 bits), carrying `l4` of protocol `next_header`, whose checksum (at `checksum_at`
+/// within `l4`) is filled in here.
+pub fn ipv6_frame(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    next_header: IpProtocol,
+    mut l4: Vec<u8>,
+    checksum_at: usize,
+) -> Vec<u8> {
+    use smoltcp::wire::checksum;
+    let len = l4.len() as u16;
+    l4[checksum_at..checksum_at + 2].copy_from_slice(&[0, 0]);
+    let pseudo = checksum::pseudo_header_v6(&src, &dst, next_header, u32::from(len));
+    let sum = !checksum::combine(&[pseudo, checksum::data(&l4)]);
+    l4[checksum_at..checksum_at + 2].copy_from_slice(&sum.to_be_bytes());
+    let mut packet = vec![0x60, 0, 0, 0];
+    packet.extend_from_slice(&len.to_be_bytes());
+    packet.extend_from_slice(&[next_header.into(), 64]);
+    packet.extend_from_slice(&src.octets());
+    packet.extend_from_slice(&dst.octets());
+    packet.extend_from_slice(&l4);
+    ethernet(
+        MacAddr::slirp_for_ipv6(dst),
+        GUEST_MAC,
+        EthernetProtocol::Ipv6,
+        &packet,
+    )
+}
+
+/// A whole IPv6 UDP frame from the guest, as [`ipv6_frame`] frames it.
 pub fn udp6_frame(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
     let len = (8 + payload.len()) as u16;
-    let mut datagram = [
+    let datagram = [
         &sport.to_be_bytes()[..],
         &dport.to_be_bytes(),
         &len.to_be_bytes(),
@@ -173,23 +202,20 @@ pub fn udp6_frame(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, payload:
         payload,
     ]
     .concat();
-    let pseudo =
-        smoltcp::wire::checksum::pseudo_header_v6(&src, &dst, IpProtocol::Udp, u32::from(len));
-    let sum =
-        !smoltcp::wire::checksum::combine(&[pseudo, smoltcp::wire::checksum::data(&datagram)]);
-    datagram[6..8].copy_from_slice(&sum.to_be_bytes());
-    let mut packet = vec![0x60, 0, 0, 0];
-    packet.extend_from_slice(&len.to_be_bytes());
-    packet.extend_from_slice(&[17, 64]);
-    packet.extend_from_slice(&src.octets());
-    packet.extend_from_slice(&dst.octets());
-    packet.extend_from_slice(&datagram);
-    ethernet(
-        MacAddr::slirp_for_ipv6(dst),
-        GUEST_MAC,
-        EthernetProtocol::Ipv6,
-        &packet,
-    )
+    ipv6_frame(src, dst, IpProtocol::Udp, datagram, 6)
+}
+
+/// A bare TCP SYN (no options) from `sport` to `dport` with sequence number `seq`; its
+/// checksum is left for the caller (zero).
+pub fn tcp_syn(sport: u16, dport: u16, seq: u32) -> Vec<u8> {
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&dport.to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x02;
+    tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    tcp
 }
 
 /// An ICMP echo request with a correct checksum.
