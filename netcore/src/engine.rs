@@ -545,9 +545,7 @@ impl Engine {
             }
             Sent::Dropped => Verdict::Consumed,
             Sent::Unreachable => {
-                if ip.src.is_ipv4() {
-                    self.unreachable(frame, icmp::UNREACH_NET, rx);
-                }
+                self.unreachable(frame, false, rx);
                 Verdict::Consumed
             }
         }
@@ -576,15 +574,8 @@ impl Engine {
             &mut tap,
         );
         self.arm_timer();
-        if let SegmentOutcome::Unreachable { host } = outcome
-            && ip.src.is_ipv4()
-        {
-            let code = if host {
-                icmp::UNREACH_HOST
-            } else {
-                icmp::UNREACH_NET
-            };
-            self.unreachable(frame, code, rx);
+        if let SegmentOutcome::Unreachable { host } = outcome {
+            self.unreachable(frame, host, rx);
         }
         Verdict::Consumed
     }
@@ -630,21 +621,43 @@ impl Engine {
         Verdict::Consumed
     }
 
-    /// Tells the guest that the packet in `frame` could not be delivered.
-    fn unreachable<F, L>(&mut self, frame: &F, code: u8, rx: &mut L)
+    /// Tells the guest that the packet in `frame` could not be delivered: ICMP or ICMPv6
+    /// destination unreachable, "host" or "address" when the kernel said so (`EHOSTUNREACH`).
+    fn unreachable<F, L>(&mut self, frame: &F, host: bool, rx: &mut L)
     where
         F: TxFrame + ?Sized,
         L: RxLink,
     {
-        self.load(frame, ethernet::HEADER_LEN + icmp::MAX_QUOTE);
+        self.load(
+            frame,
+            ethernet::HEADER_LEN + icmp::MAX_QUOTE.max(ndp::MAX_QUOTE),
+        );
         self.reply_buf.clear();
-        if icmp::unreachable(
-            &self.plan,
-            &mut self.ip_ident,
-            &self.frame_buf,
-            code,
-            &mut self.reply_buf,
-        ) {
+        let built = match ethernet::parse_header(&self.frame_buf) {
+            Some((_, _, ethernet::ETHERTYPE_IPV6)) => self.plan.ipv6.as_ref().is_some_and(|v6| {
+                let code = if host {
+                    ndp::UNREACH_ADDRESS
+                } else {
+                    ndp::UNREACH_NO_ROUTE
+                };
+                ndp::unreachable(v6, &self.frame_buf, code, &mut self.reply_buf)
+            }),
+            _ => {
+                let code = if host {
+                    icmp::UNREACH_HOST
+                } else {
+                    icmp::UNREACH_NET
+                };
+                icmp::unreachable(
+                    &self.plan,
+                    &mut self.ip_ident,
+                    &self.frame_buf,
+                    code,
+                    &mut self.reply_buf,
+                )
+            }
+        };
+        if built {
             self.counters.unreachables += 1;
             let reply = std::mem::take(&mut self.reply_buf);
             self.send(&reply, rx);

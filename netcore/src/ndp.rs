@@ -1,4 +1,4 @@
-//! IPv6 neighbour discovery and local ICMPv6 echo, as slirp answers them.
+//! IPv6 neighbour discovery, local ICMPv6 echo and ICMPv6 errors, as slirp sends them.
 //!
 //! # Theory of operation
 //!
@@ -14,6 +14,8 @@
 //! * Neighbour Solicitation for an emulated address: a Neighbour Advertisement with R=1, O=1,
 //!   and S=1 unless it goes to a multicast address, carrying the target link-layer address.
 //! * Echo request to an emulated address: an echo reply from that address.
+//! * A TCP connection or UDP datagram the engine cannot deliver: a destination unreachable
+//!   from fe80::2 quoting the packet ([`unreachable`]).
 //!
 //! Every packet we send has hop limit 255 (slirp's IPv6 output), except the RA's own
 //! current-hop-limit field, which advertises 64. Nothing here keeps state but the time of
@@ -43,6 +45,14 @@ const PREFIX_PREFERRED: u32 = 14400;
 /// slirp's RDNSS lifetime: `2 * 600000`, a unit mix-up it has always sent.
 const RDNSS_LIFETIME: u32 = 1_200_000;
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+const DEST_UNREACHABLE: u8 = 1;
+/// Destination-unreachable codes slirp sends: no route (a connect or send that failed) and
+/// address unreachable (`EHOSTUNREACH`).
+pub const UNREACH_NO_ROUTE: u8 = 0;
+pub const UNREACH_ADDRESS: u8 = 3;
+/// The most of the invoking packet an error quotes: slirp's 1500-byte MTU less the error's
+/// IPv6 and ICMPv6 headers.
+pub const MAX_QUOTE: usize = 1500 - ip::IPV6_HEADER_LEN - 8;
 
 /// The IPv6 header of a guest packet.
 #[derive(Debug, Clone, Copy)]
@@ -170,7 +180,7 @@ pub fn handle(
 }
 
 /// Writes an ICMPv6 packet `body` (checksum field zero) from `src` to `dst` as a frame.
-fn frame(src: Ipv6Addr, dst: Ipv6Addr, dst_mac: MacAddr, body: &[u8], out: &mut Vec<u8>) {
+fn frame_into(src: Ipv6Addr, dst: Ipv6Addr, dst_mac: MacAddr, body: &[u8], out: &mut Vec<u8>) {
     let meta = PacketMeta {
         src_mac: MacAddr::slirp_for_ipv6(src),
         dst_mac,
@@ -211,7 +221,7 @@ pub fn router_advert(v6: &Ipv6Plan, has_v6_resolver: bool, out: &mut Vec<u8>) {
         body.extend_from_slice(&RDNSS_LIFETIME.to_be_bytes());
         body.extend_from_slice(&v6.dns.octets());
     }
-    frame(
+    frame_into(
         router,
         ALL_NODES,
         MacAddr([0x33, 0x33, 0, 0, 0, 1]),
@@ -232,14 +242,42 @@ fn neighbor_advert(target: Ipv6Addr, to: Ipv6Addr, guest_mac: MacAddr, out: &mut
     body.extend_from_slice(&target.octets());
     body.extend_from_slice(&[2, 1]);
     body.extend_from_slice(&MacAddr::slirp_for_ipv6(target).0);
-    frame(target, dst, dst_mac, &body, out);
+    frame_into(target, dst, dst_mac, &body, out);
+}
+
+/// Builds an ICMPv6 destination-unreachable error about the guest packet at the start of
+/// `frame` (Ethernet onwards, possibly cut short), as slirp's `icmp6_send_error` does: from
+/// the router's link-local address, quoting up to [`MAX_QUOTE`] bytes of the packet. Returns
+/// false for a packet from a multicast or unspecified address, which gets no error. Only TCP
+/// and UDP failures call it, so an error never answers an error.
+pub fn unreachable(v6: &Ipv6Plan, frame: &[u8], code: u8, out: &mut Vec<u8>) -> bool {
+    let Some((_, guest_mac, _)) = ethernet::parse_header(frame) else {
+        return false;
+    };
+    let Some(packet) = frame.get(ethernet::HEADER_LEN..) else {
+        return false;
+    };
+    let Some(src) = packet.get(8..24) else {
+        return false;
+    };
+    let src = Ipv6Addr::from(<[u8; 16]>::try_from(src).expect("16 bytes"));
+    if src.is_multicast() || src.is_unspecified() {
+        return false;
+    }
+    let total = ip::IPV6_HEADER_LEN + usize::from(u16::from_be_bytes([packet[4], packet[5]]));
+    let quote = &packet[..total.min(packet.len()).min(MAX_QUOTE)];
+    let mut body = Vec::with_capacity(8 + quote.len());
+    body.extend_from_slice(&[DEST_UNREACHABLE, code, 0, 0, 0, 0, 0, 0]);
+    body.extend_from_slice(quote);
+    frame_into(router_address(v6), src, guest_mac, &body, out);
+    true
 }
 
 fn echo_reply(ip: &Ipv6Header, icmp: &[u8], guest_mac: MacAddr, out: &mut Vec<u8>) {
     let mut body = icmp.to_vec();
     body[0] = ECHO_REPLY;
     body[2..4].fill(0);
-    frame(ip.dst, ip.src, guest_mac, &body, out);
+    frame_into(ip.dst, ip.src, guest_mac, &body, out);
 }
 
 #[cfg(test)]
@@ -435,6 +473,38 @@ mod tests {
         assert_eq!(ip.hop_limit, 255);
         assert_eq!(reply[ip.l4_offset], ECHO_REPLY);
         assert_eq!(&reply[ip.l4_offset + 4..], &body[4..]);
+    }
+
+    #[test]
+    fn unreachable_quotes_at_most_max_quote_and_never_answers_multicast_or_unspecified() {
+        let v6 = NetPlan::slirp_default().ipv6.unwrap();
+        let guest: Ipv6Addr = "fec0::5054:ff:fe41:2c49".parse().unwrap();
+        let big = guest_frame(guest, v6.gateway, 64, &vec![0xab; 3000]);
+        let mut out = Vec::new();
+        assert!(unreachable(&v6, &big, UNREACH_ADDRESS, &mut out));
+        assert_eq!(
+            out.len(),
+            54 + 8 + MAX_QUOTE,
+            "the packet quoted up to 1452 bytes"
+        );
+        assert_eq!(out.len(), 14 + 1500);
+        assert_eq!((out[54], out[55]), (1, UNREACH_ADDRESS));
+        assert_eq!(
+            &out[62..62 + 40],
+            &big[14..54],
+            "the quote starts at the IPv6 header"
+        );
+        for src in [Ipv6Addr::UNSPECIFIED, "ff02::1".parse().unwrap()] {
+            let frame = guest_frame(src, v6.gateway, 64, &[0; 8]);
+            assert!(
+                !unreachable(&v6, &frame, UNREACH_NO_ROUTE, &mut out),
+                "{src}"
+            );
+        }
+        assert!(
+            !unreachable(&v6, &big[..30], UNREACH_NO_ROUTE, &mut out),
+            "cut short"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::net::Ipv6Addr;
 
 use netcore::{Engine, MemoryLink};
 use policy::NetPlan;
+use smoltcp::wire::checksum;
 
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0, 0x41, 0x2c, 0x49];
 
@@ -99,4 +100,57 @@ fn dhcpv6_is_not_served_to_a_restricted_guest() {
         let replies = link.take().iter().filter(|f| is_dhcpv6_reply(f)).count();
         assert_eq!(replies, usize::from(!restrict), "restrict={restrict}");
     }
+}
+
+/// A connection or datagram the backend cannot deliver gets an ICMPv6 destination unreachable
+/// (no route) from fe80::2 quoting it, as slirp's `icmp6_send_error` sends one: a guest tool
+/// trying IPv6 first falls back at once rather than after its SYN timeout.
+#[test]
+fn undeliverable_tcp_and_udp_get_icmpv6_destination_unreachable() {
+    let guest: Ipv6Addr = "fec0::5054:ff:fe12:3456".parse().unwrap();
+    let gateway: Ipv6Addr = "fec0::2".parse().unwrap();
+    let router: Ipv6Addr = "fe80::2".parse().unwrap();
+    let mut plan = NetPlan::slirp_default();
+    // The gateway address leads nowhere: every connection to it fails.
+    plan.map_gateway_to_loopback = false;
+    let syn = common::ipv6_frame(
+        guest,
+        gateway,
+        smoltcp::wire::IpProtocol::Tcp,
+        common::tcp_syn(40000, 22, 9),
+        16,
+    );
+    let datagram = common::udp6_frame(guest, 5000, gateway, 7, b"echo?");
+    let options = netcore::EngineOptions::default();
+    let mut engine = Engine::with_options(plan, options).expect("engine");
+    for frame in [syn, datagram] {
+        let mut link = MemoryLink::new();
+        engine.handle_frame(&frame[..], &mut link);
+        let errors: Vec<Vec<u8>> = link
+            .take()
+            .into_iter()
+            .filter(|f| f.len() > 54 && f[20] == 58 && f[54] == 1)
+            .collect();
+        assert_eq!(errors.len(), 1, "one destination unreachable");
+        let e = &errors[0];
+        assert_eq!(&e[0..6], &frame[6..12], "to the guest's MAC");
+        assert_eq!(&e[6..12], &[0x52, 0x56, 0, 0, 0, 2], "from fe80::2's MAC");
+        assert_eq!(e[21], 255, "hop limit");
+        assert_eq!(&e[22..38], &router.octets());
+        assert_eq!(&e[38..54], &guest.octets());
+        assert_eq!(e[55], 0, "code: no route");
+        assert_eq!(&e[62..], &frame[14..], "the whole packet quoted");
+        let pseudo = checksum::pseudo_header_v6(
+            &router,
+            &guest,
+            smoltcp::wire::IpProtocol::Icmpv6,
+            (e.len() - 54) as u32,
+        );
+        assert_eq!(
+            checksum::combine(&[pseudo, checksum::data(&e[54..])]),
+            0xffff
+        );
+    }
+    assert_eq!(engine.counters().unreachables, 2);
+    assert_eq!(engine.open_flows(), (0, 0, 0));
 }
