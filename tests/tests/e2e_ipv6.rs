@@ -168,9 +168,15 @@ fn custom_ipv6_net_matches_slirp() {
 /// The remote test host's IPv6 address on the veth, and the host namespace's end.
 const REMOTE6: &str = "2001:db8:6::1";
 const HOST6: &str = "2001:db8:6::2";
+/// A prefix the backend's namespace routes nowhere (`ip route add unreachable`), and a host in it.
+const UNROUTED6: &str = "2001:db8:99::/48";
+const UNROUTED_HOST6: &str = "2001:db8:99::1";
 
 /// Over IPv6 to a remote host: the guest fetches 16 MiB from a test host in its own network
-/// namespace (IPv6 on the veth, nothing else) and runs iperf3 -6 both ways with it.
+/// namespace (IPv6 on the veth, nothing else) and runs iperf3 -6 both ways with it. A
+/// connection to a prefix the backend's namespace has an `unreachable` route for fails in the
+/// guest at once, with the backend's ICMPv6 error, not after the guest's SYN timeout (and
+/// nothing leaves the namespace).
 #[test]
 fn ipv6_to_a_remote_host_in_a_namespace() {
     use vnu_tests::netns::{self, Netns, boot_in, veth};
@@ -195,6 +201,8 @@ fn ipv6_to_a_remote_host_in_a_namespace() {
     .expect("veth");
     host.ip(&["-6", "route", "add", "default", "via", REMOTE6])
         .expect("default route");
+    host.ip(&["-6", "route", "add", "unreachable", UNROUTED6])
+        .expect("unreachable route");
 
     let dir = vnu_tests::TempDir::new("v6remote").expect("temp dir");
     let body = hostsrv::blob(16 << 20);
@@ -230,7 +238,9 @@ fn ipv6_to_a_remote_host_in_a_namespace() {
     let script = format!(
         "{WAIT_ADDRESS}echo v6r.fetch_sha=$(wget -q -O - http://[{REMOTE6}]:8080/blob | sha256sum | cut -c1-16)\n\
          echo v6r.iperf_tx=$(iperf3 -6 -c {REMOTE6} -t 2 -f m 2>&1 | awk '/receiver/{{print $(NF-2)}}')\n\
-         echo v6r.iperf_rx=$(iperf3 -6 -c {REMOTE6} -t 2 -R -f m 2>&1 | awk '/receiver/{{print $(NF-2)}}')\n"
+         echo v6r.iperf_rx=$(iperf3 -6 -c {REMOTE6} -t 2 -R -f m 2>&1 | awk '/receiver/{{print $(NF-2)}}')\n\
+         t0=$(date +%s); out=$(nc -w 30 {UNROUTED_HOST6} 80 < /dev/null 2>&1); rc=$?\n\
+         echo v6r.unrouted=\"rc $rc after $(($(date +%s) - t0)) s: $out\"\n"
     );
     let run = boot_in(
         &host,
@@ -250,4 +260,14 @@ fn ipv6_to_a_remote_host_in_a_namespace() {
         "16 MiB over IPv6 from the remote host\n{context}"
     );
     assert_rates(&run, &["v6r.iperf_tx", "v6r.iperf_rx"], &context);
+    let unrouted = run_value(&run, "v6r.unrouted").unwrap_or_default();
+    let fast = ["after 0 s", "after 1 s", "after 2 s"]
+        .iter()
+        .any(|t| unrouted.contains(t));
+    assert!(
+        !unrouted.starts_with("rc 0")
+            && fast
+            && (unrouted.contains("No route to host") || unrouted.contains("unreachable")),
+        "a connection to {UNROUTED_HOST6} must fail at once as unreachable: {unrouted}\n{context}"
+    );
 }
