@@ -10,7 +10,8 @@
 //! violation" (2), a mode other than octet "Unsupported transfer mode" (4), a name with a
 //! `../` or ending in `/` "Access violation", a file that does not open "File not found" (1).
 //! The first two options of `tsize` and `blksize` are answered in an OACK (a `tsize` of 0 asks
-//! for the size; `blksize` is capped at 1428, which fits a 1500-byte MTU); otherwise block 1
+//! for the size; `blksize` is capped at 1428, which fits a 1500-byte MTU, or lower to fit a
+//! smaller link MTU, since nothing here fragments); otherwise block 1
 //! goes out at once. A request from a client that has a session starts it afresh; with all 20
 //! sessions busy, requests go unanswered. An ERROR from the client ends its session.
 //!
@@ -126,6 +127,8 @@ pub struct Exchange<'a> {
 #[derive(Debug)]
 pub struct Server {
     root: Option<PathBuf>,
+    /// The link MTU: a negotiated block must fit one packet, as we never fragment.
+    mtu: u16,
     sessions: Vec<Option<Session>>,
     pub counters: TftpCounters,
 }
@@ -134,6 +137,7 @@ impl Server {
     pub fn new(plan: &NetPlan) -> Self {
         Server {
             root: plan.tftp_root.clone(),
+            mtu: plan.mtu,
             sessions: (0..MAX_SESSIONS).map(|_| None).collect(),
             counters: TftpCounters::default(),
         }
@@ -165,6 +169,15 @@ impl Server {
                 Verdict::Consumed
             }
         }
+    }
+
+    /// The largest `blksize` granted: slirp's 1428, less where the link MTU is smaller (slirp
+    /// would fragment; we do not), but never below the default block.
+    fn max_block_size(&self, server: IpAddr) -> usize {
+        let headers = ip::l2_l3_len(&server) - crate::ethernet::HEADER_LEN + UDP_HEADER_LEN + 4;
+        usize::from(self.mtu)
+            .saturating_sub(headers)
+            .clamp(DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE)
     }
 
     fn find(&self, client: SocketAddr) -> Option<usize> {
@@ -256,7 +269,7 @@ impl Server {
             } else if key.eq_ignore_ascii_case(b"blksize") {
                 let asked = atoi(value);
                 if asked > 0 {
-                    session.block_size = (asked as usize).min(MAX_BLOCK_SIZE);
+                    session.block_size = (asked as usize).min(self.max_block_size(ex.server));
                     session.sent_len = session.block_size;
                     answered[count] = ("blksize", session.block_size as u64);
                     count += 1;
@@ -668,6 +681,20 @@ mod tests {
         ]);
         assert_eq!(r.send(11, &asked), Some(oack));
         assert_eq!(r.send(11, &ack(0)), data(1, &file[..8]));
+    }
+
+    #[test]
+    fn blksize_is_capped_to_what_fits_the_link_mtu() {
+        let mut r = rig(&[("f", &pattern(3000))]);
+        r.server.mtu = 1000;
+        let oack = |n: &str| Some(Reply::Oack(vec![("blksize".into(), n.into())]));
+        // 1000 - 20 (IPv4) - 8 (UDP) - 4 (TFTP)
+        assert_eq!(r.send(1, &rrq("f", &[("blksize", "1428")])), oack("968"));
+        assert_eq!(r.send(2, &rrq("f", &[("blksize", "900")])), oack("900"));
+        r.server.mtu = 576;
+        assert_eq!(r.send(3, &rrq("f", &[("blksize", "1428")])), oack("544"));
+        r.server.mtu = 300;
+        assert_eq!(r.send(4, &rrq("f", &[("blksize", "1428")])), oack("512"));
     }
 
     #[test]
