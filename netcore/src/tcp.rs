@@ -1053,12 +1053,14 @@ where
                     flow.wrote(n);
                     if n < len {
                         counters.short_writes += 1;
+                        log_short_write(flow, n, len);
                         flow.forget_window();
                         want_write(flow, ctx.epoll);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     counters.short_writes += 1;
+                    log_short_write(flow, 0, len);
                     flow.forget_window();
                     want_write(flow, ctx.epoll);
                 }
@@ -1399,6 +1401,21 @@ fn send_space(fd: RawFd, segment: u32) -> (u32, u32) {
         payload(memory.budget),
         payload(memory.budget.saturating_sub(memory.queued)),
     )
+}
+
+/// A write the socket did not take whole: with the window kept within the socket's room this
+/// should not happen, so say what the socket had (the guest resends what follows).
+fn log_short_write(flow: &Flow, took: usize, len: usize) {
+    if log::log_enabled!(log::Level::Debug) {
+        let memory = sys::send_memory(flow.fd());
+        log::debug!(
+            "{}: the socket took {took} of {len} bytes; window estimate {:#x}, largest segment \
+             {}, memory {memory:?}",
+            flow.key.remote,
+            flow.window.load(Ordering::Relaxed),
+            flow.largest_segment,
+        );
+    }
 }
 
 /// The window we advertise to `flow`'s guest, in bytes.
