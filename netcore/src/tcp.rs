@@ -1404,11 +1404,11 @@ fn send_space(fd: RawFd, segment: u32) -> (u32, u32) {
 }
 
 /// A write the socket did not take whole: with the window kept within the socket's room this
-/// should not happen, so say what the socket had (the guest resends what follows).
+/// should be rare (the guest resends what follows), so say what the socket had.
 fn log_short_write(flow: &Flow, took: usize, len: usize) {
-    if log::log_enabled!(log::Level::Debug) {
+    if log::log_enabled!(log::Level::Info) {
         let memory = sys::send_memory(flow.fd());
-        log::debug!(
+        log::info!(
             "{}: the socket took {took} of {len} bytes; window estimate {:#x}, largest segment \
              {}, memory {memory:?}",
             flow.key.remote,

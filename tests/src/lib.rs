@@ -607,6 +607,22 @@ impl Backend {
         read_lossy(&self.log)
     }
 
+    /// The counters the backend logs when its frontend goes away (its last `connection
+    /// summary` line), waiting up to `timeout` for QEMU's exit to reach it.
+    pub fn connection_summary(&self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().rev().find(|l| l.contains("connection summary")) {
+                return Some(line.to_owned());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The exit status, if it has exited.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
         if self.exit.is_none() {
@@ -873,6 +889,17 @@ pub fn network_boot_files(dir: &Path, server: &str, v6wait: u32) -> Result<()> {
         kernel_cmdline(v6wait)
     );
     std::fs::write(dir.join("boot.ipxe"), script).map_err(|e| io("boot.ipxe", e))
+}
+
+/// Counter `name` (`name: N`) of a backend's connection summary line.
+pub fn summary_counter(summary: &str, name: &str) -> Option<u64> {
+    summary
+        .split(&format!(" {name}: "))
+        .nth(1)?
+        .split([',', ' ', '}'])
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A counting semaphore limiting how many QEMUs [`boot`] runs at once.

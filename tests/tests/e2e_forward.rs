@@ -330,18 +330,10 @@ fn forwards_reach_guest_services(link: Link) {
         context(&backend, &console)
     );
     // QEMU is gone: the backend logs the connection's counters.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut log = backend.log();
-    while !log.contains("connection summary") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        log = backend.log();
-    }
+    let summary = backend.connection_summary(Duration::from_secs(10));
+    let log = backend.log();
     assert!(backend.is_running(), "the backend exited:\n{log}");
-    let refused: Option<u64> = log
-        .split("guest_refused: ")
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok());
+    let refused = summary.and_then(|s| vnu_tests::summary_counter(&s, "guest_refused"));
     assert_eq!(
         refused,
         Some(1),

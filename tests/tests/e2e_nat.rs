@@ -65,13 +65,15 @@ const CHURN_PER_LOOP: usize = 500;
 const CHURN_REFUSED: usize = 100;
 /// TCP retransmissions the guest may need over the whole churn (the link loses nothing).
 const CHURN_RETRANS_LIMIT: usize = 10;
-/// TCP retransmissions the guest may need over the transfers: the link loses nothing, and a
-/// window that overfills the host socket makes the guest resend about a hundred segments.
-/// Room for one short write: on a loaded machine (twice in CI on 2026-12-02, over the stream
-/// link) the socket took less than the window promised once in a run, and the guest resent
-/// the rest of its flight, 26 and 35 segments. Why is not known yet:
-/// `RUST_LOG=netcore::tcp=debug` logs the socket's memory at each short write.
-const TRANSFER_RETRANS_LIMIT: usize = 50;
+/// TCP retransmissions the guest may need over the transfers, besides those a short write
+/// causes: the link loses nothing.
+const TRANSFER_RETRANS_LIMIT: usize = 10;
+/// Writes the host socket took short, at most: each makes the guest resend the rest of its
+/// flight (the backend drops what follows the gap), and a window that overfills the socket
+/// makes them many. One is allowed: on a loaded machine (three CI runs on 2026-12-02, over the
+/// stream link) one write in a run came short, and the guest resent 26 to 56 segments. Why is
+/// not known yet; the backend logs the socket's memory at each.
+const SHORT_WRITES_LIMIT: u64 = 1;
 /// The file the churn's HTTP requests fetch from the host's loopback, and its content.
 const SMALL_FILE: &str = "small";
 const SMALL_CONTENT: &str = "small-file";
@@ -593,15 +595,36 @@ fn nat_transfers_dns_ping_and_iperf(link: Link) {
         "0",
         "frames the guest's virtio-net driver dropped after all transfers",
     );
+    // QEMU is gone: the backend's counters say how many segments it had to drop.
+    let summary = backend.connection_summary(Duration::from_secs(10));
+    let counter = |name| {
+        summary
+            .as_deref()
+            .and_then(|s| vnu_tests::summary_counter(s, name))
+    };
+    let short_writes = counter("short_writes");
+    let dropped = counter("out_of_order").unwrap_or(0);
+    c.check(
+        short_writes.is_some_and(|n| n <= SHORT_WRITES_LIMIT),
+        || {
+            format!(
+                "writes the host socket took short (the backend offered the guest a window the \
+             socket had no room for): {short_writes:?}, at most {SHORT_WRITES_LIMIT} expected"
+            )
+        },
+    );
     let retrans = c.expect_at_most(
         "tcp.retrans",
-        TRANSFER_RETRANS_LIMIT,
-        "TCP segments the guest retransmitted over the transfers (the backend refused \
-         segments inside its window)",
+        TRANSFER_RETRANS_LIMIT + dropped as usize,
+        "TCP segments the guest retransmitted over the transfers, beyond 10 and the segments \
+         the backend dropped after a gap",
     );
     figure(
         link,
-        &format!("TCP segments the guest retransmitted over the run: {retrans}"),
+        &format!(
+            "TCP segments the guest retransmitted over the run: {retrans} \
+             (short writes {short_writes:?}, segments dropped after them {dropped})"
+        ),
     );
     let context = lab.context(&mut backend);
     c.check(backend.is_running(), || "the backend exited".to_owned());
