@@ -626,6 +626,14 @@ fn nat_transfers_dns_ping_and_iperf(link: Link) {
              (short writes {short_writes:?}, segments dropped after them {dropped})"
         ),
     );
+    // Shown even when within the limit: what the socket had is the clue to why.
+    for line in backend
+        .log()
+        .lines()
+        .filter(|l| l.contains("the socket took"))
+    {
+        figure(link, &format!("short write: {line}"));
+    }
     let context = lab.context(&mut backend);
     c.check(backend.is_running(), || "the backend exited".to_owned());
     c.finish(&context);
