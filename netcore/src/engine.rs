@@ -487,8 +487,9 @@ impl Engine {
         }
     }
 
-    /// A datagram for the TFTP server: answered whether or not the guest is restricted, as
-    /// slirp answers it before its restriction applies.
+    /// A datagram for the TFTP server. Over IPv4 it is answered whether or not the guest is
+    /// restricted, as slirp answers it before its restriction applies (over IPv6 a restricted
+    /// guest's UDP never gets here).
     fn handle_tftp<F: TxFrame + ?Sized>(
         &mut self,
         ip: &IpHeader,

@@ -95,7 +95,7 @@ pub struct TftpCounters {
 #[derive(Debug)]
 struct Session {
     client: SocketAddr,
-    file: Option<File>,
+    file: File,
     block_size: usize,
     /// Number of the last DATA block sent (0: none yet, or only the OACK).
     sent: u32,
@@ -204,15 +204,6 @@ impl Server {
             self.counters.busy += 1;
             return Verdict::Consumed;
         };
-        let mut session = Session {
-            client: ex.client,
-            file: None,
-            block_size: DEFAULT_BLOCK_SIZE,
-            sent: 0,
-            sent_len: DEFAULT_BLOCK_SIZE,
-            sent_at: ex.now,
-            last_activity: ex.now,
-        };
         let Some(root) = &self.root else {
             return self.error(ex, ACCESS_VIOLATION, out);
         };
@@ -243,6 +234,7 @@ impl Server {
         }
 
         // The options: the first two of tsize and blksize that appear, others skipped.
+        let mut block_size = DEFAULT_BLOCK_SIZE;
         let mut answered: [(&str, u64); 2] = [("", 0); 2];
         let mut count = 0;
         while at < req.len() && count < answered.len() {
@@ -269,15 +261,22 @@ impl Server {
             } else if key.eq_ignore_ascii_case(b"blksize") {
                 let asked = atoi(value);
                 if asked > 0 {
-                    session.block_size = (asked as usize).min(self.max_block_size(ex.server));
-                    session.sent_len = session.block_size;
-                    answered[count] = ("blksize", session.block_size as u64);
+                    block_size = (asked as usize).min(self.max_block_size(ex.server));
+                    answered[count] = ("blksize", block_size as u64);
                     count += 1;
                 }
             }
         }
 
-        session.file = Some(file);
+        self.sessions[slot] = Some(Session {
+            client: ex.client,
+            file,
+            block_size,
+            sent: 0,
+            sent_len: block_size,
+            sent_at: ex.now,
+            last_activity: ex.now,
+        });
         self.counters.transfers += 1;
         if count > 0 {
             let body = start_reply(ex, out);
@@ -289,10 +288,8 @@ impl Server {
                 let _ = write!(out, "{value}\0");
             }
             finish_reply(ex, body, out);
-            self.sessions[slot] = Some(session);
             return Verdict::Reply;
         }
-        self.sessions[slot] = Some(session);
         self.send_block(slot, 1, ex, out)
     }
 
@@ -335,9 +332,7 @@ impl Server {
         out: &mut Vec<u8>,
     ) -> Verdict {
         let Some(Session {
-            file: Some(file),
-            block_size,
-            ..
+            file, block_size, ..
         }) = self.sessions[slot].as_ref()
         else {
             return Verdict::Consumed;
@@ -350,7 +345,7 @@ impl Server {
         out.resize(data_at + block_size, 0);
         let offset = u64::from(number - 1) * block_size as u64;
         let Some(len) = read_fully(file, &mut out[data_at..], offset) else {
-            self.sessions[slot] = None;
+            // The error ends the session.
             return self.error(ex, FILE_NOT_FOUND, out);
         };
         out.truncate(data_at + len);
@@ -570,7 +565,8 @@ mod tests {
             assert_eq!(&frame[6..12], &GATEWAY_MAC.0);
             let ip = crate::ipv4::parse(&frame[14..]).expect("a valid IPv4 header");
             assert_eq!((ip.src, ip.dst, ip.tos, ip.ttl), (GATEWAY, GUEST, 0x10, 64));
-            let udp = udp_payload(&frame, ip.src.into(), ip.dst.into(), 34, ip.payload.len());
+            let udp =
+                crate::ip::udp_payload(&frame, ip.src.into(), ip.dst.into(), 34, ip.payload.len());
             let udp = udp.expect("a UDP checksum that holds");
             assert_eq!(&frame[34..36], &SERVER_PORT.to_be_bytes());
             assert_eq!(&frame[36..38], &port.to_be_bytes());
@@ -580,10 +576,6 @@ mod tests {
         fn later(&mut self, by: Duration) {
             self.now += by;
         }
-    }
-
-    fn udp_payload(frame: &[u8], src: IpAddr, dst: IpAddr, at: usize, len: usize) -> Option<&[u8]> {
-        crate::ip::udp_payload(frame, src, dst, at, len)
     }
 
     fn decode(msg: &[u8]) -> Reply {
@@ -847,7 +839,8 @@ mod tests {
         assert_eq!(&frame[22..38], &gateway.octets());
         assert_eq!(&frame[38..54], &guest.octets());
         let len = frame.len() - 54;
-        let udp = udp_payload(&frame, gateway.into(), guest.into(), 54, len).expect("checksum");
+        let udp = crate::ip::udp_payload(&frame, gateway.into(), guest.into(), 54, len)
+            .expect("checksum");
         assert_eq!(decode(udp), Reply::Data(1, file[..512].to_vec()));
     }
 
