@@ -118,7 +118,6 @@ fn undeliverable_tcp_and_udp_get_icmpv6_destination_unreachable() {
         gateway,
         smoltcp::wire::IpProtocol::Tcp,
         common::tcp_syn(40000, 22, 9),
-        16,
     );
     let datagram = common::udp6_frame(guest, 5000, gateway, 7, b"echo?");
     let options = netcore::EngineOptions::default();

@@ -70,13 +70,7 @@ fn a_connection_attempt_is_reset_over_ipv4() {
 fn a_connection_attempt_is_reset_over_ipv6() {
     let mut e = restricted();
     let gateway: Ipv6Addr = "fec0::2".parse().unwrap();
-    let frame = ipv6_frame(
-        GUEST_V6,
-        gateway,
-        IpProtocol::Tcp,
-        tcp_syn(40000, 22, 77),
-        16,
-    );
+    let frame = ipv6_frame(GUEST_V6, gateway, IpProtocol::Tcp, tcp_syn(40000, 22, 77));
     let answers = run(&mut e, &frame);
     // The guest's first IPv6 frame also brings a router advertisement.
     assert_eq!(tcp_answer(&answers), (RST_ACK, 78));

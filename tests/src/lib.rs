@@ -607,14 +607,15 @@ impl Backend {
         read_lossy(&self.log)
     }
 
-    /// The counters the backend logs when its frontend goes away (its last `connection
-    /// summary` line), waiting up to `timeout` for QEMU's exit to reach it.
+    /// The counters the backend logs when its frontend goes away (what follows `connection
+    /// summary: ` on its last such line), waiting up to `timeout` for QEMU's exit to reach it.
     pub fn connection_summary(&self, timeout: Duration) -> Option<String> {
+        const MARK: &str = "connection summary: ";
         let deadline = Instant::now() + timeout;
         loop {
             let log = self.log();
-            if let Some(line) = log.lines().rev().find(|l| l.contains("connection summary")) {
-                return Some(line.to_owned());
+            if let Some((_, summary)) = log.lines().rev().find_map(|l| l.split_once(MARK)) {
+                return Some(summary.to_owned());
             }
             if Instant::now() >= deadline {
                 return None;
@@ -891,7 +892,7 @@ pub fn network_boot_files(dir: &Path, server: &str, v6wait: u32) -> Result<()> {
     std::fs::write(dir.join("boot.ipxe"), script).map_err(|e| io("boot.ipxe", e))
 }
 
-/// Counter `name` (`name: N`) of a backend's connection summary line.
+/// Counter `name` (`name: N`) of a backend's connection summary.
 pub fn summary_counter(summary: &str, name: &str) -> Option<u64> {
     summary
         .split(&format!(" {name}: "))

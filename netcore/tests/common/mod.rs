@@ -162,16 +162,21 @@ pub fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8])
 }
 
 /// A whole IPv6 frame from the guest (hop limit 64) to `dst`'s slirp-style MAC (52:56 + its
-/// low 32 bits), carrying `l4` of protocol `next_header`, whose checksum (at `checksum_at`
-/// within `l4`) is filled in here.
+/// low 32 bits), carrying `l4` of protocol `next_header` (TCP, UDP or ICMPv6), whose checksum
+/// is filled in here.
 pub fn ipv6_frame(
     src: Ipv6Addr,
     dst: Ipv6Addr,
     next_header: IpProtocol,
     mut l4: Vec<u8>,
-    checksum_at: usize,
 ) -> Vec<u8> {
     use smoltcp::wire::checksum;
+    let checksum_at = match next_header {
+        IpProtocol::Tcp => 16,
+        IpProtocol::Udp => 6,
+        IpProtocol::Icmpv6 => 2,
+        other => panic!("no checksum offset known for {other}"),
+    };
     let len = l4.len() as u16;
     l4[checksum_at..checksum_at + 2].copy_from_slice(&[0, 0]);
     let pseudo = checksum::pseudo_header_v6(&src, &dst, next_header, u32::from(len));
@@ -202,7 +207,7 @@ pub fn udp6_frame(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, payload:
         payload,
     ]
     .concat();
-    ipv6_frame(src, dst, IpProtocol::Udp, datagram, 6)
+    ipv6_frame(src, dst, IpProtocol::Udp, datagram)
 }
 
 /// A bare TCP SYN (no options) from `sport` to `dport` with sequence number `seq`; its

@@ -216,7 +216,10 @@ fn measure(kind: Kind, args: &Args, ticks_per_second: u64) -> Result<Measured, S
     Ok(Measured {
         kind,
         tests,
-        summary: backend.as_ref().and_then(connection_summary),
+        // QEMU has exited, but the backend may take a moment to notice and log its counters.
+        summary: backend
+            .as_ref()
+            .and_then(|b| b.connection_summary(Duration::from_secs(3))),
     })
 }
 
@@ -233,23 +236,6 @@ fn guest_script(plan: &[(Direction, u16)], seconds: u32) -> String {
         let _ = writeln!(script, "t {k} -p {port}{}", direction.client_flag());
     }
     script
-}
-
-/// The counters the backend logs when QEMU disconnects (at exit of the guest). QEMU has exited
-/// when this runs, but the backend may take a moment to notice and log.
-fn connection_summary(backend: &Backend) -> Option<String> {
-    const MARK: &str = "connection summary: ";
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let log = backend.log();
-        if let Some(line) = log.lines().rev().find_map(|l| l.split_once(MARK)) {
-            return Some(line.1.to_owned());
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Prints one row per backend and direction.
