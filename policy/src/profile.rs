@@ -574,6 +574,12 @@ fn passt_v6(req: &Request, w: &mut Vec<String>) -> Result<Option<Ipv6Plan>, Conf
     }))
 }
 
+/// Whether a guest fetches boot file `b` from the gateway by TFTP (not an HTTP URL for a
+/// UEFI HTTP boot client).
+fn fetched_by_tftp(b: &str) -> bool {
+    !(b.starts_with("http://") || b.starts_with("https://"))
+}
+
 /// What a TFTP root that cannot serve means for the guest: slirp accepts any `tftp=`, so these
 /// are warnings, but a typo in the path otherwise shows only as a boot that fails.
 fn tftp_warnings(root: &std::path::Path, bootfile: Option<&str>, w: &mut Vec<String>) {
@@ -585,7 +591,7 @@ fn tftp_warnings(root: &std::path::Path, bootfile: Option<&str>, w: &mut Vec<Str
         return;
     }
     if let Some(b) = bootfile
-        && !(b.starts_with("http://") || b.starts_with("https://"))
+        && fetched_by_tftp(b)
         && !root.join(b.trim_start_matches('/')).is_file()
     {
         w.push(format!(
@@ -777,7 +783,7 @@ pub(crate) fn resolve(
     plan.tftp_root = req.tftp_root.clone();
     if let Some(b) = &plan.dhcp.bootfile
         && plan.tftp_root.is_none()
-        && !(b.starts_with("http://") || b.starts_with("https://"))
+        && fetched_by_tftp(b)
     {
         w.push(format!(
             "bootfile={b} without tftp=: the TFTP server refuses every request, so the boot file cannot be fetched from the gateway"
