@@ -69,6 +69,9 @@ pub struct ForwardSocket {
     /// The guest's side: `None` for the guest's own address.
     pub guest_addr: Option<IpAddr>,
     pub guest_port: u16,
+    /// An IPv6 TCP listener that takes IPv4 peers too (as v4-mapped addresses): a forward
+    /// without a host address needs one socket per port, not two, as passt's.
+    pub dual_stack: bool,
 }
 
 impl fmt::Debug for ForwardSocket {
@@ -104,33 +107,74 @@ pub enum ForwardError {
     },
     #[error("port forward from unix:{}: cannot listen", path.display())]
     Unix { path: PathBuf, source: io::Error },
+    #[error(
+        "port forwards need {needed} sockets, more than the open-file limit of {limit} allows \
+         (raise it with ulimit -n, or forward fewer ports)"
+    )]
+    TooMany { needed: usize, limit: usize },
 }
 
-/// Opens a socket for every host port of every forward in `plan`.
-///
-/// A forward without a host address listens on both families, the IPv6 socket for IPv6 only;
-/// a host without IPv6 just gets the IPv4 one. Forwards that leave out the ephemeral ports
-/// (passt's `all`) also pass over ports something else holds, as passt does.
-pub fn open(plan: &NetPlan) -> Result<Vec<ForwardSocket>, ForwardError> {
+/// Descriptors the process keeps besides its forwards' sockets before it can serve (its
+/// listening socket, epoll, eventfds, timers, a pcap file).
+const OWN_FDS: usize = 64;
+
+/// How many sockets `plan`'s forwards open at most: one per host port and family, where a TCP
+/// forward without a host address takes both families on one socket and a UDP one needs two.
+/// Ports a forward leaves to the host (the ephemeral range for passt's `all`) do not count.
+pub fn sockets_needed(plan: &NetPlan) -> usize {
     let ephemeral = ephemeral_ports();
-    let wanted: usize = plan
-        .forwards
+    plan.forwards
         .iter()
         .map(|f| match &f.host {
             HostListen::Inet { addr, ports, .. } => {
-                ports.count() as usize * if addr.is_none() { 2 } else { 1 }
+                let skipped = if f.skip_ephemeral {
+                    let first = ports.first.max(*ephemeral.start());
+                    let last = ports.last.min(*ephemeral.end());
+                    usize::from(last.saturating_sub(first)) + usize::from(first <= last)
+                } else {
+                    0
+                };
+                let families = if addr.is_none() && f.proto == Proto::Udp {
+                    2
+                } else {
+                    1
+                };
+                (ports.count() as usize - skipped) * families
             }
             HostListen::Unix { .. } => 1,
         })
-        .sum();
-    if wanted > 0 {
-        // One socket per port and family: passt's `all` wants tens of thousands.
-        let _ = sys::raise_fd_limit(wanted + 1024);
+        .sum()
+}
+
+/// Opens a socket for every host port of every forward in `plan`, after raising the limit on
+/// open files to what they need plus `other_fds`, room for the connections the program will
+/// open (passt's `all` alone wants tens of thousands of sockets, and the usual soft limit is
+/// 1024).
+///
+/// A TCP forward without a host address listens on one dual-stack socket; a UDP one on two,
+/// the IPv6 socket for IPv6 only, because each becomes the flow of one guest socket of its
+/// family. A host without IPv6 gets IPv4 sockets alone. Forwards that leave out the ephemeral
+/// ports (passt's `all`) also pass over ports something else holds, as passt does.
+pub fn open(plan: &NetPlan, other_fds: usize) -> Result<Vec<ForwardSocket>, ForwardError> {
+    let ephemeral = ephemeral_ports();
+    let needed = sockets_needed(plan);
+    let limit = sys::raise_fd_limit(needed + OWN_FDS + other_fds).unwrap_or(0);
+    if needed > 0 {
+        if limit < needed + OWN_FDS {
+            return Err(ForwardError::TooMany { needed, limit });
+        }
+        if limit < needed + OWN_FDS + other_fds {
+            log::warn!(
+                "the open-file limit of {limit} leaves {} descriptors for connections beside \
+                 the {needed} forwarded ports",
+                limit - needed - OWN_FDS
+            );
+        }
     }
     let mut sockets = Vec::new();
     for f in &plan.forwards {
         let (addr, iface, ports) = match &f.host {
-            HostListen::Inet { addr, iface, ports } => (addr, iface, ports),
+            HostListen::Inet { addr, iface, ports } => (addr, iface.as_deref(), ports),
             HostListen::Unix { path } => {
                 sockets.push(ForwardSocket {
                     sock: bind_unix(path).map_err(|source| ForwardError::Unix {
@@ -141,17 +185,10 @@ pub fn open(plan: &NetPlan) -> Result<Vec<ForwardSocket>, ForwardError> {
                     local: Local::Unix(path.clone()),
                     guest_addr: f.guest_addr,
                     guest_port: f.guest_port,
+                    dual_stack: false,
                 });
                 continue;
             }
-        };
-        let both = addr.is_none();
-        let addrs: Vec<IpAddr> = match addr {
-            Some(a) => vec![*a],
-            None => vec![
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            ],
         };
         for port in ports.first..=ports.last {
             if f.skip_ephemeral && ephemeral.contains(&port) {
@@ -160,35 +197,72 @@ pub fn open(plan: &NetPlan) -> Result<Vec<ForwardSocket>, ForwardError> {
             let Some(guest_port) = guest_port(f, ports.first, port) else {
                 break;
             };
-            for ip in &addrs {
-                let local = SocketAddr::new(*ip, port);
-                match bind(f.proto, local, iface.as_deref(), both && ip.is_ipv6()) {
-                    Ok(sock) => sockets.push(ForwardSocket {
-                        sock,
-                        proto: f.proto,
-                        local: Local::Inet(local),
-                        guest_addr: f.guest_addr,
-                        guest_port,
-                    }),
-                    Err(e) if both && ip.is_ipv6() && no_ipv6(&e) => {
+            // Binds one socket; `Ok(false)` when IPv6 was asked of a host without it.
+            let mut listen = |ip: IpAddr, family: Family| -> Result<bool, ForwardError> {
+                let local = SocketAddr::new(ip, port);
+                match bind(f.proto, local, iface, family) {
+                    Ok(sock) => {
+                        sockets.push(ForwardSocket {
+                            sock,
+                            proto: f.proto,
+                            local: Local::Inet(local),
+                            guest_addr: f.guest_addr,
+                            guest_port,
+                            dual_stack: family == Family::Both,
+                        });
+                        Ok(true)
+                    }
+                    Err(e) if family != Family::Given && no_ipv6(&e) && ip.is_ipv6() => {
                         log::debug!("no IPv6 on this host: {} {local} not forwarded", f.proto);
+                        Ok(false)
                     }
                     Err(e) if f.skip_ephemeral && in_use(&e) => {
                         log::debug!("{} {local} is taken: not forwarded", f.proto);
+                        Ok(true)
                     }
-                    Err(source) => {
-                        return Err(ForwardError::Bind {
-                            proto: f.proto,
-                            addr: local,
-                            iface: iface.clone(),
-                            source,
-                        });
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                        let limit = sys::raise_fd_limit(0).unwrap_or(0);
+                        Err(ForwardError::TooMany { needed, limit })
                     }
+                    Err(source) => Err(ForwardError::Bind {
+                        proto: f.proto,
+                        addr: local,
+                        iface: iface.map(str::to_owned),
+                        source,
+                    }),
+                }
+            };
+            let v4_any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+            let v6_any = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+            match (addr, f.proto) {
+                (Some(ip), _) => {
+                    listen(*ip, Family::Given)?;
+                }
+                // Without IPv6, the IPv4 socket alone.
+                (None, Proto::Tcp) => {
+                    if !listen(v6_any, Family::Both)? {
+                        listen(v4_any, Family::Given)?;
+                    }
+                }
+                (None, Proto::Udp) => {
+                    listen(v4_any, Family::Given)?;
+                    listen(v6_any, Family::V6Only)?;
                 }
             }
         }
     }
     Ok(sockets)
+}
+
+/// Which peers a forward's socket takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// Those of its address's family (the system's default for an IPv6 socket).
+    Given,
+    /// IPv6 alone, beside an IPv4 socket on the same port.
+    V6Only,
+    /// An IPv6 socket that takes IPv4 peers too.
+    Both,
 }
 
 /// The guest port for host port `port` of a range starting at `first`; `None` past 65535.
@@ -200,7 +274,7 @@ fn bind(
     proto: Proto,
     local: SocketAddr,
     iface: Option<&str>,
-    v6_only: bool,
+    family: Family,
 ) -> io::Result<OwnedFd> {
     let ty = match proto {
         Proto::Tcp => libc::SOCK_STREAM,
@@ -209,8 +283,10 @@ fn bind(
     let sock = sys::socket(sys::family(&local.ip()), ty, 0)?;
     let fd = sock.as_raw_fd();
     sys::set_reuse_addr(fd)?;
-    if v6_only {
-        sys::set_v6_only(fd)?;
+    match family {
+        Family::Given => {}
+        Family::V6Only => sys::set_v6_only(fd, true)?,
+        Family::Both => sys::set_v6_only(fd, false)?,
     }
     if let Some(name) = iface {
         sys::bind_to_device(fd, name)?;
@@ -273,7 +349,12 @@ pub fn guest_side(
             plan.ipv4.as_ref().map(|v4| IpAddr::V4(v4.dhcp_start))
         }
     };
-    let v6 = fwd.local.is_ipv6();
+    // A dual-stack listener prefers the guest's address of the peer's family, as a socket of
+    // that family alone would.
+    let v6 = match peer {
+        Peer::Inet(peer) if fwd.dual_stack => peer.ip().to_canonical().is_ipv6(),
+        _ => fwd.local.is_ipv6(),
+    };
     let guest_ip = fwd.guest_addr.or_else(|| own(v6)).or_else(|| own(!v6))?;
     let gateway = match guest_ip {
         IpAddr::V4(_) => IpAddr::V4(plan.ipv4.as_ref()?.gateway),
@@ -332,7 +413,7 @@ mod tests {
             last: first + 1,
         };
         plan.forwards = vec![forward(Proto::Tcp, lo, range, 2000)];
-        let Ok(sockets) = open(&plan) else {
+        let Ok(sockets) = open(&plan, 0) else {
             return; // the neighbouring port was taken meanwhile: nothing to learn
         };
         let seen: Vec<(Local, u16)> = sockets
@@ -351,7 +432,7 @@ mod tests {
         let mut plan = NetPlan::slirp_default();
         let lo = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
         plan.forwards = vec![forward(Proto::Tcp, lo, PortRange::single(port), 22)];
-        let err = open(&plan).unwrap_err();
+        let err = open(&plan, 0).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("port forward tcp 127.0.0.1:{port}: cannot listen")
@@ -363,7 +444,7 @@ mod tests {
         );
         // UDP is a separate port space: the same number is free there.
         plan.forwards = vec![forward(Proto::Udp, lo, PortRange::single(port), 22)];
-        if let Ok(sockets) = open(&plan) {
+        if let Ok(sockets) = open(&plan, 0) {
             assert_eq!(sockets.len(), 1);
         }
     }
@@ -382,18 +463,74 @@ mod tests {
             guest_port: 22,
             skip_ephemeral: false,
         }];
-        let sockets = open(&plan).unwrap();
+        let sockets = open(&plan, 0).unwrap();
         assert_eq!(sockets.len(), 1);
         assert_eq!(sockets[0].local, Local::Unix(path.clone()));
         std::os::unix::net::UnixStream::connect(&path).expect("listening");
         // The path is taken now (by the socket above): a second backend is refused.
-        let err = open(&plan).unwrap_err();
+        let err = open(&plan, 0).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("port forward from unix:{}: cannot listen", path.display())
         );
         drop(sockets);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_addressless_tcp_forward_takes_both_families_on_one_socket_and_udp_needs_two() {
+        let port = free_port();
+        let all = |proto| {
+            let mut plan = NetPlan::slirp_default();
+            plan.forwards = vec![forward(proto, None, PortRange::single(port), 22)];
+            plan
+        };
+        let Ok(tcp) = open(&all(Proto::Tcp), 0) else {
+            return; // taken on another address meanwhile: nothing to learn
+        };
+        let ipv6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+        let local = |s: &ForwardSocket| (s.local.to_string(), s.dual_stack);
+        if ipv6 {
+            assert_eq!(
+                tcp.iter().map(local).collect::<Vec<_>>(),
+                [(format!("[::]:{port}"), true)]
+            );
+            std::net::TcpStream::connect(("::1", port)).expect("IPv6 peers");
+        }
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("IPv4 peers");
+        drop(tcp);
+        if let Ok(udp) = open(&all(Proto::Udp), 0) {
+            let want: &[(String, bool)] = &[
+                (format!("0.0.0.0:{port}"), false),
+                (format!("[::]:{port}"), false),
+            ];
+            assert_eq!(
+                udp.iter().map(local).collect::<Vec<_>>(),
+                want[..if ipv6 { 2 } else { 1 }]
+            );
+        }
+    }
+
+    #[test]
+    fn the_sockets_needed_leave_out_the_ephemeral_ports_of_all() {
+        let ephemeral = ephemeral_ports();
+        let outside = 65535 - (ephemeral.end() - ephemeral.start() + 1) as usize;
+        let every = PortRange {
+            first: 1,
+            last: 65535,
+        };
+        let mut plan = NetPlan::slirp_default();
+        let all = |proto| PortForward {
+            skip_ephemeral: true,
+            ..forward(proto, None, every, 1)
+        };
+        plan.forwards = vec![all(Proto::Tcp), all(Proto::Udp)];
+        assert_eq!(sockets_needed(&plan), outside * 3);
+        // A range that names the ephemeral ports itself gets them; one host address, one
+        // socket a port.
+        let lo = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        plan.forwards = vec![forward(Proto::Udp, lo, every, 1)];
+        assert_eq!(sockets_needed(&plan), 65535);
     }
 
     #[test]
@@ -410,6 +547,7 @@ mod tests {
             local: Local::Inet(local),
             guest_addr,
             guest_port: 22,
+            dual_stack: false,
         }
     }
 
@@ -445,6 +583,21 @@ mod tests {
         assert_eq!(
             side("[::1]:40000", None),
             own("10.0.2.15:22", "10.0.2.2:40000")
+        );
+        // A dual-stack listener: the guest's address of the peer's family.
+        let mut fwd = socket_for("[::]:2222", None);
+        fwd.dual_stack = true;
+        let side = |peer: &str, v6| {
+            guest_side(&fwd, &plan, &up, v6, Peer::Inet(peer.parse().unwrap()))
+                .map(|(g, f)| (g.to_string(), f.to_string()))
+        };
+        assert_eq!(
+            side("[::ffff:127.0.0.1]:40000", guest6),
+            own("10.0.2.15:22", "10.0.2.2:40000")
+        );
+        assert_eq!(
+            side("[::1]:40000", guest6),
+            own("[fec0::5054:ff:fe12:3456]:22", "[fec0::2]:40000")
         );
         // A client of a unix socket forward: the gateway, at the port it was given.
         let fwd = socket_for("0.0.0.0:0", None);

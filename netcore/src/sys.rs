@@ -406,9 +406,15 @@ pub fn set_reuse_addr(fd: RawFd) -> io::Result<()> {
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
 }
 
-/// `IPV6_V6ONLY`: an IPv6 socket that leaves IPv4 to a socket of its own.
-pub fn set_v6_only(fd: RawFd) -> io::Result<()> {
-    setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)
+/// `IPV6_V6ONLY`: whether an IPv6 socket leaves IPv4 to a socket of its own (`true`) or also
+/// takes IPv4 peers, as v4-mapped addresses (`false`, whatever `net.ipv6.bindv6only` says).
+pub fn set_v6_only(fd: RawFd, v6_only: bool) -> io::Result<()> {
+    setsockopt_int(
+        fd,
+        libc::IPPROTO_IPV6,
+        libc::IPV6_V6ONLY,
+        i32::from(v6_only),
+    )
 }
 
 /// `SO_BINDTODEVICE`: the socket only sees traffic of the host interface `name`.
@@ -426,8 +432,9 @@ pub fn bind_to_device(fd: RawFd, name: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Raises the soft limit on open descriptors to `wanted`, or as far as the hard limit allows.
-pub fn raise_fd_limit(wanted: usize) -> io::Result<()> {
+/// Raises the soft limit on open descriptors to `wanted`, or as far as the hard limit allows
+/// (as passt does; the hard limit is the administrator's). Returns the soft limit in force.
+pub fn raise_fd_limit(wanted: usize) -> io::Result<usize> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -435,13 +442,12 @@ pub fn raise_fd_limit(wanted: usize) -> io::Result<()> {
     // SAFETY: the kernel writes one rlimit into the live local.
     check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
     let wanted = libc::rlim_t::try_from(wanted).unwrap_or(libc::rlim_t::MAX);
-    if limit.rlim_cur >= wanted {
-        return Ok(());
+    if limit.rlim_cur < wanted {
+        limit.rlim_cur = wanted.min(limit.rlim_max);
+        // SAFETY: the kernel reads one rlimit from the live local.
+        check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) })?;
     }
-    limit.rlim_cur = wanted.min(limit.rlim_max);
-    // SAFETY: the kernel reads one rlimit from the live local.
-    check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) })?;
-    Ok(())
+    Ok(usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
 }
 
 /// Reusable iovec storage for the flow tables.

@@ -196,7 +196,7 @@ fn forwards_serve_one_engine_after_another() {
         forward(Proto::Udp, udp_port, GUEST_UDP_PORT),
     ];
     let options = EngineOptions {
-        forwards: netcore::forward::open(&plan).unwrap().into(),
+        forwards: netcore::forward::open(&plan, 0).unwrap().into(),
         ..EngineOptions::default()
     };
     for _ in 0..2 {

@@ -185,8 +185,9 @@ pub fn veth(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str) -> Result<()> {
     Ok(())
 }
 
-/// Ports in LISTEN state (TCP) or bound (UDP) in the network namespace of process `pid`.
-fn bound_ports(pid: u32, proto: &str) -> Vec<u16> {
+/// The local ports of the sockets in table `proto` (`tcp`, `tcp6`, `udp`, `udp6`) of process
+/// `pid`'s namespace: TCP listeners only, every UDP socket. One entry per socket.
+pub fn bound_ports(pid: u32, proto: &str) -> Vec<u16> {
     let table = read_lossy(Path::new(&format!("/proc/{pid}/net/{proto}")));
     table
         .lines()
@@ -195,7 +196,7 @@ fn bound_ports(pid: u32, proto: &str) -> Vec<u16> {
             let mut fields = line.split_whitespace();
             let local = fields.nth(1)?;
             let state = fields.nth(1)?;
-            if proto == "tcp" && state != "0A" {
+            if proto.starts_with("tcp") && state != "0A" {
                 return None;
             }
             u16::from_str_radix(local.rsplit(':').next()?, 16).ok()

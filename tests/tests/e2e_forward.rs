@@ -35,6 +35,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use vnu_tests::hostsrv::{blob, sha256_16};
+use vnu_tests::netns::{self, Netns};
 use vnu_tests::{
     Backend, GuestOpts, Link, TempDir, both_links, e2e_ready, require_program, run_backend_to_exit,
     spawn_slotted,
@@ -156,17 +157,22 @@ fn download(mut conn: impl Read) -> Vec<u8> {
 
 /// Runs the host's iperf3 client against the forwarded port; its `receiver` line.
 fn iperf(host: &str, port: u16, extra: &[&str], backend: &Backend) -> String {
-    let out = Command::new("iperf3")
+    let mut iperf3 = Command::new("iperf3");
+    iperf3
         .args(["-c", host, "-p", &port.to_string(), "-t", "2", "-f", "m"])
-        .args(extra)
-        .output()
-        .expect("running iperf3");
+        .args(extra);
+    iperf_line(iperf3, backend)
+}
+
+/// Runs an iperf3 client command; its `receiver` line.
+fn iperf_line(mut iperf3: Command, backend: &Backend) -> String {
+    let out = iperf3.output().expect("running iperf3");
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     match text.lines().find(|l| l.contains("receiver")) {
         Some(line) => line.to_owned(),
         None => panic!(
-            "iperf3 {extra:?} through the forward gave no result:\n{text}\nbackend log:\n{}",
+            "{iperf3:?} through the forward gave no result:\n{text}\nbackend log:\n{}",
             vnu_tests::tail(&backend.log(), 20)
         ),
     }
@@ -428,4 +434,137 @@ fn unusable_forwards_are_one_line_startup_errors() {
         std::fs::read(&path).expect("the file is still there"),
         b"mine"
     );
+}
+
+/// passt's `-t all -u all`: every port outside the ephemeral range forwarded, thousands of
+/// sockets. In a namespace of the test's own (nothing listens beyond it) whose ephemeral range
+/// starts at 6001, so that the 6000 ports below it fit this machine's open-file limit (20000
+/// here; the host's own range leaves 37303 ports): one dual-stack TCP socket a port and two
+/// UDP sockets. Three of them reach the guest's iperf3 servers, TCP over both families and
+/// UDP; a port of the ephemeral range stays the host's.
+#[test]
+fn passt_all_forwards_every_port_outside_the_ephemeral_range() {
+    if !e2e_ready() || !netns::ready() || !require_program("iperf3", "iperf3") {
+        return;
+    }
+    const PORTS: usize = 6000;
+    let ns = Netns::new("fa").expect("a namespace");
+    ns.sysctl(
+        "net.ipv4.ip_local_port_range",
+        &format!("{} 65535", PORTS + 1),
+    )
+    .expect("setting the namespace's ephemeral ports");
+    let backend = Backend::start_in(&ns, &["-t", "all", "-u", "all"]).expect("the backend");
+    let pid = backend.pid();
+    let count = |table: &str| {
+        let ports = netns::bound_ports(pid, table);
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        (ports.len(), distinct.len(), distinct.last().copied())
+    };
+    // Every port from 1 to 6000, once each: TCP on [::] only (IPv4 peers come to it too),
+    // UDP on 0.0.0.0 and on [::].
+    assert_eq!(
+        count("tcp6"),
+        (PORTS, PORTS, Some(PORTS as u16)),
+        "TCP listeners"
+    );
+    assert_eq!(count("tcp"), (0, 0, None), "IPv4-only TCP listeners");
+    for table in ["udp", "udp6"] {
+        assert_eq!(
+            count(table),
+            (PORTS, PORTS, Some(PORTS as u16)),
+            "{table} sockets"
+        );
+    }
+    let fds = netns::fd_count(pid).expect("the backend's descriptors");
+    assert!(fds >= 3 * PORTS, "the backend holds {fds} descriptors");
+
+    let script = prelude()
+        + r#"for p in 5201 5202 5203; do iperf3 -s -1 -p $p > /tmp/iperf$p 2>&1 & done
+listening '1451|1452|1453' 3
+n=0
+while [ $n -lt 100 ] && ! ip -6 addr show dev eth0 scope site | grep inet6 | grep -qv tentative; do
+  sleep 0.1; n=$((n + 1))
+done
+say mark=ready
+wait
+say "v4.from=$(accepted /tmp/iperf5201)"
+say "v6.from=$(accepted /tmp/iperf5202)"
+say "udp.from=$(accepted /tmp/iperf5203)"
+"#;
+    let opts = GuestOpts::new("forward-all", backend.net())
+        .script(&script)
+        .v6wait(20);
+    let mut guest = netns::spawn_guest(&ns, &opts).expect("starting the guest");
+    if let Err(e) = guest.wait_for_line(&format!("{SAY}mark=ready"), Duration::from_secs(120)) {
+        panic!("{e}\nbackend log:\n{}", backend.log());
+    }
+    let client = |host: &str, port: u16, extra: &[&str]| {
+        let mut iperf3 = ns.command("iperf3");
+        iperf3
+            .args(["-c", host, "-p", &port.to_string(), "-t", "2", "-f", "m"])
+            .args(extra);
+        iperf_line(iperf3, &backend)
+    };
+    let v4 = client("127.0.0.1", 5201, &[]);
+    let v6 = client("::1", 5202, &[]);
+    let udp = client("127.0.0.1", 5203, &["-u", "-b", "10M", "-l", "1200"]);
+    eprintln!("all ports: TCP over IPv4 {v4}; over IPv6 {v6}; UDP {udp}");
+    assert!(mbit_s(&v4) > 10.0, "TCP to the guest over IPv4: {v4}");
+    assert!(mbit_s(&v6) > 10.0, "TCP to the guest over IPv6: {v6}");
+    assert!(mbit_s(&udp) > 5.0, "UDP to the guest at 10 Mbit/s: {udp}");
+    // The ephemeral range is left to the host's own connections.
+    let ephemeral = ns
+        .command("sh")
+        .args(["-c", "echo | nc -w 2 127.0.0.1 40000; echo status=$?"])
+        .output()
+        .expect("running nc");
+    let ephemeral = String::from_utf8_lossy(&ephemeral.stdout).into_owned();
+    assert!(
+        !ephemeral.contains("status=0"),
+        "a connection to ephemeral port 40000 went somewhere: {ephemeral}"
+    );
+
+    let run = guest.wait().expect("the guest's run");
+    let console = &run.console;
+    for (key, want) in [
+        ("v4.from", "10.0.2.2"),
+        ("v6.from", "fec0::2"),
+        ("udp.from", "10.0.2.2"),
+    ] {
+        assert_eq!(
+            said(console, key).as_deref(),
+            Some(want),
+            "{key}: whom the guest saw connecting\n{}",
+            vnu_tests::tail(console, 20)
+        );
+    }
+}
+
+/// More forwarded ports than the open-file limit allows: one line saying how many sockets
+/// they need and what the limit is, exit status 2, before anything is bound.
+#[test]
+fn forwards_beyond_the_open_file_limit_are_one_line_startup_errors() {
+    if !require_program("prlimit", "util-linux") {
+        return;
+    }
+    let dir = TempDir::new("forward-limit").expect("temp dir");
+    let socket = dir.join("vu.sock");
+    let bin = vnu_tests::backend_bin().expect("the backend");
+    let run = Command::new("prlimit")
+        .arg("--nofile=2000:2000")
+        .arg(&bin)
+        .arg("--socket-path")
+        .arg(&socket)
+        .args(["-t", "127.0.0.1/10000-12999"])
+        .output()
+        .expect("running the backend under prlimit");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "vhost-net-user: port forwards need 3000 sockets, more than the open-file limit of \
+         2000 allows (raise it with ulimit -n, or forward fewer ports)"
+    );
+    assert!(!socket.exists(), "the refused backend left its socket");
 }

@@ -285,7 +285,9 @@ fn setup(args: &Args) -> Result<(ServeConfig, UnixListener), UsageError> {
     };
     let upstream = args.upstream()?;
     log::debug!("DNS upstream: {upstream:?}");
-    let forwards = netcore::forward::open(&plan)?;
+    // Each flow holds a host socket: up to --max-flows each of TCP, UDP and ping.
+    let flow_fds = 3 * args.max_flows as usize;
+    let forwards = netcore::forward::open(&plan, flow_fds)?;
     for fwd in &forwards {
         if let netcore::forward::Local::Unix(path) = &fwd.local {
             server::remove_at_exit(path);
