@@ -96,8 +96,8 @@ fn answering_mac(plan: &NetPlan, v4: &policy::Ipv4Plan, target: Ipv4Addr) -> Opt
     }
     if target == v4.gateway {
         Some(plan.gateway_mac)
-    } else if target == v4.dns {
-        Some(MacAddr::slirp_for_ipv4(v4.dns))
+    } else if target == v4.dns || plan.guest_forwards.iter().any(|f| f.addr == target) {
+        Some(MacAddr::slirp_for_ipv4(target))
     } else {
         None
     }

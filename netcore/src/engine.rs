@@ -197,10 +197,12 @@ impl Engine {
                 EpollEvent::new(EventSet::IN, TOKEN_FORWARD | i as u64),
             )?;
         }
+        let mut tcp = TcpTable::new(options.max_flows);
+        tcp.set_guest_forwards(plan.guest_forwards.clone());
         Ok(Engine {
             dhcp: dhcp::Server::new(&plan),
             tftp: tftp::Server::new(&plan),
-            tcp: TcpTable::new(options.max_flows),
+            tcp,
             udp: UdpTable::new(options.max_flows),
             ping: PingTable::new(options.max_flows.min(256)),
             plan,
@@ -253,6 +255,11 @@ impl Engine {
             self.tftp.counters,
             self.tftp.sessions()
         )
+    }
+
+    /// What the TCP table did.
+    pub fn tcp_counters(&self) -> &tcp::TcpCounters {
+        &self.tcp.counters
     }
 
     /// What the TFTP server did.
@@ -571,7 +578,7 @@ impl Engine {
             &mut ctx,
             &seg,
             frame,
-            || nat::outbound(plan, upstream, seg.remote),
+            || nat::outbound_tcp(plan, upstream, seg.remote),
             &mut tap,
         );
         self.arm_timer();
@@ -610,7 +617,9 @@ impl Engine {
             SocketAddr::new(ip.dst, 0),
         ) {
             Target::Connect(dest) => dest.ip(),
-            Target::Unreachable | Target::Restricted => return Verdict::Unhandled,
+            Target::Unreachable | Target::Restricted | Target::Command(_) => {
+                return Verdict::Unhandled;
+            }
         };
         let Some(icmp_bytes) = self.frame_buf.get(ip.l4_offset..ip.l4_offset + ip.l4_len) else {
             return Verdict::Malformed;

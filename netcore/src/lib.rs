@@ -13,6 +13,7 @@ pub mod dnssearch;
 pub mod engine;
 pub mod ethernet;
 pub mod forward;
+pub mod guestfwd;
 pub mod icmp;
 pub mod ip;
 pub mod ipv4;

@@ -25,6 +25,8 @@ pub enum Target {
     /// `restrict=on`: slirp resets a TCP connection attempt and drops a UDP datagram or an
     /// echo request without a word.
     Restricted,
+    /// A TCP connection to guest forward `n` of the plan: it starts that forward's command.
+    Command(usize),
 }
 
 /// The engine-wide things the flow tables need for each operation.
@@ -76,6 +78,19 @@ pub struct Upstream {
 }
 
 pub const DNS_PORT: u16 = 53;
+
+/// The destination of a guest TCP connection to `dst`: a guest forward's command (even when
+/// restricted, as in slirp), or what [`outbound`] says.
+pub fn outbound_tcp(plan: &NetPlan, upstream: &Upstream, dst: SocketAddr) -> Target {
+    let command = plan
+        .guest_forwards
+        .iter()
+        .position(|f| SocketAddr::from((f.addr, f.port)) == dst);
+    match command {
+        Some(n) => Target::Command(n),
+        None => outbound(plan, upstream, dst),
+    }
+}
 
 /// The host destination for a guest packet to `dst`.
 pub fn outbound(plan: &NetPlan, upstream: &Upstream, dst: SocketAddr) -> Target {

@@ -432,6 +432,29 @@ pub fn bind_to_device(fd: RawFd, name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// A connected pair of unix stream sockets: the first non-blocking (ours), the second
+/// blocking, for a child process's standard streams. Both close on exec; the child's copies
+/// made for stdin, stdout and stderr do not.
+pub fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: the kernel writes two descriptors into the live local array.
+    check(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: the kernel just returned these new descriptors; nothing else owns them.
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: plain system calls on a descriptor we own.
+    let flags = check(unsafe { libc::fcntl(ours.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(ours.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    Ok((ours, theirs))
+}
+
 /// Raises the soft limit on open descriptors to `wanted`, or as far as the hard limit allows
 /// (as passt does; the hard limit is the administrator's). Returns the soft limit in force.
 pub fn raise_fd_limit(wanted: usize) -> io::Result<usize> {

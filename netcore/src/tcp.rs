@@ -368,6 +368,11 @@ pub struct TcpCounters {
     pub guest_refused: u64,
     /// Forwarded connections closed at once: the guest had no address of a family to take them.
     pub no_guest_address: u64,
+    /// Guest connections that started a guest forward's command (slirp's `guestfwd=…-cmd:`).
+    pub commands: u64,
+    /// Guest forward connections reset because their command could not start (or too many
+    /// ran).
+    pub command_failures: u64,
 }
 
 pub use crate::nat::Target;
@@ -401,6 +406,8 @@ pub struct TcpTable {
     /// lets the peer send, and the kernel runs that transmission inside our discard, so the
     /// socket's events are already waiting (see [`TcpTable::take_socket_events_waiting`]).
     socket_events_waiting: bool,
+    /// Guest forwards' commands, started by the connections to them.
+    commands: crate::guestfwd::Commands,
     pub counters: TcpCounters,
 }
 
@@ -427,8 +434,14 @@ impl TcpTable {
             iovs: sys::IoVecs::default(),
             isn_state: seed | 1,
             socket_events_waiting: false,
+            commands: crate::guestfwd::Commands::default(),
             counters: TcpCounters::default(),
         }
+    }
+
+    /// The plan's guest forwards, whose commands connections to them start.
+    pub fn set_guest_forwards(&mut self, forwards: Vec<policy::GuestForward>) {
+        self.commands = crate::guestfwd::Commands::new(forwards);
     }
 
     pub fn len(&self) -> usize {
@@ -533,8 +546,32 @@ impl TcpTable {
             send_reset_for(ctx, seg, rx);
             return SegmentOutcome::Handled;
         }
-        let dest = match target() {
-            Target::Connect(dest) => dest,
+        let (sock, connected, command) = match target() {
+            Target::Connect(dest) => match connect(dest) {
+                Ok((sock, connected)) => (sock, connected, false),
+                Err(ConnectFailure::Unreachable { host }) => {
+                    return SegmentOutcome::Unreachable { host };
+                }
+                Err(failure) => {
+                    if failure == ConnectFailure::Refused {
+                        self.counters.refused += 1;
+                    }
+                    send_reset_for(ctx, seg, rx);
+                    return SegmentOutcome::Handled;
+                }
+            },
+            Target::Command(index) => match self.commands.start(index) {
+                Ok(sock) => (sock, true, true),
+                Err(e) => {
+                    log::warn!(
+                        "guest forward to {}: the command did not start: {e}",
+                        key.remote
+                    );
+                    self.counters.command_failures += 1;
+                    send_reset_for(ctx, seg, rx);
+                    return SegmentOutcome::Handled;
+                }
+            },
             Target::Unreachable => return SegmentOutcome::Unreachable { host: false },
             Target::Restricted => {
                 self.counters.restricted += 1;
@@ -542,39 +579,21 @@ impl TcpTable {
                 return SegmentOutcome::Handled;
             }
         };
-        let sock = match sys::socket(sys::family(&dest.ip()), libc::SOCK_STREAM, 0) {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("TCP socket for {dest}: {e}");
-                send_reset_for(ctx, seg, rx);
-                return SegmentOutcome::Handled;
-            }
-        };
-        let _ = sys::set_nodelay(sock.as_raw_fd());
-        let connected = match sys::connect(&sock, &dest) {
-            Ok(done) => done,
-            Err(e) => {
-                return match e.raw_os_error() {
-                    Some(libc::ECONNREFUSED) => {
-                        self.counters.refused += 1;
-                        send_reset_for(ctx, seg, rx);
-                        SegmentOutcome::Handled
-                    }
-                    Some(libc::EHOSTUNREACH) => SegmentOutcome::Unreachable { host: true },
-                    _ => SegmentOutcome::Unreachable { host: false },
-                };
-            }
-        };
-        self.counters.connects += 1;
+        if command {
+            self.counters.commands += 1;
+        } else {
+            self.counters.connects += 1;
+        }
         let iss = self.next_isn();
         let slot = self.free_slot();
         let mut flow = Flow::new(key, slot, sock, State::Connecting, iss);
+        flow.discard_by_reading = command;
         flow.rcv_nxt = seg.seq.wrapping_add(1);
         flow.snd_wnd = u32::from(seg.window);
         flow.set_guest_options(seg);
         let interest = libc::EPOLLOUT | libc::EPOLLET;
         if let Err(e) = epoll_add(ctx.epoll, flow.fd(), interest as u32, token(slot)) {
-            log::warn!("epoll add for {dest}: {e}");
+            log::warn!("epoll add for {}: {e}", key.remote);
             self.free.push(slot);
             send_reset_for(ctx, seg, rx);
             return SegmentOutcome::Handled;
@@ -834,6 +853,7 @@ impl TcpTable {
 
     /// Retransmission, zero-window probing and giving up on dead peers.
     pub fn on_tick<L: RxLink>(&mut self, ctx: &mut Ctx<'_>, rx: &mut L) {
+        self.commands.reap();
         for slot in 0..self.flows.len() {
             let Some(flow) = self.flows[slot].as_mut() else {
                 continue;
@@ -1589,6 +1609,35 @@ fn send_opening<L: RxLink>(
 }
 
 /// An RST answering a segment that belongs to no connection (RFC 793 reset generation).
+/// Why a connection to a host did not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnectFailure {
+    /// The host said no at once: the guest gets an RST.
+    Refused,
+    /// No route: the guest gets ICMP unreachable, "host" when the kernel said so.
+    Unreachable { host: bool },
+    /// No socket: the guest gets an RST.
+    NoSocket,
+}
+
+/// Starts a non-blocking connection to `dest`: the socket, and whether it is connected
+/// already.
+fn connect(dest: SocketAddr) -> Result<(OwnedFd, bool), ConnectFailure> {
+    let sock = sys::socket(sys::family(&dest.ip()), libc::SOCK_STREAM, 0).map_err(|e| {
+        log::warn!("TCP socket for {dest}: {e}");
+        ConnectFailure::NoSocket
+    })?;
+    let _ = sys::set_nodelay(sock.as_raw_fd());
+    match sys::connect(&sock, &dest) {
+        Ok(connected) => Ok((sock, connected)),
+        Err(e) => Err(match e.raw_os_error() {
+            Some(libc::ECONNREFUSED) => ConnectFailure::Refused,
+            Some(libc::EHOSTUNREACH) => ConnectFailure::Unreachable { host: true },
+            _ => ConnectFailure::Unreachable { host: false },
+        }),
+    }
+}
+
 fn send_reset_for<L: RxLink>(ctx: &mut Ctx<'_>, seg: &Segment, rx: &mut L) {
     let key = FlowKey {
         guest: seg.guest,

@@ -121,7 +121,8 @@ impl UdpTable {
     ) -> Sent {
         let dest = match target {
             Target::Connect(dest) => dest,
-            Target::Unreachable => return Sent::Unreachable,
+            // Guest forwards are TCP only: `nat::outbound` never gives one for UDP.
+            Target::Unreachable | Target::Command(_) => return Sent::Unreachable,
             Target::Restricted => {
                 self.counters.restricted += 1;
                 return Sent::Dropped;

@@ -49,7 +49,8 @@ pub struct PolicyArgs {
     #[arg(long, value_name = "SEL", requires = "libvirt_xml")]
     pub interface: Option<String>,
 
-    /// QEMU -netdev user options (net=, host=, dhcpstart=, dns=, hostfwd=, ...); repeatable
+    /// QEMU -netdev user options (net=, host=, dhcpstart=, dns=, hostfwd=, guestfwd=, ...);
+    /// repeatable
     #[arg(long, value_name = "OPTS")]
     pub slirp: Vec<String>,
 

@@ -1,9 +1,10 @@
 //! `--explain`: the guest-visible plan, for people (text) and for scripts (JSON).
 //!
 //! Both renderings show the same facts: addresses and masks, gateway and its MAC, DNS, DHCP
-//! options and lease, MTU, IPv6, port forwards, host-loopback mapping, and the warnings the
-//! profile raised. The JSON keys are a stable interface, listed in `policy/EXPLAIN.md`; keys
-//! are only ever added, and `format_version` changes if one changes meaning.
+//! options and lease, MTU, IPv6, port forwards, guest forwards (slirp's `guestfwd=`),
+//! host-loopback mapping, and the warnings the profile raised. The JSON keys are a stable
+//! interface, listed in `policy/EXPLAIN.md`; keys are only ever added, and `format_version`
+//! changes if one changes meaning.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -223,7 +224,7 @@ pub fn render_text(r: &Resolved) -> String {
     );
 
     let _ = writeln!(s, "Port forwards");
-    if p.forwards.is_empty() {
+    if p.forwards.is_empty() && p.guest_forwards.is_empty() {
         line(&mut s, "", "none");
     }
     for f in &p.forwards {
@@ -243,6 +244,13 @@ pub fn render_text(r: &Resolved) -> String {
                 "guest = {} for IPv4, the guest's own address for IPv6",
                 v4.dhcp_start
             ),
+        );
+    }
+    for g in &p.guest_forwards {
+        line(
+            &mut s,
+            "guest forward",
+            &format!("{}:{} -> command: {}", g.addr, g.port, g.command),
         );
     }
 
@@ -271,6 +279,7 @@ struct Json<'a> {
     map_gateway_to_loopback: bool,
     tftp_root: Option<String>,
     forwards: Vec<JsonForward>,
+    guest_forwards: Vec<JsonGuestForward<'a>>,
     warnings: &'a [String],
 }
 
@@ -319,6 +328,14 @@ struct JsonForward {
     guest_address: Option<String>,
     guest_ports: [u16; 2],
     skip_ephemeral: bool,
+}
+
+#[derive(Serialize)]
+struct JsonGuestForward<'a> {
+    address: String,
+    port: u16,
+    command: &'a str,
+    argv: &'a [String],
 }
 
 /// The plan as pretty-printed JSON (keys in `policy/EXPLAIN.md`), ending in a newline.
@@ -391,9 +408,107 @@ pub fn render_json(r: &Resolved) -> String {
                 }
             })
             .collect(),
+        guest_forwards: p
+            .guest_forwards
+            .iter()
+            .map(|g| JsonGuestForward {
+                address: g.addr.to_string(),
+                port: g.port,
+                command: &g.command,
+                argv: &g.argv,
+            })
+            .collect(),
         warnings: &r.warnings,
     };
     let mut out = serde_json::to_string_pretty(&json).expect("plain data serializes");
     out.push('\n');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PolicyArgs;
+
+    fn resolved(slirp: &str) -> Resolved {
+        PolicyArgs {
+            slirp: vec![slirp.into()],
+            ..PolicyArgs::default()
+        }
+        .build_with_xml(None)
+        .unwrap_or_else(|e| panic!("{slirp}: {e}"))
+    }
+
+    const TWO_GUEST_FORWARDS: &str =
+        "guestfwd=tcp:10.0.2.100:1234-cmd:netcat 127.0.0.1 4321,guestfwd=::22-cmd:sh -c 'nc x 22'";
+
+    #[test]
+    fn text_shows_guest_forwards() {
+        let text = render_text(&resolved(TWO_GUEST_FORWARDS));
+        let section = text
+            .split_once("Port forwards\n")
+            .and_then(|(_, rest)| rest.split_once("Warnings\n"))
+            .map(|(section, _)| section)
+            .unwrap();
+        assert_eq!(
+            section,
+            "  guest forward     10.0.2.100:1234 -> command: netcat 127.0.0.1 4321\n\
+             \x20 guest forward     10.0.2.4:22 -> command: sh -c 'nc x 22'\n"
+        );
+        // EXPLAIN.md shows the first line as the example.
+        assert!(include_str!("../EXPLAIN.md").contains(section.lines().next().unwrap()));
+        let text = render_text(&resolved(
+            "hostfwd=tcp:127.0.0.1:2222-:22,guestfwd=::80-cmd:cat",
+        ));
+        assert!(
+            text.contains(
+                "Port forwards\n\
+                 \x20 tcp               127.0.0.1:2222 -> guest:22\n\
+                 \x20                   guest = 10.0.2.15 for IPv4, the guest's own address for IPv6\n\
+                 \x20 guest forward     10.0.2.4:80 -> command: cat\n\
+                 Warnings\n"
+            ),
+            "{text}"
+        );
+        let text = render_text(&resolved("net=10.0.0.0/8"));
+        assert!(
+            text.contains("Port forwards\n                    none\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_lists_guest_forwards() {
+        let out = render_json(&resolved(TWO_GUEST_FORWARDS));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            v["guest_forwards"],
+            serde_json::json!([
+                {
+                    "address": "10.0.2.100",
+                    "port": 1234,
+                    "command": "netcat 127.0.0.1 4321",
+                    "argv": ["netcat", "127.0.0.1", "4321"],
+                },
+                {
+                    "address": "10.0.2.4",
+                    "port": 22,
+                    "command": "sh -c 'nc x 22'",
+                    "argv": ["sh", "-c", "nc x 22"],
+                },
+            ])
+        );
+        let doc = include_str!("../EXPLAIN.md");
+        for key in ["address", "port", "command", "argv"] {
+            assert!(
+                doc.contains(&format!("| `guest_forwards[].{key}` |")),
+                "{key}"
+            );
+        }
+        assert!(doc.contains("| `guest_forwards` |"));
+
+        let v: serde_json::Value =
+            serde_json::from_str(&render_json(&resolved("net=10.0.0.0/8"))).unwrap();
+        assert_eq!(v["guest_forwards"], serde_json::json!([]));
+    }
 }

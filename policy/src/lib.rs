@@ -171,6 +171,22 @@ pub struct NetPlan {
     pub forwards: Vec<PortForward>,
     /// slirp's `tftp=`: the directory the TFTP server (port 69 on the gateway) serves.
     pub tftp_root: Option<PathBuf>,
+    /// slirp's `guestfwd=…-cmd:…`, in the order given.
+    pub guest_forwards: Vec<GuestForward>,
+}
+
+/// slirp's `guestfwd=[tcp]:[SERVER]:PORT-cmd:COMMAND`: each guest TCP connection to
+/// SERVER:PORT (an address of the guest's IPv4 network that is neither the gateway nor the DNS
+/// address) starts COMMAND, whose standard input, output and error are that connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestForward {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    /// The command as written, for `--explain` and logs.
+    pub command: String,
+    /// Its words, split as slirp splits them (GLib's `g_shell_parse_argv`: quotes and
+    /// backslashes as in sh, no expansions); never empty.
+    pub argv: Vec<String>,
 }
 
 /// Transport protocol of a port forward.
@@ -292,6 +308,7 @@ impl NetPlan {
             map_gateway_to_loopback: true,
             forwards: Vec::new(),
             tftp_root: None,
+            guest_forwards: Vec::new(),
         }
     }
 }

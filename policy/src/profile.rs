@@ -21,6 +21,10 @@
 //!   the guest's subnet, and (as the slirp profile does too) a gateway MAC equal to the
 //!   guest's.
 //!
+//! Guest forwards (slirp's `guestfwd=`) follow libslirp under either profile: an empty address
+//! is the network's `.2.4` position (as the gateway is its `.2.2`), and the address must lie in
+//! the network and be neither the gateway nor the DNS address.
+//!
 //! Anything legal but surprising becomes a warning that `--explain` shows.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -28,7 +32,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::addr::{classful_passt, classful_qemu, v4_broadcast, v4_in, v4_net, v6_in, v6_net};
 use crate::error::ConfigError;
 use crate::request::{AddrKind, Request, Setting};
-use crate::{HostListen, Ipv4Plan, Ipv6Plan, MacAddr, NetPlan, prefix_to_mask};
+use crate::{GuestForward, HostListen, Ipv4Plan, Ipv6Plan, MacAddr, NetPlan, prefix_to_mask};
 
 /// How addresses in the configuration become the guest's view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -738,6 +742,84 @@ fn check_forwards(req: &Request, plan: &NetPlan, w: &mut Vec<String>) -> Result<
     Ok(())
 }
 
+/// QEMU's words for every address libslirp's `check_guestfwd` refuses.
+const QEMU_GUESTFWD_REFUSED: &str = "QEMU: Conflicting/invalid host:port in guest forwarding rule";
+
+/// Give each guest forward its address and apply libslirp's `check_guestfwd` to the plan's
+/// IPv4 network, whichever profile made it: the address must be inside the network and be
+/// neither the gateway nor the DNS address, which slirp answers itself.
+fn resolve_guest_forwards(
+    req: &Request,
+    plan: &NetPlan,
+    w: &mut Vec<String>,
+) -> Result<Vec<GuestForward>, ConfigError> {
+    let mut out: Vec<GuestForward> = Vec::with_capacity(req.guest_forwards.len());
+    for g in &req.guest_forwards {
+        let Some(v4) = &plan.ipv4 else {
+            return Err(ConfigError::Conflict(format!(
+                "{}: a guest forward needs IPv4, which is disabled by {}",
+                g.origin,
+                req.ipv4_off.as_deref().unwrap_or("the configuration")
+            )));
+        };
+        let cidr = format!("{}/{}", v4.network, v4.prefix_len);
+        let refuse = |why: String| {
+            ConfigError::invalid(&g.origin, format!("{why} ({QEMU_GUESTFWD_REFUSED})"))
+        };
+        // libslirp's default, placed like the gateway and DNS addresses: the host bits of
+        // 0.0.2.4 in the network (10.0.2.4 by default, 192.168.76.4 in 192.168.76.0/24).
+        let (addr, shown) = match g.value.addr {
+            Some(a) => (a, a.to_string()),
+            None => {
+                let mask = prefix_to_mask(v4.prefix_len);
+                let a = v4_or(u32::from(v4.network) | (0x0204 & !mask));
+                (a, format!("the default address {a}"))
+            }
+        };
+        if !v4.contains(addr) {
+            return Err(refuse(format!(
+                "{shown} is outside {cidr}; a guest forward needs an address of {cidr}"
+            )));
+        }
+        for (what, taken) in [("gateway", v4.gateway), ("DNS address", v4.dns)] {
+            if addr == taken {
+                return Err(refuse(format!(
+                    "{shown} is the {what}; a guest forward needs another address of {cidr}"
+                )));
+            }
+        }
+        // libslirp means to refuse this too, but compares ports of different byte orders.
+        // `out` holds the earlier rules in order, so `j` indexes both lists.
+        if let Some(j) = out
+            .iter()
+            .position(|f| f.addr == addr && f.port == g.value.port)
+        {
+            return Err(ConfigError::Conflict(format!(
+                "{} and {} both forward guest connections to {addr}:{}",
+                req.guest_forwards[j].origin, g.origin, g.value.port
+            )));
+        }
+        let first = u32::from(v4.dhcp_start);
+        let last = first.saturating_add(u32::from(plan.dhcp.pool_size.max(1)) - 1);
+        if (first..=last).contains(&u32::from(addr)) {
+            w.push(format!(
+                "{}: {addr} is an address the DHCP server hands out ({}-{}): the guest that gets \
+                 it cannot reach this guest forward",
+                g.origin,
+                v4.dhcp_start,
+                v4_or(last)
+            ));
+        }
+        out.push(GuestForward {
+            addr,
+            port: g.value.port,
+            command: g.value.command.clone(),
+            argv: g.value.argv.clone(),
+        });
+    }
+    Ok(out)
+}
+
 /// Turn a request into the plan under `profile`; warnings come back alongside.
 pub(crate) fn resolve(
     profile: Profile,
@@ -793,6 +875,232 @@ pub(crate) fn resolve(
         tftp_warnings(root, plan.dhcp.bootfile.as_deref(), &mut w);
     }
     check_forwards(&req, &plan, &mut w)?;
+    plan.guest_forwards = resolve_guest_forwards(&req, &plan, &mut w)?;
     plan.forwards = req.forwards.into_iter().map(|f| f.value).collect();
     Ok((plan, w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::RawGuestForward;
+    use crate::slirp_opts;
+
+    /// Resolve `--slirp OPTS` under the slirp profile.
+    fn slirp(opts: &str) -> Result<(NetPlan, Vec<String>), ConfigError> {
+        resolve(Profile::Slirp, slirp_opts::parse(opts)?)
+    }
+
+    fn slirp_ok(opts: &str) -> (NetPlan, Vec<String>) {
+        slirp(opts).unwrap_or_else(|e| panic!("{opts}: {e}"))
+    }
+
+    fn slirp_err(opts: &str) -> String {
+        match slirp(opts) {
+            Ok((plan, _)) => panic!("{opts}: expected an error, got {plan:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const QEMU: &str = "(QEMU: Conflicting/invalid host:port in guest forwarding rule)";
+
+    #[test]
+    fn guest_forward_plan() {
+        let (plan, w) = slirp_ok(
+            "guestfwd=tcp:10.0.2.100:1234-cmd:netcat 127.0.0.1 4321,guestfwd=::1234-cmd:cat",
+        );
+        assert_eq!(
+            plan.guest_forwards,
+            vec![
+                GuestForward {
+                    addr: Ipv4Addr::new(10, 0, 2, 100),
+                    port: 1234,
+                    command: "netcat 127.0.0.1 4321".into(),
+                    argv: vec!["netcat".into(), "127.0.0.1".into(), "4321".into()],
+                },
+                GuestForward {
+                    addr: Ipv4Addr::new(10, 0, 2, 4),
+                    port: 1234,
+                    command: "cat".into(),
+                    argv: vec!["cat".into()],
+                },
+            ]
+        );
+        assert!(w.is_empty(), "{w:?}");
+        assert!(slirp_ok("").0.guest_forwards.is_empty());
+    }
+
+    /// Checked against QEMU 7.2 with libslirp 4.7.0: `net=192.168.76.0/24,host=192.168.76.4`
+    /// refuses an empty SERVER as "Conflicting/invalid", and so does `net=192.168.76.0/23`.
+    #[test]
+    fn guest_forward_default_address_is_0_0_2_4_in_the_network() {
+        let default_addr = |opts: &str| slirp_ok(opts).0.guest_forwards[0].addr.to_string();
+        for (net, want) in [
+            ("", "10.0.2.4"),
+            ("net=10.0.2.0/24,", "10.0.2.4"),
+            ("net=10.0.0.0/8,", "10.0.2.4"),
+            ("net=192.168.76.0/24,", "192.168.76.4"),
+            ("net=192.168.76.0/23,", "192.168.76.4"),
+            ("net=192.168.0.0/16,", "192.168.2.4"),
+            (
+                "net=10.0.2.0/30,dhcpstart=10.0.2.1,host=10.0.2.2,dns=10.0.2.3,",
+                "10.0.2.0",
+            ),
+        ] {
+            assert_eq!(
+                default_addr(&format!("{net}guestfwd=::80-cmd:cat")),
+                want,
+                "{net}"
+            );
+        }
+        // 0.0.0.0 is "not given" to libslirp too.
+        assert_eq!(
+            default_addr("net=192.168.76.0/24,guestfwd=tcp:0.0.0.0:80-cmd:cat"),
+            "192.168.76.4"
+        );
+        assert_eq!(
+            slirp_err("net=192.168.76.0/24,host=192.168.76.4,guestfwd=::80-cmd:cat"),
+            format!(
+                "--slirp guestfwd=::80-cmd:cat: the default address 192.168.76.4 is the gateway; \
+                 a guest forward needs another address of 192.168.76.0/24 {QEMU}"
+            )
+        );
+    }
+
+    #[test]
+    fn guest_forward_refuses_what_slirp_answers_itself() {
+        let cases = [
+            ("tcp:10.0.2.2:1234-cmd:cat", "10.0.2.2 is the gateway"),
+            ("tcp:10.0.2.3:1234-cmd:cat", "10.0.2.3 is the DNS address"),
+            ("tcp:10.0.2.3:53-cmd:cat", "10.0.2.3 is the DNS address"),
+        ];
+        for (rule, what) in cases {
+            assert_eq!(
+                slirp_err(&format!("guestfwd={rule}")),
+                format!(
+                    "--slirp guestfwd={rule}: {what}; a guest forward needs another address \
+                     of 10.0.2.0/24 {QEMU}"
+                )
+            );
+        }
+        assert_eq!(
+            slirp_err("guestfwd=tcp:192.168.9.1:1234-cmd:cat"),
+            format!(
+                "--slirp guestfwd=tcp:192.168.9.1:1234-cmd:cat: 192.168.9.1 is outside \
+                 10.0.2.0/24; a guest forward needs an address of 10.0.2.0/24 {QEMU}"
+            )
+        );
+        // A moved gateway or DNS address takes the default address with it.
+        assert_eq!(
+            slirp_err("host=10.0.2.4,guestfwd=::80-cmd:cat"),
+            format!(
+                "--slirp guestfwd=::80-cmd:cat: the default address 10.0.2.4 is the gateway; \
+                 a guest forward needs another address of 10.0.2.0/24 {QEMU}"
+            )
+        );
+        assert!(
+            slirp_err("dns=10.0.2.4,guestfwd=::80-cmd:cat")
+                .contains("the default address 10.0.2.4 is the DNS address"),
+        );
+        // Network, broadcast and any other address of the network: accepted, as by QEMU.
+        for a in ["10.0.2.0", "10.0.2.255", "10.0.2.100", "10.0.2.15"] {
+            let (plan, _) = slirp_ok(&format!("guestfwd=tcp:{a}:1234-cmd:cat"));
+            assert_eq!(plan.guest_forwards[0].addr.to_string(), a);
+        }
+    }
+
+    #[test]
+    fn guest_forward_needs_ipv4() {
+        assert_eq!(
+            slirp_err("ipv4=off,guestfwd=tcp:10.0.2.100:1234-cmd:cat"),
+            "--slirp guestfwd=tcp:10.0.2.100:1234-cmd:cat: a guest forward needs IPv4, which \
+             is disabled by --slirp ipv4=off"
+        );
+        assert!(
+            slirp_err("ipv6=on,guestfwd=::1234-cmd:cat")
+                .ends_with("disabled by --slirp ipv6=on (without ipv4=on)")
+        );
+    }
+
+    #[test]
+    fn guest_forwards_on_one_address_and_port_conflict() {
+        assert_eq!(
+            slirp_err(
+                "guestfwd=::80-cmd:a,guestfwd=tcp:10.0.2.9:80-cmd:b,guestfwd=tcp:10.0.2.4:80-cmd:c"
+            ),
+            "--slirp guestfwd=::80-cmd:a and --slirp guestfwd=tcp:10.0.2.4:80-cmd:c both forward \
+             guest connections to 10.0.2.4:80"
+        );
+        let (plan, _) =
+            slirp_ok("guestfwd=::80-cmd:a,guestfwd=::81-cmd:a,guestfwd=:10.0.2.5:80-cmd:a");
+        assert_eq!(plan.guest_forwards.len(), 3);
+    }
+
+    #[test]
+    fn guest_forward_in_the_dhcp_pool_warns() {
+        for (a, warns) in [
+            ("10.0.2.14", false),
+            ("10.0.2.15", true),
+            ("10.0.2.30", true),
+            ("10.0.2.31", false),
+        ] {
+            let rule = format!("guestfwd=tcp:{a}:22-cmd:cat");
+            let (_, w) = slirp_ok(&rule);
+            let want = format!(
+                "--slirp {rule}: {a} is an address the DHCP server hands out \
+                 (10.0.2.15-10.0.2.30): the guest that gets it cannot reach this guest forward"
+            );
+            assert_eq!(w.contains(&want), warns, "{a}: {w:?}");
+            assert_eq!(w.len(), usize::from(warns), "{a}: {w:?}");
+        }
+    }
+
+    /// The passt profile has no front end with guest forwards, but applies the same rules to
+    /// its own network when handed one.
+    #[test]
+    fn guest_forwards_under_the_passt_profile() {
+        let with = |addr: Option<Ipv4Addr>| {
+            let mut req = Request {
+                v4_addr: Some(Setting::new(
+                    Ipv4Addr::new(192, 168, 1, 10),
+                    "--address 192.168.1.10/24",
+                )),
+                v4_prefix: Some(Setting::new(24, "--address 192.168.1.10/24")),
+                ..Request::default()
+            };
+            req.guest_forwards.push(Setting::new(
+                RawGuestForward {
+                    addr,
+                    port: 7,
+                    command: "cat".into(),
+                    argv: vec!["cat".into()],
+                },
+                "a guest forward",
+            ));
+            resolve(Profile::Passt, req)
+        };
+        // Gateway 192.168.1.1, DNS 192.168.1.3, guest 192.168.1.10.
+        let (plan, w) = with(None).unwrap();
+        assert_eq!(plan.guest_forwards[0].addr, Ipv4Addr::new(192, 168, 1, 4));
+        assert!(w.is_empty(), "{w:?}");
+        let e = with(Some(Ipv4Addr::new(192, 168, 2, 4)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("192.168.2.4 is outside 192.168.1.0/24"), "{e}");
+        let e = with(Some(Ipv4Addr::new(192, 168, 1, 1)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("192.168.1.1 is the gateway"), "{e}");
+        let (plan, w) = with(Some(Ipv4Addr::new(192, 168, 1, 10))).unwrap();
+        assert_eq!(plan.guest_forwards[0].addr, Ipv4Addr::new(192, 168, 1, 10));
+        assert!(
+            w.contains(
+                &"a guest forward: 192.168.1.10 is an address the DHCP server hands out \
+                  (192.168.1.10-192.168.1.10): the guest that gets it cannot reach this guest \
+                  forward"
+                    .to_string()
+            ),
+            "{w:?}"
+        );
+    }
 }

@@ -36,6 +36,19 @@ pub(crate) enum AddrKind {
     Network,
 }
 
+/// A guest forward as written: its address stays open until the profile knows the network,
+/// because slirp's default for an empty SERVER is derived from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RawGuestForward {
+    /// `None`: SERVER was empty (or 0.0.0.0, which libslirp reads the same way).
+    pub addr: Option<Ipv4Addr>,
+    pub port: u16,
+    /// Everything after `cmd:`, as written.
+    pub command: String,
+    /// `command` split into words (never empty).
+    pub argv: Vec<String>,
+}
+
 /// The union of everything the front ends can express.
 #[derive(Clone, Debug)]
 pub(crate) struct Request {
@@ -67,6 +80,8 @@ pub(crate) struct Request {
     pub gateway_mac: Option<Setting<MacAddr>>,
     pub guest_mac: Option<Setting<MacAddr>>,
     pub forwards: Vec<Setting<PortForward>>,
+    /// slirp's `guestfwd=…-cmd:…`, in the order given.
+    pub guest_forwards: Vec<Setting<RawGuestForward>>,
     pub map_gateway_to_loopback: bool,
     /// Warnings raised while reading the input.
     pub notes: Vec<String>,
@@ -99,6 +114,7 @@ impl Default for Request {
             gateway_mac: None,
             guest_mac: None,
             forwards: Vec::new(),
+            guest_forwards: Vec::new(),
             map_gateway_to_loopback: true,
             notes: Vec::new(),
         }

@@ -4,21 +4,23 @@
 //! option names, QemuOpts syntax (`,` separates, `,,` is a literal comma, a bare `restrict`
 //! means `restrict=on`, the last of a repeated scalar wins), addresses through `inet_aton`,
 //! `net=` with a prefix length, a dotted mask or no mask at all (the classful mask QEMU picks),
-//! QEMU's curious `ipv4=`/`ipv6=` defaulting and its `hostfwd=` grammar. The values go into a
-//! `Request` unchanged; the slirp profile then derives gateway, DNS
-//! and DHCP addresses and applies QEMU's consistency checks, so the same checks also guard
-//! libvirt XML and passt options.
+//! QEMU's curious `ipv4=`/`ipv6=` defaulting and its `hostfwd=` and `guestfwd=` grammars. The
+//! values go into a `Request` unchanged; the slirp profile then derives gateway, DNS
+//! and DHCP addresses (and the default guest forward address) and applies QEMU's consistency
+//! checks, so the same checks also guard libvirt XML and passt options.
 //!
 //! Deliberate differences from QEMU, each refusing rather than guessing: a dotted mask must be
-//! contiguous, numbers may not carry trailing garbage, and `guestfwd=`, `smb=` and
-//! `smbserver=` are not supported.
+//! contiguous, numbers may not carry trailing garbage, a `guestfwd=…-cmd:` command must split
+//! into words now (slirp would only find out at the guest's first connection), `guestfwd=` to
+//! a QEMU chardev is refused (only QEMU can reach its chardevs; `cmd:` works from a separate
+//! process), and `smb=` and `smbserver=` are not supported.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use crate::addr::{c_ulong, inet_aton, mask_to_prefix, valid_domain};
+use crate::addr::{c_ulong, decimal, inet_aton, mask_to_prefix, valid_domain};
 use crate::error::ConfigError;
-use crate::request::{AddrKind, Request, Setting};
+use crate::request::{AddrKind, RawGuestForward, Request, Setting};
 use crate::{HostListen, PortForward, PortRange, Proto};
 
 /// Split a QemuOpts string into `(name, value)` pairs.
@@ -113,6 +115,7 @@ struct Raw {
     ipv6_host: Option<String>,
     ipv6_dns: Option<String>,
     hostfwd: Vec<String>,
+    guestfwd: Vec<String>,
     tftp: Option<String>,
     bootfile: Option<String>,
     tftp_server_name: Option<String>,
@@ -159,7 +162,11 @@ pub(crate) fn parse(text: &str) -> Result<Request, ConfigError> {
                 raw.hostfwd.push(value);
                 continue;
             }
-            "guestfwd" | "smb" | "smbserver" => {
+            "guestfwd" => {
+                raw.guestfwd.push(value);
+                continue;
+            }
+            "smb" | "smbserver" => {
                 return Err(ConfigError::invalid(
                     subject(&name, &value),
                     "not supported by vhost-net-user",
@@ -396,6 +403,11 @@ fn build(raw: Raw) -> Result<Request, ConfigError> {
         let fwd = parse_hostfwd(f)?;
         req.forwards.push(Setting::new(fwd, subject("hostfwd", f)));
     }
+    for g in &raw.guestfwd {
+        let fwd = parse_guestfwd(g)?;
+        req.guest_forwards
+            .push(Setting::new(fwd, subject("guestfwd", g)));
+    }
     Ok(req)
 }
 
@@ -518,6 +530,196 @@ pub(crate) fn parse_hostfwd(rule: &str) -> Result<PortForward, ConfigError> {
         guest_port: gport as u16,
         skip_ephemeral: false,
     })
+}
+
+/// The port of a guest forward as net/slirp.c reads it, `strtol(s, &end, 10)` with nothing
+/// left over: optional leading white space and `+`, then decimal digits.
+fn guestfwd_port(s: &str) -> Option<u16> {
+    let s = s.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
+    decimal(s.strip_prefix('+').unwrap_or(s))
+        .filter(|p| (1..=65535).contains(p))
+        .map(|p| p as u16)
+}
+
+/// `guestfwd=[tcp]:[SERVER]:PORT-cmd:COMMAND` (net/slirp.c `slirp_guestfwd`). An empty SERVER
+/// stays `None`: its default depends on the network, which is the profile's to derive.
+pub(crate) fn parse_guestfwd(rule: &str) -> Result<RawGuestForward, ConfigError> {
+    let fail = |why: &str| {
+        ConfigError::invalid(
+            subject("guestfwd", rule),
+            format!("invalid guest forwarding rule ({why})"),
+        )
+    };
+    let (proto, rest) = rule
+        .split_once(':')
+        .ok_or_else(|| fail("expected [tcp]:[SERVER]:PORT-cmd:COMMAND"))?;
+    if !proto.is_empty() && proto != "tcp" {
+        return Err(fail(
+            "the protocol must be tcp or empty; QEMU forwards no UDP",
+        ));
+    }
+    let (server, rest) = rest
+        .split_once(':')
+        .ok_or_else(|| fail("missing : after the server address"))?;
+    let addr = if server.is_empty() {
+        None
+    } else {
+        let a = inet_aton(server).ok_or_else(|| fail("bad server address"))?;
+        // libslirp takes 0.0.0.0 for "not given" as well.
+        (!a.is_unspecified()).then_some(a)
+    };
+    let (port, target) = rest
+        .split_once('-')
+        .ok_or_else(|| fail("missing - after the port"))?;
+    let port =
+        guestfwd_port(port).ok_or_else(|| fail("the port must be a number from 1 to 65535"))?;
+    if target.is_empty() {
+        return Err(fail("nothing after the port; expected cmd:COMMAND"));
+    }
+    // Anything but `cmd:` names a chardev of the QEMU process, out of a backend's reach.
+    let Some(command) = target.strip_prefix("cmd:") else {
+        return Err(ConfigError::invalid(
+            subject("guestfwd", rule),
+            "forwards to a QEMU chardev, which only QEMU can reach; use cmd:COMMAND",
+        ));
+    };
+    let argv = split_command(command)
+        .map_err(|e| ConfigError::invalid(subject("guestfwd", rule), e.to_string()))?;
+    Ok(RawGuestForward {
+        addr,
+        port,
+        command: command.to_string(),
+        argv,
+    })
+}
+
+/// Why a guest forward's command has no argv.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SplitError {
+    UnterminatedQuote,
+    TrailingBackslash,
+    /// GLib refuses a `#` that starts a comment as the very last character.
+    TrailingHash,
+    Empty,
+}
+
+impl std::fmt::Display for SplitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SplitError::UnterminatedQuote => "the command has an unterminated quote",
+            SplitError::TrailingBackslash => "the command ends in a lone backslash",
+            SplitError::TrailingHash => {
+                "the command ends in '#', which GLib's shell parser (slirp's) refuses"
+            }
+            SplitError::Empty => "the command is empty",
+        })
+    }
+}
+
+/// Where [`split_command`] is inside the text.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SplitMode {
+    Plain,
+    /// After an unquoted backslash.
+    Escaped,
+    SingleQuoted,
+    DoubleQuoted,
+    /// After a backslash inside double quotes.
+    DoubleEscaped,
+    /// Right after a `#` that starts a comment.
+    CommentStart,
+    Comment,
+}
+
+/// Split a command into words as GLib's `g_shell_parse_argv` does, since libslirp runs a
+/// guest forward's command through it: words end at unquoted blanks (space, tab, newline);
+/// `'…'` keeps everything; `"…"` keeps everything but `\` before `$`, `` ` ``, `"`, `\` or
+/// newline; an unquoted `\` keeps the next character (and drops a newline); quoted and plain
+/// parts of one word join up. A `#` at the start or after a space or newline begins a comment
+/// up to and including the next newline. No expansions of any kind.
+pub(crate) fn split_command(command: &str) -> Result<Vec<String>, SplitError> {
+    let mut words = Vec::new();
+    // `Some` once a word has begun, even if it stays empty (`''` is one empty word).
+    let mut word: Option<String> = None;
+    let mut mode = SplitMode::Plain;
+    let mut prev = None;
+    for c in command.chars() {
+        mode = match mode {
+            SplitMode::Plain => match c {
+                ' ' | '\t' | '\n' => {
+                    words.extend(word.take());
+                    SplitMode::Plain
+                }
+                '\'' => {
+                    word.get_or_insert_default();
+                    SplitMode::SingleQuoted
+                }
+                '"' => {
+                    word.get_or_insert_default();
+                    SplitMode::DoubleQuoted
+                }
+                '\\' => SplitMode::Escaped,
+                // GLib looks at the raw previous character only: not a tab, and an escaped
+                // space counts.
+                '#' if matches!(prev, None | Some(' ' | '\n')) => SplitMode::CommentStart,
+                _ => {
+                    word.get_or_insert_default().push(c);
+                    SplitMode::Plain
+                }
+            },
+            SplitMode::Escaped => {
+                if c != '\n' {
+                    word.get_or_insert_default().push(c);
+                }
+                SplitMode::Plain
+            }
+            SplitMode::SingleQuoted => {
+                if c == '\'' {
+                    SplitMode::Plain
+                } else {
+                    word.get_or_insert_default().push(c);
+                    SplitMode::SingleQuoted
+                }
+            }
+            SplitMode::DoubleQuoted => match c {
+                '"' => SplitMode::Plain,
+                '\\' => SplitMode::DoubleEscaped,
+                _ => {
+                    word.get_or_insert_default().push(c);
+                    SplitMode::DoubleQuoted
+                }
+            },
+            SplitMode::DoubleEscaped => {
+                let w = word.get_or_insert_default();
+                if !matches!(c, '$' | '`' | '"' | '\\' | '\n') {
+                    w.push('\\');
+                }
+                w.push(c);
+                SplitMode::DoubleQuoted
+            }
+            SplitMode::CommentStart | SplitMode::Comment => {
+                if c == '\n' {
+                    SplitMode::Plain
+                } else {
+                    SplitMode::Comment
+                }
+            }
+        };
+        prev = Some(c);
+    }
+    match mode {
+        SplitMode::SingleQuoted | SplitMode::DoubleQuoted | SplitMode::DoubleEscaped => {
+            return Err(SplitError::UnterminatedQuote);
+        }
+        SplitMode::Escaped => return Err(SplitError::TrailingBackslash),
+        SplitMode::CommentStart => return Err(SplitError::TrailingHash),
+        SplitMode::Plain | SplitMode::Comment => {}
+    }
+    words.extend(word);
+    if words.is_empty() {
+        return Err(SplitError::Empty);
+    }
+    Ok(words)
 }
 
 #[cfg(test)]
@@ -674,8 +876,9 @@ mod tests {
             ("ipv6-host=x", "--slirp ipv6-host=x"),
             ("domainname=", "cannot be empty"),
             ("dnssearch=a..b", "--slirp dnssearch=a..b"),
-            ("guestfwd=tcp:10.0.2.100:1234-cmd:cat", "not supported"),
+            ("guestfwd=tcp:10.0.2.100:1234-chr0", "only QEMU can reach"),
             ("smb=/tmp", "not supported"),
+            ("smbserver=10.0.2.4", "not supported"),
             ("bogus=1", "invalid parameter 'bogus'"),
             ("type=tap", "only the 'user' netdev type"),
             ("restrict=sometimes", "--slirp restrict=sometimes"),
@@ -714,5 +917,166 @@ mod tests {
         let r = parse("ipv6-prefixlen=0").unwrap();
         assert_eq!(r.v6_prefix.unwrap().value, 64);
         assert_eq!(r.notes.len(), 1);
+    }
+
+    #[test]
+    fn commands_split_as_glib_does() {
+        let cases: &[(&str, &[&str])] = &[
+            ("netcat 127.0.0.1 4321", &["netcat", "127.0.0.1", "4321"]),
+            ("  cat\t\t-u \n x  ", &["cat", "-u", "x"]),
+            (
+                "sh -c 'echo $HOME; ls *'",
+                &["sh", "-c", "echo $HOME; ls *"],
+            ),
+            ("a\"b c\"d", &["ab cd"]),
+            ("'it''s' \"\"", &["its", ""]),
+            (r#"echo "a\"b\\c\$d\`e\x""#, &["echo", r#"a"b\c$d`e\x"#]),
+            (r"echo 'a\b' \'c\ d\\", &["echo", r"a\b", "'c d\\"]),
+            ("echo a\\\nb", &["echo", "ab"]),
+            ("echo \"a\\\nb\"", &["echo", "a\nb"]),
+            ("~/bin/x $PATH", &["~/bin/x", "$PATH"]),
+            ("echo a#b #comment\nnext", &["echo", "a#b", "next"]),
+            (
+                "echo\t#tab-is-no-comment-start",
+                &["echo", "#tab-is-no-comment-start"],
+            ),
+            ("echo a\\ #x\nb", &["echo", "a b"]),
+            ("#only a comment\ncat", &["cat"]),
+            ("echo ##", &["echo"]),
+        ];
+        for (command, want) in cases {
+            let want: Vec<String> = want.iter().map(|w| w.to_string()).collect();
+            assert_eq!(split_command(command), Ok(want), "{command:?}");
+        }
+        let bad = [
+            ("", SplitError::Empty),
+            (" \t\n", SplitError::Empty),
+            ("#x", SplitError::Empty),
+            ("\\\n", SplitError::Empty),
+            ("it's", SplitError::UnterminatedQuote),
+            ("echo \"a", SplitError::UnterminatedQuote),
+            ("echo \"a\\\"", SplitError::UnterminatedQuote),
+            ("echo a\\", SplitError::TrailingBackslash),
+            ("echo #", SplitError::TrailingHash),
+        ];
+        for (command, want) in bad {
+            assert_eq!(split_command(command), Err(want), "{command:?}");
+        }
+    }
+
+    /// The guest forwards of a parsed option string, as `(addr, port, command, argv)`.
+    fn guestfwds(opts: &str) -> Vec<(Option<Ipv4Addr>, u16, String, Vec<String>)> {
+        parse(opts)
+            .unwrap_or_else(|e| panic!("{opts}: {e}"))
+            .guest_forwards
+            .into_iter()
+            .map(|g| (g.value.addr, g.value.port, g.value.command, g.value.argv))
+            .collect()
+    }
+
+    #[test]
+    fn guestfwd_forms() {
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let a100 = Some(Ipv4Addr::new(10, 0, 2, 100));
+        assert_eq!(
+            guestfwds("guestfwd=tcp:10.0.2.100:1234-cmd:netcat 127.0.0.1 4321"),
+            vec![(
+                a100,
+                1234,
+                "netcat 127.0.0.1 4321".to_string(),
+                words(&["netcat", "127.0.0.1", "4321"])
+            )]
+        );
+        // Empty protocol and server, 0.0.0.0 (libslirp's "not given"), inet_aton forms, strtol.
+        let r = guestfwds(
+            "guestfwd=::80-cmd:cat,guestfwd=:10.0.2.100:81-cmd:cat,\
+             guestfwd=tcp:0.0.0.0:82-cmd:cat,guestfwd=tcp:10.0.0x2.100:+83-cmd:cat",
+        );
+        let got: Vec<_> = r.iter().map(|(a, p, ..)| (*a, *p)).collect();
+        assert_eq!(got, vec![(None, 80), (a100, 81), (None, 82), (a100, 83)]);
+        // `,,` is QemuOpts' comma; quotes and spaces reach the splitter untouched.
+        let r = guestfwds(
+            "net=10.0.0.0/8,guestfwd=tcp:10.0.2.100:1234-cmd:sh -c 'echo a,,b' \"x y\",restrict",
+        );
+        assert_eq!(r[0].2, "sh -c 'echo a,b' \"x y\"");
+        assert_eq!(r[0].3, words(&["sh", "-c", "echo a,b", "x y"]));
+        // A `-` in the command is not a separator any more.
+        let r = guestfwds("guestfwd=tcp:10.0.2.100:1234-cmd:socat - TCP:127.0.0.1:22");
+        assert_eq!(r[0].3, words(&["socat", "-", "TCP:127.0.0.1:22"]));
+        assert_eq!(guestfwds("hostfwd=tcp::1-:2"), vec![]);
+    }
+
+    #[test]
+    fn guestfwd_errors() {
+        let rule = "invalid guest forwarding rule";
+        let cases = [
+            (
+                "cmd",
+                format!("{rule} (expected [tcp]:[SERVER]:PORT-cmd:COMMAND)"),
+            ),
+            (
+                "udp:10.0.2.100:1234-cmd:cat",
+                format!("{rule} (the protocol must be tcp or empty; QEMU forwards no UDP)"),
+            ),
+            (
+                "TCP:10.0.2.100:1234-cmd:cat",
+                format!("{rule} (the protocol must be tcp or empty; QEMU forwards no UDP)"),
+            ),
+            (
+                "tcp:1234-chr0",
+                format!("{rule} (missing : after the server address)"),
+            ),
+            ("tcp:x:1234-cmd:cat", format!("{rule} (bad server address)")),
+            (
+                "tcp:10.0.2.100:1234",
+                format!("{rule} (missing - after the port)"),
+            ),
+            (
+                "tcp::x1-cmd:cat",
+                format!("{rule} (the port must be a number from 1 to 65535)"),
+            ),
+            (
+                "tcp::0-cmd:cat",
+                format!("{rule} (the port must be a number from 1 to 65535)"),
+            ),
+            (
+                "tcp::-cmd:cat",
+                format!("{rule} (the port must be a number from 1 to 65535)"),
+            ),
+            (
+                "tcp::65536-cmd:cat",
+                format!("{rule} (the port must be a number from 1 to 65535)"),
+            ),
+            (
+                "tcp::0x50-cmd:cat",
+                format!("{rule} (the port must be a number from 1 to 65535)"),
+            ),
+            (
+                "tcp::80-",
+                format!("{rule} (nothing after the port; expected cmd:COMMAND)"),
+            ),
+            (
+                "tcp:10.0.2.100:1234-mychardev",
+                "forwards to a QEMU chardev, which only QEMU can reach; use cmd:COMMAND".into(),
+            ),
+            ("tcp::80-cmd:", "the command is empty".into()),
+            ("tcp::80-cmd:  ", "the command is empty".into()),
+            (
+                "tcp::80-cmd:echo 'a",
+                "the command has an unterminated quote".into(),
+            ),
+            (
+                "tcp::80-cmd:echo a\\",
+                "the command ends in a lone backslash".into(),
+            ),
+            (
+                "tcp::80-cmd:echo #",
+                "the command ends in '#', which GLib's shell parser (slirp's) refuses".into(),
+            ),
+        ];
+        for (value, reason) in cases {
+            let e = parse(&format!("guestfwd={value}")).unwrap_err().to_string();
+            assert_eq!(e, format!("--slirp guestfwd={value}: {reason}"));
+        }
     }
 }

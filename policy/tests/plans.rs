@@ -1253,6 +1253,50 @@ fn forwards_are_kept_in_the_plan() {
     );
 }
 
+#[test]
+fn guest_forwards_are_kept_in_the_plan() {
+    let r = ok(
+        &[
+            "--slirp",
+            "net=192.168.76.0/24,guestfwd=tcp:192.168.76.100:1234-cmd:socat - 'TCP:127.0.0.1:4321'",
+            "--slirp",
+            "guestfwd=:192.168.76.20:25-cmd:cat",
+        ],
+        None,
+    );
+    let g = &r.plan.guest_forwards;
+    assert_eq!(g.len(), 2);
+    assert_eq!(g[0].addr.to_string(), "192.168.76.100");
+    assert_eq!(g[0].port, 1234);
+    assert_eq!(g[0].command, "socat - 'TCP:127.0.0.1:4321'");
+    assert_eq!(g[0].argv, ["socat", "-", "TCP:127.0.0.1:4321"]);
+    assert_eq!(g[1].addr.to_string(), "192.168.76.20");
+    assert_eq!(
+        r.warnings,
+        [
+            "--slirp guestfwd=:192.168.76.20:25-cmd:cat: 192.168.76.20 is an address the DHCP \
+          server hands out (192.168.76.15-192.168.76.30): the guest that gets it cannot reach \
+          this guest forward"
+        ]
+    );
+
+    // An empty SERVER is 0.0.2.4 within the network, here the gateway.
+    let e = err(
+        &[
+            "--slirp",
+            "net=192.168.76.0/24,host=192.168.76.4,guestfwd=::1234-cmd:cat",
+        ],
+        None,
+    );
+    assert!(
+        e.contains("the default address 192.168.76.4 is the gateway"),
+        "{e}"
+    );
+    let e = err(&["--slirp", "guestfwd=tcp:10.0.2.100:1234-chr0"], None);
+    assert!(e.contains("only QEMU can reach"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
+}
+
 // ---------------------------------------------------------------- front-end combinations
 
 #[test]

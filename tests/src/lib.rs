@@ -1121,6 +1121,36 @@ pub fn spawn_slotted(opts: &GuestOpts) -> Result<SlottedGuest> {
     })
 }
 
+/// Boots `ours` (a guest behind `backend`) while `slirp_reference` boots or returns the same
+/// script's run behind QEMU slirp (once per process), and asserts that slirp's guest printed
+/// `expected` and ours printed the same: the check of every "as in slirp" test.
+pub fn assert_runs_as_slirp(
+    slirp_reference: fn() -> &'static GuestRun,
+    expected: &[String],
+    ours: &GuestOpts,
+    backend: &Backend,
+) {
+    let (slirp, run) = std::thread::scope(|s| {
+        let slirp = s.spawn(slirp_reference);
+        let run = boot(ours);
+        (slirp.join().expect("slirp reference thread"), run)
+    });
+    let context = format!("backend log:\n{}", tail(&backend.log(), 40));
+    let run = run.unwrap_or_else(|e| panic!("{e}\n{context}"));
+    assert_eq!(
+        slirp.run,
+        expected,
+        "QEMU slirp's guest (the reference) did not print what the test expects:\n{}",
+        slirp.report()
+    );
+    assert_eq!(
+        run.run,
+        slirp.run,
+        "behind the backend the guest saw otherwise than behind slirp:\n{}\n{context}",
+        run.report()
+    );
+}
+
 /// Boots a guest and waits for it to power off: holds one of the `VNU_E2E_JOBS` slots while
 /// QEMU runs (the timeout counts from when QEMU starts, not while queued).
 pub fn boot(opts: &GuestOpts) -> Result<GuestRun> {

@@ -104,25 +104,8 @@ fn guest_fetches_what_slirp_serves(link: Link) {
     let backend = Backend::start_link(link, &["--slirp", &format!("tftp={root}")])
         .expect("starting the backend");
     let name = format!("ours-{link}-tftp");
-    let (slirp, ours) = std::thread::scope(|s| {
-        let slirp = s.spawn(slirp_reference);
-        let ours = boot(&guest(&name, backend.net()));
-        (slirp.join().expect("slirp reference thread"), ours)
-    });
-    let context = format!("backend log:\n{}", vnu_tests::tail(&backend.log(), 40));
-    let ours = ours.unwrap_or_else(|e| panic!("{e}\n{context}"));
-    assert_eq!(
-        slirp.run,
-        expected_lines(),
-        "QEMU slirp's guest (the reference) did not fetch what the host serves:\n{}",
-        slirp.report()
-    );
-    assert_eq!(
-        ours.run,
-        slirp.run,
-        "behind the backend the guest saw otherwise than behind slirp:\n{}\n{context}",
-        ours.report()
-    );
+    let ours = guest(&name, backend.net());
+    vnu_tests::assert_runs_as_slirp(slirp_reference, &expected_lines(), &ours, &backend);
 }
 
 both_links!(guest_fetches_what_slirp_serves);

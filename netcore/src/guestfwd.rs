@@ -1,0 +1,178 @@
+//! slirp's `guestfwd=tcp:SERVER:PORT-cmd:COMMAND`: each guest TCP connection to SERVER:PORT
+//! starts COMMAND, with the connection as its standard input, output and error.
+//!
+//! # Theory of operation
+//!
+//! The command runs on one end of a unix socket pair; the other end becomes the TCP flow's
+//! host socket, already connected, so the guest's SYN is answered at once and the data path is
+//! the one unix socket forwards use (peek, then discard by reading what the guest
+//! acknowledged). When the guest closes, the command reads end of file; when the command exits
+//! (and no process of its own keeps the socket), the guest gets a FIN.
+//!
+//! As libslirp's `fork_exec`, the words are the plan's (split once, without a shell), the
+//! program is looked up in `PATH`, and the child leaves our process group (slirp calls
+//! `setsid`), so a terminal's Ctrl-C to the backend does not reach it. It inherits nothing
+//! else: every descriptor of ours closes on exec.
+//!
+//! A guest can open connections faster than commands end, so at most [`MAX_RUNNING`] run at
+//! once; a connection beyond that is reset. Ended children are reaped on every tick, and those
+//! still running when the engine goes are left to a thread that waits for them.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+
+use policy::GuestForward;
+
+use crate::sys;
+
+/// Commands of guest forwards running at once, at most.
+pub const MAX_RUNNING: usize = 128;
+
+/// The guest forwards of a plan and the commands they started.
+#[derive(Debug, Default)]
+pub struct Commands {
+    forwards: Vec<GuestForward>,
+    running: Vec<Child>,
+}
+
+impl Commands {
+    pub fn new(forwards: Vec<GuestForward>) -> Self {
+        Commands {
+            forwards,
+            running: Vec::new(),
+        }
+    }
+
+    /// Starts guest forward `index`'s command and returns our end of its socket pair.
+    pub fn start(&mut self, index: usize) -> io::Result<OwnedFd> {
+        self.reap();
+        let Some(forward) = self.forwards.get(index) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such guest forward",
+            ));
+        };
+        if self.running.len() >= MAX_RUNNING {
+            return Err(io::Error::other(format!(
+                "{MAX_RUNNING} guest forward commands are running already"
+            )));
+        }
+        let (ours, theirs) = sys::stream_pair()?;
+        let (program, args) = forward
+            .argv
+            .split_first()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::from(theirs.try_clone()?))
+            .stdout(Stdio::from(theirs.try_clone()?))
+            .stderr(Stdio::from(theirs))
+            .process_group(0)
+            .spawn()?;
+        self.running.push(child);
+        Ok(ours)
+    }
+
+    /// Commands still running (after reaping those that ended).
+    pub fn running(&mut self) -> usize {
+        self.reap();
+        self.running.len()
+    }
+
+    /// Collects the exit status of commands that ended, so none stays a zombie.
+    pub fn reap(&mut self) {
+        self.running
+            .retain_mut(|child| matches!(child.try_wait(), Ok(None)));
+    }
+}
+
+impl Drop for Commands {
+    fn drop(&mut self) {
+        self.reap();
+        let mut left = std::mem::take(&mut self.running);
+        if !left.is_empty() {
+            // They end when their peers close; wait for them without holding anyone up.
+            let _ = std::thread::Builder::new()
+                .name("guestfwd-reaper".into())
+                .spawn(move || {
+                    for child in &mut left {
+                        let _ = child.wait();
+                    }
+                });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::Ipv4Addr;
+    use std::os::unix::net::UnixStream;
+    use std::time::{Duration, Instant};
+
+    fn forward(argv: &[&str]) -> GuestForward {
+        GuestForward {
+            addr: Ipv4Addr::new(10, 0, 2, 100),
+            port: 1234,
+            command: argv.join(" "),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn blocking(fd: OwnedFd) -> UnixStream {
+        let stream = UnixStream::from(fd);
+        stream.set_nonblocking(false).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+    }
+
+    #[test]
+    fn the_command_talks_over_its_standard_streams_and_is_reaped_when_it_ends() {
+        let mut commands = Commands::new(vec![forward(&[
+            "sh",
+            "-c",
+            "read line; echo \"out $line\"; echo err >&2",
+        ])]);
+        let mut conn = blocking(commands.start(0).unwrap());
+        conn.write_all(b"hello\n").unwrap();
+        let mut got = String::new();
+        conn.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "out hello\nerr\n");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while commands.running() > 0 {
+            assert!(Instant::now() < deadline, "the command was not reaped");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_missing_program_fails_to_start_and_leaves_nothing_running() {
+        let mut commands = Commands::new(vec![forward(&["/nonexistent/vnu-no-such-program"])]);
+        let err = commands.start(0).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert_eq!(commands.running(), 0);
+        assert!(commands.start(1).is_err(), "forward 1 does not exist");
+    }
+
+    #[test]
+    fn commands_beyond_the_limit_are_refused() {
+        let mut commands = Commands::new(vec![forward(&["cat"])]);
+        let mut conns: Vec<OwnedFd> = (0..MAX_RUNNING)
+            .map(|_| commands.start(0).unwrap())
+            .collect();
+        assert!(commands.start(0).is_err(), "one more than MAX_RUNNING");
+        // One ends (its input closes): there is room again.
+        drop(conns.pop());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while commands.running() == MAX_RUNNING {
+            assert!(Instant::now() < deadline, "cat did not end on EOF");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        conns.push(commands.start(0).unwrap());
+    }
+}
