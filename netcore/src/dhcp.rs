@@ -24,7 +24,7 @@
 //!
 //! The only state is the slot table; each slot is written only on an OFFER or ACK.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use policy::{MacAddr, NetPlan};
 use smoltcp::wire::{DhcpPacket, IpAddress, UdpPacket};
@@ -85,20 +85,16 @@ const OPT_VENDOR_CLASS: u8 = 60;
 const OPT_TFTP_SERVER_NAME: u8 = 66;
 const OPT_END: u8 = 255;
 
-/// Whether `frame` (Ethernet onwards) is an unfragmented UDP datagram to the DHCP server
-/// port of the gateway or of the limited broadcast: the messages [`Server::handle`] owns.
-/// Checksums are not verified here; `handle` does that.
-pub fn is_dhcp_request(plan: &NetPlan, frame: &[u8]) -> bool {
+/// Whether a guest UDP datagram to `dst`:`dst_port` is for the DHCP server: port 67 of the
+/// gateway or of the limited broadcast, the messages [`Server::handle`] owns (checksums are
+/// checked there). Decided from the headers alone, so that the engine can drop the request
+/// unread when DHCP is switched off.
+pub fn is_request(plan: &NetPlan, dst: IpAddr, dst_port: u16) -> bool {
     let Some(v4) = &plan.ipv4 else {
         return false;
     };
-    let Some((_, dst, proto, payload)) = frame.get(ethernet::HEADER_LEN..).and_then(ipv4::peek)
-    else {
-        return false;
-    };
-    proto == ipv4::PROTO_UDP
-        && (dst == v4.gateway || dst == Ipv4Addr::BROADCAST)
-        && payload.get(2..4) == Some(&SERVER_PORT.to_be_bytes()[..])
+    dst_port == SERVER_PORT
+        && matches!(dst, IpAddr::V4(a) if a == v4.gateway || a == Ipv4Addr::BROADCAST)
 }
 
 /// What a guest message asks for, as slirp's `dhcp_decode` reads it.

@@ -318,6 +318,10 @@ impl Engine {
                 }
                 v
             }
+            // A family the plan leaves out (`-4`, `ipv4=off`) is ignored whole, as slirp's
+            // ip_input and ip6_input drop it.
+            ethernet::ETHERTYPE_IPV4 if self.plan.ipv4.is_none() => Verdict::Unhandled,
+            ethernet::ETHERTYPE_IPV6 if self.plan.ipv6.is_none() => Verdict::Unhandled,
             ethernet::ETHERTYPE_IPV4 => self.handle_ipv4(frame, rx),
             ethernet::ETHERTYPE_IPV6 => self.handle_ipv6(frame, rx),
             _ => Verdict::Unhandled,
@@ -373,20 +377,23 @@ impl Engine {
                 else {
                     return Verdict::Malformed;
                 };
-                if ports.1 == dhcp::SERVER_PORT {
-                    self.load_whole(frame);
-                    if dhcp::is_dhcp_request(&self.plan, &self.frame_buf) {
-                        let v = self.dhcp.handle(
-                            &self.plan,
-                            &mut self.ip_ident,
-                            &self.frame_buf,
-                            &mut self.reply_buf,
-                        );
-                        if v == Verdict::Reply {
-                            self.counters.dhcp_replies += 1;
-                        }
-                        return v;
+                if dhcp::is_request(&self.plan, ip.dst, ports.1) {
+                    // Switched off, a request is dropped (as passt drops it), not NAT'd to the
+                    // host's port 67.
+                    if !self.plan.services.dhcp {
+                        return Verdict::Unhandled;
                     }
+                    self.load_whole(frame);
+                    let v = self.dhcp.handle(
+                        &self.plan,
+                        &mut self.ip_ident,
+                        &self.frame_buf,
+                        &mut self.reply_buf,
+                    );
+                    if v == Verdict::Reply {
+                        self.counters.dhcp_replies += 1;
+                    }
+                    return v;
                 }
                 if tftp::is_request(&self.plan, ip.dst, ports.1) {
                     return self.handle_tftp(&ip, ports.0, frame);
@@ -394,6 +401,8 @@ impl Engine {
                 self.handle_udp(&ip, ports, frame, rx)
             }
             tcp::PROTO_TCP => self.handle_tcp(&ip, frame, rx),
+            // Echo requests are all the ICMP served, so without echo nothing is.
+            ipv4::PROTO_ICMP if !self.plan.services.icmp => Verdict::Unhandled,
             ipv4::PROTO_ICMP => {
                 self.load_whole(frame);
                 let v = icmp::handle(
@@ -435,6 +444,12 @@ impl Engine {
         };
         match v6.next_header {
             ndp::ICMPV6_PROTO => {
+                if ip.l4_len > 0
+                    && let Some(&icmp_type) = self.frame_buf.get(ip.l4_offset)
+                    && !ndp::serves(&self.plan.services, icmp_type)
+                {
+                    return Verdict::Unhandled;
+                }
                 self.load_whole(frame);
                 let guest_mac = self.guest_mac.unwrap_or(MacAddr::BROADCAST);
                 let v = ndp::handle(
@@ -470,6 +485,10 @@ impl Engine {
                     return Verdict::Malformed;
                 };
                 if dhcpv6::is_request(&self.plan, &v6, ports.1) {
+                    // Dropped when off, as DHCPv4 is.
+                    if !self.plan.services.dhcpv6 {
+                        return Verdict::Unhandled;
+                    }
                     self.load_whole(frame);
                     let guest_mac = self.guest_mac.unwrap_or(MacAddr::BROADCAST);
                     let v = dhcpv6::handle(
@@ -530,6 +549,10 @@ impl Engine {
         F: TxFrame + ?Sized,
         L: RxLink,
     {
+        // `--no-udp`: NAT'd UDP and the DNS relay; the emulated servers answered before this.
+        if !self.plan.services.udp {
+            return Verdict::Unhandled;
+        }
         let udp_len = ip.l4_len;
         if udp_len < 8 {
             return Verdict::Malformed;
@@ -564,6 +587,10 @@ impl Engine {
         F: TxFrame + ?Sized,
         L: RxLink,
     {
+        // `--no-tcp`: no answer at all, not even a reset (as passt discards the segment).
+        if !self.plan.services.tcp {
+            return Verdict::Unhandled;
+        }
         let Some(l4) = self.frame_buf.get(ip.l4_offset..) else {
             return Verdict::Malformed;
         };
@@ -941,7 +968,7 @@ impl Engine {
             return;
         }
         self.ipv6_greeted = true;
-        let Some(v6) = self.plan.ipv6.as_ref() else {
+        let Some(v6) = advertised_ipv6(&self.plan) else {
             return;
         };
         let mut ra = Vec::new();
@@ -952,7 +979,7 @@ impl Engine {
     /// Sends the periodic router advertisement when due and schedules the next one, at a
     /// random 200 to 600 s as slirp does.
     fn router_advert_tick<L: RxLink>(&mut self, now: Instant, rx: &mut L) {
-        let Some(v6) = self.plan.ipv6.as_ref() else {
+        let Some(v6) = advertised_ipv6(&self.plan) else {
             return;
         };
         if self.next_ra.is_some_and(|t| t <= now) {
@@ -983,6 +1010,14 @@ enum TimerMode {
     Off,
     Once,
     Ticking,
+}
+
+/// The IPv6 side of `plan` when router advertisements go out (IPv6 on, and neither
+/// `--no-ndp` nor `--no-ra`): no greeting and no periodic advertisement otherwise.
+fn advertised_ipv6(plan: &NetPlan) -> Option<&policy::Ipv6Plan> {
+    plan.ipv6
+        .as_ref()
+        .filter(|_| plan.services.router_advertisements())
 }
 
 fn udp_ports(udp: &[u8]) -> (u16, u16) {
@@ -1030,5 +1065,59 @@ impl IpHeader {
             l4_offset: ethernet::HEADER_LEN + header_len,
             l4_len: total_len - header_len,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::MemoryLink;
+    use policy::Services;
+
+    fn engine(services: Services) -> Engine {
+        Engine::isolated(NetPlan {
+            services,
+            ..NetPlan::slirp_default()
+        })
+    }
+
+    /// The unsolicited advertisements: scheduled from `start`, sent when due, and neither
+    /// while `--no-ra` or `--no-ndp` holds.
+    #[test]
+    fn periodic_router_advertisements_only_while_advertising() {
+        let cases = [
+            (Services::ALL, true),
+            (
+                Services {
+                    ra: false,
+                    ..Services::ALL
+                },
+                false,
+            ),
+            (
+                Services {
+                    ndp: false,
+                    ..Services::ALL
+                },
+                false,
+            ),
+        ];
+        for (services, advertises) in cases {
+            let mut e = engine(services);
+            let mut link = MemoryLink::new();
+            e.start(&mut link);
+            assert_eq!(e.next_ra.is_some(), advertises, "{services:?}");
+            assert_eq!(e.timer_mode == TimerMode::Once, advertises, "{services:?}");
+            // Due now.
+            let now = Instant::now();
+            e.next_ra = Some(now);
+            e.router_advert_tick(now, &mut link);
+            let sent = link.take();
+            assert_eq!(sent.len(), usize::from(advertises), "{services:?}");
+            if advertises {
+                assert_eq!(sent[0][54], 134, "a router advertisement");
+                assert!(e.next_ra.is_some_and(|t| t > now), "the next one scheduled");
+            }
+        }
     }
 }

@@ -83,22 +83,6 @@ pub fn parse(packet: &[u8]) -> Option<GuestPacket<'_>> {
     })
 }
 
-/// A cheap look at an IPv4 header for dispatch, without the checksum: source, destination,
-/// protocol and payload of an unfragmented packet whose lengths are consistent.
-pub fn peek(packet: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u8, &[u8])> {
-    let ip = Ipv4Packet::new_checked(packet).ok()?;
-    if ip.version() != 4 || ip.more_frags() || ip.frag_offset() != 0 {
-        return None;
-    }
-    let payload = packet.get(usize::from(ip.header_len())..usize::from(ip.total_len()))?;
-    Some((
-        ip.src_addr(),
-        ip.dst_addr(),
-        u8::from(ip.next_header()),
-        payload,
-    ))
-}
-
 /// The fields of an IPv4 header we emit.
 #[derive(Debug, Clone, Copy)]
 pub struct Header {

@@ -17,13 +17,16 @@
 //! * A TCP connection or UDP datagram the engine cannot deliver: a destination unreachable
 //!   from fe80::2 quoting the packet ([`unreachable`]).
 //!
+//! passt's switches turn parts off (see [`serves`]): `--no-ndp` all neighbour discovery,
+//! `--no-ra` router advertisements (solicited and unsolicited), `--no-icmp` echo.
+//!
 //! Every packet we send has hop limit 255 (slirp's IPv6 output), except the RA's own
 //! current-hop-limit field, which advertises 64. Nothing here keeps state but the time of
 //! the next unsolicited advertisement, which the engine owns.
 
 use std::net::Ipv6Addr;
 
-use policy::{Ipv6Plan, MacAddr, NetPlan};
+use policy::{Ipv6Plan, MacAddr, NetPlan, Services};
 use smoltcp::wire::{IpProtocol, checksum};
 
 use crate::engine::Verdict;
@@ -37,6 +40,7 @@ const ROUTER_SOLICIT: u8 = 133;
 const ROUTER_ADVERT: u8 = 134;
 const NEIGHBOR_SOLICIT: u8 = 135;
 const NEIGHBOR_ADVERT: u8 = 136;
+const REDIRECT: u8 = 137;
 const HOP_LIMIT: u8 = 255;
 const RA_CUR_HOP_LIMIT: u8 = 64;
 const ROUTER_LIFETIME: u16 = 1800;
@@ -127,6 +131,19 @@ pub fn router_address(v6: &Ipv6Plan) -> Ipv6Addr {
     link_local(v6.gateway)
 }
 
+/// Whether guest ICMPv6 messages of `icmp_type` are served under `services`: neighbour
+/// discovery while `ndp` is on (router solicitations only while advertisements go out), echo
+/// while `icmp` is on. The engine asks before copying the message, so that what is switched
+/// off costs nothing.
+pub fn serves(services: &Services, icmp_type: u8) -> bool {
+    match icmp_type {
+        ROUTER_SOLICIT => services.router_advertisements(),
+        NEIGHBOR_SOLICIT | NEIGHBOR_ADVERT | ROUTER_ADVERT | REDIRECT => services.ndp,
+        ECHO_REQUEST => services.icmp,
+        _ => true,
+    }
+}
+
 /// Handles an ICMPv6 message from the guest; the answer frame goes into `out`.
 pub fn handle(
     plan: &NetPlan,
@@ -153,6 +170,9 @@ pub fn handle(
     );
     if checksum::combine(&[pseudo, checksum::data(icmp)]) != 0xffff {
         return Verdict::Malformed;
+    }
+    if !serves(&plan.services, icmp[0]) {
+        return Verdict::Unhandled;
     }
     match icmp[0] {
         ROUTER_SOLICIT if ip.hop_limit == 255 => {

@@ -6,7 +6,8 @@
 //! * `--libvirt-xml FILE` (a domain or a bare `<interface>`; `-` reads standard input),
 //! * `--slirp OPTS` (QEMU `-netdev user` options),
 //! * the passt-style options (`--address`, `--netmask`, `--gateway`, `--mac-addr`, `--dns`,
-//!   `--search`, `--mtu`, `-t`, `-u`, `--no-map-gw`).
+//!   `--search`, `--mtu`, `-t`, `-u`, `--no-map-gw`), and passt's switches `-4`, `-6`,
+//!   `--no-dhcp`, `--no-dhcpv6`, `--no-ndp`, `--no-ra`, `--no-tcp`, `--no-udp`, `--no-icmp`.
 //!
 //! Precedence: `--libvirt-xml` and `--slirp` each describe a whole interface, so they exclude
 //! each other. The passt-style options may be added to either and win, setting by setting;
@@ -94,6 +95,42 @@ pub struct PolicyArgs {
     /// Do not map the gateway address to the host's loopback
     #[arg(long = "no-map-gw")]
     pub no_map_gw: bool,
+
+    /// IPv4 only: the guest gets no IPv6 (as --slirp ipv6=off)
+    #[arg(short = '4', long = "ipv4-only")]
+    pub ipv4_only: bool,
+
+    /// IPv6 only: the guest gets no IPv4 (as --slirp ipv4=off)
+    #[arg(short = '6', long = "ipv6-only")]
+    pub ipv6_only: bool,
+
+    /// Do not answer DHCP
+    #[arg(long = "no-dhcp")]
+    pub no_dhcp: bool,
+
+    /// Do not answer DHCPv6
+    #[arg(long = "no-dhcpv6")]
+    pub no_dhcpv6: bool,
+
+    /// Ignore NDP: no neighbour or router advertisements
+    #[arg(long = "no-ndp")]
+    pub no_ndp: bool,
+
+    /// Send no router advertisements (neighbour advertisements still answered)
+    #[arg(long = "no-ra")]
+    pub no_ra: bool,
+
+    /// Drop the guest's TCP (no TCP forwards then)
+    #[arg(long = "no-tcp")]
+    pub no_tcp: bool,
+
+    /// Drop the guest's UDP, DNS relay included (DHCP, DHCPv6, TFTP still answer)
+    #[arg(long = "no-udp")]
+    pub no_udp: bool,
+
+    /// Drop echo requests (ICMP and ICMPv6), to the gateway too
+    #[arg(long = "no-icmp")]
+    pub no_icmp: bool,
 
     /// Print what the guest will see, then exit
     #[arg(long)]
@@ -232,8 +269,21 @@ impl PolicyArgs {
         push("--mtu", self.mtu.as_slice());
         push("-t", &self.tcp_ports);
         push("-u", &self.udp_ports);
-        if self.no_map_gw {
-            v.push("--no-map-gw".into());
+        for (given, opt) in [
+            (self.no_map_gw, "--no-map-gw"),
+            (self.ipv4_only, passt_opts::IPV4_ONLY),
+            (self.ipv6_only, passt_opts::IPV6_ONLY),
+            (self.no_dhcp, "--no-dhcp"),
+            (self.no_dhcpv6, "--no-dhcpv6"),
+            (self.no_ndp, "--no-ndp"),
+            (self.no_ra, "--no-ra"),
+            (self.no_tcp, "--no-tcp"),
+            (self.no_udp, "--no-udp"),
+            (self.no_icmp, "--no-icmp"),
+        ] {
+            if given {
+                v.push(opt.into());
+            }
         }
         v.join(" ")
     }

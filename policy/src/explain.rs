@@ -2,7 +2,8 @@
 //!
 //! Both renderings show the same facts: addresses and masks, gateway and its MAC, DNS, DHCP
 //! options and lease, MTU, IPv6, port forwards, guest forwards (slirp's `guestfwd=`),
-//! host-loopback mapping, and the warnings the profile raised. The JSON keys are a stable
+//! host-loopback mapping, the services switched off (passt's `--no-*`), and the warnings the
+//! profile raised. The JSON keys are a stable
 //! interface, listed in `policy/EXPLAIN.md`; keys are only ever added, and `format_version`
 //! changes if one changes meaning.
 
@@ -74,6 +75,10 @@ pub fn render_text(r: &Resolved) -> String {
     for i in &r.inputs {
         line(&mut s, "from", i);
     }
+    let off = p.services.off();
+    if !off.is_empty() {
+        line(&mut s, "services off", &off.join(", "));
+    }
 
     let _ = writeln!(s, "IPv4");
     match &p.ipv4 {
@@ -83,10 +88,15 @@ pub fn render_text(r: &Resolved) -> String {
                 &mut s,
                 "guest address",
                 &format!(
-                    "{}/{} (netmask {}), by DHCP",
+                    "{}/{} (netmask {}), {}",
                     v4.dhcp_start,
                     v4.prefix_len,
-                    v4.netmask()
+                    v4.netmask(),
+                    if p.services.dhcp {
+                        "by DHCP"
+                    } else {
+                        "not by DHCP (--no-dhcp): configure it in the guest"
+                    }
                 ),
             );
             let pool = p.dhcp.pool_size;
@@ -174,7 +184,16 @@ pub fn render_text(r: &Resolved) -> String {
             line(
                 &mut s,
                 "prefix",
-                &format!("{}/{} (router advertisements)", v6.prefix, v6.prefix_len),
+                &format!(
+                    "{}/{} ({})",
+                    v6.prefix,
+                    v6.prefix_len,
+                    if p.services.router_advertisements() {
+                        "router advertisements"
+                    } else {
+                        "not advertised: no router advertisements"
+                    }
+                ),
             );
             line(
                 &mut s,
@@ -280,7 +299,19 @@ struct Json<'a> {
     tftp_root: Option<String>,
     forwards: Vec<JsonForward>,
     guest_forwards: Vec<JsonGuestForward<'a>>,
+    services: JsonServices,
     warnings: &'a [String],
+}
+
+#[derive(Serialize)]
+struct JsonServices {
+    dhcp: bool,
+    dhcpv6: bool,
+    ndp: bool,
+    ra: bool,
+    tcp: bool,
+    udp: bool,
+    icmp: bool,
 }
 
 #[derive(Serialize)]
@@ -418,6 +449,15 @@ pub fn render_json(r: &Resolved) -> String {
                 argv: &g.argv,
             })
             .collect(),
+        services: JsonServices {
+            dhcp: p.services.dhcp,
+            dhcpv6: p.services.dhcpv6,
+            ndp: p.services.ndp,
+            ra: p.services.ra,
+            tcp: p.services.tcp,
+            udp: p.services.udp,
+            icmp: p.services.icmp,
+        },
         warnings: &r.warnings,
     };
     let mut out = serde_json::to_string_pretty(&json).expect("plain data serializes");

@@ -173,6 +173,73 @@ pub struct NetPlan {
     pub tftp_root: Option<PathBuf>,
     /// slirp's `guestfwd=…-cmd:…`, in the order given.
     pub guest_forwards: Vec<GuestForward>,
+    /// Which services answer the guest (passt's `--no-dhcp`, `--no-tcp`, …).
+    pub services: Services,
+}
+
+/// The services the backend offers the guest, each of which passt lets the user switch off
+/// (`--no-dhcp`, `--no-dhcpv6`, `--no-ndp`, `--no-ra`, `--no-tcp`, `--no-udp`, `--no-icmp`).
+/// A service that is off answers nothing: the guest's frames for it are dropped and counted
+/// as unhandled, as passt drops them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Services {
+    /// The DHCPv4 server.
+    pub dhcp: bool,
+    /// The DHCPv6 server.
+    pub dhcpv6: bool,
+    /// Neighbour discovery: neighbour advertisements for the emulated addresses, and router
+    /// advertisements while `ra` is on too.
+    pub ndp: bool,
+    /// Router advertisements, whether solicited or sent unprompted.
+    pub ra: bool,
+    /// Guest TCP, to anywhere (port forwards and guest forwards need it).
+    pub tcp: bool,
+    /// Guest UDP to the host and beyond, the DNS relay included. The emulated DHCP, DHCPv6 and
+    /// TFTP servers are not NAT and answer regardless, as passt's DHCP does without its UDP.
+    pub udp: bool,
+    /// ICMP and ICMPv6 echo, to the emulated hosts and beyond.
+    pub icmp: bool,
+}
+
+impl Services {
+    /// Every service on: what slirp offers.
+    pub const ALL: Services = Services {
+        dhcp: true,
+        dhcpv6: true,
+        ndp: true,
+        ra: true,
+        tcp: true,
+        udp: true,
+        icmp: true,
+    };
+
+    /// Whether router advertisements go out: they are NDP messages, so `--no-ndp` stops them
+    /// as well as `--no-ra`.
+    pub fn router_advertisements(&self) -> bool {
+        self.ndp && self.ra
+    }
+
+    /// The names of the services that are off (as in `--no-NAME`), in a fixed order.
+    pub fn off(&self) -> Vec<&'static str> {
+        [
+            ("dhcp", self.dhcp),
+            ("dhcpv6", self.dhcpv6),
+            ("ndp", self.ndp),
+            ("ra", self.ra),
+            ("tcp", self.tcp),
+            ("udp", self.udp),
+            ("icmp", self.icmp),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| (!on).then_some(name))
+        .collect()
+    }
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Services::ALL
+    }
 }
 
 /// slirp's `guestfwd=[tcp]:[SERVER]:PORT-cmd:COMMAND`: each guest TCP connection to
@@ -309,6 +376,7 @@ impl NetPlan {
             forwards: Vec::new(),
             tftp_root: None,
             guest_forwards: Vec::new(),
+            services: Services::ALL,
         }
     }
 }
@@ -344,6 +412,26 @@ mod tests {
         assert_eq!(plan.dhcp.lease_secs, 86400);
         assert_eq!(plan.dhcp.mtu_option, None);
         assert_eq!(plan.ipv6.as_ref().unwrap().gateway.to_string(), "fec0::2");
+        assert_eq!(plan.services, Services::ALL);
+        assert!(plan.services.off().is_empty());
+    }
+
+    #[test]
+    fn router_advertisements_need_ndp_and_ra() {
+        let with = |ndp, ra| Services {
+            ndp,
+            ra,
+            ..Services::ALL
+        };
+        assert!(with(true, true).router_advertisements());
+        assert!(!with(true, false).router_advertisements());
+        assert!(!with(false, true).router_advertisements());
+        let off = Services {
+            dhcp: false,
+            icmp: false,
+            ..with(false, false)
+        };
+        assert_eq!(off.off(), ["dhcp", "ndp", "ra", "icmp"]);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! passt-style options: `--address`, `--netmask`, `--gateway`, `--mac-addr`, `--dns`,
-//! `--search`, `--mtu`, `-t`/`-u`, `--no-map-gw`.
+//! `--search`, `--mtu`, `-t`/`-u`, `--no-map-gw`, and the switches `-4`/`--ipv4-only`,
+//! `-6`/`--ipv6-only`, `--no-dhcp`, `--no-dhcpv6`, `--no-ndp`, `--no-ra`, `--no-tcp`, `--no-udp`,
+//! `--no-icmp`.
 //!
 //! They read as passt reads them (`inet_pton` addresses, `--netmask` as bits or a dotted mask,
 //! passt's port-spec grammar) and are laid over whatever the libvirt XML or `--slirp` said:
@@ -11,6 +13,11 @@
 //! `--mac-addr` is passt's: the gateway's MAC as the guest sees it, never the guest's own.
 //! Unlike passt, `-t` does not also forward the same UDP ports: the guest gets the forwards
 //! that were asked for, no more.
+//!
+//! `-4` and `-6` turn the other family off exactly as `--slirp ipv6=off` and `ipv4=off` do,
+//! so settings of the family turned off are refused the same way. The `--no-*` switches only
+//! record which services are off; the profile refuses forwards of a protocol switched off.
+//! `--no-ndp` stops router advertisements too, since they are NDP messages.
 
 use std::net::IpAddr;
 
@@ -24,6 +31,10 @@ use crate::{HostListen, MacAddr, PortForward, PortRange, Proto};
 pub const MAX_MTU: u16 = 65520;
 /// The smallest MTU an IPv4 link may have.
 pub const MIN_MTU: u16 = 68;
+/// How errors name `-4`: either spelling may have been typed.
+pub const IPV4_ONLY: &str = "-4/--ipv4-only";
+/// How errors name `-6`.
+pub const IPV6_ONLY: &str = "-6/--ipv6-only";
 
 /// Lay the passt-style options of `args` over `req`.
 pub(crate) fn apply(args: &PolicyArgs, req: &mut Request) -> Result<(), ConfigError> {
@@ -221,6 +232,53 @@ pub(crate) fn apply(args: &PolicyArgs, req: &mut Request) -> Result<(), ConfigEr
     if args.no_map_gw {
         req.map_gateway_to_loopback = false;
     }
+
+    match (args.ipv4_only, args.ipv6_only) {
+        (true, true) => {
+            return Err(ConfigError::Conflict(format!(
+                "{IPV4_ONLY} and {IPV6_ONLY} exclude each other: give one"
+            )));
+        }
+        (true, false) => keep_one_family(&req.ipv4_off, &mut req.ipv6_off, IPV4_ONLY, "IPv4")?,
+        (false, true) => keep_one_family(&req.ipv6_off, &mut req.ipv4_off, IPV6_ONLY, "IPv6")?,
+        (false, false) => {}
+    }
+
+    let s = &mut req.services;
+    for (given, service) in [
+        (args.no_dhcp, &mut s.dhcp),
+        (args.no_dhcpv6, &mut s.dhcpv6),
+        (args.no_ra, &mut s.ra),
+        (args.no_tcp, &mut s.tcp),
+        (args.no_udp, &mut s.udp),
+        (args.no_icmp, &mut s.icmp),
+    ] {
+        if given {
+            *service = false;
+        }
+    }
+    if args.no_ndp {
+        s.ndp = false;
+        s.ra = false;
+    }
+    Ok(())
+}
+
+/// `-4` or `-6` (`opt`): the other family goes off, unless the configuration already turned
+/// off the one `opt` keeps, which would leave the guest no network at all.
+fn keep_one_family(
+    kept_off: &Option<String>,
+    other_off: &mut Option<String>,
+    opt: &str,
+    kept: &str,
+) -> Result<(), ConfigError> {
+    if let Some(off) = kept_off {
+        return Err(ConfigError::Conflict(format!(
+            "{opt} keeps only {kept}, which {off} disables"
+        )));
+    }
+    // Already off (`--slirp ipv4=on -4`): what turned it off first stays its cause.
+    other_off.get_or_insert_with(|| opt.to_string());
     Ok(())
 }
 

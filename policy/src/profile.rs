@@ -32,7 +32,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::addr::{classful_passt, classful_qemu, v4_broadcast, v4_in, v4_net, v6_in, v6_net};
 use crate::error::ConfigError;
 use crate::request::{AddrKind, Request, Setting};
-use crate::{GuestForward, HostListen, Ipv4Plan, Ipv6Plan, MacAddr, NetPlan, prefix_to_mask};
+use crate::{
+    GuestForward, HostListen, Ipv4Plan, Ipv6Plan, MacAddr, NetPlan, Proto, prefix_to_mask,
+};
 
 /// How addresses in the configuration become the guest's view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -72,37 +74,73 @@ fn v4_or(addr: u32) -> Ipv4Addr {
     Ipv4Addr::from(addr)
 }
 
+/// The words a setting came from, if given.
+fn origin<T>(s: &Option<Setting<T>>) -> Option<&str> {
+    s.as_ref().map(|s| s.origin.as_str())
+}
+
 /// Refuse settings for a family that is switched off (QEMU's own check covers `--slirp`;
-/// this one catches the mix of `--slirp ipv4=off` with `--address`, say).
+/// this one catches the mix of `--slirp ipv4=off` with `--address`, say, and `-4`/`-6` with
+/// whatever any front end set for the other family).
 fn check_disabled(req: &Request) -> Result<(), ConfigError> {
     if let Some(off) = &req.ipv4_off {
         let given = [
-            &req.v4_addr,
-            &req.v4_gateway,
-            &req.v4_dns,
-            &req.v4_dhcp_start,
+            origin(&req.v4_addr),
+            origin(&req.v4_prefix),
+            origin(&req.v4_gateway),
+            origin(&req.v4_dns),
+            origin(&req.v4_dhcp_start),
         ]
         .into_iter()
         .flatten()
         .next();
         if let Some(g) = given {
             return Err(ConfigError::Conflict(format!(
-                "{}: IPv4 is disabled by {off}",
-                g.origin
+                "{g}: IPv4 is disabled by {off}"
             )));
         }
     }
     if let Some(off) = &req.ipv6_off {
-        let given = [&req.v6_addr, &req.v6_gateway, &req.v6_dns]
-            .into_iter()
-            .flatten()
-            .next();
+        let given = [
+            origin(&req.v6_addr),
+            origin(&req.v6_prefix),
+            origin(&req.v6_gateway),
+            origin(&req.v6_dns),
+        ]
+        .into_iter()
+        .flatten()
+        .next();
         if let Some(g) = given {
             return Err(ConfigError::Conflict(format!(
-                "{}: IPv6 is disabled by {off}",
-                g.origin
+                "{g}: IPv6 is disabled by {off}"
             )));
         }
+    }
+    Ok(())
+}
+
+/// Refuse forwards of a protocol that is switched off (`-t 8080 --no-tcp`): the connections
+/// they bring in would reach a guest whose answers are all dropped.
+fn check_services(req: &Request) -> Result<(), ConfigError> {
+    for f in &req.forwards {
+        let (on, switch, name) = match f.value.proto {
+            Proto::Tcp => (req.services.tcp, "--no-tcp", "TCP"),
+            Proto::Udp => (req.services.udp, "--no-udp", "UDP"),
+        };
+        if !on {
+            return Err(ConfigError::Conflict(format!(
+                "{} and {switch}: {name} forwarding needs {name}",
+                f.origin
+            )));
+        }
+    }
+    if !req.services.tcp
+        && let Some(g) = req.guest_forwards.first()
+    {
+        return Err(ConfigError::Conflict(format!(
+            "{} and --no-tcp: a guest forward needs TCP",
+            g.origin
+        )));
     }
     Ok(())
 }
@@ -827,6 +865,7 @@ pub(crate) fn resolve(
 ) -> Result<(NetPlan, Vec<String>), ConfigError> {
     let mut w = std::mem::take(&mut req.notes);
     check_disabled(&req)?;
+    check_services(&req)?;
     let (ipv4, ipv6) = match profile {
         Profile::Slirp => (slirp_v4(&req, &mut w)?, slirp_v6(&req, &mut w)?),
         Profile::Passt => (passt_v4(&req, &mut w)?, passt_v6(&req, &mut w)?),
@@ -862,6 +901,7 @@ pub(crate) fn resolve(
     }
     plan.restrict = req.restrict;
     plan.map_gateway_to_loopback = req.map_gateway_to_loopback;
+    plan.services = req.services;
     plan.tftp_root = req.tftp_root.clone();
     if let Some(b) = &plan.dhcp.bootfile
         && plan.tftp_root.is_none()

@@ -9,7 +9,7 @@ use std::fmt::Display;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use crate::{MacAddr, PortForward};
+use crate::{MacAddr, PortForward, Services};
 
 /// A value and where it came from (`<ip address='…'/>`, `net=…`, `--address …`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +83,8 @@ pub(crate) struct Request {
     /// slirp's `guestfwd=…-cmd:…`, in the order given.
     pub guest_forwards: Vec<Setting<RawGuestForward>>,
     pub map_gateway_to_loopback: bool,
+    /// passt's `--no-*` switches: the services left on.
+    pub services: Services,
     /// Warnings raised while reading the input.
     pub notes: Vec<String>,
 }
@@ -116,6 +118,7 @@ impl Default for Request {
             forwards: Vec::new(),
             guest_forwards: Vec::new(),
             map_gateway_to_loopback: true,
+            services: Services::ALL,
             notes: Vec::new(),
         }
     }

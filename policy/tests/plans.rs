@@ -1506,3 +1506,329 @@ fn explain_json_keys_are_stable_and_documented() {
         );
     }
 }
+
+// ---------------------------------------------------------------- passt's switches
+
+#[test]
+fn passt_switches_turn_one_service_off_each() {
+    use policy::Services;
+    assert_eq!(ok(&[], None).plan.services, Services::ALL);
+    let all = Services::ALL;
+    let cases: &[(&str, Services)] = &[
+        ("--no-dhcp", Services { dhcp: false, ..all }),
+        (
+            "--no-dhcpv6",
+            Services {
+                dhcpv6: false,
+                ..all
+            },
+        ),
+        // Router advertisements are NDP messages: --no-ndp stops them too.
+        (
+            "--no-ndp",
+            Services {
+                ndp: false,
+                ra: false,
+                ..all
+            },
+        ),
+        ("--no-ra", Services { ra: false, ..all }),
+        ("--no-tcp", Services { tcp: false, ..all }),
+        ("--no-udp", Services { udp: false, ..all }),
+        ("--no-icmp", Services { icmp: false, ..all }),
+    ];
+    for (switch, want) in cases {
+        let r = ok(&[switch], None);
+        assert_eq!(r.plan.services, *want, "{switch}");
+        assert!(r.plan.ipv4.is_some() && r.plan.ipv6.is_some(), "{switch}");
+        assert_eq!(r.inputs, [*switch], "{switch}");
+        assert!(r.warnings.is_empty(), "{switch}: {:?}", r.warnings);
+    }
+    let r = ok(
+        &[
+            "--no-dhcp",
+            "--no-dhcpv6",
+            "--no-ndp",
+            "--no-ra",
+            "--no-tcp",
+            "--no-udp",
+            "--no-icmp",
+        ],
+        None,
+    );
+    assert_eq!(r.plan.services.off().len(), 7);
+
+    // Laid over the other front ends, like every passt-style option.
+    let r = ok(
+        &["--slirp", "net=192.168.76.0/24", "--no-icmp", "--no-ra"],
+        None,
+    );
+    assert_eq!(v4(&r.plan).guest, "192.168.76.15");
+    assert_eq!(r.plan.services.off(), ["ra", "icmp"]);
+    assert_eq!(r.inputs[1], "--no-ra --no-icmp");
+    let r = ok(&["--libvirt-xml", "seed.xml", "--no-dhcp"], Some(SEED_XML));
+    assert_eq!(v4(&r.plan).guest, "169.254.2.15");
+    assert!(!r.plan.services.dhcp);
+    // Forwards of the protocol left on are kept.
+    let r = ok(&["-t", "8080", "--no-udp", "-u", "none"], None);
+    assert_eq!(r.plan.forwards.len(), 1);
+    assert!(ok(&["-u", "5353", "--no-tcp"], None).plan.services.udp);
+}
+
+#[test]
+fn ipv4_only_and_ipv6_only_drop_the_other_family() {
+    for switch in ["-4", "--ipv4-only"] {
+        let r = ok(&[switch], None);
+        assert!(r.plan.ipv6.is_none(), "{switch}");
+        assert_eq!(v4(&r.plan).guest, "10.0.2.15", "{switch}");
+        assert_eq!(r.plan.services, policy::Services::ALL);
+    }
+    for switch in ["-6", "--ipv6-only"] {
+        let r = ok(&[switch], None);
+        assert!(r.plan.ipv4.is_none(), "{switch}");
+        assert_eq!(r.plan.ipv6.as_ref().unwrap().gateway.to_string(), "fec0::2");
+    }
+    // The family given is kept, with the other front ends too.
+    let r = ok(&["--slirp", "net=192.168.76.0/24", "-4"], None);
+    assert_eq!(v4(&r.plan).guest, "192.168.76.15");
+    assert!(r.plan.ipv6.is_none());
+    let r = ok(
+        &["--profile", "passt", "--address", "fd00::10/64", "-6"],
+        None,
+    );
+    assert!(r.plan.ipv4.is_none());
+    assert_eq!(r.plan.ipv6.unwrap().prefix.to_string(), "fd00::");
+    let r = ok(&["--libvirt-xml", "seed.xml", "-4"], Some(SEED_XML));
+    assert_eq!(v4(&r.plan).guest, "169.254.2.15");
+    assert!(r.plan.ipv6.is_none());
+    // Saying again what --slirp said is fine.
+    assert!(ok(&["--slirp", "ipv4=on", "-4"], None).plan.ipv6.is_none());
+    assert!(ok(&["--slirp", "ipv6=off", "-4"], None).plan.ipv6.is_none());
+}
+
+#[test]
+fn passt_switch_conflicts_name_both_sides() {
+    let ipv6_xml = xml_with("<ip family='ipv6' address='fd00::' prefix='64'/>");
+    let ipv4_xml = SEED_XML;
+    let cases: &[(&[&str], Option<&str>, &str)] = &[
+        (
+            &["-4", "-6"],
+            None,
+            "-4/--ipv4-only and -6/--ipv6-only exclude each other: give one",
+        ),
+        (
+            &["--ipv4-only", "--ipv6-only"],
+            None,
+            "-4/--ipv4-only and -6/--ipv6-only exclude each other: give one",
+        ),
+        (
+            &["-4", "--address", "fec0::5"],
+            None,
+            "--address fec0::5: IPv6 is disabled by -4/--ipv4-only",
+        ),
+        (
+            &["--address", "10.0.0.1/24", "--address", "fd00::5/64", "-4"],
+            None,
+            "--address fd00::5/64: IPv6 is disabled by -4/--ipv4-only",
+        ),
+        (
+            &["-4", "--gateway", "fec0::1"],
+            None,
+            "--gateway fec0::1: IPv6 is disabled by -4/--ipv4-only",
+        ),
+        (
+            &["-4", "--dns", "fec0::3"],
+            None,
+            "--dns fec0::3: IPv6 is disabled by -4/--ipv4-only",
+        ),
+        (
+            &["-6", "--address", "10.0.0.1/24"],
+            None,
+            "--address 10.0.0.1/24: IPv4 is disabled by -6/--ipv6-only",
+        ),
+        (
+            &["-6", "--netmask", "24"],
+            None,
+            "--netmask 24: IPv4 is disabled by -6/--ipv6-only",
+        ),
+        (
+            &["-6", "--dns", "10.0.2.3"],
+            None,
+            "--dns 10.0.2.3: IPv4 is disabled by -6/--ipv6-only",
+        ),
+        (
+            &["--slirp", "ipv6-net=fd00::/64", "-4"],
+            None,
+            "--slirp ipv6-net=fd00::/64: IPv6 is disabled by -4/--ipv4-only",
+        ),
+        (
+            &["--slirp", "net=10.0.0.0/8", "-6"],
+            None,
+            "--slirp net=10.0.0.0/8: IPv4 is disabled by -6/--ipv6-only",
+        ),
+        (
+            &["--libvirt-xml", "d.xml", "-4"],
+            Some(&ipv6_xml),
+            "<ip family='ipv6' address='fd00::' prefix='64'/>: IPv6 is disabled by -4/--ipv4-only",
+        ),
+        (
+            &["--libvirt-xml", "seed.xml", "-6"],
+            Some(ipv4_xml),
+            "<ip family='ipv4' address='169.254.0.0' prefix='16'/>: IPv4 is disabled by \
+             -6/--ipv6-only",
+        ),
+        (
+            &["--slirp", "ipv4=off", "-4"],
+            None,
+            "-4/--ipv4-only keeps only IPv4, which --slirp ipv4=off disables",
+        ),
+        (
+            &["--slirp", "ipv6=on", "-4"],
+            None,
+            "-4/--ipv4-only keeps only IPv4, which --slirp ipv6=on (without ipv4=on) disables",
+        ),
+        (
+            &["--slirp", "ipv6=off", "-6"],
+            None,
+            "-6/--ipv6-only keeps only IPv6, which --slirp ipv6=off disables",
+        ),
+        (
+            &["-6", "--slirp", "guestfwd=tcp:10.0.2.100:1234-cmd:cat"],
+            None,
+            "--slirp guestfwd=tcp:10.0.2.100:1234-cmd:cat: a guest forward needs IPv4, which is \
+             disabled by -6/--ipv6-only",
+        ),
+        (
+            &["-t", "8080", "--no-tcp"],
+            None,
+            "-t 8080 and --no-tcp: TCP forwarding needs TCP",
+        ),
+        (
+            &["--no-tcp", "-u", "53", "-t", "1000-1010:2000-2010,~1005"],
+            None,
+            "-t 1000-1010:2000-2010,~1005 and --no-tcp: TCP forwarding needs TCP",
+        ),
+        (
+            &["--slirp", "hostfwd=tcp::2222-:22", "--no-tcp"],
+            None,
+            "--slirp hostfwd=tcp::2222-:22 and --no-tcp: TCP forwarding needs TCP",
+        ),
+        (
+            &["--slirp", "hostfwd=unix:/tmp/vnu.sock-:22", "--no-tcp"],
+            None,
+            "--slirp hostfwd=unix:/tmp/vnu.sock-:22 and --no-tcp: TCP forwarding needs TCP",
+        ),
+        (
+            &[
+                "--slirp",
+                "guestfwd=tcp:10.0.2.100:1234-cmd:cat",
+                "--no-tcp",
+            ],
+            None,
+            "--slirp guestfwd=tcp:10.0.2.100:1234-cmd:cat and --no-tcp: a guest forward needs TCP",
+        ),
+        (
+            &["-u", "5353", "--no-udp"],
+            None,
+            "-u 5353 and --no-udp: UDP forwarding needs UDP",
+        ),
+        (
+            &["--slirp", "hostfwd=udp::5353-:53", "--no-udp"],
+            None,
+            "--slirp hostfwd=udp::5353-:53 and --no-udp: UDP forwarding needs UDP",
+        ),
+    ];
+    for (argv, xml, want) in cases {
+        assert_eq!(err(argv, *xml), *want, "{argv:?}");
+    }
+}
+
+#[test]
+fn explain_shows_the_services_switched_off() {
+    let text = |argv: &[&str]| {
+        let a = args(argv);
+        let r = a.build_with_xml(None).unwrap();
+        explain::render_text(&r)
+    };
+    let t = text(&["--no-dhcp", "--no-ndp"]);
+    assert!(
+        t.starts_with(
+            "Guest network plan (profile slirp)\n\
+             \x20 from              --no-dhcp --no-ndp\n\
+             \x20 services off      dhcp, ndp, ra\n\
+             IPv4\n"
+        ),
+        "{t}"
+    );
+    assert!(
+        t.contains(
+            "guest address     10.0.2.15/24 (netmask 255.255.255.0), not by DHCP (--no-dhcp): \
+             configure it in the guest\n"
+        ),
+        "{t}"
+    );
+    assert!(
+        t.contains("prefix            fec0::/64 (not advertised: no router advertisements)\n"),
+        "{t}"
+    );
+    assert!(
+        text(&[
+            "--no-tcp",
+            "--no-udp",
+            "--no-icmp",
+            "--no-dhcpv6",
+            "--no-ra"
+        ])
+        .contains("\n  services off      dhcpv6, ra, tcp, udp, icmp\n")
+    );
+    // Nothing off: no line, and the usual wording.
+    let t = text(&[]);
+    assert!(!t.contains("services off"), "{t}");
+    assert!(t.contains("(netmask 255.255.255.0), by DHCP\n"), "{t}");
+    assert!(t.contains("fec0::/64 (router advertisements)\n"), "{t}");
+    // The example in EXPLAIN.md is this line.
+    assert!(include_str!("../EXPLAIN.md").contains("\n  services off      dhcp, ndp, ra\n"));
+
+    let json = |argv: &[&str]| -> serde_json::Value {
+        let r = args(argv).build_with_xml(None).unwrap();
+        serde_json::from_str(&explain::render_json(&r)).unwrap()
+    };
+    assert_eq!(
+        json(&[])["services"],
+        serde_json::json!({
+            "dhcp": true, "dhcpv6": true, "ndp": true, "ra": true,
+            "tcp": true, "udp": true, "icmp": true,
+        })
+    );
+    assert_eq!(
+        json(&["--no-ndp", "--no-udp", "-4"])["services"],
+        serde_json::json!({
+            "dhcp": true, "dhcpv6": true, "ndp": false, "ra": false,
+            "tcp": true, "udp": false, "icmp": true,
+        })
+    );
+    assert_eq!(json(&["-4"])["ipv6"], serde_json::Value::Null);
+    assert_eq!(json(&["-6"])["ipv4"], serde_json::Value::Null);
+    let doc = include_str!("../EXPLAIN.md");
+    for key in ["dhcp", "dhcpv6", "ndp", "ra", "tcp", "udp", "icmp"] {
+        assert!(
+            doc.contains(&format!("| `services.{key}` | bool |")),
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn passt_switches_parse_as_passt_spells_them() {
+    let a = args(&["-4", "--no-dhcp", "--no-dhcpv6", "--no-ndp", "--no-ra"]);
+    assert!(a.ipv4_only && !a.ipv6_only);
+    assert!(a.no_dhcp && a.no_dhcpv6 && a.no_ndp && a.no_ra);
+    assert!(!a.no_tcp && !a.no_udp && !a.no_icmp);
+    let a = args(&["--ipv6-only", "--no-tcp", "--no-udp", "--no-icmp"]);
+    assert!(a.ipv6_only && !a.ipv4_only);
+    assert!(a.no_tcp && a.no_udp && a.no_icmp);
+    assert!(args(&["--ipv4-only"]).ipv4_only);
+    assert!(args(&["-6"]).ipv6_only);
+    // Flags take no value.
+    assert!(Cli::try_parse_from(["x", "--no-dhcp=yes"]).is_err());
+}
