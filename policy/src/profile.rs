@@ -893,6 +893,16 @@ pub(crate) fn resolve(
         }
         _ => {}
     }
+    if !req.services.udp
+        && req.services.dhcp
+        && let Some(v4) = &plan.ipv4
+    {
+        w.push(format!(
+            "--no-udp: DHCP still offers the DNS address {}, but its relay is UDP, so the \
+             guest's lookups go unanswered",
+            v4.dns
+        ));
+    }
     if plan.ipv6.is_some() && plan.mtu < 1280 {
         w.push(format!(
             "MTU {} is below IPv6's minimum of 1280: the guest will not use IPv6 on this link",
