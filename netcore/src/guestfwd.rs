@@ -31,17 +31,30 @@ use crate::sys;
 pub const MAX_RUNNING: usize = 128;
 
 /// The guest forwards of a plan and the commands they started.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Commands {
     forwards: Vec<GuestForward>,
     running: Vec<Child>,
+    /// Commands running at once, at most ([`MAX_RUNNING`] but in tests).
+    limit: usize,
+}
+
+impl Default for Commands {
+    fn default() -> Self {
+        Commands::new(Vec::new())
+    }
 }
 
 impl Commands {
     pub fn new(forwards: Vec<GuestForward>) -> Self {
+        Commands::with_limit(forwards, MAX_RUNNING)
+    }
+
+    fn with_limit(forwards: Vec<GuestForward>, limit: usize) -> Self {
         Commands {
             forwards,
             running: Vec::new(),
+            limit,
         }
     }
 
@@ -54,9 +67,10 @@ impl Commands {
                 "no such guest forward",
             ));
         };
-        if self.running.len() >= MAX_RUNNING {
+        if self.running.len() >= self.limit {
             return Err(io::Error::other(format!(
-                "{MAX_RUNNING} guest forward commands are running already"
+                "{} guest forward commands are running already",
+                self.limit
             )));
         }
         let (ours, theirs) = sys::stream_pair()?;
@@ -161,15 +175,14 @@ mod tests {
 
     #[test]
     fn commands_beyond_the_limit_are_refused() {
-        let mut commands = Commands::new(vec![forward(&["cat"])]);
-        let mut conns: Vec<OwnedFd> = (0..MAX_RUNNING)
-            .map(|_| commands.start(0).unwrap())
-            .collect();
-        assert!(commands.start(0).is_err(), "one more than MAX_RUNNING");
+        const LIMIT: usize = 3;
+        let mut commands = Commands::with_limit(vec![forward(&["cat"])], LIMIT);
+        let mut conns: Vec<OwnedFd> = (0..LIMIT).map(|_| commands.start(0).unwrap()).collect();
+        assert!(commands.start(0).is_err(), "one more than the limit");
         // One ends (its input closes): there is room again.
         drop(conns.pop());
         let deadline = Instant::now() + Duration::from_secs(10);
-        while commands.running() == MAX_RUNNING {
+        while commands.running() == LIMIT {
             assert!(Instant::now() < deadline, "cat did not end on EOF");
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -28,3 +28,22 @@ pub mod udp;
 
 pub use engine::{Counters, Engine, EngineOptions};
 pub use link::{LinkFull, MemoryLink, RxLink, RxSlot, TxFrame};
+
+/// Waits for epoll events in unit tests, retrying when a signal interrupts the wait: the
+/// guest forward tests run commands in the same process, and a child's SIGCHLD that arrives
+/// while a thread blocks signals (inside `posix_spawn`) can wake any other thread's
+/// `epoll_wait` with `EINTR`.
+#[cfg(test)]
+pub(crate) fn wait_for_events(
+    epoll: &vmm_sys_util::epoll::Epoll,
+    timeout_ms: i32,
+    events: &mut [vmm_sys_util::epoll::EpollEvent],
+) -> usize {
+    loop {
+        match epoll.wait(timeout_ms, events) {
+            Ok(n) => return n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("epoll_wait: {e}"),
+        }
+    }
+}

@@ -285,7 +285,7 @@ mod tests {
             return;
         }
         let mut events = [EpollEvent::default(); 4];
-        let n = epoll.wait(2000, &mut events).unwrap();
+        let n = crate::wait_for_events(&epoll, 2000, &mut events);
         assert_eq!(n, 1);
         table.on_socket_event((events[0].data() & 0xffff) as usize, &mut ctx, &mut link);
         let frames = link.take();

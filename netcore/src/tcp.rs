@@ -1795,7 +1795,7 @@ mod tests {
         /// Delivers pending socket events for up to `ms` milliseconds.
         fn poll(&mut self, ms: i32) {
             let mut events = [EpollEvent::default(); 16];
-            let n = self.epoll.wait(ms, &mut events).unwrap();
+            let n = crate::wait_for_events(&self.epoll, ms, &mut events);
             for ev in &events[..n] {
                 let slot = (ev.data() & 0xffff_ffff) as usize;
                 let (mut ctx, table, link) = self.ctx();

@@ -437,7 +437,7 @@ mod tests {
 
         fn poll(&mut self) {
             let mut events = [EpollEvent::default(); 8];
-            let n = self.epoll.wait(1000, &mut events).unwrap();
+            let n = crate::wait_for_events(&self.epoll, 1000, &mut events);
             let (plan, upstream) = (self.plan.clone(), self.upstream);
             for ev in &events[..n] {
                 let slot = (ev.data() & 0xffff_ffff) as usize;
