@@ -120,9 +120,8 @@ const OWN_FDS: usize = 64;
 
 /// How many sockets `plan`'s forwards open at most: one per host port and family, where a TCP
 /// forward without a host address takes both families on one socket and a UDP one needs two.
-/// Ports a forward leaves to the host (the ephemeral range for passt's `all`) do not count.
-pub fn sockets_needed(plan: &NetPlan) -> usize {
-    let ephemeral = ephemeral_ports();
+/// Ports a forward leaves to the host (`ephemeral`, for passt's `all`) do not count.
+fn sockets_needed(plan: &NetPlan, ephemeral: &RangeInclusive<u16>) -> usize {
     plan.forwards
         .iter()
         .map(|f| match &f.host {
@@ -157,7 +156,7 @@ pub fn sockets_needed(plan: &NetPlan) -> usize {
 /// ports (passt's `all`) also pass over ports something else holds, as passt does.
 pub fn open(plan: &NetPlan, other_fds: usize) -> Result<Vec<ForwardSocket>, ForwardError> {
     let ephemeral = ephemeral_ports();
-    let needed = sockets_needed(plan);
+    let needed = sockets_needed(plan, &ephemeral);
     let limit = sys::raise_fd_limit(needed + OWN_FDS + other_fds).unwrap_or(0);
     if needed > 0 {
         if limit < needed + OWN_FDS {
@@ -525,12 +524,12 @@ mod tests {
             ..forward(proto, None, every, 1)
         };
         plan.forwards = vec![all(Proto::Tcp), all(Proto::Udp)];
-        assert_eq!(sockets_needed(&plan), outside * 3);
+        assert_eq!(sockets_needed(&plan, &ephemeral), outside * 3);
         // A range that names the ephemeral ports itself gets them; one host address, one
         // socket a port.
         let lo = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
         plan.forwards = vec![forward(Proto::Udp, lo, every, 1)];
-        assert_eq!(sockets_needed(&plan), 65535);
+        assert_eq!(sockets_needed(&plan, &ephemeral), 65535);
     }
 
     #[test]

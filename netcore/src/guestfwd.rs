@@ -90,7 +90,8 @@ impl Commands {
     }
 
     /// Commands still running (after reaping those that ended).
-    pub fn running(&mut self) -> usize {
+    #[cfg(test)]
+    fn running(&mut self) -> usize {
         self.reap();
         self.running.len()
     }

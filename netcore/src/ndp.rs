@@ -171,9 +171,6 @@ pub fn handle(
     if checksum::combine(&[pseudo, checksum::data(icmp)]) != 0xffff {
         return Verdict::Malformed;
     }
-    if !serves(&plan.services, icmp[0]) {
-        return Verdict::Unhandled;
-    }
     match icmp[0] {
         ROUTER_SOLICIT if ip.hop_limit == 255 => {
             router_advert(v6, has_v6_resolver, out);

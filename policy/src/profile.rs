@@ -693,6 +693,15 @@ fn addrs_meet(a: Option<IpAddr>, b: Option<IpAddr>) -> bool {
     }
 }
 
+/// The first and last address the DHCP server hands out, as numbers.
+fn dhcp_pool(v4: &Ipv4Plan, plan: &NetPlan) -> (u32, u32) {
+    let first = u32::from(v4.dhcp_start);
+    (
+        first,
+        first.saturating_add(u32::from(plan.dhcp.pool_size.max(1)) - 1),
+    )
+}
+
 fn check_forwards(req: &Request, plan: &NetPlan, w: &mut Vec<String>) -> Result<(), ConfigError> {
     let fwds = &req.forwards;
     for (i, f) in fwds.iter().enumerate() {
@@ -705,8 +714,7 @@ fn check_forwards(req: &Request, plan: &NetPlan, w: &mut Vec<String>) -> Result<
                     )));
                 }
                 Some(v4) => {
-                    let first = u32::from(v4.dhcp_start);
-                    let last = first + u32::from(plan.dhcp.pool_size) - 1;
+                    let (first, last) = dhcp_pool(v4, plan);
                     if !(first..=last).contains(&u32::from(g)) {
                         w.push(format!(
                             "{}: {g} is not an address the DHCP server hands out ({}-{})",
@@ -837,8 +845,7 @@ fn resolve_guest_forwards(
                 req.guest_forwards[j].origin, g.origin, g.value.port
             )));
         }
-        let first = u32::from(v4.dhcp_start);
-        let last = first.saturating_add(u32::from(plan.dhcp.pool_size.max(1)) - 1);
+        let (first, last) = dhcp_pool(v4, plan);
         if (first..=last).contains(&u32::from(addr)) {
             w.push(format!(
                 "{}: {addr} is an address the DHCP server hands out ({}-{}): the guest that gets \
