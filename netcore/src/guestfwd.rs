@@ -3,11 +3,12 @@
 //!
 //! # Theory of operation
 //!
-//! The command runs on one end of a unix socket pair; the other end becomes the TCP flow's
-//! host socket, already connected, so the guest's SYN is answered at once and the data path is
-//! the one unix socket forwards use (peek, then discard by reading what the guest
-//! acknowledged). When the guest closes, the command reads end of file; when the command exits
-//! (and no process of its own keeps the socket), the guest gets a FIN.
+//! The command runs on one end of a TCP connection over loopback, as libslirp makes one for
+//! it (a command may ask for its peer's address: smbd serves only inet sockets); the other end
+//! becomes the TCP flow's host socket, already connected, so the guest's SYN is answered at
+//! once and the data path is that of any host connection. When the guest closes, the command
+//! reads end of file; when the command exits (and no process of its own keeps the socket), the
+//! guest gets a FIN.
 //!
 //! As libslirp's `fork_exec`, the words are the plan's (split once, without a shell), the
 //! program is looked up in `PATH`, and the child leaves our process group (slirp calls
@@ -58,7 +59,7 @@ impl Commands {
         }
     }
 
-    /// Starts guest forward `index`'s command and returns our end of its socket pair.
+    /// Starts guest forward `index`'s command and returns our end of its connection.
     pub fn start(&mut self, index: usize) -> io::Result<OwnedFd> {
         self.reap();
         let Some(forward) = self.forwards.get(index) else {
@@ -73,7 +74,7 @@ impl Commands {
                 self.limit
             )));
         }
-        let (ours, theirs) = sys::stream_pair()?;
+        let (ours, theirs) = sys::loopback_stream_pair()?;
         let (program, args) = forward
             .argv
             .split_first()
@@ -125,7 +126,7 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::net::Ipv4Addr;
-    use std::os::unix::net::UnixStream;
+    use std::net::TcpStream;
     use std::time::{Duration, Instant};
 
     fn forward(argv: &[&str]) -> GuestForward {
@@ -137,8 +138,8 @@ mod tests {
         }
     }
 
-    fn blocking(fd: OwnedFd) -> UnixStream {
-        let stream = UnixStream::from(fd);
+    fn blocking(fd: OwnedFd) -> TcpStream {
+        let stream = TcpStream::from(fd);
         stream.set_nonblocking(false).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -154,6 +155,8 @@ mod tests {
             "read line; echo \"out $line\"; echo err >&2",
         ])]);
         let mut conn = blocking(commands.start(0).unwrap());
+        // As under slirp, the command's end is a TCP connection over loopback.
+        assert!(conn.peer_addr().unwrap().ip().is_loopback());
         conn.write_all(b"hello\n").unwrap();
         let mut got = String::new();
         conn.read_to_string(&mut got).unwrap();

@@ -432,27 +432,24 @@ pub fn bind_to_device(fd: RawFd, name: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// A connected pair of unix stream sockets: the first non-blocking (ours), the second
-/// blocking, for a child process's standard streams. Both close on exec; the child's copies
-/// made for stdin, stdout and stderr do not.
-pub fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: the kernel writes two descriptors into the live local array.
-    check(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    })?;
-    // SAFETY: the kernel just returned these new descriptors; nothing else owns them.
-    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: plain system calls on a descriptor we own.
-    let flags = check(unsafe { libc::fcntl(ours.as_raw_fd(), libc::F_GETFL) })?;
-    // SAFETY: as above.
-    check(unsafe { libc::fcntl(ours.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
-    Ok((ours, theirs))
+/// A TCP connection over loopback, both ends ours: the accepted end non-blocking with
+/// `TCP_NODELAY` (the flow's), the connecting end blocking (a child process's standard
+/// streams), as libslirp's `slirp_socketpair_with_oob` makes for `fork_exec`. A command sees an
+/// inet socket, as under slirp (smbd refuses to serve a unix one). Unlike slirp, the listener is
+/// bound to 127.0.0.1 only, and a connection that is not ours is closed. Both close on exec.
+pub fn loopback_stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+    let theirs = std::net::TcpStream::connect(listener.local_addr()?)?;
+    let expected = theirs.local_addr()?;
+    loop {
+        let (ours, peer) = listener.accept()?;
+        if peer == expected {
+            ours.set_nonblocking(true)?;
+            ours.set_nodelay(true)?;
+            return Ok((ours.into(), theirs.into()));
+        }
+        // Another local process raced to the port: not the command's connection.
+    }
 }
 
 /// Raises the soft limit on open descriptors to `wanted`, or as far as the hard limit allows

@@ -587,7 +587,6 @@ impl TcpTable {
         let iss = self.next_isn();
         let slot = self.free_slot();
         let mut flow = Flow::new(key, slot, sock, State::Connecting, iss);
-        flow.discard_by_reading = command;
         flow.rcv_nxt = seg.seq.wrapping_add(1);
         flow.snd_wnd = u32::from(seg.window);
         flow.set_guest_options(seg);
