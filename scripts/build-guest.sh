@@ -3,7 +3,9 @@
 #
 # Builds the end-to-end test guest from Debian packages only:
 #   vmlinuz    the kernel of Debian's linux-image-amd64 (downloaded and unpacked, never installed)
-#   initrd.gz  a busybox-static initramfs with the virtio-net modules, iperf3, ethtool and their libraries
+#   initrd.gz  a busybox-static initramfs with the virtio-net modules, iperf3, ethtool and their
+#              libraries, and the SMB client modules (not loaded at boot: a script that mounts a
+#              share loads the ones /etc/cifs-modules lists, in that order, with insmod)
 # into ${VNU_GUEST_CACHE:-/var/tmp/vnu-guest}. The result is kept there and rebuilt only when
 # this script changes (its sha256 is stored in the cache as `stamp`) or with --force.
 # Missing Debian packages are installed (as root; apt-get update first).
@@ -31,6 +33,8 @@ esac
 # The modules virtio_net needs, in dependency order.
 MODULES=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
          failover net_failover virtio_net qemu_fw_cfg)
+# The SMB client (mount -t cifs, for smb= tests), in dependency order; loaded on demand.
+CIFS_MODULES=(netfs fscache dns_resolver cifs_md4 cifs_arc4 cifs)
 
 say() { echo "build-guest: $*" >&2; }
 
@@ -89,7 +93,7 @@ KDIR=$WORK/k/lib/modules/$KVER
 IR=$WORK/ir
 mkdir -p "$IR"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,etc,tmp,run,root,lib/modules,lib64}
 cp /bin/busybox "$IR/bin/busybox"
-for m in "${MODULES[@]}"; do
+for m in "${MODULES[@]}" "${CIFS_MODULES[@]}"; do
   f=$(find "$KDIR" -name "$m.ko*" | head -1)
   [ -n "$f" ] || { say "module $m not found in $KPKG"; exit 1; }
   case "$f" in
@@ -113,6 +117,8 @@ copy_with_libs() {
 }
 copy_with_libs /usr/bin/iperf3
 copy_with_libs "$(command -v ethtool)"
+
+echo "${CIFS_MODULES[*]}" > "$IR/etc/cifs-modules"
 
 cat > "$IR/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/bin/sh

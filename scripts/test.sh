@@ -9,7 +9,7 @@ ROOT=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/..
 cd "$ROOT"
 [ -d "$HOME/.cargo/bin" ] && PATH=$HOME/.cargo/bin:$PATH
 
-scripts/need-packages.sh qemu-system-x86 busybox-static iperf3 ethtool cpio tcpdump iproute2
+scripts/need-packages.sh qemu-system-x86 busybox-static iperf3 ethtool cpio tcpdump iproute2 samba
 scripts/build-guest.sh
 # The backend as shipped (release: fat LTO), which the end-to-end and protocol tests run...
 cargo build --release -p vhost-net-user
