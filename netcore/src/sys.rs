@@ -1,5 +1,6 @@
 //! The crate's only unsafe code: host socket calls that std does not offer (non-blocking
-//! connect, scatter/gather I/O on raw iovecs, peek offsets, queue sizes).
+//! connect, scatter/gather I/O on raw iovecs, peek offsets, queue sizes), and the few process
+//! queries smb= needs (`access`, the effective user and its name).
 //!
 //! The iovecs passed here may point into guest memory. They are handed to the kernel only,
 //! which copies to or from them; Rust never dereferences them.
@@ -468,6 +469,48 @@ pub fn raise_fd_limit(wanted: usize) -> io::Result<usize> {
         check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) })?;
     }
     Ok(usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
+}
+
+/// Whether this process may access `path` in `mode` (`libc::R_OK`, ...), as `access(2)`.
+pub fn check_access(path: &std::path::Path, mode: libc::c_int) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    // SAFETY: the kernel reads the NUL-terminated string, which lives across the call.
+    check(unsafe { libc::access(c_path.as_ptr(), mode) }).map(drop)
+}
+
+/// This process's effective user ID.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The login name of user `uid`, from the password database (`getpwuid_r`).
+pub fn user_name(uid: u32) -> io::Result<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    loop {
+        // SAFETY: an all-zero passwd (null pointers, zero IDs) is a valid value to overwrite.
+        let mut entry: libc::passwd = unsafe { mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: `entry`, `buf` (with its true length) and `found` live across the call; the
+        // strings written into `entry` point into `buf`, which outlives their use below.
+        let rc =
+            unsafe { libc::getpwuid_r(uid, &mut entry, buf.as_mut_ptr(), buf.len(), &mut found) };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        if found.is_null() || entry.pw_name.is_null() {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such user"));
+        }
+        // SAFETY: getpwuid_r succeeded, so pw_name is a NUL-terminated string inside `buf`.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
+        return Ok(name.to_string_lossy().into_owned());
+    }
 }
 
 /// Reusable iovec storage for the flow tables.

@@ -50,7 +50,7 @@ pub struct PolicyArgs {
     #[arg(long, value_name = "SEL", requires = "libvirt_xml")]
     pub interface: Option<String>,
 
-    /// QEMU -netdev user options (net=, host=, dhcpstart=, dns=, hostfwd=, guestfwd=, ...);
+    /// QEMU -netdev user options (net=, host=, dhcpstart=, dns=, hostfwd=, guestfwd=, smb=, ...);
     /// repeatable
     #[arg(long, value_name = "OPTS")]
     pub slirp: Vec<String>,

@@ -1,8 +1,8 @@
 //! `--explain`: the guest-visible plan, for people (text) and for scripts (JSON).
 //!
 //! Both renderings show the same facts: addresses and masks, gateway and its MAC, DNS, DHCP
-//! options and lease, MTU, IPv6, port forwards, guest forwards (slirp's `guestfwd=`),
-//! host-loopback mapping, the services switched off (passt's `--no-*`), and the warnings the
+//! options and lease, MTU, IPv6, port forwards, guest forwards (slirp's `guestfwd=`), the smb
+//! share (slirp's `smb=`), host-loopback mapping, the services switched off (passt's `--no-*`), and the warnings the
 //! profile raised. The JSON keys are a stable
 //! interface, listed in `policy/EXPLAIN.md`; keys are only ever added, and `format_version`
 //! changes if one changes meaning.
@@ -243,7 +243,7 @@ pub fn render_text(r: &Resolved) -> String {
     );
 
     let _ = writeln!(s, "Port forwards");
-    if p.forwards.is_empty() && p.guest_forwards.is_empty() {
+    if p.forwards.is_empty() && p.guest_forwards.is_empty() && p.smb.is_none() {
         line(&mut s, "", "none");
     }
     for f in &p.forwards {
@@ -270,6 +270,18 @@ pub fn render_text(r: &Resolved) -> String {
             &mut s,
             "guest forward",
             &format!("{}:{} -> command: {}", g.addr, g.port, g.command),
+        );
+    }
+    if let Some(smb) = &p.smb {
+        line(
+            &mut s,
+            "smb share",
+            &format!(
+                "{} at {} ports 139 and 445 (smbd; the guest opens \\\\{}\\qemu)",
+                smb.export.display(),
+                smb.addr,
+                smb.addr
+            ),
         );
     }
 
@@ -299,6 +311,7 @@ struct Json<'a> {
     tftp_root: Option<String>,
     forwards: Vec<JsonForward>,
     guest_forwards: Vec<JsonGuestForward<'a>>,
+    smb: Option<JsonSmb>,
     services: JsonServices,
     warnings: &'a [String],
 }
@@ -367,6 +380,12 @@ struct JsonGuestForward<'a> {
     port: u16,
     command: &'a str,
     argv: &'a [String],
+}
+
+#[derive(Serialize)]
+struct JsonSmb {
+    addr: String,
+    export: String,
 }
 
 /// The plan as pretty-printed JSON (keys in `policy/EXPLAIN.md`), ending in a newline.
@@ -449,6 +468,10 @@ pub fn render_json(r: &Resolved) -> String {
                 argv: &g.argv,
             })
             .collect(),
+        smb: p.smb.as_ref().map(|smb| JsonSmb {
+            addr: smb.addr.to_string(),
+            export: smb.export.display().to_string(),
+        }),
         services: JsonServices {
             dhcp: p.services.dhcp,
             dhcpv6: p.services.dhcpv6,
@@ -550,5 +573,55 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(&render_json(&resolved("net=10.0.0.0/8"))).unwrap();
         assert_eq!(v["guest_forwards"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn text_shows_the_smb_share() {
+        let text = render_text(&resolved(
+            "net=192.168.76.0/24,guestfwd=::22-cmd:cat,smb=/srv/share",
+        ));
+        assert!(
+            text.contains(
+                "Port forwards\n\
+                 \x20 guest forward     192.168.76.4:22 -> command: cat\n\
+                 \x20 smb share         /srv/share at 192.168.76.4 ports 139 and 445 (smbd; the \
+                 guest opens \\\\192.168.76.4\\qemu)\n\
+                 Warnings\n"
+            ),
+            "{text}"
+        );
+        // Alone, it is the section's only line.
+        let text = render_text(&resolved("smb=/srv/share,smbserver=10.0.2.9"));
+        let line = "  smb share         /srv/share at 10.0.2.9 ports 139 and 445 (smbd; the guest \
+                    opens \\\\10.0.2.9\\qemu)\n";
+        assert!(
+            text.contains(&format!("Port forwards\n{line}Warnings\n")),
+            "{text}"
+        );
+        // EXPLAIN.md shows the default share as the example.
+        let text = render_text(&resolved("smb=/srv/share"));
+        let line = text.lines().find(|l| l.contains("smb share")).unwrap();
+        assert!(
+            include_str!("../EXPLAIN.md").contains(&format!("\n{line}\n")),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn json_has_the_smb_share() {
+        let json = |opts: &str| -> serde_json::Value {
+            serde_json::from_str(&render_json(&resolved(opts))).unwrap()
+        };
+        assert_eq!(
+            json("net=192.168.76.0/24,smb=/srv/share")["smb"],
+            serde_json::json!({"addr": "192.168.76.4", "export": "/srv/share"})
+        );
+        let v = json("net=10.0.0.0/8");
+        assert!(v.as_object().unwrap().contains_key("smb"));
+        assert_eq!(v["smb"], serde_json::Value::Null);
+        let doc = include_str!("../EXPLAIN.md");
+        for key in ["smb", "smb.addr", "smb.export"] {
+            assert!(doc.contains(&format!("| `{key}` |")), "{key}");
+        }
     }
 }

@@ -173,6 +173,10 @@ pub struct NetPlan {
     pub tftp_root: Option<PathBuf>,
     /// slirp's `guestfwd=…-cmd:…`, in the order given.
     pub guest_forwards: Vec<GuestForward>,
+    /// slirp's `smb=`: a directory shared with the guest by Samba's smbd, which the backend
+    /// starts for each guest connection to ports 139 and 445 of [`SmbShare::addr`] (two more
+    /// guest forwards, added once the server's private directory exists).
+    pub smb: Option<SmbShare>,
     /// Which services answer the guest (passt's `--no-dhcp`, `--no-tcp`, …).
     pub services: Services,
 }
@@ -254,6 +258,21 @@ pub struct GuestForward {
     /// Its words, split as slirp splits them (GLib's `g_shell_parse_argv`: quotes and
     /// backslashes as in sh, no expansions); never empty.
     pub argv: Vec<String>,
+}
+
+/// slirp's `smb=DIR` with `smbserver=ADDR`: where the guest finds the share, and what it shares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmbShare {
+    /// `smbserver=`, by default the host bits of 0.0.2.4 in the network, as guest forwards.
+    pub addr: Ipv4Addr,
+    /// `smb=`: the directory shared as `\\ADDR\qemu`.
+    pub export: PathBuf,
+}
+
+impl SmbShare {
+    /// The ports smbd answers at [`SmbShare::addr`]: NetBIOS session (139) and direct SMB
+    /// (445), each a guest forward of its own in libslirp.
+    pub const PORTS: [u16; 2] = [139, 445];
 }
 
 /// Transport protocol of a port forward.
@@ -376,6 +395,7 @@ impl NetPlan {
             forwards: Vec::new(),
             tftp_root: None,
             guest_forwards: Vec::new(),
+            smb: None,
             services: Services::ALL,
         }
     }

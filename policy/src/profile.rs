@@ -21,8 +21,9 @@
 //!   the guest's subnet, and (as the slirp profile does too) a gateway MAC equal to the
 //!   guest's.
 //!
-//! Guest forwards (slirp's `guestfwd=`) follow libslirp under either profile: an empty address
-//! is the network's `.2.4` position (as the gateway is its `.2.2`), and the address must lie in
+//! Guest forwards (slirp's `guestfwd=`) and the smb share (`smb=`, `smbserver=`; smbd on ports
+//! 139 and 445, as libslirp adds it) follow libslirp under either profile: an empty address is
+//! the network's `.2.4` position (as the gateway is its `.2.2`), and the address must lie in
 //! the network and be neither the gateway nor the DNS address.
 //!
 //! Anything legal but surprising becomes a warning that `--explain` shows.
@@ -33,7 +34,7 @@ use crate::addr::{classful_passt, classful_qemu, v4_broadcast, v4_in, v4_net, v6
 use crate::error::ConfigError;
 use crate::request::{AddrKind, Request, Setting};
 use crate::{
-    GuestForward, HostListen, Ipv4Plan, Ipv6Plan, MacAddr, NetPlan, Proto, prefix_to_mask,
+    GuestForward, HostListen, Ipv4Plan, Ipv6Plan, MacAddr, NetPlan, Proto, SmbShare, prefix_to_mask,
 };
 
 /// How addresses in the configuration become the guest's view.
@@ -140,6 +141,14 @@ fn check_services(req: &Request) -> Result<(), ConfigError> {
         return Err(ConfigError::Conflict(format!(
             "{} and --no-tcp: a guest forward needs TCP",
             g.origin
+        )));
+    }
+    if !req.services.tcp
+        && let Some(smb) = &req.smb
+    {
+        return Err(ConfigError::Conflict(format!(
+            "{} and --no-tcp: the smb share needs TCP",
+            smb.export.origin
         )));
     }
     Ok(())
@@ -791,9 +800,86 @@ fn check_forwards(req: &Request, plan: &NetPlan, w: &mut Vec<String>) -> Result<
 /// QEMU's words for every address libslirp's `check_guestfwd` refuses.
 const QEMU_GUESTFWD_REFUSED: &str = "QEMU: Conflicting/invalid host:port in guest forwarding rule";
 
-/// Give each guest forward its address and apply libslirp's `check_guestfwd` to the plan's
-/// IPv4 network, whichever profile made it: the address must be inside the network and be
-/// neither the gateway nor the DNS address, which slirp answers itself.
+/// QEMU's words when libslirp refuses the address of the smb share.
+const QEMU_SMBSERVER_REFUSED: &str = "QEMU: Conflicting/invalid smbserver address";
+
+/// A program libslirp runs for each guest connection to an address of the network (a guest
+/// forward or the smb share), as errors and warnings name it.
+struct ExecTarget<'a> {
+    /// The setting that asked for it.
+    origin: &'a str,
+    /// The setting that gave its address (the same, or `smbserver=`).
+    addr_origin: &'a str,
+    /// Its address as written; `None` or 0.0.0.0: the network's `.2.4` position.
+    addr: Option<Ipv4Addr>,
+    /// "a guest forward", "the smb share".
+    noun: &'a str,
+    /// "this guest forward", "the smb share".
+    this: &'a str,
+    /// QEMU's error for an address libslirp refuses.
+    qemu: &'a str,
+}
+
+/// The address of a guest forward or the smb share, checked as libslirp's `check_guestfwd`
+/// checks both against the plan's IPv4 network, whichever profile made it: the address must be
+/// inside the network and be neither the gateway nor the DNS address, which slirp answers
+/// itself. One in the DHCP pool is legal but unreachable from the guest that is leased it.
+fn exec_addr(
+    req: &Request,
+    plan: &NetPlan,
+    t: &ExecTarget,
+    w: &mut Vec<String>,
+) -> Result<Ipv4Addr, ConfigError> {
+    let Some(v4) = &plan.ipv4 else {
+        return Err(ConfigError::Conflict(format!(
+            "{}: {} needs IPv4, which is disabled by {}",
+            t.origin,
+            t.noun,
+            req.ipv4_off.as_deref().unwrap_or("the configuration")
+        )));
+    };
+    let cidr = format!("{}/{}", v4.network, v4.prefix_len);
+    let refuse = |why: String| ConfigError::invalid(t.addr_origin, format!("{why} ({})", t.qemu));
+    // libslirp's default, placed like the gateway and DNS addresses: the host bits of
+    // 0.0.2.4 in the network (10.0.2.4 by default, 192.168.76.4 in 192.168.76.0/24).
+    let (addr, shown) = match t.addr.filter(|a| !a.is_unspecified()) {
+        Some(a) => (a, a.to_string()),
+        None => {
+            let mask = prefix_to_mask(v4.prefix_len);
+            let a = v4_or(u32::from(v4.network) | (0x0204 & !mask));
+            (a, format!("the default address {a}"))
+        }
+    };
+    if !v4.contains(addr) {
+        return Err(refuse(format!(
+            "{shown} is outside {cidr}; {} needs an address of {cidr}",
+            t.noun
+        )));
+    }
+    for (what, taken) in [("gateway", v4.gateway), ("DNS address", v4.dns)] {
+        if addr == taken {
+            return Err(refuse(format!(
+                "{shown} is the {what}; {} needs another address of {cidr}",
+                t.noun
+            )));
+        }
+    }
+    let (first, last) = dhcp_pool(v4, plan);
+    if (first..=last).contains(&u32::from(addr)) {
+        w.push(format!(
+            "{}: {addr} is an address the DHCP server hands out ({}-{}): the guest that gets \
+             it cannot reach {}",
+            t.addr_origin,
+            v4.dhcp_start,
+            v4_or(last),
+            t.this
+        ));
+    }
+    Ok(addr)
+}
+
+/// Give each guest forward its address, checked by [`exec_addr`]; two on one address and
+/// port conflict.
 fn resolve_guest_forwards(
     req: &Request,
     plan: &NetPlan,
@@ -801,39 +887,15 @@ fn resolve_guest_forwards(
 ) -> Result<Vec<GuestForward>, ConfigError> {
     let mut out: Vec<GuestForward> = Vec::with_capacity(req.guest_forwards.len());
     for g in &req.guest_forwards {
-        let Some(v4) = &plan.ipv4 else {
-            return Err(ConfigError::Conflict(format!(
-                "{}: a guest forward needs IPv4, which is disabled by {}",
-                g.origin,
-                req.ipv4_off.as_deref().unwrap_or("the configuration")
-            )));
+        let target = ExecTarget {
+            origin: &g.origin,
+            addr_origin: &g.origin,
+            addr: g.value.addr,
+            noun: "a guest forward",
+            this: "this guest forward",
+            qemu: QEMU_GUESTFWD_REFUSED,
         };
-        let cidr = format!("{}/{}", v4.network, v4.prefix_len);
-        let refuse = |why: String| {
-            ConfigError::invalid(&g.origin, format!("{why} ({QEMU_GUESTFWD_REFUSED})"))
-        };
-        // libslirp's default, placed like the gateway and DNS addresses: the host bits of
-        // 0.0.2.4 in the network (10.0.2.4 by default, 192.168.76.4 in 192.168.76.0/24).
-        let (addr, shown) = match g.value.addr {
-            Some(a) => (a, a.to_string()),
-            None => {
-                let mask = prefix_to_mask(v4.prefix_len);
-                let a = v4_or(u32::from(v4.network) | (0x0204 & !mask));
-                (a, format!("the default address {a}"))
-            }
-        };
-        if !v4.contains(addr) {
-            return Err(refuse(format!(
-                "{shown} is outside {cidr}; a guest forward needs an address of {cidr}"
-            )));
-        }
-        for (what, taken) in [("gateway", v4.gateway), ("DNS address", v4.dns)] {
-            if addr == taken {
-                return Err(refuse(format!(
-                    "{shown} is the {what}; a guest forward needs another address of {cidr}"
-                )));
-            }
-        }
+        let addr = exec_addr(req, plan, &target, w)?;
         // libslirp means to refuse this too, but compares ports of different byte orders.
         // `out` holds the earlier rules in order, so `j` indexes both lists.
         if let Some(j) = out
@@ -845,16 +907,6 @@ fn resolve_guest_forwards(
                 req.guest_forwards[j].origin, g.origin, g.value.port
             )));
         }
-        let (first, last) = dhcp_pool(v4, plan);
-        if (first..=last).contains(&u32::from(addr)) {
-            w.push(format!(
-                "{}: {addr} is an address the DHCP server hands out ({}-{}): the guest that gets \
-                 it cannot reach this guest forward",
-                g.origin,
-                v4.dhcp_start,
-                v4_or(last)
-            ));
-        }
         out.push(GuestForward {
             addr,
             port: g.value.port,
@@ -863,6 +915,49 @@ fn resolve_guest_forwards(
         });
     }
     Ok(out)
+}
+
+/// slirp's `smb=`: the share's address, checked by [`exec_addr`] as QEMU's two
+/// `slirp_add_exec` calls check it, after the guest forwards (which QEMU adds first); a guest
+/// forward on its address and port 139 or 445 conflicts with it. `restrict=on` leaves it be,
+/// as it leaves guest forwards.
+fn resolve_smb(
+    req: &Request,
+    plan: &NetPlan,
+    w: &mut Vec<String>,
+) -> Result<Option<SmbShare>, ConfigError> {
+    let Some(smb) = &req.smb else {
+        return Ok(None);
+    };
+    let target = ExecTarget {
+        origin: &smb.export.origin,
+        addr_origin: smb
+            .server
+            .as_ref()
+            .map_or(&smb.export.origin, |s| &s.origin),
+        addr: smb.server.as_ref().map(|s| s.value),
+        noun: "the smb share",
+        this: "the smb share",
+        qemu: QEMU_SMBSERVER_REFUSED,
+    };
+    let addr = exec_addr(req, plan, &target, w)?;
+    // plan.guest_forwards and req.guest_forwards are in the same order.
+    if let Some((j, f)) = plan
+        .guest_forwards
+        .iter()
+        .enumerate()
+        .find(|(_, f)| f.addr == addr && SmbShare::PORTS.contains(&f.port))
+    {
+        return Err(ConfigError::Conflict(format!(
+            "{} and {} both forward guest connections to {addr}:{} (smbd listens on ports \
+             139 and 445)",
+            req.guest_forwards[j].origin, smb.export.origin, f.port
+        )));
+    }
+    Ok(Some(SmbShare {
+        addr,
+        export: smb.export.value.clone(),
+    }))
 }
 
 /// Turn a request into the plan under `profile`; warnings come back alongside.
@@ -933,6 +1028,7 @@ pub(crate) fn resolve(
     }
     check_forwards(&req, &plan, &mut w)?;
     plan.guest_forwards = resolve_guest_forwards(&req, &plan, &mut w)?;
+    plan.smb = resolve_smb(&req, &plan, &mut w)?;
     plan.forwards = req.forwards.into_iter().map(|f| f.value).collect();
     Ok((plan, w))
 }
@@ -1158,6 +1254,183 @@ mod tests {
                     .to_string()
             ),
             "{w:?}"
+        );
+    }
+
+    const QEMU_SMB: &str = "(QEMU: Conflicting/invalid smbserver address)";
+
+    /// The smb share of `--slirp OPTS` as `(address, export)`.
+    fn smb_of(opts: &str) -> (String, String) {
+        let (plan, _) = slirp_ok(opts);
+        let smb = plan.smb.unwrap_or_else(|| panic!("{opts}: no smb share"));
+        (smb.addr.to_string(), smb.export.display().to_string())
+    }
+
+    #[test]
+    fn smb_share_plan() {
+        let (plan, w) = slirp_ok("smb=/srv/share");
+        assert_eq!(
+            plan.smb,
+            Some(SmbShare {
+                addr: Ipv4Addr::new(10, 0, 2, 4),
+                export: "/srv/share".into(),
+            })
+        );
+        assert!(w.is_empty(), "{w:?}");
+        // The share is no guest forward of the plan: the runtime adds those.
+        assert!(plan.guest_forwards.is_empty());
+        assert_eq!(slirp_ok("").0.smb, None);
+        assert_eq!(slirp_ok("smbserver=10.0.2.9").0.smb, None);
+        assert_eq!(
+            smb_of("smb=/srv/share,smbserver=10.0.2.9"),
+            ("10.0.2.9".into(), "/srv/share".into())
+        );
+        // restrict=on leaves it be, as libslirp's exec forwards work under restrict.
+        let (plan, w) = slirp_ok("restrict=on,smb=/srv/share");
+        assert!(plan.restrict);
+        assert_eq!(plan.smb.unwrap().addr, Ipv4Addr::new(10, 0, 2, 4));
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn smb_default_address_is_0_0_2_4_in_the_network() {
+        for (opts, want) in [
+            ("smb=/s", "10.0.2.4"),
+            ("net=192.168.76.0/24,smb=/s", "192.168.76.4"),
+            ("net=192.168.0.0/16,smb=/s", "192.168.2.4"),
+            ("net=10.0.0.0/8,smb=/s", "10.0.2.4"),
+            // 0.0.0.0 is "not given" to libslirp, as for a guest forward.
+            (
+                "net=192.168.76.0/24,smb=/s,smbserver=0.0.0.0",
+                "192.168.76.4",
+            ),
+        ] {
+            assert_eq!(smb_of(opts).0, want, "{opts}");
+        }
+        // The same address as an empty guestfwd SERVER.
+        let (plan, _) = slirp_ok("net=192.168.76.0/24,guestfwd=::80-cmd:cat,smb=/s");
+        assert_eq!(plan.smb.unwrap().addr, plan.guest_forwards[0].addr);
+    }
+
+    #[test]
+    fn smb_refuses_what_slirp_answers_itself() {
+        let cases = [
+            (
+                "smb=/s,smbserver=10.0.3.4",
+                "--slirp smbserver=10.0.3.4: 10.0.3.4 is outside 10.0.2.0/24; the smb share \
+                 needs an address of 10.0.2.0/24",
+            ),
+            (
+                "smb=/s,smbserver=10.0.2.2",
+                "--slirp smbserver=10.0.2.2: 10.0.2.2 is the gateway; the smb share needs \
+                 another address of 10.0.2.0/24",
+            ),
+            (
+                "smb=/s,smbserver=10.0.2.3",
+                "--slirp smbserver=10.0.2.3: 10.0.2.3 is the DNS address; the smb share needs \
+                 another address of 10.0.2.0/24",
+            ),
+            (
+                "host=10.0.2.4,smb=/s",
+                "--slirp smb=/s: the default address 10.0.2.4 is the gateway; the smb share \
+                 needs another address of 10.0.2.0/24",
+            ),
+            (
+                "net=192.168.76.0/24,dns=192.168.76.4,smb=/s",
+                "--slirp smb=/s: the default address 192.168.76.4 is the DNS address; the smb \
+                 share needs another address of 192.168.76.0/24",
+            ),
+            (
+                "dns=10.0.2.4,smb=/s,smbserver=0.0.0.0",
+                "--slirp smbserver=0.0.0.0: the default address 10.0.2.4 is the DNS address; \
+                 the smb share needs another address of 10.0.2.0/24",
+            ),
+        ];
+        for (opts, want) in cases {
+            assert_eq!(slirp_err(opts), format!("{want} {QEMU_SMB}"), "{opts}");
+        }
+    }
+
+    #[test]
+    fn smb_needs_ipv4() {
+        assert_eq!(
+            slirp_err("ipv4=off,smb=/srv/share"),
+            "--slirp smb=/srv/share: the smb share needs IPv4, which is disabled by --slirp \
+             ipv4=off"
+        );
+        assert!(
+            slirp_err("ipv6=on,smb=/s,smbserver=10.0.2.9")
+                .starts_with("--slirp smb=/s: the smb share needs IPv4, which is disabled by")
+        );
+        // Without smb=, smbserver= is ignored, IPv4 or not.
+        let (plan, w) = slirp_ok("ipv4=off,smbserver=10.0.2.9");
+        assert!(plan.ipv4.is_none() && plan.smb.is_none());
+        assert_eq!(
+            w,
+            ["--slirp smbserver=10.0.2.9: does nothing without smb= (QEMU ignores it too)"]
+        );
+    }
+
+    #[test]
+    fn smb_conflicts_with_a_guest_forward_on_its_ports() {
+        for port in [139, 445] {
+            assert_eq!(
+                slirp_err(&format!(
+                    "guestfwd=tcp:10.0.2.4:{port}-cmd:cat,smb=/srv/share"
+                )),
+                format!(
+                    "--slirp guestfwd=tcp:10.0.2.4:{port}-cmd:cat and --slirp smb=/srv/share \
+                     both forward guest connections to 10.0.2.4:{port} (smbd listens on ports \
+                     139 and 445)"
+                )
+            );
+            // The smb share's address as given, and a default guestfwd SERVER.
+            assert_eq!(
+                slirp_err(&format!(
+                    "guestfwd=::22-cmd:cat,guestfwd=::{port}-cmd:cat,smb=/s,smbserver=10.0.2.4"
+                )),
+                format!(
+                    "--slirp guestfwd=::{port}-cmd:cat and --slirp smb=/s both forward guest \
+                     connections to 10.0.2.4:{port} (smbd listens on ports 139 and 445)"
+                )
+            );
+        }
+        // Another port of the same address, or the same port of another address: no conflict.
+        let (plan, w) =
+            slirp_ok("guestfwd=tcp:10.0.2.4:1234-cmd:cat,guestfwd=tcp:10.0.2.5:445-cmd:cat,smb=/s");
+        assert_eq!(plan.guest_forwards.len(), 2);
+        assert_eq!(plan.smb.unwrap().addr, Ipv4Addr::new(10, 0, 2, 4));
+        assert!(w.is_empty(), "{w:?}");
+        let (plan, _) = slirp_ok("guestfwd=::445-cmd:cat,smb=/s,smbserver=10.0.2.9");
+        assert_eq!(plan.smb.unwrap().addr, Ipv4Addr::new(10, 0, 2, 9));
+    }
+
+    #[test]
+    fn smb_in_the_dhcp_pool_warns() {
+        for (a, warns) in [
+            ("10.0.2.14", false),
+            ("10.0.2.15", true),
+            ("10.0.2.30", true),
+            ("10.0.2.31", false),
+        ] {
+            let (plan, w) = slirp_ok(&format!("smb=/s,smbserver={a}"));
+            assert_eq!(plan.smb.unwrap().addr.to_string(), a);
+            let want = format!(
+                "--slirp smbserver={a}: {a} is an address the DHCP server hands out \
+                 (10.0.2.15-10.0.2.30): the guest that gets it cannot reach the smb share"
+            );
+            assert_eq!(w.contains(&want), warns, "{a}: {w:?}");
+            assert_eq!(w.len(), usize::from(warns), "{a}: {w:?}");
+        }
+    }
+
+    #[test]
+    fn smb_needs_tcp() {
+        let mut req = slirp_opts::parse("smb=/srv/share").unwrap();
+        req.services.tcp = false;
+        assert_eq!(
+            resolve(Profile::Slirp, req).unwrap_err().to_string(),
+            "--slirp smb=/srv/share and --no-tcp: the smb share needs TCP"
         );
     }
 }

@@ -49,6 +49,16 @@ pub(crate) struct RawGuestForward {
     pub argv: Vec<String>,
 }
 
+/// slirp's `smb=DIR` with its `smbserver=ADDR`: like a guest forward's, the address waits for
+/// the network, because its default is derived from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RawSmbShare {
+    /// `smb=`, already absolute and checked for what smb.conf cannot hold.
+    pub export: Setting<PathBuf>,
+    /// `smbserver=`; `None` (or 0.0.0.0, libslirp's "not given"): the network's `.2.4`.
+    pub server: Option<Setting<Ipv4Addr>>,
+}
+
 /// The union of everything the front ends can express.
 #[derive(Clone, Debug)]
 pub(crate) struct Request {
@@ -82,6 +92,8 @@ pub(crate) struct Request {
     pub forwards: Vec<Setting<PortForward>>,
     /// slirp's `guestfwd=…-cmd:…`, in the order given.
     pub guest_forwards: Vec<Setting<RawGuestForward>>,
+    /// slirp's `smb=` (the last one given).
+    pub smb: Option<RawSmbShare>,
     pub map_gateway_to_loopback: bool,
     /// passt's `--no-*` switches: the services left on.
     pub services: Services,
@@ -117,6 +129,7 @@ impl Default for Request {
             guest_mac: None,
             forwards: Vec::new(),
             guest_forwards: Vec::new(),
+            smb: None,
             map_gateway_to_loopback: true,
             services: Services::ALL,
             notes: Vec::new(),

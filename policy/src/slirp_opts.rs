@@ -9,18 +9,26 @@
 //! and DHCP addresses (and the default guest forward address) and applies QEMU's consistency
 //! checks, so the same checks also guard libvirt XML and passt options.
 //!
+//! `smb=DIR` and `smbserver=ADDR` are read as QEMU reads them (the address through `inet_aton`
+//! even without `smb=`, which then ignores it, with a warning here); the directory is made
+//! absolute against the current directory, as QEMU's smbd would otherwise resolve a relative one
+//! against its own. Whether it exists, and whether smbd is installed, is for the runtime to
+//! report: nothing here touches the filesystem.
+//!
 //! Deliberate differences from QEMU, each refusing rather than guessing: a dotted mask must be
 //! contiguous, numbers may not carry trailing garbage, a `guestfwd=…-cmd:` command must split
 //! into words now (slirp would only find out at the guest's first connection), `guestfwd=` to
 //! a QEMU chardev is refused (only QEMU can reach its chardevs; `cmd:` works from a separate
-//! process), and `smb=` and `smbserver=` are not supported.
+//! process), and an `smb=` directory whose smb.conf line `path=DIR` would not name it (a line
+//! break, a `%` that Samba expands, trailing whitespace or a backslash) is refused, where QEMU
+//! would share another directory or none.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use crate::addr::{c_ulong, decimal, inet_aton, mask_to_prefix, valid_domain};
 use crate::error::ConfigError;
-use crate::request::{AddrKind, RawGuestForward, Request, Setting};
+use crate::request::{AddrKind, RawGuestForward, RawSmbShare, Request, Setting};
 use crate::{HostListen, PortForward, PortRange, Proto};
 
 /// Split a QemuOpts string into `(name, value)` pairs.
@@ -119,6 +127,8 @@ struct Raw {
     tftp: Option<String>,
     bootfile: Option<String>,
     tftp_server_name: Option<String>,
+    smb: Option<String>,
+    smbserver: Option<String>,
 }
 
 /// Parse `-netdev user` options into a request (QEMU's defaults are applied by the profile).
@@ -166,12 +176,8 @@ pub(crate) fn parse(text: &str) -> Result<Request, ConfigError> {
                 raw.guestfwd.push(value);
                 continue;
             }
-            "smb" | "smbserver" => {
-                return Err(ConfigError::invalid(
-                    subject(&name, &value),
-                    "not supported by vhost-net-user",
-                ));
-            }
+            "smb" => &mut raw.smb,
+            "smbserver" => &mut raw.smbserver,
             _ => {
                 return Err(ConfigError::invalid(
                     format!("--slirp {name}"),
@@ -408,7 +414,105 @@ fn build(raw: Raw) -> Result<Request, ConfigError> {
         req.guest_forwards
             .push(Setting::new(fwd, subject("guestfwd", g)));
     }
+    // net/slirp.c parses smbserver= whether or not smb= is given.
+    let server = match &raw.smbserver {
+        Some(a) => Some(Setting::new(
+            inet_aton(a).ok_or_else(|| {
+                ConfigError::invalid(
+                    subject("smbserver", a),
+                    "not an IPv4 address (QEMU: Failed to parse SMB address)",
+                )
+            })?,
+            subject("smbserver", a),
+        )),
+        None => None,
+    };
+    match (&raw.smb, server) {
+        (Some(dir), server) => {
+            req.smb = Some(RawSmbShare {
+                export: Setting::new(smb_export(dir)?, subject("smb", dir)),
+                server,
+            });
+        }
+        (None, Some(server)) => req.notes.push(format!(
+            "{}: does nothing without smb= (QEMU ignores it too)",
+            server.origin
+        )),
+        (None, None) => {}
+    }
     Ok(req)
+}
+
+/// `text` with its line breaks spelled `\n` and `\r`, so that an error stays one line.
+fn one_line(text: &str) -> String {
+    text.replace('\n', "\\n").replace('\r', "\\r")
+}
+
+/// Why smbd would not share the directory `path` when smb.conf says `path=PATH`, if it would not.
+fn smb_conf_trouble(path: &[u8]) -> Option<&'static str> {
+    if path.iter().any(|&b| b == b'\n' || b == b'\r') {
+        return Some("contains a line break, which would cut smb.conf's line path=DIR");
+    }
+    if path.contains(&b'%') {
+        return Some(
+            "contains '%', which Samba expands in path= (%u, %m, ...), so smbd would share \
+             another directory",
+        );
+    }
+    // Samba drops trailing blanks of a value and joins a line ending in '\' to the next.
+    if path
+        .last()
+        .is_some_and(|&b| b.is_ascii_whitespace() || b == b'\x0b' || b == b'\\')
+    {
+        return Some(
+            "ends in whitespace or a backslash, which smb.conf drops or reads as a line \
+             continuation, so smbd would share another directory",
+        );
+    }
+    None
+}
+
+/// `smb=DIR`: the directory to share, made absolute (QEMU hands smbd the path as written, and
+/// smbd resolves a relative one against its own working directory, not the user's). The
+/// filesystem is not consulted: whether the directory exists is the runtime's to report.
+fn smb_export(value: &str) -> Result<PathBuf, ConfigError> {
+    let shown = subject("smb", &one_line(value));
+    if value.is_empty() {
+        return Err(ConfigError::invalid(
+            shown,
+            "expects the directory to share",
+        ));
+    }
+    if let Some(why) = smb_conf_trouble(value.as_bytes()) {
+        return Err(ConfigError::invalid(shown, format!("the path {why}")));
+    }
+    let abs = std::path::absolute(value)
+        .map_err(|e| ConfigError::invalid(&shown, format!("cannot make the path absolute: {e}")))?;
+    smb_absolute_checked(shown, abs)
+}
+
+/// `abs` if smb.conf can hold it: a relative `smb=` takes the current directory's name into
+/// smb.conf too.
+fn smb_absolute_checked(shown: String, abs: PathBuf) -> Result<PathBuf, ConfigError> {
+    if abs.to_str().is_none() {
+        return Err(ConfigError::invalid(
+            shown,
+            format!(
+                "its absolute path {} is not UTF-8, which smb.conf (written as UTF-8) cannot name",
+                one_line(&abs.display().to_string())
+            ),
+        ));
+    }
+    match smb_conf_trouble(abs.as_os_str().as_encoded_bytes()) {
+        Some(why) => Err(ConfigError::invalid(
+            shown,
+            format!(
+                "its absolute path {} {why}",
+                one_line(&abs.display().to_string())
+            ),
+        )),
+        None => Ok(abs),
+    }
 }
 
 /// `net=A[/N|/MASK]` as net/slirp.c reads it: `(address, prefix)`, with `None` when no mask
@@ -877,8 +981,11 @@ mod tests {
             ("domainname=", "cannot be empty"),
             ("dnssearch=a..b", "--slirp dnssearch=a..b"),
             ("guestfwd=tcp:10.0.2.100:1234-chr0", "only QEMU can reach"),
-            ("smb=/tmp", "not supported"),
-            ("smbserver=10.0.2.4", "not supported"),
+            (
+                "smbserver=10.0.2.x",
+                "--slirp smbserver=10.0.2.x: not an IPv4 address (QEMU: Failed to parse SMB address)",
+            ),
+            ("smb=", "--slirp smb=: expects the directory to share"),
             ("bogus=1", "invalid parameter 'bogus'"),
             ("type=tap", "only the 'user' netdev type"),
             ("restrict=sometimes", "--slirp restrict=sometimes"),
@@ -1078,5 +1185,118 @@ mod tests {
             let e = parse(&format!("guestfwd={value}")).unwrap_err().to_string();
             assert_eq!(e, format!("--slirp guestfwd={value}: {reason}"));
         }
+    }
+
+    /// The smb share of a parsed option string, as `(export, smbserver)`.
+    fn smb(opts: &str) -> Option<(PathBuf, Option<(Ipv4Addr, String)>)> {
+        parse(opts)
+            .unwrap_or_else(|e| panic!("{opts}: {e}"))
+            .smb
+            .map(|s| (s.export.value, s.server.map(|a| (a.value, a.origin))))
+    }
+
+    #[test]
+    fn smb_forms() {
+        assert_eq!(smb("smb=/srv/share"), Some(("/srv/share".into(), None)));
+        assert_eq!(smb("net=10.0.0.0/8"), None);
+        let r = parse("smb=/srv/share,smbserver=10.0.2.9").unwrap();
+        let share = r.smb.unwrap();
+        assert_eq!(share.export.value, PathBuf::from("/srv/share"));
+        assert_eq!(share.export.origin, "--slirp smb=/srv/share");
+        let server = share.server.unwrap();
+        assert_eq!(server.value, Ipv4Addr::new(10, 0, 2, 9));
+        assert_eq!(server.origin, "--slirp smbserver=10.0.2.9");
+        assert!(r.notes.is_empty(), "{:?}", r.notes);
+        // inet_aton forms, 0.0.0.0 kept as written (the profile reads it as "not given"),
+        // the last of each wins, and `,,` is a comma of the path.
+        let r = parse("smbserver=10.9,smb=/a,smb=/srv/a,,b,smbserver=10.0.0x2.011").unwrap();
+        let share = r.smb.unwrap();
+        assert_eq!(share.export.value, PathBuf::from("/srv/a,b"));
+        assert_eq!(share.server.unwrap().value, Ipv4Addr::new(10, 0, 2, 9));
+        let r = parse("smb=/srv,smbserver=0.0.0.0").unwrap();
+        assert_eq!(r.smb.unwrap().server.unwrap().value, Ipv4Addr::UNSPECIFIED);
+        // Spaces and quotes are a directory's own characters; trailing slashes stay.
+        let r = parse("smb=/srv/my share/'x'/").unwrap();
+        assert_eq!(
+            r.smb.unwrap().export.value,
+            PathBuf::from("/srv/my share/'x'/")
+        );
+    }
+
+    #[test]
+    fn smb_relative_path_is_made_absolute() {
+        let cwd = std::env::current_dir().unwrap();
+        let r = parse("smb=share/dir").unwrap();
+        let export = r.smb.unwrap().export;
+        assert!(export.value.is_absolute(), "{:?}", export.value);
+        assert_eq!(export.value, cwd.join("share/dir"));
+        // The origin quotes the value as written.
+        assert_eq!(export.origin, "--slirp smb=share/dir");
+        let r = parse("smb=.").unwrap();
+        assert_eq!(r.smb.unwrap().export.value, cwd);
+    }
+
+    #[test]
+    fn smbserver_without_smb_is_parsed_and_warned_about() {
+        let r = parse("smbserver=10.0.2.9").unwrap();
+        assert!(r.smb.is_none());
+        assert_eq!(
+            r.notes,
+            ["--slirp smbserver=10.0.2.9: does nothing without smb= (QEMU ignores it too)"]
+        );
+        // QEMU parses it all the same.
+        assert_eq!(
+            parse("smbserver=nowhere").unwrap_err().to_string(),
+            "--slirp smbserver=nowhere: not an IPv4 address (QEMU: Failed to parse SMB address)"
+        );
+        assert!(parse("smb=/srv,smbserver=").is_err());
+    }
+
+    #[test]
+    fn smb_paths_smb_conf_cannot_hold_are_refused() {
+        let line_break = "the path contains a line break, which would cut smb.conf's line path=DIR";
+        let percent = "the path contains '%', which Samba expands in path= (%u, %m, ...), so \
+                       smbd would share another directory";
+        let trailing = "the path ends in whitespace or a backslash, which smb.conf drops or reads \
+                        as a line continuation, so smbd would share another directory";
+        let cases = [
+            ("/srv/a\nb", r"/srv/a\nb", line_break),
+            ("/srv/a\rb", r"/srv/a\rb", line_break),
+            ("rel\n", r"rel\n", line_break),
+            ("/srv/100%", "/srv/100%", percent),
+            ("/home/%u", "/home/%u", percent),
+            ("/srv/x ", "/srv/x ", trailing),
+            ("/srv/x\t", "/srv/x\t", trailing),
+            (r"/srv/x\", r"/srv/x\", trailing),
+        ];
+        for (value, shown, why) in cases {
+            let e = parse(&format!("smb={value}")).unwrap_err().to_string();
+            assert_eq!(e, format!("--slirp smb={shown}: {why}"), "{value:?}");
+            assert!(!e.contains('\n') && !e.contains('\r'), "{e:?}");
+        }
+        // The current directory's name is checked too, once the path is absolute.
+        let shown = || "--slirp smb=share".to_string();
+        for (abs, why) in [
+            ("/home/50%/share", percent),
+            ("/tmp/a\nb/share", line_break),
+        ] {
+            assert_eq!(
+                smb_absolute_checked(shown(), abs.into())
+                    .unwrap_err()
+                    .to_string(),
+                format!(
+                    "--slirp smb=share: its absolute path {} {}",
+                    one_line(abs),
+                    why.strip_prefix("the path ").unwrap()
+                )
+            );
+        }
+        assert_eq!(
+            smb_absolute_checked(shown(), "/home/u/share".into()).unwrap(),
+            PathBuf::from("/home/u/share")
+        );
+        assert!(smb_conf_trouble(b"/srv/a b/c").is_none());
+        assert!(smb_conf_trouble(b"/srv/x\x0b").is_some());
+        assert!(smb_conf_trouble(b"/srv/x\\y").is_none());
     }
 }

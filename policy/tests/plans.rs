@@ -1297,6 +1297,91 @@ fn guest_forwards_are_kept_in_the_plan() {
     assert!(!e.contains('\n'), "{e}");
 }
 
+#[test]
+fn smb_share_is_kept_in_the_plan() {
+    let r = ok(
+        &[
+            "--slirp",
+            "net=192.168.76.0/24,smb=/srv/share,guestfwd=tcp:192.168.76.4:1234-cmd:cat",
+            "--slirp",
+            "restrict=on",
+        ],
+        None,
+    );
+    let smb = r.plan.smb.as_ref().expect("smb share");
+    assert_eq!(smb.addr.to_string(), "192.168.76.4");
+    assert_eq!(smb.export, std::path::Path::new("/srv/share"));
+    assert!(r.plan.restrict);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert_eq!(ok(&[], None).plan.smb, None);
+
+    // A relative directory is made absolute against the current directory.
+    let r = ok(
+        &[
+            "--slirp",
+            "smb=shared,smbserver=192.168.76.9,net=192.168.76.0/24",
+        ],
+        None,
+    );
+    let smb = r.plan.smb.unwrap();
+    assert_eq!(smb.export, std::env::current_dir().unwrap().join("shared"));
+    assert_eq!(smb.addr.to_string(), "192.168.76.9");
+
+    // smbserver= alone does nothing, as in QEMU, and says so.
+    let r = ok(&["--slirp", "smbserver=10.0.2.9"], None);
+    assert_eq!(r.plan.smb, None);
+    assert_eq!(
+        r.warnings,
+        ["--slirp smbserver=10.0.2.9: does nothing without smb= (QEMU ignores it too)"]
+    );
+
+    for (argv, want) in [
+        (
+            &["--slirp", "smb=/srv,smbserver=10.0.2.x"][..],
+            "--slirp smbserver=10.0.2.x: not an IPv4 address (QEMU: Failed to parse SMB address)",
+        ),
+        (
+            &["--slirp", "smb=/srv,smbserver=10.0.2.3"],
+            "--slirp smbserver=10.0.2.3: 10.0.2.3 is the DNS address; the smb share needs \
+             another address of 10.0.2.0/24 (QEMU: Conflicting/invalid smbserver address)",
+        ),
+        (
+            &["--slirp", "smb=/srv", "--gateway", "10.0.2.4"],
+            "--slirp smb=/srv: the default address 10.0.2.4 is the gateway; the smb share needs \
+             another address of 10.0.2.0/24 (QEMU: Conflicting/invalid smbserver address)",
+        ),
+        (
+            &["--slirp", "smb=/srv,guestfwd=::445-cmd:cat"],
+            "--slirp guestfwd=::445-cmd:cat and --slirp smb=/srv both forward guest connections \
+             to 10.0.2.4:445 (smbd listens on ports 139 and 445)",
+        ),
+        (
+            &["--slirp", "smb=/srv", "-6"],
+            "--slirp smb=/srv: the smb share needs IPv4, which is disabled by -6",
+        ),
+        (
+            &["--slirp", "smb=/srv", "--no-tcp"],
+            "--slirp smb=/srv and --no-tcp: the smb share needs TCP",
+        ),
+        (
+            &["--slirp", "smb=/srv/50%"],
+            "--slirp smb=/srv/50%: the path contains '%'",
+        ),
+        (
+            &["--slirp", "smb=/srv/a\nb"],
+            "--slirp smb=/srv/a\\nb: the path contains a line break",
+        ),
+        (
+            &["--slirp", "smb="],
+            "--slirp smb=: expects the directory to share",
+        ),
+    ] {
+        let e = err(argv, None);
+        assert!(e.starts_with(want), "{argv:?}:\n  got  {e}\n  want {want}");
+        assert!(!e.contains('\n'), "{argv:?}: {e}");
+    }
+}
+
 // ---------------------------------------------------------------- front-end combinations
 
 #[test]
@@ -1499,6 +1584,19 @@ fn explain_json_keys_are_stable_and_documented() {
     let r2 = ok(&["--profile", "passt", "--address", "fd00::5"], None);
     let v2: serde_json::Value = serde_json::from_str(&explain::render_json(&r2)).unwrap();
     keys("", &v2, &mut all);
+    let r3 = ok(
+        &[
+            "--slirp",
+            "guestfwd=::22-cmd:cat,smb=/srv/share,hostfwd=unix:/run/x-:22",
+        ],
+        None,
+    );
+    let v3: serde_json::Value = serde_json::from_str(&explain::render_json(&r3)).unwrap();
+    assert_eq!(v3["smb"]["addr"], "10.0.2.4");
+    keys("", &v3, &mut all);
+    for k in ["smb.addr", "smb.export", "guest_forwards[].argv"] {
+        assert!(all.iter().any(|a| a == k), "{k} not printed");
+    }
     for k in all {
         assert!(
             doc.contains(&format!("`{k}`")),

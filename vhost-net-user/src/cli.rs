@@ -79,6 +79,8 @@ pub enum UsageError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Forward(#[from] netcore::forward::ForwardError),
+    #[error(transparent)]
+    Smb(#[from] netcore::smb::SmbError),
     #[error("one of --socket-path, --fd or --stream is required")]
     NoSocket,
     #[error("--fd {fd}")]
@@ -273,7 +275,19 @@ fn setup(args: &Args) -> Result<(ServeConfig, UnixListener), UsageError> {
     for warning in &resolved.warnings {
         log::warn!("{warning}");
     }
-    let plan = resolved.plan;
+    let mut plan = resolved.plan;
+    if let Some(share) = &plan.smb {
+        let smb = netcore::smb::SmbServer::create(share)?;
+        server::remove_tree_at_exit(smb.dir());
+        log::info!(
+            "smb: {} shared as \\\\{}\\qemu (smbd's files in {})",
+            share.export.display(),
+            share.addr,
+            smb.dir().display()
+        );
+        // The share is two more guest forwards, now that smbd's directory exists.
+        plan.guest_forwards.extend_from_slice(smb.guest_forwards());
+    }
     let capture = match &args.pcap {
         Some(path) => Some(Arc::new(Mutex::new(Capture::create(path).map_err(
             |source| UsageError::BadPcap {

@@ -46,22 +46,36 @@ pub enum ServeError {
     Daemon(DaemonError),
 }
 
-/// Paths removed when the process ends, whichever way it ends.
-static CLEANUP: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// Paths removed when the process ends, whichever way it ends; `true` marks a directory of
+/// ours removed with everything in it.
+static CLEANUP: Mutex<Vec<(PathBuf, bool)>> = Mutex::new(Vec::new());
 
-/// Registers a path for removal at exit.
+/// Registers a path (a file, or an empty directory) for removal at exit.
 pub fn remove_at_exit(path: &Path) {
+    register_cleanup(path, false);
+}
+
+/// Registers a directory we made for removal at exit with all it holds (smbd's).
+pub fn remove_tree_at_exit(path: &Path) {
+    register_cleanup(path, true);
+}
+
+fn register_cleanup(path: &Path, tree: bool) {
     CLEANUP
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .push(path.to_owned());
+        .push((path.to_owned(), tree));
 }
 
-/// Removes everything registered with [`remove_at_exit`].
+/// Removes everything registered with [`remove_at_exit`] and [`remove_tree_at_exit`].
 pub fn cleanup() {
     let paths = std::mem::take(&mut *CLEANUP.lock().unwrap_or_else(|p| p.into_inner()));
-    for path in paths.iter().rev() {
-        let _ = std::fs::remove_file(path).or_else(|_| std::fs::remove_dir(path));
+    for (path, tree) in paths.iter().rev() {
+        let _ = if *tree {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path).or_else(|_| std::fs::remove_dir(path))
+        };
     }
 }
 
