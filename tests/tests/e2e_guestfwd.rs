@@ -12,7 +12,7 @@
 
 use std::sync::OnceLock;
 
-use vnu_tests::{Backend, GuestOpts, GuestRun, Link, Net, boot, both_links, e2e_ready};
+use vnu_tests::{Backend, GuestOpts, GuestRun, Link, Net, both_links, e2e_ready};
 
 /// The `guestfwd=` rules, as QEMU and `--slirp` take them.
 fn rules() -> [&'static str; 2] {
@@ -39,7 +39,11 @@ fn slirp_reference() -> &'static GuestRun {
     static RUN: OnceLock<Result<GuestRun, String>> = OnceLock::new();
     let run = RUN.get_or_init(|| {
         let opts = rules().join(",");
-        boot(&guest("slirp-guestfwd", Net::slirp_with(&opts))).map_err(|e| e.to_string())
+        vnu_tests::boot_reference(
+            &guest("slirp-guestfwd", Net::slirp_with(&opts)),
+            &expected_lines(),
+        )
+        .map_err(|e| e.to_string())
     });
     match run {
         Ok(run) => run,

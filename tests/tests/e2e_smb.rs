@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use vnu_tests::{Backend, GuestOpts, GuestRun, Link, Net, boot, both_links, e2e_ready};
+use vnu_tests::{Backend, GuestOpts, GuestRun, Link, Net, both_links, e2e_ready};
 
 const GREETING: &str = "hello from the host";
 const WRITTEN: &str = "written by the guest";
@@ -67,15 +67,14 @@ fn export(name: &str) -> PathBuf {
     dir
 }
 
-/// The guest's file arrived in the host's directory, whole.
-fn assert_guest_wrote(dir: &Path, behind: &str) {
-    let got = std::fs::read_to_string(dir.join("from-guest.txt")).unwrap_or_else(|e| {
-        panic!(
-            "behind {behind}, the guest's file is not in {}: {e}",
-            dir.display()
-        )
-    });
-    assert_eq!(got, format!("{WRITTEN}\n"), "behind {behind}");
+/// Whether the guest's file arrived in the host's directory, whole.
+fn guest_wrote(dir: &Path) -> Result<(), String> {
+    let file = dir.join("from-guest.txt");
+    match std::fs::read_to_string(&file) {
+        Ok(got) if got == format!("{WRITTEN}\n") => Ok(()),
+        Ok(got) => Err(format!("{} holds {got:?}", file.display())),
+        Err(e) => Err(format!("the guest's file is not in {}: {e}", dir.display())),
+    }
 }
 
 fn guest(name: &str, net: Net) -> GuestOpts {
@@ -87,12 +86,12 @@ fn slirp_reference() -> &'static GuestRun {
     static RUN: OnceLock<Result<GuestRun, String>> = OnceLock::new();
     let run = RUN.get_or_init(|| {
         let dir = export("slirp");
-        let run = boot(&guest(
+        let opts = guest(
             "slirp-smb",
             Net::slirp_with(&format!("smb={}", dir.display())),
-        ))
-        .map_err(|e| e.to_string())?;
-        assert_guest_wrote(&dir, "QEMU slirp");
+        );
+        let run = vnu_tests::boot_reference(&opts, &expected_lines()).map_err(|e| e.to_string())?;
+        guest_wrote(&dir).map_err(|e| format!("behind QEMU slirp, {e}"))?;
         Ok(run)
     });
     match run {
@@ -118,7 +117,9 @@ fn the_share_mounts_as_in_slirp(link: Link) {
         Backend::start_link(link, &["-v", "--slirp", &share]).expect("starting the backend");
     let ours = guest(&name, backend.net());
     vnu_tests::assert_runs_as_slirp(slirp_reference, &expected_lines(), &ours, &backend);
-    assert_guest_wrote(&dir, "the backend");
+    if let Err(e) = guest_wrote(&dir) {
+        panic!("behind the backend, {e}");
+    }
 
     let log = backend.log();
     let private = log

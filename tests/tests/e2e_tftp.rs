@@ -69,7 +69,11 @@ fn slirp_reference() -> &'static GuestRun {
     static RUN: OnceLock<Result<GuestRun, String>> = OnceLock::new();
     let run = RUN.get_or_init(|| {
         let opts = format!("tftp={}", tftp_root().display());
-        boot(&guest("slirp-tftp", Net::slirp_with(&opts))).map_err(|e| e.to_string())
+        vnu_tests::boot_reference(
+            &guest("slirp-tftp", Net::slirp_with(&opts)),
+            &expected_lines(),
+        )
+        .map_err(|e| e.to_string())
     });
     match run {
         Ok(run) => run,
