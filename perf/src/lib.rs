@@ -152,6 +152,25 @@ pub fn clock_ticks_per_second() -> Result<u64, String> {
         .ok_or_else(|| "getconf CLK_TCK printed no clock tick".to_owned())
 }
 
+/// The machine's CPU time taken by the hypervisor so far (the `steal` field of `/proc/stat`'s
+/// `cpu` line, summed over CPUs), in clock ticks, and the number of CPUs it covers. On a shared
+/// virtual machine this is what other tenants took: a run with much of it is a slow run.
+pub fn steal_ticks() -> Option<(u64, usize)> {
+    parse_steal(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// [`steal_ticks`] from the text of `/proc/stat`.
+pub fn parse_steal(stat: &str) -> Option<(u64, usize)> {
+    let total = stat.lines().find(|l| l.starts_with("cpu "))?;
+    // cpu user nice system idle iowait irq softirq steal ...
+    let steal = total.split_whitespace().nth(8)?.parse().ok()?;
+    let cpus = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    Some((steal, cpus.max(1)))
+}
+
 /// CPU seconds (user + system, all threads) used so far by process `pid`; `None` once it is gone.
 pub fn cpu_seconds(pid: u32, ticks_per_second: u64) -> Option<f64> {
     stat_cpu_seconds(Path::new(&format!("/proc/{pid}/stat")), ticks_per_second)
@@ -222,6 +241,9 @@ pub struct Window {
     /// main loop, which runs slirp and the stream link's socket, uses far less). Near the
     /// window's length, the guest itself was the bottleneck.
     pub vcpu_cpu: Option<f64>,
+    /// Share of the machine's CPU time the hypervisor gave to others during the window, in
+    /// percent (see [`steal_ticks`]).
+    pub steal_percent: Option<f64>,
 }
 
 /// A one-off iperf3 server on 127.0.0.1 (nothing outside the machine can reach it); killed on
@@ -313,18 +335,30 @@ impl IperfServer {
                         sample(procs.backend),
                         sample(Some(procs.qemu)),
                         thread_cpu_seconds(procs.qemu, procs.ticks_per_second),
+                        steal_ticks(),
                     ));
                 }
             }
-            let (began, backend0, qemu0, threads0) = start?;
+            let (began, backend0, qemu0, threads0, steal0) = start?;
             let (backend1, qemu1) = (sample(procs.backend), sample(Some(procs.qemu)));
             let threads1 = thread_cpu_seconds(procs.qemu, procs.ticks_per_second);
+            let steal1 = steal_ticks();
+            let wall = began.elapsed();
             let used = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+            let steal_percent = match (steal0, steal1) {
+                (Some((a, cpus)), Some((b, _))) if !wall.is_zero() => Some(
+                    100.0 * b.saturating_sub(a) as f64
+                        / procs.ticks_per_second as f64
+                        / (wall.as_secs_f64() * cpus as f64),
+                ),
+                _ => None,
+            };
             Some(Window {
-                wall: began.elapsed(),
+                wall,
                 backend_cpu: used(backend0, backend1),
                 qemu_cpu: used(qemu0, qemu1),
                 vcpu_cpu: busiest_thread(&threads0, &threads1),
+                steal_percent,
             })
         })
     }
@@ -436,6 +470,17 @@ pub fn release_backend() -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_steal_from_the_cpu_line_and_counts_the_cpus() {
+        let stat = "cpu  418020 0 30560 598096 686 0 7424 55954 0 0\n\
+                    cpu0 209010 0 15280 299048 343 0 3712 27977 0 0\n\
+                    cpu1 209010 0 15280 299048 343 0 3712 27977 0 0\n\
+                    intr 1234 0\n\
+                    cpufreq_ignored 1\n";
+        assert_eq!(parse_steal(stat), Some((55954, 2)));
+        assert_eq!(parse_steal("intr 1\n"), None);
+    }
 
     #[test]
     fn parses_iperf_summaries() {

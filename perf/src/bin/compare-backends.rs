@@ -617,6 +617,8 @@ struct DirectionFigures {
     /// Median over the runs of QEMU's busiest thread's CPU share of the window, in percent:
     /// the vCPU's (see `Window::vcpu_cpu`).
     vcpu_busy: Option<f64>,
+    /// Median over the runs of the machine's CPU time stolen by the hypervisor, in percent.
+    steal: Option<f64>,
     /// Sums over the runs with both a result and a CPU window: (CPU s, bytes received), for
     /// the backend and for QEMU.
     backend_total: (f64, u64),
@@ -648,6 +650,7 @@ fn direction_figures(m: &Measured, direction: Direction) -> DirectionFigures {
     let mut backend = Vec::new();
     let mut qemu = Vec::new();
     let mut vcpu = Vec::new();
+    let mut steal = Vec::new();
     for t in &tests {
         let (Some(w), Some(r)) = (t.window, t.output.receiver) else {
             continue;
@@ -655,6 +658,7 @@ fn direction_figures(m: &Measured, direction: Direction) -> DirectionFigures {
         if let Some(c) = w.vcpu_cpu.filter(|_| !w.wall.is_zero()) {
             vcpu.push(100.0 * c / w.wall.as_secs_f64());
         }
+        steal.extend(w.steal_percent);
         if let Some(c) = w.backend_cpu {
             backend.push(c);
             f.backend_total.0 += c;
@@ -669,6 +673,7 @@ fn direction_figures(m: &Measured, direction: Direction) -> DirectionFigures {
     f.backend_cpu = median(&backend);
     f.qemu_cpu = median(&qemu);
     f.vcpu_busy = median(&vcpu);
+    f.steal = median(&steal);
     f.backend_per_gb = per_gb(f.backend_total);
     f.qemu_per_gb = per_gb(f.qemu_total);
     f.retransmits = tests
@@ -747,8 +752,17 @@ fn print_summary(results: &[Measured]) {
 
 fn print_details(results: &[Measured]) {
     println!(
-        "{:<11} {:<17} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>7} {:>5}  load at start",
-        "backend", "test", "median", "runs", "backend s", "s/GB", "QEMU s", "vCPU %", "retr"
+        "{:<11} {:<17} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>7} {:>7} {:>5}  load at start",
+        "backend",
+        "test",
+        "median",
+        "runs",
+        "backend s",
+        "s/GB",
+        "QEMU s",
+        "vCPU %",
+        "steal %",
+        "retr"
     );
     for m in results {
         for direction in Direction::BOTH {
@@ -759,7 +773,7 @@ fn print_details(results: &[Measured]) {
                 fmt(f.backend_cpu, 2)
             };
             println!(
-                "{:<11} {:<17} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>7} {:>5}  {}",
+                "{:<11} {:<17} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>7} {:>7} {:>5}  {}",
                 m.kind.name(),
                 format!("{} Mbit/s", direction.label()),
                 fmt(f.mbit, 0),
@@ -772,6 +786,7 @@ fn print_details(results: &[Measured]) {
                 },
                 fmt(f.qemu_cpu, 2),
                 fmt(f.vcpu_busy, 0),
+                fmt(f.steal, 0),
                 f.retransmits,
                 m.load
             );
