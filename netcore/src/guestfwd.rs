@@ -20,13 +20,12 @@
 //! still running when the engine goes are left to a thread that waits for them.
 
 use std::io;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
 use policy::GuestForward;
-
-use crate::sys;
 
 /// Commands of guest forwards running at once, at most.
 pub const MAX_RUNNING: usize = 128;
@@ -74,7 +73,7 @@ impl Commands {
                 self.limit
             )));
         }
-        let (ours, theirs) = sys::loopback_stream_pair()?;
+        let (ours, theirs) = loopback_stream_pair()?;
         let (program, args) = forward
             .argv
             .split_first()
@@ -104,6 +103,26 @@ impl Commands {
     }
 }
 
+/// A TCP connection over loopback, both ends ours: the accepted end non-blocking with
+/// `TCP_NODELAY` (the flow's), the connecting end blocking (a child process's standard
+/// streams), as libslirp's `slirp_socketpair_with_oob` makes for `fork_exec`. A command sees an
+/// inet socket, as under slirp (smbd refuses to serve a unix one). Unlike slirp, the listener is
+/// bound to 127.0.0.1 only, and a connection that is not ours is closed. Both close on exec.
+fn loopback_stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let theirs = TcpStream::connect(listener.local_addr()?)?;
+    let expected = theirs.local_addr()?;
+    loop {
+        let (ours, peer) = listener.accept()?;
+        if peer == expected {
+            ours.set_nonblocking(true)?;
+            ours.set_nodelay(true)?;
+            return Ok((ours.into(), theirs.into()));
+        }
+        // Another local process raced to the port: not the command's connection.
+    }
+}
+
 impl Drop for Commands {
     fn drop(&mut self) {
         self.reap();
@@ -125,8 +144,6 @@ impl Drop for Commands {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::net::Ipv4Addr;
-    use std::net::TcpStream;
     use std::time::{Duration, Instant};
 
     fn forward(argv: &[&str]) -> GuestForward {

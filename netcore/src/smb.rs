@@ -9,7 +9,6 @@
 //!
 //! The private directory is the caller's to remove at exit ([`SmbServer::dir`]).
 
-use std::fmt::Write as _;
 use std::fs::DirBuilder;
 use std::hash::{BuildHasher, RandomState};
 use std::io;
@@ -136,9 +135,7 @@ fn make_private_dir(parent: &Path) -> io::Result<PathBuf> {
 /// own, and lets guests (anyone, as "Bad User" maps to guest) read and write `export` as `user`.
 fn config(dir: &Path, export: &Path, user: &str) -> String {
     let d = dir.display();
-    let mut conf = String::new();
-    let _ = write!(
-        conf,
+    format!(
         "[global]\n\
          private dir={d}\n\
          interfaces=127.0.0.1\n\
@@ -162,8 +159,7 @@ fn config(dir: &Path, export: &Path, user: &str) -> String {
          guest ok=yes\n\
          force user={user}\n",
         export.display()
-    );
-    conf
+    )
 }
 
 #[cfg(test)]

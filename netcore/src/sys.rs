@@ -433,26 +433,6 @@ pub fn bind_to_device(fd: RawFd, name: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// A TCP connection over loopback, both ends ours: the accepted end non-blocking with
-/// `TCP_NODELAY` (the flow's), the connecting end blocking (a child process's standard
-/// streams), as libslirp's `slirp_socketpair_with_oob` makes for `fork_exec`. A command sees an
-/// inet socket, as under slirp (smbd refuses to serve a unix one). Unlike slirp, the listener is
-/// bound to 127.0.0.1 only, and a connection that is not ours is closed. Both close on exec.
-pub fn loopback_stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
-    let theirs = std::net::TcpStream::connect(listener.local_addr()?)?;
-    let expected = theirs.local_addr()?;
-    loop {
-        let (ours, peer) = listener.accept()?;
-        if peer == expected {
-            ours.set_nonblocking(true)?;
-            ours.set_nodelay(true)?;
-            return Ok((ours.into(), theirs.into()));
-        }
-        // Another local process raced to the port: not the command's connection.
-    }
-}
-
 /// Raises the soft limit on open descriptors to `wanted`, or as far as the hard limit allows
 /// (as passt does; the hard limit is the administrator's). Returns the soft limit in force.
 pub fn raise_fd_limit(wanted: usize) -> io::Result<usize> {

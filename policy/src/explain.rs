@@ -2,8 +2,8 @@
 //!
 //! Both renderings show the same facts: addresses and masks, gateway and its MAC, DNS, DHCP
 //! options and lease, MTU, IPv6, port forwards, guest forwards (slirp's `guestfwd=`), the smb
-//! share (slirp's `smb=`), host-loopback mapping, the services switched off (passt's `--no-*`), and the warnings the
-//! profile raised. The JSON keys are a stable
+//! share (slirp's `smb=`), host-loopback mapping, the services switched off (passt's
+//! `--no-*`), and the warnings the profile raised. The JSON keys are a stable
 //! interface, listed in `policy/EXPLAIN.md`; keys are only ever added, and `format_version`
 //! changes if one changes meaning.
 

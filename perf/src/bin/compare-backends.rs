@@ -262,9 +262,12 @@ fn run(args: &Args) -> Result<bool, String> {
             let mut measured = measure(slot.kind, args, bin.as_deref(), &exe, ticks);
             for _ in 0..args.steal_retries {
                 let steal = match &measured {
-                    Ok(m) if m.worst_steal() > args.max_steal => m.worst_steal(),
-                    _ => break,
+                    Ok(m) => m.worst_steal(),
+                    Err(_) => break,
                 };
+                if steal <= args.max_steal {
+                    break;
+                }
                 eprintln!(
                     "compare-backends: {} saw {steal:.0}% steal (more than --max-steal {}); \
                      measuring it again",
