@@ -83,6 +83,9 @@ pub struct Counters {
     pub icmp_replies: u64,
     /// ICMP destination-unreachable errors we sent for guest packets.
     pub unreachables: u64,
+    /// Guest packets to the host's own addresses (loopback, "this host", v4-mapped), dropped
+    /// whatever the mapping, as passt drops them: only the gateway may lead to loopback.
+    pub tx_host_internal: u64,
 }
 
 /// What a protocol handler did with a frame.
@@ -368,6 +371,10 @@ impl Engine {
         if ip.fragment {
             return Verdict::Unhandled; // no reassembly
         }
+        if nat::is_host_internal(ip.dst) {
+            self.counters.tx_host_internal += 1;
+            return Verdict::Consumed;
+        }
         match ip.protocol {
             ipv4::PROTO_UDP => {
                 let Some(ports) = self
@@ -430,6 +437,10 @@ impl Engine {
         let Some(v6) = ndp::Ipv6Header::parse(&self.frame_buf, frame.len()) else {
             return Verdict::Malformed;
         };
+        if nat::is_host_internal(IpAddr::V6(v6.dst)) {
+            self.counters.tx_host_internal += 1;
+            return Verdict::Consumed;
+        }
         if !v6.src.is_unspecified() {
             self.greet_ipv6(rx);
             self.learn_guest_ipv6(v6.src);

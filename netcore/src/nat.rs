@@ -7,6 +7,10 @@
 //! DNS address, port 53 only, for the upstream resolver. Traffic coming back from loopback or
 //! from the resolver is shown to the guest as coming from those addresses again, so the
 //! guest never sees 127.0.0.1 or the host's resolver.
+//!
+//! The host's own addresses are not reachable by naming them: the engine drops guest packets
+//! to [`is_host_internal`] destinations before they get here (as passt's tap.c does), so the
+//! gateway mapping is the only way to the host's loopback and `--no-map-gw` closes it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
@@ -144,6 +148,17 @@ pub fn outbound(plan: &NetPlan, upstream: &Upstream, dst: SocketAddr) -> Target 
             }
             Target::Connect(dst)
         }
+    }
+}
+
+/// Destinations that name the host itself rather than a host on the network: loopback
+/// (127.0.0.0/8, ::1), "this host" (0.0.0.0/8, ::, which the kernel sends to loopback), and
+/// every IPv4-mapped IPv6 address (never valid on a wire; a dual-stack socket would carry it
+/// to IPv4, ::ffff:127.0.0.1 included).
+pub fn is_host_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => matches!(v4.octets()[0], 0 | 127),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || v6.to_ipv4_mapped().is_some(),
     }
 }
 
