@@ -21,16 +21,17 @@
 //! timed out waiting) brings the last block again, unless it was sent less than
 //! [`RESEND_AFTER`] ago: a duplicate DATA must not start a duplicate chain (RFC 1123's
 //! sorcerer's apprentice). The session outlives the last block until its ACK, so that block can
-//! be sent again too. Stricter than slirp, a name with a `..` component is refused, and only
+//! be sent again too. Stricter than slirp, a name with a `..` component is refused, only
 //! regular files are served (a directory or a FIFO named under the root fails as not found,
-//! and opening never blocks).
+//! and opening never blocks), and no symbolic link below the root is followed (slirp follows
+//! them out of the root): a link is "File not found".
 
 use std::fs::File;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use policy::{MacAddr, NetPlan};
@@ -222,11 +223,7 @@ impl Server {
         if !name_is_allowed(name) {
             return self.error(ex, ACCESS_VIOLATION, out);
         }
-        // slirp joins root, '/' and the name as strings: a leading '/' stays under the root.
-        let mut path = root.as_os_str().to_owned();
-        path.push("/");
-        path.push(std::ffi::OsStr::from_bytes(name));
-        let Some(file) = open_regular(PathBuf::from(path)) else {
+        let Some(file) = open_beneath(root, name) else {
             return self.error(ex, FILE_NOT_FOUND, out);
         };
         if req.last() != Some(&0) {
@@ -413,14 +410,59 @@ fn name_is_allowed(name: &[u8]) -> bool {
         && !name.split(|&b| b == b'/').any(|part| part == b"..")
 }
 
-/// Opens `path` for reading if it is a regular file, without blocking (a FIFO would).
-fn open_regular(path: PathBuf) -> Option<File> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
+/// Opens `name` beneath `root` for reading if it is a regular file reached without following
+/// a symbolic link, and without blocking (a FIFO would). The root itself is the operator's
+/// and may be reached through links; nothing the guest names below it may be a link, so a
+/// link in the served tree cannot lead out of it (openat2's RESOLVE_BENEATH and
+/// RESOLVE_NO_SYMLINKS, or a walk of `openat`s with O_NOFOLLOW where openat2 is missing).
+fn open_beneath(root: &Path, name: &[u8]) -> Option<File> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let root = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let file_flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    // slirp joins the root and the name with '/': a leading '/' stays under the root.
+    let relative = name.strip_prefix(b"/").unwrap_or(name);
+    let relative = std::ffi::OsStr::from_bytes(relative);
+    let file = match rustix::fs::openat2(
+        &root,
+        relative,
+        file_flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Err(rustix::io::Errno::NOSYS) => walk_beneath(root, name, file_flags)?,
+        other => other.ok()?,
+    };
+    let file = File::from(file);
     file.metadata().ok()?.is_file().then_some(file)
+}
+
+/// openat2's resolution by hand: one `openat` per component, none of them followed if it is a
+/// link. Names with `..` components never get here ([`name_is_allowed`]).
+fn walk_beneath(
+    root: std::os::fd::OwnedFd,
+    name: &[u8],
+    file_flags: rustix::fs::OFlags,
+) -> Option<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let mut parts = name
+        .split(|&b| b == b'/')
+        .filter(|part| !part.is_empty() && *part != b".")
+        .peekable();
+    let mut dir = root;
+    while let Some(part) = parts.next() {
+        let part = std::ffi::OsStr::from_bytes(part);
+        if parts.peek().is_none() {
+            return rustix::fs::openat(&dir, part, file_flags, Mode::empty()).ok();
+        }
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        dir = rustix::fs::openat(&dir, part, flags, Mode::empty()).ok()?;
+    }
+    None
 }
 
 /// Reads up to `buf.len()` bytes at `offset`; `None` on an error.
@@ -728,6 +770,61 @@ mod tests {
         assert_eq!(r.send(2, &rrq("/sub/g", &[])), data(1, b"y"));
         assert_eq!(r.send(3, b"\0\x01f\0OCTET\0"), data(1, b"x"));
         assert_eq!(r.server.counters.errors_sent, 13);
+    }
+
+    /// Links are never followed, wherever they point: a file link out of the root, a directory
+    /// link out of it, and even a link to a file inside it (RESOLVE_NO_SYMLINKS, as the
+    /// issue asks; the root itself may be reached through links, it is the operator's).
+    #[test]
+    fn symbolic_links_under_the_root_are_not_followed() {
+        let outside = TempDir::new_with_prefix("/tmp/vnu-tftp-outside-").expect("temp dir");
+        std::fs::write(outside.as_path().join("secret"), b"host file").unwrap();
+        let mut r = rig(&[("f", b"x"), ("sub/g", b"y")]);
+        let root = r.dir.as_path().to_owned();
+        let link = |target: &std::path::Path, name: &str| {
+            std::os::unix::fs::symlink(target, root.join(name)).unwrap();
+        };
+        link(&outside.as_path().join("secret"), "pw");
+        link(outside.as_path(), "d");
+        link(std::path::Path::new("f"), "inside");
+        link(std::path::Path::new("sub"), "sublink");
+        for name in ["pw", "d/secret", "/d/secret", "inside", "sublink/g"] {
+            assert_eq!(
+                r.send(1, &rrq(name, &[])),
+                error(FILE_NOT_FOUND),
+                "{name:?}"
+            );
+        }
+        assert_eq!(r.send(2, &rrq("sub/g", &[])), data(1, b"y"));
+        assert_eq!(r.send(3, &rrq("./f", &[])), data(1, b"x"));
+        assert_eq!(r.send(4, &rrq("sub//g", &[])), data(1, b"y"));
+    }
+
+    /// The walk used where openat2 is missing refuses the same links.
+    #[test]
+    fn the_openat_walk_follows_no_link_either() {
+        use rustix::fs::{Mode, OFlags};
+        let r = rig(&[("f", b"x"), ("sub/g", b"y")]);
+        let root = r.dir.as_path();
+        std::os::unix::fs::symlink("sub", root.join("sublink")).unwrap();
+        std::os::unix::fs::symlink("f", root.join("flink")).unwrap();
+        let open = |name: &str| {
+            let dir =
+                rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+            walk_beneath(dir, name.as_bytes(), OFlags::RDONLY | OFlags::NOFOLLOW).map(|fd| {
+                std::fs::read_to_string(format!(
+                    "/proc/self/fd/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(&fd)
+                ))
+                .unwrap()
+            })
+        };
+        assert_eq!(open("sub/g").as_deref(), Some("y"));
+        assert_eq!(open("/./sub//g").as_deref(), Some("y"));
+        assert_eq!(open("f").as_deref(), Some("x"));
+        assert_eq!(open("sublink/g"), None);
+        assert_eq!(open("flink"), None);
+        assert_eq!(open(""), None);
     }
 
     #[test]
