@@ -13,7 +13,9 @@
 //! As libslirp's `fork_exec`, the words are the plan's (split once, without a shell), the
 //! program is looked up in `PATH`, and the child leaves our process group (slirp calls
 //! `setsid`), so a terminal's Ctrl-C to the backend does not reach it. It inherits nothing
-//! else: every descriptor of ours closes on exec.
+//! else: the child marks every descriptor above 2 close-on-exec before it execs, those we
+//! did not open ourselves included (the vhost crate receives guest RAM's memfd without the
+//! flag).
 //!
 //! A guest can open connections faster than commands end, so at most [`MAX_RUNNING`] run at
 //! once; a connection beyond that is reset. Ended children are reaped on every tick, and those
@@ -78,13 +80,15 @@ impl Commands {
             .argv
             .split_first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .args(args)
             .stdin(Stdio::from(theirs.try_clone()?))
             .stdout(Stdio::from(theirs.try_clone()?))
             .stderr(Stdio::from(theirs))
-            .process_group(0)
-            .spawn()?;
+            .process_group(0);
+        crate::sys::pass_only_standard_streams(&mut command);
+        let child = command.spawn()?;
         self.running.push(child);
         Ok(ours)
     }
@@ -182,6 +186,46 @@ mod tests {
         while commands.running() > 0 {
             assert!(Instant::now() < deadline, "the command was not reaped");
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The command gets its connection on 0, 1 and 2 and no other descriptor of this process,
+    /// not even one that was not close-on-exec (as QEMU's memfd of guest RAM was, received by
+    /// the vhost crate).
+    #[test]
+    fn the_command_gets_only_its_standard_streams() {
+        let marker = std::env::temp_dir().join(format!("vnu-fd-marker-{}", std::process::id()));
+        let file = std::fs::File::create(&marker).unwrap();
+        // dup never sets close-on-exec.
+        let leaky = rustix::io::dup(&file).unwrap();
+        let mut commands = Commands::new(vec![forward(&[
+            "sh",
+            "-c",
+            "for f in /proc/self/fd/*; do echo \"${f##*/} $(readlink $f)\"; done",
+        ])]);
+        let mut conn = blocking(commands.start(0).unwrap());
+        drop(leaky);
+        let _ = std::fs::remove_file(&marker);
+        let mut got = String::new();
+        conn.read_to_string(&mut got).unwrap();
+        // The shell's own come and go: the directory it lists (closed, so without a target, by
+        // the time it is read) and a command substitution's pipe.
+        let others: Vec<&str> = got
+            .lines()
+            .filter(|l| !matches!(l.split(' ').next(), Some("0" | "1" | "2")))
+            .filter(|l| {
+                l.split_once(' ')
+                    .is_some_and(|(_, target)| !target.is_empty())
+            })
+            .filter(|l| !l.contains("/proc/") && !l.contains("pipe:"))
+            .collect();
+        assert!(
+            others.is_empty(),
+            "the command inherited {others:?}:\n{got}"
+        );
+        // (1 is the substitution's pipe while readlink runs.)
+        for fd in ["0 socket:", "2 socket:"] {
+            assert!(got.lines().any(|l| l.starts_with(fd)), "{fd}\n{got}");
         }
     }
 

@@ -520,3 +520,28 @@ impl std::ops::DerefMut for IoVecs {
         &mut self.0
     }
 }
+
+/// Has `command`'s child mark every descriptor above its standard streams close-on-exec just
+/// before it execs: a guest forward command or smbd gets its connection on 0, 1 and 2 and
+/// nothing else of this process, whoever opened the rest and however.
+pub fn pass_only_standard_streams(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe work is allowed: one system call, and errno read back on failure; no
+    // allocation, no lock. close_range with CLOSE_RANGE_CLOEXEC closes nothing, so no
+    // descriptor std still uses in the child (its exec-error pipe) goes away.
+    unsafe {
+        command.pre_exec(|| {
+            let rc = libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

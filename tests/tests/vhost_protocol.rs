@@ -658,3 +658,113 @@ fn one_off_exits_after_the_first_frontend() {
     }
     assert!(!backend.socket().exists(), "socket file left behind");
 }
+
+/// The descriptors of the backend's own (after the standard three): where each leads, and
+/// whether it closes on exec (`O_CLOEXEC` in its fdinfo flags, octal 02000000).
+fn backend_descriptors(pid: u32) -> Vec<(u32, String, bool)> {
+    let mut fds = Vec::new();
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return fds;
+    };
+    for entry in entries.flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if fd < 3 {
+            continue;
+        }
+        let target = std::fs::read_link(entry.path())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else {
+            continue; // closed meanwhile
+        };
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+            .unwrap_or(0);
+        fds.push((fd, target, flags & 0o2000000 != 0));
+    }
+    fds
+}
+
+/// A guest forward command or smbd must get nothing of ours: the descriptors the backend
+/// inherited are closed at startup, and every descriptor it holds, those QEMU sent included
+/// (the memfd of all guest RAM, kick and call eventfds), closes on exec.
+#[test]
+fn inherited_descriptors_are_closed_and_every_descriptor_closes_on_exec() {
+    let dir = temp_dir();
+    let marker = dir.join("inherited-marker");
+    let file = File::create(&marker).unwrap();
+    // dup never sets close-on-exec: the backend inherits this one, as a careless parent's.
+    let inherited = rustix::io::dup(&file).unwrap();
+    let backend = backend(&[]);
+    drop(inherited);
+    let mut guest = Guest::connect_qemu72(&backend, BASE_FEATURES, dir.path());
+    guest.post_rx_buffers(4);
+    guest.send_frame(&arp_request_for_gateway(), 4096);
+    guest.receive_arp_reply();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let fds = backend_descriptors(backend.pid());
+        let marker_name = marker.display().to_string();
+        let leaks: Vec<_> = fds
+            .iter()
+            .filter(|(_, target, cloexec)| !cloexec || *target == marker_name)
+            .collect();
+        let has_guest_ram = fds.iter().any(|(_, t, _)| t.ends_with("guest-ram"));
+        if leaks.is_empty() && has_guest_ram {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "descriptors a child would inherit (or the inherited one): {leaks:?}; all: {fds:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `--fd N`'s listening socket is the one inherited descriptor kept at startup.
+#[test]
+fn the_fd_given_with_dash_dash_fd_is_kept_and_served() {
+    use std::os::fd::AsRawFd;
+    let dir = temp_dir();
+    let path = dir.join("inherited.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    // Both without close-on-exec, so that the backend inherits them; the second one it closes.
+    let served = rustix::io::dup(&listener).unwrap();
+    let marker = dir.join("inherited-marker");
+    let other = rustix::io::dup(File::create(&marker).unwrap()).unwrap();
+    let served_fd = served.as_raw_fd() as u32;
+    let socket = std::fs::read_link(format!("/proc/self/fd/{served_fd}")).unwrap();
+    let mut child = std::process::Command::new(vnu_tests::backend_bin().unwrap())
+        .arg("--fd")
+        .arg(served_fd.to_string())
+        .stderr(File::create(dir.join("backend.log")).unwrap())
+        .spawn()
+        .unwrap();
+    drop((served, other, listener));
+    let frontend = Frontend::from_stream(UnixStream::connect(&path).unwrap(), 2);
+    let features = frontend.get_features();
+    let descriptors = backend_descriptors(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(features.is_ok(), "served through --fd: {features:?}");
+    let socket = socket.display().to_string();
+    assert!(
+        descriptors
+            .iter()
+            .any(|(fd, target, cloexec)| *fd == served_fd && *target == socket && *cloexec),
+        "--fd {served_fd} ({socket}) kept, close-on-exec: {descriptors:?}"
+    );
+    let marker = marker.display().to_string();
+    assert!(
+        descriptors.iter().all(|(_, target, _)| *target != marker),
+        "{descriptors:?}"
+    );
+}

@@ -188,7 +188,7 @@ impl NetBackend {
             counters: RingCounters::default(),
             tx_scratch: TxScratch::default(),
             rx_scratch: RxScratch::default(),
-            exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
+            exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC)?,
             tx_moderation: TxModeration::new()?,
             handed_out: std::sync::Mutex::new(Vec::new()),
         })

@@ -8,5 +8,6 @@ pub mod ring;
 pub mod server;
 pub mod stream;
 mod sys;
+pub use sys::close_inherited;
 pub mod virtq;
 pub mod vnet;

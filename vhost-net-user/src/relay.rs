@@ -24,6 +24,7 @@ use std::net::Shutdown;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::{
     FrontendReq, VhostUserHeaderFlag, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
@@ -120,9 +121,29 @@ fn send_all(sock: &UnixStream, parts: &[&[u8]], fds: &[RawFd]) -> io::Result<()>
     Ok(())
 }
 
+/// How long the daemon may take to read a message carrying descriptors before they are marked
+/// close-on-exec anyway (it is waiting in `recvmsg`: microseconds).
+const DAEMON_READ_WAIT: Duration = Duration::from_secs(1);
+
+/// Passes `msg` to the daemon. The vhost crate receives descriptors without
+/// `MSG_CMSG_CLOEXEC`, so once the daemon has read a message that carries some (its copies
+/// exist then), every descriptor is marked close-on-exec: guest RAM and the kick and call
+/// eventfds never reach a child process.
 fn forward(to: &UnixStream, msg: &Message) -> io::Result<()> {
     let fds: Vec<RawFd> = msg.fds.iter().map(|fd| fd.as_raw_fd()).collect();
-    send_all(to, &[&msg.header, &msg.payload], &fds)
+    send_all(to, &[&msg.header, &msg.payload], &fds)?;
+    if !fds.is_empty() {
+        let deadline = Instant::now() + DAEMON_READ_WAIT;
+        while sys::unread_by_peer(to)? > 0 {
+            if Instant::now() > deadline {
+                log::debug!("the daemon has not read a message with descriptors after 1 s");
+                break;
+            }
+            thread::sleep(Duration::from_micros(50));
+        }
+        sys::mark_all_close_on_exec()?;
+    }
+    Ok(())
 }
 
 /// The relay's view of negotiation, enough to know when enables may pass.

@@ -1,35 +1,89 @@
-//! The crate's only unsafe code: receiving file descriptors and waiting for signals.
+//! The crate's only unsafe code: descriptors (closing inherited ones, marking ours
+//! close-on-exec, a socket's send queue) and waiting for signals.
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-
-use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 /// The most descriptors one vhost-user message may carry.
 pub const MAX_FDS: usize = 32;
 
-/// Receives into `buf` with any attached descriptors, which the caller then owns.
+/// Receives into `buf` with any attached descriptors, which the caller then owns. They arrive
+/// close-on-exec (`MSG_CMSG_CLOEXEC`): a child process must never get guest RAM.
 pub fn recv_with_fds(sock: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-    let mut iov = [libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    }];
-    let mut raw: [RawFd; MAX_FDS] = [-1; MAX_FDS];
-    // SAFETY: the iovec covers exactly `buf`, which is ours and writable for its length; the
-    // descriptor array is ours too.
-    let (n, nfds) = unsafe { sock.recv_with_fds(&mut iov, &mut raw) }
-        .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
-    let fds = raw[..nfds]
-        .iter()
-        .map(|&fd| {
-            // SAFETY: the kernel just installed these descriptors for us and nothing else
-            // refers to them, so taking ownership is sound.
-            unsafe { OwnedFd::from_raw_fd(fd) }
-        })
-        .collect();
-    Ok((n, fds))
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let got = loop {
+        match rustix::net::recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    Ok((got.bytes, fds))
+}
+
+/// Bytes written to `sock` that its peer has not read yet (`SIOCOUTQ`, which is `TIOCOUTQ`'s
+/// number).
+pub fn unread_by_peer(sock: &UnixStream) -> io::Result<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one c_int through the pointer, which refers to a live local;
+    // `sock` is an open socket for the duration of the call.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(queued).unwrap_or(0))
+}
+
+/// Marks every descriptor from 3 up close-on-exec, whoever opened it. The vhost crate receives
+/// QEMU's descriptors (guest RAM, kick and call eventfds) without `MSG_CMSG_CLOEXEC`; this is
+/// how they get the flag. Closes nothing, so it is safe whatever owns them.
+pub fn mark_all_close_on_exec() -> io::Result<()> {
+    close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC)
+}
+
+/// Closes every descriptor from 3 up but `keep` (`--fd`): whatever the parent left open is not
+/// ours to hand on to children, nor to hold.
+///
+/// # Safety
+/// Call before anything in the process owns a descriptor above 2 other than `keep` (first
+/// thing in `main`): an owner would go on using a closed number, or one reused by another.
+pub unsafe fn close_inherited(keep: Option<RawFd>) -> io::Result<()> {
+    let keep = keep
+        .and_then(|fd| libc::c_uint::try_from(fd).ok())
+        .filter(|&fd| fd >= 3);
+    match keep {
+        Some(fd) => {
+            if fd > 3 {
+                close_range(3, fd - 1, 0)?;
+            }
+            close_range(fd + 1, libc::c_uint::MAX, 0)
+        }
+        None => close_range(3, libc::c_uint::MAX, 0),
+    }
+}
+
+fn close_range(first: libc::c_uint, last: libc::c_uint, flags: libc::c_uint) -> io::Result<()> {
+    if first > last {
+        return Ok(());
+    }
+    // SAFETY: close_range takes plain integers. Closing descriptors that Rust objects own is
+    // what the callers' contracts exclude: `close_inherited` is an unsafe fn, and with
+    // CLOSE_RANGE_CLOEXEC nothing is closed.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Blocks SIGTERM and SIGINT in the calling thread and every thread it spawns afterwards, so
@@ -95,7 +149,10 @@ pub fn listener_from_fd(fd: RawFd) -> io::Result<std::os::unix::net::UnixListene
     }
     // SAFETY: `fd` is an open, listening socket (checked above) that the process inherited
     // for this purpose; nothing else in the process owns it.
-    Ok(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) })
+    let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+    // Inherited without the flag, as descriptors passed to a child are.
+    rustix::io::fcntl_setfd(&listener, rustix::io::FdFlags::CLOEXEC)?;
+    Ok(listener)
 }
 
 /// Closes `fd`, a descriptor its owner gave up without closing (see
