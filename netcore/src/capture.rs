@@ -24,6 +24,26 @@ pub fn record(capture: &SharedCapture, frame: &[u8]) {
         .record(frame);
 }
 
+/// Opens `path` for writing as passt opens its output files: created (or truncated) with mode
+/// 0600, never through a symbolic link (`O_NOFOLLOW`: ELOOP), close-on-exec. A file that
+/// existed (a regular one) holds our data now, so it loses any access others had to it. For the pcap file,
+/// which holds all the guest's traffic, and the pid file.
+pub fn create_private_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    // Not a device someone named (/dev/null): its mode is not ours to change.
+    if file.metadata()?.is_file() {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
+}
+
 /// A pcap file being written.
 #[derive(Debug)]
 pub struct Capture {
@@ -32,9 +52,9 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Creates (truncates) `path` and writes the pcap file header.
+    /// Creates (truncates) `path`, readable by its owner only, and writes the pcap file header.
     pub fn create(path: &Path) -> io::Result<Self> {
-        let mut out = BufWriter::new(File::create(path)?);
+        let mut out = BufWriter::new(create_private_file(path)?);
         let mut header = Vec::with_capacity(24);
         header.extend_from_slice(&PCAP_MAGIC_USEC.to_le_bytes());
         header.extend_from_slice(&2u16.to_le_bytes());

@@ -35,6 +35,17 @@ pub struct Args {
     #[arg(long, value_name = "PATH", conflicts_with = "socket_path")]
     pub stream: Option<PathBuf>,
 
+    /// Permissions of the socket this creates (`--socket-path`, `--stream`), in octal. The
+    /// default lets only our own user (and root) connect: whoever connects gets a guest's
+    /// network, and the first to connect holds it.
+    #[arg(long, value_name = "MODE", default_value = "0600", value_parser = parse_socket_mode)]
+    pub socket_mode: u32,
+
+    /// Group of the socket this creates (a name or a number), for a frontend running as another
+    /// user of that group (with `--socket-mode 0660`).
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+
     /// Print the backend's capabilities as JSON and exit.
     #[arg(long)]
     pub print_capabilities: bool,
@@ -108,6 +119,8 @@ pub enum UsageError {
         #[source]
         source: std::io::Error,
     },
+    #[error("--socket-group {0}: no such group")]
+    BadSocketGroup(String),
     #[error("--pid-file {}", path.display())]
     BadPidFile {
         path: PathBuf,
@@ -174,18 +187,67 @@ impl Args {
                 std::fs::remove_file(path).map_err(bad)?;
             }
         }
-        let listener = listen_then_publish(path).map_err(bad)?;
+        let access = SocketAccess {
+            mode: self.socket_mode,
+            group: match &self.socket_group {
+                Some(group) => {
+                    Some(group_id(group).ok_or_else(|| UsageError::BadSocketGroup(group.clone()))?)
+                }
+                None => None,
+            },
+        };
+        let listener = listen_then_publish(path, &access).map_err(bad)?;
         server::remove_at_exit(path);
         Ok(listener)
     }
 }
 
-/// Binds and listens under a hidden name beside `path`, then renames the socket into place.
+/// Who may connect to the socket we create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SocketAccess {
+    mode: u32,
+    group: Option<u32>,
+}
+
+impl Default for SocketAccess {
+    fn default() -> Self {
+        SocketAccess {
+            mode: 0o600,
+            group: None,
+        }
+    }
+}
+
+fn parse_socket_mode(text: &str) -> Result<u32, String> {
+    match u32::from_str_radix(text, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err("an octal mode, 0 to 0777".into()),
+    }
+}
+
+/// A group's id from a number or from its name in /etc/group.
+fn group_id(group: &str) -> Option<u32> {
+    if let Ok(gid) = group.parse() {
+        return Some(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next() == Some(group))
+            .then(|| fields.nth(1)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// Binds and listens under a hidden name beside `path`, gives it `access`, then renames the
+/// socket into place.
 ///
 /// `bind` creates the file before `listen` makes it accept, so whoever waits for the file to
 /// appear (QEMU started by a script, the tests) could meet a socket that refuses; renamed into
-/// place, it accepts from its first moment.
-fn listen_then_publish(path: &Path) -> std::io::Result<UnixListener> {
+/// place, it accepts from its first moment, and with its final permissions: it is created
+/// with none for others (umask 0177 around `bind`).
+fn listen_then_publish(path: &Path, access: &SocketAccess) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
     if std::fs::symlink_metadata(path).is_ok() {
         // bind's answer for a taken path; rename would silently replace the user's file.
         return Err(std::io::ErrorKind::AddrInUse.into());
@@ -196,9 +258,26 @@ fn listen_then_publish(path: &Path) -> std::io::Result<UnixListener> {
     };
     let hidden = dir.join(format!(".vnu-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&hidden);
+    let bind_private = |at: &Path| {
+        // Only threads that do not create files exist yet (setup runs before serving).
+        let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+        let bound = UnixListener::bind(at);
+        rustix::process::umask(old);
+        let listener = bound?;
+        let given = std::fs::set_permissions(at, std::fs::Permissions::from_mode(access.mode))
+            .and_then(|()| match access.group {
+                Some(gid) => std::os::unix::fs::lchown(at, None, Some(gid)),
+                None => Ok(()),
+            });
+        if let Err(e) = given {
+            let _ = std::fs::remove_file(at);
+            return Err(e);
+        }
+        Ok(listener)
+    };
     // The hidden name can be too long for a socket address when `path` is near the limit.
-    let Ok(listener) = UnixListener::bind(&hidden) else {
-        return UnixListener::bind(path);
+    let Ok(listener) = bind_private(&hidden) else {
+        return bind_private(path);
     };
     std::fs::rename(&hidden, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&hidden);
@@ -310,12 +389,13 @@ fn setup(args: &Args) -> Result<(ServeConfig, UnixListener), UsageError> {
     log::debug!("forwarded ports: {forwards:?}");
     let listener = args.listener()?;
     if let Some(path) = &args.pid_file {
-        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
-            UsageError::BadPidFile {
+        use std::io::Write;
+        netcore::capture::create_private_file(path)
+            .and_then(|mut file| writeln!(file, "{}", std::process::id()))
+            .map_err(|source| UsageError::BadPidFile {
                 path: path.clone(),
                 source,
-            }
-        })?;
+            })?;
         server::remove_at_exit(path);
     }
     log::info!(
@@ -377,7 +457,7 @@ mod tests {
     fn the_socket_appears_under_its_name_already_accepting() {
         let scratch = Scratch::new("publish");
         let path = scratch.0.join("vu.sock");
-        let listener = listen_then_publish(&path).unwrap();
+        let listener = listen_then_publish(&path, &SocketAccess::default()).unwrap();
         assert_eq!(names(&scratch.0), ["vu.sock"], "the hidden name is gone");
         let _client = UnixStream::connect(&path).unwrap();
         listener.accept().unwrap();
@@ -388,7 +468,7 @@ mod tests {
         let scratch = Scratch::new("taken");
         let path = scratch.0.join("vu.sock");
         std::fs::write(&path, b"mine").unwrap();
-        let err = listen_then_publish(&path).unwrap_err();
+        let err = listen_then_publish(&path, &SocketAccess::default()).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
         assert_eq!(std::fs::read(&path).unwrap(), b"mine");
         assert_eq!(names(&scratch.0), ["vu.sock"]);

@@ -17,7 +17,9 @@
 //! * daemon to frontend: bytes and descriptors pass unchanged.
 //!
 //! QEMU waits for each reply before sending the next request that needs one, so the relay's
-//! own acks never interleave with the daemon's replies. Either side closing ends both.
+//! own acks never interleave with the daemon's replies. Either side closing ends both, and so
+//! does a frontend that sends more early enables than [`MAX_HELD`] or one that is not a plain
+//! vring state: what the relay holds is bounded.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -36,6 +38,10 @@ use crate::sys;
 const HEADER_LEN: usize = 12;
 /// Larger payloads are not vhost-user messages we know; the connection is closed.
 const MAX_PAYLOAD: usize = 64 * 1024;
+
+/// Early `SET_VRING_ENABLE`s held at most: one per queue of the most queue pairs vhost-user
+/// allows a net device (0x8000 / 2 is far beyond any QEMU; 256 covers 128 pairs).
+const MAX_HELD: usize = 256;
 
 /// One vhost-user message as it crossed the socket.
 #[derive(Debug)]
@@ -191,6 +197,19 @@ impl Negotiation {
     }
 
     fn hold(&mut self, mut msg: Message, frontend: &UnixStream) -> io::Result<()> {
+        // An enable is a vring state (8 bytes) and nothing else; QEMU sends one per queue. What
+        // is held is bounded, whoever connects.
+        if self.held.len() >= MAX_HELD || msg.payload.len() != 8 || !msg.fds.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "early SET_VRING_ENABLE refused ({} held, {} bytes, {} descriptors)",
+                    self.held.len(),
+                    msg.payload.len(),
+                    msg.fds.len()
+                ),
+            ));
+        }
         let need_reply = msg.flags() & VhostUserHeaderFlag::NEED_REPLY.bits() != 0;
         if need_reply && self.reply_ack {
             let mut reply = [0u8; HEADER_LEN + 8];
@@ -347,6 +366,42 @@ mod tests {
         assert_eq!(n, 20);
         assert_eq!(&buf[..], &msg[..]);
         assert_eq!(fds.len(), 1);
+    }
+
+    /// A frontend cannot make the relay hold more than [`MAX_HELD`] early enables, nor hold
+    /// descriptors or bodies with one.
+    #[test]
+    fn held_enables_are_bounded() {
+        for case in ["too many", "descriptors", "body"] {
+            let (mut qemu, fe) = UnixStream::pair().unwrap();
+            let (be, mut daemon) = UnixStream::pair().unwrap();
+            let handles = spawn(fe, be).unwrap();
+            match case {
+                "too many" => {
+                    for i in 0..=MAX_HELD {
+                        if qemu.write_all(&enable(i as u32, 1)).is_err() {
+                            break;
+                        }
+                    }
+                }
+                "descriptors" => {
+                    let file = std::fs::File::open("/dev/null").unwrap();
+                    qemu.send_with_fds(&[&enable(0, 1)[..]], &[file.as_raw_fd()])
+                        .unwrap();
+                }
+                _ => {
+                    let msg = message(FrontendReq::SET_VRING_ENABLE, 1, &[0; 4096]);
+                    qemu.write_all(&msg).unwrap();
+                }
+            }
+            // The relay ends both sides; the daemon got nothing.
+            let mut rest = Vec::new();
+            daemon.read_to_end(&mut rest).unwrap();
+            assert!(rest.is_empty(), "{case}");
+            for h in handles {
+                h.join().unwrap();
+            }
+        }
     }
 
     #[test]
