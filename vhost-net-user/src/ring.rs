@@ -147,23 +147,22 @@ fn gather(
     Ok(total)
 }
 
-/// Takes the chains the guest made available on one queue, for one batch: through
-/// [`DriverAreas`] (the areas mapped once), or through virtio-queue for a queue whose areas
-/// could not be mapped that way.
+/// Takes the chains the guest made available on one queue, for one batch, through
+/// [`DriverAreas`] (the areas resolved once).
 pub struct AvailChains<'m> {
     vring: &'m VringRwLock,
-    mem: &'m GuestMem,
     areas: Option<DriverAreas<'m>>,
 }
 
 impl<'m> AvailChains<'m> {
     pub fn new(vring: &'m VringRwLock, mem: &'m GuestMem) -> Self {
         let areas = DriverAreas::resolve(vring.get_ref().get_queue(), mem);
-        AvailChains { vring, mem, areas }
+        AvailChains { vring, areas }
     }
 
     /// Takes the next chain and appends its checked segments to `segs` (on error, some may
-    /// have been appended): its head, with its total length or why it is refused.
+    /// have been appended): its head, with its total length or why it is refused. `None` when
+    /// nothing more is posted, or the queue is not ready or not in guest memory.
     fn pop(
         &mut self,
         map: &HostMap,
@@ -171,31 +170,18 @@ impl<'m> AvailChains<'m> {
         limit: usize,
         segs: &mut Vec<Segment>,
     ) -> Option<(u16, Result<usize, ChainError>)> {
+        let areas = self.areas.as_mut()?;
         let mut state = self.vring.get_mut();
-        let queue = state.get_queue_mut();
-        if let Some(areas) = self.areas.as_mut() {
-            let head = areas.pop_head(queue)?;
-            drop(state);
-            return Some((head, gather(areas.chain(head), map, writable, limit, segs)));
-        }
-        let chain = queue.pop_descriptor_chain(self.mem)?;
+        let head = areas.pop_head(state.get_queue_mut())?;
         drop(state);
-        let head = chain.head_index();
-        let descs = chain.map(|d| {
-            Ok(Desc {
-                addr: d.addr(),
-                len: d.len(),
-                write_only: d.is_write_only(),
-            })
-        });
-        Some((head, gather(descs, map, writable, limit, segs)))
+        Some((head, gather(areas.chain(head), map, writable, limit, segs)))
     }
 }
 
 impl std::fmt::Debug for AvailChains<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AvailChains")
-            .field("mapped", &self.areas.is_some())
+            .field("mapped", &self.areas.as_ref().map(DriverAreas::is_mapped))
             .finish_non_exhaustive()
     }
 }
@@ -932,10 +918,12 @@ impl Drop for RingFrames<'_, '_> {
 mod tests {
     use super::{AvailChains, ChainError, GuestMem, HostMap, push_iovec};
     use vhost_user_backend::{VringRwLock, VringT};
-    use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_bindings::bindings::virtio_ring::{
+        VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+    };
     use virtio_queue::desc::{RawDescriptor, split::Descriptor};
     use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::{GuestAddress, GuestMemoryAtomic, GuestMemoryBackend};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, GuestMemoryBackend};
 
     /// A popped chain's head, with its total length or why it was refused.
     type Popped = (u16, Result<usize, ChainError>);
@@ -971,7 +959,10 @@ mod tests {
             .unwrap();
         vring.set_queue_ready(true);
         let mut chains = AvailChains::new(&vring, mem);
-        let mapped = chains.areas.is_some();
+        let mapped = chains
+            .areas
+            .as_ref()
+            .is_some_and(crate::virtq::DriverAreas::is_mapped);
         let mut map = HostMap::default();
         map.load(mem);
         let mut popped = Vec::new();
@@ -998,6 +989,51 @@ mod tests {
         assert_eq!(pop_all(&one, 0), (expected.clone(), true));
         // The descriptor table (256 bytes) starts 64 bytes before the second region.
         assert_eq!(pop_all(&split, 0xfc0), (expected, false));
+    }
+
+    /// Indirect descriptors (not offered) are refused wherever the queue's areas lie, across
+    /// two regions too: a walker that followed them would take a table of up to 65535 entries
+    /// from the guest.
+    #[test]
+    fn an_indirect_descriptor_is_refused_on_a_queue_across_regions() {
+        const SIZE: u16 = 16;
+        let split =
+            GuestMem::from_ranges(&[(GuestAddress(0), 0x1000), (GuestAddress(0x1000), 0x1f000)])
+                .unwrap();
+        let ring = MockSplitQueue::create(&split, GuestAddress(0xfc0), SIZE);
+        // The indirect table: one writable buffer.
+        let table =
+            RawDescriptor::from(Descriptor::new(0x10000, 100, VRING_DESC_F_WRITE as u16, 0));
+        split.write_obj(table, GuestAddress(0x18000)).unwrap();
+        ring.add_desc_chains(
+            &[RawDescriptor::from(Descriptor::new(
+                0x18000,
+                16,
+                VRING_DESC_F_INDIRECT as u16,
+                0,
+            ))],
+            0,
+        )
+        .unwrap();
+        let vring = VringRwLock::new(GuestMemoryAtomic::new(split.clone()), SIZE).unwrap();
+        vring.set_queue_size(SIZE);
+        vring
+            .set_queue_info(
+                ring.desc_table_addr().0,
+                ring.avail_addr().0,
+                ring.used_addr().0,
+            )
+            .unwrap();
+        vring.set_queue_ready(true);
+        let mut chains = AvailChains::new(&vring, &split);
+        let mut map = HostMap::default();
+        map.load(&split);
+        let mut segs = Vec::new();
+        assert_eq!(
+            chains.pop(&map, true, usize::MAX, &mut segs),
+            Some((0, Err(ChainError::Indirect)))
+        );
+        assert!(segs.is_empty(), "{segs:?}");
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! volatile loads and checked before use (head and `next` indices inside the table, chains no
 //! longer than the table, no indirect descriptors, which we do not offer).
 //!
-//! A queue whose areas do not each lie inside one region (possible only where guest memory is
-//! several adjacent regions) gets no view, and the caller falls back to virtio-queue.
+//! An area that does not lie inside one region (possible only where guest memory is several
+//! adjacent regions) is read through guest memory's region lookup instead, with the same
+//! checks: every chain goes through this walker, none through virtio-queue's (which follows
+//! indirect tables).
 
 use std::sync::atomic::Ordering;
 
@@ -64,40 +66,88 @@ impl Layout {
     }
 }
 
+/// One driver area, read where it lies.
+#[derive(Debug)]
+enum Area<'m> {
+    /// Inside one region: mapped once, each read one bounds check.
+    Mapped(VolatileSlice<'m, ()>),
+    /// Across adjacent regions: each read looks its address up in guest memory.
+    Spanning {
+        mem: &'m GuestMem,
+        start: GuestAddress,
+    },
+}
+
+impl<'m> Area<'m> {
+    fn resolve(mem: &'m GuestMem, start: GuestAddress, len: usize) -> Option<Self> {
+        if let Ok(slice) = mem.get_slice(start, len) {
+            return Some(Area::Mapped(slice));
+        }
+        mem.check_range(start, len)
+            .then_some(Area::Spanning { mem, start })
+    }
+
+    fn load_u16(&self, offset: usize, order: Ordering) -> Option<u16> {
+        let value = match self {
+            Area::Mapped(slice) => slice.load::<u16>(offset, order).ok()?,
+            Area::Spanning { mem, start } => mem
+                .load::<u16>(start.checked_add(offset as u64)?, order)
+                .ok()?,
+        };
+        Some(u16::from_le(value))
+    }
+
+    fn descriptor(&self, offset: usize) -> Option<Descriptor> {
+        match self {
+            Area::Mapped(slice) => slice.get_ref::<Descriptor>(offset).ok().map(|r| r.load()),
+            Area::Spanning { mem, start } => mem.read_obj(start.checked_add(offset as u64)?).ok(),
+        }
+    }
+}
+
 /// The descriptor table and available ring of one queue, for one batch.
 #[derive(Debug)]
 pub struct DriverAreas<'m> {
-    descriptors: VolatileSlice<'m, ()>,
-    avail: VolatileSlice<'m, ()>,
+    descriptors: Area<'m>,
+    avail: Area<'m>,
     layout: Layout,
     /// The avail index last read: heads before it need no new read.
     avail_idx: Option<u16>,
 }
 
 impl<'m> DriverAreas<'m> {
-    /// Maps `queue`'s areas in `mem`; `None` if the queue is not ready or an area does not lie
-    /// inside one region.
+    /// Resolves `queue`'s areas in `mem` (mapped where each lies inside one region); `None` if
+    /// the queue is not ready or an area is not all in guest memory.
     pub fn resolve(queue: &impl QueueT, mem: &'m GuestMem) -> Option<Self> {
         let layout = Layout::of(queue);
         if !queue.ready() || layout.size == 0 {
             return None;
         }
         let entries = usize::from(layout.size);
-        let descriptors = mem
-            .get_slice(GuestAddress(layout.descriptors), entries * DESCRIPTOR_LEN)
-            .ok()?;
-        let avail = mem
-            .get_slice(
-                GuestAddress(layout.avail),
-                AVAIL_RING_HEADER_LEN + entries * AVAIL_ENTRY_LEN,
-            )
-            .ok()?;
+        let descriptors = Area::resolve(
+            mem,
+            GuestAddress(layout.descriptors),
+            entries * DESCRIPTOR_LEN,
+        )?;
+        let avail = Area::resolve(
+            mem,
+            GuestAddress(layout.avail),
+            AVAIL_RING_HEADER_LEN + entries * AVAIL_ENTRY_LEN,
+        )?;
         Some(DriverAreas {
             descriptors,
             avail,
             layout,
             avail_idx: None,
         })
+    }
+
+    /// Whether both areas are mapped, each inside one region (the fast case).
+    pub fn is_mapped(&self) -> bool {
+        matches!(
+            (&self.descriptors, &self.avail),
+            (Area::Mapped(_), Area::Mapped(_))
+        )
     }
 
     /// Takes the next available head from `queue`, moving its `next_avail` on. `None` when the
@@ -111,7 +161,7 @@ impl<'m> DriverAreas<'m> {
         let next = queue.next_avail();
         if self.avail_idx.is_none_or(|idx| idx == next) {
             // Acquire: the entries and descriptors the index covers are read after it.
-            let idx = u16::from_le(self.avail.load::<u16>(2, Ordering::Acquire).ok()?);
+            let idx = self.avail.load_u16(2, Ordering::Acquire)?;
             if idx.wrapping_sub(next) > self.layout.size {
                 log::debug!("avail index {idx} is more than a ring ahead of {next}");
                 return None;
@@ -122,7 +172,7 @@ impl<'m> DriverAreas<'m> {
             }
         }
         let at = AVAIL_RING_HEADER_LEN + usize::from(next % self.layout.size) * AVAIL_ENTRY_LEN;
-        let head = u16::from_le(self.avail.load::<u16>(at, Ordering::Relaxed).ok()?);
+        let head = self.avail.load_u16(at, Ordering::Relaxed)?;
         queue.set_next_avail(next.wrapping_add(1));
         Some(head)
     }
@@ -141,11 +191,8 @@ impl<'m> DriverAreas<'m> {
         if index >= self.layout.size {
             return None;
         }
-        let offset = usize::from(index) * DESCRIPTOR_LEN;
         self.descriptors
-            .get_ref::<Descriptor>(offset)
-            .ok()
-            .map(|r| r.load())
+            .descriptor(usize::from(index) * DESCRIPTOR_LEN)
     }
 }
 
@@ -188,8 +235,8 @@ impl Iterator for ChainWalk<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use virtio_queue::Queue;
     use virtio_queue::mock::MockSplitQueue;
-    use virtio_queue::{Queue, QueueOwnedT};
 
     const SIZE: u16 = 8;
 
@@ -289,24 +336,60 @@ mod tests {
     }
 
     #[test]
-    fn a_queue_set_up_anew_or_areas_across_regions_give_no_heads() {
+    fn a_queue_set_up_anew_gives_no_heads() {
         let mem = memory();
         let (ring, mut queue) = queue(&mem);
         post(&ring, &[1]);
         let mut areas = DriverAreas::resolve(&queue, &mem).unwrap();
+        assert!(areas.is_mapped());
         queue.set_desc_table_address(Some(0x8000), None);
         assert_eq!(areas.pop_head(&mut queue), None);
         assert_eq!(queue.next_avail(), 0);
+    }
 
+    /// Areas across two regions are read through guest memory, with the same checks.
+    #[test]
+    fn areas_across_regions_are_walked_with_the_same_checks() {
         let split =
             GuestMem::from_ranges(&[(GuestAddress(0), 0x1000), (GuestAddress(0x1000), 0x10000)])
                 .unwrap();
         // The descriptor table (128 bytes) starts 64 bytes before the second region.
         let ring = MockSplitQueue::create(&split, GuestAddress(0xfc0), SIZE);
-        let queue = ring.create_queue::<Queue>().unwrap();
+        let mut queue = ring.create_queue::<Queue>().unwrap();
+        write_desc(&ring, 0, Descriptor::new(0x4000, 100, NEXT, 6));
+        write_desc(&ring, 6, Descriptor::new(0x5000, 200, WRITE, 0));
+        write_desc(
+            &ring,
+            2,
+            Descriptor::new(0x4000, 16, VRING_DESC_F_INDIRECT as u16, 0),
+        );
+        write_desc(&ring, 3, Descriptor::new(0x4000, 1, NEXT, 3));
+        post(&ring, &[0, 2, 3]);
+        let mut areas = DriverAreas::resolve(&queue, &split).unwrap();
+        assert!(!areas.is_mapped());
+        assert_eq!(areas.pop_head(&mut queue), Some(0));
+        assert_eq!(
+            walk(&areas, 0),
+            [
+                Ok(Desc {
+                    addr: GuestAddress(0x4000),
+                    len: 100,
+                    write_only: false
+                }),
+                Ok(Desc {
+                    addr: GuestAddress(0x5000),
+                    len: 200,
+                    write_only: true
+                }),
+            ]
+        );
+        assert_eq!(areas.pop_head(&mut queue), Some(2));
+        assert_eq!(walk(&areas, 2), [Err(ChainError::Indirect)]);
+        assert_eq!(areas.pop_head(&mut queue), Some(3));
+        assert_eq!(walk(&areas, 3).last(), Some(&Err(ChainError::BadLink)));
+        assert_eq!(areas.pop_head(&mut queue), None);
+        // An area not all in guest memory gives no view at all.
+        queue.set_desc_table_address(Some(0x10fc0), None);
         assert!(DriverAreas::resolve(&queue, &split).is_none());
-        // virtio-queue still serves such a queue: the caller's fallback.
-        let mut queue = queue;
-        assert!(queue.iter(&split).is_ok());
     }
 }
