@@ -111,6 +111,9 @@ pub struct EngineOptions {
     /// The plan's forwarded ports, bound once by the program ([`forward::open`]) and shared
     /// by the engines of successive frontends.
     pub forwards: Arc<[ForwardSocket]>,
+    /// How long a TCP connection may go without traffic before it is closed
+    /// ([`crate::tcp::IDLE_TIMEOUT`] by default).
+    pub tcp_idle_timeout: Duration,
 }
 
 impl Default for EngineOptions {
@@ -119,6 +122,7 @@ impl Default for EngineOptions {
             upstream: Upstream::default(),
             max_flows: 4096,
             forwards: Arc::new([]),
+            tcp_idle_timeout: crate::tcp::IDLE_TIMEOUT,
         }
     }
 }
@@ -201,6 +205,7 @@ impl Engine {
             )?;
         }
         let mut tcp = TcpTable::new(options.max_flows);
+        tcp.set_idle_timeout(options.tcp_idle_timeout);
         tcp.set_guest_forwards(plan.guest_forwards.clone());
         Ok(Engine {
             dhcp: dhcp::Server::new(&plan),

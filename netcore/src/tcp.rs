@@ -215,6 +215,8 @@ struct Flow {
     retries: u32,
     /// When to retransmit or probe, if anything is outstanding.
     timer: Option<Instant>,
+    /// The last guest segment or socket event: [`IDLE_TIMEOUT`] after it, the flow goes.
+    last_activity: Instant,
     /// An ACK is owed to the guest (sent at the end of the batch).
     ack_owed: bool,
     /// Waiting for the socket to take more data (EPOLLOUT armed).
@@ -236,7 +238,7 @@ struct Flow {
 
 impl Flow {
     /// A flow that has sent nothing yet and knows nothing of the guest's side.
-    fn new(key: FlowKey, slot: usize, sock: OwnedFd, state: State, iss: u32) -> Flow {
+    fn new(key: FlowKey, slot: usize, sock: OwnedFd, state: State, iss: u32, now: Instant) -> Flow {
         Flow {
             key,
             slot,
@@ -261,6 +263,7 @@ impl Flow {
             rto: INITIAL_RTO,
             retries: 0,
             timer: None,
+            last_activity: now,
             ack_owed: false,
             want_write: false,
             window: AtomicU64::new(NO_WINDOW),
@@ -346,9 +349,18 @@ impl Flow {
 }
 
 /// Counters for the TCP side.
+/// A connection with no segment from the guest and no event from its socket for this long is
+/// reset and closed, as passt closes idle flows: a guest that never closes its connections must
+/// not hold host sockets and flow slots for ever. Two hours, the TCP keepalive default
+/// (`tcp_keepalive_time`): a guest that keeps a quiet connection on purpose sends keepalives
+/// before then, and those count as traffic.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 60 * 60);
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TcpCounters {
     pub connects: u64,
+    /// Established connections closed after [`IDLE_TIMEOUT`] without traffic.
+    pub idle_closed: u64,
     pub refused: u64,
     pub resets_to_guest: u64,
     pub retransmits: u64,
@@ -408,6 +420,8 @@ pub struct TcpTable {
     socket_events_waiting: bool,
     /// Guest forwards' commands, started by the connections to them.
     commands: crate::guestfwd::Commands,
+    /// [`IDLE_TIMEOUT`] but where the engine's options say otherwise.
+    idle_timeout: Duration,
     pub counters: TcpCounters,
 }
 
@@ -435,8 +449,14 @@ impl TcpTable {
             isn_state: seed | 1,
             socket_events_waiting: false,
             commands: crate::guestfwd::Commands::default(),
+            idle_timeout: IDLE_TIMEOUT,
             counters: TcpCounters::default(),
         }
+    }
+
+    /// How long a connection may go without traffic before it is closed.
+    pub fn set_idle_timeout(&mut self, timeout: Duration) {
+        self.idle_timeout = timeout;
     }
 
     /// The plan's guest forwards, whose commands connections to them start.
@@ -491,6 +511,7 @@ impl TcpTable {
             let flow = self.flows[slot]
                 .as_mut()
                 .expect("indexed slot holds a flow");
+            flow.last_activity = ctx.now;
             flow_segment(
                 flow,
                 ctx,
@@ -586,7 +607,7 @@ impl TcpTable {
         }
         let iss = self.next_isn();
         let slot = self.free_slot();
-        let mut flow = Flow::new(key, slot, sock, State::Connecting, iss);
+        let mut flow = Flow::new(key, slot, sock, State::Connecting, iss, ctx.now);
         flow.rcv_nxt = seg.seq.wrapping_add(1);
         flow.snd_wnd = u32::from(seg.window);
         flow.set_guest_options(seg);
@@ -626,7 +647,7 @@ impl TcpTable {
         self.use_peek_offset(sock.as_raw_fd());
         let slot = self.free_slot();
         let iss = self.next_isn();
-        let mut flow = Flow::new(key, slot, sock, State::SynSent, iss);
+        let mut flow = Flow::new(key, slot, sock, State::SynSent, iss, ctx.now);
         flow.discard_by_reading = unix;
         // Data or a FIN may come before the guest answers; the handshake's end pushes it.
         let interest = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
@@ -692,6 +713,7 @@ impl TcpTable {
         let Some(flow) = self.flows.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
+        flow.last_activity = ctx.now;
         if flow.state == State::Connecting {
             match sys::take_error(flow.fd()) {
                 Ok(None) if events & libc::EPOLLOUT as u32 != 0 => {
@@ -850,13 +872,22 @@ impl TcpTable {
         self.visiting = visiting;
     }
 
-    /// Retransmission, zero-window probing and giving up on dead peers.
+    /// Retransmission, zero-window probing, giving up on dead peers, and closing idle flows.
     pub fn on_tick<L: RxLink>(&mut self, ctx: &mut Ctx<'_>, rx: &mut L) {
         self.commands.reap();
         for slot in 0..self.flows.len() {
             let Some(flow) = self.flows[slot].as_mut() else {
                 continue;
             };
+            // A connect in progress is the kernel's to time out.
+            if flow.state != State::Connecting
+                && ctx.now.saturating_duration_since(flow.last_activity) >= self.idle_timeout
+            {
+                log::debug!("TCP {}: idle, closed", flow.key.remote);
+                self.counters.idle_closed += 1;
+                self.close(slot, Close::ResetGuest, ctx, rx);
+                continue;
+            }
             let Some(when) = flow.timer else { continue };
             if when > ctx.now {
                 continue;
@@ -2572,6 +2603,48 @@ mod tests {
         }
         assert!(reset);
         assert!(rig.table.is_empty());
+    }
+
+    /// An established connection with no traffic either way for the idle timeout is reset
+    /// and its socket closed; traffic either way keeps it.
+    #[test]
+    fn an_idle_connection_is_closed_after_the_idle_timeout() {
+        let mut rig = Rig::new();
+        let (mut server, iss) = rig.establish();
+        rig.tick_after(IDLE_TIMEOUT - Duration::from_secs(1));
+        assert_eq!(rig.table.len(), 1, "not idle long enough");
+        // Guest data: activity.
+        rig.send(
+            GUEST_ISN + 1,
+            iss.wrapping_add(1),
+            flags::ACK,
+            1024,
+            &[],
+            b"hi",
+        );
+        rig.tick_after(Duration::from_secs(2));
+        assert_eq!(
+            rig.table.len(),
+            1,
+            "the guest's segment counted as activity"
+        );
+        rig.seen();
+        rig.tick_after(IDLE_TIMEOUT);
+        assert!(rig.table.is_empty());
+        assert!(
+            rig.seen().iter().any(|s| s.flags & flags::RST != 0),
+            "the guest is reset"
+        );
+        assert_eq!(rig.table.counters.idle_closed, 1);
+        let mut buf = [0u8; 8];
+        let mut got = Vec::new();
+        loop {
+            match server.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        assert_eq!(got, b"hi", "then the host side ends");
     }
 
     #[test]

@@ -413,6 +413,7 @@ fn setup(args: &Args) -> Result<(ServeConfig, UnixListener), UsageError> {
                 upstream,
                 max_flows: args.max_flows as usize,
                 forwards: forwards.into(),
+                ..EngineOptions::default()
             },
             one_off: args.one_off,
             capture,
