@@ -94,8 +94,9 @@ fi
 BOOT=(-kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.gz" -append "$APPEND") ROM=romfile=,
 if [ -n "$NETBOOT" ]; then
   mkdir -p "$NETBOOT"
-  ln -sf "$CACHE/vmlinuz" "$NETBOOT/vmlinuz"
-  ln -sf "$CACHE/initrd.gz" "$NETBOOT/initrd.gz"
+  # Copies: the backend's TFTP server follows no symbolic link below its root.
+  cp -f "$CACHE/vmlinuz" "$NETBOOT/vmlinuz"
+  cp -f "$CACHE/initrd.gz" "$NETBOOT/initrd.gz"
   printf '#!ipxe\nkernel tftp://10.0.2.2/vmlinuz %s\ninitrd tftp://10.0.2.2/initrd.gz\nboot\n' \
     "$APPEND" > "$NETBOOT/boot.ipxe"
   BOOT=(-boot n) ROM=''

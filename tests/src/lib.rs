@@ -873,17 +873,18 @@ fn kernel_cmdline(v6wait: u32) -> String {
     format!("console=ttyS0 quiet loglevel=1 panic=-1 vnu.v6wait={v6wait}")
 }
 
-/// Puts the test guest into `dir` for a network boot: `vmlinuz` and `initrd.gz` (links to the
+/// Puts the test guest into `dir` for a network boot: `vmlinuz` and `initrd.gz` (copies of the
 /// cached image) and `boot.ipxe`, an iPXE script that fetches both by TFTP from `server` and
 /// boots them with the usual command line. Serve `dir` with `tftp=DIR,bootfile=boot.ipxe`.
 pub fn network_boot_files(dir: &Path, server: &str, v6wait: u32) -> Result<()> {
     let image = guest_image()?;
     let io =
         |what: &str, e: std::io::Error| Error::new(format!("{what} in {}: {e}", dir.display()));
-    for (name, target) in [("vmlinuz", &image.kernel), ("initrd.gz", &image.initrd)] {
-        let link = dir.join(name);
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(target, &link).map_err(|e| io(name, e))?;
+    // Copies: the TFTP server follows no symbolic link below its root.
+    for (name, source) in [("vmlinuz", &image.kernel), ("initrd.gz", &image.initrd)] {
+        let copy = dir.join(name);
+        let _ = std::fs::remove_file(&copy);
+        std::fs::copy(source, &copy).map_err(|e| io(name, e))?;
     }
     let script = format!(
         "#!ipxe\nkernel tftp://{server}/vmlinuz {}\ninitrd tftp://{server}/initrd.gz\nboot\n",
