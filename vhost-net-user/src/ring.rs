@@ -928,6 +928,21 @@ mod tests {
     /// A popped chain's head, with its total length or why it was refused.
     type Popped = (u16, Result<usize, ChainError>);
 
+    /// A ready vring over the queue `ring` lays out in `mem`.
+    fn ready_vring(mem: &GuestMem, ring: &MockSplitQueue<'_, GuestMem>, size: u16) -> VringRwLock {
+        let vring = VringRwLock::new(GuestMemoryAtomic::new(mem.clone()), size).unwrap();
+        vring.set_queue_size(size);
+        vring
+            .set_queue_info(
+                ring.desc_table_addr().0,
+                ring.avail_addr().0,
+                ring.used_addr().0,
+            )
+            .unwrap();
+        vring.set_queue_ready(true);
+        vring
+    }
+
     /// Pops every chain of a queue at `base` in `mem`, and tells whether the queue's areas were
     /// mapped; checks the segments gathered. (Four chains stay below slot 8, where the mock's
     /// used ring starts inside its avail ring.)
@@ -948,16 +963,7 @@ mod tests {
             0,
         )
         .unwrap();
-        let vring = VringRwLock::new(GuestMemoryAtomic::new(mem.clone()), SIZE).unwrap();
-        vring.set_queue_size(SIZE);
-        vring
-            .set_queue_info(
-                ring.desc_table_addr().0,
-                ring.avail_addr().0,
-                ring.used_addr().0,
-            )
-            .unwrap();
-        vring.set_queue_ready(true);
+        let vring = ready_vring(mem, &ring, SIZE);
         let mut chains = AvailChains::new(&vring, mem);
         let mapped = chains
             .areas
@@ -1015,16 +1021,7 @@ mod tests {
             0,
         )
         .unwrap();
-        let vring = VringRwLock::new(GuestMemoryAtomic::new(split.clone()), SIZE).unwrap();
-        vring.set_queue_size(SIZE);
-        vring
-            .set_queue_info(
-                ring.desc_table_addr().0,
-                ring.avail_addr().0,
-                ring.used_addr().0,
-            )
-            .unwrap();
-        vring.set_queue_ready(true);
+        let vring = ready_vring(&split, &ring, SIZE);
         let mut chains = AvailChains::new(&vring, &split);
         let mut map = HostMap::default();
         map.load(&split);
