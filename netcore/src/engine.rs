@@ -262,6 +262,11 @@ impl Engine {
         &self.tcp.counters
     }
 
+    /// What the UDP table did.
+    pub fn udp_counters(&self) -> &crate::udp::UdpCounters {
+        &self.udp.counters
+    }
+
     /// What the TFTP server did.
     pub fn tftp_counters(&self) -> &tftp::TftpCounters {
         &self.tftp.counters
@@ -796,6 +801,7 @@ impl Engine {
             TOKEN_TCP => self.tcp.on_socket_event(slot, events, &mut ctx, &mut tap),
             TOKEN_UDP => self.udp.on_socket_event(
                 slot,
+                events,
                 &self.plan,
                 &self.options.upstream,
                 &mut ctx,
@@ -929,8 +935,14 @@ impl Engine {
             EpollEvent::new(EventSet::IN, 0),
         );
         let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
-        self.udp
-            .on_socket_event(slot, &self.plan, &self.options.upstream, &mut ctx, &mut tap);
+        self.udp.on_socket_event(
+            slot,
+            0,
+            &self.plan,
+            &self.options.upstream,
+            &mut ctx,
+            &mut tap,
+        );
         self.arm_timer();
     }
 

@@ -1284,16 +1284,24 @@ fn send_data<L: RxLink>(
     }
     let skip_len: usize = iovs.iter().map(|v| v.iov_len).sum();
     // Each frame takes its share of the window; a frame whose iovecs would pass the kernel's
-    // limit is left out of this read.
+    // limit is left out of this read, or, the first one, carries what its first iovecs hold
+    // (a guest that posts buffers of a few bytes each gets small segments, not a reset).
     let mut planned = [0usize; MAX_FRAMES_PER_READ];
     let mut frame_count = 0;
     let mut left = wanted_bytes;
     while frame_count < frames.count().min(MAX_FRAMES_PER_READ) && left > 0 {
-        let len = left.min(frame_payload);
+        let mut len = left.min(frame_payload);
         let before = iovs.len();
         frames.iovecs(frame_count, header_len, len, iovs);
-        if iovs.len() > MAX_IOVECS_PER_READ && frame_count > 0 {
-            iovs.truncate(before);
+        if iovs.len() > MAX_IOVECS_PER_READ {
+            if frame_count > 0 {
+                iovs.truncate(before);
+                break;
+            }
+            iovs.truncate(MAX_IOVECS_PER_READ);
+            len = iovs[before..].iter().map(|v| v.iov_len).sum();
+            planned[0] = len;
+            frame_count = 1;
             break;
         }
         planned[frame_count] = len;
@@ -2173,6 +2181,24 @@ mod tests {
             rig.link.frame_reservations,
             segs.len()
         );
+    }
+
+    /// Issue 19, defect 2: a guest whose buffers come in one-byte pieces made the first frame
+    /// of a read need more iovecs than the kernel takes, and the connection was reset. It now
+    /// gets smaller segments.
+    #[test]
+    fn buffers_of_tiny_pieces_get_small_segments_not_a_reset() {
+        let mut rig = Rig::new();
+        let (mut server, iss) = rig.establish();
+        rig.link.iovec_piece = Some(1);
+        let data: Vec<u8> = (0..3000u32).map(|i| (i % 241) as u8).collect();
+        server.write_all(&data).unwrap();
+        let segs = collect_payload(&mut rig, data.len());
+        assert!(segs.iter().all(|s| s.flags & flags::RST == 0), "{segs:?}");
+        assert!(segs.iter().all(|s| s.payload.len() <= MAX_IOVECS_PER_READ));
+        assert_eq!(segs[0].seq, iss + 1);
+        let got: Vec<u8> = segs.iter().flat_map(|s| s.payload.clone()).collect();
+        assert!(got == data, "received {} bytes", got.len());
     }
 
     #[test]
