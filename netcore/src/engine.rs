@@ -918,7 +918,7 @@ impl Engine {
         let copy = match fwd.try_clone_fd() {
             Ok(copy) => copy,
             Err(e) => {
-                log::warn!("{fwd:?}: {e}");
+                crate::ratelimit::guest_log!(log::Level::Warn, "{fwd:?}: {e}");
                 let _ = crate::sys::discard_datagram(fwd.fd());
                 return;
             }

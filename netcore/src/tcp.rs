@@ -563,7 +563,8 @@ impl TcpTable {
             Target::Command(index) => match self.commands.start(index) {
                 Ok(sock) => (sock, true, true),
                 Err(e) => {
-                    log::warn!(
+                    crate::ratelimit::guest_log!(
+                        log::Level::Warn,
                         "guest forward to {}: the command did not start: {e}",
                         key.remote
                     );
@@ -592,7 +593,7 @@ impl TcpTable {
         flow.set_guest_options(seg);
         let interest = libc::EPOLLOUT | libc::EPOLLET;
         if let Err(e) = epoll_add(ctx.epoll, flow.fd(), interest as u32, token(slot)) {
-            log::warn!("epoll add for {}: {e}", key.remote);
+            crate::ratelimit::guest_log!(log::Level::Warn, "epoll add for {}: {e}", key.remote);
             self.free.push(slot);
             send_reset_for(ctx, seg, rx);
             return SegmentOutcome::Handled;
@@ -631,7 +632,11 @@ impl TcpTable {
         // Data or a FIN may come before the guest answers; the handshake's end pushes it.
         let interest = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
         if let Err(e) = epoll_add(ctx.epoll, flow.fd(), interest as u32, token(slot)) {
-            log::warn!("epoll add for the forward to {}: {e}", key.guest);
+            crate::ratelimit::guest_log!(
+                log::Level::Warn,
+                "epoll add for the forward to {}: {e}",
+                key.guest
+            );
             let _ = sys::set_linger_zero(flow.fd());
             self.free.push(slot);
             return false;
@@ -1431,18 +1436,18 @@ fn send_space(fd: RawFd, segment: u32) -> (u32, u32) {
 }
 
 /// A write the socket did not take whole: with the window kept within the socket's room this
-/// should be rare (the guest resends what follows), so say what the socket had.
+/// should be rare (the guest resends what follows), so say what the socket had. A guest that
+/// ignores the window causes one per segment: rate-limited.
 fn log_short_write(flow: &Flow, took: usize, len: usize) {
-    if log::log_enabled!(log::Level::Info) {
-        let memory = sys::send_memory(flow.fd());
-        log::info!(
-            "{}: the socket took {took} of {len} bytes; window estimate {:#x}, largest segment \
-             {}, memory {memory:?}",
-            flow.key.remote,
-            flow.window.load(Ordering::Relaxed),
-            flow.largest_segment,
-        );
-    }
+    crate::ratelimit::guest_log!(
+        log::Level::Info,
+        "{}: the socket took {took} of {len} bytes; window estimate {:#x}, largest segment \
+         {}, memory {:?}",
+        flow.key.remote,
+        flow.window.load(Ordering::Relaxed),
+        flow.largest_segment,
+        sys::send_memory(flow.fd()),
+    );
 }
 
 /// The window we advertise to `flow`'s guest, in bytes.
@@ -1631,7 +1636,7 @@ enum ConnectFailure {
 /// already.
 fn connect(dest: SocketAddr) -> Result<(OwnedFd, bool), ConnectFailure> {
     let sock = sys::socket(sys::family(&dest.ip()), libc::SOCK_STREAM, 0).map_err(|e| {
-        log::warn!("TCP socket for {dest}: {e}");
+        crate::ratelimit::guest_log!(log::Level::Warn, "TCP socket for {dest}: {e}");
         ConnectFailure::NoSocket
     })?;
     let _ = sys::set_nodelay(sock.as_raw_fd());
@@ -2425,6 +2430,68 @@ mod tests {
         rig.send(GUEST_ISN + 1, iss + 1, flags::ACK, 1024, &[], &[]);
         let segs = collect_payload(&mut rig, 3000);
         assert_eq!(segs.iter().map(|s| s.payload.len()).sum::<usize>(), 3000);
+    }
+
+    /// Log lines of this process, for tests that count what a guest makes us log.
+    static LOG_LINES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+    struct CaptureLog;
+
+    impl log::Log for CaptureLog {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+
+        fn log(&self, record: &log::Record<'_>) {
+            let line = record.args().to_string();
+            LOG_LINES.lock().unwrap().push(line);
+        }
+
+        fn flush(&self) {}
+    }
+
+    static CAPTURE_LOG: CaptureLog = CaptureLog;
+
+    /// Issue 19, defect 8: a guest that writes past the window (the socket full) made one
+    /// INFO line per segment. Now the lines stay within the rate limit's burst.
+    #[test]
+    fn a_guest_ignoring_the_window_floods_no_log() {
+        if log::set_logger(&CAPTURE_LOG).is_ok() {
+            log::set_max_level(log::LevelFilter::Info);
+        }
+        let mut rig = Rig::new();
+        let (_server, iss) = rig.establish();
+        let marker = format!("{}: the socket took", rig.remote);
+        let mut seq = GUEST_ISN + 1;
+        let payload = [0x55u8; 1400];
+        for _ in 0..3000 {
+            rig.send(seq, iss + 1, flags::ACK, 1024, &[], &payload);
+            // Whatever the window says, the guest sends on from what we acknowledged.
+            if let Some(ack) = rig
+                .seen()
+                .iter()
+                .map(|s| s.ack)
+                .max_by_key(|a| a.wrapping_sub(seq))
+            {
+                seq = ack;
+            }
+        }
+        let short_writes = rig.table.counters.short_writes;
+        assert!(
+            short_writes > 100,
+            "the socket filled: {short_writes} short writes"
+        );
+        let lines = LOG_LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(&marker))
+            .count();
+        assert!(
+            lines <= crate::ratelimit::BURST as usize + 1,
+            "{lines} lines for {short_writes} short writes"
+        );
+        assert!(lines > 0, "the first ones are logged");
     }
 
     #[test]

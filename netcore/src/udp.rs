@@ -200,7 +200,7 @@ impl UdpTable {
             return Err(Sent::Dropped);
         }
         let sock = sys::socket(sys::family(&dest.ip()), libc::SOCK_DGRAM, 0).map_err(|e| {
-            log::warn!("UDP socket: {e}");
+            crate::ratelimit::guest_log!(log::Level::Warn, "UDP socket: {e}");
             Sent::Dropped
         })?;
         self.insert(ctx, guest, sock, false).ok_or(Sent::Dropped)
@@ -225,7 +225,7 @@ impl UdpTable {
         }
         let interest = (libc::EPOLLIN | libc::EPOLLET) as u32;
         if let Err(e) = crate::tcp::epoll_add(ctx.epoll, sock.as_raw_fd(), interest, token(slot)) {
-            log::warn!("epoll add for UDP: {e}");
+            crate::ratelimit::guest_log!(log::Level::Warn, "epoll add for UDP: {e}");
             self.free.push(slot);
             return None;
         }
