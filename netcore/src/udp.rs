@@ -541,6 +541,16 @@ fn quoted_datagram(
     udp[2..4].copy_from_slice(&dest.port().to_be_bytes());
     udp[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
     udp[UDP_HEADER_LEN..].copy_from_slice(payload);
+    // IPv6 has no checksum-less UDP: the sum the guest sent, if the payload came back whole.
+    if guest.is_ipv6() {
+        let pseudo = ip::pseudo_header_sum(&guest.ip(), &dest.ip(), IpProtocol::Udp, l4_len);
+        let mut sum =
+            !smoltcp::wire::checksum::combine(&[pseudo, smoltcp::wire::checksum::data(udp)]);
+        if sum == 0 {
+            sum = 0xffff;
+        }
+        udp[6..8].copy_from_slice(&sum.to_be_bytes());
+    }
 }
 
 /// The bytes of the UDP datagram (header included) every IPv4 fragment but the last carries:

@@ -211,3 +211,39 @@ fn a_datagram_to_a_closed_port_gets_port_unreachable() {
     assert_eq!(&quoted_udp[8..], b"anyone there?");
     assert_eq!(engine.udp_counters().icmp_relayed, 1);
 }
+
+/// The same over IPv6 (`IPV6_RECVERR`): ICMPv6 port unreachable, quoting the datagram as the
+/// guest addressed it (to the gateway, which maps to the host's `::1`).
+#[test]
+fn an_ipv6_datagram_to_a_closed_port_gets_port_unreachable() {
+    let Ok(closed) = UdpSocket::bind("[::1]:0") else {
+        eprintln!("no IPv6 loopback here: skipped");
+        return;
+    };
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let guest: std::net::Ipv6Addr = "fec0::5054:ff:fe12:3456".parse().unwrap();
+    let gateway: std::net::Ipv6Addr = "fec0::2".parse().unwrap();
+    let mut engine = engine();
+    let mut link = MemoryLink::new();
+    let frame = common::udp6_frame(guest, GUEST_PORT, gateway, port, b"v6?");
+    engine.handle_frame(&frame[..], &mut link);
+    // Besides the router advertisement a guest's first IPv6 frame brings.
+    let is_error = |f: &Vec<u8>| f.len() > 62 && f[20] == 58 && f[54] == 1;
+    let (engine, mut link) = poll_until(engine, link, move |link| link.frames.iter().any(is_error));
+    let frames: Vec<Vec<u8>> = link.take().into_iter().filter(is_error).collect();
+    assert_eq!(frames.len(), 1);
+    let e = &frames[0];
+    assert_eq!(&e[38..54], &guest.octets());
+    assert_eq!(
+        (e[54], e[55]),
+        (1, 4),
+        "destination unreachable: port unreachable"
+    );
+    assert_eq!(
+        &e[62..],
+        &frame[14..],
+        "the datagram quoted as the guest sent it"
+    );
+    assert_eq!(engine.udp_counters().icmp_relayed, 1);
+}
