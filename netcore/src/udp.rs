@@ -171,12 +171,24 @@ impl UdpTable {
         flow.last_activity = ctx.now;
         self.iovs.clear();
         frame.iovecs(payload_offset, len, &mut self.iovs);
-        match sys::sendmsg(
-            flow.sock.as_raw_fd(),
-            &self.iovs,
-            Some(&dest),
-            libc::MSG_DONTWAIT,
-        ) {
+        let send = || {
+            sys::sendmsg(
+                flow.sock.as_raw_fd(),
+                &self.iovs,
+                Some(&dest),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        // An ICMP error about an earlier datagram (IP_RECVERR) is pending on the socket until
+        // read, and a send reports it instead of sending (clearing it): once more, then.
+        let sent = match send() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                log::debug!("UDP to {dest}: {e}; once more");
+                send()
+            }
+            other => other,
+        };
+        match sent {
             Ok(_) => {
                 self.counters.to_host += 1;
                 Sent::Sent
@@ -887,6 +899,39 @@ mod tests {
         assert_eq!(decode(&frames[3]).2, b"small");
         assert_eq!(rig.table.counters.fragmented, 1);
         assert_eq!(rig.table.counters.to_guest, 2);
+    }
+
+    /// With `IP_RECVERR`, an ICMP error about one datagram is pending on the socket until
+    /// read, and the socket's next send would report it instead of sending: the next datagram,
+    /// to another destination, must still go out.
+    #[test]
+    fn an_error_about_one_destination_does_not_fail_the_next_send() {
+        let mut rig = Rig::new();
+        let closed = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let closed_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let open_port = server.local_addr().unwrap().port();
+        let gw = Ipv4Addr::new(10, 0, 2, 2);
+        assert_eq!(
+            rig.send(guest(), SocketAddr::from((gw, closed_port)), b"a"),
+            Sent::Sent
+        );
+        // The port unreachable comes back over loopback: the socket reports it (EPOLLERR),
+        // and nothing reads it yet.
+        let mut events = [EpollEvent::default(); 1];
+        assert_eq!(crate::wait_for_events(&rig.epoll, 5000, &mut events), 1);
+        assert_ne!(events[0].events() & libc::EPOLLERR as u32, 0);
+        assert_eq!(
+            rig.send(guest(), SocketAddr::from((gw, open_port)), b"b"),
+            Sent::Sent
+        );
+        let mut buf = [0u8; 8];
+        let n = server.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"b");
     }
 
     #[test]
