@@ -44,8 +44,11 @@ const BOUNCE_LEN: usize = 65536;
 /// Payload bytes of the offending datagram an ICMP error relayed to the guest quotes, at most
 /// (slirp quotes up to 548 bytes of packet).
 const QUOTED_PAYLOAD: usize = 512;
-/// Errors taken off a socket's error queue per event, at most.
-const MAX_ERRORS_PER_EVENT: usize = 64;
+/// Errors taken off a socket's error queue per event, at most: enough to empty it (queued
+/// errors count against the socket's receive buffer, so a queue left full would keep data
+/// out, and no new event would come for it). The bound only guards against a flood that
+/// refills it as fast as it drains.
+const MAX_ERRORS_PER_EVENT: usize = 4096;
 
 /// Epoll token of UDP flow slot `slot`.
 pub fn token(slot: usize) -> u64 {
@@ -428,7 +431,6 @@ impl UdpTable {
         let mut quoted = [0u8; QUOTED_PAYLOAD];
         let mut frame = Vec::new();
         let mut out = Vec::new();
-        // The queue is bounded by the socket's buffer; so is one pass over it.
         for _ in 0..MAX_ERRORS_PER_EVENT {
             let Ok(err) = sys::recv_error(flow.sock.as_raw_fd(), &mut quoted) else {
                 return;
