@@ -294,20 +294,29 @@ impl Server {
             if let Some(v) = value
                 && !o.put(code, v.as_bytes())
             {
-                log::warn!("dhcp: option {code} does not fit, omitted");
+                crate::ratelimit::guest_log!(
+                    log::Level::Warn,
+                    "dhcp: option {code} does not fit, omitted"
+                );
             }
         }
         if let Some(search) = &self.search
             && !o.put_raw(search)
         {
-            log::warn!("dhcp: domain search list does not fit, omitted");
+            crate::ratelimit::guest_log!(
+                log::Level::Warn,
+                "dhcp: domain search list does not fit, omitted"
+            );
         }
         // UEFI HTTP boot wants the vendor class "HTTPClient" when the boot file is a URL.
         if let Some(file) = &plan.dhcp.bootfile
             && (file.starts_with("http://") || file.starts_with("https://"))
             && !o.put(OPT_VENDOR_CLASS, HTTP_CLIENT)
         {
-            log::warn!("dhcp: vendor class option does not fit, omitted");
+            crate::ratelimit::guest_log!(
+                log::Level::Warn,
+                "dhcp: vendor class option does not fit, omitted"
+            );
         }
     }
 }

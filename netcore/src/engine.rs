@@ -56,6 +56,9 @@ const UNIX_PEER_PORTS: std::ops::Range<u16> = 49152..65535;
 const ACCEPTS_PER_EVENT: usize = 16;
 /// How often flow timers (retransmission, expiry) are looked at while any flow exists.
 const TICK: Duration = Duration::from_millis(100);
+/// How long a forwarded port stays unwatched after accepting failed for want of descriptors
+/// or memory: its level-triggered event would otherwise come back at once, forever.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Epoll token bases for host sockets: the top byte says which table the rest indexes.
 pub const TOKEN_TCP: u64 = 1 << 56;
@@ -86,6 +89,10 @@ pub struct Counters {
     /// Guest packets to the host's own addresses (loopback, "this host", v4-mapped), dropped
     /// whatever the mapping, as passt drops them: only the gateway may lead to loopback.
     pub tx_host_internal: u64,
+    /// Connections to forwarded ports that could not be accepted.
+    pub accept_failures: u64,
+    /// Times a forwarded port was left unwatched for a while: out of descriptors or memory.
+    pub forwards_paused: u64,
 }
 
 /// What a protocol handler did with a frame.
@@ -157,6 +164,10 @@ pub struct Engine {
     guest_ipv6: Option<Ipv6Addr>,
     /// The port the next client of a unix socket forward comes from, as the guest sees it.
     next_unix_port: u16,
+    /// Forwarded ports taken off the epoll set because accepting failed for want of
+    /// descriptors or memory, and when they are watched again (at the first tick after).
+    paused_forwards: Vec<usize>,
+    resume_forwards_at: Option<Instant>,
     tcp: TcpTable,
     udp: UdpTable,
     ping: PingTable,
@@ -226,6 +237,8 @@ impl Engine {
             ipv6_greeted: false,
             guest_ipv6: None,
             next_unix_port: UNIX_PEER_PORTS.start,
+            paused_forwards: Vec::new(),
+            resume_forwards_at: None,
             epoll,
             timer,
             timer_mode: TimerMode::Off,
@@ -268,6 +281,11 @@ impl Engine {
     /// What the TCP table did.
     pub fn tcp_counters(&self) -> &tcp::TcpCounters {
         &self.tcp.counters
+    }
+
+    /// What the UDP table did.
+    pub fn udp_counters(&self) -> &crate::udp::UdpCounters {
+        &self.udp.counters
     }
 
     /// What the TFTP server did.
@@ -785,7 +803,11 @@ impl Engine {
         self.end_batch(rx);
         let now = Instant::now();
         self.router_advert_tick(now, rx);
-        if self.tcp.is_empty() && self.udp.is_empty() && self.ping.is_empty() {
+        if self.tcp.is_empty()
+            && self.udp.is_empty()
+            && self.ping.is_empty()
+            && self.paused_forwards.is_empty()
+        {
             self.idle_timer(now);
         }
     }
@@ -806,12 +828,16 @@ impl Engine {
             self.on_forward_event(slot, rx);
             return;
         }
+        if token & TOKEN_KIND == TOKEN_TIMER {
+            self.resume_forwards(Instant::now());
+        }
         let mut ctx = ctx!(self);
         let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
         match token & TOKEN_KIND {
             TOKEN_TCP => self.tcp.on_socket_event(slot, events, &mut ctx, &mut tap),
             TOKEN_UDP => self.udp.on_socket_event(
                 slot,
+                events,
                 &self.plan,
                 &self.options.upstream,
                 &mut ctx,
@@ -865,7 +891,20 @@ impl Engine {
                 Ok(Some(accepted)) => accepted,
                 Ok(None) => break,
                 Err(e) => {
-                    log::debug!("accept on {fwd:?}: {e}");
+                    self.counters.accept_failures += 1;
+                    let shortage = matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    );
+                    if shortage {
+                        crate::ratelimit::guest_log!(
+                            log::Level::Warn,
+                            "{fwd:?}: {e}; not accepting for {ACCEPT_BACKOFF:?}"
+                        );
+                        self.pause_forward(index, fwd);
+                    } else {
+                        log::debug!("accept on {fwd:?}: {e}");
+                    }
                     break;
                 }
             };
@@ -888,6 +927,42 @@ impl Engine {
             self.tcp.on_accepted(sock, key, unix, &mut ctx, &mut tap);
         }
         self.arm_timer();
+    }
+
+    /// Stops watching forward `index` for [`ACCEPT_BACKOFF`]: the connection that could not be
+    /// accepted stays in the listener's queue, and its level-triggered event would come back
+    /// at once.
+    fn pause_forward(&mut self, index: usize, fwd: &ForwardSocket) {
+        if self.paused_forwards.contains(&index) {
+            return;
+        }
+        let _ = self.epoll.ctl(
+            ControlOperation::Delete,
+            fwd.fd(),
+            EpollEvent::new(EventSet::IN, 0),
+        );
+        self.paused_forwards.push(index);
+        self.counters.forwards_paused += 1;
+        self.resume_forwards_at = Some(Instant::now() + ACCEPT_BACKOFF);
+        self.arm_timer();
+    }
+
+    /// Watches paused forwards again once their backoff is over: they take their waiting
+    /// connections if descriptors freed up, or pause again.
+    fn resume_forwards(&mut self, now: Instant) {
+        if self.resume_forwards_at.is_none_or(|at| now < at) {
+            return;
+        }
+        self.resume_forwards_at = None;
+        for index in std::mem::take(&mut self.paused_forwards) {
+            if let Some(fwd) = self.options.forwards.get(index) {
+                let _ = self.epoll.ctl(
+                    ControlOperation::Add,
+                    fwd.fd(),
+                    EpollEvent::new(EventSet::IN, TOKEN_FORWARD | index as u64),
+                );
+            }
+        }
     }
 
     /// Where a connection or datagram from `peer` to forward `fwd` goes in the guest, and
@@ -928,7 +1003,7 @@ impl Engine {
         let copy = match fwd.try_clone_fd() {
             Ok(copy) => copy,
             Err(e) => {
-                log::warn!("{fwd:?}: {e}");
+                crate::ratelimit::guest_log!(log::Level::Warn, "{fwd:?}: {e}");
                 let _ = crate::sys::discard_datagram(fwd.fd());
                 return;
             }
@@ -945,8 +1020,14 @@ impl Engine {
             EpollEvent::new(EventSet::IN, 0),
         );
         let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
-        self.udp
-            .on_socket_event(slot, &self.plan, &self.options.upstream, &mut ctx, &mut tap);
+        self.udp.on_socket_event(
+            slot,
+            0,
+            &self.plan,
+            &self.options.upstream,
+            &mut ctx,
+            &mut tap,
+        );
         self.arm_timer();
     }
 

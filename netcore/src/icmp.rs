@@ -29,10 +29,14 @@ const ECHO_REPLY: u8 = 0;
 pub const ECHO_REQUEST: u8 = 8;
 /// slirp's MAXTTL, for every ICMP packet it sends.
 const REPLY_TTL: u8 = 255;
-const DEST_UNREACHABLE: u8 = 3;
+pub const DEST_UNREACHABLE: u8 = 3;
+pub const TIME_EXCEEDED: u8 = 11;
 /// Destination-unreachable codes.
 pub const UNREACH_NET: u8 = 0;
 pub const UNREACH_HOST: u8 = 1;
+pub const UNREACH_PORT: u8 = 3;
+/// "Fragmentation needed", with the next-hop MTU.
+pub const UNREACH_NEEDFRAG: u8 = 4;
 /// Bytes of the offending datagram an error quotes at most (slirp's limit).
 pub const MAX_QUOTE: usize = 548;
 
@@ -99,6 +103,21 @@ pub fn unreachable(
     code: u8,
     out: &mut Vec<u8>,
 ) -> bool {
+    error(plan, ident, frame, DEST_UNREACHABLE, code, [0; 4], out)
+}
+
+/// An ICMP error of `icmp_type` and `code` about the guest packet in `frame`, as
+/// [`unreachable`] builds it; `rest` is the header's second word (the next-hop MTU of
+/// "fragmentation needed").
+pub fn error(
+    plan: &NetPlan,
+    ident: &mut Ident,
+    frame: &[u8],
+    icmp_type: u8,
+    code: u8,
+    rest: [u8; 4],
+    out: &mut Vec<u8>,
+) -> bool {
     let Some(v4) = &plan.ipv4 else {
         return false;
     };
@@ -141,8 +160,9 @@ pub fn unreachable(
         },
     );
     let icmp = &mut out[icmp_start..len];
-    icmp[0] = DEST_UNREACHABLE;
+    icmp[0] = icmp_type;
     icmp[1] = code;
+    icmp[4..8].copy_from_slice(&rest);
     icmp[HEADER_LEN..].copy_from_slice(quote);
     let sum = !checksum::data(icmp);
     icmp[2..4].copy_from_slice(&sum.to_be_bytes());

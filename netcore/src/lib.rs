@@ -21,6 +21,7 @@ pub mod link;
 pub mod nat;
 pub mod ndp;
 pub mod ping;
+pub mod ratelimit;
 pub mod smb;
 mod sys;
 pub mod tcp;

@@ -329,6 +329,9 @@ pub struct MemoryLink {
     /// What each call of [`RxLink::reserve_frames`] that reserved anything asked for:
     /// `(max_len, count)`.
     pub frame_reservations: Vec<(usize, usize)>,
+    /// Hands out iovecs of at most this many bytes, each apart from the next, as a guest's
+    /// buffers made of tiny descriptors come out of the ring: `None` for one per frame.
+    pub iovec_piece: Option<usize>,
 }
 
 impl MemoryLink {
@@ -383,13 +386,17 @@ impl RxFrames for MemoryFrames<'_> {
     }
 
     fn iovecs(&mut self, frame: usize, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+        let piece = self.link.iovec_piece.unwrap_or(usize::MAX).max(1);
         let buf = &mut self.bufs[frame];
         let end = offset.saturating_add(len).min(buf.len());
-        if offset < end {
+        let mut at = offset;
+        while at < end {
+            let n = piece.min(end - at);
             out.push(libc::iovec {
-                iov_base: buf[offset..end].as_mut_ptr() as *mut libc::c_void,
-                iov_len: end - offset,
+                iov_base: buf[at..at + n].as_mut_ptr() as *mut libc::c_void,
+                iov_len: n,
             });
+            at += n;
         }
     }
 

@@ -49,7 +49,10 @@ const PREFIX_PREFERRED: u32 = 14400;
 /// slirp's RDNSS lifetime: `2 * 600000`, a unit mix-up it has always sent.
 const RDNSS_LIFETIME: u32 = 1_200_000;
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-const DEST_UNREACHABLE: u8 = 1;
+pub const DEST_UNREACHABLE: u8 = 1;
+pub const PACKET_TOO_BIG: u8 = 2;
+pub const TIME_EXCEEDED: u8 = 3;
+pub const UNREACH_PORT: u8 = 4;
 /// Destination-unreachable codes slirp sends: no route (a connect or send that failed) and
 /// address unreachable (`EHOSTUNREACH`).
 pub const UNREACH_NO_ROUTE: u8 = 0;
@@ -268,6 +271,19 @@ fn neighbor_advert(target: Ipv6Addr, to: Ipv6Addr, guest_mac: MacAddr, out: &mut
 /// false for a packet from a multicast or unspecified address, which gets no error. Only TCP
 /// and UDP failures call it, so an error never answers an error.
 pub fn unreachable(v6: &Ipv6Plan, frame: &[u8], code: u8, out: &mut Vec<u8>) -> bool {
+    error(v6, frame, DEST_UNREACHABLE, code, [0; 4], out)
+}
+
+/// An ICMPv6 error of `icmp_type` and `code` about the guest packet in `frame`, as
+/// [`unreachable`] builds it; `rest` is the header's second word (the MTU of "packet too big").
+pub fn error(
+    v6: &Ipv6Plan,
+    frame: &[u8],
+    icmp_type: u8,
+    code: u8,
+    rest: [u8; 4],
+    out: &mut Vec<u8>,
+) -> bool {
     let Some((_, guest_mac, _)) = ethernet::parse_header(frame) else {
         return false;
     };
@@ -284,7 +300,8 @@ pub fn unreachable(v6: &Ipv6Plan, frame: &[u8], code: u8, out: &mut Vec<u8>) -> 
     let total = ip::IPV6_HEADER_LEN + usize::from(u16::from_be_bytes([packet[4], packet[5]]));
     let quote = &packet[..total.min(packet.len()).min(MAX_QUOTE)];
     let mut body = Vec::with_capacity(8 + quote.len());
-    body.extend_from_slice(&[DEST_UNREACHABLE, code, 0, 0, 0, 0, 0, 0]);
+    body.extend_from_slice(&[icmp_type, code, 0, 0]);
+    body.extend_from_slice(&rest);
     body.extend_from_slice(quote);
     frame_into(router_address(v6), src, guest_mac, &body, out);
     true

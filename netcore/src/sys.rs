@@ -188,6 +188,99 @@ pub fn recvmsg(fd: RawFd, iov: &[libc::iovec], flags: libc::c_int) -> io::Result
     })
 }
 
+/// The kernel's limit on iovecs in one call (`UIO_MAXIOV`): more fail with `EMSGSIZE`.
+pub const MAX_IOVECS: usize = 1024;
+
+/// Asks for the ICMP errors a datagram socket's traffic causes (`IP_RECVERR` or
+/// `IPV6_RECVERR`, by `family`): they queue on the socket's error queue for [`recv_error`].
+pub fn set_recv_errors(fd: RawFd, family: libc::c_int) -> io::Result<()> {
+    match family {
+        libc::AF_INET6 => setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1),
+        _ => setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVERR, 1),
+    }
+}
+
+/// One error from a socket's error queue (`MSG_ERRQUEUE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SockError {
+    /// `ee_errno`: what the error means to the socket (`ECONNREFUSED`, `EMSGSIZE`, ...).
+    pub errno: u32,
+    /// `ee_origin`: `SO_EE_ORIGIN_ICMP`, `SO_EE_ORIGIN_ICMP6`, `SO_EE_ORIGIN_LOCAL`, ...
+    pub origin: u8,
+    /// The ICMP type and code, for ICMP origins.
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// `ee_info`: the next-hop MTU of "fragmentation needed" and "packet too big".
+    pub info: u32,
+    /// Where the datagram that caused the error was going.
+    pub dest: Option<SocketAddr>,
+    /// How many bytes of that datagram's payload the kernel returned into the buffer.
+    pub payload_len: usize,
+}
+
+/// Takes the first error off `fd`'s error queue: the payload of the datagram that caused it
+/// goes into `buf` (clipped), its details into the result. `WouldBlock` when none is queued.
+pub fn recv_error(fd: RawFd, buf: &mut [u8]) -> io::Result<SockError> {
+    // Room for one cmsg holding a sock_extended_err and the offender's sockaddr_in6.
+    let mut control = [0u64; 16];
+    // SAFETY: plain data; all-zero is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: plain data; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_name = (&mut storage as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = mem::size_of_val(&control) as _;
+    // SAFETY: every buffer `msg` points at (`buf` through `iov`, `storage`, `control`) is a
+    // live local or borrow of the stated length for the call's duration.
+    let n = check_size(unsafe {
+        libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT)
+    })?;
+    let mut found = None;
+    // SAFETY: `msg` was filled in by the kernel; CMSG_FIRSTHDR/NXTHDR walk `control` within
+    // `msg_controllen`, and each header they return lies inside it.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: non-null headers from CMSG_FIRSTHDR/NXTHDR point inside `control`.
+        let (level, ty, len) = unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type, (*cmsg).cmsg_len) };
+        let is_recverr = (level == libc::IPPROTO_IP && ty == libc::IP_RECVERR)
+            || (level == libc::IPPROTO_IPV6 && ty == libc::IPV6_RECVERR);
+        // SAFETY: CMSG_LEN is arithmetic on its argument.
+        let needed = unsafe { libc::CMSG_LEN(mem::size_of::<libc::sock_extended_err>() as u32) };
+        if is_recverr && len >= needed as usize {
+            // SAFETY: the header says its data holds at least a sock_extended_err; the data
+            // may be unaligned in `control`, hence read_unaligned.
+            let ee: libc::sock_extended_err = unsafe {
+                std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::sock_extended_err>())
+            };
+            found = Some(ee);
+            break;
+        }
+        // SAFETY: as for CMSG_FIRSTHDR above.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    let ee = found.ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
+    Ok(SockError {
+        errno: ee.ee_errno,
+        origin: ee.ee_origin,
+        icmp_type: ee.ee_type,
+        icmp_code: ee.ee_code,
+        info: ee.ee_info,
+        dest: if msg.msg_namelen > 0 {
+            from_sockaddr(&storage)
+        } else {
+            None
+        },
+        payload_len: n.min(buf.len()),
+    })
+}
+
 /// The source of the datagram at the front of `fd`'s queue, which stays there.
 pub fn peek_source(fd: RawFd) -> Option<SocketAddr> {
     recvmsg(fd, &[], libc::MSG_PEEK | libc::MSG_DONTWAIT)

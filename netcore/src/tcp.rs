@@ -584,7 +584,8 @@ impl TcpTable {
             Target::Command(index) => match self.commands.start(index) {
                 Ok(sock) => (sock, true, true),
                 Err(e) => {
-                    log::warn!(
+                    crate::ratelimit::guest_log!(
+                        log::Level::Warn,
                         "guest forward to {}: the command did not start: {e}",
                         key.remote
                     );
@@ -613,7 +614,7 @@ impl TcpTable {
         flow.set_guest_options(seg);
         let interest = libc::EPOLLOUT | libc::EPOLLET;
         if let Err(e) = epoll_add(ctx.epoll, flow.fd(), interest as u32, token(slot)) {
-            log::warn!("epoll add for {}: {e}", key.remote);
+            crate::ratelimit::guest_log!(log::Level::Warn, "epoll add for {}: {e}", key.remote);
             self.free.push(slot);
             send_reset_for(ctx, seg, rx);
             return SegmentOutcome::Handled;
@@ -652,7 +653,11 @@ impl TcpTable {
         // Data or a FIN may come before the guest answers; the handshake's end pushes it.
         let interest = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
         if let Err(e) = epoll_add(ctx.epoll, flow.fd(), interest as u32, token(slot)) {
-            log::warn!("epoll add for the forward to {}: {e}", key.guest);
+            crate::ratelimit::guest_log!(
+                log::Level::Warn,
+                "epoll add for the forward to {}: {e}",
+                key.guest
+            );
             let _ = sys::set_linger_zero(flow.fd());
             self.free.push(slot);
             return false;
@@ -1315,16 +1320,24 @@ fn send_data<L: RxLink>(
     }
     let skip_len: usize = iovs.iter().map(|v| v.iov_len).sum();
     // Each frame takes its share of the window; a frame whose iovecs would pass the kernel's
-    // limit is left out of this read.
+    // limit is left out of this read, or, the first one, carries what its first iovecs hold
+    // (a guest that posts buffers of a few bytes each gets small segments, not a reset).
     let mut planned = [0usize; MAX_FRAMES_PER_READ];
     let mut frame_count = 0;
     let mut left = wanted_bytes;
     while frame_count < frames.count().min(MAX_FRAMES_PER_READ) && left > 0 {
-        let len = left.min(frame_payload);
+        let mut len = left.min(frame_payload);
         let before = iovs.len();
         frames.iovecs(frame_count, header_len, len, iovs);
-        if iovs.len() > MAX_IOVECS_PER_READ && frame_count > 0 {
-            iovs.truncate(before);
+        if iovs.len() > MAX_IOVECS_PER_READ {
+            if frame_count > 0 {
+                iovs.truncate(before);
+                break;
+            }
+            iovs.truncate(MAX_IOVECS_PER_READ);
+            len = iovs[before..].iter().map(|v| v.iov_len).sum();
+            planned[0] = len;
+            frame_count = 1;
             break;
         }
         planned[frame_count] = len;
@@ -1454,18 +1467,18 @@ fn send_space(fd: RawFd, segment: u32) -> (u32, u32) {
 }
 
 /// A write the socket did not take whole: with the window kept within the socket's room this
-/// should be rare (the guest resends what follows), so say what the socket had.
+/// should be rare (the guest resends what follows), so say what the socket had. A guest that
+/// ignores the window causes one per segment: rate-limited.
 fn log_short_write(flow: &Flow, took: usize, len: usize) {
-    if log::log_enabled!(log::Level::Info) {
-        let memory = sys::send_memory(flow.fd());
-        log::info!(
-            "{}: the socket took {took} of {len} bytes; window estimate {:#x}, largest segment \
-             {}, memory {memory:?}",
-            flow.key.remote,
-            flow.window.load(Ordering::Relaxed),
-            flow.largest_segment,
-        );
-    }
+    crate::ratelimit::guest_log!(
+        log::Level::Info,
+        "{}: the socket took {took} of {len} bytes; window estimate {:#x}, largest segment \
+         {}, memory {:?}",
+        flow.key.remote,
+        flow.window.load(Ordering::Relaxed),
+        flow.largest_segment,
+        sys::send_memory(flow.fd()),
+    );
 }
 
 /// The window we advertise to `flow`'s guest, in bytes.
@@ -1654,7 +1667,7 @@ enum ConnectFailure {
 /// already.
 fn connect(dest: SocketAddr) -> Result<(OwnedFd, bool), ConnectFailure> {
     let sock = sys::socket(sys::family(&dest.ip()), libc::SOCK_STREAM, 0).map_err(|e| {
-        log::warn!("TCP socket for {dest}: {e}");
+        crate::ratelimit::guest_log!(log::Level::Warn, "TCP socket for {dest}: {e}");
         ConnectFailure::NoSocket
     })?;
     let _ = sys::set_nodelay(sock.as_raw_fd());
@@ -2206,6 +2219,24 @@ mod tests {
         );
     }
 
+    /// Issue 19, defect 2: a guest whose buffers come in one-byte pieces made the first frame
+    /// of a read need more iovecs than the kernel takes, and the connection was reset. It now
+    /// gets smaller segments.
+    #[test]
+    fn buffers_of_tiny_pieces_get_small_segments_not_a_reset() {
+        let mut rig = Rig::new();
+        let (mut server, iss) = rig.establish();
+        rig.link.iovec_piece = Some(1);
+        let data: Vec<u8> = (0..3000u32).map(|i| (i % 241) as u8).collect();
+        server.write_all(&data).unwrap();
+        let segs = collect_payload(&mut rig, data.len());
+        assert!(segs.iter().all(|s| s.flags & flags::RST == 0), "{segs:?}");
+        assert!(segs.iter().all(|s| s.payload.len() <= MAX_IOVECS_PER_READ));
+        assert_eq!(segs[0].seq, iss + 1);
+        let got: Vec<u8> = segs.iter().flat_map(|s| s.payload.clone()).collect();
+        assert!(got == data, "received {} bytes", got.len());
+    }
+
     #[test]
     fn a_small_answer_reserves_one_frame_of_its_size() {
         let mut rig = Rig::new();
@@ -2430,6 +2461,68 @@ mod tests {
         rig.send(GUEST_ISN + 1, iss + 1, flags::ACK, 1024, &[], &[]);
         let segs = collect_payload(&mut rig, 3000);
         assert_eq!(segs.iter().map(|s| s.payload.len()).sum::<usize>(), 3000);
+    }
+
+    /// Log lines of this process, for tests that count what a guest makes us log.
+    static LOG_LINES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+    struct CaptureLog;
+
+    impl log::Log for CaptureLog {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+
+        fn log(&self, record: &log::Record<'_>) {
+            let line = record.args().to_string();
+            LOG_LINES.lock().unwrap().push(line);
+        }
+
+        fn flush(&self) {}
+    }
+
+    static CAPTURE_LOG: CaptureLog = CaptureLog;
+
+    /// Issue 19, defect 8: a guest that writes past the window (the socket full) made one
+    /// INFO line per segment. Now the lines stay within the rate limit's burst.
+    #[test]
+    fn a_guest_ignoring_the_window_floods_no_log() {
+        if log::set_logger(&CAPTURE_LOG).is_ok() {
+            log::set_max_level(log::LevelFilter::Info);
+        }
+        let mut rig = Rig::new();
+        let (_server, iss) = rig.establish();
+        let marker = format!("{}: the socket took", rig.remote);
+        let mut seq = GUEST_ISN + 1;
+        let payload = [0x55u8; 1400];
+        for _ in 0..3000 {
+            rig.send(seq, iss + 1, flags::ACK, 1024, &[], &payload);
+            // Whatever the window says, the guest sends on from what we acknowledged.
+            if let Some(ack) = rig
+                .seen()
+                .iter()
+                .map(|s| s.ack)
+                .max_by_key(|a| a.wrapping_sub(seq))
+            {
+                seq = ack;
+            }
+        }
+        let short_writes = rig.table.counters.short_writes;
+        assert!(
+            short_writes > 100,
+            "the socket filled: {short_writes} short writes"
+        );
+        let lines = LOG_LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(&marker))
+            .count();
+        assert!(
+            lines <= crate::ratelimit::BURST as usize + 1,
+            "{lines} lines for {short_writes} short writes"
+        );
+        assert!(lines > 0, "the first ones are logged");
     }
 
     #[test]

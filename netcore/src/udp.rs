@@ -8,7 +8,15 @@
 //! mapping and filtering). Payload moves between guest memory and the socket through iovecs.
 //!
 //! A flow expires after 240 s without traffic, or 10 s after a reply from port 53 (DNS
-//! sockets are not kept around). Datagrams larger than the link MTU allows are dropped.
+//! sockets are not kept around).
+//!
+//! Datagrams from the host larger than the link MTU allows reach an IPv4 guest as fragments
+//! (slirp's `ip_output`): the frame's buffers take the first part and a bounce buffer the
+//! rest, read by the same `recvmsg`. IPv6 ones are dropped and counted, as slirp's
+//! `ip6_output` does not fragment. Guest buffers made of more pieces than one `recvmsg` takes
+//! are read through the bounce buffer too. ICMP errors the host sockets report
+//! (`IP_RECVERR`/`IPV6_RECVERR`) go back to the guest about the datagram that caused them.
+//! The delivery loop consumes a datagram or an error on every pass, or stops.
 //!
 //! A forwarded UDP port's socket becomes the flow of the guest socket it forwards to
 //! ([`UdpTable::adopt_forward`]): what arrives on it goes to the guest, what that guest socket
@@ -31,6 +39,16 @@ use crate::sys;
 const UDP_HEADER_LEN: usize = 8;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(240);
 const DNS_TIMEOUT: Duration = Duration::from_secs(10);
+/// The bounce buffer's size: the largest datagram, with room for `MSG_TRUNC` to tell.
+const BOUNCE_LEN: usize = 65536;
+/// Payload bytes of the offending datagram an ICMP error relayed to the guest quotes, at most
+/// (slirp quotes up to 548 bytes of packet).
+const QUOTED_PAYLOAD: usize = 512;
+/// Errors taken off a socket's error queue per event, at most: enough to empty it (queued
+/// errors count against the socket's receive buffer, so a queue left full would keep data
+/// out, and no new event would come for it). The bound only guards against a flood that
+/// refills it as fast as it drains.
+const MAX_ERRORS_PER_EVENT: usize = 4096;
 
 /// Epoll token of UDP flow slot `slot`.
 pub fn token(slot: usize) -> u64 {
@@ -70,6 +88,17 @@ pub struct UdpCounters {
     pub no_guest_address: u64,
     /// Datagrams a restricted guest sent, dropped as slirp drops them.
     pub restricted: u64,
+    /// Datagrams read through the bounce buffer: the guest's buffers came in more pieces than
+    /// one read takes.
+    pub bounced: u64,
+    /// Datagrams larger than the MTU sent as IPv4 fragments.
+    pub fragmented: u64,
+    /// Datagrams whose fragments did not all fit in the guest's buffers.
+    pub fragments_lost: u64,
+    /// Reads that failed (ICMP errors the socket reported, or worse).
+    pub read_errors: u64,
+    /// ICMP errors from the host relayed to the guest.
+    pub icmp_relayed: u64,
 }
 
 /// The table of UDP flows.
@@ -84,6 +113,9 @@ pub struct UdpTable {
     /// The list being retried at batch end, kept so that neither list allocates again.
     visiting: Vec<usize>,
     iovs: sys::IoVecs,
+    /// Where datagrams go that the guest's frame cannot take as they are: the part past the
+    /// MTU, or all of one when the frame's buffers are too many pieces to read into at once.
+    bounce: Vec<u8>,
     pub counters: UdpCounters,
 }
 
@@ -97,6 +129,7 @@ impl UdpTable {
             pending: Vec::new(),
             visiting: Vec::new(),
             iovs: sys::IoVecs::default(),
+            bounce: Vec::new(),
             counters: UdpCounters::default(),
         }
     }
@@ -141,12 +174,24 @@ impl UdpTable {
         flow.last_activity = ctx.now;
         self.iovs.clear();
         frame.iovecs(payload_offset, len, &mut self.iovs);
-        match sys::sendmsg(
-            flow.sock.as_raw_fd(),
-            &self.iovs,
-            Some(&dest),
-            libc::MSG_DONTWAIT,
-        ) {
+        let send = || {
+            sys::sendmsg(
+                flow.sock.as_raw_fd(),
+                &self.iovs,
+                Some(&dest),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        // An ICMP error about an earlier datagram (IP_RECVERR) is pending on the socket until
+        // read, and a send reports it instead of sending (clearing it): once more, then.
+        let sent = match send() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                log::debug!("UDP to {dest}: {e}; once more");
+                send()
+            }
+            other => other,
+        };
+        match sent {
             Ok(_) => {
                 self.counters.to_host += 1;
                 Sent::Sent
@@ -170,7 +215,7 @@ impl UdpTable {
             return Err(Sent::Dropped);
         }
         let sock = sys::socket(sys::family(&dest.ip()), libc::SOCK_DGRAM, 0).map_err(|e| {
-            log::warn!("UDP socket: {e}");
+            crate::ratelimit::guest_log!(log::Level::Warn, "UDP socket: {e}");
             Sent::Dropped
         })?;
         self.insert(ctx, guest, sock, false).ok_or(Sent::Dropped)
@@ -189,9 +234,13 @@ impl UdpTable {
             self.flows.push(None);
             self.flows.len() - 1
         });
+        // ICMP errors about what the guest sends through the socket come back to it.
+        if let Err(e) = sys::set_recv_errors(sock.as_raw_fd(), sys::family(&guest.ip())) {
+            log::debug!("IP_RECVERR for UDP: {e}");
+        }
         let interest = (libc::EPOLLIN | libc::EPOLLET) as u32;
         if let Err(e) = crate::tcp::epoll_add(ctx.epoll, sock.as_raw_fd(), interest, token(slot)) {
-            log::warn!("epoll add for UDP: {e}");
+            crate::ratelimit::guest_log!(log::Level::Warn, "epoll add for UDP: {e}");
             self.free.push(slot);
             return None;
         }
@@ -238,21 +287,35 @@ impl UdpTable {
         }
     }
 
-    /// Delivers datagrams waiting on flow `slot`'s socket while the guest has buffers.
+    /// Delivers datagrams waiting on flow `slot`'s socket while the guest has buffers, and
+    /// relays the ICMP errors the socket reported (`events` holds `EPOLLERR`).
+    ///
+    /// Every pass of the loop consumes a datagram or an error, or returns: a datagram the
+    /// frame cannot take as it is (more iovecs than the kernel accepts, longer than the MTU)
+    /// goes another way or is dropped and counted, never left at the front of the queue to be
+    /// tried again.
     pub fn on_socket_event<L: RxLink>(
         &mut self,
         slot: usize,
+        events: u32,
         plan: &NetPlan,
         upstream: &Upstream,
         ctx: &mut Ctx<'_>,
         rx: &mut L,
     ) {
+        if events & libc::EPOLLERR as u32 != 0 {
+            self.relay_errors(slot, plan, upstream, ctx, rx);
+        }
         let Some(flow) = self.flows.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
         let header_len = ip::l2_l3_len(&flow.guest.ip()) + UDP_HEADER_LEN;
         let max = ctx.max_payload(&flow.guest.ip(), UDP_HEADER_LEN);
         let offloads = rx.offloads();
+        if self.bounce.len() < BOUNCE_LEN {
+            self.bounce.resize(BOUNCE_LEN, 0);
+        }
+        let mut failures = 0;
         loop {
             let Some(mut slot_buf) = rx.reserve(header_len + max) else {
                 if !self.pending.contains(&slot) {
@@ -262,20 +325,49 @@ impl UdpTable {
             };
             self.iovs.clear();
             slot_buf.iovecs(header_len, max, &mut self.iovs);
+            // Guest buffers made of more pieces than one call takes are read through the
+            // bounce buffer and copied; what does not fit the frame lands there too, at its
+            // offset in the datagram, to go out as IPv4 fragments.
+            let bounced = self.iovs.len() >= sys::MAX_IOVECS;
+            let overflow_from = if bounced {
+                self.iovs.clear();
+                0
+            } else {
+                max
+            };
+            self.iovs.push(libc::iovec {
+                iov_base: self.bounce[overflow_from..].as_mut_ptr().cast(),
+                iov_len: BOUNCE_LEN - overflow_from,
+            });
             let received = match sys::recvmsg(
                 flow.sock.as_raw_fd(),
                 &self.iovs,
                 libc::MSG_DONTWAIT | libc::MSG_TRUNC,
             ) {
-                Ok(r) => r,
+                Ok(r) => {
+                    failures = 0;
+                    r
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    // ICMP errors reported on the socket; the flow itself carries on.
+                    // An ICMP error the socket reported: reading it cleared it (its details
+                    // wait on the error queue). An error that stays would fail again on the
+                    // same datagram: the second in a row drops the datagram, a third ends
+                    // this pass.
+                    drop(slot_buf);
+                    self.counters.read_errors += 1;
                     log::debug!("UDP from host for {}: {e}", flow.guest);
+                    failures += 1;
+                    if failures == 2 && sys::discard_datagram(flow.sock.as_raw_fd()).is_ok() {
+                        continue;
+                    }
+                    if failures >= 2 {
+                        return;
+                    }
                     continue;
                 }
             };
-            if received.truncated || received.len > max {
+            if received.truncated || received.len > BOUNCE_LEN {
                 self.counters.truncated += 1;
                 continue;
             }
@@ -284,9 +376,31 @@ impl UdpTable {
             if src.is_ipv4() != flow.guest.is_ipv4() {
                 continue;
             }
+            let len = received.len;
+            if bounced {
+                self.counters.bounced += 1;
+                slot_buf.write_at(header_len, &self.bounce[..len.min(max)]);
+            }
             flow.last_activity = ctx.now;
             if from.port() == DNS_PORT {
                 flow.dns_reply = Some(ctx.now);
+            }
+            if len > max {
+                // Larger than the MTU: IPv4 fragments, as slirp's ip_output sends them. Like
+                // slirp (ip6_output does not fragment), nothing for IPv6.
+                if !flow.guest.is_ipv4() {
+                    self.counters.truncated += 1;
+                    continue;
+                }
+                let sent = first_fragment(slot_buf, &mut self.bounce, ctx, src, flow.guest, len)
+                    .is_some_and(|meta| other_fragments(rx, &self.bounce, &meta, ctx.mtu, len));
+                if sent {
+                    self.counters.fragmented += 1;
+                    self.counters.to_guest += 1;
+                } else {
+                    self.counters.fragments_lost += 1;
+                }
+                continue;
             }
             if offloads.csum {
                 slot_buf.set_meta(RxMeta {
@@ -294,16 +408,59 @@ impl UdpTable {
                     gso: None,
                 });
             }
-            write_udp_headers(
-                &mut slot_buf,
-                ctx,
-                src,
-                flow.guest,
-                received.len,
-                !offloads.csum,
-            );
-            slot_buf.commit(header_len + received.len);
+            write_udp_headers(&mut slot_buf, ctx, src, flow.guest, len, !offloads.csum);
+            slot_buf.commit(header_len + len);
             self.counters.to_guest += 1;
+        }
+    }
+
+    /// Relays the ICMP errors queued on flow `slot`'s socket (`IP_RECVERR`) to the guest as
+    /// errors about the datagram it sent, rebuilt from what the queue gives back (passt's
+    /// `udp_sock_recverr`; slirp sends port unreachable for the errors its reads see).
+    fn relay_errors<L: RxLink>(
+        &mut self,
+        slot: usize,
+        plan: &NetPlan,
+        upstream: &Upstream,
+        ctx: &mut Ctx<'_>,
+        rx: &mut L,
+    ) {
+        let Some(flow) = self.flows.get(slot).and_then(Option::as_ref) else {
+            return;
+        };
+        let mut quoted = [0u8; QUOTED_PAYLOAD];
+        let mut frame = Vec::new();
+        let mut out = Vec::new();
+        for _ in 0..MAX_ERRORS_PER_EVENT {
+            let Ok(err) = sys::recv_error(flow.sock.as_raw_fd(), &mut quoted) else {
+                return;
+            };
+            let Some((icmp_type, code, rest)) = guest_error(&err, flow.guest.is_ipv4()) else {
+                continue;
+            };
+            let Some(dest) = err.dest else { continue };
+            let dest = nat::inbound_source(plan, upstream, dest);
+            if dest.is_ipv4() != flow.guest.is_ipv4() {
+                continue;
+            }
+            quoted_datagram(
+                ctx,
+                flow.guest,
+                dest,
+                &quoted[..err.payload_len],
+                &mut frame,
+            );
+            let built = match flow.guest {
+                SocketAddr::V4(_) => {
+                    crate::icmp::error(plan, ctx.ident, &frame, icmp_type, code, rest, &mut out)
+                }
+                SocketAddr::V6(_) => plan.ipv6.as_ref().is_some_and(|v6| {
+                    crate::ndp::error(v6, &frame, icmp_type, code, rest, &mut out)
+                }),
+            };
+            if built && rx.send(&[&out]).is_ok() {
+                self.counters.icmp_relayed += 1;
+            }
         }
     }
 
@@ -318,7 +475,7 @@ impl UdpTable {
         let mut visiting = std::mem::take(&mut self.visiting);
         std::mem::swap(&mut visiting, &mut self.pending);
         for &slot in &visiting {
-            self.on_socket_event(slot, plan, upstream, ctx, rx);
+            self.on_socket_event(slot, 0, plan, upstream, ctx, rx);
         }
         visiting.clear();
         self.visiting = visiting;
@@ -339,6 +496,167 @@ impl UdpTable {
             }
         }
     }
+}
+
+/// The ICMP message (type, code, second header word) that tells the guest of `err`, for the
+/// errors that concern it: unreachable, time exceeded, and fragmentation needed or packet
+/// too big with the MTU. Local errors (our own socket's) are not the guest's business.
+fn guest_error(err: &sys::SockError, ipv4: bool) -> Option<(u8, u8, [u8; 4])> {
+    use crate::{icmp, ndp};
+    let mtu = u16::try_from(err.info).unwrap_or(u16::MAX);
+    match (ipv4, err.origin, err.icmp_type) {
+        (true, libc::SO_EE_ORIGIN_ICMP, icmp::DEST_UNREACHABLE) => {
+            let rest = if err.icmp_code == icmp::UNREACH_NEEDFRAG {
+                let [hi, lo] = mtu.to_be_bytes();
+                [0, 0, hi, lo]
+            } else {
+                [0; 4]
+            };
+            Some((icmp::DEST_UNREACHABLE, err.icmp_code, rest))
+        }
+        (true, libc::SO_EE_ORIGIN_ICMP, icmp::TIME_EXCEEDED) => {
+            Some((icmp::TIME_EXCEEDED, err.icmp_code, [0; 4]))
+        }
+        (false, libc::SO_EE_ORIGIN_ICMP6, t @ (ndp::DEST_UNREACHABLE | ndp::TIME_EXCEEDED)) => {
+            Some((t, err.icmp_code, [0; 4]))
+        }
+        (false, libc::SO_EE_ORIGIN_ICMP6, ndp::PACKET_TOO_BIG) => {
+            Some((ndp::PACKET_TOO_BIG, 0, err.info.to_be_bytes()))
+        }
+        _ => None,
+    }
+}
+
+/// The datagram the guest at `guest` sent to `dest` (as it addressed it), rebuilt as a frame
+/// from the guest for the ICMP builders to quote: headers and what is known of the payload.
+fn quoted_datagram(
+    ctx: &Ctx<'_>,
+    guest: SocketAddr,
+    dest: SocketAddr,
+    payload: &[u8],
+    frame: &mut Vec<u8>,
+) {
+    let meta = ip::PacketMeta {
+        src_mac: ctx.guest_mac,
+        dst_mac: ctx.gateway_mac,
+        src: guest.ip(),
+        dst: dest.ip(),
+        protocol: IpProtocol::Udp,
+        ttl: 64,
+        tos: 0,
+        ident: 0,
+    };
+    let l4_len = UDP_HEADER_LEN + payload.len();
+    frame.clear();
+    frame.resize(ip::l2_l3_len(&guest.ip()) + l4_len, 0);
+    let off = ip::write_headers(frame, &meta, l4_len);
+    let udp = &mut frame[off..];
+    udp[0..2].copy_from_slice(&guest.port().to_be_bytes());
+    udp[2..4].copy_from_slice(&dest.port().to_be_bytes());
+    udp[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+    udp[UDP_HEADER_LEN..].copy_from_slice(payload);
+    // IPv6 has no checksum-less UDP: the sum the guest sent, if the payload came back whole.
+    if guest.is_ipv6() {
+        let pseudo = ip::pseudo_header_sum(&guest.ip(), &dest.ip(), IpProtocol::Udp, l4_len);
+        let mut sum =
+            !smoltcp::wire::checksum::combine(&[pseudo, smoltcp::wire::checksum::data(udp)]);
+        if sum == 0 {
+            sum = 0xffff;
+        }
+        udp[6..8].copy_from_slice(&sum.to_be_bytes());
+    }
+}
+
+/// The bytes of the UDP datagram (header included) every IPv4 fragment but the last carries:
+/// the MTU's IP payload, rounded down to the 8-byte units fragment offsets count in.
+fn fragment_unit(mtu: u16) -> usize {
+    usize::from(mtu).saturating_sub(crate::ipv4::HEADER_LEN) & !7
+}
+
+/// Marks the IPv4 header at `frame[14..34]` as the fragment at byte `offset` of its datagram,
+/// more to come or not, and checksums it again.
+fn set_fragment(frame: &mut [u8], offset: usize, more: bool) {
+    let ip = &mut frame[crate::ethernet::HEADER_LEN..][..crate::ipv4::HEADER_LEN];
+    let mut ip = smoltcp::wire::Ipv4Packet::new_unchecked(ip);
+    ip.set_more_frags(more);
+    ip.set_frag_offset(offset as u16);
+    ip.fill_checksum();
+}
+
+/// Sends the first IPv4 fragment of a datagram of `len` payload bytes (`len` above the MTU's
+/// room) from `src` to the guest at `dst`: the frame's payload region of `slot` holds the
+/// datagram's first bytes, `bounce` the rest from the frame's capacity on. The bytes of the
+/// frame past the first fragment's share are copied back into `bounce`, so that it holds
+/// everything after that share. Returns the framing the other fragments repeat (its ident),
+/// or `None` when an MTU this small leaves no room to fragment (the datagram is dropped).
+fn first_fragment<S: RxSlot>(
+    mut slot: S,
+    bounce: &mut [u8],
+    ctx: &mut Ctx<'_>,
+    src: SocketAddr,
+    dst: SocketAddr,
+    len: usize,
+) -> Option<ip::PacketMeta> {
+    let unit = fragment_unit(ctx.mtu);
+    let max = ctx.max_payload(&dst.ip(), UDP_HEADER_LEN);
+    if unit <= UDP_HEADER_LEN || len <= max {
+        return None;
+    }
+    let header_len = ip::l2_l3_len(&dst.ip()) + UDP_HEADER_LEN;
+    let first = unit - UDP_HEADER_LEN;
+    slot.read_at(header_len + first, &mut bounce[first..max]);
+    let meta = ctx.meta(src.ip(), dst.ip(), IpProtocol::Udp);
+    let l4_len = UDP_HEADER_LEN + len;
+    let mut hdr = [0u8; 14 + 20 + UDP_HEADER_LEN];
+    let off = ip::write_headers(&mut hdr, &meta, unit);
+    set_fragment(&mut hdr, 0, true);
+    let udp = &mut hdr[off..];
+    udp[0..2].copy_from_slice(&src.port().to_be_bytes());
+    udp[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    udp[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+    // The guest checks the sum over the reassembled datagram: all of it, always (a
+    // checksum-verified mark would cover only the first fragment).
+    let pseudo = ip::pseudo_header_sum(&meta.src, &meta.dst, IpProtocol::Udp, l4_len);
+    let mut sum = !smoltcp::wire::checksum::combine(&[
+        pseudo,
+        smoltcp::wire::checksum::data(udp),
+        ip::slot_sum(&slot, header_len, first),
+        smoltcp::wire::checksum::data(&bounce[first..len]),
+    ]);
+    if sum == 0 {
+        sum = 0xffff;
+    }
+    udp[6..8].copy_from_slice(&sum.to_be_bytes());
+    slot.write_at(0, &hdr);
+    slot.commit(header_len + first);
+    Some(meta)
+}
+
+/// Sends the fragments after the first of a datagram of `len` payload bytes whose bytes past
+/// the first fragment are in `bounce` (see [`first_fragment`]); false when the guest ran out
+/// of buffers on the way (it then drops the fragments it has when its reassembly times out).
+fn other_fragments<L: RxLink>(
+    rx: &mut L,
+    bounce: &[u8],
+    meta: &ip::PacketMeta,
+    mtu: u16,
+    len: usize,
+) -> bool {
+    let unit = fragment_unit(mtu);
+    let l4_len = UDP_HEADER_LEN + len;
+    let mut offset = unit;
+    while offset < l4_len {
+        let chunk = unit.min(l4_len - offset);
+        let mut hdr = [0u8; 14 + 20];
+        let off = ip::write_headers(&mut hdr, meta, chunk);
+        set_fragment(&mut hdr, offset, offset + chunk < l4_len);
+        let at = offset - UDP_HEADER_LEN;
+        if rx.send(&[&hdr[..off], &bounce[at..at + chunk]]).is_err() {
+            return false;
+        }
+        offset += chunk;
+    }
+    true
 }
 
 /// Writes Ethernet, IP and UDP headers in front of `len` payload bytes already in the slot;
@@ -442,7 +760,7 @@ mod tests {
             for ev in &events[..n] {
                 let slot = (ev.data() & 0xffff_ffff) as usize;
                 let (mut ctx, table, link) = self.parts();
-                table.on_socket_event(slot, &plan, &upstream, &mut ctx, link);
+                table.on_socket_event(slot, ev.events(), &plan, &upstream, &mut ctx, link);
             }
         }
     }
@@ -547,7 +865,7 @@ mod tests {
     }
 
     #[test]
-    fn oversized_replies_are_dropped_and_counted() {
+    fn replies_larger_than_the_mtu_come_as_ipv4_fragments() {
         let mut rig = Rig::new();
         let server = UdpSocket::bind("127.0.0.1:0").unwrap();
         let dst = SocketAddr::from((
@@ -557,13 +875,65 @@ mod tests {
         rig.send(guest(), dst, b"x");
         let mut buf = [0u8; 8];
         let (_, peer) = server.recv_from(&mut buf).unwrap();
-        server.send_to(&[0u8; 3000], peer).unwrap();
+        let big: Vec<u8> = (0..3000u32).map(|i| (i % 253) as u8).collect();
+        server.send_to(&big, peer).unwrap();
         server.send_to(b"small", peer).unwrap();
         rig.poll();
         let frames = rig.link.take();
-        assert_eq!(frames.len(), 1);
-        assert_eq!(decode(&frames[0]).2, b"small");
-        assert_eq!(rig.table.counters.truncated, 1);
+        // 3008 bytes of UDP at 1480 per fragment: 1480 + 1480 + 48, then the small one.
+        let lens: Vec<usize> = frames.iter().map(Vec::len).collect();
+        assert_eq!(lens, vec![1514, 1514, 82, 14 + 20 + 8 + 5]);
+        let mut datagram = Vec::new();
+        for (i, frame) in frames[..3].iter().enumerate() {
+            let ip = smoltcp::wire::Ipv4Packet::new_checked(&frame[14..]).unwrap();
+            assert!(ip.verify_checksum());
+            assert_eq!(usize::from(ip.frag_offset()), i * 1480);
+            assert_eq!(ip.more_frags(), i < 2);
+            assert_eq!(ip.ident(), 0, "one ident for the whole datagram");
+            datagram.extend_from_slice(ip.payload());
+        }
+        let pseudo =
+            ip::pseudo_header_sum(&dst.ip(), &guest().ip(), IpProtocol::Udp, datagram.len());
+        let sum =
+            smoltcp::wire::checksum::combine(&[pseudo, smoltcp::wire::checksum::data(&datagram)]);
+        assert_eq!(sum, 0xffff, "UDP checksum over the reassembled datagram");
+        assert_eq!(&datagram[8..], &big[..]);
+        assert_eq!(decode(&frames[3]).2, b"small");
+        assert_eq!(rig.table.counters.fragmented, 1);
+        assert_eq!(rig.table.counters.to_guest, 2);
+    }
+
+    /// With `IP_RECVERR`, an ICMP error about one datagram is pending on the socket until
+    /// read, and the socket's next send would report it instead of sending: the next datagram,
+    /// to another destination, must still go out.
+    #[test]
+    fn an_error_about_one_destination_does_not_fail_the_next_send() {
+        let mut rig = Rig::new();
+        let closed = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let closed_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let open_port = server.local_addr().unwrap().port();
+        let gw = Ipv4Addr::new(10, 0, 2, 2);
+        assert_eq!(
+            rig.send(guest(), SocketAddr::from((gw, closed_port)), b"a"),
+            Sent::Sent
+        );
+        // The port unreachable comes back over loopback: the socket reports it (EPOLLERR),
+        // and nothing reads it yet.
+        let mut events = [EpollEvent::default(); 1];
+        assert_eq!(crate::wait_for_events(&rig.epoll, 5000, &mut events), 1);
+        assert_ne!(events[0].events() & libc::EPOLLERR as u32, 0);
+        assert_eq!(
+            rig.send(guest(), SocketAddr::from((gw, open_port)), b"b"),
+            Sent::Sent
+        );
+        let mut buf = [0u8; 8];
+        let n = server.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"b");
     }
 
     #[test]

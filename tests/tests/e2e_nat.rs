@@ -60,6 +60,9 @@ const LOCAL_CLOSED_PORT: u16 = 9199;
 const REMOTE_BLOB: usize = 16 << 20;
 const LOCAL_BLOB: usize = 4 << 20;
 const UPLOAD: usize = 8 << 20;
+/// UDP payload of the datagrams the remote host sends the guest in the fragmentation check:
+/// above the 1472 bytes one 1500-byte frame carries.
+const BIG_DATAGRAM: usize = 2000;
 /// Connections held open at once by the gather server.
 const CONCURRENT: usize = 200;
 /// Short connections in the flow-leak check, per kind (x2 loops each), and refused ones.
@@ -476,6 +479,8 @@ iperf() {{
   sleep 1
 }}
 iperf udp -u -b 20M -l 1200
+# Datagrams larger than the MTU toward the guest: they arrive as IPv4 fragments.
+iperf udp_big_down -u -R -b 5M -l {BIG_DATAGRAM}
 iperf tcp_up
 iperf tcp_down -R
 # Frames the guest's virtio-net driver dropped (a malformed or half-published RX frame).
@@ -489,7 +494,8 @@ say "tcp.retrans=$(awk '$1 == "Tcp:" && $2 ~ /^[0-9]/ {{ print $13 }}' /proc/net
 /// Items 1-7 of the NAT list: 16 MiB over HTTP from a remote host and 4 MiB from the host's
 /// loopback through the gateway address (sha256 as on the host), an 8 MiB upload (the receiver
 /// sees the same size and sha256), DNS over UDP and TCP through the relay address, ping to the
-/// remote host, UDP at 20 Mbit/s without loss, and TCP both ways; at the end the guest's
+/// remote host, UDP at 20 Mbit/s without loss (and 2000-byte datagrams toward the guest, as
+/// IPv4 fragments, without loss), and TCP both ways; at the end the guest's
 /// virtio-net driver has dropped no frame.
 fn nat_transfers_dns_ping_and_iperf(link: Link) {
     if !ready() {
@@ -559,6 +565,10 @@ fn nat_transfers_dns_ping_and_iperf(link: Link) {
 
     for (key, what) in [
         ("udp", "iperf3 -u -b 20M to the remote host"),
+        (
+            "udp_big_down",
+            "iperf3 -u -R -b 5M -l 2000 (datagrams above the MTU) from the remote host",
+        ),
         ("tcp_up", "iperf3 TCP guest -> remote"),
         ("tcp_down", "iperf3 TCP remote -> guest (-R)"),
     ] {
@@ -574,7 +584,7 @@ fn nat_transfers_dns_ping_and_iperf(link: Link) {
             format!("{what}: rate {} Mbit/s", summary.mbit_s)
         });
         match summary.lost_total {
-            Some((lost, total)) if key == "udp" => {
+            Some((lost, total)) if key.starts_with("udp") => {
                 c.check(lost == 0 && total > 0, || {
                     format!("{what}: {lost} of {total} datagrams lost (expected none): {line}")
                 });
@@ -586,7 +596,7 @@ fn nat_transfers_dns_ping_and_iperf(link: Link) {
                     ),
                 );
             }
-            None if key == "udp" => c.check(false, || {
+            None if key.starts_with("udp") => c.check(false, || {
                 format!("{what}: no lost/total in the receiver summary: {line}")
             }),
             _ => figure(link, &format!("{what}: {:.0} Mbit/s", summary.mbit_s)),
