@@ -2508,8 +2508,10 @@ mod tests {
             }
         }
         let short_writes = rig.table.counters.short_writes;
+        // How often the socket fills depends on the host's buffer sizes (47 to a few hundred
+        // seen); several times the burst is enough to show the limit.
         assert!(
-            short_writes > 100,
+            short_writes > 4 * u64::from(crate::ratelimit::BURST),
             "the socket filled: {short_writes} short writes"
         );
         let lines = LOG_LINES
