@@ -15,6 +15,9 @@
 //! `setsid`), so a terminal's Ctrl-C to the backend does not reach it. It inherits nothing
 //! else: every descriptor of ours closes on exec.
 //!
+//! A confined backend cannot exec: there the [`crate::launcher`], forked before the backend
+//! confined itself, starts the commands, and they run as its children.
+//!
 //! A guest can open connections faster than commands end, so at most [`MAX_RUNNING`] run at
 //! once; a connection beyond that is reset. Ended children are reaped on every tick, and those
 //! still running when the engine goes are left to a thread that waits for them.
@@ -74,18 +77,12 @@ impl Commands {
             )));
         }
         let (ours, theirs) = loopback_stream_pair()?;
-        let (program, args) = forward
-            .argv
-            .split_first()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::from(theirs.try_clone()?))
-            .stdout(Stdio::from(theirs.try_clone()?))
-            .stderr(Stdio::from(theirs))
-            .process_group(0)
-            .spawn()?;
-        self.running.push(child);
+        if let Some(launcher) = crate::launcher::installed() {
+            // A confined backend starts nothing itself; the launcher counts what runs.
+            launcher.start(index, theirs)?;
+            return Ok(ours);
+        }
+        self.running.push(spawn(&forward.argv, theirs)?);
         Ok(ours)
     }
 
@@ -101,6 +98,21 @@ impl Commands {
         self.running
             .retain_mut(|child| matches!(child.try_wait(), Ok(None)));
     }
+}
+
+/// Starts `argv` with `conn` as its standard input, output and error, in a process group of
+/// its own (here, or in the [`crate::launcher`]).
+pub(crate) fn spawn(argv: &[String], conn: OwnedFd) -> io::Result<Child> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::from(conn.try_clone()?))
+        .stdout(Stdio::from(conn.try_clone()?))
+        .stderr(Stdio::from(conn))
+        .process_group(0)
+        .spawn()
 }
 
 /// A TCP connection over loopback, both ends ours: the accepted end non-blocking with
