@@ -32,7 +32,7 @@
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use landlock::{
@@ -212,12 +212,14 @@ fn restrict_filesystem(plan: &NetPlan, removed_at_exit: &[PathBuf]) -> Result<()
     // smbd's directory (removed at exit) is there too.
     rules.push((
         std::env::temp_dir(),
-        AccessFs::MakeDir | AccessFs::MakeSock | remove | AccessFs::ReadDir,
+        AccessFs::MakeDir | AccessFs::MakeSock | remove,
     ));
     for path in removed_at_exit {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            rules.push((parent.to_owned(), remove));
-        }
+        let parent = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        rules.push((parent.to_owned(), remove));
         if path.is_dir() {
             rules.push((path.clone(), remove | AccessFs::ReadDir));
         }
@@ -491,6 +493,7 @@ fn allowed_syscalls() -> Result<BTreeMap<i64, Vec<SeccompRule>>, seccompiler::Ba
         libc::SYS_poll,
         libc::SYS_epoll_wait,
         libc::SYS_accept,
+        libc::SYS_getrlimit,
     ];
     #[cfg(not(target_arch = "x86_64"))]
     let legacy: &[libc::c_long] = &[];
@@ -521,6 +524,14 @@ fn allowed_syscalls() -> Result<BTreeMap<i64, Vec<SeccompRule>>, seccompiler::Ba
                 )?])
             })
             .collect::<Result<_, _>>()?,
+    );
+    // Reading resource limits (getrlimit is prlimit64 in the C library), never setting them.
+    rules.insert(
+        libc::SYS_prlimit64,
+        vec![SeccompRule::new(vec![
+            SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, 0)?,
+            SeccompCondition::new(2, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, 0)?,
+        ])?],
     );
     rules.insert(
         libc::SYS_seccomp,
@@ -642,6 +653,67 @@ mod tests {
             Some(libc::SIGSYS),
             "{}\n{stdout}",
             out.status
+        );
+    }
+
+    /// Run as a child (`VNU_LANDLOCK_CHILD`, a directory): under Landlock the TFTP root reads,
+    /// and nothing else does; nothing can be written, even there.
+    #[test]
+    fn landlock_leaves_only_the_tftp_root_readable() {
+        const TEST: &str = "sandbox::tests::landlock_leaves_only_the_tftp_root_readable";
+        if let Some(dir) = std::env::var_os("VNU_LANDLOCK_CHILD") {
+            let root = PathBuf::from(dir);
+            let mut plan = NetPlan::slirp_default();
+            plan.tftp_root = Some(root.join("tftp"));
+            restrict_filesystem(&plan, &[]).unwrap();
+            let show = |r: std::io::Result<String>| match r {
+                Ok(text) => format!("read {text:?}"),
+                Err(e) => format!("{:?}", e.kind()),
+            };
+            // On a line of its own: libtest's "test NAME ..." has no newline yet.
+            println!(
+                "\ntftp: {}",
+                show(std::fs::read_to_string(root.join("tftp/file")))
+            );
+            println!(
+                "outside: {}",
+                show(std::fs::read_to_string(root.join("outside")))
+            );
+            println!(
+                "write: {}",
+                show(std::fs::write(root.join("tftp/new"), "x").map(|()| String::new()))
+            );
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("vnu-landlock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("tftp")).unwrap();
+        std::fs::write(dir.join("tftp/file"), "served").unwrap();
+        std::fs::write(dir.join("outside"), "secret").unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+            .env("VNU_LANDLOCK_CHILD", &dir)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = stdout
+            .lines()
+            .filter(|l| {
+                ["tftp:", "outside:", "write:"]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "tftp: read \"served\"",
+                "outside: PermissionDenied",
+                "write: PermissionDenied"
+            ],
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 
