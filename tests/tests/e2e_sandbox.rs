@@ -2,7 +2,8 @@
 //! `nobody`, with no new privileges and a seccomp filter on every thread, and the guest still
 //! gets its address by DHCP, pings and fetches from a host address (a ping socket and a TCP
 //! connection made by the confined process), and runs a guest forward command (through the
-//! launcher, as `nobody` too). `--sandbox=off` leaves the process as it was started.
+//! launcher, as `nobody` too), while its vring worker runs under a narrower filter of its
+//! own. `--sandbox=off` leaves the process as it was started.
 //!
 //! The backend runs in a network namespace of the test's own, whose `ping_group_range` admits
 //! every group (nobody's included) and whose loopback holds the host address the guest reaches.
@@ -58,6 +59,8 @@ fn threads_and_children(pid: u32) -> (Vec<u32>, Vec<u32>) {
 const SCRIPT: &str = r#"echo "sandbox.ping=$(ping -c 1 -W 5 192.0.2.7 > /dev/null 2>&1 && echo ok || echo fail)"
 echo "sandbox.http=$(timeout 20 wget -q -O - http://192.0.2.7:8087/file.txt 2>&1)"
 echo "sandbox.command=$(nc -w 10 10.0.2.100 1234 < /dev/null 2>&1)"
+echo "sandbox.mark=workers"
+sleep 5
 "#;
 
 #[test]
@@ -144,11 +147,32 @@ fn a_root_backend_serves_a_guest_as_nobody_with_seccomp_and_no_new_privs() {
         "the launcher"
     );
 
-    let run = netns::boot_in(
+    let mut guest = netns::spawn_guest(
         &ns,
         &GuestOpts::new("ours-sandbox", backend.net()).script(SCRIPT),
     )
     .expect("guest");
+    // While the guest is connected, its vring worker (the thread that handles what the guest
+    // sends) has added its own, narrower filter to the process's two.
+    guest
+        .wait_for_line("run: sandbox.mark=workers", Duration::from_secs(120))
+        .expect("the guest's mark");
+    let (threads, _) = threads_and_children(pid);
+    let filters: Vec<String> = threads
+        .iter()
+        .map(|tid| status_fields(*tid, &["Seccomp_filters"]).join(""))
+        .collect();
+    assert!(
+        filters.iter().any(|f| f == "Seccomp_filters: 3"),
+        "no thread with the worker's filter: {filters:?}"
+    );
+    assert!(
+        filters
+            .iter()
+            .all(|f| f == "Seccomp_filters: 2" || f == "Seccomp_filters: 3"),
+        "{filters:?}"
+    );
+    let run = guest.wait().expect("guest");
     let context = format!("backend log:\n{}", vnu_tests::tail(&backend.log(), 40));
     run.assert_values(&[("guest.addr", "10.0.2.15/24")], &context);
     for line in [
