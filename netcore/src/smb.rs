@@ -2,7 +2,8 @@
 //!
 //! As QEMU's `slirp_smb` does, the share gets a private directory of its own (smbd's state,
 //! locks and log) holding an `smb.conf` that exports DIR read-write to guests, forcing every
-//! access to the backend's own user. Each guest connection to port 139 or 445 of the share's
+//! access to the backend's own user (for a backend started as root, the unprivileged user it
+//! becomes, who then owns the directory: see [`SmbServer::create`]). Each guest connection to port 139 or 445 of the share's
 //! address then starts `smbd -l DIR -s DIR/smb.conf` on that connection, a guest forward like
 //! any other (see [`crate::guestfwd`]): smbd serves the connection on its standard input and
 //! exits when the guest closes it. Nothing listens on the host.

@@ -59,8 +59,8 @@ fn threads_and_children(pid: u32) -> (Vec<u32>, Vec<u32>) {
 const SCRIPT: &str = r#"echo "sandbox.ping=$(ping -c 1 -W 5 192.0.2.7 > /dev/null 2>&1 && echo ok || echo fail)"
 echo "sandbox.http=$(timeout 20 wget -q -O - http://192.0.2.7:8087/file.txt 2>&1)"
 echo "sandbox.command=$(nc -w 10 10.0.2.100 1234 < /dev/null 2>&1)"
-echo "sandbox.mark=workers"
-sleep 5
+echo "sandbox: mark=workers" > /dev/console
+echo "sandbox.released=$(nc -w 60 10.0.2.100 1235 < /dev/null 2>&1)"
 "#;
 
 #[test]
@@ -74,6 +74,18 @@ fn a_root_backend_serves_a_guest_as_nobody_with_seccomp_and_no_new_privs() {
     ns.ip(&["addr", "add", &format!("{HOST_ADDR}/32"), "dev", "lo"])
         .expect("host address");
     let www = TempDir::new("sandbox-www").expect("temp dir");
+    // The guest holds its connection (so its vring worker lives) until the test has looked:
+    // a guest forward's command answers once the test creates `released` here.
+    std::fs::set_permissions(
+        www.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let released = www.join("released");
+    let release_rule = format!(
+        "guestfwd=tcp:10.0.2.100:1235-cmd:sh -c 'while [ ! -e {} ]; do sleep 0.1; done; echo yes'",
+        released.display()
+    );
     std::fs::write(www.join("file.txt"), CONTENT).expect("file.txt");
     let port = HTTP_PORT.to_string();
     let mut server = ns
@@ -101,21 +113,14 @@ fn a_root_backend_serves_a_guest_as_nobody_with_seccomp_and_no_new_privs() {
             "-v",
             "--slirp",
             "guestfwd=tcp:10.0.2.100:1234-cmd:sh -c 'echo uid-$(id -u)'",
+            "--slirp",
+            &release_rule,
         ],
     )
     .expect("starting the backend");
     let pid = backend.pid();
     // The socket appears before the backend confines itself (once everything is open).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while status_fields(pid, &["Seccomp"]) != ["Seccomp: 2"] {
-        assert!(
-            Instant::now() < deadline,
-            "no seccomp filter after 10 s:
-{}",
-            backend.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_confined(pid, &|| backend.log());
     let (threads, children) = threads_and_children(pid);
     for tid in &threads {
         assert_eq!(
@@ -155,7 +160,7 @@ fn a_root_backend_serves_a_guest_as_nobody_with_seccomp_and_no_new_privs() {
     // While the guest is connected, its vring worker (the thread that handles what the guest
     // sends) has added its own, narrower filter to the process's two.
     guest
-        .wait_for_line("run: sandbox.mark=workers", Duration::from_secs(120))
+        .wait_for_line("sandbox: mark=workers", Duration::from_secs(120))
         .expect("the guest's mark");
     let (threads, _) = threads_and_children(pid);
     let filters: Vec<String> = threads
@@ -172,6 +177,7 @@ fn a_root_backend_serves_a_guest_as_nobody_with_seccomp_and_no_new_privs() {
             .all(|f| f == "Seccomp_filters: 2" || f == "Seccomp_filters: 3"),
         "{filters:?}"
     );
+    std::fs::write(&released, "").expect("releasing the guest");
     let run = guest.wait().expect("guest");
     let context = format!("backend log:\n{}", vnu_tests::tail(&backend.log(), 40));
     run.assert_values(&[("guest.addr", "10.0.2.15/24")], &context);
@@ -179,6 +185,7 @@ fn a_root_backend_serves_a_guest_as_nobody_with_seccomp_and_no_new_privs() {
         "sandbox.ping=ok".to_owned(),
         format!("sandbox.http={CONTENT}"),
         "sandbox.command=uid-65534".to_owned(),
+        "sandbox.released=yes".to_owned(),
     ] {
         assert!(
             run.run.contains(&line),
@@ -257,4 +264,83 @@ fn a_bad_runas_is_one_line_and_exit_2() {
             "--runas {bad} left its socket"
         );
     }
+}
+
+/// Waits (up to 10 s) until process `pid` has its seccomp filter: confinement is its last
+/// step before serving.
+fn wait_confined(pid: u32, log: &dyn Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status_fields(pid, &["Seccomp"]) != ["Seccomp: 2"] {
+        assert!(
+            Instant::now() < deadline,
+            "no seccomp filter after 10 s:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn runas_takes_numeric_ids() {
+    if !e2e_ready() || !netns::ready() {
+        return;
+    }
+    let backend = Backend::start(&["--runas", "4321:4322"]).expect("starting the backend");
+    wait_confined(backend.pid(), &|| backend.log());
+    assert_eq!(
+        status_fields(backend.pid(), &["Uid", "Gid", "Groups", "NoNewPrivs"]),
+        [
+            "Uid: 4321 4321 4321 4321",
+            "Gid: 4322 4322 4322 4322",
+            "Groups:",
+            "NoNewPrivs: 1"
+        ],
+        "{}",
+        backend.log()
+    );
+}
+
+/// Started by a normal user, the backend stays that user (`--runas` is ignored) and still
+/// confines itself.
+#[test]
+fn a_normal_user_stays_and_is_confined() {
+    if !e2e_ready() || !netns::ready() || !vnu_tests::require_program("setpriv", "util-linux") {
+        return;
+    }
+    let dir = TempDir::new("normal-user").expect("temp dir");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let socket = dir.join("vu.sock");
+    let log = dir.join("backend.log");
+    let bin = vnu_tests::backend_bin().expect("backend binary");
+    let mut child = std::process::Command::new("setpriv")
+        .args(["--reuid=4321", "--regid=4321", "--clear-groups", "--"])
+        .arg(&bin)
+        .args(["-vv", "--runas", "nobody", "--socket-path"])
+        .arg(&socket)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("setpriv");
+    // setpriv execs the backend: same pid.
+    let pid = child.id();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_confined(pid, &read_log);
+    let fields = status_fields(pid, &["Uid", "NoNewPrivs"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        fields,
+        ["Uid: 4321 4321 4321 4321", "NoNewPrivs: 1"],
+        "{}",
+        read_log()
+    );
+    assert!(
+        read_log().contains("--runas nobody ignored: not started as root"),
+        "{}",
+        read_log()
+    );
 }

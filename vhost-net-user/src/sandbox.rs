@@ -19,7 +19,9 @@
 //! 6. installs a seccomp allow-list for the whole process ([`allowed_syscalls`]), whose
 //!    default action kills the process. Threads started later (connections, vhost-user's
 //!    workers, relays, the signal thread) inherit it. Threads may be made (`clone` with
-//!    `CLONE_THREAD`) but not processes, and nothing may exec.
+//!    `CLONE_THREAD`) but not processes, and nothing may exec. The vring worker, the thread
+//!    that handles what the guest sends, adds a narrower filter of its own on its first event
+//!    ([`narrow_worker_thread`]); filters stack, so the narrower wins there.
 //!
 //! The launcher confines itself in its own way, as the launcher's children (smbd, the guest
 //! forwards' commands) need: the same user, no new privileges, no core dumps, no seccomp
