@@ -17,6 +17,9 @@
 //! did not open ourselves included (the vhost crate receives guest RAM's memfd without the
 //! flag).
 //!
+//! A confined backend cannot exec: there the [`crate::launcher`], forked before the backend
+//! confined itself, starts the commands, and they run as its children.
+//!
 //! A guest can open connections faster than commands end, so at most [`MAX_RUNNING`] run at
 //! once; a connection beyond that is reset. Ended children are reaped on every tick, and those
 //! still running when the engine goes are left to a thread that waits for them.
@@ -76,20 +79,12 @@ impl Commands {
             )));
         }
         let (ours, theirs) = loopback_stream_pair()?;
-        let (program, args) = forward
-            .argv
-            .split_first()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .stdin(Stdio::from(theirs.try_clone()?))
-            .stdout(Stdio::from(theirs.try_clone()?))
-            .stderr(Stdio::from(theirs))
-            .process_group(0);
-        crate::sys::pass_only_standard_streams(&mut command);
-        let child = command.spawn()?;
-        self.running.push(child);
+        if let Some(launcher) = crate::launcher::installed() {
+            // A confined backend starts nothing itself; the launcher counts what runs.
+            launcher.start(index, theirs)?;
+            return Ok(ours);
+        }
+        self.running.push(spawn(&forward.argv, theirs)?);
         Ok(ours)
     }
 
@@ -105,6 +100,23 @@ impl Commands {
         self.running
             .retain_mut(|child| matches!(child.try_wait(), Ok(None)));
     }
+}
+
+/// Starts `argv` with `conn` as its standard input, output and error, in a process group of
+/// its own (here, or in the [`crate::launcher`]).
+pub(crate) fn spawn(argv: &[String], conn: OwnedFd) -> io::Result<Child> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::from(conn.try_clone()?))
+        .stdout(Stdio::from(conn.try_clone()?))
+        .stderr(Stdio::from(conn))
+        .process_group(0);
+    crate::sys::pass_only_standard_streams(&mut command);
+    command.spawn()
 }
 
 /// A TCP connection over loopback, both ends ours: the accepted end non-blocking with

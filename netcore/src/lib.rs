@@ -17,6 +17,7 @@ pub mod guestfwd;
 pub mod icmp;
 pub mod ip;
 pub mod ipv4;
+pub mod launcher;
 pub mod link;
 pub mod nat;
 pub mod ndp;

@@ -2,7 +2,8 @@
 //!
 //! As QEMU's `slirp_smb` does, the share gets a private directory of its own (smbd's state,
 //! locks and log) holding an `smb.conf` that exports DIR read-write to guests, forcing every
-//! access to the backend's own user. Each guest connection to port 139 or 445 of the share's
+//! access to the backend's own user (for a backend started as root, the unprivileged user it
+//! becomes, who then owns the directory: see [`SmbServer::create`]). Each guest connection to port 139 or 445 of the share's
 //! address then starts `smbd -l DIR -s DIR/smb.conf` on that connection, a guest forward like
 //! any other (see [`crate::guestfwd`]): smbd serves the connection on its standard input and
 //! exits when the guest closes it. Nothing listens on the host.
@@ -45,16 +46,20 @@ pub struct SmbServer {
 }
 
 impl SmbServer {
-    /// Prepares `share` for [`SMBD`] in the system's temporary directory (`TMPDIR`, as QEMU).
-    pub fn create(share: &SmbShare) -> Result<SmbServer, SmbError> {
-        SmbServer::create_with(share, Path::new(SMBD), &std::env::temp_dir())
+    /// Prepares `share` for [`SMBD`] in the system's temporary directory (`TMPDIR`, as QEMU),
+    /// for smbd to run as `owner` (user and group IDs; `None`: this process's effective user).
+    pub fn create(share: &SmbShare, owner: Option<(u32, u32)>) -> Result<SmbServer, SmbError> {
+        SmbServer::create_with(share, Path::new(SMBD), &std::env::temp_dir(), owner)
     }
 
-    /// Prepares `share` for `smbd`, with the private directory made in `parent`.
+    /// Prepares `share` for `smbd`, with the private directory made in `parent`. With an
+    /// `owner`, the directory and its smb.conf are theirs, and so is `force user=`: a backend
+    /// started as root drops to that user before smbd runs, and smbd writes its state there.
     pub fn create_with(
         share: &SmbShare,
         smbd: &Path,
         parent: &Path,
+        owner: Option<(u32, u32)>,
     ) -> Result<SmbServer, SmbError> {
         if !smbd.exists() {
             return Err(SmbError::NoSmbd {
@@ -67,7 +72,7 @@ impl SmbServer {
                 source,
             }
         })?;
-        let uid = sys::effective_uid();
+        let uid = owner.map_or_else(sys::effective_uid, |(uid, _)| uid);
         let user = sys::user_name(uid).map_err(|source| SmbError::User { uid, source })?;
         let dir = make_private_dir(parent).map_err(|source| SmbError::Dir {
             parent: parent.to_owned(),
@@ -77,6 +82,16 @@ impl SmbServer {
         if let Err(source) = std::fs::write(&conf, config(&dir, &share.export, &user)) {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(SmbError::Config { path: conf, source });
+        }
+        if let Some((uid, gid)) = owner {
+            let chown = |path: &Path| std::os::unix::fs::lchown(path, Some(uid), Some(gid));
+            if let Err(source) = chown(&dir).and_then(|()| chown(&conf)) {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(SmbError::Dir {
+                    parent: parent.to_owned(),
+                    source,
+                });
+            }
         }
         let argv: Vec<String> = [
             smbd,
@@ -202,7 +217,8 @@ mod tests {
     #[test]
     fn the_share_becomes_smbd_on_ports_139_and_445_with_a_private_config() {
         let scratch = Scratch::new("create");
-        let server = SmbServer::create_with(&scratch.share(), fake_smbd(), &scratch.0).unwrap();
+        let server =
+            SmbServer::create_with(&scratch.share(), fake_smbd(), &scratch.0, None).unwrap();
         let dir = server.dir().to_owned();
         assert!(dir.starts_with(&scratch.0));
         assert!(
@@ -256,27 +272,58 @@ mod tests {
         assert_eq!(text.lines().count(), 22, "QEMU's 22 lines:\n{text}");
     }
 
+    /// A backend started as root drops to its `--runas` user before smbd runs: the directory
+    /// and smb.conf are that user's, and so is `force user=`. (Needs root to hand files over.)
+    #[test]
+    fn an_owner_gets_the_directory_and_is_the_forced_user() {
+        use std::os::unix::fs::MetadataExt;
+        if sys::effective_uid() != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let scratch = Scratch::new("owner");
+        let (uid, gid) = (65534, 65533);
+        let server =
+            SmbServer::create_with(&scratch.share(), fake_smbd(), &scratch.0, Some((uid, gid)))
+                .unwrap();
+        let conf = server.dir().join("smb.conf");
+        for path in [server.dir(), conf.as_path()] {
+            let meta = std::fs::symlink_metadata(path).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (uid, gid), "{}", path.display());
+        }
+        let user = sys::user_name(uid).unwrap();
+        let text = std::fs::read_to_string(&conf).unwrap();
+        assert!(
+            text.lines().any(|l| l == format!("force user={user}")),
+            "{text}"
+        );
+    }
+
     #[test]
     fn each_server_gets_a_directory_of_its_own() {
         let scratch = Scratch::new("two");
-        let a = SmbServer::create_with(&scratch.share(), fake_smbd(), &scratch.0).unwrap();
-        let b = SmbServer::create_with(&scratch.share(), fake_smbd(), &scratch.0).unwrap();
+        let a = SmbServer::create_with(&scratch.share(), fake_smbd(), &scratch.0, None).unwrap();
+        let b = SmbServer::create_with(&scratch.share(), fake_smbd(), &scratch.0, None).unwrap();
         assert_ne!(a.dir(), b.dir());
     }
 
     #[test]
     fn a_missing_smbd_or_export_is_reported_as_qemu_does() {
         let scratch = Scratch::new("missing");
-        let err =
-            SmbServer::create_with(&scratch.share(), Path::new("/nonexistent/smbd"), &scratch.0)
-                .unwrap_err();
+        let err = SmbServer::create_with(
+            &scratch.share(),
+            Path::new("/nonexistent/smbd"),
+            &scratch.0,
+            None,
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "smb=: could not find '/nonexistent/smbd', please install it (Debian: apt-get install samba)"
         );
         let mut share = scratch.share();
         share.export = scratch.0.join("no-such-dir");
-        let err = SmbServer::create_with(&share, fake_smbd(), &scratch.0).unwrap_err();
+        let err = SmbServer::create_with(&share, fake_smbd(), &scratch.0, None).unwrap_err();
         assert!(
             matches!(&err, SmbError::Export { source, .. } if source.kind() == io::ErrorKind::NotFound)
         );

@@ -1,6 +1,7 @@
 //! The crate's only unsafe code: host socket calls that std does not offer (non-blocking
 //! connect, scatter/gather I/O on raw iovecs, peek offsets, queue sizes), and the few process
-//! queries smb= needs (`access`, the effective user and its name).
+//! queries smb= needs (`access`, the effective user and its name), and forking the guest
+//! forwards' launcher ([`crate::launcher`]).
 //!
 //! The iovecs passed here may point into guest memory. They are handed to the kernel only,
 //! which copies to or from them; Rust never dereferences them.
@@ -583,6 +584,60 @@ pub fn user_name(uid: u32) -> io::Result<String> {
         // SAFETY: getpwuid_r succeeded, so pw_name is a NUL-terminated string inside `buf`.
         let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
         return Ok(name.to_string_lossy().into_owned());
+    }
+}
+
+/// Runs `child` in a new process and returns that process's ID.
+///
+/// The child keeps only descriptors 0, 1, 2 and `keep`, runs `child`, and exits with the
+/// status it returns (101 if it panics): it never returns into the caller's frames, so none of
+/// the objects the parent's stack owns is used or dropped in the child. `child` must use no
+/// descriptor but those four. Refused unless this process has a single thread: then the child
+/// inherits no lock that another thread held, and any code may run in it.
+pub fn fork_process(keep: RawFd, child: impl FnOnce() -> i32) -> io::Result<u32> {
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "cannot fork with {threads} threads running"
+        )));
+    }
+    // SAFETY: the process has one thread (checked above; only this thread could start
+    // another), so the child is a consistent copy in which any code may run.
+    let pid = check(unsafe { libc::fork() })?;
+    if pid > 0 {
+        return Ok(pid as u32);
+    }
+    close_descriptors_except(keep);
+    let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
+    // SAFETY: _exit ends the child at once, without unwinding into the parent's frames or
+    // running their destructors (which would close descriptors this process no longer owns).
+    unsafe { libc::_exit(status) }
+}
+
+/// Closes every descriptor from 3 up except `keep` (in a child that uses no other).
+fn close_descriptors_except(keep: RawFd) {
+    let close_range = |first: RawFd, last: libc::c_uint| {
+        if first as libc::c_uint > last {
+            return true;
+        }
+        // SAFETY: close_range only closes descriptors; the one caller, a freshly forked child,
+        // never uses or drops the objects that owned them (see fork_process).
+        unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, last, 0) == 0 }
+    };
+    let keep = keep.max(3);
+    if close_range(3, keep as libc::c_uint - 1) && close_range(keep + 1, libc::c_uint::MAX) {
+        return;
+    }
+    // Kernels before 5.9: whatever /proc/self/fd lists.
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds.into_iter().filter(|&fd| fd > 2 && fd != keep) {
+        // SAFETY: as above; closing a descriptor nothing will use again.
+        unsafe { libc::close(fd) };
     }
 }
 

@@ -511,6 +511,13 @@ impl Backend {
         let socket_flag = link.socket_flag();
         let bin = backend_bin()?;
         let dir = TempDir::new("backend")?;
+        // Started as root (as the tests run), the backend drops to nobody; the socket and files
+        // it removes at exit can go only from a directory that user may write.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .map_err(|e| Error::new(format!("{}: {e}", dir.path().display())))?;
         let socket = dir.join("vu.sock");
         let log = dir.join("backend.log");
         let stderr = File::create(&log).map_err(|e| Error::new(format!("{e}")))?;
@@ -874,17 +881,17 @@ fn kernel_cmdline(v6wait: u32) -> String {
 }
 
 /// Puts the test guest into `dir` for a network boot: `vmlinuz` and `initrd.gz` (copies of the
-/// cached image) and `boot.ipxe`, an iPXE script that fetches both by TFTP from `server` and
+/// cached image: the backend serves nothing from outside its TFTP root, links included) and
+/// `boot.ipxe`, an iPXE script that fetches both by TFTP from `server` and
 /// boots them with the usual command line. Serve `dir` with `tftp=DIR,bootfile=boot.ipxe`.
 pub fn network_boot_files(dir: &Path, server: &str, v6wait: u32) -> Result<()> {
     let image = guest_image()?;
     let io =
         |what: &str, e: std::io::Error| Error::new(format!("{what} in {}: {e}", dir.display()));
-    // Copies: the TFTP server follows no symbolic link below its root.
-    for (name, source) in [("vmlinuz", &image.kernel), ("initrd.gz", &image.initrd)] {
+    for (name, target) in [("vmlinuz", &image.kernel), ("initrd.gz", &image.initrd)] {
         let copy = dir.join(name);
         let _ = std::fs::remove_file(&copy);
-        std::fs::copy(source, &copy).map_err(|e| io(name, e))?;
+        std::fs::copy(target, &copy).map_err(|e| io(name, e))?;
     }
     let script = format!(
         "#!ipxe\nkernel tftp://{server}/vmlinuz {}\ninitrd tftp://{server}/initrd.gz\nboot\n",

@@ -63,6 +63,9 @@ fn export(name: &str) -> PathBuf {
     let dir = vnu_tests::target_dir().join(format!("e2e-smb-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("creating the shared directory");
+    // The backend, started as root, runs smbd as nobody, who must be able to write here.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("opening the shared directory to nobody");
     std::fs::write(dir.join("greeting.txt"), format!("{GREETING}\n")).expect("greeting.txt");
     dir
 }

@@ -11,6 +11,7 @@ use netcore::capture::Capture;
 use netcore::nat::{self, Upstream};
 use policy::{ConfigError, PolicyArgs};
 
+use crate::sandbox::{self, Sandbox};
 use crate::server::{self, ServeConfig};
 use crate::stream;
 use crate::sys;
@@ -77,6 +78,17 @@ pub struct Args {
     /// Only log errors.
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Confinement (see README, Security): `on`, the default; `off`, for debugging, runs
+    /// unconfined (and, started as root, as root); `log` lets the kernel log system calls
+    /// outside the seccomp allow-list instead of killing the process.
+    #[arg(long, value_enum, value_name = "on|off|log", default_value = "on")]
+    pub sandbox: sandbox::Mode,
+
+    /// Started as root, run as this user once sockets and files are open: USER or
+    /// USER:GROUP, names or numeric IDs [default: nobody]. Ignored when not started as root.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub runas: Option<String>,
 
     /// What the guest sees: addresses, DHCP, forwards (libvirt XML, QEMU or passt options).
     #[command(flatten)]
@@ -317,8 +329,21 @@ pub fn run(args: Args) -> i32 {
         eprintln!("vhost-net-user: blocking signals failed: {e}");
         return 1;
     }
-    match setup(&args) {
+    let sandbox = match Sandbox::new(args.sandbox, args.runas.as_deref()) {
+        Ok(sandbox) => sandbox,
+        Err(e) => {
+            eprintln!("vhost-net-user: {e}");
+            return 2;
+        }
+    };
+    match setup(&args, &sandbox) {
         Ok(config_and_listener) => {
+            // Still one thread: confined now, everything started later is too.
+            if let Err(e) = sandbox.enter(&config_and_listener.0.plan, &server::removed_at_exit()) {
+                log::error!("confining the process: {}", server::error_chain(&e));
+                server::cleanup();
+                return 1;
+            }
             std::thread::spawn(|| {
                 let sig = sys::wait_for_termination();
                 log::info!("signal {sig}: exiting");
@@ -349,14 +374,14 @@ pub fn run(args: Args) -> i32 {
     }
 }
 
-fn setup(args: &Args) -> Result<(ServeConfig, UnixListener), UsageError> {
+fn setup(args: &Args, sandbox: &Sandbox) -> Result<(ServeConfig, UnixListener), UsageError> {
     let resolved = args.policy.build()?;
     for warning in &resolved.warnings {
         log::warn!("{warning}");
     }
     let mut plan = resolved.plan;
     if let Some(share) = &plan.smb {
-        let smb = netcore::smb::SmbServer::create(share)?;
+        let smb = netcore::smb::SmbServer::create(share, sandbox.smb_owner())?;
         server::remove_tree_at_exit(smb.dir());
         log::info!(
             "smb: {} shared as \\\\{}\\qemu (smbd's files in {})",

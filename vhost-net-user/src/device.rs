@@ -407,6 +407,7 @@ impl VhostUserBackendMut for NetBackend {
         vrings: &[VringRwLock],
         _thread_id: usize,
     ) -> io::Result<()> {
+        crate::sandbox::narrow_worker_thread();
         let Some(atomic) = self.mem.clone() else {
             return Ok(());
         };

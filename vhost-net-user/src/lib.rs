@@ -5,6 +5,7 @@ pub mod cli;
 pub mod device;
 pub mod relay;
 pub mod ring;
+pub mod sandbox;
 pub mod server;
 pub mod stream;
 mod sys;

@@ -67,6 +67,12 @@ fn register_cleanup(path: &Path, tree: bool) {
         .push((path.to_owned(), tree));
 }
 
+/// The paths registered for removal at exit, so far.
+pub fn removed_at_exit() -> Vec<PathBuf> {
+    let paths = CLEANUP.lock().unwrap_or_else(|p| p.into_inner());
+    paths.iter().map(|(path, _)| path.clone()).collect()
+}
+
 /// Removes everything registered with [`remove_at_exit`] and [`remove_tree_at_exit`].
 pub fn cleanup() {
     let paths = std::mem::take(&mut *CLEANUP.lock().unwrap_or_else(|p| p.into_inner()));

@@ -1,5 +1,6 @@
 //! The crate's only unsafe code: descriptors (closing inherited ones, marking ours
-//! close-on-exec, a socket's send queue) and waiting for signals.
+//! close-on-exec, a socket's send queue), waiting for signals, and the process calls
+//! confinement makes (user lookups, the privilege drop, `prctl`, `setrlimit`).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -161,4 +162,145 @@ pub fn close_abandoned(fd: RawFd) {
     // SAFETY: the caller passes a descriptor that was leaked with `into_raw_fd` and that nothing
     // uses any more; taking ownership once and dropping it closes it.
     drop(unsafe { OwnedFd::from_raw_fd(fd) });
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// A user of the password database: ID, primary group and login name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub name: String,
+}
+
+/// Retries a `get*_r` lookup with a larger buffer while it answers ERANGE.
+fn with_buffer<T>(mut lookup: impl FnMut(&mut [libc::c_char]) -> io::Result<T>) -> io::Result<T> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    loop {
+        match lookup(&mut buf) {
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) && buf.len() < 1 << 20 => {
+                let len = buf.len() * 2;
+                buf.resize(len, 0);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The user called `name`, or with ID `uid` (`getpwnam_r`, `getpwuid_r`); `None` if unknown.
+pub fn find_user(name: Option<&str>, uid: u32) -> io::Result<Option<User>> {
+    let c_name = match name {
+        Some(name) => Some(
+            std::ffi::CString::new(name)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a user name"))?,
+        ),
+        None => None,
+    };
+    with_buffer(|buf| {
+        // SAFETY: an all-zero passwd (null pointers, zero IDs) is a valid value to overwrite.
+        let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: `entry`, `buf` (with its true length), `found` and the NUL-terminated name
+        // live across the call; the strings written into `entry` point into `buf`.
+        let rc = unsafe {
+            match &c_name {
+                Some(n) => libc::getpwnam_r(
+                    n.as_ptr(),
+                    &mut entry,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                    &mut found,
+                ),
+                None => libc::getpwuid_r(uid, &mut entry, buf.as_mut_ptr(), buf.len(), &mut found),
+            }
+        };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        if found.is_null() || entry.pw_name.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: the lookup succeeded, so pw_name is a NUL-terminated string inside `buf`.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
+        Ok(Some(User {
+            uid: entry.pw_uid,
+            gid: entry.pw_gid,
+            name: name.to_string_lossy().into_owned(),
+        }))
+    })
+}
+
+/// The ID of the group called `name` (`getgrnam_r`); `None` if unknown.
+pub fn find_group(name: &str) -> io::Result<Option<u32>> {
+    let c_name = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a group name"))?;
+    with_buffer(|buf| {
+        // SAFETY: an all-zero group (null pointers, zero ID) is a valid value to overwrite.
+        let mut entry: libc::group = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: as in find_user: every pointer refers to a live local or to `buf`.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                c_name.as_ptr(),
+                &mut entry,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut found,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok((!found.is_null()).then_some(entry.gr_gid))
+    })
+}
+
+/// This process's effective user ID.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Becomes user `uid` of group `gid` for good (real, effective and saved IDs), with no
+/// supplementary groups; checks that root cannot be regained.
+pub fn switch_user(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: an empty list (null pointer, length 0) clears the supplementary groups.
+    check(unsafe { libc::setgroups(0, std::ptr::null()) })?;
+    // SAFETY: plain ID arguments; glibc applies them to every thread of the process.
+    check(unsafe { libc::setresgid(gid, gid, gid) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::setresuid(uid, uid, uid) })?;
+    if uid != 0 {
+        // SAFETY: plain ID argument; must fail now that the saved user ID is not root.
+        if unsafe { libc::setuid(0) } == 0 {
+            return Err(io::Error::other("root could be regained after the switch"));
+        }
+    }
+    Ok(())
+}
+
+/// `PR_SET_NO_NEW_PRIVS`: no exec of this process or its children may gain privileges.
+pub fn set_no_new_privs() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+}
+
+/// No core dumps (a core would hold guest RAM) and no ptrace by other processes of the user:
+/// `RLIMIT_CORE` 0 and `PR_SET_DUMPABLE` 0.
+pub fn forbid_core_dumps() -> io::Result<()> {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: the kernel reads one rlimit from the live local.
+    check(unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) })?;
+    // SAFETY: prctl with integer arguments only.
+    check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) })
 }
