@@ -7,10 +7,11 @@
 //! Flows become real host sockets, so every frame's destination is rewritten before the
 //! engine sees it: IPv4 to the gateway (which stands for the host's loopback), the DNS
 //! address, the limited broadcast or an address the NAT refuses; IPv6 to the emulated hosts or
-//! the prefix (the host's `::1`) or multicast. Transport ports toward the host are rewritten to
-//! the loopback sockets this harness owns (one TCP listener and one UDP socket per family, the
-//! DNS upstream being that UDP socket), or to the emulated servers' ports. So the engine only
-//! ever connects to this process, on loopback.
+//! the prefix (the host's `::1`) or multicast and link-local addresses. Transport ports toward
+//! the host are rewritten to the port this harness holds on loopback (a TCP listener and a UDP
+//! socket on the same port per family, the DNS upstream being that port too), or to the
+//! emulated servers' UDP ports, which never reach the NAT. So the engine only ever connects to
+//! this process, on loopback.
 //!
 //! # Each input on its own
 //!
@@ -58,48 +59,48 @@ impl TxFrame for Frame<'_> {
 
 /// The harness's own loopback peers, made once per process.
 struct Host {
-    /// Per family (IPv4, then IPv6 where the host has `::1`).
+    /// Per family (IPv4, then IPv6 where the host has `::1`), a TCP listener and a UDP socket
+    /// on the same port, so that whatever protocol a frame carries to that port, it reaches
+    /// this process.
     listeners: Vec<TcpListener>,
     udp: Vec<UdpSocket>,
-    tcp_port: [u16; 2],
-    udp_port: [u16; 2],
+    port: [u16; 2],
     runs: u64,
     /// Descriptors open between runs, counted at the first check.
     baseline_fds: Option<usize>,
 }
 
-fn bind_pair(v4: SocketAddr, v6: SocketAddr) -> (Vec<TcpListener>, Vec<UdpSocket>) {
-    let mut listeners = vec![TcpListener::bind(v4).expect("loopback TCP listener")];
-    let mut udp = vec![UdpSocket::bind(v4).expect("loopback UDP socket")];
-    if let (Ok(l), Ok(u)) = (TcpListener::bind(v6), UdpSocket::bind(v6)) {
-        listeners.push(l);
-        udp.push(u);
+/// A TCP listener and a UDP socket on the same port of `ip`.
+fn bind_pair(ip: IpAddr) -> Option<(TcpListener, UdpSocket)> {
+    for _ in 0..64 {
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).ok()?;
+        let port = listener.local_addr().ok()?.port();
+        if let Ok(udp) = UdpSocket::bind(SocketAddr::new(ip, port)) {
+            listener.set_nonblocking(true).ok()?;
+            udp.set_nonblocking(true).ok()?;
+            return Some((listener, udp));
+        }
     }
-    for l in &listeners {
-        l.set_nonblocking(true).expect("non-blocking listener");
-    }
-    for u in &udp {
-        u.set_nonblocking(true).expect("non-blocking UDP socket");
-    }
-    (listeners, udp)
+    None
 }
 
 impl Host {
     fn new() -> Host {
-        let (listeners, udp) = bind_pair(
-            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            SocketAddr::from((Ipv6Addr::LOCALHOST, 0)),
-        );
-        let port = |a: std::io::Result<SocketAddr>| a.map_or(0, |a| a.port());
-        let tcp4 = port(listeners[0].local_addr());
-        let udp4 = port(udp[0].local_addr());
-        let tcp6 = listeners.get(1).map_or(tcp4, |l| port(l.local_addr()));
-        let udp6 = udp.get(1).map_or(udp4, |u| port(u.local_addr()));
+        let (l4, u4) = bind_pair(Ipv4Addr::LOCALHOST.into()).expect("loopback sockets");
+        let port4 = l4.local_addr().map_or(0, |a| a.port());
+        let mut listeners = vec![l4];
+        let mut udp = vec![u4];
+        // Without IPv6 loopback, IPv6 flows fail to connect, and use the IPv4 port number.
+        let mut port6 = port4;
+        if let Some((l6, u6)) = bind_pair(Ipv6Addr::LOCALHOST.into()) {
+            port6 = l6.local_addr().map_or(0, |a| a.port());
+            listeners.push(l6);
+            udp.push(u6);
+        }
         Host {
             listeners,
             udp,
-            tcp_port: [tcp4, tcp6],
-            udp_port: [udp4, udp6],
+            port: [port4, port6],
             runs: 0,
             baseline_fds: None,
         }
@@ -229,17 +230,20 @@ fn transport_of(f: &[u8], protocol: u8) -> Option<(usize, usize)> {
     }
 }
 
-/// IPv4 destinations a guest frame may have here: none leads off this machine.
+/// IPv4 destinations a guest frame may have here: the gateway (the host's loopback, or
+/// refused without the mapping), the DNS address, the limited broadcast (loopback too), and
+/// addresses the NAT refuses. None leads off this machine.
 const V4_DESTS: [Ipv4Addr; 6] = [
     GATEWAY,
     DNS,
     Ipv4Addr::BROADCAST,
-    GUEST_IP,
     Ipv4Addr::UNSPECIFIED,
     Ipv4Addr::new(224, 0, 0, 1),
+    Ipv4Addr::new(239, 255, 255, 250),
 ];
 
-/// IPv6 destinations: the emulated hosts, the prefix (the host's loopback), multicast.
+/// IPv6 destinations: the emulated hosts, the prefix (the host's loopback), multicast and
+/// link-local addresses (refused).
 const V6_DESTS: [Ipv6Addr; 7] = [
     GATEWAY6,
     DNS6,
@@ -250,23 +254,20 @@ const V6_DESTS: [Ipv6Addr; 7] = [
     GUEST_IP6,
 ];
 
-/// The destination port for a packet to `dst`: one of the harness's sockets or an emulated
-/// service. Only these ever reach a host socket.
+/// The destination port for a packet of `protocol` to `dst`: the harness's own port, the DNS
+/// port of the DNS address (the upstream is the harness's port), a port the DNS address does
+/// not serve, or a UDP port an emulated server takes before the NAT sees it.
 fn safe_port(host: &Host, dst: IpAddr, protocol: u8, choice: u8) -> u16 {
-    let family = usize::from(dst.is_ipv6());
-    let own = if protocol == PROTO_TCP {
-        host.tcp_port[family]
-    } else {
-        host.udp_port[family]
-    };
+    let own = host.port[usize::from(dst.is_ipv6())];
     let is_dns = dst == IpAddr::V4(DNS) || dst == IpAddr::V6(DNS6);
     let is_gateway = dst == IpAddr::V4(GATEWAY) || dst == IpAddr::V6(GATEWAY6);
+    let udp = protocol == PROTO_UDP;
     match choice % 4 {
         0 if is_dns => 53,
-        1 if is_dns => 5353, // not a DNS port: unreachable
-        1 if is_gateway => 69,
-        2 if is_gateway || dst == IpAddr::V4(Ipv4Addr::BROADCAST) => 67,
-        2 if dst.is_ipv6() => 547,
+        1 if is_dns => 5353,
+        1 if is_gateway && udp => 69,
+        2 if udp && (dst == IpAddr::V4(GATEWAY) || dst == IpAddr::V4(Ipv4Addr::BROADCAST)) => 67,
+        2 if udp && dst == IpAddr::V6(GATEWAY6) => 547,
         _ => own,
     }
 }
@@ -442,7 +443,7 @@ pub fn run(data: &[u8]) {
                 } else {
                     (IpAddr::V4(GUEST_IP), IpAddr::V4(GATEWAY))
                 };
-                let dport = host.tcp_port[usize::from(v6)];
+                let dport = host.port[usize::from(v6)];
                 let flags = input.pick(&[0x02, 0x10, 0x18, 0x11, 0x04, 0x12, 0x19, 0x14])
                     ^ if op & 0x80 != 0 { input.u8() } else { 0 };
                 let seq = match input.u8() % 4 {
