@@ -40,7 +40,7 @@ use vm_memory::{
 use netcore::engine::MAX_FRAME_LEN;
 use netcore::link::{FirstFrame, RxFrames, RxLink, RxMeta, RxOffloads, TxFrame};
 
-use crate::virtq::{self, Desc, DriverAreas};
+use crate::virtq::{self, Desc, DriverAreas, UnmappedChainWalk};
 use crate::vnet;
 
 /// Guest memory as the daemon maps it.
@@ -148,8 +148,9 @@ fn gather(
 }
 
 /// Takes the chains the guest made available on one queue, for one batch: through
-/// [`DriverAreas`] (the areas mapped once), or through virtio-queue for a queue whose areas
-/// could not be mapped that way.
+/// [`DriverAreas`] (the areas mapped once), or, for a queue whose areas could not be mapped
+/// that way, heads through virtio-queue and descriptors read one by one
+/// ([`UnmappedChainWalk`], with the same checks).
 pub struct AvailChains<'m> {
     vring: &'m VringRwLock,
     mem: &'m GuestMem,
@@ -178,16 +179,10 @@ impl<'m> AvailChains<'m> {
             drop(state);
             return Some((head, gather(areas.chain(head), map, writable, limit, segs)));
         }
-        let chain = queue.pop_descriptor_chain(self.mem)?;
+        let (table, size) = (queue.desc_table(), queue.size());
+        let head = queue.pop_descriptor_chain(self.mem)?.head_index();
         drop(state);
-        let head = chain.head_index();
-        let descs = chain.map(|d| {
-            Ok(Desc {
-                addr: d.addr(),
-                len: d.len(),
-                write_only: d.is_write_only(),
-            })
-        });
+        let descs = UnmappedChainWalk::new(self.mem, table, size, head);
         Some((head, gather(descs, map, writable, limit, segs)))
     }
 }
@@ -932,10 +927,12 @@ impl Drop for RingFrames<'_, '_> {
 mod tests {
     use super::{AvailChains, ChainError, GuestMem, HostMap, push_iovec};
     use vhost_user_backend::{VringRwLock, VringT};
-    use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_bindings::bindings::virtio_ring::{
+        VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+    };
     use virtio_queue::desc::{RawDescriptor, split::Descriptor};
     use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::{GuestAddress, GuestMemoryAtomic, GuestMemoryBackend};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, GuestMemoryBackend};
 
     /// A popped chain's head, with its total length or why it was refused.
     type Popped = (u16, Result<usize, ChainError>);
@@ -998,6 +995,48 @@ mod tests {
         assert_eq!(pop_all(&one, 0), (expected.clone(), true));
         // The descriptor table (256 bytes) starts 64 bytes before the second region.
         assert_eq!(pop_all(&split, 0xfc0), (expected, false));
+    }
+
+    /// Pops the one chain of a queue at `base` in `mem` whose head names an indirect table of
+    /// 64 readable descriptors, whether the queue's areas were mapped or not.
+    fn pop_indirect(mem: &GuestMem, base: u64) -> Option<Popped> {
+        const SIZE: u16 = 16;
+        let ring = MockSplitQueue::create(mem, GuestAddress(base), SIZE);
+        for i in 0..64u16 {
+            let desc = Descriptor::new(0x10000, 0, VRING_DESC_F_NEXT as u16, i + 1);
+            mem.write_obj(desc, GuestAddress(0x8000 + 16 * u64::from(i)))
+                .unwrap();
+        }
+        let indirect = Descriptor::new(0x8000, 64 * 16, VRING_DESC_F_INDIRECT as u16, 0);
+        ring.add_desc_chains(&[RawDescriptor::from(indirect)], 0)
+            .unwrap();
+        let vring = VringRwLock::new(GuestMemoryAtomic::new(mem.clone()), SIZE).unwrap();
+        vring.set_queue_size(SIZE);
+        vring
+            .set_queue_info(
+                ring.desc_table_addr().0,
+                ring.avail_addr().0,
+                ring.used_addr().0,
+            )
+            .unwrap();
+        vring.set_queue_ready(true);
+        let mut chains = AvailChains::new(&vring, mem);
+        let mut map = HostMap::default();
+        map.load(mem);
+        chains.pop(&map, false, usize::MAX, &mut Vec::new())
+    }
+
+    #[test]
+    fn indirect_tables_are_refused_whether_the_queue_areas_are_mapped_or_not() {
+        let one = GuestMem::from_ranges(&[(GuestAddress(0), 0x20000)]).unwrap();
+        let split =
+            GuestMem::from_ranges(&[(GuestAddress(0), 0x1000), (GuestAddress(0x1000), 0x1f000)])
+                .unwrap();
+        assert_eq!(pop_indirect(&one, 0), Some((0, Err(ChainError::Indirect))));
+        assert_eq!(
+            pop_indirect(&split, 0xfc0),
+            Some((0, Err(ChainError::Indirect)))
+        );
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! longer than the table, no indirect descriptors, which we do not offer).
 //!
 //! A queue whose areas do not each lie inside one region (possible only where guest memory is
-//! several adjacent regions) gets no view, and the caller falls back to virtio-queue.
+//! several adjacent regions) gets no view: the caller takes its heads through virtio-queue and
+//! walks its chains with [`UnmappedChainWalk`], which reads each descriptor on its own and
+//! checks it as the mapped walk does.
 
 use std::sync::atomic::Ordering;
 
@@ -170,18 +172,70 @@ impl Iterator for ChainWalk<'_, '_> {
         let Some(desc) = self.areas.descriptor(index) else {
             return Some(Err(ChainError::BadLink));
         };
-        let flags = desc.flags();
-        if flags & VRING_DESC_F_INDIRECT as u16 != 0 {
-            return Some(Err(ChainError::Indirect));
+        Some(follow(desc, &mut self.next))
+    }
+}
+
+/// One descriptor of a chain as read: refused if it names an indirect table, else its link
+/// (if any) goes to `next`.
+fn follow(desc: Descriptor, next: &mut Option<u16>) -> Result<Desc, ChainError> {
+    let flags = desc.flags();
+    if flags & VRING_DESC_F_INDIRECT as u16 != 0 {
+        return Err(ChainError::Indirect);
+    }
+    if flags & VRING_DESC_F_NEXT as u16 != 0 {
+        *next = Some(desc.next());
+    }
+    Ok(Desc {
+        addr: desc.addr(),
+        len: desc.len(),
+        write_only: flags & VRING_DESC_F_WRITE as u16 != 0,
+    })
+}
+
+/// Walks one chain of a queue whose descriptor table is not one mapped slice (it spans two
+/// memory regions), reading each descriptor on its own, with the checks of [`ChainWalk`]:
+/// virtio-queue's own walker would follow indirect tables (which we do not offer) of up to
+/// 65535 descriptors each.
+#[derive(Debug)]
+pub struct UnmappedChainWalk<'m> {
+    mem: &'m GuestMem,
+    table: GuestAddress,
+    size: u16,
+    next: Option<u16>,
+    left: u16,
+}
+
+impl<'m> UnmappedChainWalk<'m> {
+    /// The chain at `head` in the table at `table` of `size` entries.
+    pub fn new(mem: &'m GuestMem, table: u64, size: u16, head: u16) -> Self {
+        UnmappedChainWalk {
+            mem,
+            table: GuestAddress(table),
+            size,
+            next: Some(head),
+            left: size,
         }
-        if flags & VRING_DESC_F_NEXT as u16 != 0 {
-            self.next = Some(desc.next());
+    }
+}
+
+impl Iterator for UnmappedChainWalk<'_> {
+    type Item = Result<Desc, ChainError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let index = self.next.take()?;
+        if self.left == 0 || index >= self.size {
+            return Some(Err(ChainError::BadLink));
         }
-        Some(Ok(Desc {
-            addr: desc.addr(),
-            len: desc.len(),
-            write_only: flags & VRING_DESC_F_WRITE as u16 != 0,
-        }))
+        self.left -= 1;
+        let desc = self
+            .table
+            .checked_add(u64::from(index) * DESCRIPTOR_LEN as u64)
+            .and_then(|addr| self.mem.read_obj::<Descriptor>(addr).ok());
+        let Some(desc) = desc else {
+            return Some(Err(ChainError::OutOfMemory));
+        };
+        Some(follow(desc, &mut self.next))
     }
 }
 
