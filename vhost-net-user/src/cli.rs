@@ -380,22 +380,6 @@ fn setup(args: &Args, sandbox: &Sandbox) -> Result<(ServeConfig, UnixListener), 
         log::warn!("{warning}");
     }
     let mut plan = resolved.plan;
-    if plan.map_gateway_to_loopback && !plan.restrict {
-        // As slirp4netns says at startup: the mapping is slirp's default, and a risk.
-        let gateways: Vec<String> = [
-            plan.ipv4.as_ref().map(|v4| v4.gateway.to_string()),
-            plan.ipv6.as_ref().map(|v6| v6.gateway.to_string()),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        if !gateways.is_empty() {
-            log::info!(
-                "the host's loopback services are reachable from the guest at {} (--no-map-gw turns that off)",
-                gateways.join(" and ")
-            );
-        }
-    }
     if let Some(share) = &plan.smb {
         let smb = netcore::smb::SmbServer::create(share, sandbox.smb_owner())?;
         server::remove_tree_at_exit(smb.dir());
@@ -438,6 +422,23 @@ fn setup(args: &Args, sandbox: &Sandbox) -> Result<(ServeConfig, UnixListener), 
                 source,
             })?;
         server::remove_at_exit(path);
+    }
+    if plan.map_gateway_to_loopback && !plan.restrict {
+        // As slirp4netns says at startup: the mapping is slirp's default, and a risk. Said once
+        // the configuration is accepted, so that a refused one stays a one-line error.
+        let gateways: Vec<String> = [
+            plan.ipv4.as_ref().map(|v4| v4.gateway.to_string()),
+            plan.ipv6.as_ref().map(|v6| v6.gateway.to_string()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !gateways.is_empty() {
+            log::info!(
+                "the host's loopback services are reachable from the guest at {} (--no-map-gw turns that off)",
+                gateways.join(" and ")
+            );
+        }
     }
     log::info!(
         "serving on {}",
