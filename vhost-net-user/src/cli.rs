@@ -237,18 +237,13 @@ fn parse_socket_mode(text: &str) -> Result<u32, String> {
     }
 }
 
-/// A group's id from a number or from its name in /etc/group.
+/// A group's id from a number or from its name (the system's group database, as `--runas`
+/// looks names up).
 fn group_id(group: &str) -> Option<u32> {
-    if let Ok(gid) = group.parse() {
-        return Some(gid);
+    match group.parse() {
+        Ok(gid) => Some(gid),
+        Err(_) => sys::find_group(group).ok().flatten(),
     }
-    let groups = std::fs::read_to_string("/etc/group").ok()?;
-    groups.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        (fields.next() == Some(group))
-            .then(|| fields.nth(1)?.parse().ok())
-            .flatten()
-    })
 }
 
 /// Binds and listens under a hidden name beside `path`, gives it `access`, then renames the
