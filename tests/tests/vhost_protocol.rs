@@ -395,20 +395,7 @@ fn echo_request_to_gateway(payload_len: usize) -> Vec<u8> {
     icmp.extend((0..payload_len).map(|i| (i % 251) as u8));
     let c = checksum(&icmp);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    let total = (20 + icmp.len()) as u16;
-    let mut ip = vec![
-        0x45, 0, 0, 0, 0, 1, 0, 0, 64, 1, 0, 0, 10, 0, 2, 15, 10, 0, 2, 2,
-    ];
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
-    let c = checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut f = Vec::new();
-    f.extend_from_slice(&GATEWAY_MAC);
-    f.extend_from_slice(&GUEST_MAC);
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&icmp);
-    f
+    ipv4_to_gateway(1, 1, &icmp)
 }
 
 /// A UDP datagram from the guest's port 5000 to the gateway's `port` (no UDP checksum, which
@@ -420,9 +407,15 @@ fn udp_to_gateway(port: u16, payload: &[u8]) -> Vec<u8> {
     udp.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     udp.extend_from_slice(&[0, 0]);
     udp.extend_from_slice(payload);
-    let total = (20 + udp.len()) as u16;
+    ipv4_to_gateway(17, 2, &udp)
+}
+
+/// A frame from the guest (10.0.2.15) to the gateway (10.0.2.2) carrying `l4` of `protocol`,
+/// IP identification `ident`, with a correct header checksum.
+fn ipv4_to_gateway(protocol: u8, ident: u8, l4: &[u8]) -> Vec<u8> {
+    let total = (20 + l4.len()) as u16;
     let mut ip = vec![
-        0x45, 0, 0, 0, 0, 2, 0, 0, 64, 17, 0, 0, 10, 0, 2, 15, 10, 0, 2, 2,
+        0x45, 0, 0, 0, 0, ident, 0, 0, 64, protocol, 0, 0, 10, 0, 2, 15, 10, 0, 2, 2,
     ];
     ip[2..4].copy_from_slice(&total.to_be_bytes());
     let c = checksum(&ip);
@@ -432,7 +425,7 @@ fn udp_to_gateway(port: u16, payload: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&GUEST_MAC);
     f.extend_from_slice(&[0x08, 0x00]);
     f.extend_from_slice(&ip);
-    f.extend_from_slice(&udp);
+    f.extend_from_slice(l4);
     f
 }
 

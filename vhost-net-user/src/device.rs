@@ -450,20 +450,11 @@ mod tests {
 
     const SIZE: u16 = 16;
 
-    /// A ready vring over a mock ring at `base`.
+    /// A ready vring with EVENT_IDX over a mock ring at `base`.
     fn vring(mem: &GuestMem, base: u64) -> VringRwLock {
         let ring = MockSplitQueue::create(mem, GuestAddress(base), SIZE);
-        let vring = VringRwLock::new(GuestMemoryAtomic::new(mem.clone()), SIZE).unwrap();
-        vring.set_queue_size(SIZE);
-        vring
-            .set_queue_info(
-                ring.desc_table_addr().0,
-                ring.avail_addr().0,
-                ring.used_addr().0,
-            )
-            .unwrap();
+        let vring = crate::ring::tests::ready_vring(mem, &ring, SIZE);
         vring.set_queue_event_idx(true);
-        vring.set_queue_ready(true);
         vring
     }
 

@@ -915,7 +915,7 @@ impl Drop for RingFrames<'_, '_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{AvailChains, ChainError, GuestMem, HostMap, push_iovec};
     use vhost_user_backend::{VringRwLock, VringT};
     use virtio_bindings::bindings::virtio_ring::{
@@ -929,7 +929,11 @@ mod tests {
     type Popped = (u16, Result<usize, ChainError>);
 
     /// A ready vring over the queue `ring` lays out in `mem`.
-    fn ready_vring(mem: &GuestMem, ring: &MockSplitQueue<'_, GuestMem>, size: u16) -> VringRwLock {
+    pub(crate) fn ready_vring(
+        mem: &GuestMem,
+        ring: &MockSplitQueue<'_, GuestMem>,
+        size: u16,
+    ) -> VringRwLock {
         let vring = VringRwLock::new(GuestMemoryAtomic::new(mem.clone()), size).unwrap();
         vring.set_queue_size(size);
         vring
