@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use netcore::link::{RxOffloads, TxFrame};
 use netcore::nat::Upstream;
 use netcore::{Engine, EngineOptions, MemoryLink};
-use policy::{NetPlan, Services};
+use netplan::{NetPlan, Services};
 
 use crate::bytes::*;
 

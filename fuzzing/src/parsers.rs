@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use netcore::engine::Verdict;
 use netcore::ipv4::Ident;
 use netcore::{dhcp, dhcpv6, ndp, tftp};
-use policy::{MacAddr, NetPlan};
+use netplan::{MacAddr, NetPlan};
 
 use crate::bytes::*;
 

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use netcore::EngineOptions;
-use policy::NetPlan;
+use netplan::NetPlan;
 use vhost_net_user::device::{HOST_EVENT, NetBackend, RX_QUEUE, TX_QUEUE};
 use vhost_net_user::ring::GuestMem;
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};

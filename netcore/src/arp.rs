@@ -20,7 +20,7 @@
 
 use std::net::Ipv4Addr;
 
-use policy::{MacAddr, NetPlan};
+use netplan::{MacAddr, NetPlan};
 use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetAddress};
 
 use crate::engine::Verdict;
@@ -90,7 +90,7 @@ pub fn handle(plan: &NetPlan, frame: &[u8], out: &mut Vec<u8>) -> Verdict {
 }
 
 /// The MAC that answers for `target`, if an emulated host lives there.
-fn answering_mac(plan: &NetPlan, v4: &policy::Ipv4Plan, target: Ipv4Addr) -> Option<MacAddr> {
+fn answering_mac(plan: &NetPlan, v4: &netplan::Ipv4Plan, target: Ipv4Addr) -> Option<MacAddr> {
     if !v4.contains(target) {
         return None;
     }

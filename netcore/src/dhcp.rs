@@ -26,7 +26,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use policy::{MacAddr, NetPlan};
+use netplan::{MacAddr, NetPlan};
 use smoltcp::wire::{DhcpPacket, IpAddress, UdpPacket};
 
 use crate::engine::Verdict;
@@ -273,7 +273,7 @@ impl Server {
     }
 
     /// The options of an OFFER or ACK, in slirp's order.
-    fn lease_options(&self, plan: &NetPlan, v4: &policy::Ipv4Plan, kind: u8, o: &mut Options) {
+    fn lease_options(&self, plan: &NetPlan, v4: &netplan::Ipv4Plan, kind: u8, o: &mut Options) {
         o.put(OPT_MSG_TYPE, &[kind]);
         o.put(OPT_SERVER_ID, &v4.gateway.octets());
         o.put(OPT_NETMASK, &v4.netmask().octets());

@@ -12,7 +12,7 @@
 
 use std::net::Ipv6Addr;
 
-use policy::{MacAddr, NetPlan};
+use netplan::{MacAddr, NetPlan};
 use smoltcp::wire::{IpProtocol, checksum};
 
 use crate::engine::Verdict;

@@ -29,7 +29,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use policy::{MacAddr, NetPlan};
+use netplan::{MacAddr, NetPlan};
 use smoltcp::wire::Ipv4Packet;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::timerfd::TimerFd;
@@ -880,7 +880,7 @@ impl Engine {
         let Some(fwd) = forwards.get(index) else {
             return;
         };
-        if fwd.proto == policy::Proto::Udp {
+        if fwd.proto == netplan::Proto::Udp {
             self.adopt_udp_forward(fwd, rx);
             return;
         }
@@ -1111,7 +1111,7 @@ enum TimerMode {
 
 /// The IPv6 side of `plan` when router advertisements go out (IPv6 on, and neither
 /// `--no-ndp` nor `--no-ra`): no greeting and no periodic advertisement otherwise.
-fn advertised_ipv6(plan: &NetPlan) -> Option<&policy::Ipv6Plan> {
+fn advertised_ipv6(plan: &NetPlan) -> Option<&netplan::Ipv6Plan> {
     plan.ipv6
         .as_ref()
         .filter(|_| plan.services.router_advertisements())
@@ -1169,7 +1169,7 @@ impl IpHeader {
 mod tests {
     use super::*;
     use crate::link::MemoryLink;
-    use policy::Services;
+    use netplan::Services;
 
     fn engine(services: Services) -> Engine {
         Engine::isolated(NetPlan {

@@ -1,6 +1,6 @@
 //! Ethernet framing shared by the protocol modules.
 
-use policy::MacAddr;
+use netplan::MacAddr;
 
 pub const HEADER_LEN: usize = 14;
 /// Frames shorter than this are zero-padded, as slirp does since 4.8.

@@ -18,7 +18,7 @@ use std::ops::RangeInclusive;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
-use policy::{HostListen, NetPlan, PortForward, Proto};
+use netplan::{HostListen, NetPlan, PortForward, Proto};
 
 use crate::sys;
 
@@ -378,7 +378,7 @@ pub fn guest_side(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use policy::PortRange;
+    use netplan::PortRange;
 
     fn forward(proto: Proto, addr: Option<IpAddr>, ports: PortRange, guest: u16) -> PortForward {
         PortForward {

@@ -30,7 +30,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
-use policy::GuestForward;
+use netplan::GuestForward;
 
 /// Commands of guest forwards running at once, at most.
 pub const MAX_RUNNING: usize = 128;

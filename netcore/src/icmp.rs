@@ -16,7 +16,7 @@
 //! do echoes to other addresses (forwarded through ping sockets by the NAT, later) and every
 //! other ICMP message. Nothing in this module keeps state.
 
-use policy::NetPlan;
+use netplan::NetPlan;
 use smoltcp::wire::checksum;
 
 use crate::engine::Verdict;

@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use policy::MacAddr;
+use netplan::MacAddr;
 use smoltcp::wire::{IpProtocol, checksum};
 
 use crate::link::RxBytes;

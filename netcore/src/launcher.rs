@@ -23,7 +23,7 @@ use std::process::Child;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use policy::GuestForward;
+use netplan::GuestForward;
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use crate::guestfwd;

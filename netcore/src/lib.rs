@@ -2,7 +2,7 @@
 //!
 //! An [`Engine`] takes frames the guest sent, answers what the emulated hosts answer (ARP,
 //! DHCP, ICMP echo, TFTP), and later splices flows onto host sockets. It is driven by one
-//! immutable [`policy::NetPlan`] and talks to the guest only through the [`link`] traits, so it
+//! immutable [`netplan::NetPlan`] and talks to the guest only through the [`link`] traits, so it
 //! knows nothing of vhost-user.
 
 pub mod arp;

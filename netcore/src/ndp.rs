@@ -26,7 +26,7 @@
 
 use std::net::Ipv6Addr;
 
-use policy::{Ipv6Plan, MacAddr, NetPlan, Services};
+use netplan::{Ipv6Plan, MacAddr, NetPlan, Services};
 use smoltcp::wire::{IpProtocol, checksum};
 
 use crate::engine::Verdict;

@@ -267,8 +267,8 @@ mod tests {
         let mut link = MemoryLink::new();
         let now = Instant::now();
         let mut ctx = Ctx {
-            guest_mac: policy::MacAddr([0x52, 0x54, 0, 0, 0, 1]),
-            gateway_mac: policy::MacAddr([0x52, 0x55, 10, 0, 2, 2]),
+            guest_mac: netplan::MacAddr([0x52, 0x54, 0, 0, 0, 1]),
+            gateway_mac: netplan::MacAddr([0x52, 0x55, 10, 0, 2, 2]),
             mtu: 1500,
             epoll: &epoll,
             ident: &mut ident,

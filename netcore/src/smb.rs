@@ -16,7 +16,7 @@ use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use policy::{GuestForward, SmbShare};
+use netplan::{GuestForward, SmbShare};
 
 use crate::sys;
 

@@ -460,7 +460,7 @@ impl TcpTable {
     }
 
     /// The plan's guest forwards, whose commands connections to them start.
-    pub fn set_guest_forwards(&mut self, forwards: Vec<policy::GuestForward>) {
+    pub fn set_guest_forwards(&mut self, forwards: Vec<netplan::GuestForward>) {
         self.commands = crate::guestfwd::Commands::new(forwards);
     }
 
@@ -1717,7 +1717,7 @@ mod tests {
     use super::*;
     use crate::ip::PacketMeta;
     use crate::link::MemoryLink;
-    use policy::MacAddr;
+    use netplan::MacAddr;
     use std::io::{Read, Write};
     use std::net::{Ipv4Addr, TcpListener, TcpStream};
     use vmm_sys_util::epoll::{Epoll, EpollEvent};

@@ -34,7 +34,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use policy::{MacAddr, NetPlan};
+use netplan::{MacAddr, NetPlan};
 use smoltcp::wire::{IpProtocol, checksum};
 
 use crate::engine::Verdict;

@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use policy::NetPlan;
+use netplan::NetPlan;
 use smoltcp::wire::IpProtocol;
 
 use crate::ip;
@@ -702,8 +702,8 @@ mod tests {
     use std::net::{Ipv4Addr, UdpSocket};
     use vmm_sys_util::epoll::{Epoll, EpollEvent};
 
-    const GUEST_MAC: policy::MacAddr = policy::MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
-    const GW_MAC: policy::MacAddr = policy::MacAddr([0x52, 0x55, 10, 0, 2, 2]);
+    const GUEST_MAC: netplan::MacAddr = netplan::MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+    const GW_MAC: netplan::MacAddr = netplan::MacAddr([0x52, 0x55, 10, 0, 2, 2]);
 
     struct Rig {
         table: UdpTable,

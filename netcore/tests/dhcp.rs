@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use common::*;
 use netcore::Engine;
-use policy::{MacAddr, NetPlan};
+use netplan::{MacAddr, NetPlan};
 
 const NO_ADDR: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
 

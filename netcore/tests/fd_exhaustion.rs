@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::{GATEWAY, GUEST_IP, arp_request};
 use netcore::{Engine, EngineOptions, MemoryLink};
-use policy::{HostListen, NetPlan, PortForward, PortRange, Proto};
+use netplan::{HostListen, NetPlan, PortForward, PortRange, Proto};
 use smoltcp::wire::{EthernetFrame, Ipv4Packet, TcpPacket};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{GATEWAY, GUEST_IP, GUEST_MAC, IpOpts, ipv4_frame, udp};
 use netcore::{Engine, EngineOptions, MemoryLink};
-use policy::{HostListen, NetPlan, PortForward, PortRange, Proto};
+use netplan::{HostListen, NetPlan, PortForward, PortRange, Proto};
 use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, TcpPacket, TcpSeqNumber,
     UdpPacket,

@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use common::*;
 use netcore::{Engine, MemoryLink};
-use policy::NetPlan;
+use netplan::NetPlan;
 use smoltcp::wire::checksum;
 
 /// xorshift64*: deterministic, no dependency.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{GUEST_IP, GUEST_MAC, IpOpts, arp_request, ipv4_frame};
 use netcore::{Engine, EngineOptions, MemoryLink};
-use policy::{GuestForward, MacAddr, NetPlan};
+use netplan::{GuestForward, MacAddr, NetPlan};
 use smoltcp::wire::{
     ArpPacket, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, TcpPacket,
     TcpSeqNumber,

@@ -13,7 +13,7 @@ use common::{
     GATEWAY, GUEST_IP, IpOpts, ipv4_frame, ipv6_frame, ping_frame, tcp_syn, udp, udp6_frame,
 };
 use netcore::{Engine, EngineOptions, MemoryLink};
-use policy::NetPlan;
+use netplan::NetPlan;
 use smoltcp::wire::{IpAddress, IpProtocol, TcpPacket};
 
 const GUEST_V6: Ipv6Addr = Ipv6Addr::new(0xfec0, 0, 0, 0, 0x5054, 0xff, 0xfe12, 0x3456);

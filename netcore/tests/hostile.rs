@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{GATEWAY, GUEST_IP, GUEST_MAC, IpOpts, arp_request, ipv4_frame, udp};
 use netcore::{Engine, EngineOptions, MemoryLink};
-use policy::NetPlan;
+use netplan::NetPlan;
 use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, UdpPacket};
 
 const GUEST_PORT: u16 = 5000;

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use common::*;
 use netcore::Engine;
-use policy::{MacAddr, NetPlan};
+use netplan::{MacAddr, NetPlan};
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet, IpProtocol,
     Ipv4Packet,

@@ -7,7 +7,7 @@ mod common;
 use std::net::Ipv6Addr;
 
 use netcore::{Engine, MemoryLink};
-use policy::NetPlan;
+use netplan::NetPlan;
 use smoltcp::wire::checksum;
 
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0, 0x41, 0x2c, 0x49];

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use netcore::launcher::Launcher;
-use policy::GuestForward;
+use netplan::GuestForward;
 
 fn forward(argv: &[&str]) -> GuestForward {
     GuestForward {

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use common::*;
 use netcore::{Engine, EngineOptions};
-use policy::NetPlan;
+use netplan::NetPlan;
 use smoltcp::wire::{IpAddress, IpProtocol, TcpPacket};
 
 const GUEST_V6: Ipv6Addr = Ipv6Addr::new(0xfec0, 0, 0, 0, 0x5054, 0xff, 0xfe12, 0x3456);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use netcore::nat::Upstream;
 use netcore::{Engine, EngineOptions, MemoryLink};
-use policy::{MacAddr, NetPlan, Services};
+use netplan::{MacAddr, NetPlan, Services};
 use smoltcp::wire::{IpAddress, IpProtocol, TcpPacket};
 
 const GUEST_V6: Ipv6Addr = Ipv6Addr::new(0xfec0, 0, 0, 0, 0x5054, 0xff, 0xfe12, 0x3456);

@@ -31,7 +31,7 @@ use netcore::engine::MAX_FRAME_LEN;
 use netcore::link::{OneFrame, RxCsum, RxMeta, RxOffloads};
 use netcore::tcp::flags;
 use netcore::{Engine, EngineOptions, RxLink, RxSlot};
-use policy::{MacAddr, NetPlan};
+use netplan::{MacAddr, NetPlan};
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, TcpPacket,
     TcpSeqNumber,

@@ -9,7 +9,7 @@ use std::net::Ipv6Addr;
 
 use common::*;
 use netcore::{Engine, EngineOptions};
-use policy::NetPlan;
+use netplan::NetPlan;
 use smoltcp::wire::IpProtocol;
 use vmm_sys_util::tempdir::TempDir;
 
