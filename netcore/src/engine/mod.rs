@@ -1,0 +1,337 @@
+//! The engine: takes each guest frame, dispatches it by protocol, sends answers to the guest,
+//! and splices flows onto host sockets.
+//!
+//! # Theory of operation
+//!
+//! The engine owns all per-guest state (the learned guest MAC, DHCP leases, flow tables,
+//! counters) and is driven from one thread, by three kinds of events: a guest frame
+//! ([`Engine::handle_frame`]), readiness of its host sockets or timer ([`Engine::poll_host`],
+//! after the link's event loop sees [`Engine::host_fd`] readable), and the end of a batch
+//! ([`Engine::end_batch`], after a drained TX ring or newly posted RX buffers).
+//!
+//! A guest frame is copied out only as far as its protocol needs. A bounded header prefix is
+//! always copied; control-plane frames (ARP, DHCP, ICMP, TFTP) are small and copied whole into
+//! a reused buffer; TCP and UDP payload is never copied here: the flow tables pass it to the
+//! kernel as iovecs into the frame.
+//!
+//! Answers the engine builds itself go to the [`RxLink`] at once; when the guest has posted
+//! no room they wait in a bounded queue, in order, sent by [`Engine::end_batch`] once buffers
+//! arrive, and past the bound they are dropped and counted: a guest that never reads must not
+//! grow our memory. Flows keep their data in their host sockets instead.
+//!
+//! Anything malformed or not served is dropped and counted; nothing a guest sends can stop
+//! the engine.
+
+use std::collections::VecDeque;
+use std::net::Ipv6Addr;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use netplan::{MacAddr, NetPlan};
+use smoltcp::wire::Ipv4Packet;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::timerfd::TimerFd;
+
+use crate::capture::{SharedCapture, Tap};
+use crate::forward::{self, ForwardSocket, Local, Peer};
+use crate::ipv4::Ident;
+use crate::link::{RxLink, TxFrame};
+use crate::nat::{self, Ctx, Target, Upstream};
+use crate::ping::PingTable;
+use crate::tcp::{SegmentOutcome, TcpTable};
+use crate::udp::{Sent, UdpTable};
+use crate::{arp, capture, dhcp, dhcpv6, ethernet, icmp, ip, ipv4, ndp, tcp, tftp};
+
+pub use stats::Counters;
+
+/// The largest frame a guest may hand us: a 64 KiB IP packet behind an Ethernet header.
+pub const MAX_FRAME_LEN: usize = 65535 + ethernet::HEADER_LEN;
+/// Answers waiting for guest buffers, at most.
+const MAX_PENDING: usize = 1024;
+/// Bytes of each frame copied for parsing: Ethernet, the largest IPv4 and TCP headers.
+const HEADER_PREFIX: usize = ethernet::HEADER_LEN + 60 + 60;
+/// The ports clients of unix socket forwards come from, in turn (the IANA dynamic range).
+const UNIX_PEER_PORTS: std::ops::Range<u16> = 49152..65535;
+/// Connections taken from one forwarded port per readiness event, at most.
+const ACCEPTS_PER_EVENT: usize = 16;
+/// How often flow timers (retransmission, expiry) are looked at while any flow exists.
+const TICK: Duration = Duration::from_millis(100);
+/// How long a forwarded port stays unwatched after accepting failed for want of descriptors
+/// or memory: its level-triggered event would otherwise come back at once, forever.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Epoll token bases for host sockets: the top byte says which table the rest indexes.
+pub const TOKEN_TCP: u64 = 1 << 56;
+pub const TOKEN_UDP: u64 = 2 << 56;
+pub const TOKEN_ICMP: u64 = 3 << 56;
+pub const TOKEN_TIMER: u64 = 4 << 56;
+pub const TOKEN_FORWARD: u64 = 5 << 56;
+const TOKEN_KIND: u64 = 0xff << 56;
+
+/// What a protocol handler did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The answer frame is in the output buffer.
+    Reply,
+    /// Handled; nothing to send.
+    Consumed,
+    /// Not for this handler, or not served.
+    Unhandled,
+    /// Broken beyond use.
+    Malformed,
+}
+
+/// Settings of the engine that are not part of what the guest sees.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Where DNS queries to the DNS address go.
+    pub upstream: Upstream,
+    /// Most TCP connections (and, separately, UDP and ICMP flows) at once.
+    pub max_flows: usize,
+    /// The plan's forwarded ports, bound once by the program ([`forward::open`]) and shared
+    /// by the engines of successive frontends.
+    pub forwards: Arc<[ForwardSocket]>,
+    /// How long a TCP connection may go without traffic before it is closed
+    /// ([`crate::tcp::IDLE_TIMEOUT`] by default).
+    pub tcp_idle_timeout: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            upstream: Upstream::default(),
+            max_flows: 4096,
+            forwards: Arc::new([]),
+            tcp_idle_timeout: crate::tcp::IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// The NAT core for one guest.
+#[derive(Debug)]
+pub struct Engine {
+    plan: NetPlan,
+    options: EngineOptions,
+    guest_mac: Option<MacAddr>,
+    dhcp: dhcp::Server,
+    tftp: tftp::Server,
+    /// Identification of the IPv4 packets we send, one sequence for all of them (as slirp).
+    ip_ident: Ident,
+    counters: Counters,
+    pending: VecDeque<Vec<u8>>,
+    capture: Option<SharedCapture>,
+    /// Reused copy of the frame being handled (its header prefix, or all of a small one).
+    frame_buf: Vec<u8>,
+    /// Reused buffer the handlers build answers in.
+    reply_buf: Vec<u8>,
+    epoll: Epoll,
+    timer: TimerFd,
+    /// The timer ticks every `TICK` (flows exist), or fires once for the next advertisement.
+    timer_mode: TimerMode,
+    /// When the next unsolicited router advertisement goes out.
+    next_ra: Option<Instant>,
+    /// The guest has sent IPv6 and got its first advertisement.
+    ipv6_greeted: bool,
+    /// The guest's IPv6 address, as its duplicate address detection or what it last sent
+    /// showed it: where forwards of an IPv6 host port go when they name no guest address.
+    guest_ipv6: Option<Ipv6Addr>,
+    /// The port the next client of a unix socket forward comes from, as the guest sees it.
+    next_unix_port: u16,
+    /// Forwarded ports taken off the epoll set because accepting failed for want of
+    /// descriptors or memory, and when they are watched again (at the first tick after).
+    paused_forwards: Vec<usize>,
+    resume_forwards_at: Option<Instant>,
+    tcp: TcpTable,
+    udp: UdpTable,
+    ping: PingTable,
+}
+
+/// Splits the engine into the flow context and the tables, so both can be borrowed at once.
+macro_rules! ctx {
+    ($self:ident) => {
+        Ctx {
+            guest_mac: $self.guest_mac.unwrap_or(MacAddr::BROADCAST),
+            gateway_mac: $self.plan.gateway_mac,
+            mtu: $self.plan.mtu,
+            epoll: &$self.epoll,
+            ident: &mut $self.ip_ident,
+            now: Instant::now(),
+        }
+    };
+}
+
+// After `ctx!`, which they use.
+mod dispatch;
+mod forwards;
+mod host;
+mod ra;
+mod stats;
+
+impl Engine {
+    /// An engine whose flow tables take no flows, so that nothing it is fed can reach a real
+    /// host: for tests and fuzzing of everything else. Panics only if the kernel refuses an
+    /// epoll or timer descriptor.
+    pub fn isolated(plan: NetPlan) -> Self {
+        let options = EngineOptions {
+            max_flows: 0,
+            ..EngineOptions::default()
+        };
+        Self::with_options(plan, options).expect("epoll and timerfd")
+    }
+
+    pub fn with_options(plan: NetPlan, options: EngineOptions) -> std::io::Result<Self> {
+        let epoll = Epoll::new()?;
+        let timer = TimerFd::new().map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+        epoll.ctl(
+            ControlOperation::Add,
+            timer.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, TOKEN_TIMER),
+        )?;
+        for (i, fwd) in options.forwards.iter().enumerate() {
+            // Level-triggered: what one event leaves waiting is reported again.
+            epoll.ctl(
+                ControlOperation::Add,
+                fwd.fd(),
+                EpollEvent::new(EventSet::IN, TOKEN_FORWARD | i as u64),
+            )?;
+        }
+        let mut tcp = TcpTable::new(options.max_flows);
+        tcp.set_idle_timeout(options.tcp_idle_timeout);
+        tcp.set_guest_forwards(plan.guest_forwards.clone());
+        Ok(Engine {
+            dhcp: dhcp::Server::new(&plan),
+            tftp: tftp::Server::new(&plan),
+            tcp,
+            udp: UdpTable::new(options.max_flows),
+            ping: PingTable::new(options.max_flows.min(256)),
+            plan,
+            options,
+            guest_mac: None,
+            ip_ident: Ident::new(),
+            counters: Counters::default(),
+            pending: VecDeque::new(),
+            capture: None,
+            frame_buf: Vec::with_capacity(2048),
+            reply_buf: Vec::with_capacity(2048),
+            next_ra: None,
+            ipv6_greeted: false,
+            guest_ipv6: None,
+            next_unix_port: UNIX_PEER_PORTS.start,
+            paused_forwards: Vec::new(),
+            resume_forwards_at: None,
+            epoll,
+            timer,
+            timer_mode: TimerMode::Off,
+        })
+    }
+
+    /// Records every frame, both ways, into `capture`.
+    pub fn set_capture(&mut self, capture: SharedCapture) {
+        self.capture = Some(capture);
+    }
+
+    pub fn plan(&self) -> &NetPlan {
+        &self.plan
+    }
+
+    /// The guest's MAC, once a frame has shown it.
+    pub fn guest_mac(&self) -> Option<MacAddr> {
+        self.guest_mac
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Counters of the flow tables, for logs.
+    pub fn flow_counters(&self) -> String {
+        format!(
+            "tcp {:?} (open {}), udp {:?} (open {}), ping {:?} (open {}), tftp {:?} (sessions {})",
+            self.tcp.counters,
+            self.tcp.len(),
+            self.udp.counters,
+            self.udp.len(),
+            self.ping.counters,
+            self.ping.len(),
+            self.tftp.counters,
+            self.tftp.sessions()
+        )
+    }
+
+    /// What the TCP table did.
+    pub fn tcp_counters(&self) -> &tcp::TcpCounters {
+        &self.tcp.counters
+    }
+
+    /// What the UDP table did.
+    pub fn udp_counters(&self) -> &crate::udp::UdpCounters {
+        &self.udp.counters
+    }
+
+    /// What the TFTP server did.
+    pub fn tftp_counters(&self) -> &tftp::TftpCounters {
+        &self.tftp.counters
+    }
+
+    /// Open flows: TCP, UDP, ICMP.
+    pub fn open_flows(&self) -> (usize, usize, usize) {
+        (self.tcp.len(), self.udp.len(), self.ping.len())
+    }
+
+    /// Whether answers are waiting for guest buffers.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// The descriptor to watch for readability: host sockets and the flow timer behind it.
+    pub fn host_fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    /// Sends a frame to the guest now, or queues it behind those already waiting.
+    fn send<L: RxLink>(&mut self, frame: &[u8], rx: &mut L) {
+        let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
+        if self.pending.is_empty() && tap.send(&[frame]).is_ok() {
+            return;
+        }
+        if self.pending.len() >= MAX_PENDING {
+            self.counters.rx_dropped += 1;
+            return;
+        }
+        self.pending.push_back(frame.to_vec());
+    }
+
+    /// Sends waiting answers while the guest has room. Returns true when none are left.
+    pub fn flush<L: RxLink>(&mut self, rx: &mut L) -> bool {
+        let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
+        while let Some(frame) = self.pending.front() {
+            if tap.send(&[frame]).is_err() {
+                return false;
+            }
+            self.pending.pop_front();
+        }
+        true
+    }
+
+    /// End of a batch: waiting answers, owed ACKs and flows that waited for RX buffers go out.
+    pub fn end_batch<L: RxLink>(&mut self, rx: &mut L) {
+        if !self.flush(rx) {
+            return;
+        }
+        let mut ctx = ctx!(self);
+        let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
+        self.tcp.end_batch(&mut ctx, &mut tap);
+        self.udp
+            .end_batch(&self.plan, &self.options.upstream, &mut ctx, &mut tap);
+    }
+}
+
+/// What the engine's timer is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerMode {
+    Off,
+    Once,
+    Ticking,
+}
