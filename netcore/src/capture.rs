@@ -10,6 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 const PCAP_MAGIC_USEC: u32 = 0xa1b2_c3d4;
 const LINKTYPE_ETHERNET: u32 = 1;
+/// The pcap format version written (2.4, the one every reader takes).
+const PCAP_VERSION: (u16, u16) = (2, 4);
 /// The snapshot length written in the header: the largest frame the link carries.
 const SNAPLEN: u32 = 65535 + 14;
 
@@ -57,8 +59,8 @@ impl Capture {
         let mut out = BufWriter::new(create_private_file(path)?);
         let mut header = Vec::with_capacity(24);
         header.extend_from_slice(&PCAP_MAGIC_USEC.to_le_bytes());
-        header.extend_from_slice(&2u16.to_le_bytes());
-        header.extend_from_slice(&4u16.to_le_bytes());
+        header.extend_from_slice(&PCAP_VERSION.0.to_le_bytes());
+        header.extend_from_slice(&PCAP_VERSION.1.to_le_bytes());
         header.extend_from_slice(&0i32.to_le_bytes());
         header.extend_from_slice(&0u32.to_le_bytes());
         header.extend_from_slice(&SNAPLEN.to_le_bytes());

@@ -27,13 +27,11 @@
 use std::io;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use netplan::GuestForward;
 
-/// Commands of guest forwards running at once, at most.
-pub const MAX_RUNNING: usize = 128;
+use crate::command::{MAX_RUNNING, spawn};
 
 /// The guest forwards of a plan and the commands they started.
 #[derive(Debug)]
@@ -100,23 +98,6 @@ impl Commands {
         self.running
             .retain_mut(|child| matches!(child.try_wait(), Ok(None)));
     }
-}
-
-/// Starts `argv` with `conn` as its standard input, output and error, in a process group of
-/// its own (here, or in the [`crate::launcher`]).
-pub(crate) fn spawn(argv: &[String], conn: OwnedFd) -> io::Result<Child> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::from(conn.try_clone()?))
-        .stdout(Stdio::from(conn.try_clone()?))
-        .stderr(Stdio::from(conn))
-        .process_group(0);
-    crate::sys::pass_only_standard_streams(&mut command);
-    command.spawn()
 }
 
 /// A TCP connection over loopback, both ends ours: the accepted end non-blocking with

@@ -26,9 +26,9 @@ use std::time::Duration;
 use netplan::GuestForward;
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
-use crate::guestfwd;
+use crate::command::{self, MAX_RUNNING};
 
-/// Errno answered when [`guestfwd::MAX_RUNNING`] commands run already.
+/// Errno answered when [`MAX_RUNNING`] commands run already.
 const TOO_MANY: i32 = libc::EAGAIN;
 
 /// How long the backend waits for an answer (a start is a fork and an exec).
@@ -97,8 +97,7 @@ impl Launcher {
         match i32::from_le_bytes(answer) {
             0 => Ok(()),
             TOO_MANY => Err(io::Error::other(format!(
-                "{} guest forward commands are running already",
-                guestfwd::MAX_RUNNING
+                "{MAX_RUNNING} guest forward commands are running already"
             ))),
             errno => Err(io::Error::from_raw_os_error(errno)),
         }
@@ -126,8 +125,8 @@ fn serve(sock: &UnixStream, forwards: &[GuestForward]) {
         }
         let index = u32::from_le_bytes(request) as usize;
         let answer = match (conn, forwards.get(index)) {
-            (_, _) if running.len() >= guestfwd::MAX_RUNNING => TOO_MANY,
-            (Some(conn), Some(forward)) => match guestfwd::spawn(&forward.argv, conn.into()) {
+            (_, _) if running.len() >= MAX_RUNNING => TOO_MANY,
+            (Some(conn), Some(forward)) => match command::spawn(&forward.argv, conn.into()) {
                 Ok(child) => {
                     running.push(child);
                     0

@@ -7,6 +7,7 @@
 
 pub mod arp;
 pub mod capture;
+mod command;
 pub mod dhcp;
 pub mod dhcpv6;
 pub mod dnssearch;
