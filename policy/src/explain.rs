@@ -15,6 +15,22 @@ use serde::Serialize;
 use crate::profile::Resolved;
 use crate::{HostListen, Ipv4Plan, PortForward};
 
+/// Output format of `--explain`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ExplainFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The plan in the chosen format.
+pub fn render(r: &Resolved, format: ExplainFormat) -> String {
+    match format {
+        ExplainFormat::Text => render_text(r),
+        ExplainFormat::Json => render_json(r),
+    }
+}
+
 /// Bumped only if a key changes meaning or disappears.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -491,12 +507,12 @@ pub fn render_json(r: &Resolved) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::PolicyArgs;
+    use crate::Inputs;
 
     fn resolved(slirp: &str) -> Resolved {
-        PolicyArgs {
+        Inputs {
             slirp: vec![slirp.into()],
-            ..PolicyArgs::default()
+            ..Inputs::default()
         }
         .build_with_xml(None)
         .unwrap_or_else(|e| panic!("{slirp}: {e}"))

@@ -38,7 +38,7 @@ use crate::{
 };
 
 /// How addresses in the configuration become the guest's view.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Profile {
     /// QEMU slirp's derivation (an address names the network).
     #[default]
@@ -1036,12 +1036,12 @@ pub(crate) fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frontend::slirp;
     use crate::request::RawGuestForward;
-    use crate::slirp_opts;
 
     /// Resolve `--slirp OPTS` under the slirp profile.
     fn slirp(opts: &str) -> Result<(NetPlan, Vec<String>), ConfigError> {
-        resolve(Profile::Slirp, slirp_opts::parse(opts)?)
+        resolve(Profile::Slirp, slirp::parse(opts)?)
     }
 
     fn slirp_ok(opts: &str) -> (NetPlan, Vec<String>) {
@@ -1426,7 +1426,7 @@ mod tests {
 
     #[test]
     fn smb_needs_tcp() {
-        let mut req = slirp_opts::parse("smb=/srv/share").unwrap();
+        let mut req = slirp::parse("smb=/srv/share").unwrap();
         req.services.tcp = false;
         assert_eq!(
             resolve(Profile::Slirp, req).unwrap_err().to_string(),

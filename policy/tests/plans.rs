@@ -3,7 +3,9 @@
 //! symptoms each have a named test that fails on the wrong behaviour.
 
 use clap::Parser;
-use policy::{ConfigError, NetPlan, PolicyArgs, Resolved, explain};
+use policy::{ConfigError, Inputs, NetPlan, Resolved, explain};
+// The binary's own option parser: the command lines below are the daemon's.
+use vhost_net_user::args::PolicyArgs;
 
 #[derive(Parser, Debug)]
 struct Cli {
@@ -1408,8 +1410,8 @@ fn front_end_combinations() {
     assert_eq!(clap_err(&["--profile", "qemu"]), ErrorKind::InvalidValue);
     assert!(Cli::try_parse_from(["x", "--explain", "--format", "json"]).is_ok());
 
-    // build() checks the same when PolicyArgs is filled in by hand.
-    let a = PolicyArgs {
+    // build() checks the same when Inputs is filled in by hand, without clap.
+    let a = Inputs {
         slirp: vec!["net=10.0.0.0/8".into()],
         libvirt_xml: Some("d.xml".into()),
         ..Default::default()

@@ -18,14 +18,15 @@ use std::net::IpAddr;
 use roxmltree::{Document, Node};
 
 use crate::addr::decimal;
+use crate::addr::{MAX_MTU, MIN_MTU};
 use crate::error::ConfigError;
-use crate::passt_opts::{Include, MAX_MTU, MIN_MTU, to_forwards};
+use crate::frontend::ports::{Include, to_forwards};
 use crate::request::{AddrKind, Request, Setting};
 use crate::{MacAddr, PortRange, Proto};
 
 /// `type=` of a usable interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InterfaceType {
+pub(crate) enum InterfaceType {
     User,
     Vhostuser,
 }
@@ -41,20 +42,41 @@ impl std::fmt::Display for InterfaceType {
 
 /// The selected interface: what it is, for `--explain`, and what it asks of the guest's view.
 #[derive(Clone, Debug)]
-pub struct LibvirtInterface {
-    pub kind: InterfaceType,
+pub(crate) struct LibvirtInterface {
+    pub(crate) kind: InterfaceType,
     /// Position among all `<interface>` elements of the document (0-based).
-    pub index: usize,
-    pub alias: Option<String>,
+    pub(crate) index: usize,
+    pub(crate) alias: Option<String>,
     /// The guest's own MAC (`<mac address>`).
-    pub mac: Option<MacAddr>,
+    pub(crate) mac: Option<MacAddr>,
     /// `<backend type>`.
-    pub backend: Option<String>,
+    pub(crate) backend: Option<String>,
     /// `<model type>`.
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// `<source>`, described (`unix:/path mode=client`, `dev=eth0`); noted, not used.
-    pub source: Option<String>,
+    pub(crate) source: Option<String>,
     pub(crate) request: Request,
+}
+
+impl LibvirtInterface {
+    /// What was picked, for `--explain`'s "from" line (`origin` names the file).
+    pub(crate) fn describe(&self, origin: &str) -> String {
+        let mut d = format!(
+            "--libvirt-xml {origin}: <interface type='{}'> #{}",
+            self.kind, self.index
+        );
+        for (what, value) in [
+            ("alias", &self.alias),
+            ("backend", &self.backend),
+            ("model", &self.model),
+            ("source", &self.source),
+        ] {
+            if let Some(v) = value {
+                d.push_str(&format!(", {what} {v}"));
+            }
+        }
+        d
+    }
 }
 
 /// `<name a='v' …/>` as written, to quote the element in messages.
@@ -122,7 +144,7 @@ fn describe(i: usize, n: Node) -> String {
 }
 
 /// Parse `xml` (its name for messages is `origin`) and read the interface `selector` picks.
-pub fn parse(
+pub(crate) fn parse(
     xml: &str,
     origin: &str,
     selector: Option<&str>,
