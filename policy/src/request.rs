@@ -27,6 +27,19 @@ impl<T> Setting<T> {
     }
 }
 
+/// The words a setting came from, if given.
+pub(crate) fn origin<T>(s: &Option<Setting<T>>) -> Option<&str> {
+    s.as_ref().map(|s| s.origin.as_str())
+}
+
+/// Who to blame for a derived value: its own setting when given, else the network it came from.
+pub(crate) fn blame<T>(s: &Option<Setting<T>>, derived_from: &str) -> String {
+    match s {
+        Some(s) => s.origin.clone(),
+        None => derived_from.to_string(),
+    }
+}
+
 /// How an IPv4 address was given: slirp's `net=` is a network by definition, while an `<ip>`
 /// element or `--address` names an address the user may expect the guest to get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
