@@ -329,7 +329,7 @@ struct Json<'a> {
     guest_forwards: Vec<JsonGuestForward<'a>>,
     smb: Option<JsonSmb>,
     services: JsonServices,
-    warnings: &'a [String],
+    warnings: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -497,7 +497,7 @@ pub fn render_json(r: &Resolved) -> String {
             udp: p.services.udp,
             icmp: p.services.icmp,
         },
-        warnings: &r.warnings,
+        warnings: r.warnings.iter().map(ToString::to_string).collect(),
     };
     let mut out = serde_json::to_string_pretty(&json).expect("plain data serializes");
     out.push('\n');

@@ -16,9 +16,11 @@ pub mod explain;
 mod frontend;
 pub mod profile;
 mod request;
+mod warning;
 
 pub use error::ConfigError;
 pub use frontend::{Inputs, PasstOptions};
 pub use profile::{Profile, Resolved};
+pub use warning::Warning;
 
 pub use netplan::*;

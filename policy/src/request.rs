@@ -9,6 +9,7 @@ use std::fmt::Display;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
+use crate::warning::Warning;
 use crate::{MacAddr, PortForward, Services};
 
 /// A value and where it came from (`<ip address='…'/>`, `net=…`, `--address …`).
@@ -111,7 +112,7 @@ pub(crate) struct Request {
     /// passt's `--no-*` switches: the services left on.
     pub services: Services,
     /// Warnings raised while reading the input.
-    pub notes: Vec<String>,
+    pub notes: Vec<Warning>,
 }
 
 impl Default for Request {
@@ -155,15 +156,17 @@ impl Default for Request {
 pub(crate) fn overlay<T: PartialEq + Display>(
     slot: &mut Option<Setting<T>>,
     new: Setting<T>,
-    notes: &mut Vec<String>,
+    notes: &mut Vec<Warning>,
 ) {
     if let Some(old) = slot.as_ref()
         && old.value != new.value
     {
-        notes.push(format!(
-            "{} overrides {} ({} instead of {})",
-            new.origin, old.origin, new.value, old.value
-        ));
+        notes.push(Warning::Overrides {
+            by: new.origin.clone(),
+            replaced: old.origin.clone(),
+            new: new.value.to_string(),
+            old: old.value.to_string(),
+        });
     }
     *slot = Some(new);
 }

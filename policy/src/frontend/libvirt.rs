@@ -22,6 +22,7 @@ use crate::addr::{MAX_MTU, MIN_MTU};
 use crate::error::ConfigError;
 use crate::frontend::ports::{Include, to_forwards};
 use crate::request::{AddrKind, Request, Setting};
+use crate::warning::Warning;
 use crate::{MacAddr, PortRange, Proto};
 
 /// `type=` of a usable interface.
@@ -324,10 +325,7 @@ fn read_interface(
                     req.hostname = Some(h.to_string());
                 }
                 if n.attribute("fqdn").is_some() {
-                    req.notes.push(format!(
-                        "{}: fqdn is not sent to the guest (no DHCP option 81)",
-                        ctx.at(n)
-                    ));
+                    req.notes.push(Warning::FqdnNotSent { at: ctx.at(n) });
                 }
             }
             "model" => {
@@ -353,25 +351,20 @@ fn read_interface(
                 out.source = Some(d.join(" "));
             }
             "alias" => out.alias = n.attribute("name").map(str::to_string),
-            "link" if n.attribute("state") == Some("down") => req.notes.push(format!(
-                "{}: the link state is QEMU's business; vhost-net-user serves the guest regardless",
-                ctx.at(n)
-            )),
+            "link" if n.attribute("state") == Some("down") => {
+                req.notes.push(Warning::LinkStateIgnored { at: ctx.at(n) })
+            }
             // Device placement, boot order and QEMU tuning: nothing the guest's network sees.
             "address" | "boot" | "rom" | "target" | "driver" | "acpi" | "guest" | "coalesce"
             | "tune" | "link" => {}
-            other => req.notes.push(format!(
-                "{}: <{other}> has no effect on vhost-net-user",
-                ctx.at(n)
-            )),
+            other => req.notes.push(Warning::NoEffect {
+                at: ctx.at(n),
+                element: other.to_string(),
+            }),
         }
     }
     if out.backend.as_deref() == Some("passt") {
-        req.notes.push(format!(
-            "{}: <backend type='passt'/> only says which program carries the frames; \
-             --profile decides what the guest sees",
-            ctx.at(node)
-        ));
+        req.notes.push(Warning::PasstBackend { at: ctx.at(node) });
     }
     out.request = req;
     Ok(out)
@@ -847,7 +840,11 @@ mod tests {
                 (Proto::Udp, None, None, 1, 65535, 1, true),
             ]
         );
-        assert!(r.notes.iter().any(|n| n.contains("backend type='passt'")));
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.to_string().contains("backend type='passt'"))
+        );
     }
 
     #[test]
@@ -857,6 +854,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(i.request.notes.len(), 1);
-        assert!(i.request.notes[0].contains("<bandwidth> has no effect"));
+        assert!(
+            i.request.notes[0]
+                .to_string()
+                .contains("<bandwidth> has no effect")
+        );
     }
 }

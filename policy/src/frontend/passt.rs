@@ -25,6 +25,7 @@ use crate::addr::{MAX_MTU, MIN_MTU, decimal, parse_netmask, valid_domain};
 use crate::error::ConfigError;
 use crate::frontend::ports::parse_port_spec;
 use crate::request::{AddrKind, Request, Setting, overlay};
+use crate::warning::Warning;
 use crate::{MacAddr, Proto};
 
 /// How errors name `-4`: either spelling may have been typed.
@@ -286,10 +287,8 @@ fn apply_search(opts: &PasstOptions, req: &mut Request) -> Result<(), ConfigErro
     if let Some(old) = &req.search
         && *old != list
     {
-        req.notes.push(format!(
-            "--search overrides the search list [{}] from the configuration",
-            old.join(" ")
-        ));
+        req.notes
+            .push(Warning::SearchOverrides { old: old.clone() });
     }
     req.search = Some(list);
     Ok(())

@@ -29,6 +29,7 @@ use std::path::PathBuf;
 use crate::addr::{c_ulong, decimal, inet_aton, mask_to_prefix, valid_domain};
 use crate::error::ConfigError;
 use crate::request::{AddrKind, RawGuestForward, RawSmbShare, Request, Setting};
+use crate::warning::Warning;
 use crate::{HostListen, PortForward, PortRange, Proto};
 
 /// Split a QemuOpts string into `(name, value)` pairs.
@@ -323,9 +324,8 @@ fn build(raw: Raw) -> Result<Request, ConfigError> {
         };
         // net/slirp.c: 0 means "not given", i.e. 64.
         let n = if n == 0 {
-            req.notes.push(format!(
-                "{shown}: QEMU reads an IPv6 prefix length of 0 as the default 64"
-            ));
+            req.notes
+                .push(Warning::Ipv6PrefixLenZero { at: shown.clone() });
             64
         } else {
             n
@@ -434,10 +434,9 @@ fn build(raw: Raw) -> Result<Request, ConfigError> {
                 server,
             });
         }
-        (None, Some(server)) => req.notes.push(format!(
-            "{}: does nothing without smb= (QEMU ignores it too)",
-            server.origin
-        )),
+        (None, Some(server)) => req
+            .notes
+            .push(Warning::SmbServerAlone { at: server.origin }),
         (None, None) => {}
     }
     Ok(req)
@@ -1241,7 +1240,7 @@ mod tests {
         let r = parse("smbserver=10.0.2.9").unwrap();
         assert!(r.smb.is_none());
         assert_eq!(
-            r.notes,
+            r.notes.iter().map(ToString::to_string).collect::<Vec<_>>(),
             ["--slirp smbserver=10.0.2.9: does nothing without smb= (QEMU ignores it too)"]
         );
         // QEMU parses it all the same.

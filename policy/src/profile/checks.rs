@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::addr::v4_or;
 use crate::error::ConfigError;
 use crate::request::{Request, origin};
+use crate::warning::Warning;
 use crate::{HostListen, Ipv4Plan, MacAddr, NetPlan, Profile, Proto};
 
 /// Refuse settings for a family that is switched off (QEMU's own check covers `--slirp`;
@@ -90,21 +91,21 @@ pub(super) fn fetched_by_tftp(b: &str) -> bool {
 
 /// What a TFTP root that cannot serve means for the guest: slirp accepts any `tftp=`, so these
 /// are warnings, but a typo in the path otherwise shows only as a boot that fails.
-pub(super) fn tftp_warnings(root: &std::path::Path, bootfile: Option<&str>, w: &mut Vec<String>) {
-    let shown = root.display();
+pub(super) fn tftp_warnings(root: &std::path::Path, bootfile: Option<&str>, w: &mut Vec<Warning>) {
     if !root.is_dir() {
-        w.push(format!(
-            "tftp={shown} is not a directory: every TFTP request will get File not found"
-        ));
+        w.push(Warning::TftpRootNotDir {
+            root: root.to_path_buf(),
+        });
         return;
     }
     if let Some(b) = bootfile
         && fetched_by_tftp(b)
         && !root.join(b.trim_start_matches('/')).is_file()
     {
-        w.push(format!(
-            "bootfile={b} is not a file in tftp={shown}: the guest's network boot will not find it"
-        ));
+        w.push(Warning::BootFileMissing {
+            bootfile: b.to_string(),
+            root: root.to_path_buf(),
+        });
     }
 }
 
@@ -175,7 +176,7 @@ pub(super) fn dhcp_pool(v4: &Ipv4Plan, plan: &NetPlan) -> (u32, u32) {
 pub(super) fn check_forwards(
     req: &Request,
     plan: &NetPlan,
-    w: &mut Vec<String>,
+    w: &mut Vec<Warning>,
 ) -> Result<(), ConfigError> {
     let fwds = &req.forwards;
     for (i, f) in fwds.iter().enumerate() {
@@ -190,12 +191,12 @@ pub(super) fn check_forwards(
                 Some(v4) => {
                     let (first, last) = dhcp_pool(v4, plan);
                     if !(first..=last).contains(&u32::from(g)) {
-                        w.push(format!(
-                            "{}: {g} is not an address the DHCP server hands out ({}-{})",
-                            f.origin,
-                            v4.dhcp_start,
-                            v4_or(last)
-                        ));
+                        w.push(Warning::ForwardOutsidePool {
+                            origin: f.origin.clone(),
+                            addr: g,
+                            first: v4.dhcp_start,
+                            last: v4_or(last),
+                        });
                     }
                 }
             },
@@ -238,26 +239,21 @@ pub(super) fn check_forwards(
             }
         }
     }
-    let open: Vec<&str> = fwds
+    let origins: Vec<String> = fwds
         .iter()
         .filter(|f| {
             matches!(f.value.host, HostListen::Inet { addr, .. }
                 if addr.is_none_or(|a| a.is_unspecified()))
         })
-        .map(|f| f.origin.as_str())
+        .map(|f| f.origin.clone())
         .fold(Vec::new(), |mut v, o| {
             if !v.contains(&o) {
                 v.push(o);
             }
             v
         });
-    if !open.is_empty() {
-        w.push(format!(
-            "{} listen{} on every host address: other machines can reach the guest through {}",
-            open.join(", "),
-            if open.len() == 1 { "s" } else { "" },
-            if open.len() == 1 { "it" } else { "them" }
-        ));
+    if !origins.is_empty() {
+        w.push(Warning::ForwardsOpen { origins });
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use super::checks::dhcp_pool;
 use crate::addr::v4_or;
 use crate::error::ConfigError;
 use crate::request::Request;
+use crate::warning::Warning;
 use crate::{GuestForward, NetPlan, SmbShare, prefix_to_mask};
 
 /// QEMU's words for every address libslirp's `check_guestfwd` refuses.
@@ -25,11 +26,11 @@ struct ExecTarget<'a> {
     /// Its address as written; `None` or 0.0.0.0: the network's `.2.4` position.
     addr: Option<Ipv4Addr>,
     /// "a guest forward", "the smb share".
-    noun: &'a str,
+    noun: &'static str,
     /// "this guest forward", "the smb share".
-    this: &'a str,
+    this: &'static str,
     /// QEMU's error for an address libslirp refuses.
-    qemu: &'a str,
+    qemu: &'static str,
 }
 
 /// The address of a guest forward or the smb share, checked as libslirp's `check_guestfwd`
@@ -40,7 +41,7 @@ fn exec_addr(
     req: &Request,
     plan: &NetPlan,
     t: &ExecTarget,
-    w: &mut Vec<String>,
+    w: &mut Vec<Warning>,
 ) -> Result<Ipv4Addr, ConfigError> {
     let Some(v4) = &plan.ipv4 else {
         return Err(ConfigError::Conflict(format!(
@@ -78,14 +79,13 @@ fn exec_addr(
     }
     let (first, last) = dhcp_pool(v4, plan);
     if (first..=last).contains(&u32::from(addr)) {
-        w.push(format!(
-            "{}: {addr} is an address the DHCP server hands out ({}-{}): the guest that gets \
-             it cannot reach {}",
-            t.addr_origin,
-            v4.dhcp_start,
-            v4_or(last),
-            t.this
-        ));
+        w.push(Warning::ExecInPool {
+            origin: t.addr_origin.to_string(),
+            addr,
+            first: v4.dhcp_start,
+            last: v4_or(last),
+            this: t.this,
+        });
     }
     Ok(addr)
 }
@@ -95,7 +95,7 @@ fn exec_addr(
 pub(super) fn resolve_guest_forwards(
     req: &Request,
     plan: &NetPlan,
-    w: &mut Vec<String>,
+    w: &mut Vec<Warning>,
 ) -> Result<Vec<GuestForward>, ConfigError> {
     let mut out: Vec<GuestForward> = Vec::with_capacity(req.guest_forwards.len());
     for g in &req.guest_forwards {
@@ -136,7 +136,7 @@ pub(super) fn resolve_guest_forwards(
 pub(super) fn resolve_smb(
     req: &Request,
     plan: &NetPlan,
-    w: &mut Vec<String>,
+    w: &mut Vec<Warning>,
 ) -> Result<Option<SmbShare>, ConfigError> {
     let Some(smb) = &req.smb else {
         return Ok(None);

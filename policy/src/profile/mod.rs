@@ -28,7 +28,7 @@
 //!
 //! Anything legal but surprising becomes a warning that `--explain` shows.
 //!
-//! [`resolve`] is the whole pipeline; each profile's addressing is in `slirp.rs` and
+//! `resolve` is the whole pipeline; each profile's addressing is in `slirp.rs` and
 //! `passt.rs`, the checks both share in `checks.rs`, and guest forwards and the smb share
 //! (placed alike under both) in `exec.rs`.
 
@@ -41,6 +41,7 @@ use std::net::Ipv4Addr;
 
 use crate::error::ConfigError;
 use crate::request::Request;
+use crate::warning::Warning;
 use crate::{MacAddr, NetPlan};
 
 /// How addresses in the configuration become the guest's view.
@@ -67,7 +68,7 @@ impl std::fmt::Display for Profile {
 pub struct Resolved {
     pub plan: NetPlan,
     /// Legal but surprising things, one sentence each.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// The guest's own MAC from libvirt's `<mac>`: informational, netcore learns the real one.
     pub guest_mac: Option<MacAddr>,
     pub profile: Profile,
@@ -79,7 +80,7 @@ pub struct Resolved {
 pub(crate) fn resolve(
     profile: Profile,
     mut req: Request,
-) -> Result<(NetPlan, Vec<String>), ConfigError> {
+) -> Result<(NetPlan, Vec<Warning>), ConfigError> {
     let mut w = std::mem::take(&mut req.notes);
     checks::check_disabled(&req)?;
     checks::check_services(&req)?;
@@ -120,17 +121,10 @@ pub(crate) fn resolve(
         && req.services.dhcp
         && let Some(v4) = &plan.ipv4
     {
-        w.push(format!(
-            "--no-udp: DHCP still offers the DNS address {}, but its relay is UDP, so the \
-             guest's lookups go unanswered",
-            v4.dns
-        ));
+        w.push(Warning::DnsWithoutUdp { dns: v4.dns });
     }
     if plan.ipv6.is_some() && plan.mtu < 1280 {
-        w.push(format!(
-            "MTU {} is below IPv6's minimum of 1280: the guest will not use IPv6 on this link",
-            plan.mtu
-        ));
+        w.push(Warning::MtuBelowIpv6 { mtu: plan.mtu });
     }
     plan.restrict = req.restrict;
     plan.map_gateway_to_loopback = req.map_gateway_to_loopback;
@@ -140,9 +134,9 @@ pub(crate) fn resolve(
         && plan.tftp_root.is_none()
         && checks::fetched_by_tftp(b)
     {
-        w.push(format!(
-            "bootfile={b} without tftp=: the TFTP server refuses every request, so the boot file cannot be fetched from the gateway"
-        ));
+        w.push(Warning::BootFileWithoutTftp {
+            bootfile: b.clone(),
+        });
     }
     if let Some(root) = &plan.tftp_root {
         checks::tftp_warnings(root, plan.dhcp.bootfile.as_deref(), &mut w);

@@ -8,11 +8,12 @@ use super::slirp::slirp_v6;
 use crate::addr::{classful_passt, v4_broadcast, v4_in, v4_net, v4_or, v6_in, v6_net};
 use crate::error::ConfigError;
 use crate::request::Request;
+use crate::warning::Warning;
 use crate::{Ipv4Plan, Ipv6Plan, Profile, prefix_to_mask};
 
 pub(super) fn passt_v4(
     req: &Request,
-    w: &mut Vec<String>,
+    w: &mut Vec<Warning>,
 ) -> Result<Option<Ipv4Plan>, ConfigError> {
     if req.ipv4_off.is_some() {
         return Ok(None);
@@ -41,9 +42,12 @@ pub(super) fn passt_v4(
                     format!("{addr} has no address class to take a netmask from"),
                 )
             })?;
-            w.push(format!(
-                "{origin}: no prefix given, so {addr} gets its address class's /{p} (as passt does)"
-            ));
+            w.push(Warning::ClassfulMask {
+                at: origin.clone(),
+                addr,
+                prefix: p,
+                passt: true,
+            });
             (p, origin.clone())
         }
     };
@@ -176,7 +180,7 @@ pub(super) fn passt_v4(
 
 pub(super) fn passt_v6(
     req: &Request,
-    w: &mut Vec<String>,
+    w: &mut Vec<Warning>,
 ) -> Result<Option<Ipv6Plan>, ConfigError> {
     let Some(a) = &req.v6_addr else {
         return slirp_v6(req, w);
@@ -258,10 +262,7 @@ pub(super) fn passt_v6(
             .find(|c| *c != addr && *c != gateway)
             .expect("two of four candidates are free"),
     };
-    w.push(format!(
-        "the guest's IPv6 address {addr} is not handed out: the DHCPv6 server is stateless (as \
-         slirp's), so the guest autoconfigures its address in {cidr}"
-    ));
+    w.push(Warning::Ipv6AddressNotLeased { addr, prefix: cidr });
     Ok(Some(Ipv6Plan {
         prefix: net,
         prefix_len: len,

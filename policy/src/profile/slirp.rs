@@ -7,6 +7,7 @@ use std::net::Ipv6Addr;
 use crate::addr::{classful_qemu, v4_broadcast, v4_in, v4_net, v4_or, v6_in, v6_net};
 use crate::error::ConfigError;
 use crate::request::{AddrKind, Request, blame};
+use crate::warning::Warning;
 use crate::{Ipv4Plan, Ipv6Plan, NetPlan, prefix_to_mask};
 
 /// How many addresses QEMU's DHCP server hands out.
@@ -14,7 +15,7 @@ pub(super) const POOL_SLIRP: u8 = 16;
 
 pub(super) fn slirp_v4(
     req: &Request,
-    w: &mut Vec<String>,
+    w: &mut Vec<Warning>,
 ) -> Result<Option<Ipv4Plan>, ConfigError> {
     if req.ipv4_off.is_some() {
         return Ok(None);
@@ -37,10 +38,12 @@ pub(super) fn slirp_v4(
             None => {
                 let p = classful_qemu(a.value);
                 if req.v4_addr_kind == AddrKind::Address {
-                    w.push(format!(
-                        "{}: no prefix given, so QEMU's classful mask /{p} applies",
-                        a.origin
-                    ));
+                    w.push(Warning::ClassfulMask {
+                        at: a.origin.clone(),
+                        addr: a.value,
+                        prefix: p,
+                        passt: false,
+                    });
                 }
                 p
             }
@@ -103,19 +106,22 @@ pub(super) fn slirp_v4(
 
     if let Some(a) = &req.v4_addr {
         match req.v4_addr_kind {
-            AddrKind::Address if a.value == net && a.value != dhcp => w.push(format!(
-                "{} is a network address: slirp semantics give the guest {dhcp}",
-                a.value
-            )),
-            AddrKind::Address if a.value != dhcp => w.push(format!(
-                "{} is read as the network {cidr} (slirp semantics): the guest gets {dhcp}, not {}; \
-                 --profile passt hands out the address as given",
-                a.value, a.value
-            )),
-            AddrKind::Network if a.value != net => w.push(format!(
-                "{} has host bits set: the network is {cidr}",
-                a.origin
-            )),
+            AddrKind::Address if a.value == net && a.value != dhcp => {
+                w.push(Warning::NetworkAddress {
+                    addr: a.value,
+                    guest: dhcp,
+                })
+            }
+            AddrKind::Address if a.value != dhcp => w.push(Warning::AddressIsNetwork {
+                addr: a.value,
+                network: cidr.clone(),
+                guest: dhcp,
+            }),
+            AddrKind::Network if a.value != net => w.push(Warning::HostBitsSet {
+                at: a.origin.clone(),
+                what: "network",
+                network: cidr.clone(),
+            }),
             _ => {}
         }
     }
@@ -123,15 +129,21 @@ pub(super) fn slirp_v4(
     let last = v4_or(u32::from(dhcp).saturating_add(u32::from(POOL_SLIRP) - 1));
     let pool = dhcp..=last;
     if pool.contains(&bcast) || !v4_in(net, prefix, last) {
-        w.push(format!(
-            "the DHCP pool {dhcp}-{last} runs into the broadcast address {bcast} of {cidr} (QEMU does not check this)"
-        ));
+        w.push(Warning::PoolPastBroadcast {
+            first: dhcp,
+            last,
+            broadcast: bcast,
+            network: cidr,
+        });
     }
     for (what, a) in [("gateway", host), ("DNS address", dns)] {
         if pool.contains(&a) {
-            w.push(format!(
-                "the DHCP pool {dhcp}-{last} includes the {what} {a}: a guest may be leased it"
-            ));
+            w.push(Warning::PoolIncludes {
+                first: dhcp,
+                last,
+                what,
+                addr: a,
+            });
         }
     }
     Ok(Some(Ipv4Plan {
@@ -152,7 +164,7 @@ fn v6_or_last(addr: Ipv6Addr, b: u8) -> Ipv6Addr {
 
 pub(super) fn slirp_v6(
     req: &Request,
-    w: &mut Vec<String>,
+    w: &mut Vec<Warning>,
 ) -> Result<Option<Ipv6Plan>, ConfigError> {
     if req.ipv6_off.is_some() {
         return Ok(None);
@@ -205,17 +217,20 @@ pub(super) fn slirp_v6(
     };
     if prefix_addr != net {
         w.push(match req.v6_addr_kind {
-            AddrKind::Address => format!(
-                "{prefix_addr} is read as the IPv6 prefix {net}/{len} (slirp semantics): \
-                 the guest autoconfigures its own address, and the gateway is {gateway}"
-            ),
-            AddrKind::Network => format!("{origin} has host bits set: the prefix is {net}/{len}"),
+            AddrKind::Address => Warning::Ipv6AddressIsPrefix {
+                addr: prefix_addr,
+                prefix: format!("{net}/{len}"),
+                gateway,
+            },
+            AddrKind::Network => Warning::HostBitsSet {
+                at: origin,
+                what: "prefix",
+                network: format!("{net}/{len}"),
+            },
         });
     }
     if dns == gateway {
-        w.push(format!(
-            "the IPv6 DNS address {dns} is the gateway's address (QEMU does not check this)"
-        ));
+        w.push(Warning::Ipv6DnsIsGateway { dns });
     }
     Ok(Some(Ipv6Plan {
         prefix: net,

@@ -6,8 +6,10 @@ use crate::request::{RawGuestForward, Setting};
 use crate::{GuestForward, SmbShare};
 
 /// Resolve `--slirp OPTS` under the slirp profile.
+/// Warnings come back as the text the daemon prints.
 fn slirp(opts: &str) -> Result<(NetPlan, Vec<String>), ConfigError> {
-    resolve(Profile::Slirp, slirp::parse(opts)?)
+    let (plan, w) = resolve(Profile::Slirp, slirp::parse(opts)?)?;
+    Ok((plan, w.iter().map(ToString::to_string).collect()))
 }
 
 fn slirp_ok(opts: &str) -> (NetPlan, Vec<String>) {
@@ -195,6 +197,7 @@ fn guest_forwards_under_the_passt_profile() {
             "a guest forward",
         ));
         resolve(Profile::Passt, req)
+            .map(|(plan, w)| (plan, w.iter().map(ToString::to_string).collect::<Vec<_>>()))
     };
     // Gateway 192.168.1.1, DNS 192.168.1.3, guest 192.168.1.10.
     let (plan, w) = with(None).unwrap();
