@@ -80,28 +80,51 @@ fn guest_side(f: &PortForward) -> String {
     }
 }
 
+/// One `key value` line of a section, values aligned.
+fn line(s: &mut String, k: &str, v: &str) {
+    let _ = writeln!(s, "  {k:<18}{v}");
+}
+
 /// The plan as an aligned, sectioned text for a terminal.
 pub fn render_text(r: &Resolved) -> String {
-    let p = &r.plan;
     let mut s = String::new();
-    let line = |s: &mut String, k: &str, v: &str| {
-        let _ = writeln!(s, "  {k:<18}{v}");
-    };
+    for section in [
+        text_header,
+        text_ipv4,
+        text_dhcp,
+        text_link,
+        text_ipv6,
+        text_host_access,
+        text_forwards,
+        text_warnings,
+    ] {
+        section(&mut s, r);
+    }
+    s
+}
+
+/// The profile, where the configuration came from, and the services switched off.
+fn text_header(s: &mut String, r: &Resolved) {
+    let p = &r.plan;
     let _ = writeln!(s, "Guest network plan (profile {})", r.profile);
     for i in &r.inputs {
-        line(&mut s, "from", i);
+        line(s, "from", i);
     }
     let off = p.services.off();
     if !off.is_empty() {
-        line(&mut s, "services off", &off.join(", "));
+        line(s, "services off", &off.join(", "));
     }
+}
 
+/// The guest's IPv4 address, pool, network, gateway and DNS.
+fn text_ipv4(s: &mut String, r: &Resolved) {
+    let p = &r.plan;
     let _ = writeln!(s, "IPv4");
     match &p.ipv4 {
-        None => line(&mut s, "", "disabled"),
+        None => line(s, "", "disabled"),
         Some(v4) => {
             line(
-                &mut s,
+                s,
                 "guest address",
                 &format!(
                     "{}/{} (netmask {}), {}",
@@ -121,9 +144,9 @@ pub fn render_text(r: &Resolved) -> String {
             } else {
                 format!("{}-{} ({pool} leases)", v4.dhcp_start, dhcp_end(v4, pool))
             };
-            line(&mut s, "DHCP pool", &pool_text);
+            line(s, "DHCP pool", &pool_text);
             line(
-                &mut s,
+                s,
                 "network",
                 &format!(
                     "{}/{}, broadcast {}",
@@ -133,22 +156,26 @@ pub fn render_text(r: &Resolved) -> String {
                 ),
             );
             line(
-                &mut s,
+                s,
                 "gateway",
                 &format!("{}, MAC {}", v4.gateway, p.gateway_mac),
             );
             line(
-                &mut s,
+                s,
                 "DNS",
                 &format!("{} (relayed to the host's resolver)", v4.dns),
             );
         }
     }
+}
 
+/// What DHCP tells the guest besides its address.
+fn text_dhcp(s: &mut String, r: &Resolved) {
+    let p = &r.plan;
     let _ = writeln!(s, "DHCP");
-    line(&mut s, "lease", &format!("{} s", p.dhcp.lease_secs));
+    line(s, "lease", &format!("{} s", p.dhcp.lease_secs));
     line(
-        &mut s,
+        s,
         "router, DNS",
         if p.restrict {
             "not sent (restrict=on)"
@@ -157,48 +184,52 @@ pub fn render_text(r: &Resolved) -> String {
         },
     );
     line(
-        &mut s,
+        s,
         "MTU option",
         &p.dhcp
             .mtu_option
             .map_or_else(|| "not sent".to_string(), |m| m.to_string()),
     );
-    line(&mut s, "hostname", &or_dash(p.dhcp.hostname.as_deref()));
-    line(
-        &mut s,
-        "domain name",
-        &or_dash(p.dhcp.domain_name.as_deref()),
-    );
+    line(s, "hostname", &or_dash(p.dhcp.hostname.as_deref()));
+    line(s, "domain name", &or_dash(p.dhcp.domain_name.as_deref()));
     let search = p.dhcp.search.join(" ");
     line(
-        &mut s,
+        s,
         "search",
         &or_dash((!search.is_empty()).then_some(search.as_str())),
     );
-    line(&mut s, "boot file", &or_dash(p.dhcp.bootfile.as_deref()));
+    line(s, "boot file", &or_dash(p.dhcp.bootfile.as_deref()));
     line(
-        &mut s,
+        s,
         "TFTP server name",
         &or_dash(p.dhcp.tftp_server_name.as_deref()),
     );
+}
 
+/// MTU and MAC of the link.
+fn text_link(s: &mut String, r: &Resolved) {
+    let p = &r.plan;
     let _ = writeln!(s, "Link");
-    line(&mut s, "MTU", &p.mtu.to_string());
+    line(s, "MTU", &p.mtu.to_string());
     line(
-        &mut s,
+        s,
         "guest MAC",
         &r.guest_mac.map_or_else(
             || "learned from the guest's frames".to_string(),
             |m| format!("{m} (from <mac>; the backend learns it from the guest's frames)"),
         ),
     );
+}
 
+/// The IPv6 prefix, gateway and DNS.
+fn text_ipv6(s: &mut String, r: &Resolved) {
+    let p = &r.plan;
     let _ = writeln!(s, "IPv6");
     match &p.ipv6 {
-        None => line(&mut s, "", "disabled"),
+        None => line(s, "", "disabled"),
         Some(v6) => {
             line(
-                &mut s,
+                s,
                 "prefix",
                 &format!(
                     "{}/{} ({})",
@@ -212,18 +243,22 @@ pub fn render_text(r: &Resolved) -> String {
                 ),
             );
             line(
-                &mut s,
+                s,
                 "guest address",
                 &v6.guest_addr.map_or_else(
                     || "autoconfigured (SLAAC) by the guest".to_string(),
                     |a| format!("{a} requested; autoconfigured (SLAAC) by the guest"),
                 ),
             );
-            line(&mut s, "gateway", &v6.gateway.to_string());
-            line(&mut s, "DNS", &v6.dns.to_string());
+            line(s, "gateway", &v6.gateway.to_string());
+            line(s, "DNS", &v6.dns.to_string());
         }
     }
+}
 
+/// What of the host the guest reaches through the gateway, and TFTP.
+fn text_host_access(s: &mut String, r: &Resolved) {
+    let p = &r.plan;
     let _ = writeln!(s, "Host access");
     let mut maps = Vec::new();
     if let Some(v4) = &p.ipv4 {
@@ -233,7 +268,7 @@ pub fn render_text(r: &Resolved) -> String {
         maps.push(format!("{} -> ::1", v6.gateway));
     }
     line(
-        &mut s,
+        s,
         "gateway->loopback",
         &if p.map_gateway_to_loopback {
             maps.join(", ")
@@ -242,7 +277,7 @@ pub fn render_text(r: &Resolved) -> String {
         },
     );
     line(
-        &mut s,
+        s,
         "restrict",
         if p.restrict {
             "on: the guest reaches only the gateway and DNS; forwards still work"
@@ -251,29 +286,33 @@ pub fn render_text(r: &Resolved) -> String {
         },
     );
     line(
-        &mut s,
+        s,
         "TFTP root",
         &p.tftp_root
             .as_ref()
             .map_or_else(|| "-".to_string(), |t| t.display().to_string()),
     );
+}
 
+/// Host ports forwarded to the guest, guest forwards and the smb share.
+fn text_forwards(s: &mut String, r: &Resolved) {
+    let p = &r.plan;
     let _ = writeln!(s, "Port forwards");
     if p.forwards.is_empty() && p.guest_forwards.is_empty() && p.smb.is_none() {
-        line(&mut s, "", "none");
+        line(s, "", "none");
     }
     for f in &p.forwards {
         let mut v = format!("{} -> {}", host_side(f), guest_side(f));
         if f.skip_ephemeral {
             v.push_str(" (host ephemeral ports left out)");
         }
-        line(&mut s, &f.proto.to_string(), &v);
+        line(s, &f.proto.to_string(), &v);
     }
     if p.forwards.iter().any(|f| f.guest_addr.is_none())
         && let Some(v4) = &p.ipv4
     {
         line(
-            &mut s,
+            s,
             "",
             &format!(
                 "guest = {} for IPv4, the guest's own address for IPv6",
@@ -283,14 +322,14 @@ pub fn render_text(r: &Resolved) -> String {
     }
     for g in &p.guest_forwards {
         line(
-            &mut s,
+            s,
             "guest forward",
             &format!("{}:{} -> command: {}", g.addr, g.port, g.command),
         );
     }
     if let Some(smb) = &p.smb {
         line(
-            &mut s,
+            s,
             "smb share",
             &format!(
                 "{} at {} ports 139 and 445 (smbd; the guest opens \\\\{}\\qemu)",
@@ -300,15 +339,17 @@ pub fn render_text(r: &Resolved) -> String {
             ),
         );
     }
+}
 
+/// The warnings, or "none".
+fn text_warnings(s: &mut String, r: &Resolved) {
     let _ = writeln!(s, "Warnings");
     if r.warnings.is_empty() {
-        line(&mut s, "", "none");
+        line(s, "", "none");
     }
     for w in &r.warnings {
         let _ = writeln!(s, "  ! {w}");
     }
-    s
 }
 
 #[derive(Serialize)]

@@ -118,6 +118,48 @@ impl Ctx<'_> {
     fn element(&self, n: Node, why: impl std::fmt::Display) -> ConfigError {
         ConfigError::invalid(self.at(n), why.to_string())
     }
+
+    /// Attribute `attr` as an IPv4 or IPv6 address, if present.
+    fn ip(&self, n: Node, attr: &str) -> Result<Option<IpAddr>, ConfigError> {
+        n.attribute(attr)
+            .map(|a| {
+                a.parse()
+                    .map_err(|_| self.bad(n, attr, "not an IPv4 or IPv6 address"))
+            })
+            .transpose()
+    }
+
+    /// `family='ipv4|ipv6'`, when written, must be that of `addr` (attribute `attr`).
+    fn check_family(&self, n: Node, addr: IpAddr, attr: &str) -> Result<(), ConfigError> {
+        match n.attribute("family") {
+            None => Ok(()),
+            Some(f @ ("ipv4" | "ipv6")) if (f == "ipv4") != addr.is_ipv4() => {
+                Err(self.bad(n, attr, format!("not an {f} address")))
+            }
+            Some("ipv4" | "ipv6") => Ok(()),
+            Some(_) => Err(self.bad(n, "family", "expected 'ipv4' or 'ipv6'")),
+        }
+    }
+}
+
+/// Where an element allowed once per address family was first seen, to name it when it comes
+/// again (`<ip>`, a default `<route>`).
+#[derive(Default)]
+struct OncePerFamily {
+    v4: Option<String>,
+    v6: Option<String>,
+}
+
+impl OncePerFamily {
+    /// Record `n` (of `addr`'s family); the first one's place if there was one already.
+    fn again(&mut self, ctx: &Ctx, n: Node, addr: IpAddr) -> Option<String> {
+        let slot = if addr.is_ipv4() {
+            &mut self.v4
+        } else {
+            &mut self.v6
+        };
+        slot.replace(ctx.at(n))
+    }
 }
 
 fn interface_kind(n: Node) -> Option<InterfaceType> {
@@ -272,10 +314,8 @@ fn read_interface(
         request: Request::default(),
     };
     let mut seen_mac = None;
-    let mut seen_ip4 = None;
-    let mut seen_ip6 = None;
-    let mut seen_route4 = None;
-    let mut seen_route6 = None;
+    let mut seen_ip = OncePerFamily::default();
+    let mut seen_route = OncePerFamily::default();
     let seen = |n: Node, slot: &mut Option<String>| -> Result<(), ConfigError> {
         if let Some(prev) = slot.replace(ctx.at(n)) {
             return Err(ctx.element(n, format!("only one allowed (the first is {prev})")));
@@ -298,8 +338,8 @@ fn read_interface(
                 out.mac = Some(mac);
                 req.guest_mac = Some(Setting::new(mac, quote(n)));
             }
-            "ip" => read_ip(ctx, n, &mut req, &mut seen_ip4, &mut seen_ip6)?,
-            "route" => read_route(ctx, n, &mut req, &mut seen_route4, &mut seen_route6)?,
+            "ip" => read_ip(ctx, n, &mut req, &mut seen_ip)?,
+            "route" => read_route(ctx, n, &mut req, &mut seen_route)?,
             "portForward" => read_port_forward(ctx, n, &mut req)?,
             "mtu" => {
                 let s = n.attribute("size").ok_or_else(|| ctx.missing(n, "size"))?;
@@ -370,26 +410,17 @@ fn read_interface(
     Ok(out)
 }
 
+/// `<ip address prefix family>`: the guest's address, which libvirt hands QEMU and passt alike.
 fn read_ip(
     ctx: &Ctx,
     n: Node,
     req: &mut Request,
-    seen4: &mut Option<String>,
-    seen6: &mut Option<String>,
+    seen: &mut OncePerFamily,
 ) -> Result<(), ConfigError> {
-    let a = n
-        .attribute("address")
+    let addr = ctx
+        .ip(n, "address")?
         .ok_or_else(|| ctx.missing(n, "address"))?;
-    let addr: IpAddr = a
-        .parse()
-        .map_err(|_| ctx.bad(n, "address", "not an IPv4 or IPv6 address"))?;
-    match (n.attribute("family"), addr) {
-        (None | Some("ipv4"), IpAddr::V4(_)) | (None | Some("ipv6"), IpAddr::V6(_)) => {}
-        (Some(f @ ("ipv4" | "ipv6")), _) => {
-            return Err(ctx.bad(n, "address", format!("not an {f} address")));
-        }
-        (Some(_), _) => return Err(ctx.bad(n, "family", "expected 'ipv4' or 'ipv6'")),
-    }
+    ctx.check_family(n, addr, "address")?;
     if n.attribute("peer").is_some() {
         return Err(ctx.bad(
             n,
@@ -407,8 +438,7 @@ fn read_ip(
         },
     };
     let shown = quote(n);
-    let slot = if addr.is_ipv4() { seen4 } else { seen6 };
-    if let Some(prev) = slot.replace(ctx.at(n)) {
+    if let Some(prev) = seen.again(ctx, n, addr) {
         return Err(ctx.element(
             n,
             format!(
@@ -442,40 +472,20 @@ fn read_ip(
     Ok(())
 }
 
+/// `<route address prefix|netmask gateway family>`: only a default route means anything to a
+/// user-mode guest, and its gateway becomes the guest's.
 fn read_route(
     ctx: &Ctx,
     n: Node,
     req: &mut Request,
-    seen4: &mut Option<String>,
-    seen6: &mut Option<String>,
+    seen: &mut OncePerFamily,
 ) -> Result<(), ConfigError> {
-    let g = n
-        .attribute("gateway")
+    let gw = ctx
+        .ip(n, "gateway")?
         .ok_or_else(|| ctx.missing(n, "gateway"))?;
-    let gw: IpAddr = g
-        .parse()
-        .map_err(|_| ctx.bad(n, "gateway", "not an IPv4 or IPv6 address"))?;
-    let dest: Option<IpAddr> = match n.attribute("address") {
-        None => None,
-        Some(a) => Some(
-            a.parse()
-                .map_err(|_| ctx.bad(n, "address", "not an IPv4 or IPv6 address"))?,
-        ),
-    };
-    let family = match n.attribute("family") {
-        None => None,
-        Some(f @ ("ipv4" | "ipv6")) => Some(f),
-        Some(_) => return Err(ctx.bad(n, "family", "expected 'ipv4' or 'ipv6'")),
-    };
-    let v4 = gw.is_ipv4();
-    if family.is_some_and(|f| (f == "ipv4") != v4) {
-        return Err(ctx.bad(
-            n,
-            "gateway",
-            format!("not an {} address", family.unwrap_or_default()),
-        ));
-    }
-    if dest.is_some_and(|d| d.is_ipv4() != v4) {
+    let dest = ctx.ip(n, "address")?;
+    ctx.check_family(n, gw, "gateway")?;
+    if dest.is_some_and(|d| d.is_ipv4() != gw.is_ipv4()) {
         return Err(ctx.bad(n, "address", "not the family of the gateway"));
     }
     let prefix = match (n.attribute("prefix"), n.attribute("netmask")) {
@@ -496,8 +506,7 @@ fn read_route(
             "only a default route (address 0.0.0.0 or ::, prefix 0) can be given to the guest",
         ));
     }
-    let slot = if v4 { seen4 } else { seen6 };
-    if let Some(prev) = slot.replace(ctx.at(n)) {
+    if let Some(prev) = seen.again(ctx, n, gw) {
         return Err(ctx.element(n, format!("a second default route (the first is {prev})")));
     }
     let shown = quote(n);

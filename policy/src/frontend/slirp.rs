@@ -191,9 +191,29 @@ pub(crate) fn parse(text: &str) -> Result<Request, ConfigError> {
     build(raw)
 }
 
+/// The request `-netdev user` describes, one group of options at a time.
 fn build(raw: Raw) -> Result<Request, ConfigError> {
     let mut req = Request::default();
+    read_families(&raw, &mut req)?;
+    read_ipv4(&raw, &mut req)?;
+    read_ipv6(&raw, &mut req)?;
+    read_dhcp_options(&raw, &mut req)?;
+    read_forwards(&raw, &mut req)?;
+    read_smb(&raw, &mut req)?;
+    Ok(req)
+}
 
+/// `net=`, or the legacy `ip=A`, which QEMU reads as `net=A/24`: `(option name, value)`.
+fn vnet(raw: &Raw) -> Option<(&'static str, String)> {
+    match (&raw.net, &raw.ip) {
+        (Some(n), _) => Some(("net", n.clone())),
+        (None, Some(ip)) => Some(("ip", format!("{ip}/24"))),
+        (None, None) => None,
+    }
+}
+
+/// `ipv4=` and `ipv6=`, and QEMU's refusal of settings for a family they turn off.
+fn read_families(raw: &Raw, req: &mut Request) -> Result<(), ConfigError> {
     // net/slirp.c net_init_slirp: `ipv4=on` alone turns IPv6 off and vice versa.
     let has_v4 = raw
         .ipv4
@@ -216,14 +236,8 @@ fn build(raw: Raw) -> Result<Request, ConfigError> {
         _ => "--slirp ipv4=on (without ipv6=on)".to_string(),
     };
 
-    // QEMU: legacy `ip=A` is `net=A/24`.
-    let vnet = match (&raw.net, &raw.ip) {
-        (Some(n), _) => Some(("net", n.clone())),
-        (None, Some(ip)) => Some(("ip", format!("{ip}/24"))),
-        (None, None) => None,
-    };
     let ipv6_prefix_given = raw.ipv6_net.is_some() || raw.ipv6_prefix.is_some();
-    if !ipv4 && (vnet.is_some() || raw.host.is_some() || raw.dns.is_some()) {
+    if !ipv4 && (vnet(raw).is_some() || raw.host.is_some() || raw.dns.is_some()) {
         return Err(ConfigError::Conflict(format!(
             "{v4_cause}: IPv4 disabled but net/host/dns provided"
         )));
@@ -244,8 +258,12 @@ fn build(raw: Raw) -> Result<Request, ConfigError> {
     if !ipv6 {
         req.ipv6_off = Some(v6_cause);
     }
+    Ok(())
+}
 
-    if let Some((name, value)) = vnet {
+/// `net=` (or `ip=`), `host=`, `dns=`, `dhcpstart=` and `restrict=`.
+fn read_ipv4(raw: &Raw, req: &mut Request) -> Result<(), ConfigError> {
+    if let Some((name, value)) = vnet(raw) {
         let shown = if name == "ip" {
             subject("ip", raw.ip.as_deref().unwrap_or_default())
         } else {
@@ -268,7 +286,11 @@ fn build(raw: Raw) -> Result<Request, ConfigError> {
     if let Some(r) = &raw.restrict {
         req.restrict = parse_bool("restrict", r)?;
     }
+    Ok(())
+}
 
+/// `ipv6-net=` (or `ipv6-prefix=` and `ipv6-prefixlen=`), `ipv6-host=` and `ipv6-dns=`.
+fn read_ipv6(raw: &Raw, req: &mut Request) -> Result<(), ConfigError> {
     // net/net.c splits ipv6-net into ipv6-prefix and ipv6-prefixlen, after the others, so it
     // wins over both.
     let mut prefix6 = raw
@@ -305,38 +327,8 @@ fn build(raw: Raw) -> Result<Request, ConfigError> {
         req.v6_addr_kind = AddrKind::Network;
     }
     if let Some((l, shown)) = prefixlen6 {
-        let n: i64 = match l.parse() {
-            Ok(n) => n,
-            Err(_)
-                if !l.is_empty()
-                    && l.trim_start_matches('-')
-                        .bytes()
-                        .all(|b| b.is_ascii_digit()) =>
-            {
-                i64::MAX
-            }
-            Err(_) => {
-                return Err(ConfigError::invalid(
-                    shown,
-                    "the IPv6 prefix length is not a number",
-                ));
-            }
-        };
-        // net/slirp.c: 0 means "not given", i.e. 64.
-        let n = if n == 0 {
-            req.notes
-                .push(Warning::Ipv6PrefixLenZero { at: shown.clone() });
-            64
-        } else {
-            n
-        };
-        if !(0..=126).contains(&n) {
-            return Err(ConfigError::invalid(
-                shown,
-                "invalid IPv6 prefix length (QEMU accepts 0-126)",
-            ));
-        }
-        req.v6_prefix = Some(Setting::new(n as u8, shown));
+        let n = ipv6_prefix_len(&l, &shown, &mut req.notes)?;
+        req.v6_prefix = Some(Setting::new(n, shown));
     }
     if let Some(h) = &raw.ipv6_host {
         req.v6_gateway = Some(Setting::new(
@@ -347,7 +339,50 @@ fn build(raw: Raw) -> Result<Request, ConfigError> {
     if let Some(d) = &raw.ipv6_dns {
         req.v6_dns = Some(Setting::new(pton6("ipv6-dns", d)?, subject("ipv6-dns", d)));
     }
+    Ok(())
+}
 
+/// `ipv6-prefixlen=` (or the length of `ipv6-net=`) as net/slirp.c reads it: a number too
+/// large for QEMU's integer is out of range rather than malformed, and 0 means the default.
+fn ipv6_prefix_len(l: &str, shown: &str, notes: &mut Vec<Warning>) -> Result<u8, ConfigError> {
+    let n: i64 = match l.parse() {
+        Ok(n) => n,
+        Err(_)
+            if !l.is_empty()
+                && l.trim_start_matches('-')
+                    .bytes()
+                    .all(|b| b.is_ascii_digit()) =>
+        {
+            i64::MAX
+        }
+        Err(_) => {
+            return Err(ConfigError::invalid(
+                shown,
+                "the IPv6 prefix length is not a number",
+            ));
+        }
+    };
+    // net/slirp.c: 0 means "not given", i.e. 64.
+    let n = if n == 0 {
+        notes.push(Warning::Ipv6PrefixLenZero {
+            at: shown.to_string(),
+        });
+        64
+    } else {
+        n
+    };
+    if !(0..=126).contains(&n) {
+        return Err(ConfigError::invalid(
+            shown,
+            "invalid IPv6 prefix length (QEMU accepts 0-126)",
+        ));
+    }
+    Ok(n as u8)
+}
+
+/// What DHCP and TFTP tell the guest: names, search list, boot file and TFTP root, with
+/// the lengths libslirp allows.
+fn read_dhcp_options(raw: &Raw, req: &mut Request) -> Result<(), ConfigError> {
     if let Some(d) = &raw.domainname {
         if d.is_empty() {
             return Err(ConfigError::invalid(
@@ -405,6 +440,11 @@ fn build(raw: Raw) -> Result<Request, ConfigError> {
         }
         req.search = Some(raw.dnssearch.clone());
     }
+    Ok(())
+}
+
+/// `hostfwd=` and `guestfwd=`, in the order given.
+fn read_forwards(raw: &Raw, req: &mut Request) -> Result<(), ConfigError> {
     for f in &raw.hostfwd {
         let fwd = parse_hostfwd(f)?;
         req.forwards.push(Setting::new(fwd, subject("hostfwd", f)));
@@ -414,6 +454,11 @@ fn build(raw: Raw) -> Result<Request, ConfigError> {
         req.guest_forwards
             .push(Setting::new(fwd, subject("guestfwd", g)));
     }
+    Ok(())
+}
+
+/// `smb=` and `smbserver=`.
+fn read_smb(raw: &Raw, req: &mut Request) -> Result<(), ConfigError> {
     // net/slirp.c parses smbserver= whether or not smb= is given.
     let server = match &raw.smbserver {
         Some(a) => Some(Setting::new(
@@ -439,7 +484,7 @@ fn build(raw: Raw) -> Result<Request, ConfigError> {
             .push(Warning::SmbServerAlone { at: server.origin }),
         (None, None) => {}
     }
-    Ok(req)
+    Ok(())
 }
 
 /// `text` with its line breaks spelled `\n` and `\r`, so that an error stays one line.
