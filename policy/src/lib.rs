@@ -6,7 +6,7 @@
 //!
 //! The front ends live in `frontend` (libvirt XML, `--slirp`, the passt-style options and
 //! the port-spec grammar two of them share); they only record what the user asked for.
-//! [`profile`] alone decides what that means for the guest (QEMU slirp's derivation or
+//! `profile` alone decides what that means for the guest (QEMU slirp's derivation or
 //! passt's address-as-given), and [`explain`] prints the result. The command line itself is
 //! the binary's: it fills in [`Inputs`], so this crate needs no argument parser.
 
@@ -14,7 +14,7 @@ mod addr;
 mod error;
 pub mod explain;
 mod frontend;
-pub mod profile;
+mod profile;
 mod request;
 mod warning;
 

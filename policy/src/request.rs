@@ -3,7 +3,7 @@
 //! Each front end fills a [`Request`]: raw settings, each with the words it came from, so that
 //! an error or warning can quote them. Nothing here is derived: whether an address is a network
 //! (slirp) or the guest's own address (passt) is the profile's decision, made once in
-//! `profile.rs` for every front end alike.
+//! `profile/` for every front end alike.
 
 use std::fmt::Display;
 use std::net::{Ipv4Addr, Ipv6Addr};

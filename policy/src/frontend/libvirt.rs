@@ -119,6 +119,11 @@ impl Ctx<'_> {
         ConfigError::invalid(self.at(n), why.to_string())
     }
 
+    /// Attribute `attr` as an IPv4 or IPv6 address; it must be there.
+    fn required_ip(&self, n: Node, attr: &str) -> Result<IpAddr, ConfigError> {
+        self.ip(n, attr)?.ok_or_else(|| self.missing(n, attr))
+    }
+
     /// Attribute `attr` as an IPv4 or IPv6 address, if present.
     fn ip(&self, n: Node, attr: &str) -> Result<Option<IpAddr>, ConfigError> {
         n.attribute(attr)
@@ -145,12 +150,12 @@ impl Ctx<'_> {
 /// Where an element allowed once per address family was first seen, to name it when it comes
 /// again (`<ip>`, a default `<route>`).
 #[derive(Default)]
-struct OncePerFamily {
+struct Seen {
     v4: Option<String>,
     v6: Option<String>,
 }
 
-impl OncePerFamily {
+impl Seen {
     /// Record `n` (of `addr`'s family); the first one's place if there was one already.
     fn again(&mut self, ctx: &Ctx, n: Node, addr: IpAddr) -> Option<String> {
         let slot = if addr.is_ipv4() {
@@ -314,8 +319,8 @@ fn read_interface(
         request: Request::default(),
     };
     let mut seen_mac = None;
-    let mut seen_ip = OncePerFamily::default();
-    let mut seen_route = OncePerFamily::default();
+    let mut seen_ip = Seen::default();
+    let mut seen_route = Seen::default();
     let seen = |n: Node, slot: &mut Option<String>| -> Result<(), ConfigError> {
         if let Some(prev) = slot.replace(ctx.at(n)) {
             return Err(ctx.element(n, format!("only one allowed (the first is {prev})")));
@@ -411,15 +416,8 @@ fn read_interface(
 }
 
 /// `<ip address prefix family>`: the guest's address, which libvirt hands QEMU and passt alike.
-fn read_ip(
-    ctx: &Ctx,
-    n: Node,
-    req: &mut Request,
-    seen: &mut OncePerFamily,
-) -> Result<(), ConfigError> {
-    let addr = ctx
-        .ip(n, "address")?
-        .ok_or_else(|| ctx.missing(n, "address"))?;
+fn read_ip(ctx: &Ctx, n: Node, req: &mut Request, seen: &mut Seen) -> Result<(), ConfigError> {
+    let addr = ctx.required_ip(n, "address")?;
     ctx.check_family(n, addr, "address")?;
     if n.attribute("peer").is_some() {
         return Err(ctx.bad(
@@ -474,15 +472,8 @@ fn read_ip(
 
 /// `<route address prefix|netmask gateway family>`: only a default route means anything to a
 /// user-mode guest, and its gateway becomes the guest's.
-fn read_route(
-    ctx: &Ctx,
-    n: Node,
-    req: &mut Request,
-    seen: &mut OncePerFamily,
-) -> Result<(), ConfigError> {
-    let gw = ctx
-        .ip(n, "gateway")?
-        .ok_or_else(|| ctx.missing(n, "gateway"))?;
+fn read_route(ctx: &Ctx, n: Node, req: &mut Request, seen: &mut Seen) -> Result<(), ConfigError> {
+    let gw = ctx.required_ip(n, "gateway")?;
     let dest = ctx.ip(n, "address")?;
     ctx.check_family(n, gw, "gateway")?;
     if dest.is_some_and(|d| d.is_ipv4() != gw.is_ipv4()) {

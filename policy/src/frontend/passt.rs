@@ -19,7 +19,7 @@
 //! record which services are off; the profile refuses forwards of a protocol switched off.
 //! `--no-ndp` stops router advertisements too, since they are NDP messages.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::addr::{MAX_MTU, MIN_MTU, decimal, parse_netmask, valid_domain};
 use crate::error::ConfigError;
@@ -223,16 +223,43 @@ fn apply_addresses(opts: &PasstOptions, req: &mut Request) -> Result<(), ConfigE
     Ok(())
 }
 
-/// `--gateway ADDR`, once per family.
-fn apply_gateways(opts: &PasstOptions, req: &mut Request) -> Result<(), ConfigError> {
-    let only = |family: &str| format!("one {family} gateway only");
-    each_once_per_family("--gateway", &opts.gateway, whole, only, |_, shown, ip| {
+/// The IPv4 and IPv6 setting of one kind in a request, and its notes (which are not part of
+/// either, so that all three can be borrowed at once).
+type FamilySlots<'r> = (
+    &'r mut Option<Setting<Ipv4Addr>>,
+    &'r mut Option<Setting<Ipv6Addr>>,
+    &'r mut Vec<Warning>,
+);
+
+/// `OPT ADDR` once per family, each laid over the setting `slots` picks for its family.
+fn overlay_per_family<'a>(
+    req: &mut Request,
+    opt: &str,
+    values: &'a [String],
+    addr_part: impl Fn(&'a str, &str) -> Result<&'a str, ConfigError>,
+    only: impl Fn(&str) -> String,
+    slots: fn(&mut Request) -> FamilySlots<'_>,
+) -> Result<(), ConfigError> {
+    each_once_per_family(opt, values, addr_part, only, |_, shown, ip| {
+        let (v4, v6, notes) = slots(req);
         match ip {
-            IpAddr::V4(a) => overlay(&mut req.v4_gateway, Setting::new(a, shown), &mut req.notes),
-            IpAddr::V6(a) => overlay(&mut req.v6_gateway, Setting::new(a, shown), &mut req.notes),
+            IpAddr::V4(a) => overlay(v4, Setting::new(a, shown), notes),
+            IpAddr::V6(a) => overlay(v6, Setting::new(a, shown), notes),
         }
         Ok(())
     })
+}
+
+/// `--gateway ADDR`, once per family.
+fn apply_gateways(opts: &PasstOptions, req: &mut Request) -> Result<(), ConfigError> {
+    overlay_per_family(
+        req,
+        "--gateway",
+        &opts.gateway,
+        whole,
+        |family| format!("one {family} gateway only"),
+        |r| (&mut r.v4_gateway, &mut r.v6_gateway, &mut r.notes),
+    )
 }
 
 /// `--mac-addr MAC`: the gateway's MAC, as passt means it.
@@ -253,14 +280,14 @@ fn apply_mac(opts: &PasstOptions, req: &mut Request) -> Result<(), ConfigError> 
 
 /// `--dns ADDR`, once per family.
 fn apply_dns(opts: &PasstOptions, req: &mut Request) -> Result<(), ConfigError> {
-    let only = |family: &str| format!("the guest gets one {family} DNS address");
-    each_once_per_family("--dns", &opts.dns, dns_server, only, |_, shown, ip| {
-        match ip {
-            IpAddr::V4(a) => overlay(&mut req.v4_dns, Setting::new(a, shown), &mut req.notes),
-            IpAddr::V6(a) => overlay(&mut req.v6_dns, Setting::new(a, shown), &mut req.notes),
-        }
-        Ok(())
-    })
+    overlay_per_family(
+        req,
+        "--dns",
+        &opts.dns,
+        dns_server,
+        |family| format!("the guest gets one {family} DNS address"),
+        |r| (&mut r.v4_dns, &mut r.v6_dns, &mut r.notes),
+    )
 }
 
 /// `--search LIST`: every word of every `--search` is one domain.

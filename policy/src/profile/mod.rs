@@ -84,15 +84,17 @@ pub(crate) fn resolve(
     let mut w = std::mem::take(&mut req.notes);
     checks::check_disabled(&req)?;
     checks::check_services(&req)?;
-    let (ipv4, ipv6) = match profile {
-        Profile::Slirp => (
-            slirp::slirp_v4(&req, &mut w)?,
-            slirp::slirp_v6(&req, &mut w)?,
-        ),
-        Profile::Passt => (
-            passt::passt_v4(&req, &mut w)?,
-            passt::passt_v6(&req, &mut w)?,
-        ),
+    // A family switched off has no plan, whatever the profile would make of its settings
+    // (check_disabled has refused any).
+    let ipv4 = match profile {
+        _ if req.ipv4_off.is_some() => None,
+        Profile::Slirp => Some(slirp::ipv4(&req, &mut w)?),
+        Profile::Passt => Some(passt::ipv4(&req, &mut w)?),
+    };
+    let ipv6 = match profile {
+        _ if req.ipv6_off.is_some() => None,
+        Profile::Slirp => Some(slirp::ipv6(&req, &mut w)?),
+        Profile::Passt => Some(passt::ipv6(&req, &mut w)?),
     };
     let mut plan = NetPlan::slirp_default();
     let gw4 = ipv4

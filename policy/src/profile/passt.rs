@@ -4,20 +4,16 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::slirp::slirp_v6;
+use super::slirp;
 use crate::addr::{classful_passt, v4_broadcast, v4_in, v4_net, v4_or, v6_in, v6_net};
 use crate::error::ConfigError;
 use crate::request::Request;
 use crate::warning::Warning;
 use crate::{Ipv4Plan, Ipv6Plan, Profile, prefix_to_mask};
 
-pub(super) fn passt_v4(
-    req: &Request,
-    w: &mut Vec<Warning>,
-) -> Result<Option<Ipv4Plan>, ConfigError> {
-    if req.ipv4_off.is_some() {
-        return Ok(None);
-    }
+/// IPv4 with the address as the guest's own (one lease), the gateway and DNS address from
+/// the configuration or free host addresses of the subnet.
+pub(super) fn ipv4(req: &Request, w: &mut Vec<Warning>) -> Result<Ipv4Plan, ConfigError> {
     let refused = |s: &str, r: String| ConfigError::refused(Profile::Passt, s, r);
     let default_origin = "the default guest address 10.0.2.15/24".to_string();
     let (addr, origin) = match &req.v4_addr {
@@ -169,25 +165,20 @@ pub(super) fn passt_v4(
                 })?
         }
     };
-    Ok(Some(Ipv4Plan {
+    Ok(Ipv4Plan {
         network: net,
         prefix_len: prefix,
         gateway,
         dns,
         dhcp_start: addr,
-    }))
+    })
 }
 
-pub(super) fn passt_v6(
-    req: &Request,
-    w: &mut Vec<Warning>,
-) -> Result<Option<Ipv6Plan>, ConfigError> {
+/// IPv6 with the address as the guest's own; without one, slirp's prefix.
+pub(super) fn ipv6(req: &Request, w: &mut Vec<Warning>) -> Result<Ipv6Plan, ConfigError> {
     let Some(a) = &req.v6_addr else {
-        return slirp_v6(req, w);
+        return slirp::ipv6(req, w);
     };
-    if req.ipv6_off.is_some() {
-        return Ok(None);
-    }
     let refused = |s: &str, r: String| ConfigError::refused(Profile::Passt, s, r);
     let addr = a.value;
     let (len, len_origin) = match &req.v6_prefix {
@@ -263,11 +254,11 @@ pub(super) fn passt_v6(
             .expect("two of four candidates are free"),
     };
     w.push(Warning::Ipv6AddressNotLeased { addr, prefix: cidr });
-    Ok(Some(Ipv6Plan {
+    Ok(Ipv6Plan {
         prefix: net,
         prefix_len: len,
         gateway,
         dns,
         guest_addr: Some(addr),
-    }))
+    })
 }

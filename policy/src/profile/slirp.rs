@@ -13,13 +13,9 @@ use crate::{Ipv4Plan, Ipv6Plan, NetPlan, prefix_to_mask};
 /// How many addresses QEMU's DHCP server hands out.
 pub(super) const POOL_SLIRP: u8 = 16;
 
-pub(super) fn slirp_v4(
-    req: &Request,
-    w: &mut Vec<Warning>,
-) -> Result<Option<Ipv4Plan>, ConfigError> {
-    if req.ipv4_off.is_some() {
-        return Ok(None);
-    }
+/// IPv4 as QEMU derives it: the address names the network, and gateway, DNS and the first
+/// lease sit at slirp's positions in it unless given.
+pub(super) fn ipv4(req: &Request, w: &mut Vec<Warning>) -> Result<Ipv4Plan, ConfigError> {
     let d = NetPlan::slirp_default()
         .ipv4
         .expect("slirp default has IPv4");
@@ -146,13 +142,13 @@ pub(super) fn slirp_v4(
             });
         }
     }
-    Ok(Some(Ipv4Plan {
+    Ok(Ipv4Plan {
         network: net,
         prefix_len: prefix,
         gateway: host,
         dns,
         dhcp_start: dhcp,
-    }))
+    })
 }
 
 /// `addr` with its last byte or-ed with `b`: QEMU's `s6_addr[15] |= b`.
@@ -162,13 +158,9 @@ fn v6_or_last(addr: Ipv6Addr, b: u8) -> Ipv6Addr {
     Ipv6Addr::from(o)
 }
 
-pub(super) fn slirp_v6(
-    req: &Request,
-    w: &mut Vec<Warning>,
-) -> Result<Option<Ipv6Plan>, ConfigError> {
-    if req.ipv6_off.is_some() {
-        return Ok(None);
-    }
+/// IPv6 as QEMU derives it: a prefix (fec0::/64 by default) with the gateway at `::2` and
+/// DNS at `::3` of the address given unless set; the guest autoconfigures its own address.
+pub(super) fn ipv6(req: &Request, w: &mut Vec<Warning>) -> Result<Ipv6Plan, ConfigError> {
     let (prefix_addr, origin) = match &req.v6_addr {
         Some(a) => (a.value, a.origin.clone()),
         None => (
@@ -232,11 +224,11 @@ pub(super) fn slirp_v6(
     if dns == gateway {
         w.push(Warning::Ipv6DnsIsGateway { dns });
     }
-    Ok(Some(Ipv6Plan {
+    Ok(Ipv6Plan {
         prefix: net,
         prefix_len: len,
         gateway,
         dns,
         guest_addr: None,
-    }))
+    })
 }
