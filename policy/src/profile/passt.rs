@@ -11,10 +11,46 @@ use crate::request::Request;
 use crate::warning::Warning;
 use crate::{Ipv4Plan, Ipv6Plan, Profile, prefix_to_mask};
 
+/// The guest's IPv4 address and its subnet, with the words each came from.
+struct Subnet {
+    addr: Ipv4Addr,
+    prefix: u8,
+    prefix_origin: String,
+    net: Ipv4Addr,
+    bcast: Ipv4Addr,
+    cidr: String,
+}
+
+impl Subnet {
+    /// A host address of the subnet other than the guest's own.
+    fn other_host(&self, a: Ipv4Addr) -> bool {
+        v4_in(self.net, self.prefix, a) && a != self.net && a != self.bcast && a != self.addr
+    }
+}
+
+/// What the passt profile refuses because the guest would be broken.
+fn refused(subject: &str, reason: String) -> ConfigError {
+    ConfigError::refused(Profile::Passt, subject, reason)
+}
+
 /// IPv4 with the address as the guest's own (one lease), the gateway and DNS address from
 /// the configuration or free host addresses of the subnet.
 pub(super) fn ipv4(req: &Request, w: &mut Vec<Warning>) -> Result<Ipv4Plan, ConfigError> {
-    let refused = |s: &str, r: String| ConfigError::refused(Profile::Passt, s, r);
+    let subnet = guest_subnet(req, w)?;
+    let gateway = gateway(req, &subnet)?;
+    let dns = dns(req, &subnet, gateway)?;
+    Ok(Ipv4Plan {
+        network: subnet.net,
+        prefix_len: subnet.prefix,
+        gateway,
+        dns,
+        dhcp_start: subnet.addr,
+    })
+}
+
+/// The guest's address (slirp's 10.0.2.15/24 when none is given) and prefix, refused when it
+/// is no host address of its subnet.
+fn guest_subnet(req: &Request, w: &mut Vec<Warning>) -> Result<Subnet, ConfigError> {
     let default_origin = "the default guest address 10.0.2.15/24".to_string();
     let (addr, origin) = match &req.v4_addr {
         Some(a) => (a.value, a.origin.clone()),
@@ -88,8 +124,29 @@ pub(super) fn ipv4(req: &Request, w: &mut Vec<Warning>) -> Result<Ipv4Plan, Conf
             format!("{addr} is the broadcast address of {cidr}, not a host address"),
         ));
     }
+    Ok(Subnet {
+        addr,
+        prefix,
+        prefix_origin,
+        net,
+        bcast,
+        cidr,
+    })
+}
+
+/// The gateway as given, inside the subnet and not the guest's; else the subnet's first host
+/// address (the second when the guest has the first).
+fn gateway(req: &Request, s: &Subnet) -> Result<Ipv4Addr, ConfigError> {
+    let Subnet {
+        addr,
+        prefix,
+        net,
+        bcast,
+        ref cidr,
+        ..
+    } = *s;
     let first_host = v4_or(u32::from(net) + 1);
-    let gateway = match &req.v4_gateway {
+    Ok(match &req.v4_gateway {
         Some(g) => {
             let gw = g.value;
             if !v4_in(net, prefix, gw) {
@@ -118,10 +175,23 @@ pub(super) fn ipv4(req: &Request, w: &mut Vec<Warning>) -> Result<Ipv4Plan, Conf
         None if req.v4_addr.is_none() => Ipv4Addr::new(10, 0, 2, 2),
         None if first_host == addr => v4_or(u32::from(net) + 2),
         None => first_host,
-    };
-    let usable =
-        |a: Ipv4Addr| v4_in(net, prefix, a) && a != net && a != bcast && a != addr && a != gateway;
-    let dns = match &req.v4_dns {
+    })
+}
+
+/// The DNS address as given, or slirp's `.3` position when free, else the lowest free host
+/// address.
+fn dns(req: &Request, s: &Subnet, gateway: Ipv4Addr) -> Result<Ipv4Addr, ConfigError> {
+    let Subnet {
+        addr,
+        prefix,
+        net,
+        bcast,
+        ref cidr,
+        ref prefix_origin,
+        ..
+    } = *s;
+    let usable = |a: Ipv4Addr| s.other_host(a) && a != gateway;
+    Ok(match &req.v4_dns {
         Some(d) => {
             let dns = d.value;
             if dns == gateway {
@@ -159,18 +229,11 @@ pub(super) fn ipv4(req: &Request, w: &mut Vec<Warning>) -> Result<Ipv4Plan, Conf
                 .find(|a| usable(*a))
                 .ok_or_else(|| {
                     refused(
-                        &prefix_origin,
+                        prefix_origin,
                         format!("{cidr} has no address left for the DNS relay: give --dns"),
                     )
                 })?
         }
-    };
-    Ok(Ipv4Plan {
-        network: net,
-        prefix_len: prefix,
-        gateway,
-        dns,
-        dhcp_start: addr,
     })
 }
 
@@ -179,7 +242,6 @@ pub(super) fn ipv6(req: &Request, w: &mut Vec<Warning>) -> Result<Ipv6Plan, Conf
     let Some(a) = &req.v6_addr else {
         return slirp::ipv6(req, w);
     };
-    let refused = |s: &str, r: String| ConfigError::refused(Profile::Passt, s, r);
     let addr = a.value;
     let (len, len_origin) = match &req.v6_prefix {
         Some(p) => (p.value, p.origin.clone()),
