@@ -220,6 +220,27 @@ pub(crate) fn parse(
             ));
         }
     };
+    let (index, node) = select(&all, root, origin, selector)?;
+    let kind = interface_kind(node).ok_or_else(|| match node.attribute("type") {
+        None => ctx.missing(node, "type"),
+        Some(_) => ctx.bad(
+            node,
+            "type",
+            "vhost-net-user serves interfaces of type 'user' or 'vhostuser'",
+        ),
+    })?;
+    read_interface(&ctx, node, kind, index)
+}
+
+/// The interface `selector` picks (alias name, MAC or index among all of `all`), or without
+/// one the only usable interface, as `(index, node)`: a bare `<interface>` is the one meant,
+/// whatever its type.
+fn select<'a, 'i>(
+    all: &[Node<'a, 'i>],
+    root: Node<'a, 'i>,
+    origin: &str,
+    selector: Option<&str>,
+) -> Result<(usize, Node<'a, 'i>), ConfigError> {
     let listing = || {
         all.iter()
             .enumerate()
@@ -227,7 +248,7 @@ pub(crate) fn parse(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let (index, node) = match selector {
+    Ok(match selector {
         // A bare <interface> is the one meant, whatever its type.
         None if root.tag_name().name() == "interface" => (0, root),
         Some(sel) => {
@@ -289,18 +310,10 @@ pub(crate) fn parse(
                 }
             }
         }
-    };
-    let kind = interface_kind(node).ok_or_else(|| match node.attribute("type") {
-        None => ctx.missing(node, "type"),
-        Some(_) => ctx.bad(
-            node,
-            "type",
-            "vhost-net-user serves interfaces of type 'user' or 'vhostuser'",
-        ),
-    })?;
-    read_interface(&ctx, node, kind, index)
+    })
 }
 
+/// The elements of the interface that shape the guest's view; those that do not are noted.
 fn read_interface(
     ctx: &Ctx,
     node: Node,
@@ -331,70 +344,17 @@ fn read_interface(
         match n.tag_name().name() {
             "mac" => {
                 seen(n, &mut seen_mac)?;
-                let a = n
-                    .attribute("address")
-                    .ok_or_else(|| ctx.missing(n, "address"))?;
-                let mac: MacAddr = a
-                    .parse()
-                    .map_err(|why: String| ctx.bad(n, "address", why))?;
-                if mac.is_multicast() {
-                    return Err(ctx.bad(n, "address", "expected a unicast MAC address"));
-                }
+                let mac = read_mac(ctx, n)?;
                 out.mac = Some(mac);
                 req.guest_mac = Some(Setting::new(mac, quote(n)));
             }
             "ip" => read_ip(ctx, n, &mut req, &mut seen_ip)?,
             "route" => read_route(ctx, n, &mut req, &mut seen_route)?,
             "portForward" => read_port_forward(ctx, n, &mut req)?,
-            "mtu" => {
-                let s = n.attribute("size").ok_or_else(|| ctx.missing(n, "size"))?;
-                let size = decimal(s)
-                    .filter(|v| (u64::from(MIN_MTU)..=u64::from(MAX_MTU)).contains(v))
-                    .ok_or_else(|| {
-                        ctx.bad(n, "size", format!("the MTU must be {MIN_MTU}-{MAX_MTU}"))
-                    })?;
-                req.mtu = Some(Setting::new(size as u16, quote(n)));
-            }
-            "backend" => {
-                match n.attribute("type") {
-                    None | Some("default") | Some("passt") => {}
-                    Some(_) => {
-                        return Err(ctx.bad(n, "type", "expected 'default' or 'passt'"));
-                    }
-                }
-                out.backend = Some(n.attribute("type").unwrap_or("default").to_string());
-                if let Some(h) = n.attribute("hostname") {
-                    if h.is_empty() || h.len() > 255 {
-                        return Err(ctx.bad(n, "hostname", "must be 1-255 bytes"));
-                    }
-                    req.hostname = Some(h.to_string());
-                }
-                if n.attribute("fqdn").is_some() {
-                    req.notes.push(Warning::FqdnNotSent { at: ctx.at(n) });
-                }
-            }
-            "model" => {
-                let t = n.attribute("type").ok_or_else(|| ctx.missing(n, "type"))?;
-                if !matches!(
-                    t,
-                    "virtio" | "virtio-transitional" | "virtio-non-transitional"
-                ) {
-                    return Err(ctx.bad(n, "type", "a vhost-user network device is virtio"));
-                }
-                out.model = Some(t.to_string());
-            }
-            "source" => {
-                let mut d = Vec::new();
-                if let Some(t) = n.attribute("type") {
-                    d.push(t.to_string());
-                }
-                for a in ["path", "mode", "dev"] {
-                    if let Some(v) = n.attribute(a) {
-                        d.push(format!("{a}={v}"));
-                    }
-                }
-                out.source = Some(d.join(" "));
-            }
+            "mtu" => req.mtu = Some(Setting::new(read_mtu(ctx, n)?, quote(n))),
+            "backend" => out.backend = Some(read_backend(ctx, n, &mut req)?),
+            "model" => out.model = Some(read_model(ctx, n)?),
+            "source" => out.source = Some(describe_source(n)),
             "alias" => out.alias = n.attribute("name").map(str::to_string),
             "link" if n.attribute("state") == Some("down") => {
                 req.notes.push(Warning::LinkStateIgnored { at: ctx.at(n) })
@@ -413,6 +373,76 @@ fn read_interface(
     }
     out.request = req;
     Ok(out)
+}
+
+/// `<mac address>`: the guest's own MAC, unicast.
+fn read_mac(ctx: &Ctx, n: Node) -> Result<MacAddr, ConfigError> {
+    let a = n
+        .attribute("address")
+        .ok_or_else(|| ctx.missing(n, "address"))?;
+    let mac: MacAddr = a
+        .parse()
+        .map_err(|why: String| ctx.bad(n, "address", why))?;
+    if mac.is_multicast() {
+        return Err(ctx.bad(n, "address", "expected a unicast MAC address"));
+    }
+    Ok(mac)
+}
+
+/// `<mtu size>`, within the bounds passt advertises.
+fn read_mtu(ctx: &Ctx, n: Node) -> Result<u16, ConfigError> {
+    let s = n.attribute("size").ok_or_else(|| ctx.missing(n, "size"))?;
+    let size = decimal(s)
+        .filter(|v| (u64::from(MIN_MTU)..=u64::from(MAX_MTU)).contains(v))
+        .ok_or_else(|| ctx.bad(n, "size", format!("the MTU must be {MIN_MTU}-{MAX_MTU}")))?;
+    Ok(size as u16)
+}
+
+/// `<backend type hostname fqdn>`: its type (`default` or `passt`) for `--explain`; the
+/// hostname goes to DHCP.
+fn read_backend(ctx: &Ctx, n: Node, req: &mut Request) -> Result<String, ConfigError> {
+    match n.attribute("type") {
+        None | Some("default") | Some("passt") => {}
+        Some(_) => {
+            return Err(ctx.bad(n, "type", "expected 'default' or 'passt'"));
+        }
+    }
+    if let Some(h) = n.attribute("hostname") {
+        if h.is_empty() || h.len() > 255 {
+            return Err(ctx.bad(n, "hostname", "must be 1-255 bytes"));
+        }
+        req.hostname = Some(h.to_string());
+    }
+    if n.attribute("fqdn").is_some() {
+        req.notes.push(Warning::FqdnNotSent { at: ctx.at(n) });
+    }
+    Ok(n.attribute("type").unwrap_or("default").to_string())
+}
+
+/// `<model type>`: a vhost-user device is one of the virtio models.
+fn read_model(ctx: &Ctx, n: Node) -> Result<String, ConfigError> {
+    let t = n.attribute("type").ok_or_else(|| ctx.missing(n, "type"))?;
+    if !matches!(
+        t,
+        "virtio" | "virtio-transitional" | "virtio-non-transitional"
+    ) {
+        return Err(ctx.bad(n, "type", "a vhost-user network device is virtio"));
+    }
+    Ok(t.to_string())
+}
+
+/// `<source>` described for `--explain` (`unix path=/p mode=client`, `dev=eth0`).
+fn describe_source(n: Node) -> String {
+    let mut d = Vec::new();
+    if let Some(t) = n.attribute("type") {
+        d.push(t.to_string());
+    }
+    for a in ["path", "mode", "dev"] {
+        if let Some(v) = n.attribute(a) {
+            d.push(format!("{a}={v}"));
+        }
+    }
+    d.join(" ")
 }
 
 /// `<ip address prefix family>`: the guest's address, which libvirt hands QEMU and passt alike.
