@@ -16,111 +16,151 @@ pub(super) const POOL_SLIRP: u8 = 16;
 /// IPv4 as QEMU derives it: the address names the network, and gateway, DNS and the first
 /// lease sit at slirp's positions in it unless given.
 pub(super) fn ipv4(req: &Request, w: &mut Vec<Warning>) -> Result<Ipv4Plan, ConfigError> {
+    let (mut plan, net_origin) = network(req, w)?;
+    place_given(req, &mut plan, &net_origin)?;
+    warn_address_kind(req, &plan, w);
+    warn_pool(&plan, w);
+    Ok(plan)
+}
+
+/// `network/prefix` of a plan, as messages show it.
+fn cidr(plan: &Ipv4Plan) -> String {
+    format!("{}/{}", plan.network, plan.prefix_len)
+}
+
+/// The network (slirp's 10.0.2.0/24 unless an address is given, with QEMU's classful mask
+/// when no prefix is) and slirp's positions in it; also the words the network came from.
+fn network(req: &Request, w: &mut Vec<Warning>) -> Result<(Ipv4Plan, String), ConfigError> {
     let d = NetPlan::slirp_default()
         .ipv4
         .expect("slirp default has IPv4");
-    let (mut net, mut prefix) = (d.network, d.prefix_len);
-    let (mut host, mut dns, mut dhcp) = (d.gateway, d.dns, d.dhcp_start);
-    let mut net_origin = "the default network 10.0.2.0/24".to_string();
-    if let Some(a) = &req.v4_addr {
-        prefix = match &req.v4_prefix {
-            Some(p) if !(4..=32).contains(&p.value) => {
-                return Err(ConfigError::invalid(
-                    &p.origin,
-                    format!("/{} is outside the 4-32 slirp accepts", p.value),
-                ));
-            }
-            Some(p) => p.value,
-            None => {
-                let p = classful_qemu(a.value);
-                if req.v4_addr_kind == AddrKind::Address {
-                    w.push(Warning::ClassfulMask {
-                        at: a.origin.clone(),
-                        addr: a.value,
-                        prefix: p,
-                        passt: false,
-                    });
-                }
-                p
-            }
-        };
-        let mask = prefix_to_mask(prefix);
-        net = v4_net(a.value, prefix);
-        let n = u32::from(net);
-        host = v4_or(n | (0x0202 & !mask));
-        dhcp = v4_or(n | (0x020f & !mask));
-        dns = v4_or(n | (0x0203 & !mask));
-        net_origin = a.origin.clone();
-    } else if let Some(p) = &req.v4_prefix {
-        return Err(ConfigError::invalid(
-            &p.origin,
-            "a netmask needs an IPv4 address (--address, <ip> or net=)",
-        ));
-    }
-    let cidr = format!("{net}/{prefix}");
-    if let Some(g) = &req.v4_gateway {
-        host = g.value;
-        if !v4_in(net, prefix, host) {
+    let Some(a) = &req.v4_addr else {
+        if let Some(p) = &req.v4_prefix {
             return Err(ConfigError::invalid(
-                &g.origin,
-                format!("the gateway {host} is outside the guest's network {cidr}"),
+                &p.origin,
+                "a netmask needs an IPv4 address (--address, <ip> or net=)",
             ));
         }
+        return Ok((d, "the default network 10.0.2.0/24".to_string()));
+    };
+    let prefix = match &req.v4_prefix {
+        Some(p) if !(4..=32).contains(&p.value) => {
+            return Err(ConfigError::invalid(
+                &p.origin,
+                format!("/{} is outside the 4-32 slirp accepts", p.value),
+            ));
+        }
+        Some(p) => p.value,
+        None => {
+            let p = classful_qemu(a.value);
+            if req.v4_addr_kind == AddrKind::Address {
+                w.push(Warning::ClassfulMask {
+                    at: a.origin.clone(),
+                    addr: a.value,
+                    prefix: p,
+                    passt: false,
+                });
+            }
+            p
+        }
+    };
+    let mask = prefix_to_mask(prefix);
+    let net = v4_net(a.value, prefix);
+    let n = u32::from(net);
+    let plan = Ipv4Plan {
+        network: net,
+        prefix_len: prefix,
+        gateway: v4_or(n | (0x0202 & !mask)),
+        dns: v4_or(n | (0x0203 & !mask)),
+        dhcp_start: v4_or(n | (0x020f & !mask)),
+    };
+    Ok((plan, a.origin.clone()))
+}
+
+/// The gateway (`host=`), DNS and first DHCP address as given, with QEMU's checks: inside
+/// the network (the DNS address only under `restrict=on`) and all three different.
+fn place_given(req: &Request, plan: &mut Ipv4Plan, net_origin: &str) -> Result<(), ConfigError> {
+    let cidr = cidr(plan);
+    let inside = |a| v4_in(plan.network, plan.prefix_len, a);
+    if let Some(g) = &req.v4_gateway {
+        if !inside(g.value) {
+            return Err(ConfigError::invalid(
+                &g.origin,
+                format!(
+                    "the gateway {} is outside the guest's network {cidr}",
+                    g.value
+                ),
+            ));
+        }
+        plan.gateway = g.value;
     }
     if let Some(d) = &req.v4_dns {
-        dns = d.value;
-        if req.restrict && !v4_in(net, prefix, dns) {
+        if req.restrict && !inside(d.value) {
             return Err(ConfigError::invalid(
                 &d.origin,
                 format!("with restrict=on the DNS address must be inside {cidr}"),
             ));
         }
+        plan.dns = d.value;
     }
+    let (host, dns) = (plan.gateway, plan.dns);
     if dns == host {
         return Err(ConfigError::invalid(
-            blame(&req.v4_dns, &net_origin),
+            blame(&req.v4_dns, net_origin),
             format!("the DNS address {dns} must differ from the gateway {host}"),
         ));
     }
     if let Some(s) = &req.v4_dhcp_start {
-        dhcp = s.value;
-        if !v4_in(net, prefix, dhcp) {
+        if !inside(s.value) {
             return Err(ConfigError::invalid(
                 &s.origin,
-                format!("the first DHCP address {dhcp} is outside {cidr}"),
+                format!("the first DHCP address {} is outside {cidr}", s.value),
             ));
         }
+        plan.dhcp_start = s.value;
     }
+    let dhcp = plan.dhcp_start;
     if dhcp == host || dhcp == dns {
         return Err(ConfigError::invalid(
-            blame(&req.v4_dhcp_start, &net_origin),
+            blame(&req.v4_dhcp_start, net_origin),
             format!(
                 "the first DHCP address {dhcp} must differ from the gateway {host} and the DNS address {dns}"
             ),
         ));
     }
+    Ok(())
+}
 
-    if let Some(a) = &req.v4_addr {
-        match req.v4_addr_kind {
-            AddrKind::Address if a.value == net && a.value != dhcp => {
-                w.push(Warning::NetworkAddress {
-                    addr: a.value,
-                    guest: dhcp,
-                })
-            }
-            AddrKind::Address if a.value != dhcp => w.push(Warning::AddressIsNetwork {
-                addr: a.value,
-                network: cidr.clone(),
-                guest: dhcp,
-            }),
-            AddrKind::Network if a.value != net => w.push(Warning::HostBitsSet {
-                at: a.origin.clone(),
-                what: "network",
-                network: cidr.clone(),
-            }),
-            _ => {}
-        }
+/// An address given as the guest's (`<ip>`, `--address`) that the guest will not get, or a
+/// `net=` with host bits.
+fn warn_address_kind(req: &Request, plan: &Ipv4Plan, w: &mut Vec<Warning>) {
+    let Some(a) = &req.v4_addr else {
+        return;
+    };
+    let (net, dhcp) = (plan.network, plan.dhcp_start);
+    match req.v4_addr_kind {
+        AddrKind::Address if a.value == net && a.value != dhcp => w.push(Warning::NetworkAddress {
+            addr: a.value,
+            guest: dhcp,
+        }),
+        AddrKind::Address if a.value != dhcp => w.push(Warning::AddressIsNetwork {
+            addr: a.value,
+            network: cidr(plan),
+            guest: dhcp,
+        }),
+        AddrKind::Network if a.value != net => w.push(Warning::HostBitsSet {
+            at: a.origin.clone(),
+            what: "network",
+            network: cidr(plan),
+        }),
+        _ => {}
     }
+}
+
+/// QEMU's 16 leases running past the broadcast address, or over the gateway or DNS address:
+/// legal for QEMU, so warnings.
+fn warn_pool(plan: &Ipv4Plan, w: &mut Vec<Warning>) {
+    let (net, prefix, dhcp) = (plan.network, plan.prefix_len, plan.dhcp_start);
     let bcast = v4_broadcast(net, prefix);
     let last = v4_or(u32::from(dhcp).saturating_add(u32::from(POOL_SLIRP) - 1));
     let pool = dhcp..=last;
@@ -129,10 +169,10 @@ pub(super) fn ipv4(req: &Request, w: &mut Vec<Warning>) -> Result<Ipv4Plan, Conf
             first: dhcp,
             last,
             broadcast: bcast,
-            network: cidr,
+            network: cidr(plan),
         });
     }
-    for (what, a) in [("gateway", host), ("DNS address", dns)] {
+    for (what, a) in [("gateway", plan.gateway), ("DNS address", plan.dns)] {
         if pool.contains(&a) {
             w.push(Warning::PoolIncludes {
                 first: dhcp,
@@ -142,13 +182,6 @@ pub(super) fn ipv4(req: &Request, w: &mut Vec<Warning>) -> Result<Ipv4Plan, Conf
             });
         }
     }
-    Ok(Ipv4Plan {
-        network: net,
-        prefix_len: prefix,
-        gateway: host,
-        dns,
-        dhcp_start: dhcp,
-    })
 }
 
 /// `addr` with its last byte or-ed with `b`: QEMU's `s6_addr[15] |= b`.
