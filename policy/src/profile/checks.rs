@@ -3,11 +3,12 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use super::kind::Profile;
 use crate::addr::v4_or;
 use crate::error::ConfigError;
 use crate::request::{Request, origin};
 use crate::warning::Warning;
-use crate::{HostListen, Ipv4Plan, MacAddr, NetPlan, Profile, Proto};
+use crate::{HostListen, Ipv4Plan, MacAddr, NetPlan, Proto};
 
 /// Refuse settings for a family that is switched off (QEMU's own check covers `--slirp`;
 /// this one catches the mix of `--slirp ipv4=off` with `--address`, say, and `-4`/`-6` with

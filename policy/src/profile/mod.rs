@@ -34,8 +34,11 @@
 
 mod checks;
 mod exec;
+mod kind;
 mod passt;
 mod slirp;
+
+pub use kind::Profile;
 
 use std::net::Ipv4Addr;
 
@@ -43,25 +46,6 @@ use crate::error::ConfigError;
 use crate::request::Request;
 use crate::warning::Warning;
 use crate::{MacAddr, NetPlan};
-
-/// How addresses in the configuration become the guest's view.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Profile {
-    /// QEMU slirp's derivation (an address names the network).
-    #[default]
-    Slirp,
-    /// passt's reading (the address is the guest's own), minus passt's broken cases.
-    Passt,
-}
-
-impl std::fmt::Display for Profile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Profile::Slirp => "slirp",
-            Profile::Passt => "passt",
-        })
-    }
-}
 
 /// The outcome of the policy layer: the plan, and what `--explain` says about it.
 #[derive(Clone, Debug)]

@@ -4,12 +4,13 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use super::kind::Profile;
 use super::slirp;
 use crate::addr::{classful_passt, v4_broadcast, v4_in, v4_net, v4_or, v6_in, v6_net};
 use crate::error::ConfigError;
 use crate::request::Request;
 use crate::warning::Warning;
-use crate::{Ipv4Plan, Ipv6Plan, Profile, prefix_to_mask};
+use crate::{Ipv4Plan, Ipv6Plan, prefix_to_mask};
 
 /// The guest's IPv4 address and its subnet, with the words each came from.
 struct Subnet {
