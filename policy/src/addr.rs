@@ -9,6 +9,17 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::prefix_to_mask;
 
+/// The largest MTU passt advertises (65535 minus the Ethernet header, rounded to 32 bits);
+/// libvirt's `<mtu>` and `--mtu` share the bounds.
+pub(crate) const MAX_MTU: u16 = 65520;
+/// The smallest MTU an IPv4 link may have.
+pub(crate) const MIN_MTU: u16 = 68;
+
+/// An IPv4 address from the number QEMU's derivations compute (`net | (0x0202 & !mask)`).
+pub(crate) fn v4_or(addr: u32) -> Ipv4Addr {
+    Ipv4Addr::from(addr)
+}
+
 /// glibc `inet_aton`: one to four parts, each decimal, `0x` hex or `0` octal; the last part
 /// fills the remaining bytes. Trailing garbage is refused (glibc tolerates text after a blank).
 pub(crate) fn inet_aton(s: &str) -> Option<Ipv4Addr> {

@@ -3,12 +3,13 @@
 //! Each front end fills a [`Request`]: raw settings, each with the words it came from, so that
 //! an error or warning can quote them. Nothing here is derived: whether an address is a network
 //! (slirp) or the guest's own address (passt) is the profile's decision, made once in
-//! `profile.rs` for every front end alike.
+//! `profile/` for every front end alike.
 
 use std::fmt::Display;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
+use crate::warning::Warning;
 use crate::{MacAddr, PortForward, Services};
 
 /// A value and where it came from (`<ip address='…'/>`, `net=…`, `--address …`).
@@ -24,6 +25,19 @@ impl<T> Setting<T> {
             value,
             origin: origin.into(),
         }
+    }
+}
+
+/// The words a setting came from, if given.
+pub(crate) fn origin<T>(s: &Option<Setting<T>>) -> Option<&str> {
+    s.as_ref().map(|s| s.origin.as_str())
+}
+
+/// Who to blame for a derived value: its own setting when given, else the network it came from.
+pub(crate) fn blame<T>(s: &Option<Setting<T>>, derived_from: &str) -> String {
+    match s {
+        Some(s) => s.origin.clone(),
+        None => derived_from.to_string(),
     }
 }
 
@@ -98,7 +112,7 @@ pub(crate) struct Request {
     /// passt's `--no-*` switches: the services left on.
     pub services: Services,
     /// Warnings raised while reading the input.
-    pub notes: Vec<String>,
+    pub notes: Vec<Warning>,
 }
 
 impl Default for Request {
@@ -142,15 +156,17 @@ impl Default for Request {
 pub(crate) fn overlay<T: PartialEq + Display>(
     slot: &mut Option<Setting<T>>,
     new: Setting<T>,
-    notes: &mut Vec<String>,
+    notes: &mut Vec<Warning>,
 ) {
     if let Some(old) = slot.as_ref()
         && old.value != new.value
     {
-        notes.push(format!(
-            "{} overrides {} ({} instead of {})",
-            new.origin, old.origin, new.value, old.value
-        ));
+        notes.push(Warning::Overrides {
+            by: new.origin.clone(),
+            replaced: old.origin.clone(),
+            new: new.value.to_string(),
+            old: old.value.to_string(),
+        });
     }
     *slot = Some(new);
 }

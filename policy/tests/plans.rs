@@ -3,7 +3,9 @@
 //! symptoms each have a named test that fails on the wrong behaviour.
 
 use clap::Parser;
-use policy::{ConfigError, NetPlan, PolicyArgs, Resolved, explain};
+use policy::{ConfigError, Inputs, NetPlan, Resolved, explain};
+// The binary's own option parser: the command lines below are the daemon's.
+use vhost_net_user::args::PolicyArgs;
 
 #[derive(Parser, Debug)]
 struct Cli {
@@ -20,6 +22,11 @@ fn args(argv: &[&str]) -> PolicyArgs {
 /// Build from a command line; `xml` is the text of the `--libvirt-xml` file named in `argv`.
 fn build(argv: &[&str], xml: Option<&str>) -> Result<Resolved, ConfigError> {
     args(argv).build_with_xml(xml)
+}
+
+/// The warnings as the daemon prints them.
+fn warnings(r: &Resolved) -> Vec<String> {
+    r.warnings.iter().map(ToString::to_string).collect()
 }
 
 fn ok(argv: &[&str], xml: Option<&str>) -> Resolved {
@@ -98,12 +105,12 @@ fn symptom1_network_address_is_never_the_guests() {
         )
     );
     assert!(
-        r.warnings.contains(
+        warnings(&r).contains(
             &"169.254.0.0 is a network address: slirp semantics give the guest 169.254.2.15"
                 .to_string()
         ),
         "{:?}",
-        r.warnings
+        warnings(&r)
     );
 
     let e = err(
@@ -646,35 +653,35 @@ fn slirp_profile_refuses_what_qemu_refuses() {
 fn slirp_profile_warns_about_surprises() {
     let r = ok(&["--address", "10.0.2.100/24"], None);
     assert!(
-        r.warnings[0].contains("10.0.2.100 is read as the network 10.0.2.0/24"),
+        warnings(&r)[0].contains("10.0.2.100 is read as the network 10.0.2.0/24"),
         "{:?}",
-        r.warnings
+        warnings(&r)
     );
-    assert!(r.warnings[0].contains("the guest gets 10.0.2.15"));
+    assert!(warnings(&r)[0].contains("the guest gets 10.0.2.15"));
 
     let r = ok(&["--slirp", "net=10.0.2.77/24"], None);
     assert!(
-        r.warnings[0].contains("has host bits set"),
+        warnings(&r)[0].contains("has host bits set"),
         "{:?}",
-        r.warnings
+        warnings(&r)
     );
 
     let r = ok(&["--slirp", "net=10.0.0.0/28"], None);
     assert!(
-        r.warnings
+        warnings(&r)
             .iter()
             .any(|w| w.contains("broadcast address 10.0.0.15")),
         "{:?}",
-        r.warnings
+        warnings(&r)
     );
 
     let r = ok(&["--slirp", "host=10.0.2.20"], None);
     assert!(
-        r.warnings
+        warnings(&r)
             .iter()
             .any(|w| w.contains("includes the gateway 10.0.2.20")),
         "{:?}",
-        r.warnings
+        warnings(&r)
     );
 
     let r = ok(
@@ -682,15 +689,15 @@ fn slirp_profile_warns_about_surprises() {
         Some(&xml_with("<ip address='172.17.2.0'/>")),
     );
     assert!(
-        r.warnings.iter().any(|w| w.contains("classful mask /12")),
+        warnings(&r).iter().any(|w| w.contains("classful mask /12")),
         "{:?}",
-        r.warnings
+        warnings(&r)
     );
 
     let r = ok(&[], None);
-    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert!(warnings(&r).is_empty(), "{:?}", warnings(&r));
     let r = ok(&["--slirp", "net=10.1.16.0/20"], None);
-    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert!(warnings(&r).is_empty(), "{:?}", warnings(&r));
 }
 
 // ---------------------------------------------------------------- passt profile
@@ -1028,21 +1035,25 @@ fn dhcp_options_and_mtu() {
     assert_eq!(d.mtu_option, None);
     assert!(r.plan.restrict);
     assert_eq!(r.plan.tftp_root.as_deref(), Some(root.as_path()));
-    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert!(warnings(&r).is_empty(), "{:?}", warnings(&r));
 
     let r = ok(&["--slirp", "bootfile=pxelinux.0"], None);
-    assert!(r.warnings[0].contains("without tftp="), "{:?}", r.warnings);
+    assert!(
+        warnings(&r)[0].contains("without tftp="),
+        "{:?}",
+        warnings(&r)
+    );
     // A root that is no directory, or a boot file not in it, is accepted (as slirp accepts
     // it) with a warning naming it.
     let r = ok(&["--slirp", "tftp=/nonexistent/tftp"], None);
     assert_eq!(
-        r.warnings,
+        warnings(&r),
         ["tftp=/nonexistent/tftp is not a directory: every TFTP request will get File not found"]
     );
     let slirp = format!("tftp={},bootfile=pxelinux.1", root.display());
     let r = ok(&["--slirp", &slirp], None);
     assert_eq!(
-        r.warnings,
+        warnings(&r),
         [format!(
             "bootfile=pxelinux.1 is not a file in tftp={}: the guest's network boot will not find it",
             root.display()
@@ -1094,7 +1105,7 @@ fn dhcp_options_and_mtu() {
     }
     let r = ok(&["--mtu", "1000"], None);
     assert!(
-        r.warnings
+        warnings(&r)
             .iter()
             .any(|w| w.contains("below IPv6's minimum"))
     );
@@ -1113,9 +1124,9 @@ fn dhcp_options_and_mtu() {
     );
     assert!(r.plan.dhcp.search.is_empty());
     assert!(
-        r.warnings[0].contains("--search overrides"),
+        warnings(&r)[0].contains("--search overrides"),
         "{:?}",
-        r.warnings
+        warnings(&r)
     );
     assert!(err(&["--search", "bad..name"], None).contains("--search bad..name"));
 
@@ -1196,9 +1207,9 @@ fn passt_style_option_errors() {
             Ok(r) => {
                 // The last case is legal: it only warns.
                 assert!(
-                    r.warnings.iter().any(|w| w.contains(want)),
+                    warnings(&r).iter().any(|w| w.contains(want)),
                     "{argv:?}: {:?}",
-                    r.warnings
+                    warnings(&r)
                 );
             }
         }
@@ -1235,8 +1246,8 @@ fn forwards_are_kept_in_the_plan() {
     );
     assert_eq!(f[3].guest_port, 2000);
     assert_eq!(f[4].proto, Proto::Udp);
-    let open = r
-        .warnings
+    let texts = warnings(&r);
+    let open = texts
         .iter()
         .find(|w| w.contains("every host address"))
         .unwrap();
@@ -1247,7 +1258,7 @@ fn forwards_are_kept_in_the_plan() {
 
     let r = ok(&["--slirp", "hostfwd=tcp::2222-10.0.2.99:22"], None);
     assert!(
-        r.warnings
+        warnings(&r)
             .iter()
             .any(|w| w.contains("10.0.2.99 is not an address the DHCP server hands out"))
     );
@@ -1272,7 +1283,7 @@ fn guest_forwards_are_kept_in_the_plan() {
     assert_eq!(g[0].argv, ["socat", "-", "TCP:127.0.0.1:4321"]);
     assert_eq!(g[1].addr.to_string(), "192.168.76.20");
     assert_eq!(
-        r.warnings,
+        warnings(&r),
         [
             "--slirp guestfwd=:192.168.76.20:25-cmd:cat: 192.168.76.20 is an address the DHCP \
           server hands out (192.168.76.15-192.168.76.30): the guest that gets it cannot reach \
@@ -1312,7 +1323,7 @@ fn smb_share_is_kept_in_the_plan() {
     assert_eq!(smb.addr.to_string(), "192.168.76.4");
     assert_eq!(smb.export, std::path::Path::new("/srv/share"));
     assert!(r.plan.restrict);
-    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert!(warnings(&r).is_empty(), "{:?}", warnings(&r));
     assert_eq!(ok(&[], None).plan.smb, None);
 
     // A relative directory is made absolute against the current directory.
@@ -1331,7 +1342,7 @@ fn smb_share_is_kept_in_the_plan() {
     let r = ok(&["--slirp", "smbserver=10.0.2.9"], None);
     assert_eq!(r.plan.smb, None);
     assert_eq!(
-        r.warnings,
+        warnings(&r),
         ["--slirp smbserver=10.0.2.9: does nothing without smb= (QEMU ignores it too)"]
     );
 
@@ -1408,8 +1419,8 @@ fn front_end_combinations() {
     assert_eq!(clap_err(&["--profile", "qemu"]), ErrorKind::InvalidValue);
     assert!(Cli::try_parse_from(["x", "--explain", "--format", "json"]).is_ok());
 
-    // build() checks the same when PolicyArgs is filled in by hand.
-    let a = PolicyArgs {
+    // build() checks the same when Inputs is filled in by hand, without clap.
+    let a = Inputs {
         slirp: vec!["net=10.0.0.0/8".into()],
         libvirt_xml: Some("d.xml".into()),
         ..Default::default()
@@ -1428,11 +1439,11 @@ fn front_end_combinations() {
     );
     assert_eq!(v4(&r.plan).guest, "10.0.9.15");
     assert!(
-        r.warnings
+        warnings(&r)
             .iter()
             .any(|w| w.starts_with("--address 10.0.9.0/24 overrides <ip family='ipv4'")),
         "{:?}",
-        r.warnings
+        warnings(&r)
     );
     // A vhostuser interface without <ip> (libvirt 9.0 refuses it there) takes --address.
     let vu = "<interface type='vhostuser'><mac address='52:54:00:12:34:56'/>\
@@ -1638,20 +1649,20 @@ fn passt_switches_turn_one_service_off_each() {
     for (switch, want) in cases {
         let r = ok(&[switch], None);
         assert_eq!(r.plan.services, *want, "{switch}");
-        let dead_dns = r.warnings.iter().any(|w| w.contains("its relay is UDP"));
+        let dead_dns = warnings(&r).iter().any(|w| w.contains("its relay is UDP"));
         assert_eq!(
             dead_dns,
             *switch == "--no-udp",
             "{switch}: {:?}",
-            r.warnings
+            warnings(&r)
         );
         assert!(r.plan.ipv4.is_some() && r.plan.ipv6.is_some(), "{switch}");
         assert_eq!(r.inputs, [*switch], "{switch}");
         assert_eq!(
-            r.warnings.len(),
+            warnings(&r).len(),
             usize::from(dead_dns),
             "{switch}: {:?}",
-            r.warnings
+            warnings(&r)
         );
     }
     let r = ok(

@@ -9,8 +9,9 @@ use clap::{ArgAction, Parser};
 use netcore::EngineOptions;
 use netcore::capture::Capture;
 use netcore::nat::{self, Upstream};
-use policy::{ConfigError, PolicyArgs};
+use policy::ConfigError;
 
+use crate::args::PolicyArgs;
 use crate::sandbox::{self, Sandbox};
 use crate::server::{self, ServeConfig};
 use crate::stream;

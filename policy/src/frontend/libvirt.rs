@@ -18,14 +18,16 @@ use std::net::IpAddr;
 use roxmltree::{Document, Node};
 
 use crate::addr::decimal;
+use crate::addr::{MAX_MTU, MIN_MTU};
 use crate::error::ConfigError;
-use crate::passt_opts::{Include, MAX_MTU, MIN_MTU, to_forwards};
+use crate::frontend::ports::{Include, to_forwards};
 use crate::request::{AddrKind, Request, Setting};
+use crate::warning::Warning;
 use crate::{MacAddr, PortRange, Proto};
 
 /// `type=` of a usable interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InterfaceType {
+pub(crate) enum InterfaceType {
     User,
     Vhostuser,
 }
@@ -41,20 +43,41 @@ impl std::fmt::Display for InterfaceType {
 
 /// The selected interface: what it is, for `--explain`, and what it asks of the guest's view.
 #[derive(Clone, Debug)]
-pub struct LibvirtInterface {
-    pub kind: InterfaceType,
+pub(crate) struct LibvirtInterface {
+    pub(crate) kind: InterfaceType,
     /// Position among all `<interface>` elements of the document (0-based).
-    pub index: usize,
-    pub alias: Option<String>,
+    pub(crate) index: usize,
+    pub(crate) alias: Option<String>,
     /// The guest's own MAC (`<mac address>`).
-    pub mac: Option<MacAddr>,
+    pub(crate) mac: Option<MacAddr>,
     /// `<backend type>`.
-    pub backend: Option<String>,
+    pub(crate) backend: Option<String>,
     /// `<model type>`.
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// `<source>`, described (`unix:/path mode=client`, `dev=eth0`); noted, not used.
-    pub source: Option<String>,
+    pub(crate) source: Option<String>,
     pub(crate) request: Request,
+}
+
+impl LibvirtInterface {
+    /// What was picked, for `--explain`'s "from" line (`origin` names the file).
+    pub(crate) fn describe(&self, origin: &str) -> String {
+        let mut d = format!(
+            "--libvirt-xml {origin}: <interface type='{}'> #{}",
+            self.kind, self.index
+        );
+        for (what, value) in [
+            ("alias", &self.alias),
+            ("backend", &self.backend),
+            ("model", &self.model),
+            ("source", &self.source),
+        ] {
+            if let Some(v) = value {
+                d.push_str(&format!(", {what} {v}"));
+            }
+        }
+        d
+    }
 }
 
 /// `<name a='v' …/>` as written, to quote the element in messages.
@@ -95,6 +118,53 @@ impl Ctx<'_> {
     fn element(&self, n: Node, why: impl std::fmt::Display) -> ConfigError {
         ConfigError::invalid(self.at(n), why.to_string())
     }
+
+    /// Attribute `attr` as an IPv4 or IPv6 address; it must be there.
+    fn required_ip(&self, n: Node, attr: &str) -> Result<IpAddr, ConfigError> {
+        self.ip(n, attr)?.ok_or_else(|| self.missing(n, attr))
+    }
+
+    /// Attribute `attr` as an IPv4 or IPv6 address, if present.
+    fn ip(&self, n: Node, attr: &str) -> Result<Option<IpAddr>, ConfigError> {
+        n.attribute(attr)
+            .map(|a| {
+                a.parse()
+                    .map_err(|_| self.bad(n, attr, "not an IPv4 or IPv6 address"))
+            })
+            .transpose()
+    }
+
+    /// `family='ipv4|ipv6'`, when written, must be that of `addr` (attribute `attr`).
+    fn check_family(&self, n: Node, addr: IpAddr, attr: &str) -> Result<(), ConfigError> {
+        match n.attribute("family") {
+            None => Ok(()),
+            Some(f @ ("ipv4" | "ipv6")) if (f == "ipv4") != addr.is_ipv4() => {
+                Err(self.bad(n, attr, format!("not an {f} address")))
+            }
+            Some("ipv4" | "ipv6") => Ok(()),
+            Some(_) => Err(self.bad(n, "family", "expected 'ipv4' or 'ipv6'")),
+        }
+    }
+}
+
+/// Where an element allowed once per address family was first seen, to name it when it comes
+/// again (`<ip>`, a default `<route>`).
+#[derive(Default)]
+struct Seen {
+    v4: Option<String>,
+    v6: Option<String>,
+}
+
+impl Seen {
+    /// Record `n` (of `addr`'s family); the first one's place if there was one already.
+    fn again(&mut self, ctx: &Ctx, n: Node, addr: IpAddr) -> Option<String> {
+        let slot = if addr.is_ipv4() {
+            &mut self.v4
+        } else {
+            &mut self.v6
+        };
+        slot.replace(ctx.at(n))
+    }
 }
 
 fn interface_kind(n: Node) -> Option<InterfaceType> {
@@ -122,7 +192,7 @@ fn describe(i: usize, n: Node) -> String {
 }
 
 /// Parse `xml` (its name for messages is `origin`) and read the interface `selector` picks.
-pub fn parse(
+pub(crate) fn parse(
     xml: &str,
     origin: &str,
     selector: Option<&str>,
@@ -150,6 +220,27 @@ pub fn parse(
             ));
         }
     };
+    let (index, node) = select(&all, root, origin, selector)?;
+    let kind = interface_kind(node).ok_or_else(|| match node.attribute("type") {
+        None => ctx.missing(node, "type"),
+        Some(_) => ctx.bad(
+            node,
+            "type",
+            "vhost-net-user serves interfaces of type 'user' or 'vhostuser'",
+        ),
+    })?;
+    read_interface(&ctx, node, kind, index)
+}
+
+/// The interface `selector` picks (alias name, MAC or index among all of `all`), or without
+/// one the only usable interface, as `(index, node)`: a bare `<interface>` is the one meant,
+/// whatever its type.
+fn select<'a, 'i>(
+    all: &[Node<'a, 'i>],
+    root: Node<'a, 'i>,
+    origin: &str,
+    selector: Option<&str>,
+) -> Result<(usize, Node<'a, 'i>), ConfigError> {
     let listing = || {
         all.iter()
             .enumerate()
@@ -157,7 +248,7 @@ pub fn parse(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let (index, node) = match selector {
+    Ok(match selector {
         // A bare <interface> is the one meant, whatever its type.
         None if root.tag_name().name() == "interface" => (0, root),
         Some(sel) => {
@@ -219,18 +310,10 @@ pub fn parse(
                 }
             }
         }
-    };
-    let kind = interface_kind(node).ok_or_else(|| match node.attribute("type") {
-        None => ctx.missing(node, "type"),
-        Some(_) => ctx.bad(
-            node,
-            "type",
-            "vhost-net-user serves interfaces of type 'user' or 'vhostuser'",
-        ),
-    })?;
-    read_interface(&ctx, node, kind, index)
+    })
 }
 
+/// The elements of the interface that shape the guest's view; those that do not are noted.
 fn read_interface(
     ctx: &Ctx,
     node: Node,
@@ -249,10 +332,8 @@ fn read_interface(
         request: Request::default(),
     };
     let mut seen_mac = None;
-    let mut seen_ip4 = None;
-    let mut seen_ip6 = None;
-    let mut seen_route4 = None;
-    let mut seen_route6 = None;
+    let mut seen_ip = Seen::default();
+    let mut seen_route = Seen::default();
     let seen = |n: Node, slot: &mut Option<String>| -> Result<(), ConfigError> {
         if let Some(prev) = slot.replace(ctx.at(n)) {
             return Err(ctx.element(n, format!("only one allowed (the first is {prev})")));
@@ -263,118 +344,111 @@ fn read_interface(
         match n.tag_name().name() {
             "mac" => {
                 seen(n, &mut seen_mac)?;
-                let a = n
-                    .attribute("address")
-                    .ok_or_else(|| ctx.missing(n, "address"))?;
-                let mac: MacAddr = a
-                    .parse()
-                    .map_err(|why: String| ctx.bad(n, "address", why))?;
-                if mac.is_multicast() {
-                    return Err(ctx.bad(n, "address", "expected a unicast MAC address"));
-                }
+                let mac = read_mac(ctx, n)?;
                 out.mac = Some(mac);
                 req.guest_mac = Some(Setting::new(mac, quote(n)));
             }
-            "ip" => read_ip(ctx, n, &mut req, &mut seen_ip4, &mut seen_ip6)?,
-            "route" => read_route(ctx, n, &mut req, &mut seen_route4, &mut seen_route6)?,
+            "ip" => read_ip(ctx, n, &mut req, &mut seen_ip)?,
+            "route" => read_route(ctx, n, &mut req, &mut seen_route)?,
             "portForward" => read_port_forward(ctx, n, &mut req)?,
-            "mtu" => {
-                let s = n.attribute("size").ok_or_else(|| ctx.missing(n, "size"))?;
-                let size = decimal(s)
-                    .filter(|v| (u64::from(MIN_MTU)..=u64::from(MAX_MTU)).contains(v))
-                    .ok_or_else(|| {
-                        ctx.bad(n, "size", format!("the MTU must be {MIN_MTU}-{MAX_MTU}"))
-                    })?;
-                req.mtu = Some(Setting::new(size as u16, quote(n)));
-            }
-            "backend" => {
-                match n.attribute("type") {
-                    None | Some("default") | Some("passt") => {}
-                    Some(_) => {
-                        return Err(ctx.bad(n, "type", "expected 'default' or 'passt'"));
-                    }
-                }
-                out.backend = Some(n.attribute("type").unwrap_or("default").to_string());
-                if let Some(h) = n.attribute("hostname") {
-                    if h.is_empty() || h.len() > 255 {
-                        return Err(ctx.bad(n, "hostname", "must be 1-255 bytes"));
-                    }
-                    req.hostname = Some(h.to_string());
-                }
-                if n.attribute("fqdn").is_some() {
-                    req.notes.push(format!(
-                        "{}: fqdn is not sent to the guest (no DHCP option 81)",
-                        ctx.at(n)
-                    ));
-                }
-            }
-            "model" => {
-                let t = n.attribute("type").ok_or_else(|| ctx.missing(n, "type"))?;
-                if !matches!(
-                    t,
-                    "virtio" | "virtio-transitional" | "virtio-non-transitional"
-                ) {
-                    return Err(ctx.bad(n, "type", "a vhost-user network device is virtio"));
-                }
-                out.model = Some(t.to_string());
-            }
-            "source" => {
-                let mut d = Vec::new();
-                if let Some(t) = n.attribute("type") {
-                    d.push(t.to_string());
-                }
-                for a in ["path", "mode", "dev"] {
-                    if let Some(v) = n.attribute(a) {
-                        d.push(format!("{a}={v}"));
-                    }
-                }
-                out.source = Some(d.join(" "));
-            }
+            "mtu" => req.mtu = Some(Setting::new(read_mtu(ctx, n)?, quote(n))),
+            "backend" => out.backend = Some(read_backend(ctx, n, &mut req)?),
+            "model" => out.model = Some(read_model(ctx, n)?),
+            "source" => out.source = Some(describe_source(n)),
             "alias" => out.alias = n.attribute("name").map(str::to_string),
-            "link" if n.attribute("state") == Some("down") => req.notes.push(format!(
-                "{}: the link state is QEMU's business; vhost-net-user serves the guest regardless",
-                ctx.at(n)
-            )),
+            "link" if n.attribute("state") == Some("down") => {
+                req.notes.push(Warning::LinkStateIgnored { at: ctx.at(n) })
+            }
             // Device placement, boot order and QEMU tuning: nothing the guest's network sees.
             "address" | "boot" | "rom" | "target" | "driver" | "acpi" | "guest" | "coalesce"
             | "tune" | "link" => {}
-            other => req.notes.push(format!(
-                "{}: <{other}> has no effect on vhost-net-user",
-                ctx.at(n)
-            )),
+            other => req.notes.push(Warning::NoEffect {
+                at: ctx.at(n),
+                element: other.to_string(),
+            }),
         }
     }
     if out.backend.as_deref() == Some("passt") {
-        req.notes.push(format!(
-            "{}: <backend type='passt'/> only says which program carries the frames; \
-             --profile decides what the guest sees",
-            ctx.at(node)
-        ));
+        req.notes.push(Warning::PasstBackend { at: ctx.at(node) });
     }
     out.request = req;
     Ok(out)
 }
 
-fn read_ip(
-    ctx: &Ctx,
-    n: Node,
-    req: &mut Request,
-    seen4: &mut Option<String>,
-    seen6: &mut Option<String>,
-) -> Result<(), ConfigError> {
+/// `<mac address>`: the guest's own MAC, unicast.
+fn read_mac(ctx: &Ctx, n: Node) -> Result<MacAddr, ConfigError> {
     let a = n
         .attribute("address")
         .ok_or_else(|| ctx.missing(n, "address"))?;
-    let addr: IpAddr = a
+    let mac: MacAddr = a
         .parse()
-        .map_err(|_| ctx.bad(n, "address", "not an IPv4 or IPv6 address"))?;
-    match (n.attribute("family"), addr) {
-        (None | Some("ipv4"), IpAddr::V4(_)) | (None | Some("ipv6"), IpAddr::V6(_)) => {}
-        (Some(f @ ("ipv4" | "ipv6")), _) => {
-            return Err(ctx.bad(n, "address", format!("not an {f} address")));
-        }
-        (Some(_), _) => return Err(ctx.bad(n, "family", "expected 'ipv4' or 'ipv6'")),
+        .map_err(|why: String| ctx.bad(n, "address", why))?;
+    if mac.is_multicast() {
+        return Err(ctx.bad(n, "address", "expected a unicast MAC address"));
     }
+    Ok(mac)
+}
+
+/// `<mtu size>`, within the bounds passt advertises.
+fn read_mtu(ctx: &Ctx, n: Node) -> Result<u16, ConfigError> {
+    let s = n.attribute("size").ok_or_else(|| ctx.missing(n, "size"))?;
+    let size = decimal(s)
+        .filter(|v| (u64::from(MIN_MTU)..=u64::from(MAX_MTU)).contains(v))
+        .ok_or_else(|| ctx.bad(n, "size", format!("the MTU must be {MIN_MTU}-{MAX_MTU}")))?;
+    Ok(size as u16)
+}
+
+/// `<backend type hostname fqdn>`: its type (`default` or `passt`) for `--explain`; the
+/// hostname goes to DHCP.
+fn read_backend(ctx: &Ctx, n: Node, req: &mut Request) -> Result<String, ConfigError> {
+    match n.attribute("type") {
+        None | Some("default") | Some("passt") => {}
+        Some(_) => {
+            return Err(ctx.bad(n, "type", "expected 'default' or 'passt'"));
+        }
+    }
+    if let Some(h) = n.attribute("hostname") {
+        if h.is_empty() || h.len() > 255 {
+            return Err(ctx.bad(n, "hostname", "must be 1-255 bytes"));
+        }
+        req.hostname = Some(h.to_string());
+    }
+    if n.attribute("fqdn").is_some() {
+        req.notes.push(Warning::FqdnNotSent { at: ctx.at(n) });
+    }
+    Ok(n.attribute("type").unwrap_or("default").to_string())
+}
+
+/// `<model type>`: a vhost-user device is one of the virtio models.
+fn read_model(ctx: &Ctx, n: Node) -> Result<String, ConfigError> {
+    let t = n.attribute("type").ok_or_else(|| ctx.missing(n, "type"))?;
+    if !matches!(
+        t,
+        "virtio" | "virtio-transitional" | "virtio-non-transitional"
+    ) {
+        return Err(ctx.bad(n, "type", "a vhost-user network device is virtio"));
+    }
+    Ok(t.to_string())
+}
+
+/// `<source>` described for `--explain` (`unix path=/p mode=client`, `dev=eth0`).
+fn describe_source(n: Node) -> String {
+    let mut d = Vec::new();
+    if let Some(t) = n.attribute("type") {
+        d.push(t.to_string());
+    }
+    for a in ["path", "mode", "dev"] {
+        if let Some(v) = n.attribute(a) {
+            d.push(format!("{a}={v}"));
+        }
+    }
+    d.join(" ")
+}
+
+/// `<ip address prefix family>`: the guest's address, which libvirt hands QEMU and passt alike.
+fn read_ip(ctx: &Ctx, n: Node, req: &mut Request, seen: &mut Seen) -> Result<(), ConfigError> {
+    let addr = ctx.required_ip(n, "address")?;
+    ctx.check_family(n, addr, "address")?;
     if n.attribute("peer").is_some() {
         return Err(ctx.bad(
             n,
@@ -392,8 +466,7 @@ fn read_ip(
         },
     };
     let shown = quote(n);
-    let slot = if addr.is_ipv4() { seen4 } else { seen6 };
-    if let Some(prev) = slot.replace(ctx.at(n)) {
+    if let Some(prev) = seen.again(ctx, n, addr) {
         return Err(ctx.element(
             n,
             format!(
@@ -427,40 +500,13 @@ fn read_ip(
     Ok(())
 }
 
-fn read_route(
-    ctx: &Ctx,
-    n: Node,
-    req: &mut Request,
-    seen4: &mut Option<String>,
-    seen6: &mut Option<String>,
-) -> Result<(), ConfigError> {
-    let g = n
-        .attribute("gateway")
-        .ok_or_else(|| ctx.missing(n, "gateway"))?;
-    let gw: IpAddr = g
-        .parse()
-        .map_err(|_| ctx.bad(n, "gateway", "not an IPv4 or IPv6 address"))?;
-    let dest: Option<IpAddr> = match n.attribute("address") {
-        None => None,
-        Some(a) => Some(
-            a.parse()
-                .map_err(|_| ctx.bad(n, "address", "not an IPv4 or IPv6 address"))?,
-        ),
-    };
-    let family = match n.attribute("family") {
-        None => None,
-        Some(f @ ("ipv4" | "ipv6")) => Some(f),
-        Some(_) => return Err(ctx.bad(n, "family", "expected 'ipv4' or 'ipv6'")),
-    };
-    let v4 = gw.is_ipv4();
-    if family.is_some_and(|f| (f == "ipv4") != v4) {
-        return Err(ctx.bad(
-            n,
-            "gateway",
-            format!("not an {} address", family.unwrap_or_default()),
-        ));
-    }
-    if dest.is_some_and(|d| d.is_ipv4() != v4) {
+/// `<route address prefix|netmask gateway family>`: only a default route means anything to a
+/// user-mode guest, and its gateway becomes the guest's.
+fn read_route(ctx: &Ctx, n: Node, req: &mut Request, seen: &mut Seen) -> Result<(), ConfigError> {
+    let gw = ctx.required_ip(n, "gateway")?;
+    let dest = ctx.ip(n, "address")?;
+    ctx.check_family(n, gw, "gateway")?;
+    if dest.is_some_and(|d| d.is_ipv4() != gw.is_ipv4()) {
         return Err(ctx.bad(n, "address", "not the family of the gateway"));
     }
     let prefix = match (n.attribute("prefix"), n.attribute("netmask")) {
@@ -481,8 +527,7 @@ fn read_route(
             "only a default route (address 0.0.0.0 or ::, prefix 0) can be given to the guest",
         ));
     }
-    let slot = if v4 { seen4 } else { seen6 };
-    if let Some(prev) = slot.replace(ctx.at(n)) {
+    if let Some(prev) = seen.again(ctx, n, gw) {
         return Err(ctx.element(n, format!("a second default route (the first is {prev})")));
     }
     let shown = quote(n);
@@ -825,7 +870,11 @@ mod tests {
                 (Proto::Udp, None, None, 1, 65535, 1, true),
             ]
         );
-        assert!(r.notes.iter().any(|n| n.contains("backend type='passt'")));
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.to_string().contains("backend type='passt'"))
+        );
     }
 
     #[test]
@@ -835,6 +884,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(i.request.notes.len(), 1);
-        assert!(i.request.notes[0].contains("<bandwidth> has no effect"));
+        assert!(
+            i.request.notes[0]
+                .to_string()
+                .contains("<bandwidth> has no effect")
+        );
     }
 }
