@@ -1,5 +1,5 @@
-//! Table-driven tests of the public API the daemon uses: command lines (and libvirt XML)
-//! in, the guest's view out, for every front end under both profiles. The seed's four
+//! Table-driven tests of the daemon's command line as the policy crate reads it: command lines
+//! (and libvirt XML) in, the guest's view out, for every front end under both profiles. The seed's four
 //! symptoms each have a named test that fails on the wrong behaviour.
 
 use clap::Parser;
