@@ -1527,7 +1527,7 @@ fn explain_text_of_the_seed() {
     assert_eq!(args(&[]).explain_output(&r), None);
     // The example in EXPLAIN.md is this very output.
     assert!(
-        include_str!("../EXPLAIN.md").contains(&text),
+        include_str!("../../policy/EXPLAIN.md").contains(&text),
         "EXPLAIN.md's text example is stale; it should read:\n{text}"
     );
 }
@@ -1567,7 +1567,7 @@ fn explain_json_keys_are_stable_and_documented() {
     assert_eq!(v["mtu"], 1500);
 
     // Every key printed is listed in EXPLAIN.md.
-    let doc = include_str!("../EXPLAIN.md");
+    let doc = include_str!("../../policy/EXPLAIN.md");
     fn keys(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
         match v {
             serde_json::Value::Object(m) => {
@@ -1908,7 +1908,9 @@ fn explain_shows_the_services_switched_off() {
     assert!(t.contains("(netmask 255.255.255.0), by DHCP\n"), "{t}");
     assert!(t.contains("fec0::/64 (router advertisements)\n"), "{t}");
     // The example in EXPLAIN.md is this line.
-    assert!(include_str!("../EXPLAIN.md").contains("\n  services off      dhcp, ndp, ra\n"));
+    assert!(
+        include_str!("../../policy/EXPLAIN.md").contains("\n  services off      dhcp, ndp, ra\n")
+    );
 
     let json = |argv: &[&str]| -> serde_json::Value {
         let r = args(argv).build_with_xml(None).unwrap();
@@ -1930,7 +1932,7 @@ fn explain_shows_the_services_switched_off() {
     );
     assert_eq!(json(&["-4"])["ipv6"], serde_json::Value::Null);
     assert_eq!(json(&["-6"])["ipv4"], serde_json::Value::Null);
-    let doc = include_str!("../EXPLAIN.md");
+    let doc = include_str!("../../policy/EXPLAIN.md");
     for key in ["dhcp", "dhcpv6", "ndp", "ra", "tcp", "udp", "icmp"] {
         assert!(
             doc.contains(&format!("| `services.{key}` | bool |")),
