@@ -289,7 +289,7 @@ impl<'a> RingTxFrame<'a> {
             if total < header_len {
                 return Err(ChainError::TooShort);
             }
-            let mut vnet_header = [0u8; 12];
+            let mut vnet_header = [0u8; vnet::MAX_HEADER_LEN];
             let n = read_spans(mem, &scratch.segs, 0, &mut vnet_header[..header_len]);
             Ok(RingTxFrame {
                 mem,

@@ -304,3 +304,30 @@ pub fn forbid_core_dumps() -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
     check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) })
 }
+
+use virtio_bindings::bindings::virtio_net::virtio_net_hdr_v1;
+
+// The header's fields (u8, u8, then five u16) leave no padding: every byte is a field's.
+const _: () = assert!(std::mem::size_of::<virtio_net_hdr_v1>() == 12);
+
+/// A virtio-net header as the bytes it occupies on the ring (fields already little-endian).
+pub fn vnet_header_bytes(hdr: &virtio_net_hdr_v1) -> [u8; 12] {
+    // SAFETY: `virtio_net_hdr_v1` is `repr(C)` plain data of 12 bytes (asserted above) with
+    // no padding, so each of its bytes is initialised and any of them is a valid u8.
+    unsafe { std::mem::transmute::<virtio_net_hdr_v1, [u8; 12]>(*hdr) }
+}
+
+/// A virtio-net header read from the ring's bytes (fields still little-endian).
+pub fn vnet_header_from_bytes(bytes: [u8; 12]) -> virtio_net_hdr_v1 {
+    // SAFETY: as above, same size; every field is an integer (the union's variants too), so
+    // any 12 bytes are a valid header.
+    unsafe { std::mem::transmute::<[u8; 12], virtio_net_hdr_v1>(bytes) }
+}
+
+/// `csum_start` and `csum_offset` (little-endian), the union's checksum view.
+pub fn vnet_header_csum(hdr: &virtio_net_hdr_v1) -> (u16, u16) {
+    // SAFETY: every variant of the union is two u16s over the same 4 bytes, so reading the
+    // checksum view is valid whichever was written.
+    let csum = unsafe { hdr.__bindgen_anon_1.csum };
+    (csum.start, csum.offset)
+}
