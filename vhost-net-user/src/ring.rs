@@ -33,18 +33,15 @@
 use vhost_user_backend::{VringRwLock, VringT};
 use virtio_queue::QueueT;
 use vm_memory::{
-    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-    MemoryRegionAddress,
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress,
 };
 
 use netcore::engine::MAX_FRAME_LEN;
 use netcore::link::{FirstFrame, RxFrames, RxLink, RxMeta, RxOffloads, TxFrame};
 
 use crate::virtq::{self, Desc, DriverAreas};
+pub use crate::virtq::{ChainError, GuestMem};
 use crate::vnet;
-
-/// Guest memory as the daemon maps it.
-pub type GuestMem = GuestMemoryMmap<()>;
 
 /// A contiguous range of guest memory inside one region.
 #[derive(Debug, Clone, Copy)]
@@ -56,25 +53,6 @@ struct Segment {
     /// lists are emptied when each frame or slot is done).
     host: usize,
     len: usize,
-}
-
-/// Why a descriptor chain was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ChainError {
-    #[error("write-only descriptor in a transmit chain")]
-    WriteOnlyInTx,
-    #[error("read-only descriptor in a receive chain")]
-    ReadOnlyInRx,
-    #[error("descriptor outside guest memory")]
-    OutOfMemory,
-    #[error("chain shorter than the virtio-net header")]
-    TooShort,
-    #[error("chain longer than the largest frame")]
-    TooLong,
-    #[error("descriptor chain links outside the table or loops")]
-    BadLink,
-    #[error("indirect descriptor, a feature not offered")]
-    Indirect,
 }
 
 /// Where each region of one guest-memory snapshot is mapped in this process.

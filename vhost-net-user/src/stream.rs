@@ -22,7 +22,7 @@ use netcore::link::{OneFrame, RxLink, RxSlot};
 use netcore::{Engine, TxFrame};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-use crate::server::{ServeConfig, ServeError, error_chain};
+use crate::server::{self, ServeConfig, ServeError};
 
 const LEN_PREFIX: usize = 4;
 /// Output waiting for the socket, at most, before the link reports itself full.
@@ -139,21 +139,7 @@ impl RxLink for StreamRx {
 
 /// Serves QEMU `-netdev stream` clients connecting to `listener`, one at a time.
 pub fn serve(listener: UnixListener, config: &ServeConfig) -> Result<(), ServeError> {
-    loop {
-        let (sock, _) = match listener.accept() {
-            Ok(conn) => conn,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ServeError::Accept(e)),
-        };
-        log::info!("stream frontend connected");
-        match serve_connection(sock, config) {
-            Ok(()) => log::info!("stream frontend disconnected"),
-            Err(e) => log::error!("stream connection ended: {}", error_chain(&e)),
-        }
-        if config.one_off {
-            return Ok(());
-        }
-    }
+    server::accept_loop(&listener, config, "stream frontend", serve_connection)
 }
 
 fn serve_connection(mut sock: UnixStream, config: &ServeConfig) -> io::Result<()> {
