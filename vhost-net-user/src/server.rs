@@ -143,7 +143,14 @@ fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), Se
         let _ = relay.join();
     }
     let backend = backend.read().unwrap_or_else(|p| p.into_inner());
-    backend.close_handed_out();
+    for fd in backend.take_handed_out() {
+        #[allow(unsafe_code)]
+        // SAFETY: the daemon is dropped, so its worker threads, which took these descriptors
+        // with `into_raw_fd` and never close them, are joined; nothing else has them.
+        unsafe {
+            crate::sys::close_abandoned(fd)
+        };
+    }
     log::info!(
         "connection summary: {:?}, {:?}, {}",
         backend.engine().counters(),

@@ -157,10 +157,14 @@ pub fn listener_from_fd(fd: RawFd) -> io::Result<std::os::unix::net::UnixListene
 }
 
 /// Closes `fd`, a descriptor its owner gave up without closing (see
-/// `NetBackend::close_handed_out`).
-pub fn close_abandoned(fd: RawFd) {
-    // SAFETY: the caller passes a descriptor that was leaked with `into_raw_fd` and that nothing
-    // uses any more; taking ownership once and dropping it closes it.
+/// `NetBackend::take_handed_out`).
+///
+/// # Safety
+/// `fd` must be open and owned by nothing any more: leaked with `into_raw_fd` by an owner
+/// that has stopped using it (its threads gone), and not closed since.
+pub unsafe fn close_abandoned(fd: RawFd) {
+    // SAFETY: by the caller's contract nothing owns or uses `fd`; taking ownership once and
+    // dropping it closes it.
     drop(unsafe { OwnedFd::from_raw_fd(fd) });
 }
 
@@ -330,4 +334,106 @@ pub fn vnet_header_csum(hdr: &virtio_net_hdr_v1) -> (u16, u16) {
     // checksum view is valid whichever was written.
     let csum = unsafe { hdr.__bindgen_anon_1.csum };
     (csum.start, csum.offset)
+}
+
+/// Where each region of guest memory is mapped in this process: storage reused from batch to
+/// batch, read only through a [`Mapped`] view that [`HostMap::map`] loads afresh from the
+/// memory snapshot it borrows.
+///
+/// Descriptor addresses become iovec bases through it with one bounds check, instead of
+/// vm-memory building (and dropping) a checked slice per 4 KiB buffer.
+#[derive(Debug, Default)]
+pub struct HostMap {
+    /// (guest start, length, host address of the start) per region.
+    regions: Vec<(u64, u64, usize)>,
+}
+
+impl HostMap {
+    /// Loads where `mem`'s regions are mapped. The view's addresses are valid while `mem` is
+    /// borrowed: a snapshot keeps its regions mapped for as long as it lives.
+    pub fn map<'m>(&'m mut self, mem: &'m crate::virtq::GuestMem) -> Mapped<'m> {
+        use vm_memory::{Address, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+        self.regions.clear();
+        for region in mem.iter() {
+            if let Ok(host) = region.get_host_address(MemoryRegionAddress(0)) {
+                let start = region.start_addr().raw_value();
+                self.regions.push((start, region.len(), host as usize));
+            }
+        }
+        Mapped {
+            regions: &self.regions,
+            _mem: std::marker::PhantomData,
+        }
+    }
+}
+
+/// A guest-memory snapshot's regions as mapped in this process, for as long as `'m` borrows
+/// the snapshot. Guest memory is never made a Rust reference: the guest may change it at any
+/// moment, so only the kernel (through iovecs) and vm-memory's volatile accessors touch it.
+#[derive(Debug, Clone, Copy)]
+pub struct Mapped<'m> {
+    regions: &'m [(u64, u64, usize)],
+    _mem: std::marker::PhantomData<&'m crate::virtq::GuestMem>,
+}
+
+/// Where a range lies in guest memory: a region of a [`Mapped`] and the offset into it. A
+/// place, not a pointer: every use checks it against the mapping again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostRange {
+    region: usize,
+    offset: u64,
+}
+
+impl<'m> Mapped<'m> {
+    /// Where `addr..addr + len` lies, if inside one region.
+    pub fn locate(&self, addr: vm_memory::GuestAddress, len: usize) -> Option<HostRange> {
+        self.regions
+            .iter()
+            .enumerate()
+            .find_map(|(region, &(start, size, _))| {
+                let offset = addr.0.checked_sub(start)?;
+                let room = size.checked_sub(offset)?;
+                (offset < size && len as u64 <= room).then_some(HostRange { region, offset })
+            })
+    }
+
+    /// The host address of `range` (a number, for comparisons).
+    #[cfg(test)]
+    pub fn address(&self, range: HostRange) -> Option<usize> {
+        let &(_, size, host) = self.regions.get(range.region)?;
+        (range.offset < size).then(|| host + range.offset as usize)
+    }
+
+    /// Appends `len` bytes from `at` past `range` to `out` (joined to the last entry when
+    /// adjacent), if they lie inside the range's region; a stale or overlong range adds
+    /// nothing.
+    pub fn push_iovec<'o, A>(
+        &self,
+        range: HostRange,
+        at: usize,
+        len: usize,
+        out: &mut netcore::link::IovList<'_, 'o, A>,
+    ) where
+        'm: 'o,
+    {
+        let Some(&(_, size, host)) = self.regions.get(range.region) else {
+            return;
+        };
+        let Some(end) = range
+            .offset
+            .checked_add(at as u64)
+            .and_then(|start| start.checked_add(len as u64))
+        else {
+            return;
+        };
+        if end > size {
+            return;
+        }
+        let base = (host + range.offset as usize + at) as *mut u8;
+        // SAFETY: `base..base + len` lies inside a region of the snapshot `'m` borrows (checked
+        // just above), mapped readable and writable for as long as the snapshot lives, which
+        // outlasts the list ('m: 'o). Guest memory is never referenced by Rust (see `Mapped`),
+        // so the kernel's access aliases no reference.
+        unsafe { out.push_raw(base, len) };
+    }
 }
