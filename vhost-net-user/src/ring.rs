@@ -986,46 +986,18 @@ pub(crate) mod tests {
         let mut host_map = HostMap::default();
         let map = host_map.map(&mem);
         let host_of = |a: u64| mem.get_host_address(GuestAddress(a)).unwrap() as usize;
-        assert_eq!(
-            map.locate(GuestAddress(0x10), 0x20)
-                .and_then(|r| map.address(r)),
-            Some(host_of(0x10))
-        );
-        assert_eq!(
-            map.locate(GuestAddress(0x1ff0), 0x10)
-                .and_then(|r| map.address(r)),
-            Some(host_of(0x1ff0))
-        );
-        assert_eq!(
-            map.locate(GuestAddress(0x10000), 0x2000)
-                .and_then(|r| map.address(r)),
-            Some(host_of(0x10000))
-        );
+        let host = |a: u64, len: usize| {
+            map.locate(GuestAddress(a), len)
+                .and_then(|r| map.address(r))
+        };
+        assert_eq!(host(0x10, 0x20), Some(host_of(0x10)));
+        assert_eq!(host(0x1ff0, 0x10), Some(host_of(0x1ff0)));
+        assert_eq!(host(0x10000, 0x2000), Some(host_of(0x10000)));
         // Into the next region, even an adjacent one: not one mapping.
-        assert_eq!(
-            map.locate(GuestAddress(0xff0), 0x20)
-                .and_then(|r| map.address(r)),
-            None
-        );
-        assert_eq!(
-            map.locate(GuestAddress(0x11fff), 2)
-                .and_then(|r| map.address(r)),
-            None
-        );
-        assert_eq!(
-            map.locate(GuestAddress(0x2000), 1)
-                .and_then(|r| map.address(r)),
-            None
-        );
-        assert_eq!(
-            map.locate(GuestAddress(u64::MAX), 1)
-                .and_then(|r| map.address(r)),
-            None
-        );
-        assert_eq!(
-            map.locate(GuestAddress(0x10), usize::MAX)
-                .and_then(|r| map.address(r)),
-            None
-        );
+        assert_eq!(host(0xff0, 0x20), None);
+        assert_eq!(host(0x11fff, 2), None);
+        assert_eq!(host(0x2000, 1), None);
+        assert_eq!(host(u64::MAX, 1), None);
+        assert_eq!(host(0x10, usize::MAX), None);
     }
 }
