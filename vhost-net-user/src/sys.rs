@@ -52,13 +52,27 @@ pub fn mark_all_close_on_exec() -> io::Result<()> {
     close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC)
 }
 
+/// The descriptor `--fd` named, which [`close_inherited`] kept: owned here from then on, so
+/// that [`listener_from_fd`] adopts it without a contract of its own.
+static INHERITED: std::sync::Mutex<Option<OwnedFd>> = std::sync::Mutex::new(None);
+
 /// Closes every descriptor from 3 up but `keep` (`--fd`): whatever the parent left open is not
-/// ours to hand on to children, nor to hold.
+/// ours to hand on to children, nor to hold. `keep`, if open, is owned from now on (see
+/// [`listener_from_fd`]).
 ///
 /// # Safety
 /// Call before anything in the process owns a descriptor above 2 other than `keep` (first
-/// thing in `main`): an owner would go on using a closed number, or one reused by another.
+/// thing in `main`), and with a `keep` nothing else owns: an owner would go on using a closed
+/// number, or one reused by another.
 pub unsafe fn close_inherited(keep: Option<RawFd>) -> io::Result<()> {
+    if let Some(fd) = keep.filter(|&fd| fd >= 0) {
+        // SAFETY: F_GETFD only reads the descriptor's flags, and fails on a closed one.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
+            // SAFETY: `fd` is open, and by the caller's contract nothing else owns it.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            *INHERITED.lock().unwrap_or_else(|p| p.into_inner()) = Some(owned);
+        }
+    }
     let keep = keep
         .and_then(|fd| libc::c_uint::try_from(fd).ok())
         .filter(|&fd| fd >= 3);
@@ -123,37 +137,35 @@ fn termination_set() -> libc::sigset_t {
     }
 }
 
-/// Takes ownership of an inherited listening socket (`--fd N`), after checking that `fd` is
-/// an open socket that is listening; anything else is refused rather than adopted.
+/// The inherited listening socket (`--fd N`): the descriptor [`close_inherited`] kept, if
+/// its number is `fd` and it is a socket that is listening; anything else is refused rather
+/// than adopted (and stays where it was).
 pub fn listener_from_fd(fd: RawFd) -> io::Result<std::os::unix::net::UnixListener> {
-    let mut accepting: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into the live local `accepting`; on a
-    // descriptor that is not an open socket it fails without side effects.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            (&mut accepting as *mut libc::c_int).cast(),
-            &mut len,
-        )
+    let mut inherited = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
+    let kept = match inherited.take() {
+        Some(kept) if kept.as_raw_fd() == fd => kept,
+        other => {
+            *inherited = other;
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
     };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
+    match rustix::net::sockopt::socket_acceptconn(&kept) {
+        Ok(true) => {}
+        Ok(false) => {
+            *inherited = Some(kept);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a listening socket",
+            ));
+        }
+        Err(e) => {
+            *inherited = Some(kept);
+            return Err(e.into());
+        }
     }
-    if accepting == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a listening socket",
-        ));
-    }
-    // SAFETY: `fd` is an open, listening socket (checked above) that the process inherited
-    // for this purpose; nothing else in the process owns it.
-    let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
     // Inherited without the flag, as descriptors passed to a child are.
-    rustix::io::fcntl_setfd(&listener, rustix::io::FdFlags::CLOEXEC)?;
-    Ok(listener)
+    rustix::io::fcntl_setfd(&kept, rustix::io::FdFlags::CLOEXEC)?;
+    Ok(std::os::unix::net::UnixListener::from(kept))
 }
 
 /// Closes `fd`, a descriptor its owner gave up without closing (see
