@@ -48,7 +48,7 @@ impl TxFrame for Frame<'_> {
         self.bytes.read_at(offset, buf)
     }
 
-    fn iovecs(&self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+    fn iovecs<'m>(&'m self, offset: usize, len: usize, out: &mut netcore::link::SendIovs<'_, 'm>) {
         self.bytes.iovecs(offset, len, out);
     }
 

@@ -138,7 +138,12 @@ mod tests {
         fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
             crate::link::TxFrame::read_at(self.buf.as_slice(), offset, buf)
         }
-        fn iovecs(&mut self, _offset: usize, _len: usize, _out: &mut Vec<libc::iovec>) {
+        fn iovecs<'m>(
+            &'m self,
+            _offset: usize,
+            _len: usize,
+            _out: &mut crate::sys::RecvIovs<'_, 'm>,
+        ) {
             unreachable!("not used by these tests");
         }
         fn commit(self, len: usize) {
@@ -235,7 +240,13 @@ impl<F: crate::link::RxFrames> crate::link::RxFrames for TapFrames<'_, F> {
         self.inner.read_at(frame, offset, buf)
     }
 
-    fn iovecs(&mut self, frame: usize, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+    fn iovecs<'m>(
+        &'m self,
+        frame: usize,
+        offset: usize,
+        len: usize,
+        out: &mut crate::sys::RecvIovs<'_, 'm>,
+    ) {
         self.inner.iovecs(frame, offset, len, out);
     }
 

@@ -15,7 +15,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use netplan::{HostListen, NetPlan, PortForward, Proto};
@@ -81,6 +81,12 @@ impl fmt::Debug for ForwardSocket {
             Some(a) => write!(f, "{}", SocketAddr::new(a, self.guest_port)),
             None => write!(f, "guest:{}", self.guest_port),
         }
+    }
+}
+
+impl AsFd for ForwardSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
     }
 }
 
@@ -280,7 +286,7 @@ fn bind(
         Proto::Udp => libc::SOCK_DGRAM,
     };
     let sock = sys::socket(sys::family(&local.ip()), ty, 0)?;
-    let fd = sock.as_raw_fd();
+    let fd = sock.as_fd();
     sys::set_reuse_addr(fd)?;
     match family {
         Family::Given => {}

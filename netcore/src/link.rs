@@ -4,8 +4,10 @@
 //!
 //! On the vhost-user ring path a frame the guest sent lives in guest memory, which the guest may
 //! rewrite at any moment. The engine therefore never sees it as a Rust slice: a [`TxFrame`]
-//! copies a bounded prefix out for parsing ([`TxFrame::read_at`]) and hands payload on as raw
-//! iovecs ([`TxFrame::iovecs`]) that only the kernel dereferences (`sendmsg`/`writev`).
+//! copies a bounded prefix out for parsing ([`TxFrame::read_at`]) and hands payload on as
+//! iovecs ([`TxFrame::iovecs`]) that only the kernel dereferences (`sendmsg`). The iovecs go
+//! into a [`crate::sys::IovList`] borrowed from the frame for as long as the list lives: a
+//! frame cannot go away, or be reused, while the kernel may still be given its memory.
 //!
 //! Toward the guest, [`RxLink::reserve`] gives an [`RxSlot`]: room in guest buffers for one frame
 //! of up to a given length. The engine can let the kernel fill the payload region straight from
@@ -13,8 +15,16 @@
 //! payload length is known, and [`RxSlot::commit`] the frame. Dropping a slot without committing
 //! gives every buffer back untouched, so a frame either reaches the guest whole or not at all.
 //!
+//! Receive iovecs are taken through a shared borrow (several frames of one reservation go into
+//! one list), so the memory behind them must be writable through one: guest memory, which Rust
+//! never references, or [`Cell`]s, as [`MemoryLink`] keeps its frames.
+//!
 //! Offsets and lengths here count from the first byte of the Ethernet header; any virtio-net
 //! header is the link's business.
+
+use std::cell::Cell;
+
+pub use crate::sys::{IoVecs, IovList, KernelReads, KernelWrites, RecvIovs, SendIovs};
 
 /// Offloads the guest accepts on frames we send it (negotiated by the link).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -73,7 +83,7 @@ pub trait TxFrame {
     fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize;
 
     /// Appends iovecs covering `offset..offset + len`, clipped to the frame, to `out`.
-    fn iovecs(&self, offset: usize, len: usize, out: &mut Vec<libc::iovec>);
+    fn iovecs<'m>(&'m self, offset: usize, len: usize, out: &mut SendIovs<'_, 'm>);
 
     /// Where the guest left a transport checksum for us to complete (virtio `NEEDS_CSUM`):
     /// `(start, offset)` from the Ethernet header. Only frames answered locally need it.
@@ -95,7 +105,7 @@ pub trait RxSlot {
     fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize;
 
     /// Appends iovecs covering `offset..offset + len`, clipped to the capacity, to `out`.
-    fn iovecs(&mut self, offset: usize, len: usize, out: &mut Vec<libc::iovec>);
+    fn iovecs<'m>(&'m self, offset: usize, len: usize, out: &mut RecvIovs<'_, 'm>);
 
     /// Sets the frame's offload metadata (checksum state, segmentation).
     fn set_meta(&mut self, _meta: RxMeta) {}
@@ -143,7 +153,7 @@ pub trait RxFrames {
     fn read_at(&self, frame: usize, offset: usize, buf: &mut [u8]) -> usize;
 
     /// Appends iovecs covering `offset..offset + len` of `frame`, clipped to its capacity.
-    fn iovecs(&mut self, frame: usize, offset: usize, len: usize, out: &mut Vec<libc::iovec>);
+    fn iovecs<'m>(&'m self, frame: usize, offset: usize, len: usize, out: &mut RecvIovs<'_, 'm>);
 
     /// Sets `frame`'s offload metadata.
     fn set_meta(&mut self, frame: usize, meta: RxMeta);
@@ -191,7 +201,7 @@ impl<F: RxFrames> RxSlot for FirstFrame<F> {
         self.0.read_at(0, offset, buf)
     }
 
-    fn iovecs(&mut self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+    fn iovecs<'m>(&'m self, offset: usize, len: usize, out: &mut RecvIovs<'_, 'm>) {
         self.0.iovecs(0, offset, len, out);
     }
 
@@ -231,7 +241,7 @@ impl<S: RxSlot> RxFrames for OneFrame<S> {
         }
     }
 
-    fn iovecs(&mut self, frame: usize, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+    fn iovecs<'m>(&'m self, frame: usize, offset: usize, len: usize, out: &mut RecvIovs<'_, 'm>) {
         if frame == 0 {
             self.0.iovecs(offset, len, out);
         }
@@ -300,16 +310,26 @@ impl TxFrame for [u8] {
         n
     }
 
-    fn iovecs(&self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+    fn iovecs<'m>(&'m self, offset: usize, len: usize, out: &mut SendIovs<'_, 'm>) {
         let src = self.get(offset..).unwrap_or(&[]);
-        let n = src.len().min(len);
-        if n > 0 {
-            out.push(libc::iovec {
-                iov_base: src.as_ptr() as *mut libc::c_void,
-                iov_len: n,
-            });
-        }
+        out.push(&src[..src.len().min(len)]);
     }
+}
+
+/// Copies `src` into the cells `dst` (of the same length).
+pub fn copy_to_cells(dst: &[Cell<u8>], src: &[u8]) {
+    for (cell, &byte) in dst.iter().zip(src) {
+        cell.set(byte);
+    }
+}
+
+/// Copies from the cells `src` into `dst` as far as both go; returns how many bytes.
+pub fn copy_from_cells(src: &[Cell<u8>], dst: &mut [u8]) -> usize {
+    let n = src.len().min(dst.len());
+    for (byte, cell) in dst.iter_mut().zip(&src[..n]) {
+        *byte = cell.get();
+    }
+    n
 }
 
 /// An in-memory link for unit tests: frames toward the guest collect in `frames`, and
@@ -349,7 +369,8 @@ impl MemoryLink {
 /// Frames of [`MemoryLink`], each its own buffer (a slot is the first of one).
 #[derive(Debug)]
 pub struct MemoryFrames<'a> {
-    bufs: Vec<Vec<u8>>,
+    /// Cells, so that the kernel may fill them through the shared borrow iovecs take.
+    bufs: Vec<Vec<Cell<u8>>>,
     metas: Vec<RxMeta>,
     /// `read_at` takes `&self`; the count goes to the link on drop.
     read_back: std::cell::Cell<usize>,
@@ -376,26 +397,23 @@ impl RxFrames for MemoryFrames<'_> {
     }
 
     fn write_at(&mut self, frame: usize, offset: usize, data: &[u8]) {
-        self.bufs[frame][offset..offset + data.len()].copy_from_slice(data);
+        copy_to_cells(&self.bufs[frame][offset..offset + data.len()], data);
     }
 
     fn read_at(&self, frame: usize, offset: usize, buf: &mut [u8]) -> usize {
-        let n = self.bufs[frame].as_slice().read_at(offset, buf);
+        let n = copy_from_cells(self.bufs[frame].get(offset..).unwrap_or(&[]), buf);
         self.read_back.set(self.read_back.get() + n);
         n
     }
 
-    fn iovecs(&mut self, frame: usize, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+    fn iovecs<'m>(&'m self, frame: usize, offset: usize, len: usize, out: &mut RecvIovs<'_, 'm>) {
         let piece = self.link.iovec_piece.unwrap_or(usize::MAX).max(1);
-        let buf = &mut self.bufs[frame];
+        let buf = &self.bufs[frame];
         let end = offset.saturating_add(len).min(buf.len());
         let mut at = offset;
         while at < end {
             let n = piece.min(end - at);
-            out.push(libc::iovec {
-                iov_base: buf[at..at + n].as_mut_ptr() as *mut libc::c_void,
-                iov_len: n,
-            });
+            out.push_cells(&buf[at..at + n]);
             at += n;
         }
     }
@@ -410,9 +428,10 @@ impl RxFrames for MemoryFrames<'_> {
             .bufs
             .drain(..lens.len())
             .zip(self.metas.drain(..lens.len()));
-        for ((mut buf, meta), &len) in frames.zip(lens) {
-            buf.truncate(len);
-            self.link.frames.push(buf);
+        for ((buf, meta), &len) in frames.zip(lens) {
+            self.link
+                .frames
+                .push(buf.iter().take(len).map(Cell::get).collect());
             self.link.metas.push(meta);
         }
     }
@@ -429,7 +448,7 @@ impl MemoryLink {
             *left -= count;
         }
         Some(MemoryFrames {
-            bufs: vec![vec![0; max_len]; count],
+            bufs: vec![vec![Cell::new(0); max_len]; count],
             metas: vec![RxMeta::default(); count],
             read_back: std::cell::Cell::new(0),
             link: self,
@@ -470,10 +489,11 @@ mod tests {
         assert_eq!(frame.read_at(3, &mut buf), 2);
         assert_eq!(&buf[..2], &[4, 5]);
         assert_eq!(frame.read_at(9, &mut buf), 0);
-        let mut iov = Vec::new();
+        let mut storage = crate::sys::IoVecs::default();
+        let mut iov = storage.for_send();
         frame.iovecs(1, 100, &mut iov);
         assert_eq!(iov.len(), 1);
-        assert_eq!(iov[0].iov_len, 4);
+        assert_eq!(iov.bytes_from(0), 4);
     }
 
     #[test]

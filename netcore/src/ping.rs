@@ -127,12 +127,8 @@ impl PingTable {
             return;
         };
         flow.last_request = ctx.now;
-        let iov = [libc::iovec {
-            iov_base: icmp.as_ptr() as *mut libc::c_void,
-            iov_len: icmp.len(),
-        }];
         let dest = SocketAddr::new(dest, 0);
-        match sys::sendmsg(flow.sock.as_raw_fd(), &iov, Some(&dest), libc::MSG_DONTWAIT) {
+        match sys::send_buf(&flow.sock, icmp, Some(&dest), libc::MSG_DONTWAIT) {
             Ok(_) => self.counters.requests += 1,
             Err(e) => log::debug!("echo request to {dest}: {e}"),
         }
@@ -193,11 +189,7 @@ impl PingTable {
         };
         self.buf.resize(MAX_ECHO, 0);
         loop {
-            let iov = [libc::iovec {
-                iov_base: self.buf.as_mut_ptr().cast(),
-                iov_len: self.buf.len(),
-            }];
-            let n = match sys::recvmsg(flow.sock.as_raw_fd(), &iov, libc::MSG_DONTWAIT) {
+            let n = match sys::recv_buf(&flow.sock, &mut self.buf, libc::MSG_DONTWAIT) {
                 Ok(r) if !r.truncated => r.len,
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

@@ -1,16 +1,28 @@
-//! The crate's only unsafe code: host socket calls that std does not offer (non-blocking
-//! connect, scatter/gather I/O on raw iovecs, peek offsets, queue sizes), and the few process
-//! queries smb= needs (`access`, the effective user and its name), and forking the guest
-//! forwards' launcher ([`crate::launcher`]).
+//! The crate's only unsafe code: scatter/gather I/O on raw iovecs (which may point into guest
+//! memory), the socket calls rustix does not offer (`SO_PEEK_OFF`, `IP_RECVERR` and its
+//! error queue, `SO_BINDTODEVICE`, `SO_MEMINFO`, a discarding `recv`), the user name smb=
+//! needs, and forking the guest forwards' launcher ([`crate::launcher`]). Everything else is
+//! rustix's safe wrappers.
 //!
-//! The iovecs passed here may point into guest memory. They are handed to the kernel only,
-//! which copies to or from them; Rust never dereferences them.
+//! # The iovec contract
+//!
+//! An [`IovList`] is the only way to hand memory to [`sendmsg`] and [`recvmsg`]. Its entries
+//! are added from borrowed slices (`&'m [u8]` for sending, `&'m mut [u8]` or `&'m [Cell<u8>]`
+//! for receiving), or through [`IovList::push_raw`], an `unsafe fn` whose contract is the
+//! one the kernel needs: the memory stays valid for the kernel to read, and to write for a
+//! receive list, for all of `'m`, and no Rust reference to it is used while the list lives.
+//! The ring link keeps that contract for guest memory (which Rust never references: see the
+//! daemon's `sys::Mapped`); so the lists, and the two calls, are safe to use.
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
 use std::io;
+use std::marker::PhantomData;
 use std::mem;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use rustix::net::{AddressFamily, Protocol, SocketFlags, SocketType};
 
 fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 {
@@ -28,18 +40,18 @@ fn check_size(rc: libc::ssize_t) -> io::Result<usize> {
     }
 }
 
-/// A non-blocking, close-on-exec socket.
+/// A non-blocking, close-on-exec socket (`family`, `ty` and `protocol` as `libc` numbers).
 pub fn socket(family: libc::c_int, ty: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: plain system call with integer arguments.
-    let fd = check(unsafe {
-        libc::socket(
-            family,
-            ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            protocol,
-        )
-    })?;
-    // SAFETY: the kernel just returned this new descriptor; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let protocol = u32::try_from(protocol)
+        .ok()
+        .and_then(std::num::NonZeroU32::new)
+        .map(Protocol::from_raw);
+    Ok(rustix::net::socket_with(
+        AddressFamily::from_raw(family as _),
+        SocketType::from_raw(ty as _),
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        protocol,
+    )?)
 }
 
 /// The address family of `addr`.
@@ -112,30 +124,188 @@ fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
 }
 
 /// Starts a connection; `Ok(false)` means it is in progress (non-blocking socket).
-pub fn connect(fd: &OwnedFd, addr: &SocketAddr) -> io::Result<bool> {
-    let (storage, len) = sockaddr(addr);
-    // SAFETY: `storage` holds a valid address of `len` bytes for the call's duration.
-    let rc = unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&storage as *const libc::sockaddr_storage).cast(),
-            len,
-        )
-    };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EINPROGRESS) {
-        Ok(false)
-    } else {
-        Err(err)
+pub fn connect(fd: impl AsFd, addr: &SocketAddr) -> io::Result<bool> {
+    match rustix::net::connect(fd, addr) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::INPROGRESS) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
-/// Sends the bytes the iovecs describe; `dest` for unconnected datagram sockets.
-pub fn sendmsg(
-    fd: RawFd,
+/// The kernel reads the memory of these lists' entries (`sendmsg`).
+#[derive(Debug)]
+pub enum KernelReads {}
+
+/// The kernel writes the memory of these lists' entries (`recvmsg`), and may read it.
+#[derive(Debug)]
+pub enum KernelWrites {}
+
+/// Storage for iovec lists, kept by a table so that its system calls do not allocate. It only
+/// lends itself as an [`IovList`], emptied first: no entry outlives the list it was added to.
+#[derive(Debug, Default)]
+pub struct IoVecs(Vec<libc::iovec>);
+
+// SAFETY: the pointers a list leaves behind are never read again (every list starts by
+// clearing the vector), nor dereferenced by Rust; moving or sharing the storage across threads
+// moves only dead values.
+unsafe impl Send for IoVecs {}
+// SAFETY: as above; `&IoVecs` exposes nothing.
+unsafe impl Sync for IoVecs {}
+
+impl IoVecs {
+    /// An empty list of memory for the kernel to read, alive for `'m`.
+    pub fn for_send<'m>(&mut self) -> SendIovs<'_, 'm> {
+        self.list()
+    }
+
+    /// An empty list of memory for the kernel to write, alive for `'m`.
+    pub fn for_recv<'m>(&mut self) -> RecvIovs<'_, 'm> {
+        self.list()
+    }
+
+    fn list<'m, A>(&mut self) -> IovList<'_, 'm, A> {
+        self.0.clear();
+        IovList {
+            iov: &mut self.0,
+            _memory: PhantomData,
+        }
+    }
+}
+
+/// Iovecs for one system call: every entry describes memory that stays valid for `'m` in the
+/// way `A` says (see the module's iovec contract).
+#[derive(Debug)]
+pub struct IovList<'s, 'm, A> {
+    iov: &'s mut Vec<libc::iovec>,
+    _memory: PhantomData<(&'m [Cell<u8>], A)>,
+}
+
+/// A list for [`sendmsg`].
+pub type SendIovs<'s, 'm> = IovList<'s, 'm, KernelReads>;
+/// A list for [`recvmsg`].
+pub type RecvIovs<'s, 'm> = IovList<'s, 'm, KernelWrites>;
+
+impl<'m, A> IovList<'_, 'm, A> {
+    /// How many entries the list holds.
+    pub fn len(&self) -> usize {
+        self.iov.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.iov.is_empty()
+    }
+
+    /// Drops the entries from `len` on.
+    pub fn truncate(&mut self, len: usize) {
+        self.iov.truncate(len);
+    }
+
+    /// The bytes the entries from `first` on describe.
+    pub fn bytes_from(&self, first: usize) -> usize {
+        self.iov
+            .get(first..)
+            .unwrap_or(&[])
+            .iter()
+            .map(|v| v.iov_len)
+            .sum()
+    }
+
+    /// Adds memory that shared references may see change ([`Cell`]s): the kernel may read
+    /// and write it while the list lives.
+    pub fn push_cells(&mut self, buf: &'m [Cell<u8>]) {
+        if !buf.is_empty() {
+            self.iov.push(libc::iovec {
+                iov_base: Cell::as_ptr(&buf[0]).cast(),
+                iov_len: buf.len(),
+            });
+        }
+    }
+
+    /// Adds `len` bytes at `base`, extending the last entry instead when the range follows it
+    /// in memory (one iovec for a run of adjacent buffers saves the kernel a copy call per
+    /// buffer; the bytes it sees are the same).
+    ///
+    /// # Safety
+    /// `base..base + len` must stay valid for the kernel to read, and for a [`RecvIovs`] to
+    /// write, for all of `'m`, and no Rust reference to that memory may be used while the
+    /// list lives (memory Rust never references, as guest memory, keeps this trivially).
+    pub unsafe fn push_raw(&mut self, base: *mut u8, len: usize) {
+        if len == 0 {
+            return;
+        }
+        if let Some(last) = self.iov.last_mut()
+            && (last.iov_base as usize).checked_add(last.iov_len) == Some(base as usize)
+        {
+            last.iov_len += len;
+            return;
+        }
+        self.iov.push(libc::iovec {
+            iov_base: base.cast(),
+            iov_len: len,
+        });
+    }
+
+    /// The entries, for the kernel.
+    fn raw(&self) -> &[libc::iovec] {
+        self.iov
+    }
+}
+
+impl<'m> SendIovs<'_, 'm> {
+    /// Adds bytes for the kernel to read.
+    pub fn push(&mut self, buf: &'m [u8]) {
+        if !buf.is_empty() {
+            self.iov.push(libc::iovec {
+                iov_base: buf.as_ptr().cast_mut().cast(),
+                iov_len: buf.len(),
+            });
+        }
+    }
+}
+
+impl<'m> RecvIovs<'_, 'm> {
+    /// Adds room for the kernel to write.
+    pub fn push(&mut self, buf: &'m mut [u8]) {
+        if !buf.is_empty() {
+            self.iov.push(libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            });
+        }
+    }
+}
+
+/// Sends the bytes `iov` describes (either kind of list: the kernel only reads); `dest` for
+/// unconnected datagram sockets.
+pub fn sendmsg<A>(
+    fd: impl AsFd,
+    iov: &IovList<'_, '_, A>,
+    dest: Option<&SocketAddr>,
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    // SAFETY: a list's entries are valid for reading while it lives (the iovec contract).
+    unsafe { sendmsg_raw(fd.as_fd(), iov.raw(), dest, flags) }
+}
+
+/// Sends `buf` (`send`, or `sendto` with `dest`); `flags` as for [`sendmsg`].
+pub fn send_buf(
+    fd: impl AsFd,
+    buf: &[u8],
+    dest: Option<&SocketAddr>,
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    let flags =
+        rustix::net::SendFlags::from_bits_retain(flags as u32) | rustix::net::SendFlags::NOSIGNAL;
+    Ok(match dest {
+        Some(dest) => rustix::net::sendto(fd, buf, flags, dest)?,
+        None => rustix::net::send(fd, buf, flags)?,
+    })
+}
+
+/// # Safety
+/// Every entry of `iov` must be valid for the kernel to read during the call.
+unsafe fn sendmsg_raw(
+    fd: BorrowedFd<'_>,
     iov: &[libc::iovec],
     dest: Option<&SocketAddr>,
     flags: libc::c_int,
@@ -143,16 +313,15 @@ pub fn sendmsg(
     let addr = dest.map(sockaddr);
     // SAFETY: msghdr is plain data; all-zero is valid.
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iov = iov.as_ptr().cast_mut();
     msg.msg_iovlen = iov.len() as _;
     if let Some((storage, len)) = &addr {
         msg.msg_name = (storage as *const libc::sockaddr_storage) as *mut libc::c_void;
         msg.msg_namelen = *len;
     }
-    // SAFETY: `msg` points at the caller's iovec array and our address for the call's
-    // duration. The iovecs describe memory valid for reading (guest memory checked by the
-    // link, or our own buffers); the kernel only reads it.
-    check_size(unsafe { libc::sendmsg(fd, &msg, flags | libc::MSG_NOSIGNAL) })
+    // SAFETY: `msg` points at the caller's iovecs (valid for reading: the caller's contract)
+    // and our address for the call's duration; the kernel only reads them.
+    check_size(unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags | libc::MSG_NOSIGNAL) })
 }
 
 /// What one `recvmsg` brought.
@@ -164,19 +333,48 @@ pub struct Received {
     pub truncated: bool,
 }
 
-/// Receives into the iovecs.
-pub fn recvmsg(fd: RawFd, iov: &[libc::iovec], flags: libc::c_int) -> io::Result<Received> {
+/// Receives into the memory `iov` describes.
+pub fn recvmsg(
+    fd: impl AsFd,
+    iov: &mut RecvIovs<'_, '_>,
+    flags: libc::c_int,
+) -> io::Result<Received> {
+    // SAFETY: a receive list's entries are valid for writing and referenced by nothing else
+    // while it lives (the iovec contract); `&mut` keeps the list from being used meanwhile.
+    unsafe { recvmsg_raw(fd.as_fd(), iov.raw(), flags) }
+}
+
+/// Receives one datagram into `buf` (`recv` with `MSG_TRUNC`, which reports its whole
+/// length); the sender is not reported.
+pub fn recv_buf(fd: impl AsFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<Received> {
+    let flags =
+        rustix::net::RecvFlags::from_bits_retain(flags as u32) | rustix::net::RecvFlags::TRUNC;
+    let (len, whole) = rustix::net::recv(fd, buf, flags)?;
+    Ok(Received {
+        len,
+        from: None,
+        truncated: whole > len,
+    })
+}
+
+/// # Safety
+/// Every entry of `iov` must be valid for the kernel to write during the call, and not
+/// referenced by Rust meanwhile.
+unsafe fn recvmsg_raw(
+    fd: BorrowedFd<'_>,
+    iov: &[libc::iovec],
+    flags: libc::c_int,
+) -> io::Result<Received> {
     // SAFETY: plain data; all-zero is valid.
     let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
     // SAFETY: plain data; all-zero is valid.
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iov = iov.as_ptr().cast_mut();
     msg.msg_iovlen = iov.len() as _;
     msg.msg_name = (&mut storage as *mut libc::sockaddr_storage).cast();
     msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: the iovecs describe memory valid for writing (RX slots the link reserved for
-    // us, or our own buffers) that nothing reads until the call returns; `storage` is ours.
-    let n = check_size(unsafe { libc::recvmsg(fd, &mut msg, flags) })?;
+    // SAFETY: the iovecs are valid for writing (the caller's contract); `storage` is ours.
+    let n = check_size(unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags) })?;
     let from = if msg.msg_namelen > 0 {
         from_sockaddr(&storage)
     } else {
@@ -194,10 +392,10 @@ pub const MAX_IOVECS: usize = 1024;
 
 /// Asks for the ICMP errors a datagram socket's traffic causes (`IP_RECVERR` or
 /// `IPV6_RECVERR`, by `family`): they queue on the socket's error queue for [`recv_error`].
-pub fn set_recv_errors(fd: RawFd, family: libc::c_int) -> io::Result<()> {
+pub fn set_recv_errors(fd: impl AsFd, family: libc::c_int) -> io::Result<()> {
     match family {
-        libc::AF_INET6 => setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1),
-        _ => setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVERR, 1),
+        libc::AF_INET6 => setsockopt_int(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1),
+        _ => setsockopt_int(fd.as_fd(), libc::IPPROTO_IP, libc::IP_RECVERR, 1),
     }
 }
 
@@ -221,7 +419,7 @@ pub struct SockError {
 
 /// Takes the first error off `fd`'s error queue: the payload of the datagram that caused it
 /// goes into `buf` (clipped), its details into the result. `WouldBlock` when none is queued.
-pub fn recv_error(fd: RawFd, buf: &mut [u8]) -> io::Result<SockError> {
+pub fn recv_error(fd: impl AsFd, buf: &mut [u8]) -> io::Result<SockError> {
     // Room for one cmsg holding a sock_extended_err and the offender's sockaddr_in6.
     let mut control = [0u64; 16];
     // SAFETY: plain data; all-zero is valid.
@@ -241,7 +439,11 @@ pub fn recv_error(fd: RawFd, buf: &mut [u8]) -> io::Result<SockError> {
     // SAFETY: every buffer `msg` points at (`buf` through `iov`, `storage`, `control`) is a
     // live local or borrow of the stated length for the call's duration.
     let n = check_size(unsafe {
-        libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT)
+        libc::recvmsg(
+            fd.as_fd().as_raw_fd(),
+            &mut msg,
+            libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+        )
     })?;
     let mut found = None;
     // SAFETY: `msg` was filled in by the kernel; CMSG_FIRSTHDR/NXTHDR walk `control` within
@@ -283,33 +485,35 @@ pub fn recv_error(fd: RawFd, buf: &mut [u8]) -> io::Result<SockError> {
 }
 
 /// The source of the datagram at the front of `fd`'s queue, which stays there.
-pub fn peek_source(fd: RawFd) -> Option<SocketAddr> {
-    recvmsg(fd, &[], libc::MSG_PEEK | libc::MSG_DONTWAIT)
-        .ok()?
-        .from
+pub fn peek_source(fd: impl AsFd) -> Option<SocketAddr> {
+    let mut none = IoVecs::default();
+    recvmsg(
+        fd,
+        &mut none.for_recv(),
+        libc::MSG_PEEK | libc::MSG_DONTWAIT,
+    )
+    .ok()?
+    .from
 }
 
 /// Drops the datagram at the front of `fd`'s queue.
-pub fn discard_datagram(fd: RawFd) -> io::Result<()> {
-    recvmsg(fd, &[], libc::MSG_DONTWAIT).map(|_| ())
+pub fn discard_datagram(fd: impl AsFd) -> io::Result<()> {
+    let mut none = IoVecs::default();
+    recvmsg(fd, &mut none.for_recv(), libc::MSG_DONTWAIT).map(|_| ())
 }
 
 /// Drops `len` bytes from the front of a stream socket's receive queue by reading them into a
 /// scratch buffer: for unix sockets, which do not take `MSG_TRUNC` as "discard". Returns how
 /// many went.
-pub fn discard_by_reading(fd: RawFd, len: usize) -> io::Result<usize> {
+pub fn discard_by_reading(fd: impl AsFd, len: usize) -> io::Result<usize> {
     let mut scratch = [0u8; 16384];
     let mut done = 0;
     while done < len {
         let want = (len - done).min(scratch.len());
-        // SAFETY: the kernel writes at most `want` bytes into the live local buffer.
-        let n = check_size(unsafe {
-            libc::recv(fd, scratch.as_mut_ptr().cast(), want, libc::MSG_DONTWAIT)
-        });
-        match n {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if done == 0 => return Err(e),
+        match rustix::net::recv(&fd, &mut scratch[..want], rustix::net::RecvFlags::DONTWAIT) {
+            Ok((0, _)) => break,
+            Ok((n, _)) => done += n,
+            Err(e) if done == 0 => return Err(e.into()),
             Err(_) => break,
         }
     }
@@ -317,12 +521,12 @@ pub fn discard_by_reading(fd: RawFd, len: usize) -> io::Result<usize> {
 }
 
 /// Drops `len` bytes from the front of a stream socket's receive queue without copying.
-pub fn discard(fd: RawFd, len: usize) -> io::Result<usize> {
+pub fn discard(fd: impl AsFd, len: usize) -> io::Result<usize> {
     // SAFETY: with MSG_TRUNC on a TCP socket the kernel discards the data and writes nothing
     // to the (null) buffer.
     check_size(unsafe {
         libc::recv(
-            fd,
+            fd.as_fd().as_raw_fd(),
             std::ptr::null_mut(),
             len,
             libc::MSG_TRUNC | libc::MSG_DONTWAIT,
@@ -330,8 +534,9 @@ pub fn discard(fd: RawFd, len: usize) -> io::Result<usize> {
     })
 }
 
+/// Sets an int socket option rustix has no wrapper for.
 fn setsockopt_int(
-    fd: RawFd,
+    fd: BorrowedFd<'_>,
     level: libc::c_int,
     name: libc::c_int,
     value: libc::c_int,
@@ -339,7 +544,7 @@ fn setsockopt_int(
     // SAFETY: the option value is a live c_int of the stated size.
     check(unsafe {
         libc::setsockopt(
-            fd,
+            fd.as_raw_fd(),
             level,
             name,
             (&value as *const libc::c_int).cast(),
@@ -349,27 +554,11 @@ fn setsockopt_int(
     Ok(())
 }
 
-fn getsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
-    let mut value: libc::c_int = 0;
-    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes into the live local `value`.
-    check(unsafe {
-        libc::getsockopt(
-            fd,
-            level,
-            name,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    })?;
-    Ok(value)
-}
-
 /// Sets where `MSG_PEEK` starts reading (Linux `SO_PEEK_OFF`); the kernel moves it back as
 /// data is consumed, so it stays "bytes already sent to the guest".
-pub fn set_peek_offset(fd: RawFd, offset: usize) -> io::Result<()> {
+pub fn set_peek_offset(fd: impl AsFd, offset: usize) -> io::Result<()> {
     setsockopt_int(
-        fd,
+        fd.as_fd(),
         libc::SOL_SOCKET,
         libc::SO_PEEK_OFF,
         libc::c_int::try_from(offset).unwrap_or(libc::c_int::MAX),
@@ -377,9 +566,10 @@ pub fn set_peek_offset(fd: RawFd, offset: usize) -> io::Result<()> {
 }
 
 /// The pending error of a socket (`SO_ERROR`), clearing it.
-pub fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
-    let err = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)?;
-    Ok((err != 0).then(|| io::Error::from_raw_os_error(err)))
+pub fn take_error(fd: impl AsFd) -> io::Result<Option<io::Error>> {
+    Ok(rustix::net::sockopt::socket_error(fd)?
+        .err()
+        .map(io::Error::from))
 }
 
 /// A socket's send buffer in the kernel's own accounting, where every queued buffer is
@@ -393,13 +583,13 @@ pub struct SendMemory {
 }
 
 /// Both figures of [`SendMemory`] in one call (`SO_MEMINFO`).
-pub fn send_memory(fd: RawFd) -> io::Result<SendMemory> {
+pub fn send_memory(fd: impl AsFd) -> io::Result<SendMemory> {
     let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
     let mut len = mem::size_of_val(&info) as libc::socklen_t;
     // SAFETY: the kernel writes at most `len` bytes into the live local array.
     check(unsafe {
         libc::getsockopt(
-            fd,
+            fd.as_fd().as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_MEMINFO,
             info.as_mut_ptr().cast(),
@@ -416,108 +606,68 @@ pub fn send_memory(fd: RawFd) -> io::Result<SendMemory> {
     })
 }
 
-/// Bytes in a TCP socket's receive queue, peeked or not (`SIOCINQ`).
-pub fn queued_for_reading(fd: RawFd) -> io::Result<usize> {
-    let mut bytes: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int into the live local.
-    check(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut bytes) })?;
-    Ok(usize::try_from(bytes).unwrap_or(0))
+/// Bytes in a TCP socket's receive queue, peeked or not (`SIOCINQ`, which is `FIONREAD`).
+pub fn queued_for_reading(fd: impl AsFd) -> io::Result<usize> {
+    Ok(usize::try_from(rustix::io::ioctl_fionread(fd)?).unwrap_or(usize::MAX))
 }
 
-pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
-    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+pub fn set_nodelay(fd: impl AsFd) -> io::Result<()> {
+    Ok(rustix::net::sockopt::set_tcp_nodelay(fd, true)?)
 }
 
 /// Makes `close` send a RST instead of a FIN (linger with zero timeout).
-pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: the option value is a live linger struct of the stated size.
-    check(unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    })?;
-    Ok(())
+pub fn set_linger_zero(fd: impl AsFd) -> io::Result<()> {
+    Ok(rustix::net::sockopt::set_socket_linger(
+        fd,
+        Some(std::time::Duration::ZERO),
+    )?)
 }
 
 /// Closes the sending direction (`shutdown(SHUT_WR)`): the peer sees our FIN.
-pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
-    // SAFETY: plain system call with integer arguments.
-    check(unsafe { libc::shutdown(fd, libc::SHUT_WR) })?;
-    Ok(())
+pub fn shutdown_write(fd: impl AsFd) -> io::Result<()> {
+    Ok(rustix::net::shutdown(fd, rustix::net::Shutdown::Write)?)
 }
 
 /// Binds `fd` to `addr`.
-pub fn bind(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
-    let (storage, len) = sockaddr(addr);
-    // SAFETY: `storage` holds a valid address of `len` bytes for the call's duration.
-    check(unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) })?;
-    Ok(())
+pub fn bind(fd: impl AsFd, addr: &SocketAddr) -> io::Result<()> {
+    Ok(rustix::net::bind(fd, addr)?)
 }
 
 /// Marks a bound stream socket as accepting connections.
-pub fn listen(fd: RawFd, backlog: libc::c_int) -> io::Result<()> {
-    // SAFETY: plain system call with integer arguments.
-    check(unsafe { libc::listen(fd, backlog) })?;
-    Ok(())
+pub fn listen(fd: impl AsFd, backlog: libc::c_int) -> io::Result<()> {
+    Ok(rustix::net::listen(fd, backlog)?)
 }
 
 /// Takes one waiting connection as a non-blocking, close-on-exec socket with its peer's IP
 /// address (none for a unix socket); `Ok(None)` when none waits.
-pub fn accept(fd: RawFd) -> io::Result<Option<(OwnedFd, Option<SocketAddr>)>> {
-    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
-    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes of address into the live local storage.
-    let rc = unsafe {
-        libc::accept4(
-            fd,
-            (&mut storage as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        )
-    };
-    if rc < 0 {
-        let err = io::Error::last_os_error();
-        return match err.kind() {
-            io::ErrorKind::WouldBlock => Ok(None),
-            _ => Err(err),
-        };
+pub fn accept(fd: impl AsFd) -> io::Result<Option<(OwnedFd, Option<SocketAddr>)>> {
+    match rustix::net::acceptfrom_with(fd, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC) {
+        Ok((sock, peer)) => Ok(Some((
+            sock,
+            peer.and_then(|p| SocketAddr::try_from(p).ok()),
+        ))),
+        Err(rustix::io::Errno::AGAIN) => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    // SAFETY: the kernel just returned this new descriptor; nothing else owns it.
-    let sock = unsafe { OwnedFd::from_raw_fd(rc) };
-    Ok(Some((sock, from_sockaddr(&storage))))
 }
 
 /// `SO_REUSEADDR`: a forwarded port can be bound again while old connections linger.
-pub fn set_reuse_addr(fd: RawFd) -> io::Result<()> {
-    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
+pub fn set_reuse_addr(fd: impl AsFd) -> io::Result<()> {
+    Ok(rustix::net::sockopt::set_socket_reuseaddr(fd, true)?)
 }
 
 /// `IPV6_V6ONLY`: whether an IPv6 socket leaves IPv4 to a socket of its own (`true`) or also
 /// takes IPv4 peers, as v4-mapped addresses (`false`, whatever `net.ipv6.bindv6only` says).
-pub fn set_v6_only(fd: RawFd, v6_only: bool) -> io::Result<()> {
-    setsockopt_int(
-        fd,
-        libc::IPPROTO_IPV6,
-        libc::IPV6_V6ONLY,
-        i32::from(v6_only),
-    )
+pub fn set_v6_only(fd: impl AsFd, v6_only: bool) -> io::Result<()> {
+    Ok(rustix::net::sockopt::set_ipv6_v6only(fd, v6_only)?)
 }
 
 /// `SO_BINDTODEVICE`: the socket only sees traffic of the host interface `name`.
-pub fn bind_to_device(fd: RawFd, name: &str) -> io::Result<()> {
+pub fn bind_to_device(fd: impl AsFd, name: &str) -> io::Result<()> {
     // SAFETY: the kernel reads `name.len()` bytes from the live string.
     check(unsafe {
         libc::setsockopt(
-            fd,
+            fd.as_fd().as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_BINDTODEVICE,
             name.as_ptr().cast(),
@@ -530,34 +680,28 @@ pub fn bind_to_device(fd: RawFd, name: &str) -> io::Result<()> {
 /// Raises the soft limit on open descriptors to `wanted`, or as far as the hard limit allows
 /// (as passt does; the hard limit is the administrator's). Returns the soft limit in force.
 pub fn raise_fd_limit(wanted: usize) -> io::Result<usize> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: the kernel writes one rlimit into the live local.
-    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
-    let wanted = libc::rlim_t::try_from(wanted).unwrap_or(libc::rlim_t::MAX);
-    if limit.rlim_cur < wanted {
-        limit.rlim_cur = wanted.min(limit.rlim_max);
-        // SAFETY: the kernel reads one rlimit from the live local.
-        check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) })?;
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    let wanted = u64::try_from(wanted).unwrap_or(u64::MAX);
+    // `None` is RLIM_INFINITY.
+    if limit.current.is_some_and(|current| current < wanted) {
+        limit.current = Some(limit.maximum.map_or(wanted, |max| wanted.min(max)));
+        setrlimit(Resource::Nofile, limit)?;
     }
-    Ok(usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
+    Ok(limit.current.map_or(usize::MAX, |current| {
+        usize::try_from(current).unwrap_or(usize::MAX)
+    }))
 }
 
 /// Whether this process may access `path` in `mode` (`libc::R_OK`, ...), as `access(2)`.
 pub fn check_access(path: &std::path::Path, mode: libc::c_int) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
-    // SAFETY: the kernel reads the NUL-terminated string, which lives across the call.
-    check(unsafe { libc::access(c_path.as_ptr(), mode) }).map(drop)
+    let mode = rustix::fs::Access::from_bits_retain(mode as _);
+    Ok(rustix::fs::access(path, mode)?)
 }
 
 /// This process's effective user ID.
 pub fn effective_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// The login name of user `uid`, from the password database (`getpwuid_r`).
@@ -641,34 +785,6 @@ fn close_descriptors_except(keep: RawFd) {
     }
 }
 
-/// Reusable iovec storage for the flow tables.
-///
-/// `libc::iovec` holds raw pointers, which makes its containers neither `Send` nor `Sync`;
-/// the engine moves between threads with its connection, so the scratch vector must too.
-#[derive(Debug, Default)]
-pub struct IoVecs(Vec<libc::iovec>);
-
-// SAFETY: the vector is scratch space, cleared before each use and filled with pointers that
-// are used only within that one call on the engine's own thread; no pointer outlives the call
-// or is dereferenced by Rust, so moving or sharing the (stale) vector across threads is sound.
-unsafe impl Send for IoVecs {}
-// SAFETY: as above; `&IoVecs` only exposes the stale pointers as values.
-unsafe impl Sync for IoVecs {}
-
-impl std::ops::Deref for IoVecs {
-    type Target = Vec<libc::iovec>;
-
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for IoVecs {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
-}
-
 /// Has `command`'s child mark every descriptor above its standard streams close-on-exec just
 /// before it execs: a guest forward command or smbd gets its connection on 0, 1 and 2 and
 /// nothing else of this process, whoever opened the rest and however.
@@ -691,5 +807,58 @@ pub fn pass_only_standard_streams(command: &mut std::process::Command) {
             }
             Ok(())
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranges(list: &RecvIovs<'_, '_>) -> Vec<(usize, usize)> {
+        list.raw()
+            .iter()
+            .map(|v| (v.iov_base as usize, v.iov_len))
+            .collect()
+    }
+
+    #[test]
+    fn adjacent_ranges_share_one_iovec_and_gaps_start_another() {
+        let mut buf = [0u8; 0x500];
+        let base = buf.as_mut_ptr();
+        let mut storage = IoVecs::default();
+        let mut list = storage.for_recv();
+        // SAFETY: every range lies inside `buf`, which outlives the list and is not used while
+        // the list lives.
+        unsafe {
+            list.push_raw(base, 0x100);
+            list.push_raw(base.add(0x100), 0x200);
+            list.push_raw(base.add(0x400), 0x10);
+            list.push_raw(base, 0x10);
+        }
+        let at = base as usize;
+        assert_eq!(ranges(&list), [(at, 0x300), (at + 0x400, 0x10), (at, 0x10)]);
+    }
+
+    #[test]
+    fn a_range_ending_at_the_top_of_the_address_space_is_not_extended_by_wrapping() {
+        let mut storage = IoVecs::default();
+        let mut list = storage.for_recv();
+        // SAFETY: the list is never handed to the kernel: only its entries' numbers are
+        // compared, and no memory is accessed through them.
+        unsafe {
+            list.push_raw((usize::MAX - 0xf) as *mut u8, 0x10);
+            list.push_raw(std::ptr::null_mut(), 0x10);
+        }
+        assert_eq!(list.len(), 2);
+    }
+
+    #[test]
+    fn a_list_starts_empty_whatever_the_last_one_left() {
+        let mut buf = [0u8; 8];
+        let mut storage = IoVecs::default();
+        let mut list = storage.for_recv();
+        list.push(&mut buf);
+        assert_eq!(list.bytes_from(0), 8);
+        assert!(storage.for_send().is_empty());
     }
 }

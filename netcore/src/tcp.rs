@@ -36,7 +36,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -312,7 +312,7 @@ impl Flow {
     fn window_field(&self) -> u16 {
         let free = match self.window.load(Ordering::Relaxed) {
             NO_WINDOW => {
-                let (limit, free) = send_space(self.fd(), self.largest_segment);
+                let (limit, free) = send_space(self.sock.as_fd(), self.largest_segment);
                 self.keep_window(limit, free);
                 free
             }
@@ -641,11 +641,11 @@ impl TcpTable {
     ) -> bool {
         if self.index.len() >= self.limit || self.index.contains_key(&key) {
             self.counters.table_full += 1;
-            let _ = sys::set_linger_zero(sock.as_raw_fd());
+            let _ = sys::set_linger_zero(&sock);
             return false;
         }
-        let _ = sys::set_nodelay(sock.as_raw_fd());
-        self.use_peek_offset(sock.as_raw_fd());
+        let _ = sys::set_nodelay(&sock);
+        use_peek_offset(&mut self.peek_offset_supported, sock.as_fd());
         let slot = self.free_slot();
         let iss = self.next_isn();
         let mut flow = Flow::new(key, slot, sock, State::SynSent, iss, ctx.now);
@@ -658,7 +658,7 @@ impl TcpTable {
                 "epoll add for the forward to {}: {e}",
                 key.guest
             );
-            let _ = sys::set_linger_zero(flow.fd());
+            let _ = sys::set_linger_zero(&flow.sock);
             self.free.push(slot);
             return false;
         }
@@ -678,25 +678,11 @@ impl TcpTable {
         })
     }
 
-    /// Starts peeking at the front of `fd`'s queue, learning on the first socket whether the
-    /// kernel supports peek offsets.
-    fn use_peek_offset(&mut self, fd: RawFd) {
-        if self.peek_offset_supported.is_none() {
-            let ok = sys::set_peek_offset(fd, 0).is_ok();
-            if !ok {
-                log::info!("SO_PEEK_OFF unsupported: peeking past sent data instead");
-            }
-            self.peek_offset_supported = Some(ok);
-        } else if self.peek_offset_supported == Some(true) {
-            let _ = sys::set_peek_offset(fd, 0);
-        }
-    }
-
     fn on_connected<L: RxLink>(&mut self, slot: usize, ctx: &mut Ctx<'_>, rx: &mut L) {
-        let Some(fd) = self.flows[slot].as_ref().map(Flow::fd) else {
+        let Some(flow) = self.flows[slot].as_ref() else {
             return;
         };
-        self.use_peek_offset(fd);
+        use_peek_offset(&mut self.peek_offset_supported, flow.sock.as_fd());
         let Some(flow) = self.flows[slot].as_mut() else {
             return;
         };
@@ -720,7 +706,7 @@ impl TcpTable {
         };
         flow.last_activity = ctx.now;
         if flow.state == State::Connecting {
-            match sys::take_error(flow.fd()) {
+            match sys::take_error(&flow.sock) {
                 Ok(None) if events & libc::EPOLLOUT as u32 != 0 => {
                     self.on_connected(slot, ctx, rx);
                 }
@@ -736,7 +722,7 @@ impl TcpTable {
             return;
         }
         if events & libc::EPOLLERR as u32 != 0 {
-            let err = sys::take_error(flow.fd()).ok().flatten();
+            let err = sys::take_error(&flow.sock).ok().flatten();
             log::debug!("TCP {} error: {err:?}", flow.key.remote);
             self.close(slot, Close::ResetGuest, ctx, rx);
             return;
@@ -851,7 +837,7 @@ impl TcpTable {
             if let Some(flow) = self.flows[slot].as_mut().filter(|f| f.corked) {
                 flow.corked = false;
                 // Setting TCP_NODELAY (already on) transmits what MSG_MORE held back.
-                let _ = sys::set_nodelay(flow.fd());
+                let _ = sys::set_nodelay(&flow.sock);
             }
             let resume = self.flows[slot].as_mut().is_some_and(|f| {
                 let resume = f.room || f.waiting_rx;
@@ -944,7 +930,7 @@ impl TcpTable {
         }
         flow.dup_acks = 0;
         if peek_offset {
-            let _ = sys::set_peek_offset(flow.fd(), 0);
+            let _ = sys::set_peek_offset(&flow.sock, 0);
         }
         self.push_to_guest(slot, ctx, rx);
     }
@@ -972,14 +958,14 @@ impl TcpTable {
                     (flow.snd_nxt, flags::RST | flags::ACK)
                 };
                 send_flags(&flow, ctx, rx, rst_flags, seq);
-                let _ = sys::set_linger_zero(flow.fd());
+                let _ = sys::set_linger_zero(&flow.sock);
             }
             Close::ResetHost => {
-                let _ = sys::set_linger_zero(flow.fd());
+                let _ = sys::set_linger_zero(&flow.sock);
             }
             Close::Refused => {
                 self.counters.guest_refused += 1;
-                let _ = sys::set_linger_zero(flow.fd());
+                let _ = sys::set_linger_zero(&flow.sock);
             }
             Close::Done => {
                 // The guest's FIN may have been the last segment: ACK it before the flow goes,
@@ -1035,13 +1021,27 @@ enum Next {
     Close(Close),
 }
 
+/// Starts peeking at the front of `fd`'s queue, learning on the first socket whether the
+/// kernel supports peek offsets (`supported`).
+fn use_peek_offset(supported: &mut Option<bool>, fd: BorrowedFd<'_>) {
+    if supported.is_none() {
+        let ok = sys::set_peek_offset(fd, 0).is_ok();
+        if !ok {
+            log::info!("SO_PEEK_OFF unsupported: peeking past sent data instead");
+        }
+        *supported = Some(ok);
+    } else if *supported == Some(true) {
+        let _ = sys::set_peek_offset(fd, 0);
+    }
+}
+
 /// Applies a guest segment to an existing flow.
 fn flow_segment<F, L>(
     flow: &mut Flow,
     ctx: &mut Ctx<'_>,
     seg: &Segment,
     frame: &F,
-    iovs: &mut Vec<libc::iovec>,
+    iovs: &mut sys::IoVecs,
     counters: &mut TcpCounters,
     rx: &mut L,
 ) -> Next
@@ -1096,12 +1096,12 @@ where
             return Next::Continue;
         }
         if len > 0 && !flow.guest_fin {
-            iovs.clear();
-            frame.iovecs(seg.payload_offset + offset, len, iovs);
+            let mut iovs = iovs.for_send();
+            frame.iovecs(seg.payload_offset + offset, len, &mut iovs);
             flow.largest_segment = flow.largest_segment.max(len as u32);
             let small = len < COALESCE_BELOW;
             let more = if small { libc::MSG_MORE } else { 0 };
-            match sys::sendmsg(flow.fd(), iovs, None, libc::MSG_DONTWAIT | more) {
+            match sys::sendmsg(&flow.sock, &iovs, None, libc::MSG_DONTWAIT | more) {
                 Ok(n) => {
                     flow.corked |= small;
                     flow.rcv_nxt = flow.rcv_nxt.wrapping_add(n as u32);
@@ -1130,7 +1130,7 @@ where
         if seg.has(flags::FIN) && all_taken && !flow.guest_fin {
             flow.guest_fin = true;
             flow.rcv_nxt = flow.rcv_nxt.wrapping_add(1);
-            let _ = sys::shutdown_write(flow.fd());
+            let _ = sys::shutdown_write(&flow.sock);
             flow.ack_owed = true;
         }
     }
@@ -1205,9 +1205,9 @@ fn on_ack(flow: &mut Flow, seg: &Segment, now: Instant) -> bool {
         }
         if data > 0 {
             let _ = if flow.discard_by_reading {
-                sys::discard_by_reading(flow.fd(), data as usize)
+                sys::discard_by_reading(&flow.sock, data as usize)
             } else {
-                sys::discard(flow.fd(), data as usize)
+                sys::discard(&flow.sock, data as usize)
             };
         }
         flow.snd_una = seg.ack;
@@ -1267,7 +1267,7 @@ fn send_data<L: RxLink>(
     window_left: usize,
     peek_offset: bool,
     scratch: &mut Vec<u8>,
-    iovs: &mut Vec<libc::iovec>,
+    iovs: &mut sys::IoVecs,
 ) -> Push {
     if flow.drained && !flow.peer_closed {
         return Push::Empty;
@@ -1279,7 +1279,7 @@ fn send_data<L: RxLink>(
     let unread = if flow.peeked_full {
         usize::MAX
     } else {
-        sys::queued_for_reading(flow.fd())
+        sys::queued_for_reading(&flow.sock)
             .map_or(usize::MAX, |queued| queued.saturating_sub(in_flight))
     };
     if unread == 0 && !flow.peer_closed {
@@ -1305,20 +1305,15 @@ fn send_data<L: RxLink>(
     let Some(mut frames) = rx.reserve_frames(header_len + frame_payload, wanted) else {
         return Push::NoBuffers;
     };
-    iovs.clear();
+    let mut iovs = iovs.for_recv();
     if !peek_offset {
         let skip = in_flight;
         if scratch.len() < skip {
             scratch.resize(skip, 0);
         }
-        if skip > 0 {
-            iovs.push(libc::iovec {
-                iov_base: scratch.as_mut_ptr().cast(),
-                iov_len: skip,
-            });
-        }
+        iovs.push(&mut scratch[..skip]);
     }
-    let skip_len: usize = iovs.iter().map(|v| v.iov_len).sum();
+    let skip_len = iovs.bytes_from(0);
     // Each frame takes its share of the window; a frame whose iovecs would pass the kernel's
     // limit is left out of this read, or, the first one, carries what its first iovecs hold
     // (a guest that posts buffers of a few bytes each gets small segments, not a reset).
@@ -1328,14 +1323,14 @@ fn send_data<L: RxLink>(
     while frame_count < frames.count().min(MAX_FRAMES_PER_READ) && left > 0 {
         let mut len = left.min(frame_payload);
         let before = iovs.len();
-        frames.iovecs(frame_count, header_len, len, iovs);
+        frames.iovecs(frame_count, header_len, len, &mut iovs);
         if iovs.len() > MAX_IOVECS_PER_READ {
             if frame_count > 0 {
                 iovs.truncate(before);
                 break;
             }
             iovs.truncate(MAX_IOVECS_PER_READ);
-            len = iovs[before..].iter().map(|v| v.iov_len).sum();
+            len = iovs.bytes_from(before);
             planned[0] = len;
             frame_count = 1;
             break;
@@ -1346,7 +1341,7 @@ fn send_data<L: RxLink>(
     }
     let room: usize = planned[..frame_count].iter().sum();
     flow.peeked_full = false;
-    let n = match sys::recvmsg(flow.fd(), iovs, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+    let n = match sys::recvmsg(&flow.sock, &mut iovs, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
         // Nothing at all left to peek: the peer closed its side.
         Ok(r) if r.len == 0 => {
             flow.host_eof = true;
@@ -1451,7 +1446,7 @@ const BUFFER_PAYLOAD: u32 = 16 << 10;
 /// it comes and may become a buffer of its own, charged its payload plus [`BUFFER_OVERHEAD`].
 /// Offering the guest only the payload that fits means what it sends into the window is what
 /// the socket takes: a short write makes the guest resend everything after it.
-fn send_space(fd: RawFd, segment: u32) -> (u32, u32) {
+fn send_space(fd: BorrowedFd<'_>, segment: u32) -> (u32, u32) {
     let Ok(memory) = sys::send_memory(fd) else {
         return (0, 0);
     };
@@ -1477,7 +1472,7 @@ fn log_short_write(flow: &Flow, took: usize, len: usize) {
         flow.key.remote,
         flow.window.load(Ordering::Relaxed),
         flow.largest_segment,
-        sys::send_memory(flow.fd()),
+        sys::send_memory(&flow.sock),
     );
 }
 
@@ -1504,7 +1499,9 @@ impl Header<'_> {
             0
         } else if tcp_flags & flags::SYN != 0 {
             // The window in a SYN is never scaled.
-            send_space(flow.fd(), flow.largest_segment).1.min(65535) as u16
+            send_space(flow.sock.as_fd(), flow.largest_segment)
+                .1
+                .min(65535) as u16
         } else {
             flow.window_field()
         };
@@ -1670,7 +1667,7 @@ fn connect(dest: SocketAddr) -> Result<(OwnedFd, bool), ConnectFailure> {
         crate::ratelimit::guest_log!(log::Level::Warn, "TCP socket for {dest}: {e}");
         ConnectFailure::NoSocket
     })?;
-    let _ = sys::set_nodelay(sock.as_raw_fd());
+    let _ = sys::set_nodelay(&sock);
     match sys::connect(&sock, &dest) {
         Ok(connected) => Ok((sock, connected)),
         Err(e) => Err(match e.raw_os_error() {
@@ -2094,27 +2091,18 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (_peer, _) = listener.accept().unwrap(); // reads nothing: our queue fills
-        let (limit, free) = send_space(client.as_raw_fd(), SEGMENT);
+        let (limit, free) = send_space(client.as_fd(), SEGMENT);
         assert!(free > 0 && free <= limit, "free {free} limit {limit}");
         let data = [0x5au8; SEGMENT as usize];
-        let iov = [libc::iovec {
-            iov_base: data.as_ptr().cast_mut().cast(),
-            iov_len: data.len(),
-        }];
         let segments = free as usize / data.len();
         for k in 0..segments {
-            let sent = sys::sendmsg(
-                client.as_raw_fd(),
-                &iov,
-                None,
-                libc::MSG_DONTWAIT | libc::MSG_EOR,
-            );
+            let sent = sys::send_buf(&client, &data, None, libc::MSG_DONTWAIT | libc::MSG_EOR);
             assert!(
                 matches!(sent, Ok(n) if n == data.len()),
                 "segment {k} of {segments} (window {free} bytes): {sent:?}"
             );
         }
-        let memory = sys::send_memory(client.as_raw_fd()).unwrap();
+        let memory = sys::send_memory(&client).unwrap();
         assert!(memory.queued > 0, "{memory:?}");
     }
 
@@ -2344,7 +2332,7 @@ mod tests {
             n
         }
 
-        fn iovecs(&self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+        fn iovecs<'m>(&'m self, offset: usize, len: usize, out: &mut sys::SendIovs<'_, 'm>) {
             self.bytes.iovecs(offset, len, out);
         }
     }
@@ -2557,8 +2545,7 @@ mod tests {
     fn host_reset_resets_the_guest() {
         let mut rig = Rig::new();
         let (server, _iss) = rig.establish();
-        let raw = std::os::fd::AsRawFd::as_raw_fd(&server);
-        sys::set_linger_zero(raw).unwrap();
+        sys::set_linger_zero(&server).unwrap();
         drop(server);
         let mut seen = Vec::new();
         for _ in 0..50 {
@@ -2897,7 +2884,7 @@ mod tests {
         let payload: Vec<u8> = data.iter().flat_map(|s| s.payload.clone()).collect();
         assert_eq!(payload, b"over a unix socket");
         assert_eq!(
-            sys::queued_for_reading(watch.as_raw_fd()).unwrap(),
+            sys::queued_for_reading(&watch).unwrap(),
             18,
             "kept until acknowledged"
         );
@@ -2909,7 +2896,7 @@ mod tests {
             &[],
             &[],
         );
-        assert_eq!(sys::queued_for_reading(watch.as_raw_fd()).unwrap(), 0);
+        assert_eq!(sys::queued_for_reading(&watch).unwrap(), 0);
         // And the other way, with the guest's FIN: the client reads to the end.
         rig.send(
             GUEST_ISN + 1,

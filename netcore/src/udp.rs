@@ -172,16 +172,9 @@ impl UdpTable {
             return Sent::Dropped;
         };
         flow.last_activity = ctx.now;
-        self.iovs.clear();
-        frame.iovecs(payload_offset, len, &mut self.iovs);
-        let send = || {
-            sys::sendmsg(
-                flow.sock.as_raw_fd(),
-                &self.iovs,
-                Some(&dest),
-                libc::MSG_DONTWAIT,
-            )
-        };
+        let mut iovs = self.iovs.for_send();
+        frame.iovecs(payload_offset, len, &mut iovs);
+        let send = || sys::sendmsg(&flow.sock, &iovs, Some(&dest), libc::MSG_DONTWAIT);
         // An ICMP error about an earlier datagram (IP_RECVERR) is pending on the socket until
         // read, and a send reports it instead of sending (clearing it): once more, then.
         let sent = match send() {
@@ -235,7 +228,7 @@ impl UdpTable {
             self.flows.len() - 1
         });
         // ICMP errors about what the guest sends through the socket come back to it.
-        if let Err(e) = sys::set_recv_errors(sock.as_raw_fd(), sys::family(&guest.ip())) {
+        if let Err(e) = sys::set_recv_errors(&sock, sys::family(&guest.ip())) {
             log::debug!("IP_RECVERR for UDP: {e}");
         }
         let interest = (libc::EPOLLIN | libc::EPOLLET) as u32;
@@ -323,50 +316,44 @@ impl UdpTable {
                 }
                 return;
             };
-            self.iovs.clear();
-            slot_buf.iovecs(header_len, max, &mut self.iovs);
+            let mut iovs = self.iovs.for_recv();
+            slot_buf.iovecs(header_len, max, &mut iovs);
             // Guest buffers made of more pieces than one call takes are read through the
             // bounce buffer and copied; what does not fit the frame lands there too, at its
             // offset in the datagram, to go out as IPv4 fragments.
-            let bounced = self.iovs.len() >= sys::MAX_IOVECS;
+            let bounced = iovs.len() >= sys::MAX_IOVECS;
             let overflow_from = if bounced {
-                self.iovs.clear();
+                iovs.truncate(0);
                 0
             } else {
                 max
             };
-            self.iovs.push(libc::iovec {
-                iov_base: self.bounce[overflow_from..].as_mut_ptr().cast(),
-                iov_len: BOUNCE_LEN - overflow_from,
-            });
-            let received = match sys::recvmsg(
-                flow.sock.as_raw_fd(),
-                &self.iovs,
-                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-            ) {
-                Ok(r) => {
-                    failures = 0;
-                    r
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    // An ICMP error the socket reported: reading it cleared it (its details
-                    // wait on the error queue). An error that stays would fail again on the
-                    // same datagram: the second in a row drops the datagram, a third ends
-                    // this pass.
-                    drop(slot_buf);
-                    self.counters.read_errors += 1;
-                    log::debug!("UDP from host for {}: {e}", flow.guest);
-                    failures += 1;
-                    if failures == 2 && sys::discard_datagram(flow.sock.as_raw_fd()).is_ok() {
+            iovs.push(&mut self.bounce[overflow_from..BOUNCE_LEN]);
+            let received =
+                match sys::recvmsg(&flow.sock, &mut iovs, libc::MSG_DONTWAIT | libc::MSG_TRUNC) {
+                    Ok(r) => {
+                        failures = 0;
+                        r
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) => {
+                        // An ICMP error the socket reported: reading it cleared it (its details
+                        // wait on the error queue). An error that stays would fail again on the
+                        // same datagram: the second in a row drops the datagram, a third ends
+                        // this pass.
+                        drop(slot_buf);
+                        self.counters.read_errors += 1;
+                        log::debug!("UDP from host for {}: {e}", flow.guest);
+                        failures += 1;
+                        if failures == 2 && sys::discard_datagram(&flow.sock).is_ok() {
+                            continue;
+                        }
+                        if failures >= 2 {
+                            return;
+                        }
                         continue;
                     }
-                    if failures >= 2 {
-                        return;
-                    }
-                    continue;
-                }
-            };
+                };
             if received.truncated || received.len > BOUNCE_LEN {
                 self.counters.truncated += 1;
                 continue;
@@ -432,7 +419,7 @@ impl UdpTable {
         let mut frame = Vec::new();
         let mut out = Vec::new();
         for _ in 0..MAX_ERRORS_PER_EVENT {
-            let Ok(err) = sys::recv_error(flow.sock.as_raw_fd(), &mut quoted) else {
+            let Ok(err) = sys::recv_error(&flow.sock, &mut quoted) else {
                 return;
             };
             let Some((icmp_type, code, rest)) = guest_error(&err, flow.guest.is_ipv4()) else {

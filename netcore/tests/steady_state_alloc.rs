@@ -202,7 +202,8 @@ impl ArenaLink {
 }
 
 struct ArenaSlot<'a> {
-    buf: &'a mut [u8],
+    /// Cells, so that the kernel may fill them through the shared borrow iovecs take.
+    buf: &'a [std::cell::Cell<u8>],
     meta: RxMeta,
     frames: &'a mut Vec<(usize, RxMeta)>,
 }
@@ -213,23 +214,17 @@ impl RxSlot for ArenaSlot<'_> {
     }
 
     fn write_at(&mut self, offset: usize, data: &[u8]) {
-        self.buf[offset..offset + data.len()].copy_from_slice(data);
+        netcore::link::copy_to_cells(&self.buf[offset..offset + data.len()], data);
     }
 
     fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
-        let src = self.buf.get(offset..).unwrap_or(&[]);
-        let n = src.len().min(buf.len());
-        buf[..n].copy_from_slice(&src[..n]);
-        n
+        netcore::link::copy_from_cells(self.buf.get(offset..).unwrap_or(&[]), buf)
     }
 
-    fn iovecs(&mut self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+    fn iovecs<'m>(&'m self, offset: usize, len: usize, out: &mut netcore::link::RecvIovs<'_, 'm>) {
         let end = offset.saturating_add(len).min(self.buf.len());
         if offset < end {
-            out.push(libc::iovec {
-                iov_base: self.buf[offset..end].as_mut_ptr().cast(),
-                iov_len: end - offset,
-            });
+            out.push_cells(&self.buf[offset..end]);
         }
     }
 
@@ -257,7 +252,8 @@ impl RxLink for ArenaLink {
             return None;
         }
         Some(ArenaSlot {
-            buf: &mut self.arena[i * SLOT_LEN..i * SLOT_LEN + max_len],
+            buf: std::cell::Cell::from_mut(&mut self.arena[i * SLOT_LEN..i * SLOT_LEN + max_len])
+                .as_slice_of_cells(),
             meta: RxMeta::default(),
             frames: &mut self.frames,
         })

@@ -358,13 +358,14 @@ fn read_lossy(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Sends SIGTERM through the shell's `kill` (this crate has no unsafe code for libc::kill).
-fn sigterm(pid: u32) {
-    let _ = Command::new("sh")
-        .arg("-c")
-        .arg(format!("kill -TERM {pid} 2>/dev/null"))
-        .stdin(Stdio::null())
-        .status();
+/// Sends `signal` to process `pid`; a process already gone is no error to the caller.
+pub(crate) fn send_signal(pid: u32, signal: rustix::process::Signal) {
+    if let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, signal);
+    }
 }
 
 /// Waits up to `timeout` for `child` to exit.
@@ -656,7 +657,7 @@ impl Backend {
         if let Some(status) = self.try_exit() {
             return status;
         }
-        sigterm(self.child.id());
+        send_signal(self.child.id(), rustix::process::Signal::TERM);
         if let Some(status) = self.wait_exit(Duration::from_secs(5)) {
             return status;
         }

@@ -55,15 +55,6 @@ fn run(program: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Kills one process by pid (SIGKILL), through the shell's `kill`.
-fn kill_pid(pid: u32) {
-    let _ = Command::new("sh")
-        .arg("-c")
-        .arg(format!("kill -KILL {pid} 2>/dev/null"))
-        .stdin(Stdio::null())
-        .status();
-}
-
 /// Whether namespace tests can run here: root (for `ip netns add`) and iproute2. If not, reports
 /// the skip like [`crate::e2e_ready`] (a failure unless `VNU_E2E_ALLOW_SKIP=1`).
 pub fn ready() -> bool {
@@ -149,7 +140,7 @@ impl Drop for Netns {
         // The namespace is this test's own: anything still inside was started by this test.
         if let Ok(pids) = run("ip", &["netns", "pids", &self.name]) {
             for pid in pids.split_whitespace().filter_map(|p| p.parse().ok()) {
-                kill_pid(pid);
+                crate::send_signal(pid, rustix::process::Signal::KILL);
             }
         }
         for _ in 0..50 {

@@ -12,6 +12,8 @@ use netcore::nat::{self, Upstream};
 use policy::ConfigError;
 
 use crate::args::PolicyArgs;
+use crate::error::error_chain;
+use crate::exit;
 use crate::sandbox::{self, Sandbox};
 use crate::server::{self, ServeConfig};
 use crate::stream;
@@ -210,7 +212,7 @@ impl Args {
             },
         };
         let listener = listen_then_publish(path, &access).map_err(bad)?;
-        server::remove_at_exit(path);
+        exit::remove_at_exit(path);
         Ok(listener)
     }
 }
@@ -309,7 +311,7 @@ pub fn run(args: Args) -> i32 {
                 0
             }
             Err(e) => {
-                eprintln!("vhost-net-user: {}", server::error_chain(&e));
+                eprintln!("vhost-net-user: {}", error_chain(&e));
                 2
             }
         };
@@ -321,7 +323,7 @@ pub fn run(args: Args) -> i32 {
         .init();
 
     // Before any thread exists, so that only the signal thread sees SIGTERM/SIGINT.
-    if let Err(e) = sys::block_termination_signals() {
+    if let Err(e) = exit::block_termination_signals() {
         eprintln!("vhost-net-user: blocking signals failed: {e}");
         return 1;
     }
@@ -335,17 +337,12 @@ pub fn run(args: Args) -> i32 {
     match setup(&args, &sandbox) {
         Ok(config_and_listener) => {
             // Still one thread: confined now, everything started later is too.
-            if let Err(e) = sandbox.enter(&config_and_listener.0.plan, &server::removed_at_exit()) {
-                log::error!("confining the process: {}", server::error_chain(&e));
-                server::cleanup();
+            if let Err(e) = sandbox.enter(&config_and_listener.0.plan, &exit::removed_at_exit()) {
+                log::error!("confining the process: {}", error_chain(&e));
+                exit::cleanup();
                 return 1;
             }
-            std::thread::spawn(|| {
-                let sig = sys::wait_for_termination();
-                log::info!("signal {sig}: exiting");
-                server::cleanup();
-                std::process::exit(0);
-            });
+            exit::exit_on_termination_signal();
             let (config, listener) = config_and_listener;
             let served = if args.stream.is_some() {
                 stream::serve(listener, &config)
@@ -355,16 +352,16 @@ pub fn run(args: Args) -> i32 {
             let status = match served {
                 Ok(()) => 0,
                 Err(e) => {
-                    log::error!("{}", server::error_chain(&e));
+                    log::error!("{}", error_chain(&e));
                     1
                 }
             };
-            server::cleanup();
+            exit::cleanup();
             status
         }
         Err(e) => {
-            eprintln!("vhost-net-user: {}", server::error_chain(&e));
-            server::cleanup();
+            eprintln!("vhost-net-user: {}", error_chain(&e));
+            exit::cleanup();
             2
         }
     }
@@ -378,7 +375,7 @@ fn setup(args: &Args, sandbox: &Sandbox) -> Result<(ServeConfig, UnixListener), 
     let mut plan = resolved.plan;
     if let Some(share) = &plan.smb {
         let smb = netcore::smb::SmbServer::create(share, sandbox.smb_owner())?;
-        server::remove_tree_at_exit(smb.dir());
+        exit::remove_tree_at_exit(smb.dir());
         log::info!(
             "smb: {} shared as \\\\{}\\qemu (smbd's files in {})",
             share.export.display(),
@@ -404,7 +401,7 @@ fn setup(args: &Args, sandbox: &Sandbox) -> Result<(ServeConfig, UnixListener), 
     let forwards = netcore::forward::open(&plan, flow_fds)?;
     for fwd in &forwards {
         if let netcore::forward::Local::Unix(path) = &fwd.local {
-            server::remove_at_exit(path);
+            exit::remove_at_exit(path);
         }
     }
     log::debug!("forwarded ports: {forwards:?}");
@@ -417,7 +414,7 @@ fn setup(args: &Args, sandbox: &Sandbox) -> Result<(ServeConfig, UnixListener), 
                 path: path.clone(),
                 source,
             })?;
-        server::remove_at_exit(path);
+        exit::remove_at_exit(path);
     }
     if plan.map_gateway_to_loopback && !plan.restrict {
         // As slirp4netns says at startup: the mapping is slirp's default, and a risk. Said once

@@ -194,12 +194,10 @@ impl NetBackend {
         })
     }
 
-    /// Closes the exit-event consumers the worker threads were given; call once the daemon (and
-    /// so every worker) is gone.
-    pub fn close_handed_out(&self) {
-        for fd in std::mem::take(&mut *self.handed_out.lock().unwrap_or_else(|p| p.into_inner())) {
-            crate::sys::close_abandoned(fd);
-        }
+    /// The exit-event consumers the worker threads were given, which they leak: to be closed
+    /// (`sys::close_abandoned`) once the daemon, and so every worker, is gone.
+    pub fn take_handed_out(&self) -> Vec<RawFd> {
+        std::mem::take(&mut *self.handed_out.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Wakes the worker threads so they exit; used when the connection ends.
@@ -241,7 +239,6 @@ impl NetBackend {
         let mut frames = 0usize;
         let mut bulk = false;
         let mut chains = AvailChains::new(tx_vring, mem);
-        self.tx_scratch.begin_batch(mem);
         let header_len = self.rx_features.header_len;
         // Rounds in a row that took no chain: a ring whose avail index runs more than a ring
         // ahead gives none while `enable_notification` keeps saying there are more.

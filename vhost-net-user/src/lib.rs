@@ -4,6 +4,8 @@
 pub mod args;
 pub mod cli;
 pub mod device;
+pub mod error;
+pub mod exit;
 pub mod relay;
 pub mod ring;
 pub mod sandbox;

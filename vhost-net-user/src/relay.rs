@@ -35,7 +35,40 @@ use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use crate::sys;
 
+/// A vhost-user message header: request, flags and payload size, each 4 bytes little-endian.
+///
+/// Written out here because the vhost crate (0.18) keeps its `VhostUserMsgHeader` private to
+/// itself; the request codes and flag bits are still the crate's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Header {
+    request: u32,
+    flags: u32,
+    size: u32,
+}
+
 const HEADER_LEN: usize = 12;
+
+impl Header {
+    fn parse(bytes: &[u8; HEADER_LEN]) -> Header {
+        let field = |at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        Header {
+            request: field(0),
+            flags: field(4),
+            size: field(8),
+        }
+    }
+
+    fn to_bytes(self) -> [u8; HEADER_LEN] {
+        let mut bytes = [0u8; HEADER_LEN];
+        bytes[0..4].copy_from_slice(&self.request.to_le_bytes());
+        bytes[4..8].copy_from_slice(&self.flags.to_le_bytes());
+        bytes[8..12].copy_from_slice(&self.size.to_le_bytes());
+        bytes
+    }
+}
+
 /// Larger payloads are not vhost-user messages we know; the connection is closed.
 const MAX_PAYLOAD: usize = 64 * 1024;
 
@@ -53,25 +86,19 @@ struct Message {
 
 impl Message {
     fn request(&self) -> u32 {
-        u32::from_le_bytes([
-            self.header[0],
-            self.header[1],
-            self.header[2],
-            self.header[3],
-        ])
+        Header::parse(&self.header).request
     }
 
     fn flags(&self) -> u32 {
-        u32::from_le_bytes([
-            self.header[4],
-            self.header[5],
-            self.header[6],
-            self.header[7],
-        ])
+        Header::parse(&self.header).flags
     }
 
     fn set_flags(&mut self, flags: u32) {
-        self.header[4..8].copy_from_slice(&flags.to_le_bytes());
+        self.header = Header {
+            flags,
+            ..Header::parse(&self.header)
+        }
+        .to_bytes();
     }
 
     /// The u64 body of SET_FEATURES / SET_PROTOCOL_FEATURES.
@@ -99,7 +126,7 @@ fn read_message(sock: &mut UnixStream) -> io::Result<Option<Message>> {
         }
         got += n;
     }
-    let size = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
+    let size = Header::parse(&header).size as usize;
     if size > MAX_PAYLOAD {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -212,12 +239,13 @@ impl Negotiation {
         }
         let need_reply = msg.flags() & VhostUserHeaderFlag::NEED_REPLY.bits() != 0;
         if need_reply && self.reply_ack {
-            let mut reply = [0u8; HEADER_LEN + 8];
-            reply[0..4].copy_from_slice(&msg.request().to_le_bytes());
-            let flags = VhostUserHeaderFlag::REPLY.bits() | 0x1;
-            reply[4..8].copy_from_slice(&flags.to_le_bytes());
-            reply[8..12].copy_from_slice(&8u32.to_le_bytes());
-            send_all(frontend, &[&reply], &[])?;
+            // Version 1, a reply, and a u64 body of 0: success.
+            let header = Header {
+                request: msg.request(),
+                flags: VhostUserHeaderFlag::REPLY.bits() | 0x1,
+                size: 8,
+            };
+            send_all(frontend, &[&header.to_bytes(), &0u64.to_le_bytes()], &[])?;
         }
         msg.set_flags(msg.flags() & !VhostUserHeaderFlag::NEED_REPLY.bits());
         self.held.push(msg);

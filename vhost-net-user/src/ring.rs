@@ -32,87 +32,32 @@
 
 use vhost_user_backend::{VringRwLock, VringT};
 use virtio_queue::QueueT;
-use vm_memory::{
-    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-    MemoryRegionAddress,
-};
+use vm_memory::{Address, Bytes, GuestAddress};
 
 use netcore::engine::MAX_FRAME_LEN;
-use netcore::link::{FirstFrame, RxFrames, RxLink, RxMeta, RxOffloads, TxFrame};
+use netcore::link::{
+    FirstFrame, IovList, RecvIovs, RxFrames, RxLink, RxMeta, RxOffloads, SendIovs, TxFrame,
+};
 
+use crate::sys::{HostMap, HostRange, Mapped};
 use crate::virtq::{self, Desc, DriverAreas};
+pub use crate::virtq::{ChainError, GuestMem};
 use crate::vnet;
-
-/// Guest memory as the daemon maps it.
-pub type GuestMem = GuestMemoryMmap<()>;
 
 /// A contiguous range of guest memory inside one region.
 #[derive(Debug, Clone, Copy)]
 struct Segment {
     addr: GuestAddress,
-    /// Where `addr` is mapped in this process, found when the descriptor was checked, so that
-    /// building iovecs does not translate the address again. Only an address for the kernel:
-    /// segments live no longer than the memory snapshot they were gathered from (the scratch
-    /// lists are emptied when each frame or slot is done).
-    host: usize,
+    /// Where `addr` lies in the mapping, found when the descriptor was checked, so that
+    /// building iovecs does not look the region up again (it is still bounds-checked).
+    host: HostRange,
     len: usize,
-}
-
-/// Why a descriptor chain was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ChainError {
-    #[error("write-only descriptor in a transmit chain")]
-    WriteOnlyInTx,
-    #[error("read-only descriptor in a receive chain")]
-    ReadOnlyInRx,
-    #[error("descriptor outside guest memory")]
-    OutOfMemory,
-    #[error("chain shorter than the virtio-net header")]
-    TooShort,
-    #[error("chain longer than the largest frame")]
-    TooLong,
-    #[error("descriptor chain links outside the table or loops")]
-    BadLink,
-    #[error("indirect descriptor, a feature not offered")]
-    Indirect,
-}
-
-/// Where each region of one guest-memory snapshot is mapped in this process.
-///
-/// Descriptor addresses become iovec bases through it with one bounds check, instead of
-/// vm-memory building (and dropping) a checked slice per 4 KiB buffer. Loaded from the snapshot
-/// a batch works on, and only as good as that snapshot.
-#[derive(Debug, Default)]
-struct HostMap {
-    /// (guest start, length, host address of the start) per region.
-    regions: Vec<(u64, u64, usize)>,
-}
-
-impl HostMap {
-    fn load(&mut self, mem: &GuestMem) {
-        self.regions.clear();
-        for region in mem.iter() {
-            if let Ok(host) = region.get_host_address(MemoryRegionAddress(0)) {
-                let start = region.start_addr().raw_value();
-                self.regions.push((start, region.len(), host as usize));
-            }
-        }
-    }
-
-    /// The host address of `addr..addr + len`, if that range lies inside one region.
-    fn host(&self, addr: GuestAddress, len: usize) -> Option<usize> {
-        self.regions.iter().find_map(|&(start, size, host)| {
-            let offset = addr.raw_value().checked_sub(start)?;
-            let room = size.checked_sub(offset)?;
-            (offset < size && len as u64 <= room).then(|| host + offset as usize)
-        })
-    }
 }
 
 /// Appends the chain's descriptors to `segs` after checking each, returning their total length.
 fn gather(
     chain: impl Iterator<Item = Result<Desc, ChainError>>,
-    map: &HostMap,
+    map: &Mapped<'_>,
     writable: bool,
     limit: usize,
     segs: &mut Vec<Segment>,
@@ -131,7 +76,7 @@ fn gather(
         if len == 0 {
             continue;
         }
-        let Some(host) = map.host(desc.addr, len) else {
+        let Some(host) = map.locate(desc.addr, len) else {
             return Err(ChainError::OutOfMemory);
         };
         total += len;
@@ -165,7 +110,7 @@ impl<'m> AvailChains<'m> {
     /// nothing more is posted, or the queue is not ready or not in guest memory.
     fn pop(
         &mut self,
-        map: &HostMap,
+        map: &Mapped<'_>,
         writable: bool,
         limit: usize,
         segs: &mut Vec<Segment>,
@@ -222,27 +167,15 @@ fn read_spans(mem: &GuestMem, segs: &[Segment], offset: usize, buf: &mut [u8]) -
     copied
 }
 
-fn span_iovecs(segs: &[Segment], offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+fn span_iovecs<'o, A>(
+    map: &Mapped<'o>,
+    segs: &[Segment],
+    offset: usize,
+    len: usize,
+    out: &mut IovList<'_, 'o, A>,
+) {
     for_each_span(segs, offset, len, |seg, at, n, _| {
-        push_iovec(out, (seg.host + at) as *mut libc::c_void, n);
-    });
-}
-
-/// Appends `base..base + len` to `out`, extending the last iovec when the range follows it in
-/// host memory. Guests carve receive buffers out of larger pages, so the buffers of one 64 KiB
-/// frame are mostly adjacent: one iovec for a run instead of one per 4 KiB buffer saves the
-/// kernel a user-copy check and a copy call per buffer. Only addresses are compared; the bytes
-/// the kernel sees are the same either way.
-fn push_iovec(out: &mut Vec<libc::iovec>, base: *mut libc::c_void, len: usize) {
-    if let Some(last) = out.last_mut()
-        && (last.iov_base as usize).checked_add(last.iov_len) == Some(base as usize)
-    {
-        last.iov_len += len;
-        return;
-    }
-    out.push(libc::iovec {
-        iov_base: base,
-        iov_len: len,
+        map.push_iovec(seg.host, at, n, out);
     });
 }
 
@@ -253,18 +186,11 @@ pub struct TxScratch {
     map: HostMap,
 }
 
-impl TxScratch {
-    /// Maps the memory snapshot a batch's frames are checked against: call once per batch,
-    /// before its first [`RingTxFrame::pop`] (as [`RingRx::new`] does for receive buffers).
-    pub fn begin_batch(&mut self, mem: &GuestMem) {
-        self.map.load(mem);
-    }
-}
-
 /// One frame the guest transmitted, as validated guest ranges (virtio-net header skipped).
 #[derive(Debug)]
 pub struct RingTxFrame<'a> {
     mem: &'a GuestMem,
+    map: Mapped<'a>,
     segs: &'a [Segment],
     header_len: usize,
     len: usize,
@@ -274,26 +200,29 @@ pub struct RingTxFrame<'a> {
 
 impl<'a> RingTxFrame<'a> {
     /// Takes the next TX chain and validates it into a frame view: its head, with the frame or
-    /// why the chain is refused. `scratch` holds the batch's memory map
-    /// ([`TxScratch::begin_batch`]).
+    /// why the chain is refused. The frame's ranges are checked against, and its iovecs point
+    /// into, `mem`, mapped afresh into `scratch`.
     pub fn pop(
         chains: &mut AvailChains<'_>,
         mem: &'a GuestMem,
         header_len: usize,
         scratch: &'a mut TxScratch,
     ) -> Option<(u16, Result<Self, ChainError>)> {
-        scratch.segs.clear();
+        let TxScratch { segs, map } = scratch;
+        let map = map.map(mem);
+        segs.clear();
         let limit = header_len + MAX_FRAME_LEN;
-        let (head, total) = chains.pop(&scratch.map, false, limit, &mut scratch.segs)?;
+        let (head, total) = chains.pop(&map, false, limit, segs)?;
         let frame = total.and_then(|total| {
             if total < header_len {
                 return Err(ChainError::TooShort);
             }
-            let mut vnet_header = [0u8; 12];
-            let n = read_spans(mem, &scratch.segs, 0, &mut vnet_header[..header_len]);
+            let mut vnet_header = [0u8; vnet::MAX_HEADER_LEN];
+            let n = read_spans(mem, segs, 0, &mut vnet_header[..header_len]);
             Ok(RingTxFrame {
                 mem,
-                segs: &scratch.segs,
+                map,
+                segs,
                 header_len,
                 len: total - header_len,
                 partial_csum: vnet::tx_partial_csum(&vnet_header[..n]),
@@ -313,9 +242,9 @@ impl TxFrame for RingTxFrame<'_> {
         read_spans(self.mem, self.segs, self.header_len + offset, &mut buf[..n])
     }
 
-    fn iovecs(&self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+    fn iovecs<'f>(&'f self, offset: usize, len: usize, out: &mut SendIovs<'_, 'f>) {
         let len = len.min(self.len.saturating_sub(offset));
-        span_iovecs(self.segs, self.header_len + offset, len, out);
+        span_iovecs(&self.map, self.segs, self.header_len + offset, len, out);
     }
 
     fn partial_csum(&self) -> Option<(usize, usize)> {
@@ -366,6 +295,13 @@ struct FrameSpan {
 /// for an interrupt.
 #[derive(Debug, Default)]
 pub struct RxScratch {
+    state: RxState,
+    map: HostMap,
+}
+
+/// [`RxScratch`] but the memory map, which a batch borrows separately.
+#[derive(Debug, Default)]
+struct RxState {
     chains: Vec<RxChain>,
     segs: Vec<Segment>,
     frames: Vec<FrameSpan>,
@@ -381,7 +317,6 @@ pub struct RxScratch {
     last_seen: Option<(u16, u16)>,
     /// Used elements staged by `publish_used`, kept to avoid an allocation per batch.
     used_elements: Vec<u8>,
-    map: HostMap,
 }
 
 /// The RX virtqueue as an [`RxLink`] for one batch of work.
@@ -391,7 +326,8 @@ pub struct RingRx<'a> {
     header_len: usize,
     mergeable: bool,
     offloads: RxOffloads,
-    scratch: &'a mut RxScratch,
+    scratch: &'a mut RxState,
+    map: Mapped<'a>,
     counters: &'a mut RingCounters,
     avail: AvailChains<'a>,
     /// Chains were returned to the guest in this batch: it may need an interrupt.
@@ -412,7 +348,7 @@ impl RxScratch {
     /// The guest kicked the RX queue: the buffers an earlier arm waited for are here, so a
     /// [`Recheck`] need not report them again (the batch that follows arms anew if still short).
     pub fn kicked(&mut self) {
-        self.armed_at = None;
+        self.state.armed_at = None;
     }
 }
 
@@ -424,14 +360,15 @@ impl<'a> RingRx<'a> {
         scratch: &'a mut RxScratch,
         counters: &'a mut RingCounters,
     ) -> Self {
-        scratch.map.load(mem);
+        let RxScratch { state, map } = scratch;
         RingRx {
             vring,
             mem,
             header_len: features.header_len,
             mergeable: features.mergeable,
             offloads: features.offloads,
-            scratch,
+            scratch: state,
+            map: map.map(mem),
             counters,
             avail: AvailChains::new(vring, mem),
             used_any: false,
@@ -554,7 +491,7 @@ impl<'a> RingRx<'a> {
         let first_seg = self.scratch.segs.len();
         let (head, capacity) =
             self.avail
-                .pop(&self.scratch.map, true, usize::MAX, &mut self.scratch.segs)?;
+                .pop(&self.map, true, usize::MAX, &mut self.scratch.segs)?;
         match capacity {
             Ok(capacity) => Some(Ok(RxChain { head, capacity })),
             Err(e) => {
@@ -602,6 +539,7 @@ impl Recheck {
         mem: &GuestMem,
         scratch: &mut RxScratch,
     ) -> Recheck {
+        let scratch = &mut scratch.state;
         let tx_pending = {
             let state = tx_vring.get_ref();
             let queue = state.get_queue();
@@ -835,10 +773,10 @@ impl RxFrames for RingFrames<'_, '_> {
         )
     }
 
-    fn iovecs(&mut self, frame: usize, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
+    fn iovecs<'f>(&'f self, frame: usize, offset: usize, len: usize, out: &mut RecvIovs<'_, 'f>) {
         let (segs, capacity) = self.span(frame);
         let len = len.min(capacity.saturating_sub(offset));
-        span_iovecs(segs, self.rx.header_len + offset, len, out);
+        span_iovecs(&self.rx.map, segs, self.rx.header_len + offset, len, out);
     }
 
     fn set_meta(&mut self, frame: usize, meta: RxMeta) {
@@ -916,7 +854,7 @@ impl Drop for RingFrames<'_, '_> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::{AvailChains, ChainError, GuestMem, HostMap, push_iovec};
+    use super::{AvailChains, ChainError, GuestMem, HostMap};
     use vhost_user_backend::{VringRwLock, VringT};
     use virtio_bindings::bindings::virtio_ring::{
         VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
@@ -973,8 +911,8 @@ pub(crate) mod tests {
             .areas
             .as_ref()
             .is_some_and(crate::virtq::DriverAreas::is_mapped);
-        let mut map = HostMap::default();
-        map.load(mem);
+        let mut host_map = HostMap::default();
+        let map = host_map.map(mem);
         let mut popped = Vec::new();
         let mut segs = Vec::new();
         while let Some(chain) = chains.pop(&map, true, usize::MAX, &mut segs) {
@@ -1027,8 +965,8 @@ pub(crate) mod tests {
         .unwrap();
         let vring = ready_vring(&split, &ring, SIZE);
         let mut chains = AvailChains::new(&vring, &split);
-        let mut map = HostMap::default();
-        map.load(&split);
+        let mut host_map = HostMap::default();
+        let map = host_map.map(&split);
         let mut segs = Vec::new();
         assert_eq!(
             chains.pop(&map, true, usize::MAX, &mut segs),
@@ -1045,47 +983,21 @@ pub(crate) mod tests {
             (GuestAddress(0x10000), 0x2000),
         ])
         .unwrap();
-        let mut map = HostMap::default();
-        map.load(&mem);
+        let mut host_map = HostMap::default();
+        let map = host_map.map(&mem);
         let host_of = |a: u64| mem.get_host_address(GuestAddress(a)).unwrap() as usize;
-        assert_eq!(map.host(GuestAddress(0x10), 0x20), Some(host_of(0x10)));
-        assert_eq!(map.host(GuestAddress(0x1ff0), 0x10), Some(host_of(0x1ff0)));
-        assert_eq!(
-            map.host(GuestAddress(0x10000), 0x2000),
-            Some(host_of(0x10000))
-        );
+        let host = |a: u64, len: usize| {
+            map.locate(GuestAddress(a), len)
+                .and_then(|r| map.address(r))
+        };
+        assert_eq!(host(0x10, 0x20), Some(host_of(0x10)));
+        assert_eq!(host(0x1ff0, 0x10), Some(host_of(0x1ff0)));
+        assert_eq!(host(0x10000, 0x2000), Some(host_of(0x10000)));
         // Into the next region, even an adjacent one: not one mapping.
-        assert_eq!(map.host(GuestAddress(0xff0), 0x20), None);
-        assert_eq!(map.host(GuestAddress(0x11fff), 2), None);
-        assert_eq!(map.host(GuestAddress(0x2000), 1), None);
-        assert_eq!(map.host(GuestAddress(u64::MAX), 1), None);
-        assert_eq!(map.host(GuestAddress(0x10), usize::MAX), None);
-    }
-
-    fn ranges(iovs: &[libc::iovec]) -> Vec<(usize, usize)> {
-        iovs.iter()
-            .map(|v| (v.iov_base as usize, v.iov_len))
-            .collect()
-    }
-
-    #[test]
-    fn adjacent_ranges_share_one_iovec_and_gaps_start_another() {
-        let mut out = Vec::new();
-        push_iovec(&mut out, 0x1000 as *mut libc::c_void, 0x100);
-        push_iovec(&mut out, 0x1100 as *mut libc::c_void, 0x200);
-        push_iovec(&mut out, 0x1400 as *mut libc::c_void, 0x10);
-        push_iovec(&mut out, 0x1000 as *mut libc::c_void, 0x10);
-        assert_eq!(
-            ranges(&out),
-            [(0x1000, 0x300), (0x1400, 0x10), (0x1000, 0x10)]
-        );
-    }
-
-    #[test]
-    fn a_range_ending_at_the_top_of_the_address_space_is_not_extended_by_wrapping() {
-        let mut out = Vec::new();
-        push_iovec(&mut out, (usize::MAX - 0xf) as *mut libc::c_void, 0x10);
-        push_iovec(&mut out, std::ptr::null_mut(), 0x10);
-        assert_eq!(out.len(), 2);
+        assert_eq!(host(0xff0, 0x20), None);
+        assert_eq!(host(0x11fff, 2), None);
+        assert_eq!(host(0x2000, 1), None);
+        assert_eq!(host(u64::MAX, 1), None);
+        assert_eq!(host(0x10, usize::MAX), None);
     }
 }

@@ -10,8 +10,7 @@
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use netcore::EngineOptions;
 use netcore::capture::SharedCapture;
@@ -22,6 +21,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
 use crate::device::{HOST_EVENT, MODERATION_EVENT, NetBackend};
+use crate::error::error_chain;
 use crate::relay;
 
 /// What every connection is served with.
@@ -46,45 +46,6 @@ pub enum ServeError {
     Daemon(DaemonError),
 }
 
-/// Paths removed when the process ends, whichever way it ends; `true` marks a directory of
-/// ours removed with everything in it.
-static CLEANUP: Mutex<Vec<(PathBuf, bool)>> = Mutex::new(Vec::new());
-
-/// Registers a path (a file, or an empty directory) for removal at exit.
-pub fn remove_at_exit(path: &Path) {
-    register_cleanup(path, false);
-}
-
-/// Registers a directory we made for removal at exit with all it holds (smbd's).
-pub fn remove_tree_at_exit(path: &Path) {
-    register_cleanup(path, true);
-}
-
-fn register_cleanup(path: &Path, tree: bool) {
-    CLEANUP
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push((path.to_owned(), tree));
-}
-
-/// The paths registered for removal at exit, so far.
-pub fn removed_at_exit() -> Vec<PathBuf> {
-    let paths = CLEANUP.lock().unwrap_or_else(|p| p.into_inner());
-    paths.iter().map(|(path, _)| path.clone()).collect()
-}
-
-/// Removes everything registered with [`remove_at_exit`] and [`remove_tree_at_exit`].
-pub fn cleanup() {
-    let paths = std::mem::take(&mut *CLEANUP.lock().unwrap_or_else(|p| p.into_inner()));
-    for (path, tree) in paths.iter().rev() {
-        let _ = if *tree {
-            std::fs::remove_dir_all(path)
-        } else {
-            std::fs::remove_file(path).or_else(|_| std::fs::remove_dir(path))
-        };
-    }
-}
-
 /// A connected pair for one connection: the daemon's listener with our end already in its
 /// backlog. The socket lives in a directory only we can enter, and both are removed before
 /// the daemon accepts, so nothing is left behind even if the process is killed.
@@ -106,18 +67,28 @@ fn daemon_socket() -> io::Result<(Listener, UnixStream)> {
 
 /// Serves frontends that connect to `listener` until `--one-off` says stop after the first.
 pub fn serve(listener: UnixListener, config: &ServeConfig) -> Result<(), ServeError> {
+    accept_loop(&listener, config, "frontend", serve_connection)
+}
+
+/// Accepts `kind` frontends on `listener` one at a time and serves each with `serve_one`
+/// until it disconnects; stops after the first with `--one-off`. A connection that ends with
+/// an error is logged, and the next one is awaited.
+pub(crate) fn accept_loop<E: std::error::Error>(
+    listener: &UnixListener,
+    config: &ServeConfig,
+    kind: &str,
+    mut serve_one: impl FnMut(UnixStream, &ServeConfig) -> Result<(), E>,
+) -> Result<(), ServeError> {
     loop {
-        let frontend = loop {
-            match listener.accept() {
-                Ok((stream, _)) => break stream,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(ServeError::Accept(e)),
-            }
+        let frontend = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ServeError::Accept(e)),
         };
-        log::info!("frontend connected");
-        match serve_connection(frontend, config) {
-            Ok(()) => log::info!("frontend disconnected"),
-            Err(e) => log::error!("connection ended with an error: {}", error_chain(&e)),
+        log::info!("{kind} connected");
+        match serve_one(frontend, config) {
+            Ok(()) => log::info!("{kind} disconnected"),
+            Err(e) => log::error!("{kind} connection ended with an error: {}", error_chain(&e)),
         }
         if config.one_off {
             return Ok(());
@@ -172,7 +143,14 @@ fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), Se
         let _ = relay.join();
     }
     let backend = backend.read().unwrap_or_else(|p| p.into_inner());
-    backend.close_handed_out();
+    for fd in backend.take_handed_out() {
+        #[allow(unsafe_code)]
+        // SAFETY: the daemon is dropped, so its worker threads, which took these descriptors
+        // with `into_raw_fd` and never close them, are joined; nothing else has them.
+        unsafe {
+            crate::sys::close_abandoned(fd)
+        };
+    }
     log::info!(
         "connection summary: {:?}, {:?}, {}",
         backend.engine().counters(),
@@ -180,16 +158,4 @@ fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), Se
         backend.engine().flow_counters()
     );
     result
-}
-
-/// An error and its sources on one line.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        line.push_str(": ");
-        line.push_str(&s.to_string());
-        source = s.source();
-    }
-    line
 }

@@ -13,16 +13,17 @@
 //! resume when the socket drains. There is no virtio header, hence no offloads: the guest
 //! sends and expects complete checksums.
 
+use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 
+use netcore::Engine;
 use netcore::engine::MAX_FRAME_LEN;
-use netcore::link::{OneFrame, RxLink, RxSlot};
-use netcore::{Engine, TxFrame};
+use netcore::link::{OneFrame, RecvIovs, RxLink, RxSlot, copy_from_cells, copy_to_cells};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-use crate::server::{ServeConfig, ServeError, error_chain};
+use crate::server::{self, ServeConfig, ServeError};
 
 const LEN_PREFIX: usize = 4;
 /// Output waiting for the socket, at most, before the link reports itself full.
@@ -34,20 +35,22 @@ const TOKEN_HOST: u64 = 2;
 /// Frames toward the guest, built in place in the output buffer.
 #[derive(Debug, Default)]
 struct StreamRx {
+    /// Committed frames up to `end`; the room of a frame being built after it.
     out: Vec<u8>,
+    end: usize,
     /// How much of `out` has been written to the socket already.
     written: usize,
 }
 
 impl StreamRx {
     fn backlog(&self) -> usize {
-        self.out.len() - self.written
+        self.end - self.written
     }
 
     /// Writes what the socket takes; returns whether everything went.
     fn flush(&mut self, sock: &mut UnixStream) -> io::Result<bool> {
-        while self.written < self.out.len() {
-            match sock.write(&self.out[self.written..]) {
+        while self.written < self.end {
+            match sock.write(&self.out[self.written..self.end]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -56,60 +59,58 @@ impl StreamRx {
             }
         }
         self.out.clear();
+        self.end = 0;
         self.written = 0;
         Ok(true)
     }
+
+    /// The committed frames, length prefixes included.
+    #[cfg(test)]
+    fn committed(&self) -> &[u8] {
+        &self.out[..self.end]
+    }
 }
 
-/// Room for one frame at the end of the output buffer.
+/// Room for one frame at the end of the output buffer: its length prefix, then the frame, as
+/// cells so that the kernel may fill them through the shared borrow iovecs take.
 #[derive(Debug)]
 struct StreamSlot<'a> {
-    out: &'a mut Vec<u8>,
-    /// Where this frame's length prefix starts.
-    start: usize,
-    capacity: usize,
-    committed: bool,
+    room: &'a [Cell<u8>],
+    /// The output's end, moved past the frame when it is committed.
+    end: &'a mut usize,
+}
+
+impl StreamSlot<'_> {
+    fn frame(&self) -> &[Cell<u8>] {
+        &self.room[LEN_PREFIX..]
+    }
 }
 
 impl RxSlot for StreamSlot<'_> {
     fn capacity(&self) -> usize {
-        self.capacity
+        self.frame().len()
     }
 
     fn write_at(&mut self, offset: usize, data: &[u8]) {
-        let at = self.start + LEN_PREFIX + offset;
-        self.out[at..at + data.len()].copy_from_slice(data);
+        copy_to_cells(&self.frame()[offset..offset + data.len()], data);
     }
 
     fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
-        let frame = &self.out[self.start + LEN_PREFIX..];
-        frame.read_at(offset, buf)
+        copy_from_cells(self.frame().get(offset..).unwrap_or(&[]), buf)
     }
 
-    fn iovecs(&mut self, offset: usize, len: usize, out: &mut Vec<libc::iovec>) {
-        let end = offset.saturating_add(len).min(self.capacity);
+    fn iovecs<'m>(&'m self, offset: usize, len: usize, out: &mut RecvIovs<'_, 'm>) {
+        let frame = self.frame();
+        let end = offset.saturating_add(len).min(frame.len());
         if offset < end {
-            let frame = &mut self.out[self.start + LEN_PREFIX..];
-            out.push(libc::iovec {
-                iov_base: frame[offset..end].as_mut_ptr().cast(),
-                iov_len: end - offset,
-            });
+            out.push_cells(&frame[offset..end]);
         }
     }
 
-    fn commit(mut self, len: usize) {
-        let len = len.min(self.capacity);
-        self.out[self.start..self.start + LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
-        self.out.truncate(self.start + LEN_PREFIX + len);
-        self.committed = true;
-    }
-}
-
-impl Drop for StreamSlot<'_> {
-    fn drop(&mut self) {
-        if !self.committed {
-            self.out.truncate(self.start);
-        }
+    fn commit(self, len: usize) {
+        let len = len.min(self.capacity());
+        copy_to_cells(&self.room[..LEN_PREFIX], &(len as u32).to_be_bytes());
+        *self.end += LEN_PREFIX + len;
     }
 }
 
@@ -126,34 +127,20 @@ impl RxLink for StreamRx {
         if self.backlog() > MAX_BACKLOG {
             return None;
         }
-        let start = self.out.len();
+        // Whatever an uncommitted slot left after `end` is overwritten.
+        let start = self.end;
+        self.out.truncate(start);
         self.out.resize(start + LEN_PREFIX + max_len, 0);
         Some(StreamSlot {
-            out: &mut self.out,
-            start,
-            capacity: max_len,
-            committed: false,
+            room: Cell::from_mut(&mut self.out[start..]).as_slice_of_cells(),
+            end: &mut self.end,
         })
     }
 }
 
 /// Serves QEMU `-netdev stream` clients connecting to `listener`, one at a time.
 pub fn serve(listener: UnixListener, config: &ServeConfig) -> Result<(), ServeError> {
-    loop {
-        let (sock, _) = match listener.accept() {
-            Ok(conn) => conn,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ServeError::Accept(e)),
-        };
-        log::info!("stream frontend connected");
-        match serve_connection(sock, config) {
-            Ok(()) => log::info!("stream frontend disconnected"),
-            Err(e) => log::error!("stream connection ended: {}", error_chain(&e)),
-        }
-        if config.one_off {
-            return Ok(());
-        }
-    }
+    server::accept_loop(&listener, config, "stream frontend", serve_connection)
 }
 
 fn serve_connection(mut sock: UnixStream, config: &ServeConfig) -> io::Result<()> {
@@ -306,13 +293,14 @@ mod tests {
         let mut slot = rx.reserve(10).unwrap();
         slot.write_at(0, b"ab");
         slot.commit(2);
-        assert_eq!(rx.out, b"\0\0\0\x0bhello frame\0\0\0\x02ab");
+        assert_eq!(rx.committed(), b"\0\0\0\x0bhello frame\0\0\0\x02ab");
     }
 
     #[test]
     fn a_large_backlog_reports_full() {
         let mut rx = StreamRx::default();
         rx.out.resize(MAX_BACKLOG + 1, 0);
+        rx.end = rx.out.len();
         assert!(rx.reserve(10).is_none());
         rx.written = 2;
         assert!(rx.reserve(10).is_some());

@@ -52,13 +52,27 @@ pub fn mark_all_close_on_exec() -> io::Result<()> {
     close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC)
 }
 
+/// The descriptor `--fd` named, which [`close_inherited`] kept: owned here from then on, so
+/// that [`listener_from_fd`] adopts it without a contract of its own.
+static INHERITED: std::sync::Mutex<Option<OwnedFd>> = std::sync::Mutex::new(None);
+
 /// Closes every descriptor from 3 up but `keep` (`--fd`): whatever the parent left open is not
-/// ours to hand on to children, nor to hold.
+/// ours to hand on to children, nor to hold. `keep`, if open, is owned from now on (see
+/// [`listener_from_fd`]).
 ///
 /// # Safety
 /// Call before anything in the process owns a descriptor above 2 other than `keep` (first
-/// thing in `main`): an owner would go on using a closed number, or one reused by another.
+/// thing in `main`), and with a `keep` nothing else owns: an owner would go on using a closed
+/// number, or one reused by another.
 pub unsafe fn close_inherited(keep: Option<RawFd>) -> io::Result<()> {
+    if let Some(fd) = keep.filter(|&fd| fd >= 0) {
+        // SAFETY: F_GETFD only reads the descriptor's flags, and fails on a closed one.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
+            // SAFETY: `fd` is open, and by the caller's contract nothing else owns it.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            *INHERITED.lock().unwrap_or_else(|p| p.into_inner()) = Some(owned);
+        }
+    }
     let keep = keep
         .and_then(|fd| libc::c_uint::try_from(fd).ok())
         .filter(|&fd| fd >= 3);
@@ -123,44 +137,46 @@ fn termination_set() -> libc::sigset_t {
     }
 }
 
-/// Takes ownership of an inherited listening socket (`--fd N`), after checking that `fd` is
-/// an open socket that is listening; anything else is refused rather than adopted.
+/// The inherited listening socket (`--fd N`): the descriptor [`close_inherited`] kept, if
+/// its number is `fd` and it is a socket that is listening; anything else is refused rather
+/// than adopted (and stays where it was).
 pub fn listener_from_fd(fd: RawFd) -> io::Result<std::os::unix::net::UnixListener> {
-    let mut accepting: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into the live local `accepting`; on a
-    // descriptor that is not an open socket it fails without side effects.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            (&mut accepting as *mut libc::c_int).cast(),
-            &mut len,
-        )
+    let mut inherited = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
+    let kept = match inherited.take() {
+        Some(kept) if kept.as_raw_fd() == fd => kept,
+        other => {
+            *inherited = other;
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
     };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
+    match rustix::net::sockopt::socket_acceptconn(&kept) {
+        Ok(true) => {}
+        Ok(false) => {
+            *inherited = Some(kept);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a listening socket",
+            ));
+        }
+        Err(e) => {
+            *inherited = Some(kept);
+            return Err(e.into());
+        }
     }
-    if accepting == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a listening socket",
-        ));
-    }
-    // SAFETY: `fd` is an open, listening socket (checked above) that the process inherited
-    // for this purpose; nothing else in the process owns it.
-    let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
     // Inherited without the flag, as descriptors passed to a child are.
-    rustix::io::fcntl_setfd(&listener, rustix::io::FdFlags::CLOEXEC)?;
-    Ok(listener)
+    rustix::io::fcntl_setfd(&kept, rustix::io::FdFlags::CLOEXEC)?;
+    Ok(std::os::unix::net::UnixListener::from(kept))
 }
 
 /// Closes `fd`, a descriptor its owner gave up without closing (see
-/// `NetBackend::close_handed_out`).
-pub fn close_abandoned(fd: RawFd) {
-    // SAFETY: the caller passes a descriptor that was leaked with `into_raw_fd` and that nothing
-    // uses any more; taking ownership once and dropping it closes it.
+/// `NetBackend::take_handed_out`).
+///
+/// # Safety
+/// `fd` must be open and owned by nothing any more: leaked with `into_raw_fd` by an owner
+/// that has stopped using it (its threads gone), and not closed since.
+pub unsafe fn close_abandoned(fd: RawFd) {
+    // SAFETY: by the caller's contract nothing owns or uses `fd`; taking ownership once and
+    // dropping it closes it.
     drop(unsafe { OwnedFd::from_raw_fd(fd) });
 }
 
@@ -303,4 +319,133 @@ pub fn forbid_core_dumps() -> io::Result<()> {
     check(unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) })?;
     // SAFETY: prctl with integer arguments only.
     check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) })
+}
+
+use virtio_bindings::bindings::virtio_net::virtio_net_hdr_v1;
+
+// The header's fields (u8, u8, then five u16) leave no padding: every byte is a field's.
+const _: () = assert!(std::mem::size_of::<virtio_net_hdr_v1>() == 12);
+
+/// A virtio-net header as the bytes it occupies on the ring (fields already little-endian).
+pub fn vnet_header_bytes(hdr: &virtio_net_hdr_v1) -> [u8; 12] {
+    // SAFETY: `virtio_net_hdr_v1` is `repr(C)` plain data of 12 bytes (asserted above) with
+    // no padding, so each of its bytes is initialised and any of them is a valid u8.
+    unsafe { std::mem::transmute::<virtio_net_hdr_v1, [u8; 12]>(*hdr) }
+}
+
+/// A virtio-net header read from the ring's bytes (fields still little-endian).
+pub fn vnet_header_from_bytes(bytes: [u8; 12]) -> virtio_net_hdr_v1 {
+    // SAFETY: as above, same size; every field is an integer (the union's variants too), so
+    // any 12 bytes are a valid header.
+    unsafe { std::mem::transmute::<[u8; 12], virtio_net_hdr_v1>(bytes) }
+}
+
+/// `csum_start` and `csum_offset` (little-endian), the union's checksum view.
+pub fn vnet_header_csum(hdr: &virtio_net_hdr_v1) -> (u16, u16) {
+    // SAFETY: every variant of the union is two u16s over the same 4 bytes, so reading the
+    // checksum view is valid whichever was written.
+    let csum = unsafe { hdr.__bindgen_anon_1.csum };
+    (csum.start, csum.offset)
+}
+
+/// Where each region of guest memory is mapped in this process: storage reused from batch to
+/// batch, read only through a [`Mapped`] view that [`HostMap::map`] loads afresh from the
+/// memory snapshot it borrows.
+///
+/// Descriptor addresses become iovec bases through it with one bounds check, instead of
+/// vm-memory building (and dropping) a checked slice per 4 KiB buffer.
+#[derive(Debug, Default)]
+pub struct HostMap {
+    /// (guest start, length, host address of the start) per region.
+    regions: Vec<(u64, u64, usize)>,
+}
+
+impl HostMap {
+    /// Loads where `mem`'s regions are mapped. The view's addresses are valid while `mem` is
+    /// borrowed: a snapshot keeps its regions mapped for as long as it lives.
+    pub fn map<'m>(&'m mut self, mem: &'m crate::virtq::GuestMem) -> Mapped<'m> {
+        use vm_memory::{Address, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+        self.regions.clear();
+        for region in mem.iter() {
+            if let Ok(host) = region.get_host_address(MemoryRegionAddress(0)) {
+                let start = region.start_addr().raw_value();
+                self.regions.push((start, region.len(), host as usize));
+            }
+        }
+        Mapped {
+            regions: &self.regions,
+            _mem: std::marker::PhantomData,
+        }
+    }
+}
+
+/// A guest-memory snapshot's regions as mapped in this process, for as long as `'m` borrows
+/// the snapshot. Guest memory is never made a Rust reference: the guest may change it at any
+/// moment, so only the kernel (through iovecs) and vm-memory's volatile accessors touch it.
+#[derive(Debug, Clone, Copy)]
+pub struct Mapped<'m> {
+    regions: &'m [(u64, u64, usize)],
+    _mem: std::marker::PhantomData<&'m crate::virtq::GuestMem>,
+}
+
+/// Where a range lies in guest memory: a region of a [`Mapped`] and the offset into it. A
+/// place, not a pointer: every use checks it against the mapping again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostRange {
+    region: usize,
+    offset: u64,
+}
+
+impl<'m> Mapped<'m> {
+    /// Where `addr..addr + len` lies, if inside one region.
+    pub fn locate(&self, addr: vm_memory::GuestAddress, len: usize) -> Option<HostRange> {
+        self.regions
+            .iter()
+            .enumerate()
+            .find_map(|(region, &(start, size, _))| {
+                let offset = addr.0.checked_sub(start)?;
+                let room = size.checked_sub(offset)?;
+                (offset < size && len as u64 <= room).then_some(HostRange { region, offset })
+            })
+    }
+
+    /// The host address of `range` (a number, for comparisons).
+    #[cfg(test)]
+    pub fn address(&self, range: HostRange) -> Option<usize> {
+        let &(_, size, host) = self.regions.get(range.region)?;
+        (range.offset < size).then(|| host + range.offset as usize)
+    }
+
+    /// Appends `len` bytes from `at` past `range` to `out` (joined to the last entry when
+    /// adjacent), if they lie inside the range's region; a stale or overlong range adds
+    /// nothing.
+    pub fn push_iovec<'o, A>(
+        &self,
+        range: HostRange,
+        at: usize,
+        len: usize,
+        out: &mut netcore::link::IovList<'_, 'o, A>,
+    ) where
+        'm: 'o,
+    {
+        let Some(&(_, size, host)) = self.regions.get(range.region) else {
+            return;
+        };
+        let Some(end) = range
+            .offset
+            .checked_add(at as u64)
+            .and_then(|start| start.checked_add(len as u64))
+        else {
+            return;
+        };
+        if end > size {
+            return;
+        }
+        let base = (host + range.offset as usize + at) as *mut u8;
+        // SAFETY: `base..base + len` lies inside a region of the snapshot `'m` borrows (checked
+        // just above), mapped readable and writable for as long as the snapshot lives, which
+        // outlasts the list ('m: 'o). Guest memory is never referenced by Rust (see `Mapped`),
+        // so the kernel's access aliases no reference.
+        unsafe { out.push_raw(base, len) };
+    }
 }

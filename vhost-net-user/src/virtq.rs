@@ -20,9 +20,32 @@ use virtio_bindings::bindings::virtio_ring::{
 };
 use virtio_queue::QueueT;
 use virtio_queue::desc::split::Descriptor;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, VolatileMemory, VolatileSlice};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileMemory,
+    VolatileSlice,
+};
 
-use crate::ring::{ChainError, GuestMem};
+/// Guest memory as the daemon maps it.
+pub type GuestMem = GuestMemoryMmap<()>;
+
+/// Why a descriptor chain was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error("write-only descriptor in a transmit chain")]
+    WriteOnlyInTx,
+    #[error("read-only descriptor in a receive chain")]
+    ReadOnlyInRx,
+    #[error("descriptor outside guest memory")]
+    OutOfMemory,
+    #[error("chain shorter than the virtio-net header")]
+    TooShort,
+    #[error("chain longer than the largest frame")]
+    TooLong,
+    #[error("descriptor chain links outside the table or loops")]
+    BadLink,
+    #[error("indirect descriptor, a feature not offered")]
+    Indirect,
+}
 
 /// The available ring: `flags` and `idx` (2 bytes each), then one 2-byte head per entry.
 const AVAIL_RING_HEADER_LEN: usize = 4;

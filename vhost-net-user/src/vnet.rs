@@ -5,56 +5,81 @@
 
 use netcore::link::{RxCsum, RxMeta};
 use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
-use virtio_bindings::bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
+use virtio_bindings::bindings::virtio_net::{
+    VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, virtio_net_hdr_v1,
+    virtio_net_hdr_v1__bindgen_ty_1, virtio_net_hdr_v1__bindgen_ty_1__bindgen_ty_2,
+};
+
+use crate::sys;
+
+/// The full header (`VERSION_1` or `MRG_RXBUF`), `num_buffers` included.
+pub const MAX_HEADER_LEN: usize = std::mem::size_of::<virtio_net_hdr_v1>();
+/// The legacy header without mergeable buffers: all but `num_buffers`.
+const LEGACY_HEADER_LEN: usize = std::mem::offset_of!(virtio_net_hdr_v1, num_buffers);
 
 /// Header length for the acked feature bits.
 pub fn header_len(acked_features: u64) -> usize {
     if acked_features & (1 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_NET_F_MRG_RXBUF) != 0 {
-        12
+        MAX_HEADER_LEN
     } else {
-        10
+        LEGACY_HEADER_LEN
     }
 }
 
-const F_NEEDS_CSUM: u8 = 1;
-const F_DATA_VALID: u8 = 2;
-const GSO_TCPV4: u8 = 1;
-const GSO_TCPV6: u8 = 4;
-
 /// The header of a frame toward the guest: its checksum state and segmentation from `meta`,
-/// and `num_buffers` (present only in 12-byte headers) giving how many chains it spans.
-pub fn rx_header(header_len: usize, num_buffers: u16, meta: &RxMeta) -> [u8; 12] {
-    let mut hdr = [0u8; 12];
-    match meta.csum {
-        RxCsum::Complete => {}
-        RxCsum::Valid => hdr[0] = F_DATA_VALID,
-        RxCsum::Partial { start, offset } => {
-            hdr[0] = F_NEEDS_CSUM;
-            hdr[6..8].copy_from_slice(&start.to_le_bytes());
-            hdr[8..10].copy_from_slice(&offset.to_le_bytes());
-        }
-    }
-    if let Some(gso) = meta.gso {
-        hdr[1] = if gso.ipv6 { GSO_TCPV6 } else { GSO_TCPV4 };
-        hdr[2..4].copy_from_slice(&gso.header_len.to_le_bytes());
-        hdr[4..6].copy_from_slice(&gso.segment_size.to_le_bytes());
-    }
-    if header_len >= 12 {
-        hdr[10..12].copy_from_slice(&num_buffers.to_le_bytes());
-    }
-    hdr
+/// and `num_buffers` (present only in full-length headers) giving how many chains it spans.
+/// The first `header_len` bytes of the result go on the ring.
+pub fn rx_header(header_len: usize, num_buffers: u16, meta: &RxMeta) -> [u8; MAX_HEADER_LEN] {
+    let (flags, start, offset) = match meta.csum {
+        RxCsum::Complete => (0, 0, 0),
+        RxCsum::Valid => (VIRTIO_NET_HDR_F_DATA_VALID, 0, 0),
+        RxCsum::Partial { start, offset } => (VIRTIO_NET_HDR_F_NEEDS_CSUM, start, offset),
+    };
+    let (gso_type, hdr_len, gso_size) = match meta.gso {
+        Some(gso) if gso.ipv6 => (VIRTIO_NET_HDR_GSO_TCPV6, gso.header_len, gso.segment_size),
+        Some(gso) => (VIRTIO_NET_HDR_GSO_TCPV4, gso.header_len, gso.segment_size),
+        None => (VIRTIO_NET_HDR_GSO_NONE, 0, 0),
+    };
+    let hdr = virtio_net_hdr_v1 {
+        flags: flags as u8,
+        gso_type: gso_type as u8,
+        hdr_len: hdr_len.to_le(),
+        gso_size: gso_size.to_le(),
+        __bindgen_anon_1: virtio_net_hdr_v1__bindgen_ty_1 {
+            csum: virtio_net_hdr_v1__bindgen_ty_1__bindgen_ty_2 {
+                start: start.to_le(),
+                offset: offset.to_le(),
+            },
+        },
+        // A legacy header ends before this field.
+        num_buffers: if header_len >= MAX_HEADER_LEN {
+            num_buffers.to_le()
+        } else {
+            0
+        },
+    };
+    sys::vnet_header_bytes(&hdr)
 }
 
 /// The transport checksum a guest frame asks us to complete, from its header: `(start,
 /// offset)` from the Ethernet header, if `NEEDS_CSUM` is set.
 pub fn tx_partial_csum(header: &[u8]) -> Option<(usize, usize)> {
-    let flags = *header.first()?;
-    if flags & F_NEEDS_CSUM == 0 || header.len() < 10 {
+    if header.len() < LEGACY_HEADER_LEN {
         return None;
     }
-    let start = u16::from_le_bytes([header[6], header[7]]);
-    let offset = u16::from_le_bytes([header[8], header[9]]);
-    Some((usize::from(start), usize::from(offset)))
+    let mut bytes = [0u8; MAX_HEADER_LEN];
+    bytes[..header.len().min(MAX_HEADER_LEN)]
+        .copy_from_slice(&header[..header.len().min(MAX_HEADER_LEN)]);
+    let hdr = sys::vnet_header_from_bytes(bytes);
+    if u32::from(hdr.flags) & VIRTIO_NET_HDR_F_NEEDS_CSUM == 0 {
+        return None;
+    }
+    let (start, offset) = sys::vnet_header_csum(&hdr);
+    Some((
+        usize::from(u16::from_le(start)),
+        usize::from(u16::from_le(offset)),
+    ))
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ impl Engine {
         // A bounded number per event, so that a flood on one port cannot starve the rest;
         // the level-triggered event comes back for what is left.
         for _ in 0..ACCEPTS_PER_EVENT {
-            let (sock, peer) = match crate::sys::accept(fwd.fd()) {
+            let (sock, peer) = match crate::sys::accept(fwd) {
                 Ok(Some(accepted)) => accepted,
                 Ok(None) => break,
                 Err(e) => {
@@ -135,9 +135,9 @@ impl Engine {
     /// the guest socket it forwards to, and this epoll entry gives way to the flow's. While the
     /// guest has no address of the port's family, datagrams are dropped and counted.
     fn adopt_udp_forward<L: RxLink>(&mut self, fwd: &ForwardSocket, rx: &mut L) {
-        let Some(peer) = crate::sys::peek_source(fwd.fd()) else {
+        let Some(peer) = crate::sys::peek_source(fwd) else {
             // Nothing to take, or an error the level-triggered event would report forever.
-            let _ = crate::sys::discard_datagram(fwd.fd());
+            let _ = crate::sys::discard_datagram(fwd);
             return;
         };
         let Some((guest, _)) = self
@@ -146,7 +146,7 @@ impl Engine {
         else {
             // Dropped, or the level-triggered event would spin until the guest has an address
             // (of the port's family: UDP is not translated between families).
-            let _ = crate::sys::discard_datagram(fwd.fd());
+            let _ = crate::sys::discard_datagram(fwd);
             self.udp.counters.no_guest_address += 1;
             return;
         };
@@ -154,14 +154,14 @@ impl Engine {
             Ok(copy) => copy,
             Err(e) => {
                 crate::ratelimit::guest_log!(log::Level::Warn, "{fwd:?}: {e}");
-                let _ = crate::sys::discard_datagram(fwd.fd());
+                let _ = crate::sys::discard_datagram(fwd);
                 return;
             }
         };
         let mut ctx = ctx!(self);
         let Some(slot) = self.udp.adopt_forward(&mut ctx, guest, copy) else {
             log::debug!("{fwd:?}: no UDP flow for {guest}");
-            let _ = crate::sys::discard_datagram(fwd.fd());
+            let _ = crate::sys::discard_datagram(fwd);
             return;
         };
         let _ = self.epoll.ctl(
