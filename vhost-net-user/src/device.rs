@@ -380,7 +380,16 @@ impl VhostUserBackendMut for NetBackend {
                 tso6: acked(VIRTIO_NET_F_GUEST_TSO6) && acked(VIRTIO_NET_F_GUEST_CSUM),
             },
         };
-        log::debug!("features acked: {features:#x}: {:?}", self.rx_features);
+        // `key=value` words: tests and readers match on them (not on `Debug`).
+        let RxFeatures {
+            header_len,
+            mergeable,
+            offloads: RxOffloads { csum, tso4, tso6 },
+        } = self.rx_features;
+        log::debug!(
+            "features acked: {features:#x}: header_len={header_len} mergeable={mergeable} \
+             csum={csum} tso4={tso4} tso6={tso6}"
+        );
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {

@@ -173,11 +173,19 @@ fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), Se
     }
     let backend = backend.read().unwrap_or_else(|p| p.into_inner());
     backend.close_handed_out();
+    // The engine's `key=value` statistics, then the ring's under `ring.`.
+    let crate::ring::RingCounters {
+        bad_tx_chains,
+        bad_rx_chains,
+        late_tx,
+        late_rx,
+        late_interrupts,
+    } = backend.ring_counters();
     log::info!(
-        "connection summary: {:?}, {:?}, {}",
-        backend.engine().counters(),
-        backend.ring_counters(),
-        backend.engine().flow_counters()
+        "connection summary: {} ring.bad_tx_chains={bad_tx_chains} \
+         ring.bad_rx_chains={bad_rx_chains} ring.late_tx={late_tx} ring.late_rx={late_rx} \
+         ring.late_interrupts={late_interrupts}",
+        backend.engine().stats()
     );
     result
 }
