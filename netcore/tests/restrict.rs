@@ -59,11 +59,7 @@ fn a_connection_attempt_is_reset_over_ipv4() {
         );
     }
     assert_eq!(e.open_flows(), (0, 0, 0));
-    assert!(
-        e.flow_counters().contains("restricted: 2"),
-        "{}",
-        e.flow_counters()
-    );
+    assert_eq!(e.stats().tcp.restricted, 2, "{}", e.stats());
 }
 
 #[test]

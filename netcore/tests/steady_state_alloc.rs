@@ -24,7 +24,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{GATEWAY, GUEST_IP, GUEST_MAC};
 use netcore::engine::MAX_FRAME_LEN;
@@ -789,12 +789,26 @@ fn one_tcp_flow_both_ways_allocates_nothing_per_packet() {
     let engine = Engine::with_options(NetPlan::slirp_default(), options).unwrap();
     let mut flow = Flow::connect(engine, &listener);
 
-    // Warm-up: every buffer and table reaches its working size; waiting past one timer tick
-    // (100 ms) lets the flow timers run once too.
+    // Warm-up: every buffer and table reaches its working size, and the flow timers run once:
+    // the engine's descriptor is readable a tick (100 ms) after the warm-up, its timer has
+    // expired then, and the engine handles it.
     for round in 0..WARMUP_ROUNDS {
         flow.round(round).unwrap_or_else(|e| panic!("warm-up {e}"));
     }
-    std::thread::sleep(Duration::from_millis(150));
+    let tick_due = Instant::now() + Duration::from_millis(100);
+    let mut events = [EpollEvent::default(); 4];
+    loop {
+        let ready = flow.host_events.wait(5000, &mut events).unwrap();
+        assert!(
+            ready > 0,
+            "the engine's descriptor not readable in 5 s: no timer tick"
+        );
+        if Instant::now() >= tick_due {
+            break;
+        }
+        // A socket's event before the tick: handled, then the tick is waited for.
+        flow.engine.poll_host(&mut flow.link);
+    }
     flow.engine.poll_host(&mut flow.link);
     flow.receive(WARMUP_ROUNDS)
         .unwrap_or_else(|e| panic!("after the timer tick: {e}"));

@@ -901,13 +901,13 @@ pub fn network_boot_files(dir: &Path, server: &str, v6wait: u32) -> Result<()> {
     std::fs::write(dir.join("boot.ipxe"), script).map_err(|e| io("boot.ipxe", e))
 }
 
-/// Counter `name` (`name: N`) of a backend's connection summary.
-pub fn summary_counter(summary: &str, name: &str) -> Option<u64> {
+/// The value under `key` in a backend's connection summary, whose counters are `key=value`
+/// words (netcore's `Stats` text form, then the ring's: `tcp.out_of_order=3 ring.late_tx=0`).
+/// None when the summary has no such key: a caller must not read that as zero.
+pub fn summary_counter(summary: &str, key: &str) -> Option<u64> {
     summary
-        .split(&format!(" {name}: "))
-        .nth(1)?
-        .split([',', ' ', '}'])
-        .next()?
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))?
         .parse()
         .ok()
 }
@@ -1408,6 +1408,22 @@ mod tests {
         for (plain, encoded) in cases {
             assert_eq!(base64(plain.as_bytes()), encoded, "{plain:?}");
         }
+    }
+
+    #[test]
+    fn summary_counter_reads_whole_keys_only() {
+        let summary = "tx_frames=12 tcp.out_of_order=7 udp.restricted=0 ring.late_tx=3";
+        assert_eq!(summary_counter(summary, "tcp.out_of_order"), Some(7));
+        assert_eq!(summary_counter(summary, "tx_frames"), Some(12));
+        assert_eq!(summary_counter(summary, "ring.late_tx"), Some(3));
+        assert_eq!(summary_counter(summary, "udp.restricted"), Some(0));
+        assert_eq!(
+            summary_counter(summary, "out_of_order"),
+            None,
+            "a key's tail"
+        );
+        assert_eq!(summary_counter(summary, "tcp.out_of"), None, "a key's head");
+        assert_eq!(summary_counter(summary, "tcp.short_writes"), None, "absent");
     }
 
     const CONSOLE: &str = "[    0.000000] noise\r\n\

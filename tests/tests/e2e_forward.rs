@@ -339,7 +339,7 @@ fn forwards_reach_guest_services(link: Link) {
     let summary = backend.connection_summary(Duration::from_secs(10));
     let log = backend.log();
     assert!(backend.is_running(), "the backend exited:\n{log}");
-    let refused = summary.and_then(|s| vnu_tests::summary_counter(&s, "guest_refused"));
+    let refused = summary.and_then(|s| vnu_tests::summary_counter(&s, "tcp.guest_refused"));
     assert_eq!(
         refused,
         Some(1),

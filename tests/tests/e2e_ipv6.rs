@@ -6,8 +6,9 @@
 //! All traffic stays on this machine: the servers listen on the host's ::1.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use vnu_tests::netns::bound_ports;
 use vnu_tests::{
     Backend, GuestOpts, GuestRun, IPV6_KEYS, Net, assert_same_keys, boot, e2e_ready, hostsrv,
 };
@@ -50,6 +51,7 @@ impl Drop for Server {
     }
 }
 
+/// An iperf3 server on [::1]:`port`, once it listens there.
 fn iperf_server(port: u16) -> Server {
     let child = Command::new("iperf3")
         .args(["-s", "-B", "::1", "-p", &port.to_string()])
@@ -57,8 +59,18 @@ fn iperf_server(port: u16) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("iperf3 (Debian package iperf3)");
-    std::thread::sleep(Duration::from_millis(300));
-    Server(child)
+    let mut server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !bound_ports(server.0.id(), "tcp6").contains(&port) {
+        let exited = server.0.try_wait().ok().flatten();
+        assert!(exited.is_none(), "iperf3 -s exited: {exited:?}");
+        assert!(
+            Instant::now() < deadline,
+            "iperf3 -s not listening on {port} in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server
 }
 
 #[test]
@@ -135,15 +147,12 @@ fn custom_ipv6_net_matches_slirp() {
         .args(["--slirp", opts, "--explain", "--format", "json"])
         .output()
         .expect("--explain");
-    let out = String::from_utf8_lossy(&explain.stdout);
-    let json = out.split("\"ipv6\"").nth(1).expect("an ipv6 object");
-    let field = |name: &str| -> String {
-        let key = format!("\"{name}\": \"");
-        let at = json
-            .find(&key)
-            .unwrap_or_else(|| panic!("no {name} in {json}"))
-            + key.len();
-        json[at..].split('"').next().unwrap_or_default().to_owned()
+    let plan: serde_json::Value =
+        serde_json::from_slice(&explain.stdout).expect("--explain --format json is JSON");
+    let field = |name: &str| -> &str {
+        plan["ipv6"][name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no ipv6.{name} string in {plan}"))
     };
     let prefix: std::net::Ipv6Addr = field("prefix").parse().expect("prefix");
     let gateway: std::net::Ipv6Addr = field("gateway").parse().expect("gateway");

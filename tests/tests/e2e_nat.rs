@@ -614,8 +614,13 @@ fn nat_transfers_dns_ping_and_iperf(link: Link) {
             .as_deref()
             .and_then(|s| vnu_tests::summary_counter(s, name))
     };
-    let short_writes = counter("short_writes");
-    let dropped = counter("out_of_order").unwrap_or(0);
+    let short_writes = counter("tcp.short_writes");
+    // A summary without the count fails the test rather than tightening the limit below.
+    let out_of_order = counter("tcp.out_of_order");
+    c.check(out_of_order.is_some(), || {
+        format!("no tcp.out_of_order in the backend's connection summary: {summary:?}")
+    });
+    let dropped = out_of_order.unwrap_or(0);
     c.check(
         short_writes.is_some_and(|n| n <= SHORT_WRITES_LIMIT),
         || {

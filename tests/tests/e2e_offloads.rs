@@ -118,7 +118,7 @@ fn offloads_are_negotiated_and_transfers_stay_intact() {
     t.assert_features(FEATURES, "on");
     t.assert_intact();
     assert!(
-        t.log.contains("csum: true, tso4: true, tso6: true"),
+        t.log.contains("csum=true tso4=true tso6=true"),
         "the backend did not see the offloads acked\n{}",
         t.context()
     );
@@ -137,7 +137,7 @@ fn transfers_stay_intact_with_every_offload_off() {
     t.assert_features(&FEATURES[2..], "off");
     t.assert_intact();
     assert!(
-        t.log.contains("csum: false, tso4: false, tso6: false"),
+        t.log.contains("csum=false tso4=false tso6=false"),
         "the backend saw offloads acked\n{}",
         t.context()
     );

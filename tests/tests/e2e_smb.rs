@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vnu_tests::{Backend, GuestOpts, GuestRun, Link, Net, both_links, e2e_ready};
 
@@ -103,6 +103,40 @@ fn slirp_reference() -> &'static GuestRun {
     }
 }
 
+/// Waits (10 s at most) until no process has `dir` in its command line: the smbd the backend
+/// started with `-l DIR -s DIR/smb.conf`, and its children, are gone.
+fn wait_no_process_names(dir: &Path) {
+    let needle = dir.as_os_str().as_encoded_bytes();
+    let names_dir = |pid: &std::fs::DirEntry| {
+        std::fs::read(pid.path().join("cmdline"))
+            .is_ok_and(|cmdline| cmdline.windows(needle.len()).any(|w| w == needle))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let running: Vec<_> = std::fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .filter(|p| {
+                p.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+            .filter(names_dir)
+            .map(|p| p.file_name())
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "smbd of {} still running after 10 s: pids {running:?}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The guest sees the same share behind the backend as behind QEMU slirp, and that is what
 /// the host put there; what it writes reaches the host; smbd's files go when the backend does.
 fn the_share_mounts_as_in_slirp(link: Link) {
@@ -137,8 +171,8 @@ fn the_share_mounts_as_in_slirp(link: Link) {
         private.display()
     );
     assert!(backend.stop().success());
-    // Give an smbd still exiting the time to recreate anything it would.
-    std::thread::sleep(Duration::from_millis(200));
+    // Only once no smbd of this share runs can nothing recreate its files.
+    wait_no_process_names(&private);
     assert!(
         !private.exists(),
         "{} outlived the backend",

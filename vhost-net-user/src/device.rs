@@ -195,7 +195,7 @@ impl NetBackend {
     }
 
     /// The exit-event consumers the worker threads were given, which they leak: to be closed
-    /// (`sys::close_abandoned`) once the daemon, and so every worker, is gone.
+    /// (`sys::drop_daemon_closing_leaked`) once the daemon, and so every worker, is gone.
     pub fn take_handed_out(&self) -> Vec<RawFd> {
         std::mem::take(&mut *self.handed_out.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -377,7 +377,16 @@ impl VhostUserBackendMut for NetBackend {
                 tso6: acked(VIRTIO_NET_F_GUEST_TSO6) && acked(VIRTIO_NET_F_GUEST_CSUM),
             },
         };
-        log::debug!("features acked: {features:#x}: {:?}", self.rx_features);
+        // `key=value` words: tests and readers match on them (not on `Debug`).
+        let RxFeatures {
+            header_len,
+            mergeable,
+            offloads: RxOffloads { csum, tso4, tso6 },
+        } = self.rx_features;
+        log::debug!(
+            "features acked: {features:#x}: header_len={header_len} mergeable={mergeable} \
+             csum={csum} tso4={tso4} tso6={tso6}"
+        );
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
@@ -486,6 +495,90 @@ mod tests {
     fn run_ahead(mem: &GuestMem, vring: &VringRwLock) {
         let avail = vring.get_ref().get_queue().avail_ring();
         mem.write_obj(SIZE * 3, GuestAddress(avail + 2)).unwrap();
+    }
+
+    /// The periods a moderation goes through from `start`, one drain of `frames` each.
+    fn periods(start: Duration, frames: usize, drains: usize) -> Vec<Duration> {
+        let mut m = TxModeration::new().unwrap();
+        m.period = start;
+        (0..drains)
+            .map(|_| {
+                m.drained(frames);
+                m.period
+            })
+            .collect()
+    }
+
+    const US: fn(u64) -> Duration = Duration::from_micros;
+
+    #[test]
+    fn the_period_halves_while_drains_find_eight_frames_or_more_down_to_30_us() {
+        for frames in [8, 9, 64] {
+            let got = periods(US(1000), frames, 7);
+            // Halving 125 µs gives 62.5 µs: compare in whole microseconds.
+            let got: Vec<u128> = got.iter().map(Duration::as_micros).collect();
+            assert_eq!(
+                got,
+                [500, 250, 125, 62, 31, 30, 30],
+                "{frames} frames a drain"
+            );
+        }
+    }
+
+    #[test]
+    fn the_period_doubles_while_drains_find_fewer_than_two_frames_up_to_1_ms() {
+        for frames in [0, 1] {
+            let got = periods(US(30), frames, 7);
+            let want = [60, 120, 240, 480, 960, 1000, 1000].map(US);
+            assert_eq!(got, want, "{frames} frames a drain");
+        }
+    }
+
+    #[test]
+    fn drains_of_two_to_seven_frames_keep_the_period() {
+        for frames in 2..8 {
+            assert_eq!(periods(US(250), frames, 3), [US(250); 3], "{frames} frames");
+        }
+    }
+
+    #[test]
+    fn a_new_moderation_starts_at_the_longest_period_unarmed() {
+        let m = TxModeration::new().unwrap();
+        assert_eq!(m.period, US(1000));
+        assert!(!m.active);
+        assert_eq!(m.deadline, None);
+    }
+
+    #[test]
+    fn arming_twice_keeps_the_first_deadline_and_nothing_expires_before_it() {
+        let mut m = TxModeration::new().unwrap();
+        m.period = Duration::from_secs(60);
+        assert!(m.arm());
+        let deadline = m.deadline.expect("armed");
+        assert!(m.arm());
+        assert_eq!(m.deadline, Some(deadline), "the armed timer is left alone");
+        // An event for the timer now (a stale one) is not an expiry, and does not block.
+        assert!(!m.expired());
+        assert_eq!(m.deadline, Some(deadline));
+    }
+
+    #[test]
+    fn the_timer_expires_once_after_its_period_and_can_be_armed_again() {
+        let mut m = TxModeration::new().unwrap();
+        m.period = US(200);
+        assert!(m.arm());
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while !m.expired() {
+            assert!(
+                Instant::now() < give_up,
+                "no expiry in 10 s for a 200 µs period"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(m.deadline, None, "expired: unarmed");
+        assert!(!m.expired(), "one expiry per arming");
+        assert!(m.arm());
+        assert!(m.deadline.is_some());
     }
 
     #[test]

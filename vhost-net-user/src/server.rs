@@ -138,24 +138,30 @@ fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), Se
     if let Err(e) = exit.notify() {
         log::warn!("stopping the vring worker failed: {e}");
     }
-    drop(daemon);
+    // Dropping the daemon joins its workers; the exit-event consumers they leaked close after.
+    crate::sys::drop_daemon_closing_leaked(daemon, || {
+        backend
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_handed_out()
+    });
     for relay in relays {
         let _ = relay.join();
     }
     let backend = backend.read().unwrap_or_else(|p| p.into_inner());
-    for fd in backend.take_handed_out() {
-        #[allow(unsafe_code)]
-        // SAFETY: the daemon is dropped, so its worker threads, which took these descriptors
-        // with `into_raw_fd` and never close them, are joined; nothing else has them.
-        unsafe {
-            crate::sys::close_abandoned(fd)
-        };
-    }
+    // The engine's `key=value` statistics, then the ring's under `ring.`.
+    let crate::ring::RingCounters {
+        bad_tx_chains,
+        bad_rx_chains,
+        late_tx,
+        late_rx,
+        late_interrupts,
+    } = backend.ring_counters();
     log::info!(
-        "connection summary: {:?}, {:?}, {}",
-        backend.engine().counters(),
-        backend.ring_counters(),
-        backend.engine().flow_counters()
+        "connection summary: {} ring.bad_tx_chains={bad_tx_chains} \
+         ring.bad_rx_chains={bad_rx_chains} ring.late_tx={late_tx} ring.late_rx={late_rx} \
+         ring.late_interrupts={late_interrupts}",
+        backend.engine().stats()
     );
     result
 }

@@ -219,11 +219,7 @@ fn serve_connection(mut sock: UnixStream, config: &ServeConfig) -> io::Result<()
             }
         }
     };
-    log::info!(
-        "connection summary: {:?}, {}",
-        engine.counters(),
-        engine.flow_counters()
-    );
+    log::info!("connection summary: {}", engine.stats());
     result
 }
 

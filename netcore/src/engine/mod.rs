@@ -44,7 +44,7 @@ use crate::tcp::{SegmentOutcome, TcpTable};
 use crate::udp::{Sent, UdpTable};
 use crate::{arp, capture, dhcp, dhcpv6, ethernet, icmp, ip, ipv4, ndp, tcp, tftp};
 
-pub use stats::Counters;
+pub use stats::{Counters, OpenFlows, Stats};
 
 /// The largest frame a guest may hand us: a 64 KiB IP packet behind an Ethernet header.
 pub const MAX_FRAME_LEN: usize = 65535 + ethernet::HEADER_LEN;
@@ -245,19 +245,22 @@ impl Engine {
         &self.counters
     }
 
-    /// Counters of the flow tables, for logs.
-    pub fn flow_counters(&self) -> String {
-        format!(
-            "tcp {:?} (open {}), udp {:?} (open {}), ping {:?} (open {}), tftp {:?} (sessions {})",
-            self.tcp.counters,
-            self.tcp.len(),
-            self.udp.counters,
-            self.udp.len(),
-            self.ping.counters,
-            self.ping.len(),
-            self.tftp.counters,
-            self.tftp.sessions()
-        )
+    /// Everything counted so far, and what is open: for logs (its `key=value` text form) and
+    /// tests.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            engine: self.counters,
+            tcp: self.tcp.counters,
+            udp: self.udp.counters,
+            ping: self.ping.counters,
+            tftp: self.tftp.counters,
+            open: OpenFlows {
+                tcp: self.tcp.len(),
+                udp: self.udp.len(),
+                ping: self.ping.len(),
+                tftp_sessions: self.tftp.sessions(),
+            },
+        }
     }
 
     /// What the TCP table did.

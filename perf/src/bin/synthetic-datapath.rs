@@ -471,16 +471,6 @@ fn wait_summary(backend: &Backend, before: usize) -> Option<String> {
     }
 }
 
-/// The number after `name: ` in a Debug-printed counters line.
-fn counter(summary: &str, name: &str) -> Option<u64> {
-    let at = summary.find(&format!("{name}: "))? + name.len() + 2;
-    let digits: String = summary[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
-
 /// Host loopback iperf3, one stream, `seconds` long: the ceiling for anything that ends in a
 /// host TCP socket on this machine.
 fn loopback_ceiling(seconds: f64) -> Result<f64, String> {
@@ -611,16 +601,17 @@ fn print_anomalies(tests: &[(Mode, Role)], results: &[Vec<Result<TestResult, Str
                     }
                     if let Some(s) = &r.backend_summary {
                         for name in [
-                            "short_writes",
-                            "out_of_order",
-                            "retransmits",
+                            "tcp.short_writes",
+                            "tcp.out_of_order",
+                            "tcp.retransmits",
                             "rx_dropped",
-                            "resets_to_guest",
-                            "bad_tx_chains",
-                            "bad_rx_chains",
+                            "tcp.resets_to_guest",
+                            "ring.bad_tx_chains",
+                            "ring.bad_rx_chains",
                             "tx_malformed",
                         ] {
-                            if let Some(n) = counter(s, name).filter(|&n| n > 0) {
+                            let n = vnu_tests::summary_counter(s, name);
+                            if let Some(n) = n.filter(|&n| n > 0) {
                                 notes.push(format!("backend {name}: {n}"));
                             }
                         }
