@@ -96,8 +96,7 @@ pub fn dhcp(data: &[u8]) {
         let GuestHeader::V4(v4) = ip.header else {
             continue;
         };
-        let addrs = ip.addrs();
-        let Some(request) = ip.payload(&frame).and_then(|l4| udp::parse(&addrs, l4)) else {
+        let Some(request) = udp::parse_in(&ip, &frame) else {
             continue;
         };
         out.clear();

@@ -251,11 +251,7 @@ impl Engine {
                     return Verdict::Unhandled;
                 }
                 self.load_whole(frame);
-                let addrs = ip.addrs();
-                let Some(request) = ip
-                    .payload(&self.frame_buf)
-                    .and_then(|l4| udp::parse(&addrs, l4))
-                else {
+                let Some(request) = udp::parse_in(ip, &self.frame_buf) else {
                     return Verdict::Malformed;
                 };
                 let v = self.dhcp.handle(
@@ -300,15 +296,11 @@ impl Engine {
     /// guest's UDP never gets here).
     fn handle_tftp<F: TxFrame + ?Sized>(&mut self, ip: &GuestPacket, frame: &F) -> Verdict {
         self.load_whole(frame);
-        let addrs = ip.addrs();
-        let Some(request) = ip
-            .payload(&self.frame_buf)
-            .and_then(|l4| udp::parse(&addrs, l4))
-        else {
+        let Some(request) = udp::parse_in(ip, &self.frame_buf) else {
             return Verdict::Malformed;
         };
         let mut exchange = tftp::Exchange {
-            addrs,
+            addrs: ip.addrs(),
             client_port: request.src_port,
             guest_mac: self.guest_mac.unwrap_or(MacAddr::BROADCAST),
             gateway_mac: self.plan.gateway_mac,

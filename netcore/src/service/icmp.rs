@@ -29,10 +29,7 @@ use crate::wire::frame::Frame;
 use crate::wire::ipv4::{self, Ident};
 use crate::wire::{ethernet, icmpv4};
 
-pub use crate::wire::icmpv4::{
-    DEST_UNREACHABLE, ECHO_REQUEST, TIME_EXCEEDED, UNREACH_HOST, UNREACH_NEEDFRAG, UNREACH_NET,
-    UNREACH_PORT,
-};
+pub use crate::wire::icmpv4::{DEST_UNREACHABLE, ECHO_REQUEST, TIME_EXCEEDED, UNREACH_NEEDFRAG};
 
 /// Bytes of the offending datagram an error quotes at most (slirp's limit).
 pub const MAX_QUOTE: usize = 548;

@@ -13,12 +13,14 @@
 //! The ICMP error builders ([`icmp::error`], [`ndp::error`]) are the exception to "typed in":
 //! they quote the offending packet as the guest sent it, so they take its bytes.
 
-pub mod arp;
+// Public for the fuzzing crate, which drives these servers directly.
 pub mod dhcp;
 pub mod dhcpv6;
-pub mod icmp;
 pub mod ndp;
 pub mod tftp;
+
+pub(crate) mod arp;
+pub(crate) mod icmp;
 
 /// What a service did with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

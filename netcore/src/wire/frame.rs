@@ -5,7 +5,7 @@
 //! through [`Frame`], whose getters return `None` past the end, as passt's
 //! `packet_check_range` does for all of its parsers. Nothing here panics.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
 /// A view of guest bytes whose every read is bounds-checked.
 #[derive(Debug, Clone, Copy)]
@@ -18,10 +18,6 @@ impl<'a> Frame<'a> {
 
     pub fn len(&self) -> usize {
         self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// All the bytes of the view.
@@ -37,11 +33,6 @@ impl<'a> Frame<'a> {
     /// The view from `at` to the end.
     pub fn from(&self, at: usize) -> Option<Frame<'a>> {
         self.0.get(at..).map(Frame)
-    }
-
-    /// The first `len` bytes, as a view.
-    pub fn take(&self, len: usize) -> Option<Frame<'a>> {
-        self.0.get(..len).map(Frame)
     }
 
     /// The first `len` bytes, or all of them when there are fewer.
@@ -60,10 +51,6 @@ impl<'a> Frame<'a> {
 
     pub fn array<const N: usize>(&self, at: usize) -> Option<[u8; N]> {
         self.get(at, N)?.try_into().ok()
-    }
-
-    pub fn ipv4(&self, at: usize) -> Option<Ipv4Addr> {
-        self.array::<4>(at).map(Ipv4Addr::from)
     }
 
     pub fn ipv6(&self, at: usize) -> Option<Ipv6Addr> {
@@ -85,12 +72,9 @@ mod tests {
         assert_eq!(f.get(2, 3), Some(&[3, 4, 5][..]));
         assert_eq!(f.get(2, 4), None);
         assert_eq!(f.get(usize::MAX, 2), None, "no overflow");
-        assert_eq!(f.ipv4(1), Some(Ipv4Addr::new(2, 3, 4, 5)));
-        assert_eq!(f.ipv4(2), None);
         assert_eq!(f.ipv6(0), None);
         assert_eq!(f.from(5).map(|r| r.len()), Some(0));
         assert!(f.from(6).is_none());
         assert_eq!(f.up_to(9).len(), 5);
-        assert_eq!(f.take(2).map(|t| t.bytes()), Some(&[1, 2][..]));
     }
 }

@@ -15,7 +15,6 @@ pub const TIME_EXCEEDED: u8 = 11;
 /// Destination-unreachable codes.
 pub const UNREACH_NET: u8 = 0;
 pub const UNREACH_HOST: u8 = 1;
-pub const UNREACH_PORT: u8 = 3;
 /// "Fragmentation needed", with the next-hop MTU.
 pub const UNREACH_NEEDFRAG: u8 = 4;
 

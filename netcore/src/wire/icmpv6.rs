@@ -27,7 +27,6 @@ pub const REDIRECT: u8 = 137;
 /// address unreachable (`EHOSTUNREACH`).
 pub const UNREACH_NO_ROUTE: u8 = 0;
 pub const UNREACH_ADDRESS: u8 = 3;
-pub const UNREACH_PORT: u8 = 4;
 /// Where the target address of a neighbour solicitation or advertisement starts.
 pub const ND_TARGET: usize = 8;
 /// The hop limit neighbour discovery messages must arrive with (RFC 4861: not forwarded).

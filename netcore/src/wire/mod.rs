@@ -17,12 +17,15 @@
 //! DHCP options area (`service::dhcp`), the DHCP domain search option ([`dnssearch`]) and the
 //! router advertisement's options (`service::ndp`).
 
-pub mod dnssearch;
-pub mod ethernet;
-pub mod frame;
-pub mod icmpv4;
-pub mod icmpv6;
+// Public for the fuzzing crate, which hands the services what the engine would: a parsed
+// header, a checked datagram, the IPv4 identification counter.
 pub mod ip;
 pub mod ipv4;
 pub mod ipv6;
 pub mod udp;
+
+pub(crate) mod dnssearch;
+pub(crate) mod ethernet;
+pub(crate) mod frame;
+pub(crate) mod icmpv4;
+pub(crate) mod icmpv6;

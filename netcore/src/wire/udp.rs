@@ -7,7 +7,7 @@
 //! (zero: none) and required over IPv6.
 
 use super::frame::Frame;
-use super::ip::Addrs;
+use super::ip::{Addrs, GuestPacket};
 use smoltcp::wire::{IpProtocol, checksum};
 
 pub const HEADER_LEN: usize = 8;
@@ -53,6 +53,11 @@ pub fn parse<'a>(addrs: &Addrs, l4: &'a [u8]) -> Option<Datagram<'a>> {
         dst_port: u16::from_be_bytes([udp[2], udp[3]]),
         payload: &udp[HEADER_LEN..],
     })
+}
+
+/// The datagram `ip` carries in `frame` (copied whole), checked as [`parse`] checks it.
+pub fn parse_in<'a>(ip: &GuestPacket, frame: &'a [u8]) -> Option<Datagram<'a>> {
+    parse(&ip.addrs(), ip.payload(frame)?)
 }
 
 /// Writes the header of the datagram in `udp` (header and payload, the payload already in
