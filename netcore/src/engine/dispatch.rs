@@ -18,6 +18,11 @@ use crate::wire::ip::{Addrs, GuestHeader, GuestPacket};
 use crate::wire::{icmpv4, icmpv6, ipv6, udp};
 use smoltcp::wire::{ArpPacket, ArpRepr, IpProtocol};
 
+/// The largest TCP header (a 4-bit data offset in 32-bit words).
+const MAX_TCP_HEADER_LEN: usize = 60;
+/// Bytes of each frame copied for parsing: Ethernet, the largest IPv4 and TCP headers.
+const HEADER_PREFIX: usize = ethernet::HEADER_LEN + ipv4::MAX_HEADER_LEN + MAX_TCP_HEADER_LEN;
+
 impl Engine {
     /// Handles one frame the guest sent.
     pub fn handle_frame<F, L>(&mut self, frame: &F, rx: &mut L)

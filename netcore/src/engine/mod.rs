@@ -41,18 +41,16 @@ use crate::ping::PingTable;
 use crate::service::{dhcp, ndp, tftp};
 use crate::tcp::{SegmentOutcome, TcpTable};
 use crate::udp::{Sent, UdpTable};
-use crate::wire::ethernet;
 use crate::wire::ipv4::Ident;
+use crate::wire::{ethernet, ipv4};
 use crate::{capture, tcp};
 
 pub use stats::Counters;
 
 /// The largest frame a guest may hand us: a 64 KiB IP packet behind an Ethernet header.
-pub const MAX_FRAME_LEN: usize = 65535 + ethernet::HEADER_LEN;
+pub const MAX_FRAME_LEN: usize = ipv4::MAX_PACKET_LEN + ethernet::HEADER_LEN;
 /// Answers waiting for guest buffers, at most.
 const MAX_PENDING: usize = 1024;
-/// Bytes of each frame copied for parsing: Ethernet, the largest IPv4 and TCP headers.
-const HEADER_PREFIX: usize = ethernet::HEADER_LEN + 60 + 60;
 /// The ports clients of unix socket forwards come from, in turn (the IANA dynamic range).
 const UNIX_PEER_PORTS: std::ops::Range<u16> = 49152..65535;
 /// Connections taken from one forwarded port per readiness event, at most.

@@ -38,6 +38,7 @@ use netplan::{MacAddr, NetPlan};
 use smoltcp::wire::IpProtocol;
 
 use super::Verdict;
+use crate::wire::frame::Frame;
 use crate::wire::ip::{self, Addrs, PacketMeta};
 use crate::wire::ipv4::{self, Ident};
 use crate::wire::{ethernet, ipv6, udp};
@@ -164,13 +165,14 @@ impl Server {
 
     /// Answers `msg`, the UDP payload the guest sent in `ex`; a reply frame goes into `out`.
     pub fn handle(&mut self, ex: &mut Exchange<'_>, msg: &[u8], out: &mut Vec<u8>) -> Verdict {
-        if msg.len() < 2 {
+        let msg = Frame::new(msg);
+        let Some(opcode) = msg.u16(0) else {
             return Verdict::Malformed;
-        }
-        match u16::from_be_bytes([msg[0], msg[1]]) {
-            OP_RRQ => self.read_request(ex, &msg[2..], out),
-            OP_ACK if msg.len() >= 4 => self.ack(ex, u16::from_be_bytes([msg[2], msg[3]]), out),
-            OP_ERROR => {
+        };
+        match (opcode, msg.u16(2)) {
+            (OP_RRQ, _) => self.read_request(ex, msg.from(2).map_or(&[], |m| m.bytes()), out),
+            (OP_ACK, Some(block)) => self.ack(ex, block, out),
+            (OP_ERROR, _) => {
                 match self.find(ex.client()) {
                     Some(i) => self.sessions[i] = None,
                     None => self.counters.ignored += 1,
