@@ -24,7 +24,7 @@
 //!
 //! The engine hands [`Server::handle`] the datagram already checked as slirp's `udp_input`
 //! checks it (see [`crate::wire::udp`]); the BOOTP fixed part is read through smoltcp's
-//! `DhcpPacket`. The answer's options are written by hand ([`Options`]): smoltcp's `DhcpRepr`
+//! `DhcpPacket`. The answer's options are written by hand (`Options`): smoltcp's `DhcpRepr`
 //! emits its own choice and order of options, and a guest must get slirp's bytes.
 //!
 //! The only state is the slot table; each slot is written only on an OFFER or ACK.

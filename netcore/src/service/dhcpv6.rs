@@ -11,7 +11,7 @@
 //! want addresses, go unanswered. The engine hands [`handle`] the datagram as the IPv6 payload
 //! carries it: unlike DHCPv4 and TFTP, its UDP length and checksum are not checked (slirp's
 //! `udp6_input` checks the checksum; making this path do so would change what is answered).
-//! Options are read through a bounds-checked [`Frame`] and written by hand, in slirp's order.
+//! Options are read through a bounds-checked `Frame` and written by hand, in slirp's order.
 //! Nothing here keeps state.
 
 use std::net::Ipv6Addr;

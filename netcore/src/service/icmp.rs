@@ -100,7 +100,7 @@ pub fn unreachable(
 }
 
 /// An ICMP error of `icmp_type` and `code` about the guest packet in `frame`, as
-/// [`unreachable`] builds it; `rest` is the header's second word (the next-hop MTU of
+/// [`unreachable()`] builds it; `rest` is the header's second word (the next-hop MTU of
 /// "fragmentation needed").
 pub fn error(
     plan: &NetPlan,

@@ -5,12 +5,14 @@
 //!
 //! The engine parses each guest frame once (`engine::dispatch`, through [`crate::wire`]) and
 //! hands a service what it asks for already typed: the ARP representation, the checked IP
-//! header, the UDP datagram or the ICMP message with its checksum verified. A service parses
-//! only its own protocol's body, decides what slirp would answer, writes the answer frame into
-//! the buffer it is given and says what it did in a [`Verdict`]; whether and when the frame
-//! goes out, and what is counted, the engine decides. No service imports from the engine.
+//! header and the ICMP message after it (whose checksum the service verifies, as slirp's
+//! `icmp_input` does), the UDP datagram with its length and checksum checked (DHCPv4, TFTP) or
+//! as it stands (DHCPv6, see there). A service parses only its own protocol's body, decides
+//! what slirp would answer, writes the answer frame into the buffer it is given and says what
+//! it did in a [`Verdict`]; whether and when the frame goes out, and what is counted, the
+//! engine decides. No service imports from the engine.
 //!
-//! The ICMP error builders ([`icmp::error`], [`ndp::error`]) are the exception to "typed in":
+//! The ICMP error builders (`icmp::error`, [`ndp::error`]) are the exception to "typed in":
 //! they quote the offending packet as the guest sent it, so they take its bytes.
 
 // Public for the fuzzing crate, which drives these servers directly.

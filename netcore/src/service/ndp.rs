@@ -15,7 +15,7 @@
 //!   and S=1 unless it goes to a multicast address, carrying the target link-layer address.
 //! * Echo request to an emulated address: an echo reply from that address.
 //! * A TCP connection or UDP datagram the engine cannot deliver: a destination unreachable
-//!   from fe80::2 quoting the packet ([`unreachable`]).
+//!   from fe80::2 quoting the packet ([`unreachable()`]).
 //!
 //! passt's switches turn parts off (see [`serves`]): `--no-ndp` all neighbour discovery,
 //! `--no-ra` router advertisements (solicited and unsolicited), `--no-icmp` echo.
@@ -23,7 +23,7 @@
 //! Every packet we send has hop limit 255 (slirp's IPv6 output), except the RA's own
 //! current-hop-limit field, which advertises 64. The messages are written by hand, with named
 //! fields: smoltcp's `NdiscRepr` has no RDNSS option and its own option order (see
-//! [`crate::wire::icmpv6`]). The engine hands [`handle`] the checked IPv6 header and the
+//! `wire::icmpv6`). The engine hands [`handle`] the checked IPv6 header and the
 //! message; the checksum is verified here. Nothing here keeps state: the time of the next
 //! unsolicited advertisement is the engine's.
 
@@ -222,7 +222,7 @@ pub fn unreachable(v6: &Ipv6Plan, frame: &[u8], code: u8, out: &mut Vec<u8>) -> 
 }
 
 /// An ICMPv6 error of `icmp_type` and `code` about the guest packet in `frame`, as
-/// [`unreachable`] builds it; `rest` is the header's second word (the MTU of "packet too big").
+/// [`unreachable()`] builds it; `rest` is the header's second word (the MTU of "packet too big").
 pub fn error(
     v6: &Ipv6Plan,
     frame: &[u8],

@@ -8,13 +8,13 @@
 //! state (but the IPv4 identification counter the caller owns) or decides what to answer:
 //! that is the services' and the engine's business.
 //!
-//! Guest bytes are read through [`frame::Frame`], whose getters are bounds-checked, or through
+//! Guest bytes are read through `frame::Frame`, whose getters are bounds-checked, or through
 //! smoltcp's checked views, so that a short or lying packet yields `None`, never a panic. The
 //! guest's IPv4 header is accepted in one place ([`ipv4::parse`]), its IPv6 header in another
 //! ([`ipv6::parse`]), both from a copied prefix of the frame plus the length that arrived.
 //!
 //! What slirp's byte order forces to be written by hand stays hand-written, and says so: the
-//! DHCP options area (`service::dhcp`), the DHCP domain search option ([`dnssearch`]) and the
+//! DHCP options area (`service::dhcp`), the DHCP domain search option (`dnssearch`) and the
 //! router advertisement's options (`service::ndp`).
 
 // Public for the fuzzing crate, which hands the services what the engine would: a parsed
