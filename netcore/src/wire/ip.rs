@@ -243,6 +243,7 @@ pub fn slot_sum<S: RxBytes + ?Sized>(slot: &S, offset: usize, len: usize) -> u16
 mod tests {
     use super::*;
     use crate::link::{MemoryLink, RxLink};
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
     fn ipv4_header_checksum_verifies() {
@@ -264,6 +265,49 @@ mod tests {
         assert_eq!(checksum::data(&buf[14..34]), 0xffff);
         assert_eq!(&buf[12..14], &[0x08, 0x00]);
         assert_eq!(u16::from_be_bytes([buf[16], buf[17]]), 40);
+    }
+
+    #[test]
+    fn mixed_families_are_not_addresses_of_one_packet() {
+        let v4 = IpAddr::V4(Ipv4Addr::new(10, 0, 2, 15));
+        let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        assert_eq!(Addrs::new(v4, v6), None);
+        assert_eq!(Addrs::new(v6, v4), None);
+        assert_eq!(pseudo_header_sum(&v4, &v6, IpProtocol::Udp, 8), 0);
+        let a = Addrs::new(v6, v6).unwrap();
+        assert_eq!((a.reversed().src(), a.reversed().dst()), (v6, v6));
+    }
+
+    /// The engine parses from a copied prefix: the payload is located, not required, and
+    /// read only from a copy that holds it.
+    #[test]
+    fn a_guest_packet_is_parsed_from_a_prefix_of_its_frame() {
+        let meta = PacketMeta {
+            src_mac: MacAddr([2; 6]),
+            dst_mac: MacAddr([4; 6]),
+            addrs: Addrs::V4 {
+                src: Ipv4Addr::new(10, 0, 2, 15),
+                dst: Ipv4Addr::new(10, 0, 2, 2),
+            },
+            protocol: IpProtocol::Udp,
+            ttl: 64,
+            tos: 0,
+            ident: 1,
+        };
+        let mut frame = vec![0u8; 34 + 100];
+        write_headers(&mut frame, &meta, 100);
+        let p = GuestPacket::ipv4(&frame[..40], frame.len()).unwrap();
+        assert_eq!((p.l4_offset, p.l4_len), (34, 100));
+        assert_eq!((p.src(), p.dst()), (meta.src(), meta.dst()));
+        assert_eq!(p.protocol(), IpProtocol::Udp);
+        assert_eq!(p.payload(&frame[..40]), None);
+        assert_eq!(p.payload(&frame).map(<[u8]>::len), Some(100));
+        assert_eq!(
+            GuestPacket::ipv4(&frame[..40], frame.len() - 1),
+            None,
+            "cut short"
+        );
+        assert_eq!(GuestPacket::ipv6(&frame, frame.len()), None, "not IPv6");
     }
 
     #[test]
