@@ -352,6 +352,9 @@ fn decode(msg: &DhcpPacket<&[u8]>) -> Decoded {
 }
 
 /// The options area of an answer: the cookie, options, `END`, zero padding to 312 bytes.
+///
+/// Written by hand on purpose: smoltcp's `DhcpRepr::emit` chooses its own options and order,
+/// and a guest must get slirp's bytes (its order, its fit-or-omit rule, its padding).
 struct Options {
     buf: [u8; OPTIONS_LEN],
     pos: usize,
