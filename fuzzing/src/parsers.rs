@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use netcore::engine::Verdict;
-use netcore::ipv4::Ident;
-use netcore::{dhcp, dhcpv6, ndp, tftp};
+use netcore::service::{Verdict, dhcp, dhcpv6, ndp, tftp};
+use netcore::wire::ip::{Addrs, GuestHeader, GuestPacket};
+use netcore::wire::ipv4::Ident;
+use netcore::wire::{ipv6, udp};
 use netplan::{MacAddr, NetPlan};
 
 use crate::bytes::*;
@@ -88,15 +89,29 @@ pub fn dhcp(data: &[u8]) {
             let dgram = udp(68, 67, &bootp);
             ip_frame(src.into(), dst.into(), PROTO_UDP, 64, &dgram, how & 8 == 0)
         };
+        // As the engine hands it over: a checked IPv4 header and a checked datagram.
+        let Some(ip) = GuestPacket::ipv4(&frame, frame.len()) else {
+            continue;
+        };
+        let GuestHeader::V4(v4) = ip.header else {
+            continue;
+        };
+        let Some(request) = udp::parse_in(&ip, &frame) else {
+            continue;
+        };
         out.clear();
-        let v = server.handle(&plan, &mut ident, &frame, &mut out);
+        let v = server.handle(&plan, &mut ident, v4.dst, &request, &mut out);
         check_answer(&plan, v, &out);
     }
 }
 
-/// The IPv6 header of `frame`, as the engine parses it.
-fn v6_header(frame: &[u8]) -> Option<ndp::Ipv6Header> {
-    ndp::Ipv6Header::parse(frame, frame.len())
+/// The IPv6 header of `frame`, as the engine parses it, and the message after it.
+fn v6_packet(frame: &[u8]) -> Option<(ipv6::GuestHeader, &[u8])> {
+    let ip = GuestPacket::ipv6(frame, frame.len())?;
+    let GuestHeader::V6(v6) = ip.header else {
+        return None;
+    };
+    Some((v6, ip.payload(frame)?))
 }
 
 /// DHCPv6: messages to all DHCP agents or the gateway, or raw frames.
@@ -125,15 +140,16 @@ pub fn dhcpv6(data: &[u8]) {
                 true,
             )
         };
-        let Some(v6) = v6_header(&frame) else {
+        let Some((v6, l4)) = v6_packet(&frame) else {
             continue;
         };
-        let port = frame
-            .get(v6.l4_offset + 2..v6.l4_offset + 4)
-            .map_or(0, |p| u16::from_be_bytes([p[0], p[1]]));
-        let _ = dhcpv6::is_request(&plan, &v6, port);
+        let port = l4.get(2..4).map_or(0, |p| u16::from_be_bytes([p[0], p[1]]));
+        let _ = dhcpv6::is_request(&plan, v6.dst, port);
+        let Some(request) = udp::Datagram::unchecked(l4) else {
+            continue;
+        };
         out.clear();
-        let v = dhcpv6::handle(&plan, MacAddr(GUEST_MAC), &v6, &frame, &mut out);
+        let v = dhcpv6::handle(&plan, MacAddr(GUEST_MAC), v6.src, &request, &mut out);
         check_answer(&plan, v, &out);
     }
 }
@@ -177,17 +193,17 @@ pub fn ndp(data: &[u8]) {
                 how & 1 == 0,
             )
         };
-        let Some(v6) = v6_header(&frame) else {
+        let Some((v6, message)) = v6_packet(&frame) else {
             continue;
         };
-        if let Some(&t) = frame.get(v6.l4_offset) {
+        if let Some(&t) = message.first() {
             let _ = ndp::serves(&plan.services, t);
         }
         out.clear();
         let mac = MacAddr(GUEST_MAC);
-        let v = ndp::handle(&plan, how & 2 != 0, mac, &v6, &frame, &mut out);
+        let v = ndp::handle(&plan, how & 2 != 0, mac, &v6, message, &mut out);
         check_answer(&plan, v, &out);
-        let _ = ndp::dad_target(&v6, &frame);
+        let _ = ndp::dad_target(&v6, message);
         out.clear();
         if ndp::unreachable(&v6plan, &frame, how & 3, &mut out) {
             check_answer(&plan, Verdict::Reply, &out);
@@ -291,8 +307,8 @@ pub fn tftp(data: &[u8]) {
             _ => msg.extend_from_slice(input.chunk()),
         }
         let mut ex = tftp::Exchange {
-            client,
-            server: server_ip,
+            addrs: Addrs::new(client.ip(), server_ip).expect("one family"),
+            client_port: client.port(),
             guest_mac: MacAddr(GUEST_MAC),
             gateway_mac: plan.gateway_mac,
             ident: &mut ident,

@@ -57,8 +57,7 @@ impl Ctx<'_> {
         PacketMeta {
             src_mac,
             dst_mac: self.guest_mac,
-            src,
-            dst,
+            addrs: ip::Addrs::new(src, dst).expect("a flow's two ends come from one header"),
             protocol,
             ttl,
             tos: 0,

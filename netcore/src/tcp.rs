@@ -1567,7 +1567,7 @@ fn write_segment<S: RxBytes>(
     tcp[13] = h.flags;
     tcp[14..16].copy_from_slice(&h.window.to_be_bytes());
     tcp[20..].copy_from_slice(h.options);
-    let pseudo = ip::pseudo_header_sum(&meta.src, &meta.dst, IpProtocol::Tcp, l4_len);
+    let pseudo = ip::pseudo_header_sum(&meta.src(), &meta.dst(), IpProtocol::Tcp, l4_len);
     let sum = match csum {
         Checksum::Skip => 0,
         Checksum::PseudoOnly => pseudo,
@@ -1908,8 +1908,7 @@ mod tests {
         let meta = PacketMeta {
             src_mac: GUEST_MAC,
             dst_mac: GW_MAC,
-            src: guest.ip(),
-            dst: remote.ip(),
+            addrs: ip::Addrs::new(guest.ip(), remote.ip()).unwrap(),
             protocol: IpProtocol::Tcp,
             ttl: 64,
             tos: 0,

@@ -523,11 +523,14 @@ fn quoted_datagram(
     payload: &[u8],
     frame: &mut Vec<u8>,
 ) {
+    frame.clear();
+    let Some(addrs) = ip::Addrs::new(guest.ip(), dest.ip()) else {
+        return;
+    };
     let meta = ip::PacketMeta {
         src_mac: ctx.guest_mac,
         dst_mac: ctx.gateway_mac,
-        src: guest.ip(),
-        dst: dest.ip(),
+        addrs,
         protocol: IpProtocol::Udp,
         ttl: 64,
         tos: 0,
@@ -603,7 +606,7 @@ fn first_fragment<S: RxSlot>(
     udp[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
     // The guest checks the sum over the reassembled datagram: all of it, always (a
     // checksum-verified mark would cover only the first fragment).
-    let pseudo = ip::pseudo_header_sum(&meta.src, &meta.dst, IpProtocol::Udp, l4_len);
+    let pseudo = ip::pseudo_header_sum(&meta.src(), &meta.dst(), IpProtocol::Udp, l4_len);
     let mut sum = !smoltcp::wire::checksum::combine(&[
         pseudo,
         smoltcp::wire::checksum::data(udp),
@@ -668,7 +671,7 @@ fn write_udp_headers<S: RxSlot>(
         slot.write_at(0, &hdr[..off + UDP_HEADER_LEN]);
         return;
     }
-    let pseudo = ip::pseudo_header_sum(&meta.src, &meta.dst, IpProtocol::Udp, l4_len);
+    let pseudo = ip::pseudo_header_sum(&meta.src(), &meta.dst(), IpProtocol::Udp, l4_len);
     let payload_sum = ip::slot_sum(slot, off + UDP_HEADER_LEN, len);
     let mut sum = !smoltcp::wire::checksum::combine(&[
         pseudo,

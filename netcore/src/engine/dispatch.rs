@@ -1,7 +1,27 @@
 //! Guest frames, in: Ethernet, then IPv4 or IPv6, then the protocol that serves them (the
 //! emulated services answer; TCP, UDP and echo requests go to the flow tables).
+//!
+//! # Theory of operation
+//!
+//! Each frame is parsed once, from a copied header prefix, through [`crate::wire`]: the
+//! Ethernet header, then the IPv4 or IPv6 header into one [`GuestPacket`] of either family.
+//! From there one demultiplexer per transport serves both families: UDP goes to the DHCP,
+//! DHCPv6 or TFTP server or else to the NAT, TCP to its flow table, ICMP and ICMPv6 to the
+//! local answers and else to a ping socket. A service is handed its request typed (the ARP
+//! representation, the checked header, the checked datagram) and only then is the whole frame
+//! copied, for the few small messages the services read; what they answer the engine sends,
+//! and every [`Verdict`] is counted here.
 
 use super::*;
+use crate::service::{Verdict, arp, dhcp, dhcpv6, icmp, ndp, tftp};
+use crate::wire::ip::{Addrs, GuestHeader, GuestPacket};
+use crate::wire::{icmpv4, icmpv6, ipv6, udp};
+use smoltcp::wire::{ArpPacket, ArpRepr, IpProtocol};
+
+/// The largest TCP header (a 4-bit data offset in 32-bit words).
+const MAX_TCP_HEADER_LEN: usize = 60;
+/// Bytes of each frame copied for parsing: Ethernet, the largest IPv4 and TCP headers.
+const HEADER_PREFIX: usize = ethernet::HEADER_LEN + ipv4::MAX_HEADER_LEN + MAX_TCP_HEADER_LEN;
 
 impl Engine {
     /// Handles one frame the guest sent.
@@ -33,18 +53,12 @@ impl Engine {
 
         self.reply_buf.clear();
         let verdict = match ethertype {
-            ethernet::ETHERTYPE_ARP => {
-                let v = arp::handle(&self.plan, &self.frame_buf, &mut self.reply_buf);
-                if v == Verdict::Reply {
-                    self.counters.arp_replies += 1;
-                }
-                v
-            }
+            ethernet::ETHERTYPE_ARP => self.handle_arp(src),
             // A family the plan leaves out (`-4`, `ipv4=off`) is ignored whole, as slirp's
             // ip_input and ip6_input drop it.
             ethernet::ETHERTYPE_IPV4 if self.plan.ipv4.is_none() => Verdict::Unhandled,
             ethernet::ETHERTYPE_IPV6 if self.plan.ipv6.is_none() => Verdict::Unhandled,
-            ethernet::ETHERTYPE_IPV4 => self.handle_ipv4(frame, rx),
+            ethernet::ETHERTYPE_IPV4 => self.handle_ipv4(src, frame, rx),
             ethernet::ETHERTYPE_IPV6 => self.handle_ipv6(frame, rx),
             _ => Verdict::Unhandled,
         };
@@ -79,62 +93,63 @@ impl Engine {
         self.frame_buf.truncate(copied);
     }
 
-    fn handle_ipv4<F, L>(&mut self, frame: &F, rx: &mut L) -> Verdict
+    /// An ARP packet, from the Ethernet source `eth_src`.
+    fn handle_arp(&mut self, eth_src: MacAddr) -> Verdict {
+        if self.plan.ipv4.is_none() {
+            return Verdict::Unhandled;
+        }
+        let body = self
+            .frame_buf
+            .get(ethernet::HEADER_LEN..)
+            .unwrap_or_default();
+        let Ok(packet) = ArpPacket::new_checked(body) else {
+            return Verdict::Malformed;
+        };
+        // Well-formed ARP for another hardware or protocol type: not ours to answer.
+        let Ok(repr) = ArpRepr::parse(&packet) else {
+            return Verdict::Unhandled;
+        };
+        let v = arp::handle(&self.plan, eth_src, repr, &mut self.reply_buf);
+        if v == Verdict::Reply {
+            self.counters.arp_replies += 1;
+        }
+        v
+    }
+
+    fn handle_ipv4<F, L>(&mut self, eth_src: MacAddr, frame: &F, rx: &mut L) -> Verdict
     where
         F: TxFrame + ?Sized,
         L: RxLink,
     {
-        let Some(ip) = IpHeader::parse(&self.frame_buf, frame.len()) else {
+        let Some(ip) = GuestPacket::ipv4(&self.frame_buf, frame.len()) else {
             return Verdict::Malformed;
         };
-        if ip.fragment {
+        let GuestHeader::V4(v4) = ip.header else {
+            return Verdict::Malformed;
+        };
+        if v4.fragment {
             return Verdict::Unhandled; // no reassembly
         }
-        if nat::is_host_internal(ip.dst) {
+        if nat::is_host_internal(ip.dst()) {
             self.counters.tx_host_internal += 1;
             return Verdict::Consumed;
         }
-        match ip.protocol {
-            ipv4::PROTO_UDP => {
-                let Some(ports) = self
-                    .frame_buf
-                    .get(ip.l4_offset..ip.l4_offset + 8)
-                    .map(udp_ports)
-                else {
+        match v4.protocol {
+            IpProtocol::Udp => self.handle_udp(&ip, frame, rx),
+            IpProtocol::Tcp => self.handle_tcp(&ip, frame, rx),
+            // Echo requests are all the ICMP served, so without echo nothing is.
+            IpProtocol::Icmp if !self.plan.services.icmp => Verdict::Unhandled,
+            IpProtocol::Icmp => {
+                self.load_whole(frame);
+                let Some(message) = ip.payload(&self.frame_buf) else {
                     return Verdict::Malformed;
                 };
-                if dhcp::is_request(&self.plan, ip.dst, ports.1) {
-                    // Switched off, a request is dropped (as passt drops it), not NAT'd to the
-                    // host's port 67.
-                    if !self.plan.services.dhcp {
-                        return Verdict::Unhandled;
-                    }
-                    self.load_whole(frame);
-                    let v = self.dhcp.handle(
-                        &self.plan,
-                        &mut self.ip_ident,
-                        &self.frame_buf,
-                        &mut self.reply_buf,
-                    );
-                    if v == Verdict::Reply {
-                        self.counters.dhcp_replies += 1;
-                    }
-                    return v;
-                }
-                if tftp::is_request(&self.plan, ip.dst, ports.1) {
-                    return self.handle_tftp(&ip, ports.0, frame);
-                }
-                self.handle_udp(&ip, ports, frame, rx)
-            }
-            tcp::PROTO_TCP => self.handle_tcp(&ip, frame, rx),
-            // Echo requests are all the ICMP served, so without echo nothing is.
-            ipv4::PROTO_ICMP if !self.plan.services.icmp => Verdict::Unhandled,
-            ipv4::PROTO_ICMP => {
-                self.load_whole(frame);
                 let v = icmp::handle(
                     &self.plan,
                     &mut self.ip_ident,
-                    &self.frame_buf,
+                    eth_src,
+                    &v4,
+                    message,
                     &mut self.reply_buf,
                 );
                 match v {
@@ -153,10 +168,13 @@ impl Engine {
         F: TxFrame + ?Sized,
         L: RxLink,
     {
-        let Some(v6) = ndp::Ipv6Header::parse(&self.frame_buf, frame.len()) else {
+        let Some(ip) = GuestPacket::ipv6(&self.frame_buf, frame.len()) else {
             return Verdict::Malformed;
         };
-        if nat::is_host_internal(IpAddr::V6(v6.dst)) {
+        let GuestHeader::V6(v6) = ip.header else {
+            return Verdict::Malformed;
+        };
+        if nat::is_host_internal(ip.dst()) {
             self.counters.tx_host_internal += 1;
             return Verdict::Consumed;
         }
@@ -164,113 +182,144 @@ impl Engine {
             self.greet_ipv6(rx);
             self.learn_guest_ipv6(v6.src);
         }
-        let ip = IpHeader {
-            src: IpAddr::V6(v6.src),
-            dst: IpAddr::V6(v6.dst),
-            protocol: v6.next_header,
-            fragment: false,
-            l4_offset: v6.l4_offset,
-            l4_len: v6.l4_len,
-        };
         match v6.next_header {
-            ndp::ICMPV6_PROTO => {
-                if ip.l4_len > 0
-                    && let Some(&icmp_type) = self.frame_buf.get(ip.l4_offset)
-                    && !ndp::serves(&self.plan.services, icmp_type)
-                {
+            IpProtocol::Icmpv6 => self.handle_icmpv6(&ip, &v6, frame),
+            IpProtocol::Tcp => self.handle_tcp(&ip, frame, rx),
+            // slirp's udp6_input drops everything from a restricted guest, DHCPv6 and TFTP
+            // included.
+            IpProtocol::Udp if self.plan.restrict => Verdict::Unhandled,
+            IpProtocol::Udp => self.handle_udp(&ip, frame, rx),
+            // Extension headers (and anything else) are dropped, as slirp drops them.
+            _ => Verdict::Unhandled,
+        }
+    }
+
+    /// Neighbour discovery and echo; what the local answers leave, an echo request to a real
+    /// host, goes to a ping socket.
+    fn handle_icmpv6<F>(&mut self, ip: &GuestPacket, v6: &ipv6::GuestHeader, frame: &F) -> Verdict
+    where
+        F: TxFrame + ?Sized,
+    {
+        if ip.l4_len > 0
+            && let Some(&icmp_type) = self.frame_buf.get(ip.l4_offset)
+            && !ndp::serves(&self.plan.services, icmp_type)
+        {
+            return Verdict::Unhandled;
+        }
+        self.load_whole(frame);
+        let Some(message) = ip.payload(&self.frame_buf) else {
+            return Verdict::Malformed;
+        };
+        let guest_mac = self.guest_mac.unwrap_or(MacAddr::BROADCAST);
+        let v = ndp::handle(
+            &self.plan,
+            self.options.upstream.dns_v6.is_some(),
+            guest_mac,
+            v6,
+            message,
+            &mut self.reply_buf,
+        );
+        let probed = (v != Verdict::Malformed)
+            .then(|| ndp::dad_target(v6, message))
+            .flatten();
+        if let Some(probed) = probed {
+            self.learn_guest_ipv6(probed);
+        }
+        match v {
+            Verdict::Reply => self.counters.icmp_replies += 1,
+            Verdict::Unhandled => return self.forward_echo(ip),
+            _ => {}
+        }
+        v
+    }
+
+    /// A UDP datagram, of either family: for the DHCP, DHCPv6 or TFTP server, else through
+    /// the NAT.
+    fn handle_udp<F, L>(&mut self, ip: &GuestPacket, frame: &F, rx: &mut L) -> Verdict
+    where
+        F: TxFrame + ?Sized,
+        L: RxLink,
+    {
+        let Some(ports) = self
+            .frame_buf
+            .get(ip.l4_offset..ip.l4_offset + udp::HEADER_LEN)
+            .and_then(udp::ports)
+        else {
+            return Verdict::Malformed;
+        };
+        let dst_port = ports.1;
+        match ip.header {
+            GuestHeader::V4(v4) if dhcp::is_request(&self.plan, ip.dst(), dst_port) => {
+                // Switched off, a request is dropped (as passt drops it), not NAT'd to the
+                // host's port 67.
+                if !self.plan.services.dhcp {
                     return Verdict::Unhandled;
                 }
                 self.load_whole(frame);
-                let guest_mac = self.guest_mac.unwrap_or(MacAddr::BROADCAST);
-                let v = ndp::handle(
+                let Some(request) = udp::parse_in(ip, &self.frame_buf) else {
+                    return Verdict::Malformed;
+                };
+                let v = self.dhcp.handle(
                     &self.plan,
-                    self.options.upstream.dns_v6.is_some(),
-                    guest_mac,
-                    &v6,
-                    &self.frame_buf,
+                    &mut self.ip_ident,
+                    v4.dst,
+                    &request,
                     &mut self.reply_buf,
                 );
-                if v != Verdict::Malformed
-                    && let Some(probed) = ndp::dad_target(&v6, &self.frame_buf)
-                {
-                    self.learn_guest_ipv6(probed);
-                }
-                match v {
-                    Verdict::Reply => self.counters.icmp_replies += 1,
-                    Verdict::Unhandled => return self.forward_echo(&ip),
-                    _ => {}
+                if v == Verdict::Reply {
+                    self.counters.dhcp_replies += 1;
                 }
                 v
             }
-            tcp::PROTO_TCP => self.handle_tcp(&ip, frame, rx),
-            // slirp's udp6_input drops everything from a restricted guest, DHCPv6 and TFTP
-            // included.
-            ipv4::PROTO_UDP if self.plan.restrict => Verdict::Unhandled,
-            ipv4::PROTO_UDP => {
-                let Some(ports) = self
-                    .frame_buf
-                    .get(ip.l4_offset..ip.l4_offset + 8)
-                    .map(udp_ports)
+            GuestHeader::V6(v6) if dhcpv6::is_request(&self.plan, v6.dst, dst_port) => {
+                // Dropped when off, as DHCPv4 is.
+                if !self.plan.services.dhcpv6 {
+                    return Verdict::Unhandled;
+                }
+                self.load_whole(frame);
+                let Some(request) = ip
+                    .payload(&self.frame_buf)
+                    .and_then(udp::Datagram::unchecked)
                 else {
                     return Verdict::Malformed;
                 };
-                if dhcpv6::is_request(&self.plan, &v6, ports.1) {
-                    // Dropped when off, as DHCPv4 is.
-                    if !self.plan.services.dhcpv6 {
-                        return Verdict::Unhandled;
-                    }
-                    self.load_whole(frame);
-                    let guest_mac = self.guest_mac.unwrap_or(MacAddr::BROADCAST);
-                    let v = dhcpv6::handle(
-                        &self.plan,
-                        guest_mac,
-                        &v6,
-                        &self.frame_buf,
-                        &mut self.reply_buf,
-                    );
-                    if v == Verdict::Reply {
-                        self.counters.dhcp_replies += 1;
-                    }
-                    return v;
+                let guest_mac = self.guest_mac.unwrap_or(MacAddr::BROADCAST);
+                let v =
+                    dhcpv6::handle(&self.plan, guest_mac, v6.src, &request, &mut self.reply_buf);
+                if v == Verdict::Reply {
+                    self.counters.dhcp_replies += 1;
                 }
-                if tftp::is_request(&self.plan, ip.dst, ports.1) {
-                    return self.handle_tftp(&ip, ports.0, frame);
-                }
-                self.handle_udp(&ip, ports, frame, rx)
+                v
             }
-            // Extension headers (and anything else) are dropped, as slirp drops them.
-            _ => Verdict::Unhandled,
+            _ if tftp::is_request(&self.plan, ip.dst(), dst_port) => self.handle_tftp(ip, frame),
+            _ => self.forward_udp(ip, ports, frame, rx),
         }
     }
 
     /// A datagram for the TFTP server. Over IPv4 it is answered whether or not the guest is
     /// restricted, as slirp answers it before its restriction applies (over IPv6 a restricted
     /// guest's UDP never gets here).
-    fn handle_tftp<F: TxFrame + ?Sized>(
-        &mut self,
-        ip: &IpHeader,
-        client_port: u16,
-        frame: &F,
-    ) -> Verdict {
+    fn handle_tftp<F: TxFrame + ?Sized>(&mut self, ip: &GuestPacket, frame: &F) -> Verdict {
         self.load_whole(frame);
-        let Some(msg) = ip::udp_payload(&self.frame_buf, ip.src, ip.dst, ip.l4_offset, ip.l4_len)
-        else {
+        let Some(request) = udp::parse_in(ip, &self.frame_buf) else {
             return Verdict::Malformed;
         };
         let mut exchange = tftp::Exchange {
-            client: SocketAddr::new(ip.src, client_port),
-            server: ip.dst,
+            addrs: ip.addrs(),
+            client_port: request.src_port,
             guest_mac: self.guest_mac.unwrap_or(MacAddr::BROADCAST),
             gateway_mac: self.plan.gateway_mac,
             ident: &mut self.ip_ident,
             now: Instant::now(),
         };
-        self.tftp.handle(&mut exchange, msg, &mut self.reply_buf)
+        self.tftp
+            .handle(&mut exchange, request.payload, &mut self.reply_buf)
     }
 
-    fn handle_udp<F, L>(
+    /// A datagram for the NAT.
+    fn forward_udp<F, L>(
         &mut self,
-        ip: &IpHeader,
+        ip: &GuestPacket,
         ports: (u16, u16),
         frame: &F,
         rx: &mut L,
@@ -284,11 +333,11 @@ impl Engine {
             return Verdict::Unhandled;
         }
         let udp_len = ip.l4_len;
-        if udp_len < 8 {
+        if udp_len < udp::HEADER_LEN {
             return Verdict::Malformed;
         }
-        let guest = SocketAddr::new(ip.src, ports.0);
-        let dst = SocketAddr::new(ip.dst, ports.1);
+        let guest = SocketAddr::new(ip.src(), ports.0);
+        let dst = SocketAddr::new(ip.dst(), ports.1);
         let target = nat::outbound(&self.plan, &self.options.upstream, dst);
         let mut ctx = ctx!(self);
         let sent = self.udp.on_datagram(
@@ -296,8 +345,8 @@ impl Engine {
             guest,
             target,
             frame,
-            ip.l4_offset + 8,
-            udp_len - 8,
+            ip.l4_offset + udp::HEADER_LEN,
+            udp_len - udp::HEADER_LEN,
         );
         match sent {
             Sent::Sent => {
@@ -312,7 +361,7 @@ impl Engine {
         }
     }
 
-    fn handle_tcp<F, L>(&mut self, ip: &IpHeader, frame: &F, rx: &mut L) -> Verdict
+    fn handle_tcp<F, L>(&mut self, ip: &GuestPacket, frame: &F, rx: &mut L) -> Verdict
     where
         F: TxFrame + ?Sized,
         L: RxLink,
@@ -324,7 +373,7 @@ impl Engine {
         let Some(l4) = self.frame_buf.get(ip.l4_offset..) else {
             return Verdict::Malformed;
         };
-        let Some(seg) = tcp::Segment::parse(ip.src, ip.dst, l4, ip.l4_offset, ip.l4_len) else {
+        let Some(seg) = tcp::Segment::parse(ip.src(), ip.dst(), l4, ip.l4_offset, ip.l4_len) else {
             return Verdict::Malformed;
         };
         let plan = &self.plan;
@@ -347,17 +396,17 @@ impl Engine {
 
     /// An echo request to a real host: through a ping socket. Anything else `icmp` left
     /// (other ICMP types, echoes to the emulated hosts it would not answer) stays unhandled.
-    fn forward_echo(&mut self, ip: &IpHeader) -> Verdict {
-        let (request_type, emulated) = match ip.dst {
-            IpAddr::V4(dst) => (
-                icmp::ECHO_REQUEST,
+    fn forward_echo(&mut self, ip: &GuestPacket) -> Verdict {
+        let (request_type, emulated) = match ip.addrs() {
+            Addrs::V4 { dst, .. } => (
+                icmpv4::ECHO_REQUEST,
                 self.plan
                     .ipv4
                     .as_ref()
                     .is_some_and(|v4| dst == v4.gateway || dst == v4.dns),
             ),
-            IpAddr::V6(dst) => (
-                ndp::ECHO_REQUEST,
+            Addrs::V6 { dst, .. } => (
+                icmpv6::ECHO_REQUEST,
                 self.plan
                     .ipv6
                     .as_ref()
@@ -371,7 +420,7 @@ impl Engine {
         let dest = match nat::outbound(
             &self.plan,
             &self.options.upstream,
-            SocketAddr::new(ip.dst, 0),
+            SocketAddr::new(ip.dst(), 0),
         ) {
             Target::Connect(dest) => dest.ip(),
             Target::Unreachable | Target::Restricted | Target::Command(_) => {
@@ -383,7 +432,7 @@ impl Engine {
         };
         let mut ctx = ctx!(self);
         self.ping
-            .on_request(&mut ctx, ip.src, ip.dst, dest, icmp_bytes);
+            .on_request(&mut ctx, ip.src(), ip.dst(), dest, icmp_bytes);
         self.arm_timer();
         Verdict::Consumed
     }
@@ -403,17 +452,17 @@ impl Engine {
         let built = match ethernet::parse_header(&self.frame_buf) {
             Some((_, _, ethernet::ETHERTYPE_IPV6)) => self.plan.ipv6.as_ref().is_some_and(|v6| {
                 let code = if host {
-                    ndp::UNREACH_ADDRESS
+                    icmpv6::UNREACH_ADDRESS
                 } else {
-                    ndp::UNREACH_NO_ROUTE
+                    icmpv6::UNREACH_NO_ROUTE
                 };
                 ndp::unreachable(v6, &self.frame_buf, code, &mut self.reply_buf)
             }),
             _ => {
                 let code = if host {
-                    icmp::UNREACH_HOST
+                    icmpv4::UNREACH_HOST
                 } else {
-                    icmp::UNREACH_NET
+                    icmpv4::UNREACH_NET
                 };
                 icmp::unreachable(
                     &self.plan,
@@ -430,53 +479,5 @@ impl Engine {
             self.send(&reply, rx);
             self.reply_buf = reply;
         }
-    }
-}
-
-fn udp_ports(udp: &[u8]) -> (u16, u16) {
-    (
-        u16::from_be_bytes([udp[0], udp[1]]),
-        u16::from_be_bytes([udp[2], udp[3]]),
-    )
-}
-
-/// The IPv4 header of a guest frame, checked from the copied prefix.
-#[derive(Debug, Clone, Copy)]
-struct IpHeader {
-    src: IpAddr,
-    dst: IpAddr,
-    protocol: u8,
-    fragment: bool,
-    /// Where the L4 header starts in the frame, and the L4 length (to the IP total length).
-    l4_offset: usize,
-    l4_len: usize,
-}
-
-impl IpHeader {
-    /// Checks version, header length and checksum, and that the total length fits the frame.
-    fn parse(prefix: &[u8], frame_len: usize) -> Option<IpHeader> {
-        let ip_bytes = prefix.get(ethernet::HEADER_LEN..)?;
-        let packet = Ipv4Packet::new_unchecked(ip_bytes);
-        if ip_bytes.len() < ipv4::HEADER_LEN || packet.version() != 4 {
-            return None;
-        }
-        let header_len = usize::from(packet.header_len());
-        let total_len = usize::from(packet.total_len());
-        if header_len < ipv4::HEADER_LEN
-            || header_len > ip_bytes.len()
-            || total_len < header_len
-            || ethernet::HEADER_LEN + total_len > frame_len
-            || !packet.verify_checksum()
-        {
-            return None;
-        }
-        Some(IpHeader {
-            src: IpAddr::V4(packet.src_addr()),
-            dst: IpAddr::V4(packet.dst_addr()),
-            protocol: u8::from(packet.next_header()),
-            fragment: packet.more_frags() || packet.frag_offset() != 0,
-            l4_offset: ethernet::HEADER_LEN + header_len,
-            l4_len: total_len - header_len,
-        })
     }
 }

@@ -24,34 +24,33 @@
 
 use std::collections::VecDeque;
 use std::net::Ipv6Addr;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netplan::{MacAddr, NetPlan};
-use smoltcp::wire::Ipv4Packet;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::timerfd::TimerFd;
 
 use crate::capture::{SharedCapture, Tap};
 use crate::forward::{self, ForwardSocket, Local, Peer};
-use crate::ipv4::Ident;
 use crate::link::{RxLink, TxFrame};
 use crate::nat::{self, Ctx, Target, Upstream};
 use crate::ping::PingTable;
+use crate::service::{dhcp, ndp, tftp};
 use crate::tcp::{SegmentOutcome, TcpTable};
 use crate::udp::{Sent, UdpTable};
-use crate::{arp, capture, dhcp, dhcpv6, ethernet, icmp, ip, ipv4, ndp, tcp, tftp};
+use crate::wire::ipv4::Ident;
+use crate::wire::{ethernet, ipv4};
+use crate::{capture, tcp};
 
 pub use stats::{Counters, OpenFlows, Stats};
 
 /// The largest frame a guest may hand us: a 64 KiB IP packet behind an Ethernet header.
-pub const MAX_FRAME_LEN: usize = 65535 + ethernet::HEADER_LEN;
+pub const MAX_FRAME_LEN: usize = ipv4::MAX_PACKET_LEN + ethernet::HEADER_LEN;
 /// Answers waiting for guest buffers, at most.
 const MAX_PENDING: usize = 1024;
-/// Bytes of each frame copied for parsing: Ethernet, the largest IPv4 and TCP headers.
-const HEADER_PREFIX: usize = ethernet::HEADER_LEN + 60 + 60;
 /// The ports clients of unix socket forwards come from, in turn (the IANA dynamic range).
 const UNIX_PEER_PORTS: std::ops::Range<u16> = 49152..65535;
 /// Connections taken from one forwarded port per readiness event, at most.
@@ -69,19 +68,6 @@ pub const TOKEN_ICMP: u64 = 3 << 56;
 pub const TOKEN_TIMER: u64 = 4 << 56;
 pub const TOKEN_FORWARD: u64 = 5 << 56;
 const TOKEN_KIND: u64 = 0xff << 56;
-
-/// What a protocol handler did with a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// The answer frame is in the output buffer.
-    Reply,
-    /// Handled; nothing to send.
-    Consumed,
-    /// Not for this handler, or not served.
-    Unhandled,
-    /// Broken beyond use.
-    Malformed,
-}
 
 /// Settings of the engine that are not part of what the guest sees.
 #[derive(Debug, Clone)]

@@ -9,8 +9,8 @@
 use std::fmt::{self, Write as _};
 
 use crate::ping::PingCounters;
+use crate::service::tftp::TftpCounters;
 use crate::tcp::TcpCounters;
-use crate::tftp::TftpCounters;
 use crate::udp::UdpCounters;
 
 /// What happened to guest frames, for logs and tests.

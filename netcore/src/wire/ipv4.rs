@@ -2,11 +2,13 @@
 //!
 //! # Theory of operation
 //!
-//! [`parse`] applies slirp's `ip_input` acceptance rules to a packet the guest sent: version 4,
-//! a header of at least 20 bytes that fits the buffer, a correct header checksum, and a total
-//! length no shorter than the header and no longer than what arrived. Bytes past the total
-//! length (Ethernet padding) are cut off. Anything else is malformed and the caller drops it.
-//! Fragments are reported as such; nothing here reassembles them.
+//! [`parse`] is the one place a guest's IPv4 header is accepted, by slirp's `ip_input` rules:
+//! version 4, a header of at least 20 bytes that was copied whole, a correct header checksum,
+//! and a total length no shorter than the header and no longer than what arrived. Bytes past
+//! the total length (Ethernet padding) are not part of the packet. Anything else is malformed
+//! and the caller drops it. Fragments are reported as such; nothing here reassembles them.
+//! The header may come from a copied prefix of a larger frame: the caller says how many bytes
+//! of the packet arrived, so the payload need not have been copied to be measured.
 //!
 //! [`write_header`] emits the 20-byte header of every IPv4 packet the engine builds: never any
 //! options, the header checksum always filled in. The identification field comes from one
@@ -21,8 +23,19 @@ use smoltcp::wire::{IpProtocol, Ipv4Packet};
 pub const HEADER_LEN: usize = 20;
 /// The largest IPv4 packet (the total-length field is 16 bits).
 pub const MAX_PACKET_LEN: usize = 65535;
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_UDP: u8 = 17;
+/// The largest header (a 4-bit length in 32-bit words).
+pub const MAX_HEADER_LEN: usize = 60;
+/// IPTOS_LOWDELAY: the TOS slirp's `udp_output` is given for BOOTP and TFTP.
+pub const TOS_LOWDELAY: u8 = 0x10;
+/// slirp's IPTOS_PREC_INTERNETCONTROL: the precedence of its ICMP errors.
+pub const TOS_PREC_INTERNETCONTROL: u8 = 0xc0;
+/// The type-of-service bits (without precedence and the reserved low bit) an ICMP error keeps
+/// from the packet it is about (slirp's `icmp_send_error`).
+pub const TOS_SERVICE_MASK: u8 = 0x1e;
+/// IPDEFTTL, slirp's TTL for the packets it originates.
+pub const DEFAULT_TTL: u8 = 64;
+/// slirp's MAXTTL, for every ICMP packet it sends.
+pub const MAX_TTL: u8 = 255;
 
 /// The identification counter for IPv4 packets sent to the guest.
 ///
@@ -44,42 +57,52 @@ impl Ident {
     }
 }
 
-/// A guest IPv4 packet that passed slirp's `ip_input` checks.
-#[derive(Debug, Clone, Copy)]
-pub struct GuestPacket<'a> {
+/// A guest IPv4 header that passed slirp's `ip_input` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestHeader {
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
-    pub protocol: u8,
+    pub protocol: IpProtocol,
     pub tos: u8,
     pub ttl: u8,
     pub dont_frag: bool,
     /// More-fragments set or a non-zero offset: part of a datagram, not all of it.
     pub fragment: bool,
-    /// The header as sent, options included.
-    pub header: &'a [u8],
-    /// What follows the header, cut at the total length.
-    pub payload: &'a [u8],
+    /// Bytes of header, options included: where the payload starts.
+    pub header_len: usize,
+    /// Bytes of payload, up to the total length.
+    pub payload_len: usize,
 }
 
-/// Checks `packet` (an IPv4 header onwards) as slirp's `ip_input` does; `None` if malformed.
-pub fn parse(packet: &[u8]) -> Option<GuestPacket<'_>> {
-    // new_checked: at least 20 bytes, 20 <= header length <= total length <= buffer length.
-    let ip = Ipv4Packet::new_checked(packet).ok()?;
-    if ip.version() != 4 || !ip.verify_checksum() {
+/// Checks the IPv4 header at the start of `packet` as slirp's `ip_input` does; `arrived` is
+/// how many bytes of the packet the guest sent (`packet` may be a shorter copied prefix, but
+/// holds the whole header). `None` if malformed.
+pub fn parse(packet: &[u8], arrived: usize) -> Option<GuestHeader> {
+    if packet.len() < HEADER_LEN {
         return None;
     }
+    let ip = Ipv4Packet::new_unchecked(packet);
     let header_len = usize::from(ip.header_len());
     let total_len = usize::from(ip.total_len());
-    Some(GuestPacket {
+    if ip.version() != 4
+        || header_len < HEADER_LEN
+        || header_len > packet.len()
+        || total_len < header_len
+        || total_len > arrived.max(packet.len())
+        || !ip.verify_checksum()
+    {
+        return None;
+    }
+    Some(GuestHeader {
         src: ip.src_addr(),
         dst: ip.dst_addr(),
-        protocol: u8::from(ip.next_header()),
-        tos: packet.get(1).copied().unwrap_or(0),
+        protocol: ip.next_header(),
+        tos: (ip.dscp() << 2) | ip.ecn(),
         ttl: ip.hop_limit(),
         dont_frag: ip.dont_frag(),
         fragment: ip.more_frags() || ip.frag_offset() != 0,
-        header: packet.get(..header_len)?,
-        payload: packet.get(header_len..total_len)?,
+        header_len,
+        payload_len: total_len - header_len,
     })
 }
 
@@ -88,7 +111,7 @@ pub fn parse(packet: &[u8]) -> Option<GuestPacket<'_>> {
 pub struct Header {
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
-    pub protocol: u8,
+    pub protocol: IpProtocol,
     pub tos: u8,
     pub ttl: u8,
     pub ident: u16,
@@ -112,7 +135,7 @@ pub fn write_header(buf: &mut [u8], h: &Header) {
     ip.set_dont_frag(h.dont_frag);
     ip.set_frag_offset(0);
     ip.set_hop_limit(h.ttl);
-    ip.set_next_header(IpProtocol::from(h.protocol));
+    ip.set_next_header(h.protocol);
     ip.set_src_addr(h.src);
     ip.set_dst_addr(h.dst);
     ip.fill_checksum();
@@ -126,7 +149,7 @@ mod tests {
         Header {
             src: Ipv4Addr::new(10, 0, 2, 2),
             dst: Ipv4Addr::new(10, 0, 2, 15),
-            protocol: PROTO_UDP,
+            protocol: IpProtocol::Udp,
             tos: 0x10,
             ttl: 64,
             ident: 7,
@@ -135,17 +158,21 @@ mod tests {
         }
     }
 
+    fn parse_all(packet: &[u8]) -> Option<GuestHeader> {
+        parse(packet, packet.len())
+    }
+
     #[test]
     fn written_header_parses_back() {
         let mut buf = vec![0u8; HEADER_LEN + 4];
         write_header(&mut buf, &header(4));
-        let p = parse(&buf).expect("valid");
+        let p = parse_all(&buf).expect("valid");
         assert_eq!(p.src, Ipv4Addr::new(10, 0, 2, 2));
         assert_eq!(p.dst, Ipv4Addr::new(10, 0, 2, 15));
         assert_eq!(p.tos, 0x10);
         assert_eq!(p.ttl, 64);
         assert!(!p.dont_frag && !p.fragment);
-        assert_eq!(p.payload.len(), 4);
+        assert_eq!(p.payload_len, 4);
         assert_eq!(&buf[4..6], &[0, 7]);
     }
 
@@ -155,16 +182,19 @@ mod tests {
         write_header(&mut buf, &header(4));
         let mut bad = buf.clone();
         bad[10] ^= 1;
-        assert!(parse(&bad).is_none());
-        assert!(parse(&buf[..HEADER_LEN + 3]).is_none());
-        assert!(parse(&buf[..10]).is_none());
+        assert!(parse_all(&bad).is_none());
+        assert!(parse_all(&buf[..HEADER_LEN + 3]).is_none());
+        assert!(parse_all(&buf[..10]).is_none());
         let mut v6 = buf.clone();
         v6[0] = 0x65;
-        assert!(parse(&v6).is_none());
-        // Trailing padding is cut off.
+        assert!(parse_all(&v6).is_none());
+        // Trailing padding is not part of the packet.
         let mut padded = buf.clone();
         padded.extend_from_slice(&[0xaa; 10]);
-        assert_eq!(parse(&padded).unwrap().payload.len(), 4);
+        assert_eq!(parse_all(&padded).unwrap().payload_len, 4);
+        // A copied prefix: the header alone, with what arrived beyond it counted.
+        assert_eq!(parse(&buf[..HEADER_LEN], buf.len()).unwrap().payload_len, 4);
+        assert!(parse(&buf[..HEADER_LEN], buf.len() - 1).is_none());
     }
 
     #[test]

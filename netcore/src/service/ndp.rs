@@ -15,33 +15,37 @@
 //!   and S=1 unless it goes to a multicast address, carrying the target link-layer address.
 //! * Echo request to an emulated address: an echo reply from that address.
 //! * A TCP connection or UDP datagram the engine cannot deliver: a destination unreachable
-//!   from fe80::2 quoting the packet ([`unreachable`]).
+//!   from fe80::2 quoting the packet ([`unreachable()`]).
 //!
 //! passt's switches turn parts off (see [`serves`]): `--no-ndp` all neighbour discovery,
 //! `--no-ra` router advertisements (solicited and unsolicited), `--no-icmp` echo.
 //!
 //! Every packet we send has hop limit 255 (slirp's IPv6 output), except the RA's own
-//! current-hop-limit field, which advertises 64. Nothing here keeps state but the time of
-//! the next unsolicited advertisement, which the engine owns.
+//! current-hop-limit field, which advertises 64. The messages are written by hand, with named
+//! fields: smoltcp's `NdiscRepr` has no RDNSS option and its own option order (see
+//! `wire::icmpv6`). The engine hands [`handle`] the checked IPv6 header and the
+//! message; the checksum is verified here. Nothing here keeps state: the time of the next
+//! unsolicited advertisement is the engine's.
 
 use std::net::Ipv6Addr;
 
 use netplan::{Ipv6Plan, MacAddr, NetPlan, Services};
-use smoltcp::wire::{IpProtocol, checksum};
+use smoltcp::wire::IpProtocol;
 
-use crate::engine::Verdict;
-use crate::ethernet;
-use crate::ip::{self, PacketMeta};
+use super::Verdict;
+use crate::wire::frame::Frame;
+use crate::wire::icmpv6::{
+    ND_HOP_LIMIT, ND_TARGET, NEIGHBOR_ADVERT, NEIGHBOR_SOLICIT, REDIRECT, ROUTER_ADVERT,
+    ROUTER_SOLICIT,
+};
+use crate::wire::ip::{self, Addrs, PacketMeta};
+use crate::wire::{ethernet, icmpv6, ipv6};
 
-pub const ICMPV6_PROTO: u8 = 58;
-pub const ECHO_REQUEST: u8 = 128;
-pub const ECHO_REPLY: u8 = 129;
-const ROUTER_SOLICIT: u8 = 133;
-const ROUTER_ADVERT: u8 = 134;
-const NEIGHBOR_SOLICIT: u8 = 135;
-const NEIGHBOR_ADVERT: u8 = 136;
-const REDIRECT: u8 = 137;
-const HOP_LIMIT: u8 = 255;
+pub use crate::wire::icmpv6::{
+    DEST_UNREACHABLE, ECHO_REPLY, ECHO_REQUEST, PACKET_TOO_BIG, TIME_EXCEEDED, UNREACH_ADDRESS,
+    UNREACH_NO_ROUTE,
+};
+
 const RA_CUR_HOP_LIMIT: u8 = 64;
 const ROUTER_LIFETIME: u16 = 1800;
 const PREFIX_VALID: u32 = 86400;
@@ -49,71 +53,25 @@ const PREFIX_PREFERRED: u32 = 14400;
 /// slirp's RDNSS lifetime: `2 * 600000`, a unit mix-up it has always sent.
 const RDNSS_LIFETIME: u32 = 1_200_000;
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-pub const DEST_UNREACHABLE: u8 = 1;
-pub const PACKET_TOO_BIG: u8 = 2;
-pub const TIME_EXCEEDED: u8 = 3;
-pub const UNREACH_PORT: u8 = 4;
-/// Destination-unreachable codes slirp sends: no route (a connect or send that failed) and
-/// address unreachable (`EHOSTUNREACH`).
-pub const UNREACH_NO_ROUTE: u8 = 0;
-pub const UNREACH_ADDRESS: u8 = 3;
+/// The Ethernet address of [`ALL_NODES`] (33:33 and its low 32 bits).
+const ALL_NODES_MAC: MacAddr = MacAddr([0x33, 0x33, 0, 0, 0, 1]);
 /// The most of the invoking packet an error quotes: slirp's 1500-byte MTU less the error's
 /// IPv6 and ICMPv6 headers.
-pub const MAX_QUOTE: usize = 1500 - ip::IPV6_HEADER_LEN - 8;
-
-/// The IPv6 header of a guest packet.
-#[derive(Debug, Clone, Copy)]
-pub struct Ipv6Header {
-    pub src: Ipv6Addr,
-    pub dst: Ipv6Addr,
-    pub next_header: u8,
-    pub hop_limit: u8,
-    /// Offset of the payload in the frame and its length (to the payload-length field).
-    pub l4_offset: usize,
-    pub l4_len: usize,
-}
-
-impl Ipv6Header {
-    /// Parses the fixed header from the frame prefix, checking the payload fits the frame.
-    pub fn parse(prefix: &[u8], frame_len: usize) -> Option<Ipv6Header> {
-        let ip = prefix.get(ethernet::HEADER_LEN..ethernet::HEADER_LEN + 40)?;
-        if ip[0] >> 4 != 6 {
-            return None;
-        }
-        let l4_len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-        let l4_offset = ethernet::HEADER_LEN + 40;
-        if l4_offset + l4_len > frame_len {
-            return None;
-        }
-        let addr = |o: usize| {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(&ip[o..o + 16]);
-            Ipv6Addr::from(a)
-        };
-        Some(Ipv6Header {
-            src: addr(8),
-            dst: addr(24),
-            next_header: ip[6],
-            hop_limit: ip[7],
-            l4_offset,
-            l4_len,
-        })
-    }
-}
+pub const MAX_QUOTE: usize = 1500 - ipv6::HEADER_LEN - icmpv6::HEADER_LEN;
 
 /// The address a guest's duplicate address detection probes: the target of a neighbour
-/// solicitation from the unspecified address (RFC 4862 5.4.2), in `frame`, whose ICMPv6
-/// checksum the caller has checked. A guest announces a new address this way before using it.
-pub fn dad_target(ip: &Ipv6Header, frame: &[u8]) -> Option<Ipv6Addr> {
-    if !ip.src.is_unspecified() || ip.hop_limit != 255 {
+/// solicitation from the unspecified address (RFC 4862 5.4.2), `icmp` being the message after
+/// the header `ip`, its checksum checked by the caller. A guest announces a new address this
+/// way before using it.
+pub fn dad_target(ip: &ipv6::GuestHeader, icmp: &[u8]) -> Option<Ipv6Addr> {
+    if !ip.src.is_unspecified() || ip.hop_limit != ND_HOP_LIMIT {
         return None;
     }
-    let icmp = frame.get(ip.l4_offset..ip.l4_offset + ip.l4_len)?;
-    if icmp.first() != Some(&NEIGHBOR_SOLICIT) {
+    let icmp = Frame::new(icmp);
+    if icmp.u8(0)? != NEIGHBOR_SOLICIT {
         return None;
     }
-    let target: [u8; 16] = icmp.get(8..24)?.try_into().ok()?;
-    Some(Ipv6Addr::from(target))
+    icmp.ipv6(ND_TARGET)
 }
 
 /// The link-local form of an emulated address: fe80:: with the same interface identifier.
@@ -147,43 +105,31 @@ pub fn serves(services: &Services, icmp_type: u8) -> bool {
     }
 }
 
-/// Handles an ICMPv6 message from the guest; the answer frame goes into `out`.
+/// Handles the ICMPv6 message `icmp` the guest sent under the header `ip`; the answer frame
+/// goes into `out`.
 pub fn handle(
     plan: &NetPlan,
     has_v6_resolver: bool,
     guest_mac: MacAddr,
-    ip: &Ipv6Header,
-    frame: &[u8],
+    ip: &ipv6::GuestHeader,
+    icmp: &[u8],
     out: &mut Vec<u8>,
 ) -> Verdict {
     let Some(v6) = &plan.ipv6 else {
         return Verdict::Unhandled;
     };
-    let Some(icmp) = frame.get(ip.l4_offset..ip.l4_offset + ip.l4_len) else {
-        return Verdict::Malformed;
-    };
-    if icmp.len() < 4 {
-        return Verdict::Malformed;
-    }
-    let pseudo = ip::pseudo_header_sum(
-        &ip.src.into(),
-        &ip.dst.into(),
-        IpProtocol::Icmpv6,
-        icmp.len(),
-    );
-    if checksum::combine(&[pseudo, checksum::data(icmp)]) != 0xffff {
+    if !icmpv6::verify(&ip.src, &ip.dst, icmp) {
         return Verdict::Malformed;
     }
     match icmp[0] {
-        ROUTER_SOLICIT if ip.hop_limit == 255 => {
+        ROUTER_SOLICIT if ip.hop_limit == ND_HOP_LIMIT => {
             router_advert(v6, has_v6_resolver, out);
             Verdict::Reply
         }
-        NEIGHBOR_SOLICIT if ip.hop_limit == 255 => {
-            let Some(target) = icmp.get(8..24) else {
+        NEIGHBOR_SOLICIT if ip.hop_limit == ND_HOP_LIMIT => {
+            let Some(target) = Frame::new(icmp).ipv6(ND_TARGET) else {
                 return Verdict::Malformed;
             };
-            let target = Ipv6Addr::from(<[u8; 16]>::try_from(target).unwrap_or([0; 16]));
             if !is_emulated(v6, target) {
                 return Verdict::Unhandled;
             }
@@ -199,68 +145,69 @@ pub fn handle(
     }
 }
 
-/// Writes an ICMPv6 packet `body` (checksum field zero) from `src` to `dst` as a frame.
+/// Writes an ICMPv6 packet `body` from `src` to `dst` as a frame, its checksum filled in.
 fn frame_into(src: Ipv6Addr, dst: Ipv6Addr, dst_mac: MacAddr, body: &[u8], out: &mut Vec<u8>) {
     let meta = PacketMeta {
         src_mac: MacAddr::slirp_for_ipv6(src),
         dst_mac,
-        src: src.into(),
-        dst: dst.into(),
+        addrs: Addrs::V6 { src, dst },
         protocol: IpProtocol::Icmpv6,
-        ttl: HOP_LIMIT,
+        ttl: ipv6::HOP_LIMIT,
         tos: 0,
         ident: 0,
     };
     out.clear();
-    out.resize(ip::l2_l3_len(&meta.dst) + body.len(), 0);
+    out.resize(ip::l2_l3_len(&meta.dst()) + body.len(), 0);
     let off = ip::write_headers(out, &meta, body.len());
     out[off..].copy_from_slice(body);
-    let pseudo = ip::pseudo_header_sum(&meta.src, &meta.dst, IpProtocol::Icmpv6, body.len());
-    let sum = !checksum::combine(&[pseudo, checksum::data(&out[off..])]);
-    out[off + 2..off + 4].copy_from_slice(&sum.to_be_bytes());
+    icmpv6::fill_checksum(&src, &dst, &mut out[off..]);
 }
 
 /// A Router Advertisement to all nodes; sent in answer to a solicitation and periodically.
 pub fn router_advert(v6: &Ipv6Plan, has_v6_resolver: bool, out: &mut Vec<u8>) {
     let router = router_address(v6);
     let mut body = Vec::with_capacity(80);
+    // Type, code, checksum, current hop limit, flags (M=0, O=0), router lifetime.
     body.extend_from_slice(&[ROUTER_ADVERT, 0, 0, 0, RA_CUR_HOP_LIMIT, 0]);
     body.extend_from_slice(&ROUTER_LIFETIME.to_be_bytes());
     body.extend_from_slice(&[0; 8]); // reachable time, retransmission timer
-    // Source link-layer address.
-    body.extend_from_slice(&[1, 1]);
+    // Options, in slirp's order, each with its length in units of 8 bytes.
+    body.extend_from_slice(&[icmpv6::OPT_SOURCE_LLADDR, 1]);
     body.extend_from_slice(&MacAddr::slirp_for_ipv6(router).0);
-    // Prefix information: on-link and autonomous.
-    body.extend_from_slice(&[3, 4, v6.prefix_len, 0xc0]);
+    body.extend_from_slice(&[
+        icmpv6::OPT_PREFIX_INFO,
+        4,
+        v6.prefix_len,
+        icmpv6::PREFIX_ON_LINK | icmpv6::PREFIX_AUTONOMOUS,
+    ]);
     body.extend_from_slice(&PREFIX_VALID.to_be_bytes());
     body.extend_from_slice(&PREFIX_PREFERRED.to_be_bytes());
-    body.extend_from_slice(&[0; 4]);
+    body.extend_from_slice(&[0; 4]); // reserved
     body.extend_from_slice(&v6.prefix.octets());
     if has_v6_resolver {
-        body.extend_from_slice(&[25, 3, 0, 0]);
+        body.extend_from_slice(&[icmpv6::OPT_RDNSS, 3, 0, 0]);
         body.extend_from_slice(&RDNSS_LIFETIME.to_be_bytes());
         body.extend_from_slice(&v6.dns.octets());
     }
-    frame_into(
-        router,
-        ALL_NODES,
-        MacAddr([0x33, 0x33, 0, 0, 0, 1]),
-        &body,
-        out,
-    );
+    frame_into(router, ALL_NODES, ALL_NODES_MAC, &body, out);
 }
 
 fn neighbor_advert(target: Ipv6Addr, to: Ipv6Addr, guest_mac: MacAddr, out: &mut Vec<u8>) {
     let (dst, dst_mac) = if to.is_unspecified() {
-        (ALL_NODES, MacAddr([0x33, 0x33, 0, 0, 0, 1]))
+        (ALL_NODES, ALL_NODES_MAC)
     } else {
         (to, guest_mac)
     };
-    let solicited = if dst.is_multicast() { 0 } else { 0x40 };
+    let solicited = if dst.is_multicast() {
+        0
+    } else {
+        icmpv6::NA_SOLICITED
+    };
+    let flags = icmpv6::NA_ROUTER | solicited | icmpv6::NA_OVERRIDE;
     let mut body = Vec::with_capacity(32);
-    body.extend_from_slice(&[NEIGHBOR_ADVERT, 0, 0, 0, 0x80 | solicited | 0x20, 0, 0, 0]);
+    body.extend_from_slice(&[NEIGHBOR_ADVERT, 0, 0, 0, flags, 0, 0, 0]);
     body.extend_from_slice(&target.octets());
-    body.extend_from_slice(&[2, 1]);
+    body.extend_from_slice(&[icmpv6::OPT_TARGET_LLADDR, 1]);
     body.extend_from_slice(&MacAddr::slirp_for_ipv6(target).0);
     frame_into(target, dst, dst_mac, &body, out);
 }
@@ -275,7 +222,7 @@ pub fn unreachable(v6: &Ipv6Plan, frame: &[u8], code: u8, out: &mut Vec<u8>) -> 
 }
 
 /// An ICMPv6 error of `icmp_type` and `code` about the guest packet in `frame`, as
-/// [`unreachable`] builds it; `rest` is the header's second word (the MTU of "packet too big").
+/// [`unreachable()`] builds it; `rest` is the header's second word (the MTU of "packet too big").
 pub fn error(
     v6: &Ipv6Plan,
     frame: &[u8],
@@ -287,19 +234,19 @@ pub fn error(
     let Some((_, guest_mac, _)) = ethernet::parse_header(frame) else {
         return false;
     };
-    let Some(packet) = frame.get(ethernet::HEADER_LEN..) else {
+    let Some(packet) = Frame::new(frame).from(ethernet::HEADER_LEN) else {
         return false;
     };
-    let Some(src) = packet.get(8..24) else {
+    // The source and payload length of the fixed header, which may be cut short after them.
+    let (Some(src), Some(payload_len)) = (packet.ipv6(8), packet.u16(4)) else {
         return false;
     };
-    let src = Ipv6Addr::from(<[u8; 16]>::try_from(src).expect("16 bytes"));
     if src.is_multicast() || src.is_unspecified() {
         return false;
     }
-    let total = ip::IPV6_HEADER_LEN + usize::from(u16::from_be_bytes([packet[4], packet[5]]));
-    let quote = &packet[..total.min(packet.len()).min(MAX_QUOTE)];
-    let mut body = Vec::with_capacity(8 + quote.len());
+    let total = ipv6::HEADER_LEN + usize::from(payload_len);
+    let quote = packet.up_to(total).up_to(MAX_QUOTE).bytes();
+    let mut body = Vec::with_capacity(icmpv6::HEADER_LEN + quote.len());
     body.extend_from_slice(&[icmp_type, code, 0, 0]);
     body.extend_from_slice(&rest);
     body.extend_from_slice(quote);
@@ -307,16 +254,48 @@ pub fn error(
     true
 }
 
-fn echo_reply(ip: &Ipv6Header, icmp: &[u8], guest_mac: MacAddr, out: &mut Vec<u8>) {
+fn echo_reply(ip: &ipv6::GuestHeader, icmp: &[u8], guest_mac: MacAddr, out: &mut Vec<u8>) {
     let mut body = icmp.to_vec();
     body[0] = ECHO_REPLY;
-    body[2..4].fill(0);
     frame_into(ip.dst, ip.src, guest_mac, &body, out);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::ip::{GuestHeader, GuestPacket};
+    use smoltcp::wire::checksum;
+
+    /// A guest or answer frame's IPv6 header and where its message lies.
+    struct Ipv6Header {
+        header: ipv6::GuestHeader,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        hop_limit: u8,
+        l4_offset: usize,
+        l4_len: usize,
+    }
+
+    impl Ipv6Header {
+        fn parse(frame: &[u8], frame_len: usize) -> Option<Ipv6Header> {
+            let p = GuestPacket::ipv6(frame, frame_len)?;
+            let GuestHeader::V6(header) = p.header else {
+                return None;
+            };
+            Some(Ipv6Header {
+                header,
+                src: header.src,
+                dst: header.dst,
+                hop_limit: header.hop_limit,
+                l4_offset: p.l4_offset,
+                l4_len: p.l4_len,
+            })
+        }
+
+        fn message<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
+            &frame[self.l4_offset..self.l4_offset + self.l4_len]
+        }
+    }
 
     const GUEST_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0x41, 0x2c, 0x49]);
 
@@ -324,8 +303,7 @@ mod tests {
         let meta = PacketMeta {
             src_mac: GUEST_MAC,
             dst_mac: MacAddr([0x33, 0x33, 0, 0, 0, 2]),
-            src: src.into(),
-            dst: dst.into(),
+            addrs: Addrs::V6 { src, dst },
             protocol: IpProtocol::Icmpv6,
             ttl: hop_limit,
             tos: 0,
@@ -334,8 +312,9 @@ mod tests {
         let mut out = vec![0u8; 54 + icmp_body.len()];
         let off = ip::write_headers(&mut out, &meta, icmp_body.len());
         out[off..].copy_from_slice(icmp_body);
-        let pseudo =
-            ip::pseudo_header_sum(&meta.src, &meta.dst, IpProtocol::Icmpv6, icmp_body.len());
+        let pseudo = meta
+            .addrs
+            .pseudo_header_sum(IpProtocol::Icmpv6, icmp_body.len());
         let sum = !checksum::combine(&[pseudo, checksum::data(&out[off..])]);
         out[off + 2..off + 4].copy_from_slice(&sum.to_be_bytes());
         out
@@ -344,7 +323,14 @@ mod tests {
     fn answer(plan: &NetPlan, frame: &[u8]) -> (Verdict, Vec<u8>) {
         let ip = Ipv6Header::parse(frame, frame.len()).unwrap();
         let mut out = Vec::new();
-        let v = handle(plan, false, GUEST_MAC, &ip, frame, &mut out);
+        let v = handle(
+            plan,
+            false,
+            GUEST_MAC,
+            &ip.header,
+            ip.message(frame),
+            &mut out,
+        );
         (v, out)
     }
 
@@ -470,13 +456,13 @@ mod tests {
         let frame = ns("fec0::5054:ff:fe41:2c49", "::");
         let ip = Ipv6Header::parse(&frame, frame.len()).unwrap();
         assert_eq!(
-            dad_target(&ip, &frame),
+            dad_target(&ip.header, ip.message(&frame)),
             Some("fec0::5054:ff:fe41:2c49".parse().unwrap())
         );
         // An ordinary solicitation (from an address) probes nothing of the guest's own.
         let frame = ns("fec0::2", "fec0::5054:ff:fe41:2c49");
         let ip = Ipv6Header::parse(&frame, frame.len()).unwrap();
-        assert_eq!(dad_target(&ip, &frame), None);
+        assert_eq!(dad_target(&ip.header, ip.message(&frame)), None);
         // Nor does another ICMPv6 message from ::.
         let frame = guest_frame(
             Ipv6Addr::UNSPECIFIED,
@@ -485,7 +471,7 @@ mod tests {
             &[ROUTER_SOLICIT, 0, 0, 0, 0, 0, 0, 0],
         );
         let ip = Ipv6Header::parse(&frame, frame.len()).unwrap();
-        assert_eq!(dad_target(&ip, &frame), None);
+        assert_eq!(dad_target(&ip.header, ip.message(&frame)), None);
     }
 
     #[test]

@@ -8,16 +8,21 @@
 //! (option 23) and a TFTP boot-file URL (option 59) only if the request's option-request
 //! option asks for them. Like slirp, there is no server ID; a request carrying an IA address
 //! option is dropped (RFC 3315 says a stateless server must); Solicit and Request, which
-//! want addresses, go unanswered. Nothing here keeps state.
+//! want addresses, go unanswered. The engine hands [`handle`] the datagram as the IPv6 payload
+//! carries it: unlike DHCPv4 and TFTP, its UDP length and checksum are not checked (slirp's
+//! `udp6_input` checks the checksum; making this path do so would change what is answered).
+//! Options are read through a bounds-checked `Frame` and written by hand, in slirp's order.
+//! Nothing here keeps state.
 
 use std::net::Ipv6Addr;
 
 use netplan::{MacAddr, NetPlan};
-use smoltcp::wire::{IpProtocol, checksum};
+use smoltcp::wire::IpProtocol;
 
-use crate::engine::Verdict;
-use crate::ip::{self, PacketMeta};
-use crate::ndp::Ipv6Header;
+use super::Verdict;
+use crate::wire::frame::Frame;
+use crate::wire::ip::{self, Addrs, PacketMeta};
+use crate::wire::{ipv6, udp};
 
 pub const SERVER_PORT: u16 = 547;
 const ALL_DHCP_AGENTS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
@@ -31,11 +36,11 @@ const OPTION_BOOTFILE_URL: u16 = 59;
 /// Longer client IDs are refused, as slirp refuses them.
 const MAX_CLIENT_ID: usize = 256;
 
-/// Whether the guest UDP datagram described by `ip` and `dst_port` is for our DHCPv6 server.
-pub fn is_request(plan: &NetPlan, ip: &Ipv6Header, dst_port: u16) -> bool {
-    plan.ipv6.as_ref().is_some_and(|v6| {
-        dst_port == SERVER_PORT && (ip.dst == v6.gateway || ip.dst == ALL_DHCP_AGENTS)
-    })
+/// Whether a guest UDP datagram to `dst`:`dst_port` is for our DHCPv6 server.
+pub fn is_request(plan: &NetPlan, dst: Ipv6Addr, dst_port: u16) -> bool {
+    plan.ipv6
+        .as_ref()
+        .is_some_and(|v6| dst_port == SERVER_PORT && (dst == v6.gateway || dst == ALL_DHCP_AGENTS))
 }
 
 /// What an Information-Request asks for.
@@ -46,12 +51,13 @@ struct Wanted<'a> {
     boot_url: bool,
 }
 
-fn parse_options(mut opts: &[u8]) -> Option<Wanted<'_>> {
+fn parse_options(opts: &[u8]) -> Option<Wanted<'_>> {
     let mut wanted = Wanted::default();
+    let mut opts = Frame::new(opts);
     while opts.len() > 4 {
-        let code = u16::from_be_bytes([opts[0], opts[1]]);
-        let len = usize::from(u16::from_be_bytes([opts[2], opts[3]]));
-        let body = opts.get(4..4 + len)?;
+        let code = opts.u16(0)?;
+        let len = usize::from(opts.u16(2)?);
+        let body = opts.get(4, len)?;
         match code {
             OPTION_IAADDR => return None,
             OPTION_CLIENTID if len > MAX_CLIENT_ID => return None,
@@ -68,7 +74,7 @@ fn parse_options(mut opts: &[u8]) -> Option<Wanted<'_>> {
             }
             _ => {}
         }
-        opts = &opts[4 + len..];
+        opts = opts.from(4 + len)?;
     }
     Some(wanted)
 }
@@ -79,25 +85,22 @@ fn push_option(out: &mut Vec<u8>, code: u16, body: &[u8]) {
     out.extend_from_slice(body);
 }
 
-/// Answers a DHCPv6 message (the UDP payload starts at `ip.l4_offset + 8` in `frame`).
+/// Answers a DHCPv6 message, `request` (unchecked, see the module's doc) from the guest at
+/// `src`; the answer frame goes into `out`.
 pub fn handle(
     plan: &NetPlan,
     guest_mac: MacAddr,
-    ip: &Ipv6Header,
-    frame: &[u8],
+    src: Ipv6Addr,
+    request: &udp::Datagram<'_>,
     out: &mut Vec<u8>,
 ) -> Verdict {
     let Some(v6) = &plan.ipv6 else {
         return Verdict::Unhandled;
     };
-    let Some(udp) = frame.get(ip.l4_offset..ip.l4_offset + ip.l4_len) else {
-        return Verdict::Malformed;
-    };
-    if udp.len() < 8 + 4 {
+    let msg = request.payload;
+    if msg.len() < 4 {
         return Verdict::Malformed;
     }
-    let client_port = u16::from_be_bytes([udp[0], udp[1]]);
-    let msg = &udp[8..];
     if msg[0] != INFORMATION_REQUEST {
         return Verdict::Unhandled;
     }
@@ -121,31 +124,30 @@ pub fn handle(
     let meta = PacketMeta {
         src_mac: MacAddr::slirp_for_ipv6(v6.gateway),
         dst_mac: guest_mac,
-        src: v6.gateway.into(),
-        dst: ip.src.into(),
+        addrs: Addrs::V6 {
+            src: v6.gateway,
+            dst: src,
+        },
         protocol: IpProtocol::Udp,
-        ttl: 255,
+        ttl: ipv6::HOP_LIMIT,
         tos: 0,
         ident: 0,
     };
-    let udp_len = 8 + body.len();
+    let udp_len = udp::HEADER_LEN + body.len();
     out.clear();
-    out.resize(ip::l2_l3_len(&meta.dst) + udp_len, 0);
+    out.resize(ip::l2_l3_len(&meta.dst()) + udp_len, 0);
     let off = ip::write_headers(out, &meta, udp_len);
-    let udp = &mut out[off..];
-    udp[0..2].copy_from_slice(&SERVER_PORT.to_be_bytes());
-    udp[2..4].copy_from_slice(&client_port.to_be_bytes());
-    udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-    udp[8..].copy_from_slice(&body);
-    let pseudo = ip::pseudo_header_sum(&meta.src, &meta.dst, IpProtocol::Udp, udp_len);
-    let sum = !checksum::combine(&[pseudo, checksum::data(udp)]);
-    udp[6..8].copy_from_slice(&sum.to_be_bytes());
+    let datagram = &mut out[off..];
+    datagram[udp::HEADER_LEN..].copy_from_slice(&body);
+    udp::write_header(datagram, &meta.addrs, SERVER_PORT, request.src_port);
     Verdict::Reply
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::ip::{GuestHeader, GuestPacket};
+    use smoltcp::wire::checksum;
 
     const GUEST_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0x41, 0x2c, 0x49]);
 
@@ -155,11 +157,10 @@ mod tests {
         let meta = PacketMeta {
             src_mac: GUEST_MAC,
             dst_mac: MacAddr([0x33, 0x33, 0, 1, 0, 2]),
-            src: "fe80::5054:ff:fe41:2c49"
-                .parse::<Ipv6Addr>()
-                .unwrap()
-                .into(),
-            dst: dst.parse::<Ipv6Addr>().unwrap().into(),
+            addrs: Addrs::V6 {
+                src: "fe80::5054:ff:fe41:2c49".parse().unwrap(),
+                dst: dst.parse().unwrap(),
+            },
             protocol: IpProtocol::Udp,
             ttl: 1,
             tos: 0,
@@ -176,10 +177,14 @@ mod tests {
     }
 
     fn answer(plan: &NetPlan, frame: &[u8]) -> (Verdict, Vec<u8>) {
-        let ip = Ipv6Header::parse(frame, frame.len()).unwrap();
-        assert!(is_request(plan, &ip, SERVER_PORT));
+        let ip = GuestPacket::ipv6(frame, frame.len()).unwrap();
+        let GuestHeader::V6(v6) = ip.header else {
+            panic!("IPv6")
+        };
+        assert!(is_request(plan, v6.dst, SERVER_PORT));
+        let request = udp::Datagram::unchecked(ip.payload(frame).unwrap()).unwrap();
         let mut out = Vec::new();
-        (handle(plan, GUEST_MAC, &ip, frame, &mut out), out)
+        (handle(plan, GUEST_MAC, v6.src, &request, &mut out), out)
     }
 
     #[test]
@@ -190,14 +195,13 @@ mod tests {
         push_option(&mut opts, OPTION_ORO, &[0, 23, 0, 24]);
         let (v, reply) = answer(&plan, &request("ff02::1:2", &opts));
         assert_eq!(v, Verdict::Reply);
-        let ip = Ipv6Header::parse(&reply, reply.len()).unwrap();
-        assert_eq!(ip.src, "fec0::2".parse::<Ipv6Addr>().unwrap());
+        let ip = GuestPacket::ipv6(&reply, reply.len()).unwrap();
+        assert_eq!(ip.src(), "fec0::2".parse::<Ipv6Addr>().unwrap());
         assert_eq!(&reply[0..6], &GUEST_MAC.0);
         assert_eq!(&reply[6..12], &[0x52, 0x56, 0, 0, 0, 2]);
         let udp = &reply[ip.l4_offset..];
         assert_eq!(&udp[0..4], &[2, 0x23, 2, 0x22], "547 -> 546");
-        let pseudo =
-            ip::pseudo_header_sum(&ip.src.into(), &ip.dst.into(), IpProtocol::Udp, udp.len());
+        let pseudo = ip.addrs().pseudo_header_sum(IpProtocol::Udp, udp.len());
         assert_eq!(checksum::combine(&[pseudo, checksum::data(udp)]), 0xffff);
         let msg = &udp[8..];
         assert_eq!(&msg[..4], &[REPLY, 0xab, 0xcd, 0xef]);
@@ -228,6 +232,26 @@ mod tests {
         let at = solicit.len() - 4;
         solicit[at] = 1; // SOLICIT
         assert_eq!(answer(&plan, &solicit).0, Verdict::Unhandled);
+    }
+
+    /// A reply whose checksum computes to zero carries all ones: zero is invalid over IPv6
+    /// and the guest would drop it.
+    #[test]
+    fn a_zero_checksum_goes_out_as_all_ones() {
+        let plan = NetPlan::slirp_default();
+        let checksum_of = |frame: &[u8]| u16::from_be_bytes([frame[60], frame[61]]);
+        let mut req = request("ff02::1:2", &[]);
+        // The last two bytes of the transaction ID are one 16-bit word of the reply: set to
+        // the checksum the reply has with them zero, they bring its sum to zero.
+        req[64..66].fill(0);
+        let (_, reply) = answer(&plan, &req);
+        let c0 = checksum_of(&reply);
+        req[64..66].copy_from_slice(&c0.to_be_bytes());
+        let (v, reply) = answer(&plan, &req);
+        assert_eq!(v, Verdict::Reply);
+        assert_eq!(checksum_of(&reply), 0xffff);
+        let ip = GuestPacket::ipv6(&reply, reply.len()).unwrap();
+        assert!(udp::parse(&ip.addrs(), ip.payload(&reply).unwrap()).is_some());
     }
 
     #[test]

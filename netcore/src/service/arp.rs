@@ -2,8 +2,8 @@
 //!
 //! # Theory of operation
 //!
-//! The guest's subnet holds exactly two emulated hosts that answer ARP: the gateway and the
-//! DNS address (slirp's `arp_input`; guestfwd addresses would be a third kind, not served yet).
+//! The emulated hosts that answer ARP are the gateway, the DNS address and the address of
+//! every guest forward (`guestfwd=`), as slirp's `arp_input` answers for its `exec_list`.
 //! A request is answered only when its target is one of them *and* lies inside the subnet, so
 //! a DNS address placed outside the subnet is reached through the gateway, as in slirp. DHCP
 //! pool addresses, other subnet addresses and off-subnet targets get no answer: the guest must
@@ -16,15 +16,17 @@
 //!
 //! Gratuitous requests (target = sender) and replies only teach slirp the guest's MAC; the
 //! engine already learns that from every frame, so here they are consumed without an answer.
-//! Nothing in this module keeps state.
+//! The engine parses the ARP packet (malformed when smoltcp's checked view refuses it, not
+//! served when it is not Ethernet/IPv4) and hands [`handle`] its representation. Nothing in
+//! this module keeps state.
 
 use std::net::Ipv4Addr;
 
 use netplan::{MacAddr, NetPlan};
 use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetAddress};
 
-use crate::engine::Verdict;
-use crate::ethernet;
+use super::Verdict;
+use crate::wire::ethernet;
 
 /// Length of our ARP reply frames: the Ethernet minimum, zero-padded.
 ///
@@ -32,28 +34,19 @@ use crate::ethernet;
 /// receiver accepts, and the 4 extra bytes carry nothing.
 pub const REPLY_FRAME_LEN: usize = ethernet::MIN_FRAME_LEN;
 
-/// Answers an ARP request for an emulated host; the answer frame goes into `out`.
-pub fn handle(plan: &NetPlan, frame: &[u8], out: &mut Vec<u8>) -> Verdict {
+/// Answers an ARP request for an emulated host, sent in a frame from `eth_src`; the answer
+/// frame goes into `out`.
+pub fn handle(plan: &NetPlan, eth_src: MacAddr, arp: ArpRepr, out: &mut Vec<u8>) -> Verdict {
     let Some(v4) = &plan.ipv4 else {
         return Verdict::Unhandled;
     };
-    let Some((_, eth_src, _)) = ethernet::parse_header(frame) else {
-        return Verdict::Malformed;
-    };
-    let Some(body) = frame.get(ethernet::HEADER_LEN..) else {
-        return Verdict::Malformed;
-    };
-    let Ok(packet) = ArpPacket::new_checked(body) else {
-        return Verdict::Malformed;
-    };
-    // Well-formed ARP for another hardware or protocol type: not ours to answer.
-    let Ok(ArpRepr::EthernetIpv4 {
+    let ArpRepr::EthernetIpv4 {
         operation,
         source_hardware_addr,
         source_protocol_addr,
         target_protocol_addr,
         ..
-    }) = ArpRepr::parse(&packet)
+    } = arp
     else {
         return Verdict::Unhandled;
     };

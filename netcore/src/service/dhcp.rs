@@ -22,20 +22,25 @@
 //! 15, 66, 119 and 60, each of the last ones only when configured and only if it still fits,
 //! and 255. A NAK carries only 53 and 56, and its `yiaddr` is 255.255.255.255 (slirp's quirk).
 //!
+//! The engine hands [`Server::handle`] the datagram already checked as slirp's `udp_input`
+//! checks it (see [`crate::wire::udp`]); the BOOTP fixed part is read through smoltcp's
+//! `DhcpPacket`. The answer's options are written by hand (`Options`): smoltcp's `DhcpRepr`
+//! emits its own choice and order of options, and a guest must get slirp's bytes.
+//!
 //! The only state is the slot table; each slot is written only on an OFFER or ACK.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use netplan::{MacAddr, NetPlan};
-use smoltcp::wire::{DhcpPacket, IpAddress, UdpPacket};
+use smoltcp::wire::{DhcpPacket, IpProtocol};
 
-use crate::engine::Verdict;
-use crate::ipv4::{self, Ident};
-use crate::{dnssearch, ethernet};
+use super::Verdict;
+use crate::wire::ip::Addrs;
+use crate::wire::ipv4::{self, Ident};
+use crate::wire::{dnssearch, ethernet, udp};
 
 pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
-const UDP_HEADER_LEN: usize = 8;
 /// The fixed BOOTP fields, up to and without the magic cookie.
 const BOOTP_FIXED_LEN: usize = 236;
 /// slirp's `DHCP_OPT_LEN`: the options area including the magic cookie.
@@ -44,12 +49,8 @@ const OPTIONS_LEN: usize = 312;
 pub const REPLY_BOOTP_LEN: usize = BOOTP_FIXED_LEN + OPTIONS_LEN;
 /// Whole answer frame.
 pub const REPLY_FRAME_LEN: usize =
-    ethernet::HEADER_LEN + ipv4::HEADER_LEN + UDP_HEADER_LEN + REPLY_BOOTP_LEN;
+    ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN + REPLY_BOOTP_LEN;
 const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
-/// IPTOS_LOWDELAY, as slirp's `udp_output` is called for BOOTP.
-const REPLY_TOS: u8 = 0x10;
-/// IPDEFTTL.
-const REPLY_TTL: u8 = 64;
 /// Room in the BOOTP `file` field: 128 bytes with the terminating zero.
 const FILE_FIELD_LEN: usize = 128;
 const FILE_FIELD_START: usize = 108;
@@ -128,37 +129,23 @@ impl Server {
         &self.slots
     }
 
-    /// Answers a DHCP message; the answer frame goes into `out`. `ident` numbers the IPv4
-    /// packet of the answer.
+    /// Answers a DHCP message, the checked datagram `request` the guest sent to `dst`; the
+    /// answer frame goes into `out`. `ident` numbers the IPv4 packet of the answer.
     pub fn handle(
         &mut self,
         plan: &NetPlan,
         ident: &mut Ident,
-        frame: &[u8],
+        dst: Ipv4Addr,
+        request: &udp::Datagram<'_>,
         out: &mut Vec<u8>,
     ) -> Verdict {
         let Some(v4) = &plan.ipv4 else {
             return Verdict::Unhandled;
         };
-        let Some(ip) = frame.get(ethernet::HEADER_LEN..).and_then(ipv4::parse) else {
-            return Verdict::Malformed;
-        };
-        if ip.fragment || ip.protocol != ipv4::PROTO_UDP {
+        if request.dst_port != SERVER_PORT || (dst != v4.gateway && dst != Ipv4Addr::BROADCAST) {
             return Verdict::Unhandled;
         }
-        // slirp's udp_input: a UDP length beyond the IP payload is dropped, a shorter one
-        // trims the datagram; a non-zero checksum must verify.
-        let Ok(udp) = UdpPacket::new_checked(ip.payload) else {
-            return Verdict::Malformed;
-        };
-        if !udp.verify_checksum(&IpAddress::Ipv4(ip.src), &IpAddress::Ipv4(ip.dst)) {
-            return Verdict::Malformed;
-        }
-        if udp.dst_port() != SERVER_PORT || (ip.dst != v4.gateway && ip.dst != Ipv4Addr::BROADCAST)
-        {
-            return Verdict::Unhandled;
-        }
-        let bootp = udp.payload();
+        let bootp = request.payload;
         if bootp.len() < BOOTP_FIXED_LEN {
             return Verdict::Malformed;
         }
@@ -365,6 +352,9 @@ fn decode(msg: &DhcpPacket<&[u8]>) -> Decoded {
 }
 
 /// The options area of an answer: the cookie, options, `END`, zero padding to 312 bytes.
+///
+/// Written by hand on purpose: smoltcp's `DhcpRepr::emit` chooses its own options and order,
+/// and a guest must get slirp's bytes (its order, its fit-or-omit rule, its padding).
 struct Options {
     buf: [u8; OPTIONS_LEN],
     pos: usize,
@@ -433,7 +423,7 @@ fn build_reply(
     );
     let ip_start = ethernet::HEADER_LEN;
     let udp_start = ip_start + ipv4::HEADER_LEN;
-    let bootp_start = udp_start + UDP_HEADER_LEN;
+    let bootp_start = udp_start + udp::HEADER_LEN;
 
     let bootp = &mut out[bootp_start..];
     let mut reply = DhcpPacket::new_unchecked(&mut bootp[..]);
@@ -453,23 +443,20 @@ fn build_reply(
     }
     bootp[BOOTP_FIXED_LEN..].copy_from_slice(options);
 
-    let udp_len = UDP_HEADER_LEN + REPLY_BOOTP_LEN;
-    let mut udp = UdpPacket::new_unchecked(&mut out[udp_start..]);
-    udp.set_src_port(SERVER_PORT);
-    udp.set_dst_port(CLIENT_PORT);
-    udp.set_len(udp_len as u16);
-    udp.fill_checksum(
-        &IpAddress::Ipv4(gateway),
-        &IpAddress::Ipv4(Ipv4Addr::BROADCAST),
-    );
+    let udp_len = udp::HEADER_LEN + REPLY_BOOTP_LEN;
+    let addrs = Addrs::V4 {
+        src: gateway,
+        dst: Ipv4Addr::BROADCAST,
+    };
+    udp::write_header(&mut out[udp_start..], &addrs, SERVER_PORT, CLIENT_PORT);
     ipv4::write_header(
         &mut out[ip_start..],
         &ipv4::Header {
             src: gateway,
             dst: Ipv4Addr::BROADCAST,
-            protocol: ipv4::PROTO_UDP,
-            tos: REPLY_TOS,
-            ttl: REPLY_TTL,
+            protocol: IpProtocol::Udp,
+            tos: ipv4::TOS_LOWDELAY,
+            ttl: ipv4::DEFAULT_TTL,
             ident: ident.next_id(),
             dont_frag: false,
             payload_len: udp_len,

@@ -35,11 +35,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use netplan::{MacAddr, NetPlan};
-use smoltcp::wire::{IpProtocol, checksum};
+use smoltcp::wire::IpProtocol;
 
-use crate::engine::Verdict;
-use crate::ip::{self, PacketMeta};
-use crate::ipv4::Ident;
+use super::Verdict;
+use crate::wire::frame::Frame;
+use crate::wire::ip::{self, Addrs, PacketMeta};
+use crate::wire::ipv4::{self, Ident};
+use crate::wire::{ethernet, ipv6, udp};
 
 pub const SERVER_PORT: u16 = 69;
 const MAX_SESSIONS: usize = 20;
@@ -52,9 +54,8 @@ const DEFAULT_BLOCK_SIZE: usize = 512;
 pub const MAX_BLOCK_SIZE: usize = 1428;
 /// slirp's `TFTP_FILENAME_MAX`, with the terminating zero.
 const MAX_FILENAME: usize = 512;
-const UDP_HEADER_LEN: usize = 8;
-/// IPTOS_LOWDELAY, as slirp's `udp_output` is called for TFTP.
-const TOS_LOWDELAY: u8 = 0x10;
+/// The TFTP header in front of a DATA block: opcode and block number.
+const DATA_HEADER_LEN: usize = 4;
 
 const OP_RRQ: u16 = 1;
 const OP_DATA: u16 = 3;
@@ -116,12 +117,25 @@ impl Session {
 /// guest are addressed.
 #[derive(Debug)]
 pub struct Exchange<'a> {
-    pub client: SocketAddr,
-    pub server: IpAddr,
+    /// From the guest's address to the server's.
+    pub addrs: Addrs,
+    pub client_port: u16,
     pub guest_mac: MacAddr,
     pub gateway_mac: MacAddr,
     pub ident: &'a mut Ident,
     pub now: Instant,
+}
+
+impl Exchange<'_> {
+    /// The guest's address and port.
+    pub fn client(&self) -> SocketAddr {
+        SocketAddr::new(self.addrs.src(), self.client_port)
+    }
+
+    /// The address the guest wrote to.
+    pub fn server(&self) -> IpAddr {
+        self.addrs.dst()
+    }
 }
 
 /// The TFTP server of one engine.
@@ -151,14 +165,15 @@ impl Server {
 
     /// Answers `msg`, the UDP payload the guest sent in `ex`; a reply frame goes into `out`.
     pub fn handle(&mut self, ex: &mut Exchange<'_>, msg: &[u8], out: &mut Vec<u8>) -> Verdict {
-        if msg.len() < 2 {
+        let msg = Frame::new(msg);
+        let Some(opcode) = msg.u16(0) else {
             return Verdict::Malformed;
-        }
-        match u16::from_be_bytes([msg[0], msg[1]]) {
-            OP_RRQ => self.read_request(ex, &msg[2..], out),
-            OP_ACK if msg.len() >= 4 => self.ack(ex, u16::from_be_bytes([msg[2], msg[3]]), out),
-            OP_ERROR => {
-                match self.find(ex.client) {
+        };
+        match (opcode, msg.u16(2)) {
+            (OP_RRQ, _) => self.read_request(ex, msg.from(2).map_or(&[], |m| m.bytes()), out),
+            (OP_ACK, Some(block)) => self.ack(ex, block, out),
+            (OP_ERROR, _) => {
+                match self.find(ex.client()) {
                     Some(i) => self.sessions[i] = None,
                     None => self.counters.ignored += 1,
                 }
@@ -175,7 +190,8 @@ impl Server {
     /// The largest `blksize` granted: slirp's 1428, less where the link MTU is smaller (slirp
     /// would fragment; we do not), but never below the default block.
     fn max_block_size(&self, server: IpAddr) -> usize {
-        let headers = ip::l2_l3_len(&server) - crate::ethernet::HEADER_LEN + UDP_HEADER_LEN + 4;
+        let headers =
+            ip::l2_l3_len(&server) - ethernet::HEADER_LEN + udp::HEADER_LEN + DATA_HEADER_LEN;
         usize::from(self.mtu)
             .saturating_sub(headers)
             .clamp(DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE)
@@ -198,7 +214,7 @@ impl Server {
     /// An RRQ; `req` follows the opcode. The checks come in slirp's order, so that the same
     /// request gets the same error.
     fn read_request(&mut self, ex: &mut Exchange<'_>, req: &[u8], out: &mut Vec<u8>) -> Verdict {
-        if let Some(old) = self.find(ex.client) {
+        if let Some(old) = self.find(ex.client()) {
             self.sessions[old] = None;
         }
         let Some(slot) = self.allocate(ex.now) else {
@@ -258,7 +274,7 @@ impl Server {
             } else if key.eq_ignore_ascii_case(b"blksize") {
                 let asked = atoi(value);
                 if asked > 0 {
-                    block_size = (asked as usize).min(self.max_block_size(ex.server));
+                    block_size = (asked as usize).min(self.max_block_size(ex.server()));
                     answered[count] = ("blksize", block_size as u64);
                     count += 1;
                 }
@@ -266,7 +282,7 @@ impl Server {
         }
 
         self.sessions[slot] = Some(Session {
-            client: ex.client,
+            client: ex.client(),
             file,
             block_size,
             sent: 0,
@@ -292,7 +308,7 @@ impl Server {
 
     /// An ACK of block `block` (16 bits, wrapping, as on the wire).
     fn ack(&mut self, ex: &mut Exchange<'_>, block: u16, out: &mut Vec<u8>) -> Verdict {
-        let Some(slot) = self.find(ex.client) else {
+        let Some(slot) = self.find(ex.client()) else {
             self.counters.ignored += 1;
             return Verdict::Consumed;
         };
@@ -364,7 +380,7 @@ impl Server {
         (code, text): (u16, &str),
         out: &mut Vec<u8>,
     ) -> Verdict {
-        if let Some(slot) = self.find(ex.client) {
+        if let Some(slot) = self.find(ex.client()) {
             self.sessions[slot] = None;
         }
         let body = start_reply(ex, out);
@@ -483,40 +499,30 @@ fn read_fully(file: &File, buf: &mut [u8], offset: u64) -> Option<usize> {
 /// writes once the TFTP message behind them is complete. Returns where the UDP header starts.
 fn start_reply(ex: &Exchange<'_>, out: &mut Vec<u8>) -> usize {
     out.clear();
-    let udp = ip::l2_l3_len(&ex.server);
-    out.resize(udp + UDP_HEADER_LEN, 0);
+    let udp = ip::l2_l3_len(&ex.server());
+    out.resize(udp + udp::HEADER_LEN, 0);
     udp
 }
 
 /// Writes the headers of the reply in `out`, from the gateway's port 69 to the client.
 fn finish_reply(ex: &mut Exchange<'_>, udp: usize, out: &mut [u8]) {
     let udp_len = out.len() - udp;
-    let (src_mac, ttl, tos) = match ex.server {
-        IpAddr::V4(_) => (ex.gateway_mac, 64, TOS_LOWDELAY),
-        IpAddr::V6(v6) => (MacAddr::slirp_for_ipv6(v6), 255, 0),
+    let addrs = ex.addrs.reversed();
+    let (src_mac, ttl, tos) = match ex.server() {
+        IpAddr::V4(_) => (ex.gateway_mac, ipv4::DEFAULT_TTL, ipv4::TOS_LOWDELAY),
+        IpAddr::V6(v6) => (MacAddr::slirp_for_ipv6(v6), ipv6::HOP_LIMIT, 0),
     };
     let meta = PacketMeta {
         src_mac,
         dst_mac: ex.guest_mac,
-        src: ex.server,
-        dst: ex.client.ip(),
+        addrs,
         protocol: IpProtocol::Udp,
         ttl,
         tos,
         ident: ex.ident.next_id(),
     };
     ip::write_headers(out, &meta, udp_len);
-    let header = &mut out[udp..];
-    header[0..2].copy_from_slice(&SERVER_PORT.to_be_bytes());
-    header[2..4].copy_from_slice(&ex.client.port().to_be_bytes());
-    header[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-    header[6..8].copy_from_slice(&[0, 0]);
-    let pseudo = ip::pseudo_header_sum(&meta.src, &meta.dst, IpProtocol::Udp, udp_len);
-    let sum = !checksum::combine(&[pseudo, checksum::data(header)]);
-    // A computed zero is sent as all ones (zero means "no checksum" in IPv4, and is invalid
-    // in IPv6).
-    let sum = if sum == 0 { 0xffff } else { sum };
-    header[6..8].copy_from_slice(&sum.to_be_bytes());
+    udp::write_header(&mut out[udp..], &addrs, SERVER_PORT, ex.client_port);
 }
 
 #[cfg(test)]
@@ -584,8 +590,8 @@ mod tests {
     impl Rig {
         fn send_from(&mut self, client: SocketAddr, server: IpAddr, msg: &[u8]) -> Option<Vec<u8>> {
             let mut ex = Exchange {
-                client,
-                server,
+                addrs: Addrs::new(client.ip(), server).expect("one family"),
+                client_port: client.port(),
                 guest_mac: GUEST_MAC,
                 gateway_mac: GATEWAY_MAC,
                 ident: &mut self.ident,
@@ -605,11 +611,14 @@ mod tests {
             let frame = self.send_from(client, GATEWAY.into(), msg)?;
             assert_eq!(&frame[0..6], &GUEST_MAC.0);
             assert_eq!(&frame[6..12], &GATEWAY_MAC.0);
-            let ip = crate::ipv4::parse(&frame[14..]).expect("a valid IPv4 header");
+            let ip = ipv4::parse(&frame[14..], frame.len() - 14).expect("a valid IPv4 header");
             assert_eq!((ip.src, ip.dst, ip.tos, ip.ttl), (GATEWAY, GUEST, 0x10, 64));
-            let udp =
-                crate::ip::udp_payload(&frame, ip.src.into(), ip.dst.into(), 34, ip.payload.len());
-            let udp = udp.expect("a UDP checksum that holds");
+            let addrs = Addrs::V4 {
+                src: ip.src,
+                dst: ip.dst,
+            };
+            let udp = udp::parse(&addrs, &frame[34..34 + ip.payload_len]);
+            let udp = udp.expect("a UDP checksum that holds").payload;
             assert_eq!(&frame[34..36], &SERVER_PORT.to_be_bytes());
             assert_eq!(&frame[36..38], &port.to_be_bytes());
             Some(decode(udp))
@@ -936,8 +945,13 @@ mod tests {
         assert_eq!(&frame[22..38], &gateway.octets());
         assert_eq!(&frame[38..54], &guest.octets());
         let len = frame.len() - 54;
-        let udp = crate::ip::udp_payload(&frame, gateway.into(), guest.into(), 54, len)
-            .expect("checksum");
+        let addrs = Addrs::V6 {
+            src: gateway,
+            dst: guest,
+        };
+        let udp = udp::parse(&addrs, &frame[54..54 + len])
+            .expect("checksum")
+            .payload;
         assert_eq!(decode(udp), Reply::Data(1, file[..512].to_vec()));
     }
 
