@@ -12,6 +12,7 @@ pub mod dhcpv6;
 pub mod dnssearch;
 pub mod engine;
 pub mod ethernet;
+pub mod flow;
 pub mod forward;
 pub mod guestfwd;
 pub mod icmp;
@@ -21,15 +22,13 @@ pub mod launcher;
 pub mod link;
 pub mod nat;
 pub mod ndp;
-pub mod ping;
 pub mod ratelimit;
 pub mod smb;
 mod sys;
-pub mod tcp;
 pub mod tftp;
-pub mod udp;
 
 pub use engine::{Counters, Engine, EngineOptions};
+pub use flow::{ping, tcp, udp};
 pub use link::{LinkFull, MemoryLink, RxLink, RxSlot, TxFrame};
 
 /// Waits for epoll events in unit tests, retrying when a signal interrupts the wait: the

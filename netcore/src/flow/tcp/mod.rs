@@ -33,7 +33,6 @@
 //! Everything runs on the engine's thread: sockets are non-blocking, edge-triggered in the
 //! engine's epoll; retransmission and probes are driven by the engine's timer tick.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -42,6 +41,8 @@ use std::time::{Duration, Instant};
 
 use smoltcp::wire::{IpProtocol, TcpPacket};
 
+use super::epoll::{self, Token};
+use super::table::{FlowTable, Keyed};
 use crate::ip;
 use crate::link::{
     FrameOf, Gso, RxBytes, RxCsum, RxFrames, RxLink, RxMeta, RxOffloads, RxSlot, TxFrame,
@@ -236,6 +237,13 @@ struct Flow {
     discard_by_reading: bool,
 }
 
+impl Keyed for Flow {
+    type Key = FlowKey;
+    fn key(&self) -> FlowKey {
+        self.key
+    }
+}
+
 impl Flow {
     /// A flow that has sent nothing yet and knows nothing of the guest's side.
     fn new(key: FlowKey, slot: usize, sock: OwnedFd, state: State, iss: u32, now: Instant) -> Flow {
@@ -402,14 +410,8 @@ pub enum SegmentOutcome {
 /// The table of translated connections.
 #[derive(Debug)]
 pub struct TcpTable {
-    flows: Vec<Option<Flow>>,
-    free: Vec<usize>,
-    index: HashMap<FlowKey, usize>,
-    limit: usize,
-    /// Flows that owe the guest an ACK or wait for RX buffers; visited at batch end.
-    pending: Vec<usize>,
-    /// The list being visited at batch end, kept so that neither list allocates again.
-    visiting: Vec<usize>,
+    /// The flows; the pending ones owe the guest an ACK or wait for RX buffers.
+    flows: FlowTable<Flow>,
     peek_offset_supported: Option<bool>,
     scratch: Vec<u8>,
     iovs: sys::IoVecs,
@@ -425,11 +427,6 @@ pub struct TcpTable {
     pub counters: TcpCounters,
 }
 
-/// Epoll token of flow slot `slot` (the engine reserves the top byte for the protocol).
-pub fn token(slot: usize) -> u64 {
-    crate::engine::TOKEN_TCP | slot as u64
-}
-
 impl TcpTable {
     pub fn new(limit: usize) -> Self {
         let seed = std::time::SystemTime::now()
@@ -437,12 +434,7 @@ impl TcpTable {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0x9e37_79b9_7f4a_7c15);
         TcpTable {
-            flows: Vec::new(),
-            free: Vec::new(),
-            index: HashMap::new(),
-            limit,
-            pending: Vec::new(),
-            visiting: Vec::new(),
+            flows: FlowTable::new(limit),
             peek_offset_supported: None,
             scratch: Vec::new(),
             iovs: sys::IoVecs::default(),
@@ -465,16 +457,16 @@ impl TcpTable {
     }
 
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.flows.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.flows.is_empty()
     }
 
     /// Whether any flow has a timer running (the engine keeps its tick going while so).
     pub fn needs_tick(&self) -> bool {
-        self.flows.iter().flatten().any(|f| f.timer.is_some())
+        self.flows.iter().any(|f| f.timer.is_some())
     }
 
     fn next_isn(&mut self) -> u32 {
@@ -504,13 +496,11 @@ impl TcpTable {
             guest: seg.guest,
             remote: seg.remote,
         };
-        let Some(&slot) = self.index.get(&key) else {
+        let Some(slot) = self.flows.find(&key) else {
             return self.on_new(ctx, seg, key, target, rx);
         };
         let next = {
-            let flow = self.flows[slot]
-                .as_mut()
-                .expect("indexed slot holds a flow");
+            let flow = self.flows.get_mut(slot).expect("indexed slot holds a flow");
             flow.last_activity = ctx.now;
             flow_segment(
                 flow,
@@ -533,8 +523,9 @@ impl TcpTable {
                 // New room for host data only comes with an ACK or a larger window; new data
                 // itself comes with an epoll event. Peeking after every segment of an upload
                 // would be a wasted system call each time.
-                let room = self.flows[slot]
-                    .as_mut()
+                let room = self
+                    .flows
+                    .get_mut(slot)
                     .is_some_and(|f| std::mem::take(&mut f.room));
                 if room {
                     self.socket_events_waiting = true;
@@ -562,7 +553,7 @@ impl TcpTable {
             send_reset_for(ctx, seg, rx);
             return SegmentOutcome::Handled;
         }
-        if self.index.len() >= self.limit {
+        if self.flows.is_full() {
             self.counters.table_full += 1;
             send_reset_for(ctx, seg, rx);
             return SegmentOutcome::Handled;
@@ -607,20 +598,19 @@ impl TcpTable {
             self.counters.connects += 1;
         }
         let iss = self.next_isn();
-        let slot = self.free_slot();
+        let slot = self.flows.reserve();
         let mut flow = Flow::new(key, slot, sock, State::Connecting, iss, ctx.now);
         flow.rcv_nxt = seg.seq.wrapping_add(1);
         flow.snd_wnd = u32::from(seg.window);
         flow.set_guest_options(seg);
         let interest = libc::EPOLLOUT | libc::EPOLLET;
-        if let Err(e) = epoll_add(ctx.epoll, flow.fd(), interest as u32, token(slot)) {
+        if let Err(e) = epoll::add(ctx.epoll, flow.fd(), interest as u32, Token::Tcp(slot)) {
             crate::ratelimit::guest_log!(log::Level::Warn, "epoll add for {}: {e}", key.remote);
-            self.free.push(slot);
+            self.flows.release(slot);
             send_reset_for(ctx, seg, rx);
             return SegmentOutcome::Handled;
         }
-        self.flows[slot] = Some(flow);
-        self.index.insert(key, slot);
+        self.flows.insert(slot, flow);
         if connected {
             self.on_connected(slot, ctx, rx);
         }
@@ -639,43 +629,34 @@ impl TcpTable {
         ctx: &mut Ctx<'_>,
         rx: &mut L,
     ) -> bool {
-        if self.index.len() >= self.limit || self.index.contains_key(&key) {
+        if self.flows.is_full() || self.flows.find(&key).is_some() {
             self.counters.table_full += 1;
             let _ = sys::set_linger_zero(sock.as_raw_fd());
             return false;
         }
         let _ = sys::set_nodelay(sock.as_raw_fd());
         self.use_peek_offset(sock.as_raw_fd());
-        let slot = self.free_slot();
+        let slot = self.flows.reserve();
         let iss = self.next_isn();
         let mut flow = Flow::new(key, slot, sock, State::SynSent, iss, ctx.now);
         flow.discard_by_reading = unix;
         // Data or a FIN may come before the guest answers; the handshake's end pushes it.
         let interest = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
-        if let Err(e) = epoll_add(ctx.epoll, flow.fd(), interest as u32, token(slot)) {
+        if let Err(e) = epoll::add(ctx.epoll, flow.fd(), interest as u32, Token::Tcp(slot)) {
             crate::ratelimit::guest_log!(
                 log::Level::Warn,
                 "epoll add for the forward to {}: {e}",
                 key.guest
             );
             let _ = sys::set_linger_zero(flow.fd());
-            self.free.push(slot);
+            self.flows.release(slot);
             return false;
         }
         self.counters.accepted += 1;
         send_syn(&mut flow, ctx, rx);
         flow.timer = Some(ctx.now + flow.rto);
-        self.flows[slot] = Some(flow);
-        self.index.insert(key, slot);
+        self.flows.insert(slot, flow);
         true
-    }
-
-    /// A slot for a new flow: one freed before, or a new one at the end.
-    fn free_slot(&mut self) -> usize {
-        self.free.pop().unwrap_or_else(|| {
-            self.flows.push(None);
-            self.flows.len() - 1
-        })
     }
 
     /// Starts peeking at the front of `fd`'s queue, learning on the first socket whether the
@@ -693,16 +674,16 @@ impl TcpTable {
     }
 
     fn on_connected<L: RxLink>(&mut self, slot: usize, ctx: &mut Ctx<'_>, rx: &mut L) {
-        let Some(fd) = self.flows[slot].as_ref().map(Flow::fd) else {
+        let Some(fd) = self.flows.get(slot).map(Flow::fd) else {
             return;
         };
         self.use_peek_offset(fd);
-        let Some(flow) = self.flows[slot].as_mut() else {
+        let Some(flow) = self.flows.get_mut(slot) else {
             return;
         };
         flow.state = State::SynAckSent;
         let interest = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
-        let _ = epoll_mod(ctx.epoll, flow.fd(), interest as u32, token(slot));
+        let _ = epoll::modify(ctx.epoll, flow.fd(), interest as u32, Token::Tcp(slot));
         send_syn_ack(flow, ctx, rx);
         flow.timer = Some(ctx.now + flow.rto);
     }
@@ -715,7 +696,7 @@ impl TcpTable {
         ctx: &mut Ctx<'_>,
         rx: &mut L,
     ) {
-        let Some(flow) = self.flows.get_mut(slot).and_then(Option::as_mut) else {
+        let Some(flow) = self.flows.get_mut(slot) else {
             return;
         };
         flow.last_activity = ctx.now;
@@ -751,7 +732,7 @@ impl TcpTable {
             flow.want_write = false;
             flow.forget_window();
             let interest = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
-            let _ = epoll_mod(ctx.epoll, flow.fd(), interest as u32, token(slot));
+            let _ = epoll::modify(ctx.epoll, flow.fd(), interest as u32, Token::Tcp(slot));
             // The socket drained: tell the guest its window reopened.
             flow.ack_owed = true;
             self.mark_pending(slot);
@@ -765,7 +746,7 @@ impl TcpTable {
     /// RX buffers allow.
     fn push_to_guest<L: RxLink>(&mut self, slot: usize, ctx: &mut Ctx<'_>, rx: &mut L) {
         let peek_offset = self.peek_offset_supported == Some(true);
-        let Some(flow) = self.flows[slot].as_mut() else {
+        let Some(flow) = self.flows.get_mut(slot) else {
             return;
         };
         if flow.state != State::Established && flow.state != State::SynAckSent {
@@ -803,14 +784,14 @@ impl TcpTable {
                 return;
             }
             Push::NoBuffers => {
-                if let Some(flow) = self.flows[slot].as_mut() {
+                if let Some(flow) = self.flows.get_mut(slot) {
                     flow.waiting_rx = true;
                 }
                 self.mark_pending(slot);
             }
             _ => {}
         }
-        let Some(flow) = self.flows[slot].as_mut() else {
+        let Some(flow) = self.flows.get_mut(slot) else {
             return;
         };
         if flow.host_eof && flow.fin_seq.is_none() {
@@ -837,23 +818,20 @@ impl TcpTable {
     }
 
     fn mark_pending(&mut self, slot: usize) {
-        if !self.pending.contains(&slot) {
-            self.pending.push(slot);
-        }
+        self.flows.mark_pending(slot);
     }
 
     /// End of a batch (TX ring drained, or RX buffers arrived): owed ACKs go out and flows that
     /// waited for RX buffers try again.
     pub fn end_batch<L: RxLink>(&mut self, ctx: &mut Ctx<'_>, rx: &mut L) {
-        let mut visiting = std::mem::take(&mut self.visiting);
-        std::mem::swap(&mut visiting, &mut self.pending);
+        let visiting = self.flows.start_visit();
         for &slot in &visiting {
-            if let Some(flow) = self.flows[slot].as_mut().filter(|f| f.corked) {
+            if let Some(flow) = self.flows.get_mut(slot).filter(|f| f.corked) {
                 flow.corked = false;
                 // Setting TCP_NODELAY (already on) transmits what MSG_MORE held back.
                 let _ = sys::set_nodelay(flow.fd());
             }
-            let resume = self.flows[slot].as_mut().is_some_and(|f| {
+            let resume = self.flows.get_mut(slot).is_some_and(|f| {
                 let resume = f.room || f.waiting_rx;
                 f.room = false;
                 f.waiting_rx = false;
@@ -862,7 +840,7 @@ impl TcpTable {
             if resume {
                 self.push_to_guest(slot, ctx, rx);
             }
-            let Some(flow) = self.flows[slot].as_mut() else {
+            let Some(flow) = self.flows.get_mut(slot) else {
                 continue;
             };
             if flow.ack_owed {
@@ -873,15 +851,14 @@ impl TcpTable {
                 }
             }
         }
-        visiting.clear();
-        self.visiting = visiting;
+        self.flows.end_visit(visiting);
     }
 
     /// Retransmission, zero-window probing, giving up on dead peers, and closing idle flows.
     pub fn on_tick<L: RxLink>(&mut self, ctx: &mut Ctx<'_>, rx: &mut L) {
         self.commands.reap();
-        for slot in 0..self.flows.len() {
-            let Some(flow) = self.flows[slot].as_mut() else {
+        for slot in self.flows.slots() {
+            let Some(flow) = self.flows.get_mut(slot) else {
                 continue;
             };
             // A connect in progress is the kernel's to time out.
@@ -926,7 +903,7 @@ impl TcpTable {
 
     fn retransmit<L: RxLink>(&mut self, slot: usize, ctx: &mut Ctx<'_>, rx: &mut L) {
         let peek_offset = self.peek_offset_supported == Some(true);
-        let Some(flow) = self.flows[slot].as_mut() else {
+        let Some(flow) = self.flows.get_mut(slot) else {
             return;
         };
         if flow.state == State::SynSent {
@@ -950,8 +927,9 @@ impl TcpTable {
     }
 
     fn maybe_finished<L: RxLink>(&mut self, slot: usize, ctx: &mut Ctx<'_>, rx: &mut L) {
-        let done = self.flows[slot]
-            .as_ref()
+        let done = self
+            .flows
+            .get(slot)
             .is_some_and(|f| f.guest_fin && f.fin_acked());
         if done {
             self.close(slot, Close::Done, ctx, rx);
@@ -959,7 +937,7 @@ impl TcpTable {
     }
 
     fn close<L: RxLink>(&mut self, slot: usize, how: Close, ctx: &mut Ctx<'_>, rx: &mut L) {
-        let Some(flow) = self.flows[slot].take() else {
+        let Some(flow) = self.flows.remove(slot) else {
             return;
         };
         match how {
@@ -990,40 +968,9 @@ impl TcpTable {
             }
         }
         self.counters.flows_closed += 1;
-        self.index.remove(&flow.key);
-        self.pending.retain(|&s| s != slot);
-        self.free.push(slot);
         // Dropping the socket closes it, which also removes it from the epoll set.
         drop(flow);
     }
-}
-
-pub(crate) fn epoll_add(
-    epoll: &vmm_sys_util::epoll::Epoll,
-    fd: RawFd,
-    events: u32,
-    token: u64,
-) -> io::Result<()> {
-    use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
-    epoll.ctl(
-        ControlOperation::Add,
-        fd,
-        EpollEvent::new(EventSet::from_bits_truncate(events), token),
-    )
-}
-
-fn epoll_mod(
-    epoll: &vmm_sys_util::epoll::Epoll,
-    fd: RawFd,
-    events: u32,
-    token: u64,
-) -> io::Result<()> {
-    use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
-    epoll.ctl(
-        ControlOperation::Modify,
-        fd,
-        EpollEvent::new(EventSet::from_bits_truncate(events), token),
-    )
 }
 
 /// What the table must do after a guest segment was applied to a flow.
@@ -1178,7 +1125,7 @@ fn want_write(flow: &mut Flow, epoll: &vmm_sys_util::epoll::Epoll) {
     if !flow.want_write {
         flow.want_write = true;
         let interest = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLOUT | libc::EPOLLET;
-        let _ = epoll_mod(epoll, flow.fd(), interest as u32, token(flow.slot));
+        let _ = epoll::modify(epoll, flow.fd(), interest as u32, Token::Tcp(flow.slot));
     }
 }
 
@@ -1840,7 +1787,9 @@ mod tests {
             let mut events = [EpollEvent::default(); 16];
             let n = crate::wait_for_events(&self.epoll, ms, &mut events);
             for ev in &events[..n] {
-                let slot = (ev.data() & 0xffff_ffff) as usize;
+                let Some(Token::Tcp(slot)) = Token::decode(ev.data()) else {
+                    panic!("not a TCP flow's token: {:#x}", ev.data());
+                };
                 let (mut ctx, table, link) = self.ctx();
                 table.on_socket_event(slot, ev.events(), &mut ctx, link);
                 table.end_batch(&mut ctx, link);
