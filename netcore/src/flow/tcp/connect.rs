@@ -106,7 +106,9 @@ impl TcpTable {
         let slot = self.flows.reserve();
         let iss = self.next_isn();
         let mut flow = Flow::new(key, slot, sock, State::SynSent, iss, ctx.now);
-        flow.discard_by_reading = unix;
+        if unix {
+            flow.discard = Discard::Read;
+        }
         // Data or a FIN may come before the guest answers; the handshake's end pushes it.
         let interest = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
         if let Err(e) = epoll::add(ctx.epoll, flow.fd(), interest as u32, Token::Tcp(slot)) {
@@ -156,7 +158,6 @@ impl TcpTable {
     }
 }
 
-/// An RST answering a segment that belongs to no connection (RFC 793 reset generation).
 /// Why a connection to a host did not start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ConnectFailure {

@@ -4,18 +4,19 @@ use super::*;
 
 /// One TCP header toward the guest.
 #[derive(Debug)]
-pub(super) struct Header<'o> {
+pub(super) struct Header {
     pub(super) key: FlowKey,
     pub(super) seq: u32,
     pub(super) ack: u32,
     pub(super) flags: u8,
     pub(super) window: u16,
-    pub(super) options: &'o [u8],
+    pub(super) options: Options,
 }
 
-impl Header<'_> {
-    /// A header for `flow` with its current ACK number and window.
-    pub(super) fn of(flow: &Flow, seq: u32, tcp_flags: u8) -> Header<'static> {
+impl Header {
+    /// A header for `flow` with its current ACK number and window (which may measure the
+    /// socket, and keeps the measurement as the flow's estimate).
+    pub(super) fn of(flow: &mut Flow, seq: u32, tcp_flags: u8) -> Header {
         let window = if tcp_flags & flags::RST != 0 {
             0
         } else if tcp_flags & flags::SYN != 0 {
@@ -34,17 +35,50 @@ impl Header<'_> {
             },
             flags: tcp_flags,
             window,
-            options: &[],
+            options: Options::default(),
         }
     }
 
-    pub(super) fn len(&self, key_ip: &IpAddr) -> usize {
-        ip::l2_l3_len(key_ip) + TCP_HEADER_LEN + self.options.len()
+    /// The TCP header's length, options included.
+    fn tcp_len(&self) -> usize {
+        TCP_HEADER_LEN + self.options.len()
+    }
+
+    /// The frame's length up to the payload.
+    pub(super) fn len(&self) -> usize {
+        ip::l2_l3_len(&self.key.guest.ip()) + self.tcp_len()
     }
 }
 
-/// Writes Ethernet, IP and TCP headers in front of `payload_len` bytes already in the slot,
-/// with checksums.
+/// The options we send: only in our SYN or SYN-ACK, our MSS and perhaps our window scale
+/// (after a NOP, so that the header stays a multiple of four bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Options {
+    pub(super) mss: Option<u16>,
+    pub(super) wscale: Option<u8>,
+}
+
+impl Options {
+    fn list(&self) -> impl Iterator<Item = TcpOption<'static>> {
+        let mss = self.mss.map(TcpOption::MaxSegmentSize);
+        let wscale = self
+            .wscale
+            .into_iter()
+            .flat_map(|shift| [TcpOption::NoOperation, TcpOption::WindowScale(shift)]);
+        mss.into_iter().chain(wscale)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.list().map(|option| option.buffer_len()).sum()
+    }
+
+    fn emit(&self, mut buf: &mut [u8]) {
+        for option in self.list() {
+            buf = option.emit(buf);
+        }
+    }
+}
+
 /// How much of a segment's TCP checksum we compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Checksum {
@@ -65,48 +99,60 @@ pub(super) fn tso(offloads: RxOffloads, key: &FlowKey) -> bool {
     }
 }
 
+/// The most bytes of headers in front of a segment's payload: Ethernet, IPv6 (the larger IP
+/// header), and the largest TCP header.
+const MAX_HEADERS: usize = crate::ethernet::HEADER_LEN + 40 + 60;
+
+/// Writes Ethernet, IP and TCP headers in front of `payload_len` bytes already in the slot,
+/// with as much of the TCP checksum as `csum` says.
 pub(super) fn write_segment<S: RxBytes>(
     slot: &mut S,
     ctx: &mut Ctx<'_>,
-    h: &Header<'_>,
+    h: &Header,
     payload_len: usize,
     csum: Checksum,
 ) {
     let meta = ctx.meta(h.key.remote.ip(), h.key.guest.ip(), IpProtocol::Tcp);
-    let tcp_len = TCP_HEADER_LEN + h.options.len();
+    let tcp_len = h.tcp_len();
     let l4_len = tcp_len + payload_len;
-    let mut hdr = [0u8; 14 + 40 + 60];
+    let mut hdr = [0u8; MAX_HEADERS];
     let off = ip::write_headers(&mut hdr, &meta, l4_len);
-    let tcp = &mut hdr[off..off + tcp_len];
-    tcp[0..2].copy_from_slice(&h.key.remote.port().to_be_bytes());
-    tcp[2..4].copy_from_slice(&h.key.guest.port().to_be_bytes());
-    tcp[4..8].copy_from_slice(&h.seq.to_be_bytes());
-    tcp[8..12].copy_from_slice(&h.ack.to_be_bytes());
-    tcp[12] = ((tcp_len / 4) as u8) << 4;
-    tcp[13] = h.flags;
-    tcp[14..16].copy_from_slice(&h.window.to_be_bytes());
-    tcp[20..].copy_from_slice(h.options);
+    let end = off + tcp_len;
+    let mut tcp = TcpPacket::new_unchecked(&mut hdr[off..end]);
+    tcp.set_src_port(h.key.remote.port());
+    tcp.set_dst_port(h.key.guest.port());
+    tcp.set_seq_number(TcpSeqNumber(h.seq as i32));
+    tcp.set_ack_number(TcpSeqNumber(h.ack as i32));
+    tcp.set_header_len(tcp_len as u8);
+    tcp.set_fin(h.flags & flags::FIN != 0);
+    tcp.set_syn(h.flags & flags::SYN != 0);
+    tcp.set_rst(h.flags & flags::RST != 0);
+    tcp.set_psh(h.flags & flags::PSH != 0);
+    tcp.set_ack(h.flags & flags::ACK != 0);
+    tcp.set_window_len(h.window);
+    h.options.emit(tcp.options_mut());
     let pseudo = ip::pseudo_header_sum(&meta.src, &meta.dst, IpProtocol::Tcp, l4_len);
     let sum = match csum {
         Checksum::Skip => 0,
         Checksum::PseudoOnly => pseudo,
         Checksum::Full => {
-            let header_sum = smoltcp::wire::checksum::data(tcp);
+            // Over the header as written so far, its checksum field still zero.
+            let header_sum = smoltcp::wire::checksum::data(&hdr[off..end]);
             let payload_sum = if payload_len > 0 {
-                ip::slot_sum(slot, off + tcp_len, payload_len)
+                ip::slot_sum(slot, end, payload_len)
             } else {
                 0
             };
             !smoltcp::wire::checksum::combine(&[pseudo, header_sum, payload_sum])
         }
     };
-    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
-    slot.write_at(0, &hdr[..off + tcp_len]);
+    TcpPacket::new_unchecked(&mut hdr[off..end]).set_checksum(sum);
+    slot.write_at(0, &hdr[..end]);
 }
 
 /// Sends a segment without payload; false if the guest has no RX buffer for it.
 pub(super) fn send_flags<L: RxLink>(
-    flow: &Flow,
+    flow: &mut Flow,
     ctx: &mut Ctx<'_>,
     rx: &mut L,
     tcp_flags: u8,
@@ -115,8 +161,8 @@ pub(super) fn send_flags<L: RxLink>(
     send_header(ctx, rx, &Header::of(flow, seq, tcp_flags))
 }
 
-pub(super) fn send_header<L: RxLink>(ctx: &mut Ctx<'_>, rx: &mut L, h: &Header<'_>) -> bool {
-    let len = h.len(&h.key.guest.ip());
+pub(super) fn send_header<L: RxLink>(ctx: &mut Ctx<'_>, rx: &mut L, h: &Header) -> bool {
+    let len = h.len();
     let Some(mut slot) = rx.reserve(len) else {
         return false;
     };
@@ -144,44 +190,31 @@ pub(super) fn send_opening<L: RxLink>(
     tcp_flags: u8,
     scale: bool,
 ) {
-    let mut options = [0u8; SYN_OPTIONS_LEN];
     let mss = ctx
         .max_payload(&flow.key.guest.ip(), TCP_HEADER_LEN)
         .min(65535) as u16;
-    options[0] = 2;
-    options[1] = 4;
-    options[2..4].copy_from_slice(&mss.to_be_bytes());
-    let options_len = if scale {
-        options[4] = 1; // NOP
-        options[5] = 3;
-        options[6] = 3;
-        options[7] = OUR_WSCALE;
-        8
-    } else {
-        4
-    };
     let mut header = Header::of(flow, flow.iss, tcp_flags);
-    header.options = &options[..options_len];
+    header.options = Options {
+        mss: Some(mss),
+        wscale: scale.then_some(OUR_WSCALE),
+    };
     // If the guest has no buffer the retransmission timer tries again.
     send_header(ctx, rx, &header);
     flow.snd_nxt = flow.iss.wrapping_add(1);
 }
 
+/// An RST answering a segment that belongs to no connection (RFC 9293 reset generation).
 pub(super) fn send_reset_for<L: RxLink>(ctx: &mut Ctx<'_>, seg: &Segment, rx: &mut L) {
     let key = FlowKey {
         guest: seg.guest,
         remote: seg.remote,
     };
-    let mut len = seg.payload_len as u32;
-    if seg.has(flags::SYN) {
-        len += 1;
-    }
-    if seg.has(flags::FIN) {
-        len += 1;
-    }
+    // RFC 9293 3.10.7.1: an RST at the ACK number when there is one; else an RST|ACK of
+    // everything the segment took.
     let (seq, tcp_flags, rcv_nxt) = if seg.has(flags::ACK) {
         (seg.ack, flags::RST, 0)
     } else {
+        let len = seq::segment_space(seg.payload_len, seg.has(flags::SYN), seg.has(flags::FIN));
         (0, flags::RST | flags::ACK, seg.seq.wrapping_add(len))
     };
     send_header(
@@ -193,7 +226,7 @@ pub(super) fn send_reset_for<L: RxLink>(ctx: &mut Ctx<'_>, seg: &Segment, rx: &m
             ack: rcv_nxt,
             flags: tcp_flags,
             window: 0,
-            options: &[],
+            options: Options::default(),
         },
     );
 }

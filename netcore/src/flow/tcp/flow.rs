@@ -27,6 +27,136 @@ pub(super) enum Close {
     Refused,
 }
 
+/// How far the guest-to-host direction has got toward its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum GuestEnd {
+    Open,
+    /// The guest's FIN has been passed on (`shutdown(SHUT_WR)`) and taken into `rcv_nxt`.
+    Fin,
+}
+
+/// How far the host-to-guest direction has got toward its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HostEnd {
+    Open,
+    /// The host socket reached end of stream: a FIN follows the data.
+    Eof,
+    /// Our FIN went to the guest with this sequence number. A retransmission that rewinds to
+    /// it goes back to `Eof`, and the FIN is sent again.
+    FinSent(u32),
+}
+
+/// How acknowledged data leaves the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Discard {
+    /// `recv(MSG_TRUNC)`: dropped without a copy.
+    Truncate,
+    /// Read into scratch space: unix stream sockets (forwards from `hostfwd=unix:`) take
+    /// `MSG_TRUNC` differently.
+    Read,
+}
+
+/// Conditions of a flow that come and go independently of its state, as bits.
+///
+/// * Batch work, done (and cleared) when the table's end of batch visits the flow, which a
+///   flow with any of them is pending for: [`Flags::ACK_OWED`], [`Flags::ROOM`],
+///   [`Flags::WAITING_RX`], [`Flags::CORKED`].
+/// * What we know of the socket's receive queue, cleared by its next event:
+///   [`Flags::DRAINED`] (also cleared by retransmission) and [`Flags::PEEKED_FULL`] (set or
+///   cleared by every peek); [`Flags::PEER_CLOSED`] stays once set.
+/// * The epoll interest: [`Flags::WANT_WRITE`].
+///
+/// A `Connecting` flow has none (nothing is sent, and the only event it waits for is the
+/// connect's). `CORKED` and `WANT_WRITE` come only with guest data, so only once
+/// `Established`; `DRAINED` and `PEEKED_FULL` only from reads, also only once `Established`.
+/// `PEER_CLOSED` may come before, for a forwarded connection whose client closes before the
+/// guest answers our SYN.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Flags(u8);
+
+impl Flags {
+    /// An ACK is owed to the guest (sent at the end of the batch).
+    pub(super) const ACK_OWED: Flags = Flags(1 << 0);
+    /// The guest acknowledged data or opened its window: there may be room to send.
+    pub(super) const ROOM: Flags = Flags(1 << 1);
+    /// Sending stopped for want of guest RX buffers.
+    pub(super) const WAITING_RX: Flags = Flags(1 << 2);
+    /// Guest data went to the socket with `MSG_MORE` in this batch: the kernel holds a partial
+    /// segment until [`TcpTable::end_batch`] pushes it, so consecutive guest segments leave as
+    /// one (a guest without segmentation offload writes 1460 bytes at a time).
+    pub(super) const CORKED: Flags = Flags(1 << 3);
+    /// Epoll reported the peer's FIN: reads go on until they find the end of stream, as no
+    /// later event would announce it.
+    pub(super) const PEER_CLOSED: Flags = Flags(1 << 4);
+    /// The last `SIOCINQ` found nothing beyond what is in flight (or the peek after it took
+    /// all it found), and no socket event came since: new data would have brought one
+    /// (edge-triggered epoll reports every arrival), so pushes skip asking again.
+    pub(super) const DRAINED: Flags = Flags(1 << 5);
+    /// The last peek filled all the room it had: the socket likely holds more, so the next
+    /// push sizes its frames by the window alone and spares the `SIOCINQ` (a wrong guess
+    /// costs only RX chains popped and given back).
+    pub(super) const PEEKED_FULL: Flags = Flags(1 << 6);
+    /// Waiting for the socket to take more data (EPOLLOUT armed).
+    pub(super) const WANT_WRITE: Flags = Flags(1 << 7);
+
+    const NAMES: [&'static str; 8] = [
+        "ACK_OWED",
+        "ROOM",
+        "WAITING_RX",
+        "CORKED",
+        "PEER_CLOSED",
+        "DRAINED",
+        "PEEKED_FULL",
+        "WANT_WRITE",
+    ];
+
+    pub(super) fn has(self, flag: Flags) -> bool {
+        self.0 & flag.0 != 0
+    }
+
+    pub(super) fn insert(&mut self, flag: Flags) {
+        self.0 |= flag.0;
+    }
+
+    pub(super) fn remove(&mut self, flag: Flags) {
+        self.0 &= !flag.0;
+    }
+
+    pub(super) fn set(&mut self, flag: Flags, on: bool) {
+        if on {
+            self.insert(flag);
+        } else {
+            self.remove(flag);
+        }
+    }
+
+    /// Whether `flag` was set; clears it.
+    pub(super) fn take(&mut self, flag: Flags) -> bool {
+        let had = self.has(flag);
+        self.remove(flag);
+        had
+    }
+}
+
+impl std::fmt::Debug for Flags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut set = f.debug_set();
+        for (bit, name) in Flags::NAMES.iter().enumerate() {
+            if self.0 & (1 << bit) != 0 {
+                set.entry(&format_args!("{name}"));
+            }
+        }
+        set.finish()
+    }
+}
+
+/// One translated connection.
+///
+/// Its state is four independent parts: how far the opening has got ([`State`]), how far
+/// each direction has got toward its end ([`GuestEnd`], [`HostEnd`]), and the [`Flags`].
+/// Both ends move only once `Established` (the guest's data and FIN are ignored before, and
+/// the socket is read only after); the flow closes once `GuestEnd::Fin` meets a `FinSent`
+/// the guest acknowledged.
 #[derive(Debug)]
 pub(super) struct Flow {
     pub(super) key: FlowKey,
@@ -34,36 +164,18 @@ pub(super) struct Flow {
     pub(super) slot: usize,
     pub(super) sock: OwnedFd,
     pub(super) state: State,
+    pub(super) guest_end: GuestEnd,
+    pub(super) host_end: HostEnd,
+    pub(super) flags: Flags,
+    pub(super) discard: Discard,
     /// Guest to host: next sequence number expected from the guest (our ACK number).
     pub(super) rcv_nxt: u32,
-    /// The guest's FIN has been passed on (`shutdown(SHUT_WR)`).
-    pub(super) guest_fin: bool,
     /// Host to guest: our initial sequence number (the SYN's).
     pub(super) iss: u32,
     /// Oldest sequence number the guest has not acknowledged.
     pub(super) snd_una: u32,
     /// Next sequence number to send.
     pub(super) snd_nxt: u32,
-    /// The host socket reached end of stream: a FIN follows the data.
-    pub(super) host_eof: bool,
-    /// Guest data went to the socket with `MSG_MORE` in this batch: the kernel holds a partial
-    /// segment until [`TcpTable::end_batch`] pushes it, so consecutive guest segments leave as
-    /// one (a guest without segmentation offload writes 1460 bytes at a time).
-    pub(super) corked: bool,
-    /// Epoll reported the peer's FIN: reads go on until they find the end of stream, as no
-    /// later event would announce it.
-    pub(super) peer_closed: bool,
-    /// The last `SIOCINQ` found nothing beyond what is in flight (or the peek after it took
-    /// all it found), and no socket event came since: new data would have brought one
-    /// (edge-triggered epoll reports every arrival), so pushes skip asking again. Cleared by
-    /// socket events and by retransmission.
-    pub(super) drained: bool,
-    /// The last peek filled all the room it had: the socket likely holds more, so the next
-    /// push sizes its frames by the window alone and spares the `SIOCINQ` (a wrong guess
-    /// costs only RX chains popped and given back).
-    pub(super) peeked_full: bool,
-    /// Sequence number of our FIN once sent.
-    pub(super) fin_seq: Option<u32>,
     /// The guest's receive window, in bytes, from `snd_una`.
     pub(super) snd_wnd: u32,
     /// The guest's window scale, if it offered one (then ours is `OUR_WSCALE`).
@@ -79,23 +191,11 @@ pub(super) struct Flow {
     pub(super) timer: Option<Instant>,
     /// The last guest segment or socket event: [`IDLE_TIMEOUT`] after it, the flow goes.
     pub(super) last_activity: Instant,
-    /// An ACK is owed to the guest (sent at the end of the batch).
-    pub(super) ack_owed: bool,
-    /// Waiting for the socket to take more data (EPOLLOUT armed).
-    pub(super) want_write: bool,
-    /// The send-buffer space we may offer (see [`send_space`]) in the high half and the free
-    /// space in the low half, as last measured (one system call) minus what we wrote since:
-    /// the real free space can only be larger, so the guest's right window edge stays put
-    /// until we measure again, once half of it is used (or the socket drained).
-    /// (An atomic only so that the engine stays `Sync`; one thread uses it.)
-    pub(super) window: AtomicU64,
-    /// The guest acknowledged data or opened its window: there may be room to send.
-    pub(super) room: bool,
-    /// Sending stopped for want of guest RX buffers.
-    pub(super) waiting_rx: bool,
-    /// Acknowledged data leaves the socket by a read into scratch space, not `MSG_TRUNC`:
-    /// unix stream sockets (forwards from `hostfwd=unix:`) take that flag differently.
-    pub(super) discard_by_reading: bool,
+    /// The send-buffer space we may offer (see [`send_space`]) and the free space, as last
+    /// measured (one system call) minus what we wrote since: the real free space can only be
+    /// larger, so the guest's right window edge stays put until we measure again, once half
+    /// of it is used (or the socket drained). None: measure when next needed.
+    pub(super) window: Option<Estimate>,
 }
 
 impl Keyed for Flow {
@@ -120,17 +220,14 @@ impl Flow {
             slot,
             sock,
             state,
+            guest_end: GuestEnd::Open,
+            host_end: HostEnd::Open,
+            flags: Flags::default(),
+            discard: Discard::Truncate,
             rcv_nxt: 0,
-            guest_fin: false,
             iss,
             snd_una: iss,
             snd_nxt: iss,
-            host_eof: false,
-            peer_closed: false,
-            drained: false,
-            peeked_full: false,
-            corked: false,
-            fin_seq: None,
             snd_wnd: 0,
             wscale: None,
             mss: DEFAULT_GUEST_MSS,
@@ -140,12 +237,7 @@ impl Flow {
             retries: 0,
             timer: None,
             last_activity: now,
-            ack_owed: false,
-            want_write: false,
-            window: AtomicU64::new(NO_WINDOW),
-            room: false,
-            waiting_rx: false,
-            discard_by_reading: false,
+            window: None,
         }
     }
 
@@ -160,66 +252,60 @@ impl Flow {
         self.sock.as_raw_fd()
     }
 
+    /// The sequence number of our FIN, once sent.
+    pub(super) fn fin_seq(&self) -> Option<u32> {
+        match self.host_end {
+            HostEnd::FinSent(seq) => Some(seq),
+            HostEnd::Open | HostEnd::Eof => None,
+        }
+    }
+
     /// Data bytes sent but not acknowledged (what the peek offset counts).
     pub(super) fn data_in_flight(&self) -> u32 {
-        let mut n = self.snd_nxt.wrapping_sub(self.snd_una);
-        if self.snd_una == self.iss && n > 0 {
-            n -= 1; // our SYN
-        }
-        if let Some(fin) = self.fin_seq
-            && n > 0
-            && self.snd_nxt == fin.wrapping_add(1)
-        {
-            n -= 1; // our FIN
-        }
-        n
+        seq::data_in_flight(self.iss, self.snd_una, self.snd_nxt, self.fin_seq())
     }
 
     pub(super) fn fin_acked(&self) -> bool {
-        self.fin_seq
-            .is_some_and(|fin| self.snd_una == fin.wrapping_add(1))
+        seq::fin_acked(self.snd_una, self.fin_seq())
+    }
+
+    /// Both directions ended, and the guest has our FIN: nothing is left to do.
+    pub(super) fn finished(&self) -> bool {
+        self.guest_end == GuestEnd::Fin && self.fin_acked()
     }
 
     pub(super) fn window_shift(&self) -> u8 {
         if self.wscale.is_some() { OUR_WSCALE } else { 0 }
     }
 
-    /// The (scaled) window field to advertise, from the estimate when there is one.
-    pub(super) fn window_field(&self) -> u16 {
-        let free = match self.window.load(Ordering::Relaxed) {
-            NO_WINDOW => {
+    /// The (scaled) window field to advertise, from the estimate when there is one (or from
+    /// a fresh measurement, kept as the estimate).
+    pub(super) fn window_field(&mut self) -> u16 {
+        let free = match self.window {
+            Some(estimate) => estimate.free,
+            None => {
                 let (limit, free) = send_space(self.fd(), self.largest_segment);
-                self.keep_window(limit, free);
+                self.window = Some(Estimate { limit, free });
                 free
             }
-            packed => packed as u32,
         };
-        (free >> self.window_shift()).min(65535) as u16
+        seq::window_field(free, self.window_shift())
+    }
+
+    /// The window we advertise, in bytes.
+    pub(super) fn window_bytes(&mut self) -> u32 {
+        let field = self.window_field();
+        seq::window_bytes(field, self.window_shift())
     }
 
     /// We wrote `n` bytes to the socket: the estimate shrinks by as much, and is dropped once
     /// half the space is used, to be measured again.
-    pub(super) fn wrote(&self, n: usize) {
-        let packed = self.window.load(Ordering::Relaxed);
-        if packed == NO_WINDOW {
-            return;
-        }
-        let limit = (packed >> 32) as u32;
-        let free = (packed as u32).saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
-        if free < limit / 2 {
-            self.forget_window();
-        } else {
-            self.keep_window(limit, free);
-        }
-    }
-
-    pub(super) fn keep_window(&self, limit: u32, free: u32) {
-        self.window
-            .store(u64::from(limit) << 32 | u64::from(free), Ordering::Relaxed);
+    pub(super) fn wrote(&mut self, n: usize) {
+        self.window = self.window.and_then(|estimate| estimate.after_write(n));
     }
 
     /// The socket drained or refused data: measure the window again when next needed.
-    pub(super) fn forget_window(&self) {
-        self.window.store(NO_WINDOW, Ordering::Relaxed);
+    pub(super) fn forget_window(&mut self) {
+        self.window = None;
     }
 }

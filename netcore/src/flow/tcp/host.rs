@@ -27,94 +27,44 @@ pub(super) const MAX_IOVECS_PER_READ: usize = 1000;
 /// filled by one `recvmsg`, and sends them as consecutive segments.
 pub(super) fn send_data<L: RxLink>(
     flow: &mut Flow,
-    ctx: &mut Ctx<'_>,
-    rx: &mut L,
+    io: &mut Io<'_, '_, L>,
     window_left: usize,
-    peek_offset: bool,
-    scratch: &mut Vec<u8>,
-    iovs: &mut Vec<libc::iovec>,
 ) -> Push {
-    if flow.drained && !flow.peer_closed {
+    let Some(unread) = unread(flow) else {
         return Push::Empty;
-    }
-    // Frames are sized to what the socket holds beyond what is in flight: reserving a burst of
-    // 64 KiB frames for a 32-byte answer would walk the whole RX ring for nothing. After a full
-    // peek, a bulk sender most likely left more than the window takes.
-    let in_flight = flow.data_in_flight() as usize;
-    let unread = if flow.peeked_full {
-        usize::MAX
-    } else {
-        sys::queued_for_reading(flow.fd())
-            .map_or(usize::MAX, |queued| queued.saturating_sub(in_flight))
     };
-    if unread == 0 && !flow.peer_closed {
-        flow.drained = true;
-        return Push::Empty;
-    }
     // With nothing left after the peer's FIN, one read finds the end of stream.
     let wanted_bytes = window_left.min(unread.max(1));
-    let header_len = ip::l2_l3_len(&flow.key.guest.ip()) + TCP_HEADER_LEN;
-    let offloads = rx.offloads();
-    // With segmentation offload one frame carries up to 64 KiB, cut by the guest's stack into
-    // MSS-sized pieces only if it ever forwards them.
-    let segment = usize::from(flow.mss).min(ctx.max_payload(&flow.key.guest.ip(), TCP_HEADER_LEN));
-    let frame_payload = if tso(offloads, &flow.key) {
-        MAX_TSO_PAYLOAD
-    } else {
-        segment
-    }
-    .min(wanted_bytes);
+    let layout = Layout::new(flow, io.ctx, io.rx.offloads(), wanted_bytes);
     let wanted = wanted_bytes
-        .div_ceil(frame_payload)
+        .div_ceil(layout.frame_payload)
         .clamp(1, MAX_FRAMES_PER_READ);
-    let Some(mut frames) = rx.reserve_frames(header_len + frame_payload, wanted) else {
+    let frame_len = layout.header_len + layout.frame_payload;
+    let Some(mut frames) = io.rx.reserve_frames(frame_len, wanted) else {
         return Push::NoBuffers;
     };
-    iovs.clear();
-    if !peek_offset {
-        let skip = in_flight;
-        if scratch.len() < skip {
-            scratch.resize(skip, 0);
+    io.iovs.clear();
+    let in_flight = flow.data_in_flight() as usize;
+    if !io.peek_offset && in_flight > 0 {
+        // Without a peek offset, the bytes in flight are peeked again, into scratch space.
+        if io.scratch.len() < in_flight {
+            io.scratch.resize(in_flight, 0);
         }
-        if skip > 0 {
-            iovs.push(libc::iovec {
-                iov_base: scratch.as_mut_ptr().cast(),
-                iov_len: skip,
-            });
-        }
+        io.iovs.push(libc::iovec {
+            iov_base: io.scratch.as_mut_ptr().cast(),
+            iov_len: in_flight,
+        });
     }
-    let skip_len: usize = iovs.iter().map(|v| v.iov_len).sum();
-    // Each frame takes its share of the window; a frame whose iovecs would pass the kernel's
-    // limit is left out of this read, or, the first one, carries what its first iovecs hold
-    // (a guest that posts buffers of a few bytes each gets small segments, not a reset).
+    let skip_len: usize = io.iovs.iter().map(|v| v.iov_len).sum();
     let mut planned = [0usize; MAX_FRAMES_PER_READ];
-    let mut frame_count = 0;
-    let mut left = wanted_bytes;
-    while frame_count < frames.count().min(MAX_FRAMES_PER_READ) && left > 0 {
-        let mut len = left.min(frame_payload);
-        let before = iovs.len();
-        frames.iovecs(frame_count, header_len, len, iovs);
-        if iovs.len() > MAX_IOVECS_PER_READ {
-            if frame_count > 0 {
-                iovs.truncate(before);
-                break;
-            }
-            iovs.truncate(MAX_IOVECS_PER_READ);
-            len = iovs[before..].iter().map(|v| v.iov_len).sum();
-            planned[0] = len;
-            frame_count = 1;
-            break;
-        }
-        planned[frame_count] = len;
-        left -= len;
-        frame_count += 1;
-    }
-    let room: usize = planned[..frame_count].iter().sum();
-    flow.peeked_full = false;
-    let n = match sys::recvmsg(flow.fd(), iovs, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+    let frame_count = plan_frames(&mut frames, &layout, wanted_bytes, io.iovs, &mut planned);
+    let planned = &planned[..frame_count];
+    let room: usize = planned.iter().sum();
+    flow.flags.remove(Flags::PEEKED_FULL);
+    let n = match sys::recvmsg(flow.fd(), io.iovs, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
         // Nothing at all left to peek: the peer closed its side.
         Ok(r) if r.len == 0 => {
-            flow.host_eof = true;
+            flow.host_end = HostEnd::Eof;
             return Push::Empty;
         }
         // Only bytes already in flight (peeking without SO_PEEK_OFF): nothing new yet.
@@ -126,56 +76,157 @@ pub(super) fn send_data<L: RxLink>(
             return Push::Reset;
         }
     };
-    // The read filled the frames in order: every one but the last is full.
-    let mut lens = [0usize; MAX_FRAMES_PER_READ];
-    let mut filled = 0;
-    let mut unsent = n;
-    while unsent > 0 && filled < frame_count {
-        let payload = unsent.min(planned[filled]);
-        let (meta, csum) = segment_meta(offloads, flow, header_len, segment, payload);
-        if let Some(meta) = meta {
-            frames.set_meta(filled, meta);
-        }
-        let seq = flow.snd_nxt.wrapping_add((n - unsent) as u32);
-        let mut frame = FrameOf {
-            frames: &mut frames,
-            index: filled,
-        };
-        write_segment(
-            &mut frame,
-            ctx,
-            &Header::of(flow, seq, flags::ACK | flags::PSH),
-            payload,
-            csum,
-        );
-        lens[filled] = header_len + payload;
-        unsent -= payload;
-        filled += 1;
-    }
-    frames.commit(&lens[..filled]);
+    write_frames(flow, io.ctx, frames, &layout, planned, n);
     // Everything the socket held beyond what is in flight went out: until its next event (an
     // edge for every arrival, also one after our `SIOCINQ`), another look would find nothing.
     if n == unread {
-        flow.drained = true;
+        flow.flags.insert(Flags::DRAINED);
     }
-    flow.peeked_full = n == room;
+    flow.flags.set(Flags::PEEKED_FULL, n == room);
     flow.snd_nxt = flow.snd_nxt.wrapping_add(n as u32);
-    flow.ack_owed = false;
+    flow.flags.remove(Flags::ACK_OWED);
     if flow.timer.is_none() {
-        flow.timer = Some(ctx.now + flow.rto);
+        flow.timer = Some(io.ctx.now + flow.rto);
     }
     Push::Sent
 }
 
+/// What the socket holds beyond what is in flight, as far as we know without reading it
+/// (`usize::MAX` when a full peek suggests more than any window takes, or `SIOCINQ` failed);
+/// `None` when it holds nothing new, so that no frames need reserving.
+///
+/// Frames are sized to it: reserving a burst of 64 KiB frames for a 32-byte answer would walk
+/// the whole RX ring for nothing. After a full peek, a bulk sender most likely left more than
+/// the window takes.
+fn unread(flow: &mut Flow) -> Option<usize> {
+    let peer_closed = flow.flags.has(Flags::PEER_CLOSED);
+    if flow.flags.has(Flags::DRAINED) && !peer_closed {
+        return None;
+    }
+    let in_flight = flow.data_in_flight() as usize;
+    let unread = if flow.flags.has(Flags::PEEKED_FULL) {
+        usize::MAX
+    } else {
+        sys::queued_for_reading(flow.fd())
+            .map_or(usize::MAX, |queued| queued.saturating_sub(in_flight))
+    };
+    if unread == 0 && !peer_closed {
+        flow.flags.insert(Flags::DRAINED);
+        return None;
+    }
+    Some(unread)
+}
+
+/// How the frames of one read are cut.
+#[derive(Debug)]
+struct Layout {
+    /// Ethernet, IP and TCP headers.
+    header_len: usize,
+    /// The guest's segment size (its MSS, within our MTU).
+    segment: usize,
+    /// The payload of one frame: a segment, or up to 64 KiB with segmentation offload.
+    frame_payload: usize,
+    offloads: RxOffloads,
+}
+
+impl Layout {
+    fn new(flow: &Flow, ctx: &Ctx<'_>, offloads: RxOffloads, wanted_bytes: usize) -> Layout {
+        let guest = flow.key.guest.ip();
+        let segment = usize::from(flow.mss).min(ctx.max_payload(&guest, TCP_HEADER_LEN));
+        // With segmentation offload one frame carries up to 64 KiB, cut by the guest's stack
+        // into MSS-sized pieces only if it ever forwards them.
+        let frame_payload = if tso(offloads, &flow.key) {
+            MAX_TSO_PAYLOAD
+        } else {
+            segment
+        }
+        .min(wanted_bytes);
+        Layout {
+            header_len: ip::l2_l3_len(&guest) + TCP_HEADER_LEN,
+            segment,
+            frame_payload,
+            offloads,
+        }
+    }
+}
+
+/// Gathers the payload regions of the reserved frames into `iovs` for up to `wanted_bytes`,
+/// noting each frame's share in `planned`; returns how many frames take part.
+///
+/// Each frame takes its share of the window; a frame whose iovecs would pass the kernel's
+/// limit is left out of this read, or, the first one, carries what its first iovecs hold (a
+/// guest that posts buffers of a few bytes each gets small segments, not a reset).
+fn plan_frames<R: RxFrames>(
+    frames: &mut R,
+    layout: &Layout,
+    wanted_bytes: usize,
+    iovs: &mut Vec<libc::iovec>,
+    planned: &mut [usize; MAX_FRAMES_PER_READ],
+) -> usize {
+    let mut frame_count = 0;
+    let mut left = wanted_bytes;
+    while frame_count < frames.count().min(MAX_FRAMES_PER_READ) && left > 0 {
+        let len = left.min(layout.frame_payload);
+        let before = iovs.len();
+        frames.iovecs(frame_count, layout.header_len, len, iovs);
+        if iovs.len() > MAX_IOVECS_PER_READ {
+            if frame_count > 0 {
+                iovs.truncate(before);
+                break;
+            }
+            iovs.truncate(MAX_IOVECS_PER_READ);
+            planned[0] = iovs[before..].iter().map(|v| v.iov_len).sum();
+            return 1;
+        }
+        planned[frame_count] = len;
+        left -= len;
+        frame_count += 1;
+    }
+    frame_count
+}
+
+/// Writes the headers of the frames a read filled with `n` bytes, in order (every one but
+/// the last is full), and commits them.
+fn write_frames<R: RxFrames>(
+    flow: &mut Flow,
+    ctx: &mut Ctx<'_>,
+    mut frames: R,
+    layout: &Layout,
+    planned: &[usize],
+    n: usize,
+) {
+    let mut lens = [0usize; MAX_FRAMES_PER_READ];
+    let mut filled = 0;
+    let mut unsent = n;
+    while unsent > 0 && filled < planned.len() {
+        let payload = unsent.min(planned[filled]);
+        let (meta, csum) = segment_meta(layout, flow, payload);
+        if let Some(meta) = meta {
+            frames.set_meta(filled, meta);
+        }
+        let seq = flow.snd_nxt.wrapping_add((n - unsent) as u32);
+        let header = Header::of(flow, seq, flags::ACK | flags::PSH);
+        let mut frame = FrameOf {
+            frames: &mut frames,
+            index: filled,
+        };
+        write_segment(&mut frame, ctx, &header, payload, csum);
+        lens[filled] = layout.header_len + payload;
+        unsent -= payload;
+        filled += 1;
+    }
+    frames.commit(&lens[..filled]);
+}
+
 /// How a segment of `payload` bytes toward `flow`'s guest is offloaded: the frame's metadata
 /// (none for plain frames) and how much of its checksum we compute.
-pub(super) fn segment_meta(
-    offloads: RxOffloads,
-    flow: &Flow,
-    header_len: usize,
-    segment: usize,
-    payload: usize,
-) -> (Option<RxMeta>, Checksum) {
+fn segment_meta(layout: &Layout, flow: &Flow, payload: usize) -> (Option<RxMeta>, Checksum) {
+    let Layout {
+        header_len,
+        segment,
+        offloads,
+        ..
+    } = *layout;
     if payload > segment && tso(offloads, &flow.key) {
         let meta = RxMeta {
             csum: RxCsum::Partial {
@@ -200,35 +251,13 @@ pub(super) fn segment_meta(
     }
 }
 
-/// What the kernel charges a TCP send queue for each buffer besides its payload, with some
-/// margin: on Linux 6.x writes of 100, 1460, 4096 and 65536 bytes that each became their own
-/// buffer cost about 830 bytes more than their payload.
-pub(super) const BUFFER_OVERHEAD: u64 = 1024;
-
-/// The most payload counted per kernel buffer: one large write may become several buffers (the
-/// kernel first tops up the last unsent buffer, and bounds a buffer by half the peer's window).
-pub(super) const BUFFER_PAYLOAD: u32 = 16 << 10;
-
 /// The send-buffer space we may offer the guest, and how much of it is free now, in payload
-/// bytes, for a guest that sends segments of `segment` bytes.
-///
-/// The kernel's budget counts memory, not payload: each segment the guest sends is written as
-/// it comes and may become a buffer of its own, charged its payload plus [`BUFFER_OVERHEAD`].
-/// Offering the guest only the payload that fits means what it sends into the window is what
-/// the socket takes: a short write makes the guest resend everything after it.
+/// bytes, for a guest that sends segments of `segment` bytes (see [`seq::payload_space`]).
 pub(super) fn send_space(fd: RawFd, segment: u32) -> (u32, u32) {
-    let Ok(memory) = sys::send_memory(fd) else {
-        return (0, 0);
-    };
-    let segment = u64::from(segment.clamp(1, BUFFER_PAYLOAD));
-    let payload = |bytes: usize| {
-        let bytes = bytes as u64 * segment / (segment + BUFFER_OVERHEAD);
-        u32::try_from(bytes).unwrap_or(u32::MAX)
-    };
-    (
-        payload(memory.budget),
-        payload(memory.budget.saturating_sub(memory.queued)),
-    )
+    match sys::send_memory(fd) {
+        Ok(memory) => seq::payload_space(memory.budget, memory.queued, segment),
+        Err(_) => (0, 0),
+    }
 }
 
 /// A write the socket did not take whole: with the window kept within the socket's room this
@@ -237,16 +266,11 @@ pub(super) fn send_space(fd: RawFd, segment: u32) -> (u32, u32) {
 pub(super) fn log_short_write(flow: &Flow, took: usize, len: usize) {
     crate::ratelimit::guest_log!(
         log::Level::Info,
-        "{}: the socket took {took} of {len} bytes; window estimate {:#x}, largest segment \
+        "{}: the socket took {took} of {len} bytes; window estimate {:?}, largest segment \
          {}, memory {:?}",
         flow.key.remote,
-        flow.window.load(Ordering::Relaxed),
+        flow.window,
         flow.largest_segment,
         sys::send_memory(flow.fd()),
     );
-}
-
-/// The window we advertise to `flow`'s guest, in bytes.
-pub(super) fn window_bytes(flow: &Flow) -> u32 {
-    u32::from(flow.window_field()) << flow.window_shift()
 }

@@ -36,10 +36,9 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use smoltcp::wire::{IpProtocol, TcpPacket};
+use smoltcp::wire::{IpProtocol, TcpOption, TcpPacket, TcpSeqNumber};
 
 use super::epoll::{self, Token};
 use super::table::{FlowTable, Keyed};
@@ -53,8 +52,6 @@ use crate::sys;
 /// The IP protocol number of TCP.
 pub const PROTO_TCP: u8 = 6;
 const TCP_HEADER_LEN: usize = 20;
-/// SYN-ACK options: MSS (4) + NOP + window scale (3) = 8 bytes.
-const SYN_OPTIONS_LEN: usize = 8;
 /// The window scale we offer when the guest offers one: windows up to 8 MiB.
 const OUR_WSCALE: u8 = 7;
 const INITIAL_RTO: Duration = Duration::from_secs(1);
@@ -63,8 +60,6 @@ const MAX_RTO: Duration = Duration::from_secs(30);
 const MAX_RETRIES: u32 = 8;
 /// Largest TCP payload per frame toward the guest without segmentation offload.
 const DEFAULT_GUEST_MSS: u16 = 536;
-/// `Flow::window` when no estimate is kept.
-const NO_WINDOW: u64 = u64::MAX;
 /// Largest payload of one offloaded segment: the IP length fields are 16 bits.
 const MAX_TSO_PAYLOAD: usize = 65535 - 40 - TCP_HEADER_LEN;
 
@@ -141,7 +136,6 @@ pub struct FlowKey {
     pub remote: SocketAddr,
 }
 
-/// Counters for the TCP side.
 /// A connection with no segment from the guest and no event from its socket for this long is
 /// reset and closed, as passt closes idle flows: a guest that never closes its connections must
 /// not hold host sockets and flow slots for ever. Two hours, the TCP keepalive default
@@ -149,6 +143,7 @@ pub struct FlowKey {
 /// before then, and those count as traffic.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 60 * 60);
 
+/// Counters for the TCP side.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TcpCounters {
     pub connects: u64,
@@ -190,6 +185,19 @@ pub enum SegmentOutcome {
     Unreachable {
         host: bool,
     },
+}
+
+/// What a flow's handlers borrow besides the flow for one call: the engine's context, the
+/// guest's RX link, and the table's reusable buffers and counters.
+struct Io<'i, 'c, L> {
+    ctx: &'i mut Ctx<'c>,
+    rx: &'i mut L,
+    iovs: &'i mut Vec<libc::iovec>,
+    /// Where bytes in flight are peeked again when the kernel keeps no peek offset.
+    scratch: &'i mut Vec<u8>,
+    counters: &'i mut TcpCounters,
+    /// The kernel keeps our peek position (`SO_PEEK_OFF`).
+    peek_offset: bool,
 }
 
 /// The table of translated connections.
@@ -285,17 +293,18 @@ impl TcpTable {
             return self.on_new(ctx, seg, key, target, rx);
         };
         let next = {
+            let peek_offset = self.peek_offset_supported == Some(true);
             let flow = self.flows.get_mut(slot).expect("indexed slot holds a flow");
             flow.last_activity = ctx.now;
-            flow_segment(
-                flow,
+            let mut io = Io {
                 ctx,
-                seg,
-                frame,
-                &mut self.iovs,
-                &mut self.counters,
                 rx,
-            )
+                iovs: &mut self.iovs,
+                scratch: &mut self.scratch,
+                counters: &mut self.counters,
+                peek_offset,
+            };
+            flow_segment(flow, &mut io, seg, frame)
         };
         match next {
             Next::Close(how) => self.close(slot, how, ctx, rx),
@@ -311,7 +320,7 @@ impl TcpTable {
                 let room = self
                     .flows
                     .get_mut(slot)
-                    .is_some_and(|f| std::mem::take(&mut f.room));
+                    .is_some_and(|f| f.flags.take(Flags::ROOM));
                 if room {
                     self.socket_events_waiting = true;
                     self.push_to_guest(slot, ctx, rx);
@@ -357,18 +366,17 @@ impl TcpTable {
             return;
         }
         if events & (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0 {
-            flow.peer_closed = true;
+            flow.flags.insert(Flags::PEER_CLOSED);
         }
         if events & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0 {
-            flow.drained = false;
+            flow.flags.remove(Flags::DRAINED);
         }
-        if events & libc::EPOLLOUT as u32 != 0 && flow.want_write {
-            flow.want_write = false;
+        if events & libc::EPOLLOUT as u32 != 0 && flow.flags.take(Flags::WANT_WRITE) {
             flow.forget_window();
             let interest = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
             let _ = epoll::modify(ctx.epoll, flow.fd(), interest as u32, Token::Tcp(slot));
             // The socket drained: tell the guest its window reopened.
-            flow.ack_owed = true;
+            flow.flags.insert(Flags::ACK_OWED);
             self.mark_pending(slot);
         }
         if events & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0 {
@@ -383,31 +391,28 @@ impl TcpTable {
         let Some(flow) = self.flows.get_mut(slot) else {
             return;
         };
-        if flow.state != State::Established && flow.state != State::SynAckSent {
-            return;
-        }
-        if flow.state == State::SynAckSent {
+        if flow.state != State::Established {
             return; // data waits until the handshake completes
         }
+        let mut io = Io {
+            ctx,
+            rx,
+            iovs: &mut self.iovs,
+            scratch: &mut self.scratch,
+            counters: &mut self.counters,
+            peek_offset,
+        };
         let mut outcome = Push::Idle;
-        while !flow.host_eof {
+        while flow.host_end == HostEnd::Open {
             let in_flight = flow.data_in_flight();
             let window_left = flow.snd_wnd.saturating_sub(in_flight) as usize;
             if window_left == 0 {
                 if flow.timer.is_none() {
-                    flow.timer = Some(ctx.now + flow.rto);
+                    flow.timer = Some(io.ctx.now + flow.rto);
                 }
                 break;
             }
-            outcome = send_data(
-                flow,
-                ctx,
-                rx,
-                window_left,
-                peek_offset,
-                &mut self.scratch,
-                &mut self.iovs,
-            );
+            outcome = send_data(flow, &mut io, window_left);
             if outcome != Push::Sent {
                 break;
             }
@@ -419,7 +424,7 @@ impl TcpTable {
             }
             Push::NoBuffers => {
                 if let Some(flow) = self.flows.get_mut(slot) {
-                    flow.waiting_rx = true;
+                    flow.flags.insert(Flags::WAITING_RX);
                 }
                 self.mark_pending(slot);
             }
@@ -428,15 +433,15 @@ impl TcpTable {
         let Some(flow) = self.flows.get_mut(slot) else {
             return;
         };
-        if flow.host_eof && flow.fin_seq.is_none() {
+        if flow.host_end == HostEnd::Eof {
             if send_flags(flow, ctx, rx, flags::FIN | flags::ACK, flow.snd_nxt) {
-                flow.fin_seq = Some(flow.snd_nxt);
+                flow.host_end = HostEnd::FinSent(flow.snd_nxt);
                 flow.snd_nxt = flow.snd_nxt.wrapping_add(1);
                 if flow.timer.is_none() {
                     flow.timer = Some(ctx.now + flow.rto);
                 }
             } else {
-                flow.waiting_rx = true;
+                flow.flags.insert(Flags::WAITING_RX);
                 self.mark_pending(slot);
             }
         }
@@ -460,16 +465,18 @@ impl TcpTable {
     pub fn end_batch<L: RxLink>(&mut self, ctx: &mut Ctx<'_>, rx: &mut L) {
         let visiting = self.flows.start_visit();
         for &slot in &visiting {
-            if let Some(flow) = self.flows.get_mut(slot).filter(|f| f.corked) {
-                flow.corked = false;
+            if let Some(flow) = self
+                .flows
+                .get_mut(slot)
+                .filter(|f| f.flags.has(Flags::CORKED))
+            {
+                flow.flags.remove(Flags::CORKED);
                 // Setting TCP_NODELAY (already on) transmits what MSG_MORE held back.
                 let _ = sys::set_nodelay(flow.fd());
             }
             let resume = self.flows.get_mut(slot).is_some_and(|f| {
-                let resume = f.room || f.waiting_rx;
-                f.room = false;
-                f.waiting_rx = false;
-                resume
+                let room = f.flags.take(Flags::ROOM);
+                f.flags.take(Flags::WAITING_RX) || room
             });
             if resume {
                 self.push_to_guest(slot, ctx, rx);
@@ -477,9 +484,9 @@ impl TcpTable {
             let Some(flow) = self.flows.get_mut(slot) else {
                 continue;
             };
-            if flow.ack_owed {
+            if flow.flags.has(Flags::ACK_OWED) {
                 if send_flags(flow, ctx, rx, flags::ACK, flow.snd_nxt) {
-                    flow.ack_owed = false;
+                    flow.flags.remove(Flags::ACK_OWED);
                 } else {
                     self.mark_pending(slot);
                 }
@@ -519,7 +526,7 @@ impl TcpTable {
             }
             flow.rto = (flow.rto * 2).min(MAX_RTO);
             flow.timer = Some(ctx.now + flow.rto);
-            if flow.snd_una == flow.snd_nxt && flow.snd_wnd == 0 && !flow.host_eof {
+            if flow.snd_una == flow.snd_nxt && flow.snd_wnd == 0 && flow.host_end == HostEnd::Open {
                 // Zero-window probe: an out-of-window ACK makes the guest restate its window.
                 send_flags(flow, ctx, rx, flags::ACK, flow.snd_nxt.wrapping_sub(1));
                 continue;
@@ -549,9 +556,9 @@ impl TcpTable {
             return;
         }
         flow.snd_nxt = flow.snd_una;
-        flow.drained = false;
-        if flow.fin_seq.is_some_and(|fin| fin == flow.snd_una) {
-            flow.fin_seq = None;
+        flow.flags.remove(Flags::DRAINED);
+        if flow.host_end == HostEnd::FinSent(flow.snd_una) {
+            flow.host_end = HostEnd::Eof;
         }
         flow.dup_acks = 0;
         if peek_offset {
@@ -561,17 +568,14 @@ impl TcpTable {
     }
 
     fn maybe_finished<L: RxLink>(&mut self, slot: usize, ctx: &mut Ctx<'_>, rx: &mut L) {
-        let done = self
-            .flows
-            .get(slot)
-            .is_some_and(|f| f.guest_fin && f.fin_acked());
+        let done = self.flows.get(slot).is_some_and(Flow::finished);
         if done {
             self.close(slot, Close::Done, ctx, rx);
         }
     }
 
     fn close<L: RxLink>(&mut self, slot: usize, how: Close, ctx: &mut Ctx<'_>, rx: &mut L) {
-        let Some(flow) = self.flows.remove(slot) else {
+        let Some(mut flow) = self.flows.remove(slot) else {
             return;
         };
         match how {
@@ -583,7 +587,7 @@ impl TcpTable {
                 } else {
                     (flow.snd_nxt, flags::RST | flags::ACK)
                 };
-                send_flags(&flow, ctx, rx, rst_flags, seq);
+                send_flags(&mut flow, ctx, rx, rst_flags, seq);
                 let _ = sys::set_linger_zero(flow.fd());
             }
             Close::ResetHost => {
@@ -596,8 +600,9 @@ impl TcpTable {
             Close::Done => {
                 // The guest's FIN may have been the last segment: ACK it before the flow goes,
                 // or the guest resends it and gets an RST.
-                if flow.ack_owed {
-                    send_flags(&flow, ctx, rx, flags::ACK, flow.snd_nxt);
+                if flow.flags.has(Flags::ACK_OWED) {
+                    let seq = flow.snd_nxt;
+                    send_flags(&mut flow, ctx, rx, flags::ACK, seq);
                 }
             }
         }
@@ -612,6 +617,7 @@ mod emit;
 mod flow;
 mod guest;
 mod host;
+mod seq;
 #[cfg(test)]
 mod tests;
 
@@ -619,3 +625,4 @@ use emit::*;
 use flow::*;
 use guest::*;
 use host::*;
+use seq::Estimate;
