@@ -424,6 +424,17 @@ pub fn queued_for_reading(fd: RawFd) -> io::Result<usize> {
     Ok(usize::try_from(bytes).unwrap_or(0))
 }
 
+/// Bytes in a TCP socket's send queue not sent yet (`SIOCOUTQNSD`): what `MSG_MORE` holds
+/// back. Tests see with it that the data is held, rather than waiting for it not to arrive.
+#[cfg(test)]
+pub fn unsent(fd: RawFd) -> io::Result<usize> {
+    const SIOCOUTQNSD: libc::Ioctl = 0x894b; // linux/sockios.h
+    let mut bytes: libc::c_int = 0;
+    // SAFETY: SIOCOUTQNSD writes one int into the live local.
+    check(unsafe { libc::ioctl(fd, SIOCOUTQNSD, &mut bytes) })?;
+    Ok(usize::try_from(bytes).unwrap_or(0))
+}
+
 pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
 }

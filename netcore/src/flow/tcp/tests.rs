@@ -1,9 +1,11 @@
 //! The table against a real loopback server, driven by hand-built guest segments.
 
 use super::*;
-use crate::ip::PacketMeta;
 use crate::link::MemoryLink;
 use netplan::MacAddr;
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Packet, TcpPacket, TcpSeqNumber, checksum,
+};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use vmm_sys_util::epoll::{Epoll, EpollEvent};
@@ -180,10 +182,9 @@ impl Rig {
     }
 }
 
-fn checksum(data: &[u8]) -> u16 {
-    !smoltcp::wire::checksum::data(data)
-}
-
+/// A guest segment as the guest's stack would send it, built with smoltcp's wire types (not
+/// the code under test): Ethernet, IPv4 (TTL 64, identification 1), TCP with `options` and a
+/// correct checksum.
 #[allow(clippy::too_many_arguments)]
 fn guest_frame(
     guest: SocketAddr,
@@ -195,53 +196,78 @@ fn guest_frame(
     options: &[u8],
     payload: &[u8],
 ) -> Vec<u8> {
-    let meta = PacketMeta {
-        src_mac: GUEST_MAC,
-        dst_mac: GW_MAC,
-        src: guest.ip(),
-        dst: remote.ip(),
-        protocol: IpProtocol::Tcp,
-        ttl: 64,
-        tos: 0,
-        ident: 1,
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (guest.ip(), remote.ip()) else {
+        panic!("IPv4 only: {guest} -> {remote}");
     };
     let tcp_len = 20 + options.len();
-    let mut frame = vec![0u8; 34 + tcp_len + payload.len()];
-    ip::write_headers(&mut frame, &meta, tcp_len + payload.len());
-    let tcp = &mut frame[34..];
-    tcp[0..2].copy_from_slice(&guest.port().to_be_bytes());
-    tcp[2..4].copy_from_slice(&remote.port().to_be_bytes());
-    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
-    tcp[8..12].copy_from_slice(&ack.to_be_bytes());
-    tcp[12] = ((tcp_len / 4) as u8) << 4;
-    tcp[13] = tcp_flags;
-    tcp[14..16].copy_from_slice(&window.to_be_bytes());
-    tcp[20..tcp_len].copy_from_slice(options);
-    tcp[tcp_len..].copy_from_slice(payload);
+    let ip_len = 20 + tcp_len + payload.len();
+    let mut frame = vec![0u8; 14 + ip_len];
+    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+    eth.set_dst_addr(EthernetAddress(GW_MAC.0));
+    eth.set_src_addr(EthernetAddress(GUEST_MAC.0));
+    eth.set_ethertype(EthernetProtocol::Ipv4);
+    let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
+    ip.set_version(4);
+    ip.set_header_len(20);
+    ip.set_total_len(ip_len as u16);
+    ip.set_ident(1);
+    ip.set_dont_frag(true);
+    ip.set_hop_limit(64);
+    ip.set_next_header(IpProtocol::Tcp);
+    ip.set_src_addr(src);
+    ip.set_dst_addr(dst);
+    ip.fill_checksum();
+    let mut tcp = TcpPacket::new_unchecked(ip.payload_mut());
+    tcp.set_src_port(guest.port());
+    tcp.set_dst_port(remote.port());
+    tcp.set_seq_number(TcpSeqNumber(seq as i32));
+    tcp.set_ack_number(TcpSeqNumber(ack as i32));
+    tcp.set_header_len(tcp_len as u8);
+    tcp.set_fin(tcp_flags & flags::FIN != 0);
+    tcp.set_syn(tcp_flags & flags::SYN != 0);
+    tcp.set_rst(tcp_flags & flags::RST != 0);
+    tcp.set_psh(tcp_flags & flags::PSH != 0);
+    tcp.set_ack(tcp_flags & flags::ACK != 0);
+    tcp.set_window_len(window);
+    tcp.options_mut().copy_from_slice(options);
+    tcp.payload_mut().copy_from_slice(payload);
+    tcp.fill_checksum(&src.into(), &dst.into());
     frame
 }
 
-/// Decodes a frame sent to the guest, checking its addresses and checksums.
+/// Decodes a frame sent to the guest with smoltcp's wire types, checking its addresses, its
+/// lengths and both checksums.
 fn decode(frame: &[u8]) -> Seen {
-    assert_eq!(&frame[0..6], &GUEST_MAC.0);
-    assert_eq!(&frame[6..12], &GW_MAC.0);
-    assert_eq!(checksum(&frame[14..34]), 0, "IPv4 header checksum");
-    let total = u16::from_be_bytes([frame[16], frame[17]]) as usize;
-    assert_eq!(total + 14, frame.len());
-    let tcp = &frame[34..];
-    let src = IpAddr::from([frame[26], frame[27], frame[28], frame[29]]);
-    let dst = IpAddr::from([frame[30], frame[31], frame[32], frame[33]]);
-    let pseudo = ip::pseudo_header_sum(&src, &dst, IpProtocol::Tcp, tcp.len());
-    let sum = smoltcp::wire::checksum::combine(&[pseudo, smoltcp::wire::checksum::data(tcp)]);
-    assert_eq!(sum, 0xffff, "TCP checksum");
-    let hl = usize::from(tcp[12] >> 4) * 4;
+    let eth = EthernetFrame::new_checked(frame).expect("an Ethernet frame");
+    assert_eq!(eth.dst_addr(), EthernetAddress(GUEST_MAC.0));
+    assert_eq!(eth.src_addr(), EthernetAddress(GW_MAC.0));
+    assert_eq!(eth.ethertype(), EthernetProtocol::Ipv4);
+    let ip = Ipv4Packet::new_checked(eth.payload()).expect("an IPv4 packet");
+    assert!(ip.verify_checksum(), "IPv4 header checksum");
+    assert_eq!(usize::from(ip.total_len()) + 14, frame.len());
+    let tcp = TcpPacket::new_checked(ip.payload()).expect("a TCP segment");
+    let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
+    assert!(tcp.verify_checksum(&src, &dst), "TCP checksum");
+    let bits = [
+        (tcp.fin(), flags::FIN),
+        (tcp.syn(), flags::SYN),
+        (tcp.rst(), flags::RST),
+        (tcp.psh(), flags::PSH),
+        (tcp.ack(), flags::ACK),
+        (tcp.urg(), 0x20),
+        (tcp.ece(), 0x40),
+        (tcp.cwr(), 0x80),
+    ];
     Seen {
-        seq: u32::from_be_bytes(tcp[4..8].try_into().unwrap()),
-        ack: u32::from_be_bytes(tcp[8..12].try_into().unwrap()),
-        flags: tcp[13],
-        window: u16::from_be_bytes([tcp[14], tcp[15]]),
-        options: tcp[20..hl].to_vec(),
-        payload: tcp[hl..].to_vec(),
+        seq: tcp.seq_number().0 as u32,
+        ack: tcp.ack_number().0 as u32,
+        flags: bits
+            .iter()
+            .filter(|(set, _)| *set)
+            .fold(0, |all, (_, bit)| all | bit),
+        window: tcp.window_len(),
+        options: tcp.options().to_vec(),
+        payload: tcp.payload().to_vec(),
     }
 }
 
@@ -459,9 +485,11 @@ fn small_guest_segments_of_one_batch_leave_the_socket_together_at_its_end() {
         let seq = GUEST_ISN + 1 + (i * 1000) as u32;
         rig.send_in_batch(seq, iss + 1, flags::ACK, 1024, &[], part);
     }
-    // Held back with MSG_MORE while the batch lasts...
+    // Held back with MSG_MORE while the batch lasts: all of it unsent in the flow's socket...
+    let sock = rig.table.flows.iter().next().expect("the flow").fd();
+    assert_eq!(sys::unsent(sock).unwrap(), data.len(), "held in the socket");
+    // ...so none of it reached the server.
     server.set_nonblocking(true).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
     let mut buf = vec![0u8; 4000];
     let early = server.read(&mut buf);
     assert!(
@@ -607,9 +635,9 @@ fn segmentation_offload_sends_large_segments_with_partial_checksums() {
     );
     // The checksum field holds the pseudo-header sum, which the guest completes.
     let f = &frames[big];
-    let src = IpAddr::from([f[26], f[27], f[28], f[29]]);
-    let dst = IpAddr::from([f[30], f[31], f[32], f[33]]);
-    let pseudo = ip::pseudo_header_sum(&src, &dst, IpProtocol::Tcp, f.len() - 34);
+    let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+    let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
+    let pseudo = checksum::pseudo_header(&src, &dst, IpProtocol::Tcp, (f.len() - 34) as u32);
     assert_eq!(u16::from_be_bytes([f[50], f[51]]), pseudo);
     assert_eq!(u32::from_be_bytes(f[38..42].try_into().unwrap()), iss + 1);
 }
