@@ -165,19 +165,22 @@ impl PingTable {
                 return None;
             }
         };
-        let slot = self.flows.reserve();
-        let interest = (libc::EPOLLIN | libc::EPOLLET) as u32;
-        if epoll::add(ctx.epoll, sock.as_raw_fd(), interest, Token::Ping(slot)).is_err() {
-            self.flows.release(slot);
-            return None;
-        }
         let flow = Flow {
             key,
             sock,
             last_request: ctx.now,
         };
-        self.flows.insert(slot, flow);
-        Some(slot)
+        let interest = (libc::EPOLLIN | libc::EPOLLET) as u32;
+        self.flows
+            .add_watched(flow, |flow, slot| {
+                epoll::add(
+                    ctx.epoll,
+                    flow.sock.as_raw_fd(),
+                    interest,
+                    Token::Ping(slot),
+                )
+            })
+            .ok()
     }
 
     /// Relays the replies waiting on flow `slot`'s socket to the guest.

@@ -86,6 +86,23 @@ impl<F: Keyed> FlowTable<F> {
         self.slots[slot] = Some(flow);
     }
 
+    /// Adds `flow` in a free slot once `watch` has registered its socket under that slot (the
+    /// slot is its epoll token) and noted it in the flow if it keeps it; if `watch` fails, the
+    /// table is as it was and the flow is dropped.
+    pub(crate) fn add_watched<E>(
+        &mut self,
+        mut flow: F,
+        watch: impl FnOnce(&mut F, usize) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let slot = self.reserve();
+        if let Err(e) = watch(&mut flow, slot) {
+            self.release(slot);
+            return Err(e);
+        }
+        self.insert(slot, flow);
+        Ok(slot)
+    }
+
     /// Takes the flow out of `slot` (off the index and the pending list), freeing the slot.
     pub(crate) fn remove(&mut self, slot: usize) -> Option<F> {
         let flow = self.slots.get_mut(slot)?.take()?;

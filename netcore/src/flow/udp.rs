@@ -222,16 +222,9 @@ impl UdpTable {
         sock: OwnedFd,
         forwarded: bool,
     ) -> Option<usize> {
-        let slot = self.flows.reserve();
         // ICMP errors about what the guest sends through the socket come back to it.
         if let Err(e) = sys::set_recv_errors(sock.as_raw_fd(), sys::family(&guest.ip())) {
             log::debug!("IP_RECVERR for UDP: {e}");
-        }
-        let interest = (libc::EPOLLIN | libc::EPOLLET) as u32;
-        if let Err(e) = epoll::add(ctx.epoll, sock.as_raw_fd(), interest, Token::Udp(slot)) {
-            crate::ratelimit::guest_log!(log::Level::Warn, "epoll add for UDP: {e}");
-            self.flows.release(slot);
-            return None;
         }
         let flow = Flow {
             guest,
@@ -240,8 +233,15 @@ impl UdpTable {
             dns_reply: None,
             forwarded,
         };
-        self.flows.insert(slot, flow);
-        Some(slot)
+        let interest = (libc::EPOLLIN | libc::EPOLLET) as u32;
+        let watched = self.flows.add_watched(flow, |flow, slot| {
+            epoll::add(ctx.epoll, flow.sock.as_raw_fd(), interest, Token::Udp(slot))
+        });
+        watched
+            .inspect_err(|e| {
+                crate::ratelimit::guest_log!(log::Level::Warn, "epoll add for UDP: {e}")
+            })
+            .ok()
     }
 
     /// Makes the socket of a forwarded host port the guest socket `guest`'s own: datagrams

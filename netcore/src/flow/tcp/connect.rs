@@ -65,19 +65,22 @@ impl TcpTable {
             self.counters.connects += 1;
         }
         let iss = self.next_isn();
-        let slot = self.flows.reserve();
-        let mut flow = Flow::new(key, slot, sock, State::Connecting, iss, ctx.now);
+        let mut flow = Flow::new(key, sock, State::Connecting, iss, ctx.now);
         flow.rcv_nxt = seg.seq.wrapping_add(1);
         flow.snd_wnd = u32::from(seg.window);
         flow.set_guest_options(seg);
         let interest = libc::EPOLLOUT | libc::EPOLLET;
-        if let Err(e) = epoll::add(ctx.epoll, flow.fd(), interest as u32, Token::Tcp(slot)) {
-            crate::ratelimit::guest_log!(log::Level::Warn, "epoll add for {}: {e}", key.remote);
-            self.flows.release(slot);
-            send_reset_for(ctx, seg, rx);
-            return SegmentOutcome::Handled;
-        }
-        self.flows.insert(slot, flow);
+        let slot = match self
+            .flows
+            .add_watched(flow, |flow, slot| flow.watch(ctx.epoll, interest, slot))
+        {
+            Ok(slot) => slot,
+            Err(e) => {
+                crate::ratelimit::guest_log!(log::Level::Warn, "epoll add for {}: {e}", key.remote);
+                send_reset_for(ctx, seg, rx);
+                return SegmentOutcome::Handled;
+            }
+        };
         if connected {
             self.on_connected(slot, ctx, rx);
         }
@@ -103,41 +106,49 @@ impl TcpTable {
         }
         let _ = sys::set_nodelay(sock.as_raw_fd());
         self.use_peek_offset(sock.as_raw_fd());
-        let slot = self.flows.reserve();
         let iss = self.next_isn();
-        let mut flow = Flow::new(key, slot, sock, State::SynSent, iss, ctx.now);
+        let mut flow = Flow::new(key, sock, State::SynSent, iss, ctx.now);
         if unix {
             flow.discard = Discard::Read;
         }
         // Data or a FIN may come before the guest answers; the handshake's end pushes it.
         let interest = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
-        if let Err(e) = epoll::add(ctx.epoll, flow.fd(), interest as u32, Token::Tcp(slot)) {
-            crate::ratelimit::guest_log!(
-                log::Level::Warn,
-                "epoll add for the forward to {}: {e}",
-                key.guest
-            );
-            let _ = sys::set_linger_zero(flow.fd());
-            self.flows.release(slot);
+        let watched = self.flows.add_watched(flow, |flow, slot| {
+            let watched = flow.watch(ctx.epoll, interest, slot);
+            if watched.is_err() {
+                let _ = sys::set_linger_zero(flow.fd());
+            }
+            watched
+        });
+        let Some(flow) = watched
+            .inspect_err(|e| {
+                crate::ratelimit::guest_log!(
+                    log::Level::Warn,
+                    "epoll add for the forward to {}: {e}",
+                    key.guest
+                )
+            })
+            .ok()
+            .and_then(|slot| self.flows.get_mut(slot))
+        else {
             return false;
-        }
+        };
         self.counters.accepted += 1;
-        send_syn(&mut flow, ctx, rx);
+        send_syn(flow, ctx, rx);
         flow.timer = Some(ctx.now + flow.rto);
-        self.flows.insert(slot, flow);
         true
     }
 
     /// Starts peeking at the front of `fd`'s queue, learning on the first socket whether the
     /// kernel supports peek offsets.
     pub(super) fn use_peek_offset(&mut self, fd: RawFd) {
-        if self.peek_offset_supported.is_none() {
+        if self.bufs.peek_offset_supported.is_none() {
             let ok = sys::set_peek_offset(fd, 0).is_ok();
             if !ok {
                 log::info!("SO_PEEK_OFF unsupported: peeking past sent data instead");
             }
-            self.peek_offset_supported = Some(ok);
-        } else if self.peek_offset_supported == Some(true) {
+            self.bufs.peek_offset_supported = Some(ok);
+        } else if self.bufs.peek_offset_supported == Some(true) {
             let _ = sys::set_peek_offset(fd, 0);
         }
     }

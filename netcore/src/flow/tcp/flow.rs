@@ -160,7 +160,7 @@ impl std::fmt::Debug for Flags {
 #[derive(Debug)]
 pub(super) struct Flow {
     pub(super) key: FlowKey,
-    /// This flow's index in the table (its epoll token).
+    /// This flow's index in the table (its epoll token), once [`Flow::watch`] registered it.
     pub(super) slot: usize,
     pub(super) sock: OwnedFd,
     pub(super) state: State,
@@ -207,17 +207,10 @@ impl Keyed for Flow {
 
 impl Flow {
     /// A flow that has sent nothing yet and knows nothing of the guest's side.
-    pub(super) fn new(
-        key: FlowKey,
-        slot: usize,
-        sock: OwnedFd,
-        state: State,
-        iss: u32,
-        now: Instant,
-    ) -> Flow {
+    pub(super) fn new(key: FlowKey, sock: OwnedFd, state: State, iss: u32, now: Instant) -> Flow {
         Flow {
             key,
-            slot,
+            slot: usize::MAX,
             sock,
             state,
             guest_end: GuestEnd::Open,
@@ -246,6 +239,18 @@ impl Flow {
         self.mss = seg.mss.unwrap_or(DEFAULT_GUEST_MSS).max(64);
         self.largest_segment = u32::from(self.mss);
         self.wscale = seg.wscale.map(|s| s.min(14));
+    }
+
+    /// Registers the socket in `epoll` for `events`, as the flow in `slot` (kept in the flow,
+    /// which changes its interest later).
+    pub(super) fn watch(
+        &mut self,
+        epoll: &Epoll,
+        events: libc::c_int,
+        slot: usize,
+    ) -> io::Result<()> {
+        self.slot = slot;
+        epoll::add(epoll, self.fd(), events as u32, Token::Tcp(slot))
     }
 
     pub(super) fn fd(&self) -> RawFd {

@@ -129,12 +129,12 @@ where
     F: TxFrame + ?Sized,
     L: RxLink,
 {
-    io.iovs.clear();
-    frame.iovecs(offset, len, io.iovs);
+    io.bufs.iovs.clear();
+    frame.iovecs(offset, len, &mut io.bufs.iovs);
     flow.largest_segment = flow.largest_segment.max(len as u32);
     let small = len < COALESCE_BELOW;
     let more = if small { libc::MSG_MORE } else { 0 };
-    let took = match sys::sendmsg(flow.fd(), io.iovs, None, libc::MSG_DONTWAIT | more) {
+    let took = match sys::sendmsg(flow.fd(), &io.bufs.iovs, None, libc::MSG_DONTWAIT | more) {
         Ok(n) => {
             if small {
                 flow.flags.insert(Flags::CORKED);
@@ -181,7 +181,7 @@ pub(super) fn syn_sent_segment(flow: &mut Flow, seg: &Segment, now: Instant) -> 
 }
 
 /// Arms EPOLLOUT so we hear when the socket's send buffer drains (to reopen the window).
-pub(super) fn want_write(flow: &mut Flow, epoll: &vmm_sys_util::epoll::Epoll) {
+pub(super) fn want_write(flow: &mut Flow, epoll: &Epoll) {
     if !flow.flags.has(Flags::WANT_WRITE) {
         flow.flags.insert(Flags::WANT_WRITE);
         let interest = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLOUT | libc::EPOLLET;

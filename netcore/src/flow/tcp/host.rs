@@ -43,25 +43,35 @@ pub(super) fn send_data<L: RxLink>(
     let Some(mut frames) = io.rx.reserve_frames(frame_len, wanted) else {
         return Push::NoBuffers;
     };
-    io.iovs.clear();
+    io.bufs.iovs.clear();
     let in_flight = flow.data_in_flight() as usize;
-    if !io.peek_offset && in_flight > 0 {
+    if !io.bufs.peek_offset() && in_flight > 0 {
         // Without a peek offset, the bytes in flight are peeked again, into scratch space.
-        if io.scratch.len() < in_flight {
-            io.scratch.resize(in_flight, 0);
+        if io.bufs.scratch.len() < in_flight {
+            io.bufs.scratch.resize(in_flight, 0);
         }
-        io.iovs.push(libc::iovec {
-            iov_base: io.scratch.as_mut_ptr().cast(),
+        io.bufs.iovs.push(libc::iovec {
+            iov_base: io.bufs.scratch.as_mut_ptr().cast(),
             iov_len: in_flight,
         });
     }
-    let skip_len: usize = io.iovs.iter().map(|v| v.iov_len).sum();
+    let skip_len: usize = io.bufs.iovs.iter().map(|v| v.iov_len).sum();
     let mut planned = [0usize; MAX_FRAMES_PER_READ];
-    let frame_count = plan_frames(&mut frames, &layout, wanted_bytes, io.iovs, &mut planned);
+    let frame_count = plan_frames(
+        &mut frames,
+        &layout,
+        wanted_bytes,
+        &mut io.bufs.iovs,
+        &mut planned,
+    );
     let planned = &planned[..frame_count];
     let room: usize = planned.iter().sum();
     flow.flags.remove(Flags::PEEKED_FULL);
-    let n = match sys::recvmsg(flow.fd(), io.iovs, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+    let n = match sys::recvmsg(
+        flow.fd(),
+        &io.bufs.iovs,
+        libc::MSG_PEEK | libc::MSG_DONTWAIT,
+    ) {
         // Nothing at all left to peek: the peer closed its side.
         Ok(r) if r.len == 0 => {
             flow.host_end = HostEnd::Eof;

@@ -39,6 +39,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use smoltcp::wire::{IpProtocol, TcpOption, TcpPacket, TcpSeqNumber};
+use vmm_sys_util::epoll::Epoll;
 
 use super::epoll::{self, Token};
 use super::table::{FlowTable, Keyed};
@@ -192,12 +193,25 @@ pub enum SegmentOutcome {
 struct Io<'i, 'c, L> {
     ctx: &'i mut Ctx<'c>,
     rx: &'i mut L,
-    iovs: &'i mut Vec<libc::iovec>,
-    /// Where bytes in flight are peeked again when the kernel keeps no peek offset.
-    scratch: &'i mut Vec<u8>,
+    bufs: &'i mut Buffers,
     counters: &'i mut TcpCounters,
-    /// The kernel keeps our peek position (`SO_PEEK_OFF`).
-    peek_offset: bool,
+}
+
+/// What the table keeps for moving data through sockets, reused by every flow.
+#[derive(Debug, Default)]
+struct Buffers {
+    iovs: sys::IoVecs,
+    /// Where bytes in flight are peeked again when the kernel keeps no peek offset.
+    scratch: Vec<u8>,
+    /// Whether the kernel keeps our peek position (`SO_PEEK_OFF`), once the first socket
+    /// told.
+    peek_offset_supported: Option<bool>,
+}
+
+impl Buffers {
+    fn peek_offset(&self) -> bool {
+        self.peek_offset_supported == Some(true)
+    }
 }
 
 /// The table of translated connections.
@@ -205,9 +219,7 @@ struct Io<'i, 'c, L> {
 pub struct TcpTable {
     /// The flows; the pending ones owe the guest an ACK or wait for RX buffers.
     flows: FlowTable<Flow>,
-    peek_offset_supported: Option<bool>,
-    scratch: Vec<u8>,
-    iovs: sys::IoVecs,
+    bufs: Buffers,
     isn_state: u64,
     /// Set when a guest ACK or window update made room for host data. An ACK that frees data
     /// lets the peer send, and the kernel runs that transmission inside our discard, so the
@@ -228,9 +240,7 @@ impl TcpTable {
             .unwrap_or(0x9e37_79b9_7f4a_7c15);
         TcpTable {
             flows: FlowTable::new(limit),
-            peek_offset_supported: None,
-            scratch: Vec::new(),
-            iovs: sys::IoVecs::default(),
+            bufs: Buffers::default(),
             isn_state: seed | 1,
             socket_events_waiting: false,
             commands: crate::guestfwd::Commands::default(),
@@ -255,6 +265,23 @@ impl TcpTable {
 
     pub fn is_empty(&self) -> bool {
         self.flows.is_empty()
+    }
+
+    /// Flow `slot`, and what its handlers borrow besides it.
+    fn flow_io<'i, 'c, L>(
+        &'i mut self,
+        slot: usize,
+        ctx: &'i mut Ctx<'c>,
+        rx: &'i mut L,
+    ) -> Option<(&'i mut Flow, Io<'i, 'c, L>)> {
+        let flow = self.flows.get_mut(slot)?;
+        let io = Io {
+            ctx,
+            rx,
+            bufs: &mut self.bufs,
+            counters: &mut self.counters,
+        };
+        Some((flow, io))
     }
 
     /// Whether any flow has a timer running (the engine keeps its tick going while so).
@@ -293,17 +320,10 @@ impl TcpTable {
             return self.on_new(ctx, seg, key, target, rx);
         };
         let next = {
-            let peek_offset = self.peek_offset_supported == Some(true);
-            let flow = self.flows.get_mut(slot).expect("indexed slot holds a flow");
-            flow.last_activity = ctx.now;
-            let mut io = Io {
-                ctx,
-                rx,
-                iovs: &mut self.iovs,
-                scratch: &mut self.scratch,
-                counters: &mut self.counters,
-                peek_offset,
-            };
+            let (flow, mut io) = self
+                .flow_io(slot, ctx, rx)
+                .expect("indexed slot holds a flow");
+            flow.last_activity = io.ctx.now;
             flow_segment(flow, &mut io, seg, frame)
         };
         match next {
@@ -387,21 +407,12 @@ impl TcpTable {
     /// Sends what the socket holds beyond what is in flight, while the guest's window and
     /// RX buffers allow.
     fn push_to_guest<L: RxLink>(&mut self, slot: usize, ctx: &mut Ctx<'_>, rx: &mut L) {
-        let peek_offset = self.peek_offset_supported == Some(true);
-        let Some(flow) = self.flows.get_mut(slot) else {
+        let Some((flow, mut io)) = self.flow_io(slot, ctx, rx) else {
             return;
         };
         if flow.state != State::Established {
             return; // data waits until the handshake completes
         }
-        let mut io = Io {
-            ctx,
-            rx,
-            iovs: &mut self.iovs,
-            scratch: &mut self.scratch,
-            counters: &mut self.counters,
-            peek_offset,
-        };
         let mut outcome = Push::Idle;
         while flow.host_end == HostEnd::Open {
             let in_flight = flow.data_in_flight();
@@ -543,7 +554,7 @@ impl TcpTable {
     }
 
     fn retransmit<L: RxLink>(&mut self, slot: usize, ctx: &mut Ctx<'_>, rx: &mut L) {
-        let peek_offset = self.peek_offset_supported == Some(true);
+        let peek_offset = self.bufs.peek_offset();
         let Some(flow) = self.flows.get_mut(slot) else {
             return;
         };

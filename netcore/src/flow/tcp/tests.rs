@@ -439,7 +439,7 @@ fn host_data_stays_in_the_socket_until_acked_and_is_retransmitted() {
 #[test]
 fn retransmission_without_peek_offset_support() {
     let mut rig = Rig::new();
-    rig.table.peek_offset_supported = Some(false);
+    rig.table.bufs.peek_offset_supported = Some(false);
     host_data_retransmission(rig);
 }
 
