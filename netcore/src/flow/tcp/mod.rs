@@ -32,6 +32,12 @@
 //!
 //! Everything runs on the engine's thread: sockets are non-blocking, edge-triggered in the
 //! engine's epoll; retransmission and probes are driven by the engine's timer tick.
+//!
+//! The code follows the two directions: `guest` applies guest segments (ACKs, payload to the
+//! socket), `host` peeks socket data into guest frames, `emit` writes every header toward the
+//! guest, and `connect` opens flows either way. What a flow's state is made of, and which
+//! parts of it go together, is written down at `flow::Flow`; the sequence and window
+//! arithmetic is in `seq`, as pure functions.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
