@@ -124,9 +124,29 @@ impl Rig {
 
     /// Delivers pending socket events for up to `ms` milliseconds.
     fn poll(&mut self, ms: i32) {
+        self.poll_events(ms);
+    }
+
+    /// Delivers socket events until one says the socket has data (`EPOLLIN`), for at most
+    /// 5 s: what an assertion that nothing went to the guest must come after.
+    fn poll_until_readable(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.poll_events(100) & libc::EPOLLIN as u32 != 0 {
+                return;
+            }
+        }
+        panic!("the socket never became readable");
+    }
+
+    /// Delivers pending socket events for up to `ms` milliseconds; returns the union of
+    /// their event bits.
+    fn poll_events(&mut self, ms: i32) -> u32 {
         let mut events = [EpollEvent::default(); 16];
         let n = crate::wait_for_events(&self.epoll, ms, &mut events);
+        let mut seen = 0;
         for ev in &events[..n] {
+            seen |= ev.events();
             let Some(Token::Tcp(slot)) = Token::decode(ev.data()) else {
                 panic!("not a TCP flow's token: {:#x}", ev.data());
             };
@@ -134,6 +154,7 @@ impl Rig {
             table.on_socket_event(slot, ev.events(), &mut ctx, link);
             table.end_batch(&mut ctx, link);
         }
+        seen
     }
 
     fn tick_after(&mut self, d: Duration) {
@@ -570,7 +591,7 @@ fn a_read_takes_only_as_many_segments_as_the_guest_has_buffers_for() {
     let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
     rig.link.buffers_left = Some(5);
     server.write_all(&data).unwrap();
-    rig.poll(200);
+    rig.poll_until_readable();
     let first = rig.seen();
     assert_eq!(first.len(), 5, "{first:?}");
     assert!(first.iter().all(|s| s.payload.len() == 1460));
@@ -765,7 +786,7 @@ fn closed_window_stops_data_and_reopening_resumes_it() {
     let (mut server, iss) = rig.establish();
     rig.send(GUEST_ISN + 1, iss + 1, flags::ACK, 0, &[], &[]);
     server.write_all(&[7u8; 3000]).unwrap();
-    rig.poll(200);
+    rig.poll_until_readable();
     assert!(rig.seen().is_empty(), "data sent into a zero window");
     // The probe: an ACK one below snd_nxt so that the guest restates its window.
     rig.tick_after(Duration::from_millis(1500));
@@ -1114,7 +1135,7 @@ fn a_forwarded_connection_opens_with_our_syn_and_carries_data_both_ways() {
     assert_eq!(syn.options, [2, 4, 0x05, 0xb4, 1, 3, 3, OUR_WSCALE]);
     // The client speaks first, before the guest has answered: the data waits.
     client.write_all(b"early").unwrap();
-    rig.poll(50);
+    rig.poll_until_readable();
     assert!(rig.seen().is_empty(), "nothing before the handshake ends");
 
     let opts = [2, 4, 0x05, 0xb4, 1, 3, 3, 7];
