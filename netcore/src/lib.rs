@@ -12,18 +12,16 @@
 pub mod capture;
 mod command;
 pub mod engine;
+pub mod flow;
 pub mod forward;
 pub mod guestfwd;
 pub mod launcher;
 pub mod link;
 pub mod nat;
-pub mod ping;
 pub mod ratelimit;
 pub mod service;
 pub mod smb;
 mod sys;
-pub mod tcp;
-pub mod udp;
 pub mod wire;
 
 // The paths the flow tables knew these modules by before the wire and service layers.
@@ -31,6 +29,7 @@ pub(crate) use service::{icmp, ndp};
 pub(crate) use wire::{ethernet, ip, ipv4};
 
 pub use engine::{Counters, Engine, EngineOptions};
+pub use flow::{ping, tcp, udp};
 pub use link::{LinkFull, MemoryLink, RxLink, RxSlot, TxFrame};
 
 /// Waits for epoll events in unit tests, retrying when a signal interrupts the wait: the

@@ -611,6 +611,17 @@ pub fn queued_for_reading(fd: impl AsFd) -> io::Result<usize> {
     Ok(usize::try_from(rustix::io::ioctl_fionread(fd)?).unwrap_or(usize::MAX))
 }
 
+/// Bytes in a TCP socket's send queue not sent yet (`SIOCOUTQNSD`): what `MSG_MORE` holds
+/// back. Tests see with it that the data is held, rather than waiting for it not to arrive.
+#[cfg(test)]
+pub fn unsent(fd: impl AsFd) -> io::Result<usize> {
+    const SIOCOUTQNSD: libc::Ioctl = 0x894b; // linux/sockios.h
+    let mut bytes: libc::c_int = 0;
+    // SAFETY: SIOCOUTQNSD writes one int into the live local.
+    check(unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), SIOCOUTQNSD, &mut bytes) })?;
+    Ok(usize::try_from(bytes).unwrap_or(0))
+}
+
 pub fn set_nodelay(fd: impl AsFd) -> io::Result<()> {
     Ok(rustix::net::sockopt::set_tcp_nodelay(fd, true)?)
 }
@@ -808,6 +819,14 @@ pub fn pass_only_standard_streams(command: &mut std::process::Command) {
             Ok(())
         });
     }
+}
+
+/// `timer`'s descriptor, borrowed for as long as the timer: vmm-sys-util's `TimerFd` owns it
+/// but implements only `AsRawFd`.
+pub fn timer_fd(timer: &vmm_sys_util::timerfd::TimerFd) -> BorrowedFd<'_> {
+    // SAFETY: the `TimerFd` keeps its descriptor open until it is dropped, which the borrow of
+    // `timer` prevents for the returned lifetime.
+    unsafe { BorrowedFd::borrow_raw(timer.as_raw_fd()) }
 }
 
 #[cfg(test)]

@@ -86,11 +86,7 @@ impl Engine {
         if self.paused_forwards.contains(&index) {
             return;
         }
-        let _ = self.epoll.ctl(
-            ControlOperation::Delete,
-            fwd.fd(),
-            EpollEvent::new(EventSet::IN, 0),
-        );
+        let _ = epoll::remove(&self.epoll, fwd);
         self.paused_forwards.push(index);
         self.counters.forwards_paused += 1;
         self.resume_forwards_at = Some(Instant::now() + ACCEPT_BACKOFF);
@@ -106,11 +102,8 @@ impl Engine {
         self.resume_forwards_at = None;
         for index in std::mem::take(&mut self.paused_forwards) {
             if let Some(fwd) = self.options.forwards.get(index) {
-                let _ = self.epoll.ctl(
-                    ControlOperation::Add,
-                    fwd.fd(),
-                    EpollEvent::new(EventSet::IN, TOKEN_FORWARD | index as u64),
-                );
+                let readable = libc::EPOLLIN as u32;
+                let _ = epoll::add(&self.epoll, fwd, readable, Token::Forward(index));
             }
         }
     }
@@ -164,11 +157,7 @@ impl Engine {
             let _ = crate::sys::discard_datagram(fwd);
             return;
         };
-        let _ = self.epoll.ctl(
-            ControlOperation::Delete,
-            fwd.fd(),
-            EpollEvent::new(EventSet::IN, 0),
-        );
+        let _ = epoll::remove(&self.epoll, fwd);
         let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
         self.udp.on_socket_event(
             slot,

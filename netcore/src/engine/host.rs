@@ -52,20 +52,24 @@ impl Engine {
         }
     }
 
-    fn host_event<L: RxLink>(&mut self, token: u64, events: u32, rx: &mut L) {
-        let slot = (token & !TOKEN_KIND) as usize;
-        if token & TOKEN_KIND == TOKEN_FORWARD {
-            self.on_forward_event(slot, rx);
+    fn host_event<L: RxLink>(&mut self, data: u64, events: u32, rx: &mut L) {
+        let Some(token) = Token::decode(data) else {
+            log::debug!("unknown host event token {data:#x}");
             return;
-        }
-        if token & TOKEN_KIND == TOKEN_TIMER {
-            self.resume_forwards(Instant::now());
+        };
+        match token {
+            Token::Forward(index) => {
+                self.on_forward_event(index, rx);
+                return;
+            }
+            Token::Timer => self.resume_forwards(Instant::now()),
+            _ => {}
         }
         let mut ctx = ctx!(self);
         let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
-        match token & TOKEN_KIND {
-            TOKEN_TCP => self.tcp.on_socket_event(slot, events, &mut ctx, &mut tap),
-            TOKEN_UDP => self.udp.on_socket_event(
+        match token {
+            Token::Tcp(slot) => self.tcp.on_socket_event(slot, events, &mut ctx, &mut tap),
+            Token::Udp(slot) => self.udp.on_socket_event(
                 slot,
                 events,
                 &self.plan,
@@ -73,14 +77,14 @@ impl Engine {
                 &mut ctx,
                 &mut tap,
             ),
-            TOKEN_ICMP => self.ping.on_socket_event(slot, &mut ctx, &mut tap),
-            TOKEN_TIMER => {
+            Token::Ping(slot) => self.ping.on_socket_event(slot, &mut ctx, &mut tap),
+            Token::Timer => {
                 let _ = self.timer.wait();
                 self.tcp.on_tick(&mut ctx, &mut tap);
                 self.udp.on_tick(ctx.now);
                 self.ping.on_tick(ctx.now);
             }
-            _ => log::debug!("unknown host event token {token:#x}"),
+            Token::Forward(_) => {}
         }
     }
 

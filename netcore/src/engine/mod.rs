@@ -30,10 +30,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netplan::{MacAddr, NetPlan};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::epoll::{Epoll, EpollEvent};
 use vmm_sys_util::timerfd::TimerFd;
 
 use crate::capture::{SharedCapture, Tap};
+use crate::flow::epoll::{self, Token};
 use crate::forward::{self, ForwardSocket, Local, Peer};
 use crate::link::{RxLink, TxFrame};
 use crate::nat::{self, Ctx, Target, Upstream};
@@ -60,14 +61,6 @@ const TICK: Duration = Duration::from_millis(100);
 /// How long a forwarded port stays unwatched after accepting failed for want of descriptors
 /// or memory: its level-triggered event would otherwise come back at once, forever.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Epoll token bases for host sockets: the top byte says which table the rest indexes.
-pub const TOKEN_TCP: u64 = 1 << 56;
-pub const TOKEN_UDP: u64 = 2 << 56;
-pub const TOKEN_ICMP: u64 = 3 << 56;
-pub const TOKEN_TIMER: u64 = 4 << 56;
-pub const TOKEN_FORWARD: u64 = 5 << 56;
-const TOKEN_KIND: u64 = 0xff << 56;
 
 /// Settings of the engine that are not part of what the guest sees.
 #[derive(Debug, Clone)]
@@ -170,18 +163,11 @@ impl Engine {
     pub fn with_options(plan: NetPlan, options: EngineOptions) -> std::io::Result<Self> {
         let epoll = Epoll::new()?;
         let timer = TimerFd::new().map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
-        epoll.ctl(
-            ControlOperation::Add,
-            timer.as_raw_fd(),
-            EpollEvent::new(EventSet::IN, TOKEN_TIMER),
-        )?;
+        let readable = libc::EPOLLIN as u32;
+        epoll::add(&epoll, crate::sys::timer_fd(&timer), readable, Token::Timer)?;
         for (i, fwd) in options.forwards.iter().enumerate() {
             // Level-triggered: what one event leaves waiting is reported again.
-            epoll.ctl(
-                ControlOperation::Add,
-                fwd.fd(),
-                EpollEvent::new(EventSet::IN, TOKEN_FORWARD | i as u64),
-            )?;
+            epoll::add(&epoll, fwd, readable, Token::Forward(i))?;
         }
         let mut tcp = TcpTable::new(options.max_flows);
         tcp.set_idle_timeout(options.tcp_idle_timeout);

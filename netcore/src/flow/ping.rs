@@ -12,14 +12,15 @@
 //! Ping sockets need the process's group in `net.ipv4.ping_group_range`; when they are
 //! refused, one log line says so and echo requests are dropped.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use smoltcp::wire::IpProtocol;
 
+use super::epoll::{self, Token};
+use super::table::{FlowTable, Keyed};
 use crate::ip;
 use crate::link::RxLink;
 use crate::nat::Ctx;
@@ -39,11 +40,6 @@ fn echo_types(addr: &IpAddr) -> (u8, u8) {
 /// Largest echo we relay (ICMP header and payload), the IPv4 maximum.
 const MAX_ECHO: usize = 65535 - 20;
 
-/// Epoll token of ping flow slot `slot`.
-pub fn token(slot: usize) -> u64 {
-    crate::engine::TOKEN_ICMP | slot as u64
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
     guest: IpAddr,
@@ -58,6 +54,13 @@ struct Flow {
     last_request: Instant,
 }
 
+impl Keyed for Flow {
+    type Key = Key;
+    fn key(&self) -> Key {
+        self.key
+    }
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PingCounters {
     pub requests: u64,
@@ -68,10 +71,7 @@ pub struct PingCounters {
 /// Echo flows toward real hosts.
 #[derive(Debug)]
 pub struct PingTable {
-    flows: Vec<Option<Flow>>,
-    free: Vec<usize>,
-    index: HashMap<Key, usize>,
-    limit: usize,
+    flows: FlowTable<Flow>,
     warned: bool,
     buf: Vec<u8>,
     pub counters: PingCounters,
@@ -80,10 +80,7 @@ pub struct PingTable {
 impl PingTable {
     pub fn new(limit: usize) -> Self {
         PingTable {
-            flows: Vec::new(),
-            free: Vec::new(),
-            index: HashMap::new(),
-            limit,
+            flows: FlowTable::new(limit),
             warned: false,
             buf: Vec::new(),
             counters: PingCounters::default(),
@@ -91,11 +88,11 @@ impl PingTable {
     }
 
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.flows.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.flows.is_empty()
     }
 
     /// Sends the guest's echo request (`icmp` = ICMP header and payload) from `guest` to
@@ -116,14 +113,14 @@ impl PingTable {
             remote,
             id: u16::from_be_bytes([icmp[4], icmp[5]]),
         };
-        let slot = match self.index.get(&key) {
-            Some(&slot) => slot,
+        let slot = match self.flows.find(&key) {
+            Some(slot) => slot,
             None => match self.open(ctx, key) {
                 Some(slot) => slot,
                 None => return,
             },
         };
-        let Some(flow) = self.flows[slot].as_mut() else {
+        let Some(flow) = self.flows.get_mut(slot) else {
             return;
         };
         flow.last_request = ctx.now;
@@ -135,7 +132,7 @@ impl PingTable {
     }
 
     fn open(&mut self, ctx: &mut Ctx<'_>, key: Key) -> Option<usize> {
-        if self.index.len() >= self.limit {
+        if self.flows.is_full() {
             return None;
         }
         let protocol = match key.remote {
@@ -164,27 +161,22 @@ impl PingTable {
                 return None;
             }
         };
-        let slot = self.free.pop().unwrap_or_else(|| {
-            self.flows.push(None);
-            self.flows.len() - 1
-        });
-        let interest = (libc::EPOLLIN | libc::EPOLLET) as u32;
-        if crate::tcp::epoll_add(ctx.epoll, sock.as_raw_fd(), interest, token(slot)).is_err() {
-            self.free.push(slot);
-            return None;
-        }
-        self.flows[slot] = Some(Flow {
+        let flow = Flow {
             key,
             sock,
             last_request: ctx.now,
-        });
-        self.index.insert(key, slot);
-        Some(slot)
+        };
+        let interest = (libc::EPOLLIN | libc::EPOLLET) as u32;
+        self.flows
+            .add_watched(flow, |flow, slot| {
+                epoll::add(ctx.epoll, &flow.sock, interest, Token::Ping(slot))
+            })
+            .ok()
     }
 
     /// Relays the replies waiting on flow `slot`'s socket to the guest.
     pub fn on_socket_event<L: RxLink>(&mut self, slot: usize, ctx: &mut Ctx<'_>, rx: &mut L) {
-        let Some(flow) = self.flows.get_mut(slot).and_then(Option::as_mut) else {
+        let Some(flow) = self.flows.get_mut(slot) else {
             return;
         };
         self.buf.resize(MAX_ECHO, 0);
@@ -232,13 +224,13 @@ impl PingTable {
 
     /// Ends flows without requests for a while.
     pub fn on_tick(&mut self, now: Instant) {
-        for slot in 0..self.flows.len() {
-            let idle = self.flows[slot]
-                .as_ref()
+        for slot in self.flows.slots() {
+            let idle = self
+                .flows
+                .get(slot)
                 .is_some_and(|f| now.duration_since(f.last_request) >= IDLE_TIMEOUT);
-            if idle && let Some(flow) = self.flows[slot].take() {
-                self.index.remove(&flow.key);
-                self.free.push(slot);
+            if idle {
+                self.flows.remove(slot);
             }
         }
     }
@@ -279,7 +271,10 @@ mod tests {
         let mut events = [EpollEvent::default(); 4];
         let n = crate::wait_for_events(&epoll, 2000, &mut events);
         assert_eq!(n, 1);
-        table.on_socket_event((events[0].data() & 0xffff) as usize, &mut ctx, &mut link);
+        let Some(Token::Ping(slot)) = Token::decode(events[0].data()) else {
+            panic!("not a ping flow's token: {:#x}", events[0].data());
+        };
+        table.on_socket_event(slot, &mut ctx, &mut link);
         let frames = link.take();
         assert_eq!(frames.len(), 1);
         let f = &frames[0];

@@ -22,15 +22,16 @@
 //! ([`UdpTable::adopt_forward`]): what arrives on it goes to the guest, what that guest socket
 //! sends leaves through it, and the flow never expires, as with slirp's hostfwd.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use netplan::NetPlan;
 use smoltcp::wire::IpProtocol;
 
+use super::epoll::{self, Token};
+use super::table::{FlowTable, Keyed};
 use crate::ip;
 use crate::link::{RxCsum, RxLink, RxMeta, RxSlot, TxFrame};
 use crate::nat::{self, Ctx, DNS_PORT, Target, Upstream};
@@ -50,11 +51,6 @@ const QUOTED_PAYLOAD: usize = 512;
 /// refills it as fast as it drains.
 const MAX_ERRORS_PER_EVENT: usize = 4096;
 
-/// Epoll token of UDP flow slot `slot`.
-pub fn token(slot: usize) -> u64 {
-    crate::engine::TOKEN_UDP | slot as u64
-}
-
 #[derive(Debug)]
 struct Flow {
     guest: SocketAddr,
@@ -65,6 +61,13 @@ struct Flow {
     /// The socket of a forwarded host port (a copy of its descriptor): the flow never
     /// expires, as slirp's hostfwd sockets do not.
     forwarded: bool,
+}
+
+impl Keyed for Flow {
+    type Key = SocketAddr;
+    fn key(&self) -> SocketAddr {
+        self.guest
+    }
 }
 
 /// What became of a guest datagram.
@@ -104,14 +107,8 @@ pub struct UdpCounters {
 /// The table of UDP flows.
 #[derive(Debug)]
 pub struct UdpTable {
-    flows: Vec<Option<Flow>>,
-    free: Vec<usize>,
-    index: HashMap<SocketAddr, usize>,
-    limit: usize,
-    /// Flows with datagrams waiting for guest RX buffers.
-    pending: Vec<usize>,
-    /// The list being retried at batch end, kept so that neither list allocates again.
-    visiting: Vec<usize>,
+    /// Flows by guest socket; the pending ones have datagrams waiting for guest RX buffers.
+    flows: FlowTable<Flow>,
     iovs: sys::IoVecs,
     /// Where datagrams go that the guest's frame cannot take as they are: the part past the
     /// MTU, or all of one when the frame's buffers are too many pieces to read into at once.
@@ -122,12 +119,7 @@ pub struct UdpTable {
 impl UdpTable {
     pub fn new(limit: usize) -> Self {
         UdpTable {
-            flows: Vec::new(),
-            free: Vec::new(),
-            index: HashMap::new(),
-            limit,
-            pending: Vec::new(),
-            visiting: Vec::new(),
+            flows: FlowTable::new(limit),
             iovs: sys::IoVecs::default(),
             bounce: Vec::new(),
             counters: UdpCounters::default(),
@@ -135,11 +127,11 @@ impl UdpTable {
     }
 
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.flows.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.flows.is_empty()
     }
 
     /// Sends the guest datagram whose payload is `frame[payload_offset..][..len]` to `target`.
@@ -161,14 +153,14 @@ impl UdpTable {
                 return Sent::Dropped;
             }
         };
-        let slot = match self.index.get(&guest) {
-            Some(&slot) => slot,
+        let slot = match self.flows.find(&guest) {
+            Some(slot) => slot,
             None => match self.open(ctx, guest, &dest) {
                 Ok(slot) => slot,
                 Err(sent) => return sent,
             },
         };
-        let Some(flow) = self.flows[slot].as_mut() else {
+        let Some(flow) = self.flows.get_mut(slot) else {
             return Sent::Dropped;
         };
         flow.last_activity = ctx.now;
@@ -203,7 +195,7 @@ impl UdpTable {
         guest: SocketAddr,
         dest: &SocketAddr,
     ) -> Result<usize, Sent> {
-        if self.index.len() >= self.limit {
+        if self.flows.is_full() {
             self.counters.table_full += 1;
             return Err(Sent::Dropped);
         }
@@ -223,29 +215,26 @@ impl UdpTable {
         sock: OwnedFd,
         forwarded: bool,
     ) -> Option<usize> {
-        let slot = self.free.pop().unwrap_or_else(|| {
-            self.flows.push(None);
-            self.flows.len() - 1
-        });
         // ICMP errors about what the guest sends through the socket come back to it.
         if let Err(e) = sys::set_recv_errors(&sock, sys::family(&guest.ip())) {
             log::debug!("IP_RECVERR for UDP: {e}");
         }
-        let interest = (libc::EPOLLIN | libc::EPOLLET) as u32;
-        if let Err(e) = crate::tcp::epoll_add(ctx.epoll, sock.as_raw_fd(), interest, token(slot)) {
-            crate::ratelimit::guest_log!(log::Level::Warn, "epoll add for UDP: {e}");
-            self.free.push(slot);
-            return None;
-        }
-        self.flows[slot] = Some(Flow {
+        let flow = Flow {
             guest,
             sock,
             last_activity: ctx.now,
             dns_reply: None,
             forwarded,
+        };
+        let interest = (libc::EPOLLIN | libc::EPOLLET) as u32;
+        let watched = self.flows.add_watched(flow, |flow, slot| {
+            epoll::add(ctx.epoll, &flow.sock, interest, Token::Udp(slot))
         });
-        self.index.insert(guest, slot);
-        Some(slot)
+        watched
+            .inspect_err(|e| {
+                crate::ratelimit::guest_log!(log::Level::Warn, "epoll add for UDP: {e}")
+            })
+            .ok()
     }
 
     /// Makes the socket of a forwarded host port the guest socket `guest`'s own: datagrams
@@ -259,25 +248,17 @@ impl UdpTable {
         guest: SocketAddr,
         sock: OwnedFd,
     ) -> Option<usize> {
-        if let Some(&slot) = self.index.get(&guest) {
-            if self.flows[slot].as_ref().is_some_and(|f| f.forwarded) {
+        if let Some(slot) = self.flows.find(&guest) {
+            if self.flows.get(slot).is_some_and(|f| f.forwarded) {
                 return None; // another forwarded port already owns this guest socket
             }
-            self.remove(slot);
+            self.flows.remove(slot);
         }
-        if self.index.len() >= self.limit {
+        if self.flows.is_full() {
             self.counters.table_full += 1;
             return None;
         }
         self.insert(ctx, guest, sock, true)
-    }
-
-    fn remove(&mut self, slot: usize) {
-        if let Some(flow) = self.flows[slot].take() {
-            self.index.remove(&flow.guest);
-            self.pending.retain(|&s| s != slot);
-            self.free.push(slot);
-        }
     }
 
     /// Delivers datagrams waiting on flow `slot`'s socket while the guest has buffers, and
@@ -299,7 +280,7 @@ impl UdpTable {
         if events & libc::EPOLLERR as u32 != 0 {
             self.relay_errors(slot, plan, upstream, ctx, rx);
         }
-        let Some(flow) = self.flows.get_mut(slot).and_then(Option::as_mut) else {
+        let Some(flow) = self.flows.get_mut(slot) else {
             return;
         };
         let header_len = ip::l2_l3_len(&flow.guest.ip()) + UDP_HEADER_LEN;
@@ -311,9 +292,7 @@ impl UdpTable {
         let mut failures = 0;
         loop {
             let Some(mut slot_buf) = rx.reserve(header_len + max) else {
-                if !self.pending.contains(&slot) {
-                    self.pending.push(slot);
-                }
+                self.flows.mark_pending(slot);
                 return;
             };
             let mut iovs = self.iovs.for_recv();
@@ -412,7 +391,7 @@ impl UdpTable {
         ctx: &mut Ctx<'_>,
         rx: &mut L,
     ) {
-        let Some(flow) = self.flows.get(slot).and_then(Option::as_ref) else {
+        let Some(flow) = self.flows.get(slot) else {
             return;
         };
         let mut quoted = [0u8; QUOTED_PAYLOAD];
@@ -459,26 +438,24 @@ impl UdpTable {
         ctx: &mut Ctx<'_>,
         rx: &mut L,
     ) {
-        let mut visiting = std::mem::take(&mut self.visiting);
-        std::mem::swap(&mut visiting, &mut self.pending);
+        let visiting = self.flows.start_visit();
         for &slot in &visiting {
             self.on_socket_event(slot, 0, plan, upstream, ctx, rx);
         }
-        visiting.clear();
-        self.visiting = visiting;
+        self.flows.end_visit(visiting);
     }
 
     /// Closes flows that were idle too long, or answered by DNS a while ago.
     pub fn on_tick(&mut self, now: Instant) {
-        for slot in 0..self.flows.len() {
-            let expired = self.flows[slot].as_ref().is_some_and(|f| {
+        for slot in self.flows.slots() {
+            let expired = self.flows.get(slot).is_some_and(|f| {
                 !f.forwarded
                     && (now.duration_since(f.last_activity) >= IDLE_TIMEOUT
                         || f.dns_reply
                             .is_some_and(|t| now.duration_since(t) >= DNS_TIMEOUT))
             });
             if expired {
-                self.remove(slot);
+                self.flows.remove(slot);
                 self.counters.expired += 1;
             }
         }
@@ -748,7 +725,9 @@ mod tests {
             let n = crate::wait_for_events(&self.epoll, 1000, &mut events);
             let (plan, upstream) = (self.plan.clone(), self.upstream);
             for ev in &events[..n] {
-                let slot = (ev.data() & 0xffff_ffff) as usize;
+                let Some(Token::Udp(slot)) = Token::decode(ev.data()) else {
+                    panic!("not a UDP flow's token: {:#x}", ev.data());
+                };
                 let (mut ctx, table, link) = self.parts();
                 table.on_socket_event(slot, ev.events(), &plan, &upstream, &mut ctx, link);
             }

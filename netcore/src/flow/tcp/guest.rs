@@ -1,0 +1,238 @@
+//! Guest segments on an existing flow: handshake answers, ACKs, and payload to the socket.
+
+use super::*;
+
+/// What the table must do after a guest segment was applied to a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Next {
+    Continue,
+    /// Three duplicate ACKs: resend from `snd_una`.
+    Retransmit,
+    Close(Close),
+}
+
+/// Applies a guest segment to an existing flow.
+pub(super) fn flow_segment<F, L>(
+    flow: &mut Flow,
+    io: &mut Io<'_, '_, L>,
+    seg: &Segment,
+    frame: &F,
+) -> Next
+where
+    F: TxFrame + ?Sized,
+    L: RxLink,
+{
+    if flow.state == State::SynSent {
+        return syn_sent_segment(flow, seg, io.ctx.now);
+    }
+    if seg.has(flags::RST) {
+        return Next::Close(Close::ResetHost);
+    }
+    if seg.has(flags::SYN) {
+        // A retransmitted SYN: our SYN-ACK was lost, or we are still connecting.
+        if flow.state == State::SynAckSent {
+            send_syn_ack(flow, io.ctx, io.rx);
+        }
+        return Next::Continue;
+    }
+    if flow.state == State::Connecting {
+        return Next::Continue;
+    }
+    let fast_retransmit = seg.has(flags::ACK) && on_ack(flow, seg, io.ctx.now);
+    if flow.state == State::SynAckSent {
+        if flow.snd_una == flow.iss {
+            return Next::Continue; // not yet acked: ignore data until the handshake completes
+        }
+        flow.state = State::Established;
+    }
+    if let Some(next) = guest_data(flow, io, seg, frame) {
+        return next;
+    }
+    // The window never lets the guest overfill the socket, so no short write arms EPOLLOUT for
+    // us: once the window is below a segment, arm it ourselves, or the guest waits for a window
+    // update that never comes.
+    let segment = io.ctx.max_payload(&flow.key.guest.ip(), TCP_HEADER_LEN) as u32;
+    if flow.flags.has(Flags::ACK_OWED)
+        && flow.guest_end == GuestEnd::Open
+        && flow.window_bytes() < segment
+    {
+        want_write(flow, io.ctx.epoll);
+    }
+    if fast_retransmit {
+        Next::Retransmit
+    } else {
+        Next::Continue
+    }
+}
+
+/// Guest to host payload and FIN, in order only: what the socket takes moves `rcv_nxt`.
+/// `Some` when the segment ends here (out of order, or the socket failed).
+fn guest_data<F, L>(
+    flow: &mut Flow,
+    io: &mut Io<'_, '_, L>,
+    seg: &Segment,
+    frame: &F,
+) -> Option<Next>
+where
+    F: TxFrame + ?Sized,
+    L: RxLink,
+{
+    let mut offset = 0usize;
+    let mut len = seg.payload_len;
+    let mut seq = seg.seq;
+    if let Some(skip) = seq::already_taken(flow.rcv_nxt, seq, len) {
+        // Starts before what we already took (a window probe, a keepalive, a resent segment):
+        // it gets an ACK, as any TCP answers one (RFC 9293 3.10.7.4). A guest probing our zero
+        // window learns this way that it reopened.
+        flow.flags.insert(Flags::ACK_OWED);
+        // Skip the part we have.
+        offset += skip;
+        len -= skip;
+        seq = seq.wrapping_add(skip as u32);
+    }
+    if len == 0 && !seg.has(flags::FIN) {
+        return None;
+    }
+    if seq != flow.rcv_nxt {
+        flow.flags.insert(Flags::ACK_OWED); // out of order: a duplicate ACK asks for the gap
+        io.counters.out_of_order += 1;
+        return Some(Next::Continue);
+    }
+    if len > 0 && flow.guest_end == GuestEnd::Open {
+        if let Err(e) = write_to_socket(flow, io, frame, seg.payload_offset + offset, len) {
+            log::debug!("TCP write to {}: {e}", flow.key.remote);
+            return Some(Next::Close(Close::ResetGuest));
+        }
+        flow.flags.insert(Flags::ACK_OWED);
+    }
+    let all_taken = flow.rcv_nxt == seg.seq.wrapping_add(seg.payload_len as u32);
+    if seg.has(flags::FIN) && all_taken && flow.guest_end == GuestEnd::Open {
+        flow.guest_end = GuestEnd::Fin;
+        flow.rcv_nxt = flow.rcv_nxt.wrapping_add(1);
+        let _ = sys::shutdown_write(&flow.sock);
+        flow.flags.insert(Flags::ACK_OWED);
+    }
+    None
+}
+
+/// Writes `len` bytes of the frame from `offset` to the socket, straight from guest memory,
+/// and takes into `rcv_nxt` what the socket took. A short write (counted) leaves the rest for
+/// the guest to resend and arms EPOLLOUT; only a failure of the socket is an error.
+fn write_to_socket<F, L>(
+    flow: &mut Flow,
+    io: &mut Io<'_, '_, L>,
+    frame: &F,
+    offset: usize,
+    len: usize,
+) -> io::Result<()>
+where
+    F: TxFrame + ?Sized,
+    L: RxLink,
+{
+    let mut iovs = io.bufs.iovs.for_send();
+    frame.iovecs(offset, len, &mut iovs);
+    flow.largest_segment = flow.largest_segment.max(len as u32);
+    let small = len < COALESCE_BELOW;
+    let more = if small { libc::MSG_MORE } else { 0 };
+    let took = match sys::sendmsg(&flow.sock, &iovs, None, libc::MSG_DONTWAIT | more) {
+        Ok(n) => {
+            if small {
+                flow.flags.insert(Flags::CORKED);
+            }
+            flow.rcv_nxt = flow.rcv_nxt.wrapping_add(n as u32);
+            flow.wrote(n);
+            n
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    if took < len {
+        io.counters.short_writes += 1;
+        log_short_write(flow, took, len);
+        flow.forget_window();
+        want_write(flow, io.ctx.epoll);
+    }
+    Ok(())
+}
+
+/// The guest's answer to the SYN of a forwarded connection. A SYN-ACK for it completes the
+/// handshake (our ACK goes at the batch's end, data that waited in the socket after it); an
+/// RST for it closes the host connection with an RST, as a refused connect would. Anything
+/// else is ignored: the SYN is retransmitted until the guest answers.
+pub(super) fn syn_sent_segment(flow: &mut Flow, seg: &Segment, now: Instant) -> Next {
+    let ours = seg.has(flags::ACK) && seg.ack == flow.iss.wrapping_add(1);
+    if seg.has(flags::RST) {
+        return if ours {
+            Next::Close(Close::Refused)
+        } else {
+            Next::Continue
+        };
+    }
+    if !(ours && seg.has(flags::SYN)) {
+        return Next::Continue;
+    }
+    flow.rcv_nxt = seg.seq.wrapping_add(1);
+    flow.set_guest_options(seg);
+    on_ack(flow, seg, now);
+    flow.state = State::Established;
+    flow.flags.insert(Flags::ACK_OWED);
+    flow.flags.insert(Flags::ROOM);
+    Next::Continue
+}
+
+/// Arms EPOLLOUT so we hear when the socket's send buffer drains (to reopen the window).
+pub(super) fn want_write(flow: &mut Flow, epoll: &Epoll) {
+    if !flow.flags.has(Flags::WANT_WRITE) {
+        flow.flags.insert(Flags::WANT_WRITE);
+        let interest = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLOUT | libc::EPOLLET;
+        let _ = epoll::modify(epoll, &flow.sock, interest as u32, Token::Tcp(flow.slot));
+    }
+}
+
+/// Takes the guest's ACK number and window; true on the third duplicate ACK.
+pub(super) fn on_ack(flow: &mut Flow, seg: &Segment, now: Instant) -> bool {
+    let shift = if seg.has(flags::SYN) {
+        0
+    } else {
+        flow.wscale.unwrap_or(0)
+    };
+    let window = seq::window_bytes(seg.window, shift);
+    match seq::ack(flow.snd_una, flow.snd_nxt, seg.ack) {
+        seq::Ack::New(acked) => {
+            let fin = flow.fin_seq();
+            let data = seq::acked_data(flow.iss, flow.snd_una, seg.ack, acked, fin);
+            if data > 0 {
+                let _ = match flow.discard {
+                    Discard::Read => sys::discard_by_reading(&flow.sock, data as usize),
+                    Discard::Truncate => sys::discard(&flow.sock, data as usize),
+                };
+            }
+            flow.snd_una = seg.ack;
+            flow.flags.insert(Flags::ROOM);
+            flow.dup_acks = 0;
+            flow.retries = 0;
+            flow.rto = INITIAL_RTO;
+            flow.timer = if flow.snd_una == flow.snd_nxt {
+                None
+            } else {
+                Some(now + flow.rto)
+            };
+        }
+        seq::Ack::Same
+            if seg.payload_len == 0
+                && flow.snd_nxt != flow.snd_una
+                && window == flow.snd_wnd
+                && !seg.has(flags::FIN) =>
+        {
+            flow.dup_acks += 1;
+            flow.snd_wnd = window;
+            return flow.dup_acks == 3;
+        }
+        seq::Ack::Same | seq::Ack::Outside => {}
+    }
+    if window > flow.snd_wnd {
+        flow.flags.insert(Flags::ROOM);
+    }
+    flow.snd_wnd = window;
+    false
+}
