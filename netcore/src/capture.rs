@@ -13,7 +13,7 @@ const LINKTYPE_ETHERNET: u32 = 1;
 /// The pcap format version written (2.4, the one every reader takes).
 const PCAP_VERSION: (u16, u16) = (2, 4);
 /// The snapshot length written in the header: the largest frame the link carries.
-const SNAPLEN: u32 = 65535 + 14;
+const SNAPLEN: u32 = (crate::wire::ipv4::MAX_PACKET_LEN + crate::wire::ethernet::HEADER_LEN) as u32;
 
 /// One capture file shared by the engines of successive connections.
 pub type SharedCapture = Arc<Mutex<Capture>>;
@@ -255,7 +255,7 @@ impl<F: crate::link::RxFrames> crate::link::RxFrames for TapFrames<'_, F> {
     }
 
     fn commit(mut self, lens: &[usize]) {
-        const MIN: usize = crate::ethernet::MIN_FRAME_LEN;
+        const MIN: usize = crate::wire::ethernet::MIN_FRAME_LEN;
         const ZEROS: [u8; MIN] = [0; MIN];
         // Reservations hold at most 16 frames (one socket read), so padded lengths fit on the
         // stack: no allocation per packet. A larger one would get a vector.
@@ -303,7 +303,7 @@ impl<L: crate::link::RxLink> crate::link::RxLink for Tap<'_, L> {
         Self: 's;
 
     fn reserve_frames(&mut self, max_len: usize, count: usize) -> Option<Self::Frames<'_>> {
-        let max_len = max_len.max(crate::ethernet::MIN_FRAME_LEN);
+        let max_len = max_len.max(crate::wire::ethernet::MIN_FRAME_LEN);
         let inner = self.inner.reserve_frames(max_len, count)?;
         Some(TapFrames {
             inner,

@@ -74,13 +74,20 @@ pub struct ForwardSocket {
     pub dual_stack: bool,
 }
 
-impl fmt::Debug for ForwardSocket {
+/// What logs name a forwarded port by: `tcp 127.0.0.1:2222 -> 10.0.2.15:22`.
+impl fmt::Display for ForwardSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {} -> ", self.proto, self.local)?;
         match self.guest_addr {
             Some(a) => write!(f, "{}", SocketAddr::new(a, self.guest_port)),
             None => write!(f, "guest:{}", self.guest_port),
         }
+    }
+}
+
+impl fmt::Debug for ForwardSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 

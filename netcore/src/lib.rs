@@ -24,10 +24,6 @@ pub mod smb;
 mod sys;
 pub mod wire;
 
-// The paths the flow tables knew these modules by before the wire and service layers.
-pub(crate) use service::{icmp, ndp};
-pub(crate) use wire::{ethernet, ip, ipv4};
-
 pub use engine::{Counters, Engine, EngineOptions};
 pub use flow::{ping, tcp, udp};
 pub use link::{LinkFull, MemoryLink, RxLink, RxSlot, TxFrame};

@@ -18,7 +18,7 @@ use std::time::Instant;
 use netplan::{MacAddr, NetPlan};
 use smoltcp::wire::IpProtocol;
 
-use crate::ip::{self, PacketMeta};
+use crate::wire::ip::{self, PacketMeta};
 
 /// Where a guest flow should really go, decided from the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub struct Ctx<'a> {
     pub gateway_mac: MacAddr,
     pub mtu: u16,
     pub epoll: &'a vmm_sys_util::epoll::Epoll,
-    pub ident: &'a mut crate::ipv4::Ident,
+    pub ident: &'a mut crate::wire::ipv4::Ident,
     pub now: Instant,
 }
 
@@ -67,7 +67,7 @@ impl Ctx<'_> {
 
     /// The largest L4 payload after an L4 header of `l4_header` bytes, at the link MTU.
     pub fn max_payload(&self, addr: &IpAddr, l4_header: usize) -> usize {
-        let ip_header = ip::l2_l3_len(addr) - crate::ethernet::HEADER_LEN;
+        let ip_header = ip::l2_l3_len(addr) - crate::wire::ethernet::HEADER_LEN;
         usize::from(self.mtu).saturating_sub(ip_header + l4_header)
     }
 }

@@ -72,8 +72,9 @@ const GUEST_GLOBAL: Ipv6Addr = Ipv6Addr::new(0xfec0, 0, 0, 0, 0x5054, 0xff, 0xfe
 const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 2);
 const DNS6: Ipv6Addr = Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 3);
 
-/// An IPv6 frame from the guest carrying `l4` (its checksum field filled in here).
-fn ipv6_frame(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, l4: &[u8]) -> Vec<u8> {
+/// An IPv6 frame from the guest to the all-routers MAC, hop limit 255, carrying `l4` (its
+/// checksum field filled in here): a seed of its own, not `common::ipv6_frame`.
+fn seed_ipv6_frame(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, l4: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(54 + l4.len());
     frame.extend_from_slice(&[0x33, 0x33, 0, 0, 0, 2]);
     frame.extend_from_slice(&GUEST_MAC.0);
@@ -177,23 +178,23 @@ fn ipv6_and_transport_seeds() -> Vec<Vec<u8>> {
         f
     };
     vec![
-        ipv6_frame(GUEST_LINK_LOCAL, all_routers, 58, &rs),
-        ipv6_frame(GUEST_LINK_LOCAL, solicited, 58, &ns),
-        ipv6_frame(GUEST_GLOBAL, GATEWAY6, 58, &echo),
-        ipv6_frame(GUEST_LINK_LOCAL, solicited, 0, &mld),
-        ipv6_frame(GUEST_LINK_LOCAL, dhcp_servers, 17, &{
+        seed_ipv6_frame(GUEST_LINK_LOCAL, all_routers, 58, &rs),
+        seed_ipv6_frame(GUEST_LINK_LOCAL, solicited, 58, &ns),
+        seed_ipv6_frame(GUEST_GLOBAL, GATEWAY6, 58, &echo),
+        seed_ipv6_frame(GUEST_LINK_LOCAL, solicited, 0, &mld),
+        seed_ipv6_frame(GUEST_LINK_LOCAL, dhcp_servers, 17, &{
             let mut u = udp_datagram(547, &dhcpv6);
             u[0..2].copy_from_slice(&546u16.to_be_bytes());
             u
         }),
-        ipv6_frame(GUEST_LINK_LOCAL, dhcp_servers, 17, &{
+        seed_ipv6_frame(GUEST_LINK_LOCAL, dhcp_servers, 17, &{
             let mut u = udp_datagram(547, &solicit);
             u[0..2].copy_from_slice(&546u16.to_be_bytes());
             u
         }),
-        ipv6_frame(GUEST_GLOBAL, DNS6, 17, &udp_datagram(53, DNS_QUERY)),
-        ipv6_frame(GUEST_GLOBAL, GATEWAY6, 6, &tcp_segment(22, true, &[])),
-        ipv6_frame(GUEST_GLOBAL, GATEWAY6, 6, &tcp_segment(22, false, b"data")),
+        seed_ipv6_frame(GUEST_GLOBAL, DNS6, 17, &udp_datagram(53, DNS_QUERY)),
+        seed_ipv6_frame(GUEST_GLOBAL, GATEWAY6, 6, &tcp_segment(22, true, &[])),
+        seed_ipv6_frame(GUEST_GLOBAL, GATEWAY6, 6, &tcp_segment(22, false, b"data")),
         v4(smoltcp::wire::IpProtocol::Tcp, &tcp_segment(22, true, &[])),
         v4(
             smoltcp::wire::IpProtocol::Tcp,
@@ -430,7 +431,7 @@ fn tftp_seeds() -> Vec<Vec<u8>> {
         );
         fix_checksums(&mut v4);
         seeds.push(v4);
-        seeds.push(ipv6_frame(
+        seeds.push(seed_ipv6_frame(
             GUEST_GLOBAL,
             GATEWAY6,
             17,

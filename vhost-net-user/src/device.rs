@@ -195,7 +195,7 @@ impl NetBackend {
     }
 
     /// The exit-event consumers the worker threads were given, which they leak: to be closed
-    /// (`sys::drop_daemon_closing_leaked`) once the daemon, and so every worker, is gone.
+    /// (`sys::close_abandoned`) once the daemon, and so every worker, is gone.
     pub fn take_handed_out(&self) -> Vec<RawFd> {
         std::mem::take(&mut *self.handed_out.lock().unwrap_or_else(|p| p.into_inner()))
     }

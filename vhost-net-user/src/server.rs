@@ -138,17 +138,19 @@ fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), Se
     if let Err(e) = exit.notify() {
         log::warn!("stopping the vring worker failed: {e}");
     }
-    // Dropping the daemon joins its workers; the exit-event consumers they leaked close after.
-    crate::sys::drop_daemon_closing_leaked(daemon, || {
-        backend
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .take_handed_out()
-    });
+    drop(daemon);
     for relay in relays {
         let _ = relay.join();
     }
     let backend = backend.read().unwrap_or_else(|p| p.into_inner());
+    for fd in backend.take_handed_out() {
+        #[allow(unsafe_code)]
+        // SAFETY: the daemon is dropped, so its worker threads, which took these descriptors
+        // with `into_raw_fd` and never close them, are joined; nothing else has them.
+        unsafe {
+            crate::sys::close_abandoned(fd)
+        };
+    }
     // The engine's `key=value` statistics, then the ring's under `ring.`.
     let crate::ring::RingCounters {
         bad_tx_chains,

@@ -168,22 +168,16 @@ pub fn listener_from_fd(fd: RawFd) -> io::Result<std::os::unix::net::UnixListene
     Ok(std::os::unix::net::UnixListener::from(kept))
 }
 
-/// Drops `daemon`, which joins its worker threads, then closes the descriptors `leaked` names:
-/// the exit-event consumers those workers took with `into_raw_fd` and never close
-/// (`NetBackend::take_handed_out`). Only once the workers are joined is nothing using them.
-pub fn drop_daemon_closing_leaked(
-    daemon: vhost_user_backend::VhostUserDaemon<
-        std::sync::Arc<std::sync::RwLock<crate::device::NetBackend>>,
-    >,
-    leaked: impl FnOnce() -> Vec<RawFd>,
-) {
-    drop(daemon);
-    for fd in leaked() {
-        // SAFETY: the daemon's drop joined every worker thread, the only users of these
-        // descriptors, and nothing else owns them: taking ownership once and dropping it
-        // closes each.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
-    }
+/// Closes `fd`, a descriptor its owner gave up without closing (see
+/// `NetBackend::take_handed_out`).
+///
+/// # Safety
+/// `fd` must be open and owned by nothing any more: leaked with `into_raw_fd` by an owner
+/// that has stopped using it (its threads gone), and not closed since.
+pub unsafe fn close_abandoned(fd: RawFd) {
+    // SAFETY: by the caller's contract nothing owns or uses `fd`; taking ownership once and
+    // dropping it closes it.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
 }
 
 fn check(rc: libc::c_int) -> io::Result<()> {

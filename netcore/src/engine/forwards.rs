@@ -49,11 +49,11 @@ impl Engine {
                     if shortage {
                         crate::ratelimit::guest_log!(
                             log::Level::Warn,
-                            "{fwd:?}: {e}; not accepting for {ACCEPT_BACKOFF:?}"
+                            "{fwd}: {e}; not accepting for {ACCEPT_BACKOFF:?}"
                         );
                         self.pause_forward(index, fwd);
                     } else {
-                        log::debug!("accept on {fwd:?}: {e}");
+                        log::debug!("accept on {fwd}: {e}");
                     }
                     break;
                 }
@@ -65,11 +65,11 @@ impl Engine {
                 },
             };
             let Some((guest, remote)) = self.forward_guest_side(fwd, peer) else {
-                log::debug!("{fwd:?}: no guest address to take {peer:?}");
+                log::debug!("{fwd}: no guest address to take {peer:?}");
                 self.tcp.counters.no_guest_address += 1;
                 continue;
             };
-            log::debug!("{fwd:?}: {peer:?} comes to {guest} from {remote}");
+            log::debug!("{fwd}: {peer:?} comes to {guest} from {remote}");
             let unix = matches!(fwd.local, Local::Unix(_));
             let mut ctx = ctx!(self);
             let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
@@ -146,14 +146,14 @@ impl Engine {
         let copy = match fwd.try_clone_fd() {
             Ok(copy) => copy,
             Err(e) => {
-                crate::ratelimit::guest_log!(log::Level::Warn, "{fwd:?}: {e}");
+                crate::ratelimit::guest_log!(log::Level::Warn, "{fwd}: {e}");
                 let _ = crate::sys::discard_datagram(fwd);
                 return;
             }
         };
         let mut ctx = ctx!(self);
         let Some(slot) = self.udp.adopt_forward(&mut ctx, guest, copy) else {
-            log::debug!("{fwd:?}: no UDP flow for {guest}");
+            log::debug!("{fwd}: no UDP flow for {guest}");
             let _ = crate::sys::discard_datagram(fwd);
             return;
         };

@@ -21,10 +21,10 @@ use smoltcp::wire::IpProtocol;
 
 use super::epoll::{self, Token};
 use super::table::{FlowTable, Keyed};
-use crate::ip;
 use crate::link::RxLink;
 use crate::nat::Ctx;
 use crate::sys;
+use crate::wire::ip;
 
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const ICMP_ECHO_REQUEST: u8 = 8;
@@ -34,7 +34,10 @@ const ICMP_ECHO_REPLY: u8 = 0;
 fn echo_types(addr: &IpAddr) -> (u8, u8) {
     match addr {
         IpAddr::V4(_) => (ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY),
-        IpAddr::V6(_) => (crate::ndp::ECHO_REQUEST, crate::ndp::ECHO_REPLY),
+        IpAddr::V6(_) => (
+            crate::service::ndp::ECHO_REQUEST,
+            crate::service::ndp::ECHO_REPLY,
+        ),
     }
 }
 /// Largest echo we relay (ICMP header and payload), the IPv4 maximum.
@@ -246,7 +249,7 @@ mod tests {
     #[test]
     fn echo_to_loopback_comes_back_with_the_guest_id_and_ttl_255() {
         let epoll = Epoll::new().unwrap();
-        let mut ident = crate::ipv4::Ident::new();
+        let mut ident = crate::wire::ipv4::Ident::new();
         let mut table = PingTable::new(8);
         let mut link = MemoryLink::new();
         let now = Instant::now();

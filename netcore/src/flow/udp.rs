@@ -32,10 +32,10 @@ use smoltcp::wire::IpProtocol;
 
 use super::epoll::{self, Token};
 use super::table::{FlowTable, Keyed};
-use crate::ip;
 use crate::link::{RxCsum, RxLink, RxMeta, RxSlot, TxFrame};
 use crate::nat::{self, Ctx, DNS_PORT, Target, Upstream};
 use crate::sys;
+use crate::wire::ip;
 
 const UDP_HEADER_LEN: usize = 8;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(240);
@@ -417,11 +417,11 @@ impl UdpTable {
                 &mut frame,
             );
             let built = match flow.guest {
-                SocketAddr::V4(_) => {
-                    crate::icmp::error(plan, ctx.ident, &frame, icmp_type, code, rest, &mut out)
-                }
+                SocketAddr::V4(_) => crate::service::icmp::error(
+                    plan, ctx.ident, &frame, icmp_type, code, rest, &mut out,
+                ),
                 SocketAddr::V6(_) => plan.ipv6.as_ref().is_some_and(|v6| {
-                    crate::ndp::error(v6, &frame, icmp_type, code, rest, &mut out)
+                    crate::service::ndp::error(v6, &frame, icmp_type, code, rest, &mut out)
                 }),
             };
             if built && rx.send(&[&out]).is_ok() {
@@ -466,7 +466,7 @@ impl UdpTable {
 /// errors that concern it: unreachable, time exceeded, and fragmentation needed or packet
 /// too big with the MTU. Local errors (our own socket's) are not the guest's business.
 fn guest_error(err: &sys::SockError, ipv4: bool) -> Option<(u8, u8, [u8; 4])> {
-    use crate::{icmp, ndp};
+    use crate::service::{icmp, ndp};
     let mtu = u16::try_from(err.info).unwrap_or(u16::MAX);
     match (ipv4, err.origin, err.icmp_type) {
         (true, libc::SO_EE_ORIGIN_ICMP, icmp::DEST_UNREACHABLE) => {
@@ -537,13 +537,13 @@ fn quoted_datagram(
 /// The bytes of the UDP datagram (header included) every IPv4 fragment but the last carries:
 /// the MTU's IP payload, rounded down to the 8-byte units fragment offsets count in.
 fn fragment_unit(mtu: u16) -> usize {
-    usize::from(mtu).saturating_sub(crate::ipv4::HEADER_LEN) & !7
+    usize::from(mtu).saturating_sub(crate::wire::ipv4::HEADER_LEN) & !7
 }
 
 /// Marks the IPv4 header at `frame[14..34]` as the fragment at byte `offset` of its datagram,
 /// more to come or not, and checksums it again.
 fn set_fragment(frame: &mut [u8], offset: usize, more: bool) {
-    let ip = &mut frame[crate::ethernet::HEADER_LEN..][..crate::ipv4::HEADER_LEN];
+    let ip = &mut frame[crate::wire::ethernet::HEADER_LEN..][..crate::wire::ipv4::HEADER_LEN];
     let mut ip = smoltcp::wire::Ipv4Packet::new_unchecked(ip);
     ip.set_more_frags(more);
     ip.set_frag_offset(offset as u16);
@@ -676,7 +676,7 @@ mod tests {
         table: UdpTable,
         epoll: Epoll,
         link: MemoryLink,
-        ident: crate::ipv4::Ident,
+        ident: crate::wire::ipv4::Ident,
         now: Instant,
         plan: NetPlan,
         upstream: Upstream,
@@ -688,7 +688,7 @@ mod tests {
                 table: UdpTable::new(8),
                 epoll: Epoll::new().unwrap(),
                 link: MemoryLink::new(),
-                ident: crate::ipv4::Ident::new(),
+                ident: crate::wire::ipv4::Ident::new(),
                 now: Instant::now(),
                 plan: NetPlan::slirp_default(),
                 upstream: Upstream::default(),

@@ -103,7 +103,7 @@ pub(super) fn tso(offloads: RxOffloads, key: &FlowKey) -> bool {
 
 /// The most bytes of headers in front of a segment's payload: Ethernet, IPv6 (the larger IP
 /// header), and the largest TCP header.
-const MAX_HEADERS: usize = crate::ethernet::HEADER_LEN + 40 + 60;
+const MAX_HEADERS: usize = crate::wire::ethernet::HEADER_LEN + 40 + 60;
 
 /// Writes Ethernet, IP and TCP headers in front of `payload_len` bytes already in the slot,
 /// with as much of the TCP checksum as `csum` says.

@@ -49,12 +49,12 @@ use vmm_sys_util::epoll::Epoll;
 
 use super::epoll::{self, Token};
 use super::table::{FlowTable, Keyed};
-use crate::ip;
 use crate::link::{
     FrameOf, Gso, RxBytes, RxCsum, RxFrames, RxLink, RxMeta, RxOffloads, RxSlot, TxFrame,
 };
 use crate::nat::Ctx;
 use crate::sys;
+use crate::wire::ip;
 
 /// The IP protocol number of TCP.
 pub const PROTO_TCP: u8 = 6;
