@@ -25,9 +25,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::guest::sanitize;
+use crate::process::{read_lossy, send_signal};
+use crate::slots::SlotGuard;
 use crate::{
-    Error, GuestOpts, GuestRun, Result, RunningGuest, SlotGuard, SlottedGuest, TempDir,
-    guest_image, qemu_bin, read_lossy, sanitize, tail,
+    Error, GuestOpts, GuestRun, Result, RunningGuest, SlottedGuest, TempDir, guest_image, qemu_bin,
+    tail,
 };
 
 fn unique(role: &str) -> String {
@@ -140,7 +143,7 @@ impl Drop for Netns {
         // The namespace is this test's own: anything still inside was started by this test.
         if let Ok(pids) = run("ip", &["netns", "pids", &self.name]) {
             for pid in pids.split_whitespace().filter_map(|p| p.parse().ok()) {
-                crate::send_signal(pid, rustix::process::Signal::KILL);
+                send_signal(pid, rustix::process::Signal::KILL);
             }
         }
         for _ in 0..50 {
