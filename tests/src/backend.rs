@@ -8,7 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::env::backend_bin;
-use crate::process::{read_lossy, send_signal, wait_timeout};
+use crate::process::{command_in, kill_and_reap, read_lossy, send_signal, wait_timeout};
 use crate::{Error, Net, Result, TempDir, netns};
 
 /// How a backend run to its end ([`run_backend_to_exit`]) ended.
@@ -36,8 +36,7 @@ pub fn run_backend_to_exit(args: &[&str], timeout: Duration) -> Result<Finished>
         .map_err(|e| Error::new(format!("starting {}: {e}", bin.display())))?;
     let status = wait_timeout(&mut child, timeout);
     if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
+        kill_and_reap(&mut child);
     }
     Ok(Finished {
         status,
@@ -155,11 +154,7 @@ impl Backend {
         let stderr = File::create(&log).map_err(|e| Error::new(format!("{e}")))?;
         let stdout =
             File::create(dir.join("backend.out")).map_err(|e| Error::new(format!("{e}")))?;
-        let mut command = match ns {
-            Some(ns) => ns.command(&bin),
-            None => Command::new(&bin),
-        };
-        let child = command
+        let child = command_in(ns.map(netns::Netns::name), &bin)
             .arg(socket_flag)
             .arg(&socket)
             .args(args)

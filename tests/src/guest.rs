@@ -3,10 +3,10 @@
 
 use std::fmt;
 use std::fs::File;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::process::{read_lossy, tail, wait_timeout};
+use crate::process::{command_in, kill_and_reap, kill_if_running, read_lossy, tail, wait_timeout};
 use crate::slots::SlotGuard;
 use crate::{Error, GuestOpts, GuestRun, Result, TempDir, guest_image, qemu_bin};
 
@@ -14,32 +14,42 @@ use crate::{Error, GuestOpts, GuestRun, Result, TempDir, guest_image, qemu_bin};
 /// result.
 #[derive(Debug)]
 pub struct RunningGuest {
-    pub(crate) child: Child,
-    pub(crate) dir: TempDir,
-    pub(crate) started: Instant,
-    pub(crate) timeout: Duration,
-    pub(crate) name: String,
-    pub(crate) command: String,
+    child: Child,
+    dir: TempDir,
+    started: Instant,
+    timeout: Duration,
+    name: String,
+    command: String,
 }
 
 /// Starts QEMU for `opts` and returns at once. Unlike [`boot`](crate::boot) this takes no slot:
 /// mind the number of QEMUs you run at once.
 pub fn spawn(opts: &GuestOpts) -> Result<RunningGuest> {
+    spawn_in(None, opts)
+}
+
+/// [`spawn`], inside the network namespace named `ns` if given (`ip netns exec`, which execs
+/// QEMU, so [`RunningGuest::pid`] is still QEMU's own).
+pub(crate) fn spawn_in(ns: Option<&str>, opts: &GuestOpts) -> Result<RunningGuest> {
     let image = guest_image()?;
     let dir = TempDir::new(&format!("guest-{}", sanitize(&opts.name)))?;
     let args = opts.qemu_args(&image, dir.path())?;
     let qemu = qemu_bin();
-    let command = format!("{qemu} {}", args.join(" "));
+    let (prefix, inside) = match ns {
+        Some(ns) => (format!("ip netns exec {ns} "), format!(" in {ns}")),
+        None => (String::new(), String::new()),
+    };
+    let command = format!("{prefix}{qemu} {}", args.join(" "));
     std::fs::write(dir.join("command"), &command).ok();
     let log = File::create(dir.join("qemu.log")).map_err(|e| Error::new(format!("{e}")))?;
     let log2 = log.try_clone().map_err(|e| Error::new(format!("{e}")))?;
-    let child = Command::new(&qemu)
+    let child = command_in(ns, &qemu)
         .args(&args)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)
         .spawn()
-        .map_err(|e| Error::new(format!("starting {qemu}: {e}")))?;
+        .map_err(|e| Error::new(format!("starting {qemu}{inside}: {e}")))?;
     Ok(RunningGuest {
         child,
         dir,
@@ -50,7 +60,7 @@ pub fn spawn(opts: &GuestOpts) -> Result<RunningGuest> {
     })
 }
 
-pub(crate) fn sanitize(name: &str) -> String {
+fn sanitize(name: &str) -> String {
     name.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .take(24)
@@ -66,8 +76,7 @@ impl RunningGuest {
         let status = wait_timeout(&mut self.child, left);
         let elapsed = self.started.elapsed();
         if status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            kill_and_reap(&mut self.child);
         }
         let console = self.console();
         let qemu_log = read_lossy(&self.dir.join("qemu.log"));
@@ -128,10 +137,7 @@ impl RunningGuest {
 
 impl Drop for RunningGuest {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
     }
 }
 

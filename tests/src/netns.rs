@@ -25,13 +25,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::guest::sanitize;
-use crate::process::{read_lossy, send_signal};
+use crate::guest::spawn_in;
+use crate::process::{command_in, kill_if_running, read_lossy, send_signal};
 use crate::slots::SlotGuard;
-use crate::{
-    Error, GuestOpts, GuestRun, Result, RunningGuest, SlottedGuest, TempDir, guest_image, qemu_bin,
-    tail,
-};
+use crate::{Error, GuestOpts, GuestRun, Result, SlottedGuest, tail};
 
 fn unique(role: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -111,11 +108,7 @@ impl Netns {
 
     /// A command that runs `program` inside the namespace, stdin from /dev/null.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name])
-            .arg(program)
-            .stdin(Stdio::null());
-        cmd
+        command_in(Some(&self.name), program)
     }
 
     /// Starts `program args...` inside the namespace with stdout and stderr in `log`.
@@ -253,10 +246,7 @@ impl NsProcess {
 
 impl Drop for NsProcess {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
     }
 }
 
@@ -264,30 +254,8 @@ impl Drop for NsProcess {
 /// free slot); see [`SlottedGuest::wait`].
 pub fn spawn_guest(ns: &Netns, opts: &GuestOpts) -> Result<SlottedGuest> {
     let slot = SlotGuard::acquire();
-    let image = guest_image()?;
-    let dir = TempDir::new(&format!("guest-{}", sanitize(&opts.name)))?;
-    let args = opts.qemu_args(&image, dir.path())?;
-    let qemu = qemu_bin();
-    let command = format!("ip netns exec {} {qemu} {}", ns.name, args.join(" "));
-    std::fs::write(dir.join("command"), &command).ok();
-    let log = File::create(dir.join("qemu.log")).map_err(|e| Error::new(format!("{e}")))?;
-    let log2 = log.try_clone().map_err(|e| Error::new(format!("{e}")))?;
-    let child = ns
-        .command(&qemu)
-        .args(&args)
-        .stdout(log)
-        .stderr(log2)
-        .spawn()
-        .map_err(|e| Error::new(format!("starting {qemu} in {}: {e}", ns.name)))?;
     Ok(SlottedGuest {
-        guest: RunningGuest {
-            child,
-            dir,
-            started: Instant::now(),
-            timeout: opts.timeout,
-            name: opts.name.clone(),
-            command,
-        },
+        guest: spawn_in(Some(&ns.name), opts)?,
         _slot: slot,
     })
 }

@@ -1,7 +1,8 @@
 //! Child processes: signals, bounded waits, and reading what they wrote.
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Child, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// The last `n` lines of `text`.
@@ -35,5 +36,34 @@ pub(crate) fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitS
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             _ => return None,
         }
+    }
+}
+
+/// Kills `child` and reaps it. Errors mean it is already gone: nothing is left to do.
+pub(crate) fn kill_and_reap(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// [`kill_and_reap`] if `child` still runs: what a guard does on drop.
+pub(crate) fn kill_if_running(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        kill_and_reap(child);
+    }
+}
+
+/// A command that runs `program` inside network namespace `ns` if given (`ip netns exec NS
+/// PROGRAM`, stdin from /dev/null; `ip` execs the program, so the child's pid is the program's),
+/// else here.
+pub(crate) fn command_in(ns: Option<&str>, program: impl AsRef<OsStr>) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns])
+                .arg(program)
+                .stdin(Stdio::null());
+            cmd
+        }
+        None => Command::new(program),
     }
 }
