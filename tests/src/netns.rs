@@ -5,14 +5,15 @@
 //! A test builds its own little network: a [`Netns`] for the backend and QEMU (the "host"), one
 //! for a remote test host, and a veth pair between them ([`veth`]). Names carry the test
 //! process's pid and a counter (`vnu<pid><role><n>`), so parallel runs never collide. Everything
-//! is a guard: a [`NsProcess`], a [`crate::Backend`] and an [`NsGuest`] kill their process when
-//! dropped; a [`Netns`] kills whatever still runs inside it (only this test's processes can) and
-//! deletes itself, which also removes its end of the veth pair and so the pair.
+//! is a guard: a [`NsProcess`], a [`crate::Backend`] and a [`crate::SlottedGuest`] kill their
+//! process when dropped; a [`Netns`] kills whatever still runs inside it (only this test's
+//! processes can) and deletes itself, which also removes its end of the veth pair and so the pair.
 //!
 //! Processes enter a namespace through `ip netns exec NAME PROGRAM ...`, which `exec`s the program
 //! itself (no fork): the child's pid is the program's pid, so `/proc/PID` (open fds, memory, and
-//! `/proc/PID/net/*`, the namespace's socket tables) describes the program. [`crate::Backend`] and
-//! [`NsGuest`] are [`crate::Backend`] and [`crate::spawn`] run that way; [`NsGuest`] also lets the
+//! `/proc/PID/net/*`, the namespace's socket tables) describes the program.
+//! [`crate::Backend::start_in`] and [`spawn_guest`] are [`crate::Backend::start`] and
+//! [`crate::spawn`] run that way; the [`crate::SlottedGuest`] of [`spawn_guest`] also lets the
 //! test watch the console while the guest runs, to measure the backend at points the guest
 //! script marks.
 //!

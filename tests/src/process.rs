@@ -67,3 +67,20 @@ pub(crate) fn command_in(ns: Option<&str>, program: impl AsRef<OsStr>) -> Comman
         None => Command::new(program),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_enter_a_namespace_only_when_given_one() {
+        let inside = command_in(Some("vnu1h0"), "qemu-system-x86_64");
+        assert_eq!(inside.get_program(), "ip");
+        let args: Vec<_> = inside.get_args().collect();
+        assert_eq!(args, ["netns", "exec", "vnu1h0", "qemu-system-x86_64"]);
+
+        let here = command_in(None, "qemu-system-x86_64");
+        assert_eq!(here.get_program(), "qemu-system-x86_64");
+        assert_eq!(here.get_args().count(), 0);
+    }
+}
