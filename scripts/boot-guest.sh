@@ -25,7 +25,7 @@
 #                          kernel, initrd and boot.ipxe (which fetches them from 10.0.2.2) in DIR;
 #                          serve DIR by TFTP (tftp=DIR,bootfile=boot.ipxe, for slirp or backend)
 #
-# tests/src/lib.rs (the vnu-tests harness) builds the same QEMU command line; keep them alike.
+# tests/src/qemu.rs (the vnu-tests harness) builds the same QEMU command line; keep them alike.
 set -euo pipefail
 
 HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")

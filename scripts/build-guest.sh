@@ -18,7 +18,7 @@
 # `=== VNU-GUEST END`. Kernel command line knobs: vnu.v6wait=SECONDS (how long to wait for a
 # SLAAC address, default 3), vnu.run=BASE64.
 #
-# scripts/boot-guest.sh boots it; the vnu-tests crate (tests/src/lib.rs) uses it too.
+# scripts/boot-guest.sh boots it; the vnu-tests crate (tests/src/image.rs) uses it too.
 set -euo pipefail
 
 CACHE=${VNU_GUEST_CACHE:-/var/tmp/vnu-guest}

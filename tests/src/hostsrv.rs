@@ -2,7 +2,7 @@
 //! an HTTP server that serves one body, and a TCP sink that reports what it received.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 
@@ -31,42 +31,47 @@ pub fn blob(len: usize) -> Vec<u8> {
 /// Serves `body` over HTTP/1.0 to `requests` clients on `bind` (port 0: any); returns the
 /// port. Each request gets the whole body, whatever path it asks for.
 pub fn http_server(bind: &str, body: Vec<u8>, requests: usize) -> (u16, JoinHandle<()>) {
-    let listener = TcpListener::bind(bind).expect("bind the HTTP server");
-    let port = listener.local_addr().expect("local address").port();
-    let handle = std::thread::spawn(move || {
-        for _ in 0..requests {
-            let Ok((mut conn, _)) = listener.accept() else {
-                return;
-            };
-            let mut request = [0u8; 2048];
-            let _ = conn.read(&mut request);
-            let head = format!(
-                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = conn.write_all(head.as_bytes());
-            let _ = conn.write_all(&body);
-        }
-    });
-    (port, handle)
+    serve(bind, "the HTTP server", requests, move |mut conn| {
+        let mut request = [0u8; 2048];
+        let _ = conn.read(&mut request);
+        let head = format!(
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = conn.write_all(head.as_bytes());
+        let _ = conn.write_all(&body);
+    })
 }
 
 /// Accepts `clients` connections on `bind`, reads each to its end and answers
 /// `"<bytes> <sha256 prefix>\n"`; returns the port.
 pub fn tcp_sink(bind: &str, clients: usize) -> (u16, JoinHandle<()>) {
-    let listener = TcpListener::bind(bind).expect("bind the TCP sink");
+    serve(bind, "the TCP sink", clients, |mut conn| {
+        let mut data = Vec::new();
+        let _ = conn.read_to_end(&mut data);
+        let _ = conn.write_all(format!("{} {}\n", data.len(), sha256_16(&data)).as_bytes());
+    })
+}
+
+/// Listens on `bind` and hands each of the first `clients` connections to `handle`, in turn on
+/// one thread; returns the port. A failed accept ends the thread.
+fn serve(
+    bind: &str,
+    what: &str,
+    clients: usize,
+    mut handle: impl FnMut(TcpStream) + Send + 'static,
+) -> (u16, JoinHandle<()>) {
+    let listener = TcpListener::bind(bind).unwrap_or_else(|e| panic!("bind {what}: {e:?}"));
     let port = listener.local_addr().expect("local address").port();
-    let handle = std::thread::spawn(move || {
+    let thread = std::thread::spawn(move || {
         for _ in 0..clients {
-            let Ok((mut conn, _)) = listener.accept() else {
+            let Ok((conn, _)) = listener.accept() else {
                 return;
             };
-            let mut data = Vec::new();
-            let _ = conn.read_to_end(&mut data);
-            let _ = conn.write_all(format!("{} {}\n", data.len(), sha256_16(&data)).as_bytes());
+            handle(conn);
         }
     });
-    (port, handle)
+    (port, thread)
 }
 
 /// A free TCP port on `ip` (bound and released at once).

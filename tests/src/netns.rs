@@ -5,14 +5,15 @@
 //! A test builds its own little network: a [`Netns`] for the backend and QEMU (the "host"), one
 //! for a remote test host, and a veth pair between them ([`veth`]). Names carry the test
 //! process's pid and a counter (`vnu<pid><role><n>`), so parallel runs never collide. Everything
-//! is a guard: a [`NsProcess`], a [`crate::Backend`] and an [`NsGuest`] kill their process when
-//! dropped; a [`Netns`] kills whatever still runs inside it (only this test's processes can) and
-//! deletes itself, which also removes its end of the veth pair and so the pair.
+//! is a guard: a [`NsProcess`], a [`crate::Backend`] and a [`crate::SlottedGuest`] kill their
+//! process when dropped; a [`Netns`] kills whatever still runs inside it (only this test's
+//! processes can) and deletes itself, which also removes its end of the veth pair and so the pair.
 //!
 //! Processes enter a namespace through `ip netns exec NAME PROGRAM ...`, which `exec`s the program
 //! itself (no fork): the child's pid is the program's pid, so `/proc/PID` (open fds, memory, and
-//! `/proc/PID/net/*`, the namespace's socket tables) describes the program. [`crate::Backend`] and
-//! [`NsGuest`] are [`crate::Backend`] and [`crate::spawn`] run that way; [`NsGuest`] also lets the
+//! `/proc/PID/net/*`, the namespace's socket tables) describes the program.
+//! [`crate::Backend::start_in`] and [`spawn_guest`] are [`crate::Backend::start`] and
+//! [`crate::spawn`] run that way; the [`crate::SlottedGuest`] of [`spawn_guest`] also lets the
 //! test watch the console while the guest runs, to measure the backend at points the guest
 //! script marks.
 //!
@@ -25,10 +26,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::{
-    Error, GuestOpts, GuestRun, Result, RunningGuest, SlotGuard, SlottedGuest, TempDir,
-    guest_image, qemu_bin, read_lossy, sanitize, tail,
-};
+use crate::guest::spawn_in;
+use crate::process::{command_in, kill_if_running, read_lossy, send_signal};
+use crate::slots::SlotGuard;
+use crate::{Error, GuestOpts, GuestRun, Result, SlottedGuest, tail};
 
 fn unique(role: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -108,11 +109,7 @@ impl Netns {
 
     /// A command that runs `program` inside the namespace, stdin from /dev/null.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name])
-            .arg(program)
-            .stdin(Stdio::null());
-        cmd
+        command_in(Some(&self.name), program)
     }
 
     /// Starts `program args...` inside the namespace with stdout and stderr in `log`.
@@ -140,7 +137,7 @@ impl Drop for Netns {
         // The namespace is this test's own: anything still inside was started by this test.
         if let Ok(pids) = run("ip", &["netns", "pids", &self.name]) {
             for pid in pids.split_whitespace().filter_map(|p| p.parse().ok()) {
-                crate::send_signal(pid, rustix::process::Signal::KILL);
+                send_signal(pid, rustix::process::Signal::KILL);
             }
         }
         for _ in 0..50 {
@@ -250,10 +247,7 @@ impl NsProcess {
 
 impl Drop for NsProcess {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
     }
 }
 
@@ -261,30 +255,8 @@ impl Drop for NsProcess {
 /// free slot); see [`SlottedGuest::wait`].
 pub fn spawn_guest(ns: &Netns, opts: &GuestOpts) -> Result<SlottedGuest> {
     let slot = SlotGuard::acquire();
-    let image = guest_image()?;
-    let dir = TempDir::new(&format!("guest-{}", sanitize(&opts.name)))?;
-    let args = opts.qemu_args(&image, dir.path())?;
-    let qemu = qemu_bin();
-    let command = format!("ip netns exec {} {qemu} {}", ns.name, args.join(" "));
-    std::fs::write(dir.join("command"), &command).ok();
-    let log = File::create(dir.join("qemu.log")).map_err(|e| Error::new(format!("{e}")))?;
-    let log2 = log.try_clone().map_err(|e| Error::new(format!("{e}")))?;
-    let child = ns
-        .command(&qemu)
-        .args(&args)
-        .stdout(log)
-        .stderr(log2)
-        .spawn()
-        .map_err(|e| Error::new(format!("starting {qemu} in {}: {e}", ns.name)))?;
     Ok(SlottedGuest {
-        guest: RunningGuest {
-            child,
-            dir,
-            started: Instant::now(),
-            timeout: opts.timeout,
-            name: opts.name.clone(),
-            command,
-        },
+        guest: spawn_in(Some(&ns.name), opts)?,
         _slot: slot,
     })
 }
