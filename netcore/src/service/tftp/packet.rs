@@ -1,6 +1,7 @@
 //! The TFTP messages (RFC 1350, options RFC 2347-2349) as slirp reads and writes them, and
-//! the framing of a reply. Apart from the server so that its logic reads without byte
-//! offsets; the requests themselves are read in `Server::read_request`, in slirp's order.
+//! the framing of a reply. Apart from the server so that its file reads as sessions and
+//! slirp's rules; a request itself is read in `Server::read_request`, as slirp reads it,
+//! interleaved with opening the file.
 
 use std::net::IpAddr;
 
