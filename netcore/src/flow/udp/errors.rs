@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use netplan::NetPlan;
 use smoltcp::wire::IpProtocol;
 
-use super::{UDP_HEADER_LEN, UdpTable};
+use super::{UDP_HEADER_LEN, UdpTable, checksum_field, write_ports_and_len};
 use crate::link::RxLink;
 use crate::nat::{self, Ctx, Upstream};
 use crate::sys;
@@ -133,18 +133,12 @@ fn quoted_datagram(
     frame.resize(ip::l2_l3_len(&guest.ip()) + l4_len, 0);
     let off = ip::write_headers(frame, &meta, l4_len);
     let udp = &mut frame[off..];
-    udp[0..2].copy_from_slice(&guest.port().to_be_bytes());
-    udp[2..4].copy_from_slice(&dest.port().to_be_bytes());
-    udp[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+    write_ports_and_len(udp, guest, dest, l4_len);
     udp[UDP_HEADER_LEN..].copy_from_slice(payload);
     // IPv6 has no checksum-less UDP: the sum the guest sent, if the payload came back whole.
     if guest.is_ipv6() {
         let pseudo = ip::pseudo_header_sum(&guest.ip(), &dest.ip(), IpProtocol::Udp, l4_len);
-        let mut sum =
-            !smoltcp::wire::checksum::combine(&[pseudo, smoltcp::wire::checksum::data(udp)]);
-        if sum == 0 {
-            sum = 0xffff;
-        }
-        udp[6..8].copy_from_slice(&sum.to_be_bytes());
+        let sum = checksum_field(&[pseudo, smoltcp::wire::checksum::data(udp)]);
+        udp[6..8].copy_from_slice(&sum);
     }
 }

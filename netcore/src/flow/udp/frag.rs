@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use smoltcp::wire::IpProtocol;
 
-use super::UDP_HEADER_LEN;
+use super::{UDP_HEADER_LEN, checksum_field, write_ports_and_len};
 use crate::link::{RxLink, RxSlot};
 use crate::nat::Ctx;
 use crate::wire::ip;
@@ -58,22 +58,17 @@ pub(super) fn first_fragment<S: RxSlot>(
     let off = ip::write_headers(&mut hdr, &meta, unit);
     set_fragment(&mut hdr, 0, true);
     let udp = &mut hdr[off..];
-    udp[0..2].copy_from_slice(&src.port().to_be_bytes());
-    udp[2..4].copy_from_slice(&dst.port().to_be_bytes());
-    udp[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+    write_ports_and_len(udp, src, dst, l4_len);
     // The guest checks the sum over the reassembled datagram: all of it, always (a
     // checksum-verified mark would cover only the first fragment).
     let pseudo = ip::pseudo_header_sum(&meta.src(), &meta.dst(), IpProtocol::Udp, l4_len);
-    let mut sum = !smoltcp::wire::checksum::combine(&[
+    let sum = checksum_field(&[
         pseudo,
         smoltcp::wire::checksum::data(udp),
         ip::slot_sum(&slot, header_len, first),
         smoltcp::wire::checksum::data(&bounce[first..len]),
     ]);
-    if sum == 0 {
-        sum = 0xffff;
-    }
-    udp[6..8].copy_from_slice(&sum.to_be_bytes());
+    udp[6..8].copy_from_slice(&sum);
     slot.write_at(0, &hdr);
     slot.commit(header_len + first);
     Some(meta)

@@ -431,23 +431,31 @@ fn write_udp_headers<S: RxSlot>(
     let mut hdr = [0u8; 14 + 40 + UDP_HEADER_LEN];
     let off = ip::write_headers(&mut hdr, &meta, l4_len);
     let udp = &mut hdr[off..off + UDP_HEADER_LEN];
-    udp[0..2].copy_from_slice(&src.port().to_be_bytes());
-    udp[2..4].copy_from_slice(&dst.port().to_be_bytes());
-    udp[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+    write_ports_and_len(udp, src, dst, l4_len);
     if !checksum {
         slot.write_at(0, &hdr[..off + UDP_HEADER_LEN]);
         return;
     }
     let pseudo = ip::pseudo_header_sum(&meta.src(), &meta.dst(), IpProtocol::Udp, l4_len);
     let payload_sum = ip::slot_sum(slot, off + UDP_HEADER_LEN, len);
-    let mut sum = !smoltcp::wire::checksum::combine(&[
-        pseudo,
-        smoltcp::wire::checksum::data(udp),
-        payload_sum,
-    ]);
-    if sum == 0 {
-        sum = 0xffff; // zero means "no checksum" in UDP
-    }
-    udp[6..8].copy_from_slice(&sum.to_be_bytes());
+    let sum = checksum_field(&[pseudo, smoltcp::wire::checksum::data(udp), payload_sum]);
+    udp[6..8].copy_from_slice(&sum);
     slot.write_at(0, &hdr[..off + UDP_HEADER_LEN]);
+}
+
+/// Writes the ports and the length of the UDP header at the start of `udp`, of a datagram of
+/// `l4_len` bytes (header included) from `src` to `dst`; the checksum field stays as it is.
+fn write_ports_and_len(udp: &mut [u8], src: SocketAddr, dst: SocketAddr, l4_len: usize) {
+    udp[0..2].copy_from_slice(&src.port().to_be_bytes());
+    udp[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    udp[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+}
+
+/// The UDP checksum field over `parts` (the pseudo-header's sum and the sums of the whole
+/// datagram, its checksum field zero): a computed zero goes out as all ones, as zero means
+/// "no checksum".
+fn checksum_field(parts: &[u16]) -> [u8; 2] {
+    let sum = !smoltcp::wire::checksum::combine(parts);
+    let sum = if sum == 0 { 0xffff } else { sum };
+    sum.to_be_bytes()
 }

@@ -75,6 +75,14 @@ fn guest() -> SocketAddr {
     SocketAddr::from((Ipv4Addr::new(10, 0, 2, 15), 5555))
 }
 
+/// A server on the host's loopback, and the address the guest writes to to reach it: its port
+/// on the gateway address.
+fn host_server() -> (UdpSocket, SocketAddr) {
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    (server, SocketAddr::from((Ipv4Addr::new(10, 0, 2, 2), port)))
+}
+
 /// (source address, destination port, payload) of a frame sent to the guest, with its
 /// checksums verified.
 fn decode(frame: &[u8]) -> (SocketAddr, u16, Vec<u8>) {
@@ -94,10 +102,8 @@ fn decode(frame: &[u8]) -> (SocketAddr, u16, Vec<u8>) {
 #[test]
 fn datagrams_go_out_and_replies_from_any_remote_come_back() {
     let mut rig = Rig::new();
-    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = server.local_addr().unwrap().port();
     // To the gateway address: the host's loopback.
-    let dst = SocketAddr::from((Ipv4Addr::new(10, 0, 2, 2), port));
+    let (server, dst) = host_server();
     assert_eq!(rig.send(guest(), dst, b"ping"), Sent::Sent);
     let mut buf = [0u8; 64];
     let (n, peer) = server.recv_from(&mut buf).unwrap();
@@ -149,11 +155,7 @@ fn dns_replies_appear_from_the_dns_address_and_expire_quickly() {
 #[test]
 fn idle_flows_expire_after_240_seconds() {
     let mut rig = Rig::new();
-    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let dst = SocketAddr::from((
-        Ipv4Addr::new(10, 0, 2, 2),
-        server.local_addr().unwrap().port(),
-    ));
+    let (_server, dst) = host_server();
     rig.send(guest(), dst, b"x");
     rig.table.on_tick(rig.now + Duration::from_secs(239));
     assert_eq!(rig.table.len(), 1);
@@ -173,11 +175,7 @@ fn other_ports_on_the_dns_address_are_unreachable() {
 #[test]
 fn replies_larger_than_the_mtu_come_as_ipv4_fragments() {
     let mut rig = Rig::new();
-    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let dst = SocketAddr::from((
-        Ipv4Addr::new(10, 0, 2, 2),
-        server.local_addr().unwrap().port(),
-    ));
+    let (server, dst) = host_server();
     rig.send(guest(), dst, b"x");
     let mut buf = [0u8; 8];
     let (_, peer) = server.recv_from(&mut buf).unwrap();
@@ -248,9 +246,7 @@ fn a_forwarded_port_serves_as_the_guest_sockets_own_and_never_expires() {
     forward.set_nonblocking(true).unwrap();
     let forward_addr = forward.local_addr().unwrap();
     // The guest socket had a flow of its own: the forward replaces it.
-    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = server.local_addr().unwrap().port();
-    let dst = SocketAddr::from((Ipv4Addr::new(10, 0, 2, 2), port));
+    let (_server, dst) = host_server();
     assert_eq!(rig.send(guest(), dst, b"x"), Sent::Sent);
     assert!(rig.adopt(OwnedFd::from(forward)).is_some());
     assert_eq!(rig.table.len(), 1);
