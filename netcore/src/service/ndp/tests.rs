@@ -60,6 +60,16 @@ fn guest_frame(src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8, icmp_body: &[u8]) ->
     out
 }
 
+/// A router solicitation from `src` to all routers, sent with `hop_limit`.
+fn router_solicitation(src: Ipv6Addr, hop_limit: u8) -> Vec<u8> {
+    guest_frame(
+        src,
+        "ff02::2".parse().unwrap(),
+        hop_limit,
+        &[ROUTER_SOLICIT, 0, 0, 0, 0, 0, 0, 0],
+    )
+}
+
 fn answer(plan: &NetPlan, frame: &[u8]) -> (Verdict, Vec<u8>) {
     let ip = Ipv6Header::parse(frame, frame.len()).unwrap();
     let mut out = Vec::new();
@@ -89,12 +99,7 @@ fn checksum_ok(frame: &[u8]) -> bool {
 #[test]
 fn router_solicitation_gets_slirps_advertisement() {
     let plan = NetPlan::slirp_default();
-    let rs = guest_frame(
-        "fe80::5054:ff:fe41:2c49".parse().unwrap(),
-        "ff02::2".parse().unwrap(),
-        255,
-        &[ROUTER_SOLICIT, 0, 0, 0, 0, 0, 0, 0],
-    );
+    let rs = router_solicitation("fe80::5054:ff:fe41:2c49".parse().unwrap(), 255);
     let (v, ra) = answer(&plan, &rs);
     assert_eq!(v, Verdict::Reply);
     assert!(checksum_ok(&ra));
@@ -138,12 +143,7 @@ fn router_solicitation_gets_slirps_advertisement() {
 #[test]
 fn solicitations_with_a_lower_hop_limit_are_ignored() {
     let plan = NetPlan::slirp_default();
-    let rs = guest_frame(
-        "fe80::1".parse().unwrap(),
-        "ff02::2".parse().unwrap(),
-        64,
-        &[ROUTER_SOLICIT, 0, 0, 0, 0, 0, 0, 0],
-    );
+    let rs = router_solicitation("fe80::1".parse().unwrap(), 64);
     assert_eq!(answer(&plan, &rs).0, Verdict::Unhandled);
 }
 
@@ -204,12 +204,7 @@ fn duplicate_address_detection_shows_the_address_the_guest_takes() {
     let ip = Ipv6Header::parse(&frame, frame.len()).unwrap();
     assert_eq!(dad_target(&ip.header, ip.message(&frame)), None);
     // Nor does another ICMPv6 message from ::.
-    let frame = guest_frame(
-        Ipv6Addr::UNSPECIFIED,
-        "ff02::2".parse().unwrap(),
-        255,
-        &[ROUTER_SOLICIT, 0, 0, 0, 0, 0, 0, 0],
-    );
+    let frame = router_solicitation(Ipv6Addr::UNSPECIFIED, 255);
     let ip = Ipv6Header::parse(&frame, frame.len()).unwrap();
     assert_eq!(dad_target(&ip.header, ip.message(&frame)), None);
 }
@@ -270,12 +265,7 @@ fn unreachable_quotes_at_most_max_quote_and_never_answers_multicast_or_unspecifi
 #[test]
 fn bad_checksums_are_malformed() {
     let plan = NetPlan::slirp_default();
-    let mut rs = guest_frame(
-        "fe80::1".parse().unwrap(),
-        "ff02::2".parse().unwrap(),
-        255,
-        &[ROUTER_SOLICIT, 0, 0, 0, 0, 0, 0, 0],
-    );
+    let mut rs = router_solicitation("fe80::1".parse().unwrap(), 255);
     let last = rs.len() - 1;
     rs[last] ^= 1;
     assert_eq!(answer(&plan, &rs).0, Verdict::Malformed);
