@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use netplan::NetPlan;
 use smoltcp::wire::IpProtocol;
 
-use super::{UDP_HEADER_LEN, UdpTable, checksum_field, write_ports_and_len};
+use super::{UDP_HEADER_LEN, UdpTable, checksum_field, seen_from, write_ports_and_len};
 use crate::link::RxLink;
-use crate::nat::{self, Ctx, Upstream};
+use crate::nat::{Ctx, Upstream};
 use crate::sys;
 use crate::wire::ip;
 
@@ -51,10 +51,9 @@ impl UdpTable {
                 continue;
             };
             let Some(dest) = err.dest else { continue };
-            let dest = nat::inbound_source(plan, upstream, dest);
-            if dest.is_ipv4() != flow.guest.is_ipv4() {
+            let Some(dest) = seen_from(plan, upstream, dest, flow.guest) else {
                 continue;
-            }
+            };
             quoted_datagram(
                 ctx,
                 flow.guest,

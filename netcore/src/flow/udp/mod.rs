@@ -339,10 +339,9 @@ impl UdpTable {
                 continue;
             }
             let Some(from) = received.from else { continue };
-            let src = nat::inbound_source(plan, upstream, from);
-            if src.is_ipv4() != flow.guest.is_ipv4() {
+            let Some(src) = seen_from(plan, upstream, from, flow.guest) else {
                 continue;
-            }
+            };
             let len = received.len;
             if bounced {
                 self.counters.bounced += 1;
@@ -414,6 +413,19 @@ impl UdpTable {
             }
         }
     }
+}
+
+/// The address the guest socket `guest` sees host address `from` as ([`nat::inbound_source`]:
+/// the host's loopback as the gateway, the resolver as the DNS address); `None` when it is of
+/// the other family, which that socket cannot take.
+fn seen_from(
+    plan: &NetPlan,
+    upstream: &Upstream,
+    from: SocketAddr,
+    guest: SocketAddr,
+) -> Option<SocketAddr> {
+    let seen = nat::inbound_source(plan, upstream, from);
+    (seen.is_ipv4() == guest.is_ipv4()).then_some(seen)
 }
 
 /// Writes Ethernet, IP and UDP headers in front of `len` payload bytes already in the slot;
