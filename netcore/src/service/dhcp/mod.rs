@@ -28,63 +28,36 @@
 //! emits its own choice and order of options, and a guest must get slirp's bytes.
 //!
 //! The only state is the slot table; each slot is written only on an OFFER or ACK.
+//!
+//! The lease table and the choice of answer are here; the BOOTP message, read and written
+//! with slirp's bytes, is in `message.rs`.
+
+mod message;
+#[cfg(test)]
+mod tests;
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use netplan::{MacAddr, NetPlan};
-use smoltcp::wire::{DhcpPacket, IpProtocol};
+use smoltcp::wire::DhcpPacket;
 
 use super::Verdict;
-use crate::wire::ip::Addrs;
-use crate::wire::ipv4::{self, Ident};
-use crate::wire::{dnssearch, ethernet, udp};
+use crate::wire::dnssearch;
+use crate::wire::ipv4::Ident;
+use crate::wire::udp;
+use message::{
+    ACK, BOOTP_FIXED_LEN, BOOTREQUEST, DECLINE, DISCOVER, INFORM, NAK, OFFER, OPT_DNS,
+    OPT_DOMAIN_NAME, OPT_HOSTNAME, OPT_LEASE_TIME, OPT_MESSAGE, OPT_MSG_TYPE, OPT_MTU, OPT_NETMASK,
+    OPT_ROUTER, OPT_SERVER_ID, OPT_TFTP_SERVER_NAME, OPT_VENDOR_CLASS, Options, RELEASE, REQUEST,
+    build_reply, decode,
+};
+
+pub use message::{REPLY_BOOTP_LEN, REPLY_FRAME_LEN};
 
 pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
-/// The fixed BOOTP fields, up to and without the magic cookie.
-const BOOTP_FIXED_LEN: usize = 236;
-/// slirp's `DHCP_OPT_LEN`: the options area including the magic cookie.
-const OPTIONS_LEN: usize = 312;
-/// UDP payload of every answer.
-pub const REPLY_BOOTP_LEN: usize = BOOTP_FIXED_LEN + OPTIONS_LEN;
-/// Whole answer frame.
-pub const REPLY_FRAME_LEN: usize =
-    ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN + REPLY_BOOTP_LEN;
-const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
-/// Room in the BOOTP `file` field: 128 bytes with the terminating zero.
-const FILE_FIELD_LEN: usize = 128;
-const FILE_FIELD_START: usize = 108;
 const NAK_MESSAGE: &[u8] = b"requested address not available";
 const HTTP_CLIENT: &[u8] = b"HTTPClient";
-
-const BOOTREQUEST: u8 = 1;
-const BOOTREPLY: u8 = 2;
-
-// Message types (option 53).
-const DISCOVER: u8 = 1;
-const OFFER: u8 = 2;
-const REQUEST: u8 = 3;
-const DECLINE: u8 = 4;
-const ACK: u8 = 5;
-const NAK: u8 = 6;
-const RELEASE: u8 = 7;
-const INFORM: u8 = 8;
-
-// Option codes.
-const OPT_NETMASK: u8 = 1;
-const OPT_ROUTER: u8 = 3;
-const OPT_DNS: u8 = 6;
-const OPT_HOSTNAME: u8 = 12;
-const OPT_DOMAIN_NAME: u8 = 15;
-const OPT_MTU: u8 = 26;
-const OPT_REQUESTED_IP: u8 = 50;
-const OPT_LEASE_TIME: u8 = 51;
-const OPT_MSG_TYPE: u8 = 53;
-const OPT_SERVER_ID: u8 = 54;
-const OPT_MESSAGE: u8 = 56;
-const OPT_VENDOR_CLASS: u8 = 60;
-const OPT_TFTP_SERVER_NAME: u8 = 66;
-const OPT_END: u8 = 255;
 
 /// Whether a guest UDP datagram to `dst`:`dst_port` is for the DHCP server: port 67 of the
 /// gateway or of the limited broadcast, the messages [`Server::handle`] owns (checksums are
@@ -96,15 +69,6 @@ pub fn is_request(plan: &NetPlan, dst: IpAddr, dst_port: u16) -> bool {
     };
     dst_port == SERVER_PORT
         && matches!(dst, IpAddr::V4(a) if a == v4.gateway || a == Ipv4Addr::BROADCAST)
-}
-
-/// What a guest message asks for, as slirp's `dhcp_decode` reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Decoded {
-    /// Option 53; 0 without one.
-    msg_type: u8,
-    /// Option 50, else (for a REQUEST) `ciaddr`; unspecified when neither.
-    requested: Ipv4Addr,
 }
 
 /// The DHCP server: leases keyed by client MAC.
@@ -318,209 +282,4 @@ enum Answer {
 fn slot_addr(start: Ipv4Addr, slot: usize) -> Ipv4Addr {
     let slot = u32::try_from(slot).unwrap_or(u32::MAX);
     Ipv4Addr::from(u32::from(start).wrapping_add(slot))
-}
-
-/// slirp's `dhcp_decode`: the last message type and requested address given, options read
-/// up to the end of the datagram; a REQUEST without option 50 asks for its `ciaddr`.
-fn decode(msg: &DhcpPacket<&[u8]>) -> Decoded {
-    let mut d = Decoded {
-        msg_type: 0,
-        requested: Ipv4Addr::UNSPECIFIED,
-    };
-    if msg.magic_number() != u32::from_be_bytes(MAGIC_COOKIE) {
-        return d;
-    }
-    for opt in msg.options() {
-        match opt.kind {
-            OPT_MSG_TYPE => {
-                if let Some(&t) = opt.data.first() {
-                    d.msg_type = t;
-                }
-            }
-            OPT_REQUESTED_IP => {
-                if let Some(a) = opt.data.get(..4) {
-                    d.requested = Ipv4Addr::new(a[0], a[1], a[2], a[3]);
-                }
-            }
-            _ => {}
-        }
-    }
-    if d.msg_type == REQUEST && d.requested.is_unspecified() {
-        d.requested = msg.client_ip();
-    }
-    d
-}
-
-/// The options area of an answer: the cookie, options, `END`, zero padding to 312 bytes.
-///
-/// Written by hand on purpose: smoltcp's `DhcpRepr::emit` chooses its own options and order,
-/// and a guest must get slirp's bytes (its order, its fit-or-omit rule, its padding).
-struct Options {
-    buf: [u8; OPTIONS_LEN],
-    pos: usize,
-}
-
-impl Options {
-    fn new() -> Self {
-        let mut buf = [0u8; OPTIONS_LEN];
-        buf[..4].copy_from_slice(&MAGIC_COOKIE);
-        Options { buf, pos: 4 }
-    }
-
-    /// Appends one option unless it would leave no room for `END` (slirp's
-    /// `q + len + 2 >= end` test). Values over 255 bytes cannot be one option.
-    fn put(&mut self, code: u8, value: &[u8]) -> bool {
-        let Ok(len) = u8::try_from(value.len()) else {
-            return false;
-        };
-        if self.pos + value.len() + 2 >= OPTIONS_LEN {
-            return false;
-        }
-        self.buf[self.pos] = code;
-        self.buf[self.pos + 1] = len;
-        self.buf[self.pos + 2..self.pos + 2 + value.len()].copy_from_slice(value);
-        self.pos += 2 + value.len();
-        true
-    }
-
-    /// Appends ready-made options (with their headers) under the same rule.
-    fn put_raw(&mut self, bytes: &[u8]) -> bool {
-        if self.pos + bytes.len() >= OPTIONS_LEN {
-            return false;
-        }
-        self.buf[self.pos..self.pos + bytes.len()].copy_from_slice(bytes);
-        self.pos += bytes.len();
-        true
-    }
-
-    fn end(&mut self) {
-        // `put` always leaves this byte free.
-        if let Some(b) = self.buf.get_mut(self.pos) {
-            *b = OPT_END;
-        }
-    }
-}
-
-/// Writes the whole answer frame into `out`.
-#[allow(clippy::too_many_arguments)]
-fn build_reply(
-    plan: &NetPlan,
-    gateway: Ipv4Addr,
-    ident: &mut Ident,
-    request: &DhcpPacket<&[u8]>,
-    yiaddr: Ipv4Addr,
-    bootfile: Option<&str>,
-    options: &[u8; OPTIONS_LEN],
-    out: &mut Vec<u8>,
-) {
-    out.clear();
-    out.resize(REPLY_FRAME_LEN, 0);
-    ethernet::write_header(
-        out,
-        MacAddr::BROADCAST,
-        plan.gateway_mac,
-        ethernet::ETHERTYPE_IPV4,
-    );
-    let ip_start = ethernet::HEADER_LEN;
-    let udp_start = ip_start + ipv4::HEADER_LEN;
-    let bootp_start = udp_start + udp::HEADER_LEN;
-
-    let bootp = &mut out[bootp_start..];
-    let mut reply = DhcpPacket::new_unchecked(&mut bootp[..]);
-    reply.set_opcode(smoltcp::wire::DhcpOpCode::Reply);
-    reply.set_hardware_type(smoltcp::wire::ArpHardware::Ethernet);
-    reply.set_hardware_len(6);
-    reply.set_transaction_id(request.transaction_id());
-    reply.set_your_ip(yiaddr);
-    reply.set_server_ip(gateway);
-    reply.set_client_hardware_address(request.client_hardware_address());
-    debug_assert_eq!(bootp[0], BOOTREPLY);
-    // The flags stay zero, as slirp leaves them: the answer is a broadcast either way.
-    if let Some(file) = bootfile {
-        // slirp's snprintf into the 128-byte field: at most 127 bytes and a zero.
-        let n = file.len().min(FILE_FIELD_LEN - 1);
-        bootp[FILE_FIELD_START..FILE_FIELD_START + n].copy_from_slice(&file.as_bytes()[..n]);
-    }
-    bootp[BOOTP_FIXED_LEN..].copy_from_slice(options);
-
-    let udp_len = udp::HEADER_LEN + REPLY_BOOTP_LEN;
-    let addrs = Addrs::V4 {
-        src: gateway,
-        dst: Ipv4Addr::BROADCAST,
-    };
-    udp::write_header(&mut out[udp_start..], &addrs, SERVER_PORT, CLIENT_PORT);
-    ipv4::write_header(
-        &mut out[ip_start..],
-        &ipv4::Header {
-            src: gateway,
-            dst: Ipv4Addr::BROADCAST,
-            protocol: IpProtocol::Udp,
-            tos: ipv4::TOS_LOWDELAY,
-            ttl: ipv4::DEFAULT_TTL,
-            ident: ident.next_id(),
-            dont_frag: false,
-            payload_len: udp_len,
-        },
-    );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn mac(last: u8) -> MacAddr {
-        MacAddr([0x52, 0x54, 0, 0x12, 0x34, last])
-    }
-
-    fn server(pool: u8) -> Server {
-        let mut plan = NetPlan::slirp_default();
-        plan.dhcp.pool_size = pool;
-        Server::new(&plan)
-    }
-
-    #[test]
-    fn slots_follow_slirp_allocation() {
-        let start = Ipv4Addr::new(10, 0, 2, 15);
-        let mut s = server(4);
-        assert_eq!(s.new_slot(mac(1)), Some(0));
-        s.slots[0] = Some(mac(1));
-        assert_eq!(s.new_slot(mac(1)), Some(0));
-        assert_eq!(s.new_slot(mac(2)), Some(1));
-        assert_eq!(s.find_slot(mac(2)), None);
-        // A requested address: in the pool and free or own.
-        assert_eq!(
-            s.request_slot(start, Ipv4Addr::new(10, 0, 2, 17), mac(2)),
-            Some(2)
-        );
-        assert_eq!(s.request_slot(start, start, mac(2)), None);
-        assert_eq!(s.request_slot(start, start, mac(1)), Some(0));
-        assert_eq!(
-            s.request_slot(start, Ipv4Addr::new(10, 0, 2, 19), mac(2)),
-            None
-        );
-        assert_eq!(
-            s.request_slot(start, Ipv4Addr::new(10, 0, 2, 14), mac(2)),
-            None
-        );
-        // A client holding a higher slot still gets the lowest free one from get_new_addr.
-        s.slots[3] = Some(mac(3));
-        assert_eq!(s.new_slot(mac(3)), Some(1));
-        assert_eq!(s.find_slot(mac(3)), Some(3));
-    }
-
-    #[test]
-    fn options_never_overrun_and_keep_room_for_end() {
-        let mut o = Options::new();
-        let long = [b'x'; 255];
-        assert!(o.put(OPT_HOSTNAME, &long));
-        assert!(!o.put(OPT_DOMAIN_NAME, &long));
-        assert!(!o.put(OPT_DOMAIN_NAME, &[b'y'; 300]));
-        // 4 + 257 = 261 used; 312 - 261 - 2 = 49 bytes of value would touch the end.
-        assert!(!o.put(OPT_DOMAIN_NAME, &[b'y'; 49]));
-        assert!(o.put(OPT_DOMAIN_NAME, &[b'y'; 48]));
-        assert_eq!(o.pos, OPTIONS_LEN - 1);
-        o.end();
-        assert_eq!(o.buf[OPTIONS_LEN - 1], OPT_END);
-        assert!(!o.put_raw(&[1]));
-    }
 }
