@@ -20,7 +20,7 @@
 //! A confined backend cannot exec: there the [`crate::launcher`], forked before the backend
 //! confined itself, starts the commands, and they run as its children.
 //!
-//! A guest can open connections faster than commands end, so at most [`MAX_RUNNING`] run at
+//! A guest can open connections faster than commands end, so at most `MAX_RUNNING` run at
 //! once; a connection beyond that is reset. Ended children are reaped on every tick, and those
 //! still running when the engine goes are left to a thread that waits for them.
 

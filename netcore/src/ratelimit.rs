@@ -4,7 +4,7 @@
 //!
 //! Anything a guest does as often as it likes must not write a log line each time: a guest
 //! that ignores our window, or a host out of descriptors while the guest opens flows, would
-//! otherwise fill the disk. Each call site of [`guest_log!`] has its own token bucket: a burst
+//! otherwise fill the disk. Each call site of `guest_log!` has its own token bucket: a burst
 //! of [`BURST`] lines, then one more every [`INTERVAL`]; lines past that are counted, and the
 //! next line that goes out says how many were left out. Logs the guest drives per packet that
 //! are of no use to an administrator are debug lines instead, not limited.

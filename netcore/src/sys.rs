@@ -180,9 +180,9 @@ pub struct IovList<'s, 'm, A> {
     _memory: PhantomData<(&'m [Cell<u8>], A)>,
 }
 
-/// A list for [`sendmsg`].
+/// A list for `sendmsg`.
 pub type SendIovs<'s, 'm> = IovList<'s, 'm, KernelReads>;
-/// A list for [`recvmsg`].
+/// A list for `recvmsg`.
 pub type RecvIovs<'s, 'm> = IovList<'s, 'm, KernelWrites>;
 
 impl<'m, A> IovList<'_, 'm, A> {

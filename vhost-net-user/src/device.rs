@@ -43,7 +43,7 @@ pub const NUM_QUEUES: usize = 2;
 /// Device event for the engine's host sockets and timers (tokens up to `NUM_QUEUES` belong to
 /// vhost-user-backend).
 pub const HOST_EVENT: u16 = NUM_QUEUES as u16 + 1;
-/// Device event for the TX moderation timer (see [`TxModeration`]).
+/// Device event for the TX moderation timer (see `TxModeration`).
 pub const MODERATION_EVENT: u16 = HOST_EVENT + 1;
 /// Largest ring QEMU may ask for (its `rx_queue_size`/`tx_queue_size` go up to 1024).
 pub const MAX_QUEUE_SIZE: usize = 1024;

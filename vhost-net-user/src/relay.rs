@@ -18,7 +18,7 @@
 //!
 //! QEMU waits for each reply before sending the next request that needs one, so the relay's
 //! own acks never interleave with the daemon's replies. Either side closing ends both, and so
-//! does a frontend that sends more early enables than [`MAX_HELD`] or one that is not a plain
+//! does a frontend that sends more early enables than `MAX_HELD` or one that is not a plain
 //! vring state: what the relay holds is bounded.
 
 use std::io::{self, Read, Write};

@@ -16,7 +16,7 @@
 //!    (the TFTP root, read-only) and what the backend itself makes and removes at run time
 //!    (its per-connection daemon sockets in the temporary directory, the files it removes at
 //!    exit);
-//! 6. installs a seccomp allow-list for the whole process ([`allowed_syscalls`]), whose
+//! 6. installs a seccomp allow-list for the whole process (`allowed_syscalls`), whose
 //!    default action kills the process. Threads started later (connections, vhost-user's
 //!    workers, relays, the signal thread) inherit it. Threads may be made (`clone` with
 //!    `CLONE_THREAD`) but not processes, and nothing may exec. The vring worker, the thread
@@ -381,7 +381,7 @@ const NOT_FOR_WORKER: &[libc::c_long] = &[
 
 /// The system calls the backend makes once confined, on every thread or on the vring worker:
 /// found by running the whole test suite under `--sandbox=log`, then reasoned over. `clone`
-/// only with `CLONE_THREAD`, `ioctl` only with [`IOCTLS`], `prctl` only with [`PRCTLS`],
+/// only with `CLONE_THREAD`, `ioctl` only with `IOCTLS`, `prctl` only with `PRCTLS`,
 /// `seccomp` only to add a filter.
 pub fn allowed_syscalls_for(
     thread: Thread,

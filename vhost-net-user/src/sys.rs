@@ -58,7 +58,7 @@ static INHERITED: std::sync::Mutex<Option<OwnedFd>> = std::sync::Mutex::new(None
 
 /// Closes every descriptor from 3 up but `keep` (`--fd`): whatever the parent left open is not
 /// ours to hand on to children, nor to hold. `keep`, if open, is owned from now on (see
-/// [`listener_from_fd`]).
+/// `listener_from_fd`).
 ///
 /// # Safety
 /// Call before anything in the process owns a descriptor above 2 other than `keep` (first
