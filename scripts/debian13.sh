@@ -18,7 +18,7 @@ ROOT=${VNU_DEBIAN13_ROOT:-/var/tmp/vnu-debian13}
 SCRIPTS=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 # What the root holds; a change here rebuilds it.
 PACKAGES="qemu-system-x86 qemu-utils ipxe-qemu seabios passt libvirt-daemon-system \
-libvirt-daemon-driver-qemu libvirt-clients"
+libvirt-daemon-driver-qemu libvirt-clients procps samba"
 MIRROR=${VNU_DEBIAN13_MIRROR:-http://deb.debian.org/debian}
 STAMP="$ROOT/.vnu-root"
 
@@ -27,7 +27,8 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-# Runs "$@" in ROOT-to-be $1 through a private mount namespace and pivot_root.
+# Becomes "$@" (exec) in root $1, through a private mount namespace and pivot_root: each step
+# execs the next, so the caller's pid ends up being the command's.
 enter() {
   local root=$1
   shift
@@ -36,7 +37,7 @@ enter() {
   for name in ${names//:/ }; do
     [ -n "${!name+set}" ] && passed+=("$name=${!name}")
   done
-  unshare --mount --propagation private -- /bin/bash -c '
+  exec unshare --mount --propagation private -- /bin/bash -c '
     set -euo pipefail
     root=$1 share=$2
     shift 2
@@ -77,15 +78,21 @@ SOURCES
   printf '#!/bin/sh\nexit 101\n' > "$fresh/usr/sbin/policy-rc.d"
   chmod 755 "$fresh/usr/sbin/policy-rc.d"
   cp -L /etc/resolv.conf "$fresh/etc/resolv.conf"
-  enter "$fresh" /bin/sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq --no-install-recommends $PACKAGES" >&2
+  (enter "$fresh" /bin/sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends $PACKAGES") >&2
   echo "$PACKAGES" > "$fresh/.vnu-root"
   rm -rf "$ROOT"
   mv "$fresh" "$ROOT"
 }
 
+# One build at a time: tests start several guests at once, and each may find the root missing.
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$PACKAGES" ]; then
-  build
+  (
+    flock 9
+    if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$PACKAGES" ]; then
+      build
+    fi
+  ) 9> "$ROOT.lock"
 fi
 if [ "${1:-}" = --build-only ]; then
   echo "$ROOT"
