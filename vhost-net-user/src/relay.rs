@@ -1,9 +1,9 @@
-//! A relay on the vhost-user control socket that makes QEMU 7.2 acceptable to the vhost crate.
+//! A relay on the vhost-user control socket that makes QEMU acceptable to the vhost crate.
 //!
 //! # Theory of operation
 //!
-//! QEMU 7.2's virtio-net sends `SET_VRING_ENABLE` right after connecting, before
-//! `SET_FEATURES`, and does not send it again when the driver starts. The vhost crate (0.18)
+//! QEMU's virtio-net (7.2 and 10.0 alike) sends `SET_VRING_ENABLE` right after connecting,
+//! before `SET_FEATURES`, and does not send it again when the driver starts. The vhost crate (0.18)
 //! refuses an enable before `PROTOCOL_FEATURES` is acked (`InactiveFeature`) and drops the
 //! connection, so the guest never gets a link. We may not patch the crate, so the daemon
 //! talks to QEMU through this relay instead:
