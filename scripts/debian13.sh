@@ -86,13 +86,15 @@ SOURCES
 }
 
 # One build at a time: tests start several guests at once, and each may find the root missing.
+# The lock is this script itself, opened for reading: no file to create in /var/tmp, where
+# another user could have put a link in its place.
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$PACKAGES" ]; then
   (
     flock 9
     if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$PACKAGES" ]; then
       build
     fi
-  ) 9> "$ROOT.lock"
+  ) 9< "${BASH_SOURCE[0]}"
 fi
 if [ "${1:-}" = --build-only ]; then
   echo "$ROOT"
