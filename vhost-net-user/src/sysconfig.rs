@@ -222,7 +222,6 @@ impl SysConfig {
                 )),
             }
         }
-        let string = |v: &Value| v.as_str().map(str::to_string);
         let nonempty = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
         Ok(SysConfig {
             profile: check(
@@ -304,7 +303,7 @@ impl SysConfig {
                 "socket-group",
                 "a group name or number in a string",
                 &invalid,
-                string,
+                nonempty,
             )?,
         })
     }
@@ -527,6 +526,10 @@ socket-group = "kvm"
             (
                 "socket-mode = \"0999\"",
                 r#"/etc/vhost-net-user/config.toml:1: key "socket-mode": expected an octal mode in a string, "0000" to "0777", found "0999""#,
+            ),
+            (
+                "socket-group = \"\"",
+                r#"/etc/vhost-net-user/config.toml:1: key "socket-group": expected a group name or number in a string, found """#,
             ),
             (
                 "socket-group = [\"kvm\"]",
