@@ -1198,4 +1198,86 @@ mod tests {
             assert!(!e.contains('\n'), "one line: {e}");
         }
     }
+
+    /// `virsh dumpxml` of libvirt 9.0.0 (Debian 12, `qemu:///embed`) after `virsh define` of a
+    /// domain whose `<metadata>` held this `<vnu:net>` and a second one of the same namespace:
+    /// libvirt kept the first, dropped the second, and refused `<ip>` inside the interface
+    /// ("Invalid attempt to set network interface guest-side IP route and/or address info, not
+    /// supported by QEMU").
+    const LIBVIRT_9_0_DUMPXML: &str = r#"<domain type='qemu'>
+  <name>seed</name>
+  <uuid>0cc2db6b-5984-4ac3-b714-f8dea27ce261</uuid>
+  <metadata>
+    <vnu:net xmlns:vnu="https://vhost-net-user.invalid/ns/1">
+      <vnu:interface mac="52:54:00:41:2c:49">
+        <ip family="ipv4" address="169.254.0.0" prefix="16"/>
+        <route family="ipv4" address="0.0.0.0" prefix="0" gateway="169.254.0.2"/>
+        <portForward proto="tcp">
+          <range start="2222" to="22"/>
+        </portForward>
+      </vnu:interface>
+    </vnu:net>
+  </metadata>
+  <memory unit='KiB'>262144</memory>
+  <currentMemory unit='KiB'>262144</currentMemory>
+  <memoryBacking>
+    <source type='memfd'/>
+    <access mode='shared'/>
+  </memoryBacking>
+  <vcpu placement='static'>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type>
+    <boot dev='hd'/>
+  </os>
+  <cpu mode='custom' match='exact' check='none'>
+    <model fallback='forbid'>qemu64</model>
+  </cpu>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <controller type='usb' index='0' model='piix3-uhci'>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x01' function='0x2'/>
+    </controller>
+    <controller type='pci' index='0' model='pci-root'/>
+    <interface type='vhostuser'>
+      <mac address='52:54:00:41:2c:49'/>
+      <source type='unix' path='/run/vnu/seed.sock' mode='client'/>
+      <model type='virtio'/>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='0x0'/>
+    </interface>
+    <input type='mouse' bus='ps2'/>
+    <input type='keyboard' bus='ps2'/>
+    <audio id='1' type='none'/>
+    <memballoon model='virtio'>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x03' function='0x0'/>
+    </memballoon>
+  </devices>
+</domain>"#;
+
+    #[test]
+    fn the_domain_as_libvirt_9_0_keeps_it_gives_the_plan_of_the_elements_in_the_interface() {
+        let i = parse(LIBVIRT_9_0_DUMPXML, "d.xml", None).unwrap();
+        assert_eq!(i.kind, InterfaceType::Vhostuser);
+        assert_eq!(i.metadata_line, Some(6));
+        let inside = LIBVIRT_9_0_DUMPXML.replace(
+            "<model type='virtio'/>",
+            "<model type='virtio'/><ip family='ipv4' address='169.254.0.0' prefix='16'/>\
+             <route family='ipv4' address='0.0.0.0' prefix='0' gateway='169.254.0.2'/>\
+             <portForward proto='tcp'><range start='2222' to='22'/></portForward>",
+        );
+        let start = inside.find("<metadata>").unwrap();
+        let end = inside.find("</metadata>").unwrap() + "</metadata>".len();
+        let inside = format!("{}{}", &inside[..start], &inside[end..]);
+        assert_eq!(
+            plan(LIBVIRT_9_0_DUMPXML, None).unwrap(),
+            plan(&inside, None).unwrap()
+        );
+        assert_ne!(
+            plan(&inside, None).unwrap(),
+            plan(&domain_with_metadata("", ""), None).unwrap()
+        );
+    }
 }
