@@ -18,6 +18,7 @@ use crate::sandbox::{self, Sandbox};
 use crate::server::{self, ServeConfig};
 use crate::stream;
 use crate::sys;
+use crate::sysconfig;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -93,9 +94,22 @@ pub struct Args {
     #[arg(long, value_name = "USER[:GROUP]")]
     pub runas: Option<String>,
 
+    /// Read defaults from this TOML file instead of /etc/vhost-net-user/config.toml (or
+    /// $VHOST_NET_USER_CONFIG); options given here win over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// What the guest sees: addresses, DHCP, forwards (libvirt XML, QEMU or passt options).
     #[command(flatten)]
     pub policy: PolicyArgs,
+
+    /// Which options the command line gave (see [`sysconfig`]).
+    #[arg(skip)]
+    pub given: sysconfig::Given,
+
+    /// The configuration file's log level, used without `-v` or `-q`.
+    #[arg(skip)]
+    pub default_log_level: Option<log::LevelFilter>,
 }
 
 /// A configuration the user got wrong: reported on one line, exit status 2.
@@ -148,12 +162,12 @@ pub enum UsageError {
 pub const CAPABILITIES: &str = "{\n  \"type\": \"net\"\n}";
 
 impl Args {
-    fn log_level(&self) -> log::LevelFilter {
+    pub fn log_level(&self) -> log::LevelFilter {
         if self.quiet {
             return log::LevelFilter::Error;
         }
         match self.verbose {
-            0 => log::LevelFilter::Info,
+            0 => self.default_log_level.unwrap_or(log::LevelFilter::Info),
             1 => log::LevelFilter::Debug,
             _ => log::LevelFilter::Trace,
         }
@@ -233,7 +247,7 @@ impl Default for SocketAccess {
     }
 }
 
-fn parse_socket_mode(text: &str) -> Result<u32, String> {
+pub(crate) fn parse_socket_mode(text: &str) -> Result<u32, String> {
     match u32::from_str_radix(text, 8) {
         Ok(mode) if mode <= 0o777 => Ok(mode),
         _ => Err("an octal mode, 0 to 0777".into()),
@@ -296,10 +310,15 @@ fn listen_then_publish(path: &Path, access: &SocketAccess) -> std::io::Result<Un
 }
 
 /// Runs the program; returns the exit status.
-pub fn run(args: Args) -> i32 {
+pub fn run(mut args: Args) -> i32 {
     if args.print_capabilities {
         println!("{CAPABILITIES}");
         return 0;
+    }
+    if let Err(e) = sysconfig::apply_system_config(&mut args, std::env::var_os(sysconfig::PATH_ENV))
+    {
+        eprintln!("vhost-net-user: {}", error_chain(&e));
+        return 2;
     }
     if args.policy.explain {
         return match args.policy.build() {

@@ -12,6 +12,7 @@ pub mod sandbox;
 pub mod server;
 pub mod stream;
 mod sys;
+pub mod sysconfig;
 pub use sys::close_inherited;
 pub mod virtq;
 pub mod vnet;

@@ -1,9 +1,7 @@
 //! The `vhost-net-user` program: parse arguments, close what it inherited, run.
 
-use clap::Parser;
-
 fn main() {
-    let args = vhost_net_user::cli::Args::parse();
+    let args = vhost_net_user::sysconfig::parse_command_line();
     // Before anything of ours is open: descriptors a parent left us (all but `--fd`'s) are
     // closed, so that no child of ours inherits them and nothing keeps them alive.
     #[allow(unsafe_code)]

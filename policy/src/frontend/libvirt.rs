@@ -7,6 +7,12 @@
 //! family, an IPv4 prefix of 4-27, an IPv6 prefix of 64, no `peer`), so an XML libvirt would
 //! refuse is refused here too, with the element and attribute named as written.
 //!
+//! libvirt 9.0 (Debian 12) refuses `<ip>`, `<route>` and `<portForward>` on an interface that
+//! is not passt's, but keeps namespaced elements in the domain's `<metadata>`; so for a whole
+//! domain they are also read from there ([`METADATA_NS`], see [`metadata_for`]), exactly as if
+//! they were inside the `<interface>` they name. One given in both places is an error naming
+//! both: which one the guest gets would otherwise depend on a rule the user has to remember.
+//!
 //! libvirt hands `<ip>` to QEMU slirp as `net=ADDR/PREFIX` and to passt as
 //! `--address ADDR --netmask PREFIX`; which of those readings the guest gets is the profile's
 //! choice, not this module's. A default route's gateway is recorded as the gateway (slirp's
@@ -24,6 +30,14 @@ use crate::frontend::ports::{Include, to_forwards};
 use crate::request::{AddrKind, Request, Setting};
 use crate::warning::Warning;
 use crate::{MacAddr, PortRange, Proto};
+
+/// The namespace of this program's element in a domain's `<metadata>`. libvirt keeps only the
+/// first element of each namespace there, so one `<net>` element holds what every interface
+/// needs. The `.invalid` domain is never anyone's, so the name stays this program's.
+pub(crate) const METADATA_NS: &str = "https://vhost-net-user.invalid/ns/1";
+
+/// The elements read from `<metadata>`: those libvirt 9.0 refuses on a vhostuser interface.
+const METADATA_ELEMENTS: [&str; 3] = ["ip", "route", "portForward"];
 
 /// `type=` of a usable interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +70,8 @@ pub(crate) struct LibvirtInterface {
     pub(crate) model: Option<String>,
     /// `<source>`, described (`unix:/path mode=client`, `dev=eth0`); noted, not used.
     pub(crate) source: Option<String>,
+    /// The line of the domain's `<metadata>` entry for this interface, if it has one.
+    pub(crate) metadata_line: Option<u32>,
     pub(crate) request: Request,
 }
 
@@ -75,6 +91,9 @@ impl LibvirtInterface {
             if let Some(v) = value {
                 d.push_str(&format!(", {what} {v}"));
             }
+        }
+        if let Some(line) = self.metadata_line {
+            d.push_str(&format!(", <metadata> line {line}"));
         }
         d
     }
@@ -229,7 +248,79 @@ pub(crate) fn parse(
             "vhost-net-user serves interfaces of type 'user' or 'vhostuser'",
         ),
     })?;
-    read_interface(&ctx, node, kind, index)
+    let metadata = match root.tag_name().name() {
+        "domain" => metadata_for(&ctx, root, node)?,
+        _ => None,
+    };
+    read_interface(&ctx, node, kind, index, metadata)
+}
+
+/// The domain's `<metadata>` entry for `iface`, if it has one: `<net xmlns='`[`METADATA_NS`]`'>`
+/// naming the interface by `mac='…'` or `alias='…'` itself, or holding one `<interface mac='…'>`
+/// (or `alias='…'`) per interface. Every entry is checked, not only the one picked, so that a
+/// mistake shows the first time the domain is read.
+fn metadata_for<'a, 'i>(
+    ctx: &Ctx,
+    root: Node<'a, 'i>,
+    iface: Node,
+) -> Result<Option<Node<'a, 'i>>, ConfigError> {
+    let Some(net) = child(root, "metadata").and_then(|m| {
+        m.children()
+            .find(|c| c.is_element() && c.tag_name().namespace() == Some(METADATA_NS))
+    }) else {
+        return Ok(None);
+    };
+    if net.tag_name().name() != "net" {
+        return Err(ctx.element(net, format!("expected <net> in namespace {METADATA_NS}")));
+    }
+    let keyed = |n: Node| n.has_attribute("mac") || n.has_attribute("alias");
+    let entries: Vec<Node> = if keyed(net) {
+        vec![net]
+    } else {
+        let mut entries = Vec::new();
+        for n in net.children().filter(|c| c.is_element()) {
+            if n.tag_name().name() != "interface" {
+                return Err(ctx.element(
+                    n,
+                    "unexpected in <net> (only <interface mac='…'> or <interface alias='…'>, or name the interface on <net> itself)",
+                ));
+            }
+            entries.push(n);
+        }
+        entries
+    };
+    let mac = child(iface, "mac")
+        .and_then(|m| m.attribute("address"))
+        .and_then(|a| a.parse::<MacAddr>().ok());
+    let alias = child(iface, "alias").and_then(|a| a.attribute("name"));
+    let mut found: Option<Node> = None;
+    for entry in entries {
+        let matches = match (entry.attribute("mac"), entry.attribute("alias")) {
+            (Some(m), None) => {
+                let m: MacAddr = m
+                    .parse()
+                    .map_err(|why: String| ctx.bad(entry, "mac", why))?;
+                mac == Some(m)
+            }
+            (None, Some(a)) => alias == Some(a),
+            (Some(_), Some(_)) => {
+                return Err(ctx.element(entry, "name the interface by mac or by alias, not both"));
+            }
+            (None, None) => {
+                return Err(ctx.element(entry, "attribute 'mac' or 'alias' is required"));
+            }
+        };
+        if matches && let Some(prev) = found.replace(entry) {
+            return Err(ctx.element(
+                entry,
+                format!(
+                    "a second entry for the same interface (the first is {})",
+                    ctx.at(prev)
+                ),
+            ));
+        }
+    }
+    Ok(found)
 }
 
 /// The interface `selector` picks (alias name, MAC or index among all of `all`), or without
@@ -319,6 +410,7 @@ fn read_interface(
     node: Node,
     kind: InterfaceType,
     index: usize,
+    metadata: Option<Node>,
 ) -> Result<LibvirtInterface, ConfigError> {
     let mut req = Request::default();
     let mut out = LibvirtInterface {
@@ -329,6 +421,7 @@ fn read_interface(
         backend: None,
         model: None,
         source: None,
+        metadata_line: None,
         request: Request::default(),
     };
     let mut seen_mac = None;
@@ -366,6 +459,35 @@ fn read_interface(
                 at: ctx.at(n),
                 element: other.to_string(),
             }),
+        }
+    }
+    if let Some(entry) = metadata {
+        out.metadata_line = Some(ctx.doc.text_pos_at(entry.range().start).row);
+        for n in entry.children().filter(|c| c.is_element()) {
+            let name = n.tag_name().name();
+            if !METADATA_ELEMENTS.contains(&name) {
+                return Err(ctx.element(
+                    n,
+                    "not read from <metadata> (only <ip>, <route> and <portForward> are)",
+                ));
+            }
+            if let Some(own) = node
+                .children()
+                .find(|c| c.is_element() && c.tag_name().name() == name)
+            {
+                return Err(ctx.element(
+                    n,
+                    format!(
+                        "the <interface> has its own <{name}> ({}): give them in one place",
+                        ctx.at(own)
+                    ),
+                ));
+            }
+            match name {
+                "ip" => read_ip(ctx, n, &mut req, &mut seen_ip)?,
+                "route" => read_route(ctx, n, &mut req, &mut seen_route)?,
+                _ => read_port_forward(ctx, n, &mut req)?,
+            }
         }
     }
     if out.backend.as_deref() == Some("passt") {
@@ -888,6 +1010,274 @@ mod tests {
             i.request.notes[0]
                 .to_string()
                 .contains("<bandwidth> has no effect")
+        );
+    }
+
+    /// A domain in the shape libvirt 9.0 keeps: a vhostuser interface with only what that
+    /// version accepts, and `meta` inside `<metadata>`.
+    fn domain_with_metadata(iface_body: &str, meta: &str) -> String {
+        format!(
+            "<domain type='kvm'>\n<name>g</name>\n<metadata>\n{meta}\n</metadata>\n<devices>\n\
+             <interface type='vhostuser'>\n<mac address='52:54:00:41:2c:49'/>\n\
+             <source type='unix' path='/run/vnu/g.sock' mode='client'/>\n\
+             <model type='virtio'/>\n{iface_body}</interface>\n</devices>\n</domain>"
+        )
+    }
+
+    /// What the elements in the interface or in the metadata amount to.
+    const PLAN_ELEMENTS: &str = "<ip family='ipv4' address='169.254.0.0' prefix='16'/>\
+        <route family='ipv4' address='0.0.0.0' prefix='0' gateway='169.254.0.2'/>\
+        <portForward proto='tcp'><range start='2222' to='22'/></portForward>";
+
+    fn plan(xml: &str, selector: Option<&str>) -> Result<crate::NetPlan, String> {
+        crate::Inputs {
+            libvirt_xml: Some("d.xml".into()),
+            interface: selector.map(str::to_string),
+            ..Default::default()
+        }
+        .build_with_xml(Some(xml))
+        .map(|r| r.plan)
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn metadata_reads_as_if_inside_the_interface() {
+        let inside = plan(&domain_with_metadata(PLAN_ELEMENTS, ""), None).unwrap();
+        let bare = plan(&domain_with_metadata("", ""), None).unwrap();
+        assert_ne!(inside, bare, "the elements change the plan");
+        // The short form: <net> names the interface itself.
+        let short = format!(
+            "<vnu:net xmlns:vnu='{METADATA_NS}' mac='52:54:00:41:2c:49'>{PLAN_ELEMENTS}</vnu:net>"
+        );
+        assert_eq!(
+            plan(&domain_with_metadata("", &short), None).unwrap(),
+            inside
+        );
+        // One entry per interface, keyed by MAC (written otherwise) or by alias.
+        let per_interface = format!(
+            "<vnu:net xmlns:vnu='{METADATA_NS}'>\
+             <vnu:interface mac='52:54:00:00:00:99'><ip address='10.9.9.9' prefix='8'/></vnu:interface>\
+             <vnu:interface mac='52:54:0:41:2c:49'>{PLAN_ELEMENTS}</vnu:interface></vnu:net>"
+        );
+        assert_eq!(
+            plan(&domain_with_metadata("", &per_interface), None).unwrap(),
+            inside
+        );
+        let by_alias = format!(
+            "<net xmlns='{METADATA_NS}'><interface alias='ua-net0'>{PLAN_ELEMENTS}</interface></net>"
+        );
+        let aliased = domain_with_metadata("<alias name='ua-net0'/>", &by_alias);
+        assert_eq!(plan(&aliased, None).unwrap(), inside);
+        let i = parse(&aliased, "d.xml", None).unwrap();
+        assert_eq!(i.metadata_line, Some(4));
+        assert!(
+            i.describe("d.xml").ends_with(", <metadata> line 4"),
+            "{}",
+            i.describe("d.xml")
+        );
+    }
+
+    #[test]
+    fn metadata_for_another_interface_or_namespace_is_ignored() {
+        let bare = plan(&domain_with_metadata("", ""), None).unwrap();
+        for meta in [
+            format!(
+                "<vnu:net xmlns:vnu='{METADATA_NS}' mac='52:54:00:00:00:99'>{PLAN_ELEMENTS}</vnu:net>"
+            ),
+            format!(
+                "<vnu:net xmlns:vnu='{METADATA_NS}' alias='ua-other'>{PLAN_ELEMENTS}</vnu:net>"
+            ),
+            format!("<vnu:net xmlns:vnu='{METADATA_NS}'/>"),
+            format!("<o:net xmlns:o='https://example.invalid/other'>{PLAN_ELEMENTS}</o:net>"),
+        ] {
+            assert_eq!(
+                plan(&domain_with_metadata("", &meta), None).unwrap(),
+                bare,
+                "{meta}"
+            );
+        }
+        // The other interface of a domain picks its own entry.
+        let two = format!(
+            "<domain><metadata><vnu:net xmlns:vnu='{METADATA_NS}'>\
+             <vnu:interface mac='52:54:00:00:00:01'><ip address='10.1.0.0' prefix='16'/></vnu:interface>\
+             <vnu:interface mac='52:54:00:00:00:02'><ip address='10.2.0.0' prefix='16'/></vnu:interface>\
+             </vnu:net></metadata><devices>\
+             <interface type='vhostuser'><mac address='52:54:00:00:00:01'/></interface>\
+             <interface type='vhostuser'><mac address='52:54:00:00:00:02'/></interface>\
+             </devices></domain>"
+        );
+        let addr = |sel| {
+            parse(&two, "d.xml", Some(sel))
+                .unwrap()
+                .request
+                .v4_addr
+                .unwrap()
+                .value
+                .to_string()
+        };
+        assert_eq!(addr("0"), "10.1.0.0");
+        assert_eq!(addr("52:54:00:00:00:02"), "10.2.0.0");
+        // A bare <interface> has no metadata to read.
+        assert_eq!(iface(SEED).unwrap().metadata_line, None);
+    }
+
+    #[test]
+    fn bad_metadata_is_a_one_line_error() {
+        let ns = METADATA_NS;
+        // (the metadata, the interface's own elements, the error expected)
+        let cases = [
+            (
+                format!("<vnu:net xmlns:vnu='{ns}' mac='52:54:00:41:2c'/>"),
+                "",
+                "d.xml:4: <net mac='52:54:00:41:2c'/>: attribute mac='52:54:00:41:2c':",
+            ),
+            (
+                format!("<vnu:net xmlns:vnu='{ns}' mac='52:54:00:41:2c:49' alias='ua-x'/>"),
+                "",
+                "d.xml:4: <net mac='52:54:00:41:2c:49' alias='ua-x'/>: name the interface by mac or by alias, not both",
+            ),
+            (
+                format!("<vnu:net xmlns:vnu='{ns}'><vnu:interface/></vnu:net>"),
+                "",
+                "d.xml:4: <interface/>: attribute 'mac' or 'alias' is required",
+            ),
+            (
+                format!("<vnu:net xmlns:vnu='{ns}'><ip address='10.0.0.1'/></vnu:net>"),
+                "",
+                "d.xml:4: <ip address='10.0.0.1'/>: unexpected in <net>",
+            ),
+            (
+                format!("<vnu:plan xmlns:vnu='{ns}'/>"),
+                "",
+                "d.xml:4: <plan/>: expected <net> in namespace https://vhost-net-user.invalid/ns/1",
+            ),
+            (
+                format!(
+                    "<vnu:net xmlns:vnu='{ns}'><vnu:interface mac='52:54:00:41:2c:49'/>\n\
+                     <vnu:interface mac='52:54:00:41:2c:49'/></vnu:net>"
+                ),
+                "",
+                "d.xml:5: <interface mac='52:54:00:41:2c:49'/>: a second entry for the same interface (the first is d.xml:4: <interface mac='52:54:00:41:2c:49'/>)",
+            ),
+            (
+                format!(
+                    "<vnu:net xmlns:vnu='{ns}' mac='52:54:00:41:2c:49'><mtu size='9000'/></vnu:net>"
+                ),
+                "",
+                "d.xml:4: <mtu size='9000'/>: not read from <metadata> (only <ip>, <route> and <portForward> are)",
+            ),
+            (
+                format!(
+                    "<vnu:net xmlns:vnu='{ns}' mac='52:54:00:41:2c:49'><ip address='169.254.0.0' prefix='30'/></vnu:net>"
+                ),
+                "",
+                "d.xml:4: <ip address='169.254.0.0' prefix='30'/>: attribute prefix='30': libvirt accepts 4-27",
+            ),
+            (
+                format!(
+                    "<vnu:net xmlns:vnu='{ns}' mac='52:54:00:41:2c:49'><portForward proto='sctp'/></vnu:net>"
+                ),
+                "",
+                "d.xml:4: <portForward proto='sctp'/>: attribute proto='sctp': expected 'tcp' or 'udp'",
+            ),
+            (
+                format!(
+                    "<vnu:net xmlns:vnu='{ns}' mac='52:54:00:41:2c:49'><ip address='10.0.0.1'/></vnu:net>"
+                ),
+                "<ip address='169.254.0.0' prefix='16'/>\n",
+                "d.xml:4: <ip address='10.0.0.1'/>: the <interface> has its own <ip> (d.xml:11: <ip address='169.254.0.0' prefix='16'/>): give them in one place",
+            ),
+        ];
+        for (meta, body, want) in cases {
+            let xml = domain_with_metadata(body, &meta);
+            let e = match parse(&xml, "d.xml", None) {
+                Ok(i) => panic!("{meta}: expected an error, got {:?}", i.request),
+                Err(e) => e.to_string(),
+            };
+            assert!(e.starts_with(want), "{meta}:\n got  {e}\n want {want}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
+    /// `virsh dumpxml` of libvirt 9.0.0 (Debian 12, `qemu:///embed`) after `virsh define` of a
+    /// domain whose `<metadata>` held this `<vnu:net>` and a second one of the same namespace:
+    /// libvirt kept the first, dropped the second, and refused `<ip>` inside the interface
+    /// ("Invalid attempt to set network interface guest-side IP route and/or address info, not
+    /// supported by QEMU").
+    const LIBVIRT_9_0_DUMPXML: &str = r#"<domain type='qemu'>
+  <name>seed</name>
+  <uuid>0cc2db6b-5984-4ac3-b714-f8dea27ce261</uuid>
+  <metadata>
+    <vnu:net xmlns:vnu="https://vhost-net-user.invalid/ns/1">
+      <vnu:interface mac="52:54:00:41:2c:49">
+        <ip family="ipv4" address="169.254.0.0" prefix="16"/>
+        <route family="ipv4" address="0.0.0.0" prefix="0" gateway="169.254.0.2"/>
+        <portForward proto="tcp">
+          <range start="2222" to="22"/>
+        </portForward>
+      </vnu:interface>
+    </vnu:net>
+  </metadata>
+  <memory unit='KiB'>262144</memory>
+  <currentMemory unit='KiB'>262144</currentMemory>
+  <memoryBacking>
+    <source type='memfd'/>
+    <access mode='shared'/>
+  </memoryBacking>
+  <vcpu placement='static'>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type>
+    <boot dev='hd'/>
+  </os>
+  <cpu mode='custom' match='exact' check='none'>
+    <model fallback='forbid'>qemu64</model>
+  </cpu>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <controller type='usb' index='0' model='piix3-uhci'>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x01' function='0x2'/>
+    </controller>
+    <controller type='pci' index='0' model='pci-root'/>
+    <interface type='vhostuser'>
+      <mac address='52:54:00:41:2c:49'/>
+      <source type='unix' path='/run/vnu/seed.sock' mode='client'/>
+      <model type='virtio'/>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='0x0'/>
+    </interface>
+    <input type='mouse' bus='ps2'/>
+    <input type='keyboard' bus='ps2'/>
+    <audio id='1' type='none'/>
+    <memballoon model='virtio'>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x03' function='0x0'/>
+    </memballoon>
+  </devices>
+</domain>"#;
+
+    #[test]
+    fn the_domain_as_libvirt_9_0_keeps_it_gives_the_plan_of_the_elements_in_the_interface() {
+        let i = parse(LIBVIRT_9_0_DUMPXML, "d.xml", None).unwrap();
+        assert_eq!(i.kind, InterfaceType::Vhostuser);
+        assert_eq!(i.metadata_line, Some(6));
+        let inside = LIBVIRT_9_0_DUMPXML.replace(
+            "<model type='virtio'/>",
+            "<model type='virtio'/><ip family='ipv4' address='169.254.0.0' prefix='16'/>\
+             <route family='ipv4' address='0.0.0.0' prefix='0' gateway='169.254.0.2'/>\
+             <portForward proto='tcp'><range start='2222' to='22'/></portForward>",
+        );
+        let start = inside.find("<metadata>").unwrap();
+        let end = inside.find("</metadata>").unwrap() + "</metadata>".len();
+        let inside = format!("{}{}", &inside[..start], &inside[end..]);
+        assert_eq!(
+            plan(LIBVIRT_9_0_DUMPXML, None).unwrap(),
+            plan(&inside, None).unwrap()
+        );
+        assert_ne!(
+            plan(&inside, None).unwrap(),
+            plan(&domain_with_metadata("", ""), None).unwrap()
         );
     }
 }
