@@ -20,6 +20,11 @@ pub struct Finished {
     pub stderr: String,
 }
 
+/// The variable naming the backend's system configuration file, and an empty one: the tests
+/// run the backend as their arguments say, whatever /etc/vhost-net-user/config.toml says.
+const CONFIG_ENV: &str = "VHOST_NET_USER_CONFIG";
+const NO_CONFIG: &str = "/dev/null";
+
 /// Runs the backend binary with `args` until it exits, killing it after `timeout`: for
 /// configurations it must refuse at startup (one that accepted them would serve forever).
 pub fn run_backend_to_exit(args: &[&str], timeout: Duration) -> Result<Finished> {
@@ -29,6 +34,7 @@ pub fn run_backend_to_exit(args: &[&str], timeout: Duration) -> Result<Finished>
     let file = |path: &Path| File::create(path).map_err(|e| Error::new(format!("{e}")));
     let mut child = Command::new(&bin)
         .args(args)
+        .env(CONFIG_ENV, NO_CONFIG)
         .stdin(Stdio::null())
         .stdout(file(&stdout)?)
         .stderr(file(&stderr)?)
@@ -158,6 +164,7 @@ impl Backend {
             .arg(socket_flag)
             .arg(&socket)
             .args(args)
+            .env(CONFIG_ENV, NO_CONFIG)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
