@@ -33,13 +33,13 @@ fn generate(out: &Path) -> io::Result<()> {
     std::fs::create_dir_all(&completions_dir)?;
 
     let cmd = vhost_net_user::cli::Args::command().name(BIN);
-    write_man_page(&cmd, &man_dir.join(format!("{BIN}.1")))?;
+    write_man_page(&cmd, MAIN_PAGE_EXTRA, &man_dir.join(format!("{BIN}.1")))?;
 
     // PASST MODE (branch passt-cli, vhost-net-user/src/passt_mode.rs): once that module is
     // merged, generate its page here from its own clap struct, under a name of ours so that
     // it cannot clash with Debian's passt package (which owns passt.1), e.g.:
     //     let passt = vhost_net_user::passt_mode::Args::command().name("passt");
-    //     write_man_page(&passt, &man_dir.join("vhost-net-user-passt.1"))?;
+    //     write_man_page(&passt, "", &man_dir.join("vhost-net-user-passt.1"))?;
     // and add that file to `assets` in vhost-net-user/Cargo.toml. No completions for it:
     // `passt` is completed by whatever Debian's passt package ships, or by nothing.
 
@@ -51,9 +51,26 @@ fn generate(out: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn write_man_page(cmd: &clap::Command, path: &Path) -> io::Result<()> {
+/// Sections the command line cannot say, in roff, after the generated ones: what the
+/// package installs besides the binary, and where to read on.
+const MAIN_PAGE_EXTRA: &str = r#".SH FILES
+.TP
+\fI/lib/systemd/system/vhost\-net\-user@.service\fR
+Template unit: one backend per guest interface, for libvirt's type='vhostuser' (libvirt 9.0).
+Instance \fINAME\fR listens on \fI/run/vhost\-net\-user/NAME.sock\fR, owned by libvirt\-qemu,
+with the arguments ARGS=... of \fI/etc/vhost\-net\-user/NAME.args\fR.
+.TP
+\fI/usr/share/doc/vhost\-net\-user/\fR
+README.md (the guest's view, security, performance) and libvirt.md (libvirt 11's passt
+backend, libvirt 9.0 with the unit, AppArmor).
+.SH SEE ALSO
+\fBqemu\-system\-x86_64\fR(1), \fBvirsh\fR(1), \fBpasst\fR(1)
+"#;
+
+fn write_man_page(cmd: &clap::Command, extra: &str, path: &Path) -> io::Result<()> {
     let mut page = Vec::new();
     clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+    page.extend_from_slice(extra.as_bytes());
     std::fs::write(path, page)?;
     println!("{}", path.display());
     Ok(())
