@@ -38,9 +38,11 @@ fn generate(out: &Path) -> io::Result<()> {
     // PASST MODE (branch passt-cli, vhost-net-user/src/passt_mode.rs): once that module is
     // merged, generate its page here from its own clap struct, under a name of ours so that
     // it cannot clash with Debian's passt package (which owns passt.1), e.g.:
-    //     let passt = vhost_net_user::passt_mode::Args::command().name("passt");
+    //     let passt = vhost_net_user::passt_mode::PasstArgs::command();
     //     write_man_page(&passt, "", &man_dir.join("vhost-net-user-passt.1"))?;
-    // and add that file to `assets` in vhost-net-user/Cargo.toml. No completions for it:
+    // (with `Man::title("vhost-net-user-passt")`, so that the page's header names the file
+    // while its synopsis says `passt`), and add that file to `assets` in
+    // vhost-net-user/Cargo.toml. No completions for it:
     // `passt` is completed by whatever Debian's passt package ships, or by nothing.
 
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
