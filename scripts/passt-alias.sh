@@ -22,7 +22,8 @@
 # /usr/local/bin is refused where AppArmor is enforced. With AppArmor, install the package.
 set -euo pipefail
 ROOT=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/..
-PACKAGED=/usr/bin/vhost-net-user
+# The package's program (VNU_PACKAGED: another path, for the tests).
+PACKAGED=${VNU_PACKAGED:-/usr/bin/vhost-net-user}
 
 usage() {
   echo "usage: $0 install|uninstall [PREFIX]   (PREFIX defaults to /usr/local)" >&2
@@ -79,10 +80,16 @@ case $ACTION in
       TARGET=$(cd "$BIN_DIR" && pwd -P)/vhost-net-user
     fi
     mkdir -p "$BIN_DIR"
+    OLD=$(readlink "$LINK" || true)
     tmp=$BIN_DIR/.passt.$$
     ln -s "$TARGET" "$tmp"
     mv -f -T "$tmp" "$LINK"
     echo "passt-alias: $LINK -> $TARGET"
+    # A copy an earlier install made, now that the link goes to the package's program.
+    if [ -n "$OLD" ] && [ "$OLD" != "$TARGET" ] && [ "$OLD" = "$(cd "$BIN_DIR" && pwd -P)/vhost-net-user" ]; then
+      rm -f "$COPY"
+      echo "passt-alias: removed $COPY (an earlier install's copy)"
+    fi
     apparmor_note "$TARGET"
     ;;
   uninstall)

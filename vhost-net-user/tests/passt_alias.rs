@@ -33,15 +33,18 @@ fn binary() -> &'static Path {
 }
 
 fn alias(action: &str, prefix: &Prefix) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/passt-alias.sh");
-    Command::new("bash")
-        .arg(script)
-        .arg(action)
-        .arg(&prefix.0)
+    script(action, prefix)
         // Whether or not the Debian package is installed on this machine.
         .env("VNU_BINARY", binary())
         .output()
         .unwrap()
+}
+
+fn script(action: &str, prefix: &Prefix) -> Command {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/passt-alias.sh");
+    let mut command = Command::new("bash");
+    command.arg(script).arg(action).arg(&prefix.0);
+    command
 }
 
 fn assert_status(output: &Output, code: i32) {
@@ -132,4 +135,34 @@ fn a_foreign_passt_is_refused_and_left_alone() {
         std::fs::read_link(&passt).unwrap(),
         Path::new("/usr/bin/passt")
     );
+}
+
+/// Installed from a build, then again once the package is there: the link moves to the
+/// package's program and the earlier copy goes; uninstalling leaves the package's alone.
+#[test]
+fn a_later_install_with_the_package_replaces_the_copy() {
+    let prefix = Prefix::new("package");
+    assert_status(&alias("install", &prefix), 0);
+    assert!(std::fs::symlink_metadata(prefix.bin("vhost-net-user")).is_ok());
+
+    let packaged = prefix.0.join("usr-bin").join("vhost-net-user");
+    std::fs::create_dir_all(packaged.parent().unwrap()).unwrap();
+    std::fs::copy(binary(), &packaged).unwrap();
+    let with_package = |action| {
+        script(action, &prefix)
+            .env_remove("VNU_BINARY")
+            .env("VNU_PACKAGED", &packaged)
+            .output()
+            .unwrap()
+    };
+    assert_status(&with_package("install"), 0);
+    assert_eq!(std::fs::read_link(prefix.bin("passt")).unwrap(), packaged);
+    assert!(
+        std::fs::symlink_metadata(prefix.bin("vhost-net-user")).is_err(),
+        "the earlier copy is gone"
+    );
+
+    assert_status(&with_package("uninstall"), 0);
+    assert!(std::fs::symlink_metadata(prefix.bin("passt")).is_err());
+    assert!(packaged.is_file(), "the package's program stays");
 }
