@@ -57,7 +57,7 @@ fn generate(out: &Path) -> io::Result<()> {
 /// package installs besides the binary, and where to read on.
 const MAIN_PAGE_EXTRA: &str = r#".SH FILES
 .TP
-\fI/lib/systemd/system/vhost\-net\-user@.service\fR
+\fI/usr/lib/systemd/system/vhost\-net\-user@.service\fR
 Template unit: one backend per guest interface, for libvirt's type='vhostuser' (libvirt 9.0).
 Instance \fINAME\fR listens on \fI/run/vhost\-net\-user/NAME.sock\fR, owned by libvirt\-qemu,
 with the arguments ARGS=... of \fI/etc/vhost\-net\-user/NAME.args\fR.
