@@ -21,6 +21,17 @@ echo "== man page and completions (target/dist)" >&2
 rm -rf target/dist
 cargo run -q -p vnu-dist -- target/dist >&2
 echo "== packaging (cargo deb)" >&2
+# The files' dates in the package: the commit's (reproducible), or now for uncommitted
+# changes. cargo-deb's own default, the day, would let man-db keep serving a page it formatted
+# from an earlier package of the same day.
+if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+  if git diff --quiet HEAD 2>/dev/null; then
+    SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)
+  else
+    SOURCE_DATE_EPOCH=$(date +%s)
+  fi
+  export SOURCE_DATE_EPOCH
+fi
 # cargo deb prints the path of the package it wrote, on stdout.
 # The release profile keeps debug information (debug = 1); the packaged binary is stripped.
 cargo deb -p vhost-net-user --no-build --strip
