@@ -51,6 +51,11 @@ pub struct Args {
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
 
+    /// Owner of the socket this creates (a name or a number), for a frontend running as
+    /// another user when the backend is started as root (libvirt's QEMU: libvirt-qemu).
+    #[arg(long, value_name = "USER")]
+    pub socket_owner: Option<String>,
+
     /// Print the backend's capabilities as JSON and exit.
     #[arg(long)]
     pub print_capabilities: bool,
@@ -150,6 +155,8 @@ pub enum UsageError {
     },
     #[error("--socket-group {0}: no such group")]
     BadSocketGroup(String),
+    #[error("--socket-owner {0}: no such user")]
+    BadSocketOwner(String),
     #[error("--pid-file {}", path.display())]
     BadPidFile {
         path: PathBuf,
@@ -216,7 +223,15 @@ impl Args {
                 std::fs::remove_file(path).map_err(bad)?;
             }
         }
-        let access = SocketAccess {
+        let listener = listen_then_publish(path, &self.socket_access()?).map_err(bad)?;
+        exit::remove_at_exit(path);
+        Ok(listener)
+    }
+}
+
+impl Args {
+    fn socket_access(&self) -> Result<SocketAccess, UsageError> {
+        Ok(SocketAccess {
             mode: self.socket_mode,
             group: match &self.socket_group {
                 Some(group) => {
@@ -224,10 +239,13 @@ impl Args {
                 }
                 None => None,
             },
-        };
-        let listener = listen_then_publish(path, &access).map_err(bad)?;
-        exit::remove_at_exit(path);
-        Ok(listener)
+            owner: match &self.socket_owner {
+                Some(user) => {
+                    Some(user_id(user).ok_or_else(|| UsageError::BadSocketOwner(user.clone()))?)
+                }
+                None => None,
+            },
+        })
     }
 }
 
@@ -236,6 +254,7 @@ impl Args {
 struct SocketAccess {
     mode: u32,
     group: Option<u32>,
+    owner: Option<u32>,
 }
 
 impl Default for SocketAccess {
@@ -243,6 +262,7 @@ impl Default for SocketAccess {
         SocketAccess {
             mode: 0o600,
             group: None,
+            owner: None,
         }
     }
 }
@@ -260,6 +280,14 @@ fn group_id(group: &str) -> Option<u32> {
     match group.parse() {
         Ok(gid) => Some(gid),
         Err(_) => sys::find_group(group).ok().flatten(),
+    }
+}
+
+/// A user's id from a number or from its name (the system's user database).
+fn user_id(user: &str) -> Option<u32> {
+    match user.parse() {
+        Ok(uid) => Some(uid),
+        Err(_) => sys::find_user(Some(user), 0).ok().flatten().map(|u| u.uid),
     }
 }
 
@@ -289,9 +317,9 @@ fn listen_then_publish(path: &Path, access: &SocketAccess) -> std::io::Result<Un
         rustix::process::umask(old);
         let listener = bound?;
         let given = std::fs::set_permissions(at, std::fs::Permissions::from_mode(access.mode))
-            .and_then(|()| match access.group {
-                Some(gid) => std::os::unix::fs::lchown(at, None, Some(gid)),
-                None => Ok(()),
+            .and_then(|()| match (access.owner, access.group) {
+                (None, None) => Ok(()),
+                (owner, group) => std::os::unix::fs::lchown(at, owner, group),
             });
         if let Err(e) = given {
             let _ = std::fs::remove_file(at);
@@ -516,6 +544,57 @@ mod tests {
         assert_eq!(names(&scratch.0), ["vu.sock"], "the hidden name is gone");
         let _client = UnixStream::connect(&path).unwrap();
         listener.accept().unwrap();
+    }
+
+    #[test]
+    fn socket_owner_takes_a_name_or_a_number() {
+        let nobody = sys::find_user(Some("nobody"), 0).unwrap().expect("nobody");
+        let access = |owner: &str| {
+            Args::try_parse_from([
+                "vhost-net-user",
+                "--socket-path",
+                "vu.sock",
+                "--socket-owner",
+                owner,
+            ])
+            .unwrap()
+            .socket_access()
+        };
+        assert_eq!(access("nobody").unwrap().owner, Some(nobody.uid));
+        assert_eq!(access("4242").unwrap().owner, Some(4242));
+        let err = access("no-such-user-vnu").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--socket-owner no-such-user-vnu: no such user"
+        );
+    }
+
+    /// Root gives the socket away before it appears; anyone else is refused, and nothing of
+    /// the attempt stays behind.
+    #[test]
+    fn the_socket_appears_with_its_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let nobody = sys::find_user(Some("nobody"), 0).unwrap().expect("nobody");
+        let scratch = Scratch::new("owner");
+        let path = scratch.0.join("vu.sock");
+        let access = SocketAccess {
+            owner: Some(nobody.uid),
+            ..SocketAccess::default()
+        };
+        let published = listen_then_publish(&path, &access);
+        if sys::effective_uid() == 0 {
+            let _listener = published.unwrap();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            assert_eq!(meta.uid(), nobody.uid);
+            assert_eq!(meta.gid(), 0, "the group is left alone");
+            assert_eq!(meta.mode() & 0o777, 0o600);
+        } else {
+            assert_eq!(
+                published.unwrap_err().kind(),
+                std::io::ErrorKind::PermissionDenied
+            );
+            assert!(names(&scratch.0).is_empty());
+        }
     }
 
     #[test]
