@@ -329,7 +329,7 @@ fn one_line(e: &clap::Error) -> String {
 }
 
 /// What passt settles by order: the last of `-q` and `-d`/`--trace`, of `-4` and `-6`, and of
-/// `-s` and `-F` wins.
+/// `-s` and `-F` wins (though `-F` implied `--one-off`).
 fn settle_order(args: &mut PasstArgs, m: &ArgMatches) {
     let last = |id: &str| {
         m.indices_of(id)
@@ -354,7 +354,9 @@ fn settle_order(args: &mut PasstArgs, m: &ArgMatches) {
     }
     if let (Some(socket), Some(fd)) = (last("socket"), last("fd")) {
         if socket > fd {
+            // As in passt, -F's --one-off stays.
             args.fd = None;
+            args.one_off = true;
         } else {
             args.socket = None;
         }
@@ -786,7 +788,11 @@ pub fn run(p: PasstArgs) -> i32 {
         name: "passt",
         usage_status: Some(USAGE_STATUS),
         logger: Some(Box::new(move |_| {
+            let no_syslog = matches!(sink, Sink::Syslog(None));
             install_logger(sink, level);
+            if no_syslog {
+                log::debug!("no syslog at /dev/log: logs go nowhere once in the background");
+            }
             for w in warnings {
                 log::warn!("{w}");
             }
@@ -825,14 +831,10 @@ fn open_sink(conv: &Converted) -> Result<Sink, String> {
     if conv.foreground {
         return Ok(Sink::Stderr);
     }
+    // Without a syslog, logs go nowhere, as passt's do (said at debug level once logging is
+    // up, so that a caller showing our standard error is not told at every start).
     let socket = UnixDatagram::unbound().and_then(|s| s.connect("/dev/log").map(|()| s));
-    match socket {
-        Ok(s) => Ok(Sink::Syslog(Some(s))),
-        Err(e) => {
-            eprintln!("passt: syslog: /dev/log: {e}; logs go nowhere in the background");
-            Ok(Sink::Syslog(None))
-        }
-    }
+    Ok(Sink::Syslog(socket.ok()))
 }
 
 /// While the parent waits (until the child is ready), records are copied to standard error,
