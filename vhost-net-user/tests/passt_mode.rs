@@ -162,8 +162,11 @@ fn libvirt_vhostuser_command_line_goes_to_the_background_and_cleans_up() {
     let scratch = Scratch::new("libvirt");
     let socket = scratch.path("3-DOM-net0.socket");
     let pid_file = scratch.path("passt.pid");
+    let log_file = scratch.path("passt.log");
     let forward = format!("{}:22", free_port());
     let out = scratch.passt(&[
+        "--log-file",
+        log_file.to_str().unwrap(),
         "--vhost-user",
         "--one-off",
         "--socket",
@@ -190,6 +193,10 @@ fn libvirt_vhostuser_command_line_goes_to_the_background_and_cleans_up() {
     assert_eq!(fields[3], pid.to_string(), "a session of its own: {stat}");
     let mut sock = UnixStream::connect(&socket).unwrap();
     assert_ne!(get_features(&mut sock) & (1 << 32), 0, "VIRTIO_F_VERSION_1");
+    // Confined, the daemon still logs to the file it opened.
+    wait_until("the connection is logged", || {
+        std::fs::read_to_string(&log_file).is_ok_and(|t| t.contains("info: frontend connected"))
+    });
     // libvirt stops it by pid.
     terminate(pid);
     wait_until("the daemon exits", || !running(pid));

@@ -670,3 +670,76 @@ fn syslog_messages_are_rfc3164_as_the_c_library_sends_them() {
     assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     assert_eq!(civil_from_days(20_793), (2026, 12, 6));
 }
+
+#[test]
+fn records_reach_the_log_file_or_syslog_and_the_file_is_private() {
+    use log::Log;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("vnu-passt-log-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("passt.log");
+    std::fs::write(&file, "left from before\n").unwrap();
+    let conv = converted(&["-l", file.to_str().unwrap(), "-F", "3"]);
+    let logger = PasstLogger {
+        level: log::LevelFilter::Info,
+        sink: open_sink(&conv).unwrap(),
+        start: Instant::now(),
+        utc_offset: 0,
+    };
+    logger.log(
+        &log::Record::builder()
+            .level(log::Level::Info)
+            .args(format_args!("serving"))
+            .build(),
+    );
+    logger.log(
+        &log::Record::builder()
+            .level(log::Level::Debug)
+            .args(format_args!("not at info"))
+            .build(),
+    );
+    logger.flush();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let (time, rest) = text.split_once(": ").unwrap();
+    assert_eq!(rest, "info: serving\n", "{text:?}");
+    assert!(time.parse::<f64>().is_ok(), "{text:?}");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Never through a symbolic link.
+    let link = dir.join("link.log");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let conv = converted(&["-l", link.to_str().unwrap(), "-F", "3"]);
+    let e = open_sink(&conv).unwrap_err();
+    assert!(
+        e.starts_with(&format!("--log-file {}: ", link.display())),
+        "{e}"
+    );
+
+    let syslogd = UnixDatagram::bind(dir.join("log")).unwrap();
+    let client = UnixDatagram::unbound().unwrap();
+    client.connect(dir.join("log")).unwrap();
+    let logger = PasstLogger {
+        level: log::LevelFilter::Info,
+        sink: Sink::Syslog(Some(client)),
+        start: Instant::now(),
+        utc_offset: 0,
+    };
+    logger.log(
+        &log::Record::builder()
+            .level(log::Level::Warn)
+            .args(format_args!("careful"))
+            .build(),
+    );
+    let mut buf = [0u8; 512];
+    let n = syslogd.recv(&mut buf).unwrap();
+    let msg = std::str::from_utf8(&buf[..n]).unwrap();
+    assert!(msg.starts_with("<28>"), "{msg}");
+    assert!(
+        msg.ends_with(&format!(" passt[{}]: WARNING: careful", std::process::id())),
+        "{msg}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
