@@ -383,6 +383,13 @@ pub struct Converted {
     pub warnings: Vec<String>,
 }
 
+/// The program's options in its errors, and passt's for them.
+const SPELLING: &[(&str, &str)] = &[
+    ("--socket-path", "--socket"),
+    ("--stream", "--socket"),
+    ("--pid-file", "--pid"),
+];
+
 /// pasta's options, as passt names them when it refuses them.
 const PASTA_ONLY: &[(&str, &str)] = &[
     ("tcp_ns", "-T"),
@@ -801,6 +808,7 @@ pub fn run(p: PasstArgs) -> i32 {
         connected_stream: !conv.vhost_user,
         dns_hosts: conv.dns_hosts,
         ready,
+        spelling: SPELLING,
     };
     cli::run_as(conv.args, persona)
 }

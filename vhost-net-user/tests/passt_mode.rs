@@ -330,6 +330,20 @@ fn a_bad_command_line_exits_1_with_one_line() {
             "--netmask 33",
         ),
         (vec!["--fd", "9"], "--fd 9"),
+        // A path bind() cannot take, and a pid file in a directory that does not exist.
+        (
+            vec!["--socket", "/nonexistent-vnu/s.sock"],
+            "--socket /nonexistent-vnu/s.sock: ",
+        ),
+        (
+            vec![
+                "--socket",
+                socket.to_str().unwrap(),
+                "--pid",
+                "/nonexistent-vnu/p.pid",
+            ],
+            "--pid /nonexistent-vnu/p.pid: ",
+        ),
     ] {
         let out = scratch.passt(&args);
         let err = stderr_of(&out);
