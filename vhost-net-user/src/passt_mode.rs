@@ -549,89 +549,72 @@ fn check_pasta_only(p: &PasstArgs) -> Result<(), String> {
 
 /// passt options whose effect this backend does not have: each a one-line error.
 fn check_unsupported(p: &PasstArgs) -> Result<(), String> {
-    let first = |v: &[String]| v.first().cloned();
-    let checks: [(bool, &str, Option<String>, &str); 13] = [
+    // `None`: not given; `Some(value)`: given, with its (first) value if it takes one.
+    fn value(v: &Option<String>) -> Option<Option<&str>> {
+        v.as_deref().map(Some)
+    }
+    fn first(v: &[String]) -> Option<Option<&str>> {
+        v.first().map(|x| Some(x.as_str()))
+    }
+    let flag = |on: bool| on.then_some(None);
+    let no_bind = "outbound sockets are not bound to an interface";
+    let no_migration = "migration is not supported";
+    let checks = [
         (
-            p.log_size.is_some(),
+            value(&p.log_size),
             "--log-size",
-            p.log_size.clone(),
             "the log file is not size-limited",
         ),
         (
-            p.interface.is_some(),
+            value(&p.interface),
             "-i/--interface",
-            p.interface.clone(),
             "the guest's addresses never come from a host interface",
         ),
         (
-            !p.outbound.is_empty(),
-            "-o/--outbound",
             first(&p.outbound),
+            "-o/--outbound",
             "outbound sockets are not bound to a source address",
         ),
+        (value(&p.outbound_if4), "--outbound-if4", no_bind),
+        (value(&p.outbound_if6), "--outbound-if6", no_bind),
         (
-            p.outbound_if4.is_some(),
-            "--outbound-if4",
-            p.outbound_if4.clone(),
-            "outbound sockets are not bound to an interface",
-        ),
-        (
-            p.outbound_if6.is_some(),
-            "--outbound-if6",
-            p.outbound_if6.clone(),
-            "outbound sockets are not bound to an interface",
-        ),
-        (
-            p.fqdn.is_some(),
+            value(&p.fqdn),
             "--fqdn",
-            p.fqdn.clone(),
             "no client FQDN is sent: DHCP option 81, DHCPv6 option 39",
         ),
         (
-            p.no_dhcp_dns,
+            flag(p.no_dhcp_dns),
             "--no-dhcp-dns",
-            None,
             "the DNS address is always offered",
         ),
         (
-            p.freebind,
+            flag(p.freebind),
             "--freebind",
-            None,
             "forwarded ports bind only to addresses the host has",
         ),
+        (flag(p.migrate_exit), "--migrate-exit", no_migration),
         (
-            p.migrate_exit,
-            "--migrate-exit",
-            None,
-            "migration is not supported",
-        ),
-        (
-            p.migrate_no_linger,
+            flag(p.migrate_no_linger),
             "--migrate-no-linger",
-            None,
-            "migration is not supported",
+            no_migration,
         ),
+        (value(&p.stats), "--stats", "no statistics display"),
         (
-            p.stats.is_some(),
-            "--stats",
-            p.stats.clone(),
-            "no statistics display",
-        ),
-        (
-            p.conf_path.is_some(),
+            value(&p.conf_path),
             "-c/--conf-path",
-            p.conf_path.clone(),
             "no configuration socket",
         ),
         (
-            p.chroot_fallback,
+            flag(p.chroot_fallback),
             "--chroot-fallback",
-            None,
             "the process confines itself without chroot",
         ),
     ];
-    match checks.into_iter().find(|c| c.0) {
-        Some((_, opt, value, why)) => Err(unsupported(opt, value.as_deref(), why)),
+    match checks
+        .into_iter()
+        .find_map(|(given, opt, why)| Some((given?, opt, why)))
+    {
+        Some((value, opt, why)) => Err(unsupported(opt, value, why)),
         None => Ok(()),
     }
 }
