@@ -390,25 +390,6 @@ const SPELLING: &[(&str, &str)] = &[
     ("--pid-file", "--pid"),
 ];
 
-/// pasta's options, as passt names them when it refuses them.
-const PASTA_ONLY: &[(&str, &str)] = &[
-    ("tcp_ns", "-T"),
-    ("udp_ns", "-U"),
-    ("ns_ifname", "-I"),
-    ("userns", "--userns"),
-    ("netns", "--netns"),
-    ("netns_only", "--netns-only"),
-    ("ns_mac_addr", "--ns-mac-addr"),
-    ("no_netns_quit", "--no-netns-quit"),
-    ("config_net", "--config-net"),
-    ("no_copy_routes", "--no-copy-routes"),
-    ("no_copy_addrs", "--no-copy-addrs"),
-    ("host_lo_to_ns_lo", "--host-lo-to-ns-lo"),
-    ("dhcp_dns", "--dhcp-dns"),
-    ("dhcp_search", "--dhcp-search"),
-    ("splice_only", "--splice-only"),
-];
-
 /// A configuration error: one line, exit status 1.
 fn refuse(opt: &str, value: Option<&str>, why: &str) -> String {
     match value {
@@ -525,24 +506,24 @@ pub fn convert(p: &PasstArgs) -> Result<Converted, String> {
 /// pasta's options: refused in passt's words.
 fn check_pasta_only(p: &PasstArgs) -> Result<(), String> {
     let given = [
-        !p.tcp_ns.is_empty(),
-        !p.udp_ns.is_empty(),
-        p.ns_ifname.is_some(),
-        p.userns.is_some(),
-        p.netns.is_some(),
-        p.netns_only,
-        p.ns_mac_addr.is_some(),
-        p.no_netns_quit,
-        p.config_net,
-        p.no_copy_routes,
-        p.no_copy_addrs,
-        p.host_lo_to_ns_lo,
-        p.dhcp_dns,
-        p.dhcp_search,
-        p.splice_only,
+        (!p.tcp_ns.is_empty(), "-T"),
+        (!p.udp_ns.is_empty(), "-U"),
+        (p.ns_ifname.is_some(), "-I"),
+        (p.userns.is_some(), "--userns"),
+        (p.netns.is_some(), "--netns"),
+        (p.netns_only, "--netns-only"),
+        (p.ns_mac_addr.is_some(), "--ns-mac-addr"),
+        (p.no_netns_quit, "--no-netns-quit"),
+        (p.config_net, "--config-net"),
+        (p.no_copy_routes, "--no-copy-routes"),
+        (p.no_copy_addrs, "--no-copy-addrs"),
+        (p.host_lo_to_ns_lo, "--host-lo-to-ns-lo"),
+        (p.dhcp_dns, "--dhcp-dns"),
+        (p.dhcp_search, "--dhcp-search"),
+        (p.splice_only, "--splice-only"),
     ];
-    match PASTA_ONLY.iter().zip(given).find(|(_, on)| *on) {
-        Some(((_, opt), _)) => Err(format!("{opt} is for pasta mode only")),
+    match given.into_iter().find(|(on, _)| *on) {
+        Some((_, opt)) => Err(format!("{opt} is for pasta mode only")),
         None => Ok(()),
     }
 }
