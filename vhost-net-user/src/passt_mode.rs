@@ -758,7 +758,7 @@ pub fn run(p: PasstArgs) -> i32 {
     let persona = Persona {
         name: "passt",
         usage_status: Some(USAGE_STATUS),
-        logger: Some(Box::new(move |_| {
+        logger: Some(Box::new(move || {
             let no_syslog = matches!(sink, Sink::Syslog(None));
             install_logger(sink, level);
             if no_syslog {
