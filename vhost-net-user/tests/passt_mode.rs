@@ -370,3 +370,70 @@ fn help_and_version_exit_0() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"type\": \"net\""));
 }
+
+/// In the background without `--log-file`, the daemon logs to syslog: RFC 3164 datagrams on
+/// /dev/log, connected before confinement, still sent once confined. Run in a mount namespace
+/// of its own (`unshare`, as root) whose /dev/log is a socket of this test's.
+#[test]
+fn background_logs_reach_syslog_once_confined() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root for a mount namespace with its own /dev/log");
+        return;
+    }
+    let scratch = Scratch::new("syslog");
+    let log = scratch.path("log");
+    let syslogd = std::os::unix::net::UnixDatagram::bind(&log).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    syslogd
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let socket = scratch.path("passt.sock");
+    let pid_file = scratch.path("passt.pid");
+    let script = "mount -t tmpfs -o mode=755 none /dev && mknod -m 666 /dev/null c 1 3 \
+         && touch /dev/log && mount --bind \"$1\" /dev/log && shift && exec \"$@\"";
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&log)
+        .arg(scratch.path("passt"))
+        .args(["--one-off", "--socket"])
+        .arg(&socket)
+        .arg("--pid")
+        .arg(&pid_file)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let pid = pid_in(&pid_file);
+    // A record made once confined: the frontend's arrival.
+    let sock = UnixStream::connect(&socket).unwrap();
+    let mut buf = [0u8; 2048];
+    let tag = format!(" passt[{pid}]: info: stream frontend connected");
+    loop {
+        let n = syslogd
+            .recv(&mut buf)
+            .expect("the frontend's arrival is logged to syslog");
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(msg.starts_with('<'), "{msg}");
+        if msg.ends_with(&tag) {
+            assert!(
+                msg.starts_with("<30>"),
+                "facility daemon, severity info: {msg}"
+            );
+            break;
+        }
+    }
+    drop(sock);
+    wait_until("the daemon exits", || !running(pid));
+}
