@@ -437,3 +437,50 @@ fn background_logs_reach_syslog_once_confined() {
     drop(sock);
     wait_until("the daemon exits", || !running(pid));
 }
+
+/// `--log-size`: the confined daemon keeps its log file under the limit, the oldest records
+/// making room (each connection logs a summary of about 1 KiB, so 100 connections log more
+/// than twice the limit).
+#[test]
+fn the_confined_daemon_keeps_its_log_file_under_log_size() {
+    let scratch = Scratch::new("logsize");
+    let socket = scratch.path("passt.sock");
+    let pid_file = scratch.path("passt.pid");
+    let log_file = scratch.path("passt.log");
+    let out = scratch.passt(&[
+        "--socket",
+        socket.to_str().unwrap(),
+        "--pid",
+        pid_file.to_str().unwrap(),
+        "--log-file",
+        log_file.to_str().unwrap(),
+        "--log-size",
+        "40960",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let pid = pid_in(&pid_file);
+    for _ in 0..100 {
+        drop(UnixStream::connect(&socket).unwrap());
+    }
+    // The last connection served: the daemon is back in accept, one more is answered.
+    let mut last = UnixStream::connect(&socket).unwrap();
+    assert_eq!(
+        arp_gateway_mac(&mut last, [10, 0, 2, 15], [10, 0, 2, 2]),
+        [0x52, 0x55, 10, 0, 2, 2]
+    );
+    drop(last);
+    assert!(running(pid), "the daemon died while logging");
+    terminate(pid);
+    wait_until("the exit is logged", || {
+        std::fs::read_to_string(&log_file).is_ok_and(|t| t.contains("info: signal 15: exiting"))
+    });
+    let text = std::fs::read_to_string(&log_file).unwrap();
+    assert!(text.len() <= 40960, "{} bytes", text.len());
+    assert!(
+        text.lines().all(|l| l
+            .split_once(": ")
+            .is_some_and(|(t, _)| t.parse::<f64>().is_ok())),
+        "whole records only:\n{text}"
+    );
+    assert!(!text.contains("serving on"), "the oldest went:\n{text}");
+}
