@@ -17,10 +17,10 @@
 //!   the pipe and points its standard streams at /dev/null. The parent exits 0 on that byte,
 //!   1 if the pipe closes without it (the child failed, and said why on standard error, which
 //!   it still shared with the parent). Paths are made absolute before the move to `/`.
-//! * logs go to `--log-file` if given (kept under `--log-size`), otherwise to standard error in the foreground and to
-//!   syslog (RFC 3164 datagrams on /dev/log, connected before confinement) in the
-//!   background; until the child is ready they are also copied to standard error, so that a
-//!   caller that shows passt's errors shows ours.
+//! * logs go to `--log-file` if given (kept under `--log-size`), otherwise to standard error
+//!   in the foreground and to syslog (RFC 3164 datagrams on /dev/log, connected before
+//!   confinement) in the background ([`logging`]); until the child is ready they are also
+//!   copied to standard error, so that a caller that shows passt's errors shows ours.
 //! * `-F`/`--fd` is one end of a socket pair (QEMU's `-netdev passt`): that one connection
 //!   is served, in the stream framing or vhost-user, and the process exits when it closes.
 //! * without `-s` or `-F`, the socket is the first free `/tmp/passt_N.socket`, N from 1 to
