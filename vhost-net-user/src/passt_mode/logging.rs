@@ -56,23 +56,11 @@ pub struct LogFile {
 }
 
 impl LogFile {
-    /// Creates (truncates) `path` for reading and writing, mode 0600, never through a
-    /// symbolic link (`O_NOFOLLOW`), close-on-exec.
+    /// Creates (truncates) `path` as the pcap file is (mode 0600, never through a symbolic
+    /// link, close-on-exec), for reading too.
     pub fn create(path: &Path, limit: u64) -> std::io::Result<LogFile> {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)?;
-        if file.metadata()?.is_file() {
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        }
         Ok(LogFile {
-            file,
+            file: netcore::capture::create_private_file_rw(path)?,
             len: 0,
             limit: limit.max(1),
         })
