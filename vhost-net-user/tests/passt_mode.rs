@@ -484,3 +484,77 @@ fn the_confined_daemon_keeps_its_log_file_under_log_size() {
     );
     assert!(!text.contains("serving on"), "the oldest went:\n{text}");
 }
+
+/// The internet checksum of `bytes` (RFC 1071).
+fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// `--dns-host`: the guest's DNS queries to the DNS address go to that host nameserver, not to
+/// resolv.conf's. A nameserver of the test's own on 127.0.0.2:53 (binding port 53 needs root).
+#[test]
+fn dns_host_is_where_the_guests_queries_go() {
+    let Ok(nameserver) = std::net::UdpSocket::bind("127.0.0.2:53") else {
+        eprintln!("skipped: 127.0.0.2:53 cannot be bound here (needs root, and the port free)");
+        return;
+    };
+    nameserver
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let scratch = Scratch::new("dns-host");
+    let socket = scratch.path("passt.sock");
+    let pid_file = scratch.path("passt.pid");
+    let out = scratch.passt(&[
+        "--one-off",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--pid",
+        pid_file.to_str().unwrap(),
+        "--dns-host",
+        "127.0.0.2",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let pid = pid_in(&pid_file);
+    // A query for a.example. (A, IN) from the guest, 10.0.2.15:40000 to 10.0.2.3:53.
+    let mut dns = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    dns.extend_from_slice(b"\x01a\x07example\x00\x00\x01\x00\x01");
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&40000u16.to_be_bytes());
+    udp.extend_from_slice(&53u16.to_be_bytes());
+    udp.extend_from_slice(&(8 + dns.len() as u16).to_be_bytes());
+    let mut pseudo = vec![10, 0, 2, 15, 10, 0, 2, 3, 0, 17];
+    pseudo.extend_from_slice(&(8 + dns.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(&udp);
+    pseudo.extend_from_slice(&[0, 0]);
+    pseudo.extend_from_slice(&dns);
+    udp.extend_from_slice(&checksum(&pseudo).to_be_bytes());
+    udp.extend_from_slice(&dns);
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&(20 + udp.len() as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0, 10, 0, 2, 15, 10, 0, 2, 3]);
+    let sum = checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut frame = vec![
+        0x52, 0x55, 10, 0, 2, 2, 0x52, 0x54, 0, 0x12, 0x34, 0x56, 8, 0,
+    ];
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&udp);
+    let mut msg = (frame.len() as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&frame);
+    let mut sock = UnixStream::connect(&socket).unwrap();
+    sock.write_all(&msg).unwrap();
+    let mut buf = [0u8; 512];
+    let (n, _) = nameserver
+        .recv_from(&mut buf)
+        .expect("the query reaches --dns-host");
+    assert_eq!(&buf[12..n], &dns[12..], "the question, relayed");
+    drop(sock);
+    wait_until("the daemon exits", || !running(pid));
+}
