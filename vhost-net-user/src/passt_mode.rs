@@ -56,6 +56,9 @@ pub fn invoked_as_passt(argv0: Option<&OsStr>) -> bool {
     name = "passt",
     about = "vhost-net-user started as passt: slirp-compatible user-mode networking for QEMU guests, \
              taking passt's command line",
+    after_help = "passt's other options (-i, -o, --outbound-if4/6, --fqdn, --no-dhcp-dns, \
+                  --freebind, migration) have no equivalent here and are refused (exit 1), \
+                  pasta's as passt refuses them.",
     disable_version_flag = true,
     infer_long_args = true,
     args_override_self = true
