@@ -35,15 +35,16 @@ fn generate(out: &Path) -> io::Result<()> {
     let cmd = vhost_net_user::cli::Args::command().name(BIN);
     write_man_page(&cmd, MAIN_PAGE_EXTRA, &man_dir.join(format!("{BIN}.1")))?;
 
-    // PASST MODE (branch passt-cli, vhost-net-user/src/passt_mode.rs): once that module is
-    // merged, generate its page here from its own clap struct, under a name of ours so that
-    // it cannot clash with Debian's passt package (which owns passt.1), e.g.:
-    //     let passt = vhost_net_user::passt_mode::PasstArgs::command();
-    //     write_man_page(&passt, "", &man_dir.join("vhost-net-user-passt.1"))?;
-    // (with `Man::title("vhost-net-user-passt")`, so that the page's header names the file
-    // while its synopsis says `passt`), and add that file to `assets` in
-    // vhost-net-user/Cargo.toml. No completions for it:
-    // `passt` is completed by whatever Debian's passt package ships, or by nothing.
+    // Passt mode's options have a page of their own, under a name of ours: Debian's passt
+    // package owns passt.1. The header names the file, the synopsis says `passt`. No
+    // completions for it: `passt` is completed by what Debian's passt package ships, or not.
+    let passt = vhost_net_user::passt_mode::PasstArgs::command().name("passt");
+    write_man_page_titled(
+        &passt,
+        "vhost-net-user-passt",
+        PASST_PAGE_EXTRA,
+        &man_dir.join("vhost-net-user-passt.1"),
+    )?;
 
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         let mut cmd = cmd.clone();
@@ -69,9 +70,31 @@ backend, libvirt 9.0 with the unit, AppArmor).
 \fBqemu\-system\-x86_64\fR(1), \fBvirsh\fR(1), \fBpasst\fR(1)
 "#;
 
+/// What the passt page cannot say from the options: how the program comes to run as passt.
+const PASST_PAGE_EXTRA: &str = r#".SH HOW IT RUNS AS PASST
+Run under the name \fBpasst\fR (a symbolic link to \fBvhost\-net\-user\fR, made by
+\fIscripts/passt\-alias.sh install\fR), the program takes passt's command line, so that
+libvirt, libguestfs and QEMU's \-netdev passt start it where they start passt. The guest still
+gets QEMU slirp's view by default. Options passt has and this program does not are refused in
+one line naming them, exit status 1.
+.SH SEE ALSO
+\fBvhost\-net\-user\fR(1), \fBpasst\fR(1)
+"#;
+
 fn write_man_page(cmd: &clap::Command, extra: &str, path: &Path) -> io::Result<()> {
+    write_man_page_titled(cmd, cmd.get_name(), extra, path)
+}
+
+fn write_man_page_titled(
+    cmd: &clap::Command,
+    title: &str,
+    extra: &str,
+    path: &Path,
+) -> io::Result<()> {
     let mut page = Vec::new();
-    clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+    clap_mangen::Man::new(cmd.clone())
+        .title(title.to_string())
+        .render(&mut page)?;
     page.extend_from_slice(extra.as_bytes());
     std::fs::write(path, page)?;
     println!("{}", path.display());
