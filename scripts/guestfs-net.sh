@@ -1,5 +1,5 @@
 #!/bin/bash
-# guestfs-net.sh MODE : boots libguestfs's appliance (direct backend, network on, TCG) in a
+# guestfs-net.sh MODE | --build-only : boots libguestfs's appliance (direct backend, network on, TCG) in a
 # Debian 13 root holding libguestfs, and prints what the appliance's network looks like.
 #
 # MODE says what libguestfs finds as `passt`, which decides its network:
@@ -26,12 +26,13 @@
 #   after    files left there once QEMU has gone and passt has exited (passt modes)
 #   leftover processes still holding that directory after libguestfs closed ("none")
 #   seconds  guestfish's wall time
+# `--build-only` builds the root (if needed) and prints where it is.
 # Exit status 0 once the appliance ran and answered; the full libguestfs log goes to stderr.
 set -euo pipefail
 SCRIPTS=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 
 usage() {
-  echo "usage: guestfs-net.sh slirp|debian-passt|vnu-passt" >&2
+  echo "usage: guestfs-net.sh slirp|debian-passt|vnu-passt|--build-only" >&2
   exit 2
 }
 
@@ -118,9 +119,14 @@ after() {
 case ${1:-} in
   --inside) inside "$2" "$3" ;;
   --after) after "$2" ;;
-  slirp|debian-passt|vnu-passt)
+  --build-only|slirp|debian-passt|vnu-passt)
     mode=$1
     [ "$(id -u)" = 0 ] || { echo "guestfs-net.sh: needs root" >&2; exit 1; }
+    export VNU_DEBIAN13_ROOT=${VNU_GUESTFS_ROOT:-/var/tmp/vnu-debian13-guestfs}
+    export VNU_DEBIAN13_EXTRA="guestfish linux-image-amd64"
+    if [ "$mode" = --build-only ]; then
+      exec "$SCRIPTS/debian13.sh" --build-only
+    fi
     VNU_BIN=$(readlink -f "${VNU_BIN:-$SCRIPTS/../target/release/vhost-net-user}")
     if [ "$mode" = vnu-passt ] && [ ! -x "$VNU_BIN" ]; then
       echo "guestfs-net.sh: no backend binary at $VNU_BIN (cargo build --release -p vhost-net-user)" >&2
@@ -129,9 +135,8 @@ case ${1:-} in
     export VNU_BIN
     run=$(mktemp -d /tmp/vnu-gfs.XXXXXX)
     trap 'rm -rf "$run"' EXIT
-    export VNU_DEBIAN13_ROOT=${VNU_GUESTFS_ROOT:-/var/tmp/vnu-debian13-guestfs}
-    export VNU_DEBIAN13_EXTRA="guestfish linux-image-amd64"
-    export VNU_DEBIAN13_SHARE="$SCRIPTS:$(dirname "$VNU_BIN")"
+    export VNU_DEBIAN13_SHARE=$SCRIPTS
+    [ "$mode" != vnu-passt ] || VNU_DEBIAN13_SHARE+=":$(dirname "$VNU_BIN")"
     export VNU_DEBIAN13_ENV=VNU_BIN
     "$SCRIPTS/debian13.sh" "$SCRIPTS/guestfs-net.sh" --inside "$mode" "$run"
     ;;
