@@ -316,6 +316,20 @@ pub struct Persona {
     /// Called once the frontend's socket is ready, the pid file written and the process
     /// confined, just before serving (passt's parent waits for it to go to the background).
     pub ready: Option<Box<dyn FnOnce()>>,
+    /// Options as the user typed them, for the first word of an error (`--pid-file` was
+    /// passt's `--pid`).
+    pub spelling: &'static [(&'static str, &'static str)],
+}
+
+impl Persona {
+    /// `message` with its first word as the user spelled the option.
+    fn as_typed(&self, message: String) -> String {
+        let first = message.split(' ').next().unwrap_or_default();
+        match self.spelling.iter().find(|(ours, _)| *ours == first) {
+            Some((ours, typed)) => format!("{typed}{}", &message[ours.len()..]),
+            None => message,
+        }
+    }
 }
 
 impl std::fmt::Debug for Persona {
@@ -326,6 +340,7 @@ impl std::fmt::Debug for Persona {
             .field("connected", &self.connected)
             .field("connected_stream", &self.connected_stream)
             .field("dns_hosts", &self.dns_hosts)
+            .field("spelling", &self.spelling)
             .finish_non_exhaustive()
     }
 }
@@ -385,7 +400,7 @@ pub fn run_as(args: Args, mut persona: Persona) -> i32 {
     let sandbox = match Sandbox::new(args.sandbox, args.runas.as_deref()) {
         Ok(sandbox) => sandbox,
         Err(e) => {
-            eprintln!("{name}: {e}");
+            eprintln!("{name}: {}", persona.as_typed(e));
             return usage_status;
         }
     };
@@ -419,7 +434,7 @@ pub fn run_as(args: Args, mut persona: Persona) -> i32 {
             status
         }
         Err(e) => {
-            eprintln!("{name}: {}", error_chain(&e));
+            eprintln!("{name}: {}", persona.as_typed(error_chain(&e)));
             exit::cleanup();
             usage_status
         }

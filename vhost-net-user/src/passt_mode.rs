@@ -329,7 +329,7 @@ fn one_line(e: &clap::Error) -> String {
 }
 
 /// What passt settles by order: the last of `-q` and `-d`/`--trace`, of `-4` and `-6`, and of
-/// `-s` and `-F` wins.
+/// `-s` and `-F` wins (though `-F` implied `--one-off`).
 fn settle_order(args: &mut PasstArgs, m: &ArgMatches) {
     let last = |id: &str| {
         m.indices_of(id)
@@ -354,7 +354,9 @@ fn settle_order(args: &mut PasstArgs, m: &ArgMatches) {
     }
     if let (Some(socket), Some(fd)) = (last("socket"), last("fd")) {
         if socket > fd {
+            // As in passt, -F's --one-off stays.
             args.fd = None;
+            args.one_off = true;
         } else {
             args.socket = None;
         }
@@ -381,23 +383,11 @@ pub struct Converted {
     pub warnings: Vec<String>,
 }
 
-/// pasta's options, as passt names them when it refuses them.
-const PASTA_ONLY: &[(&str, &str)] = &[
-    ("tcp_ns", "-T"),
-    ("udp_ns", "-U"),
-    ("ns_ifname", "-I"),
-    ("userns", "--userns"),
-    ("netns", "--netns"),
-    ("netns_only", "--netns-only"),
-    ("ns_mac_addr", "--ns-mac-addr"),
-    ("no_netns_quit", "--no-netns-quit"),
-    ("config_net", "--config-net"),
-    ("no_copy_routes", "--no-copy-routes"),
-    ("no_copy_addrs", "--no-copy-addrs"),
-    ("host_lo_to_ns_lo", "--host-lo-to-ns-lo"),
-    ("dhcp_dns", "--dhcp-dns"),
-    ("dhcp_search", "--dhcp-search"),
-    ("splice_only", "--splice-only"),
+/// The program's options in its errors, and passt's for them.
+const SPELLING: &[(&str, &str)] = &[
+    ("--socket-path", "--socket"),
+    ("--stream", "--socket"),
+    ("--pid-file", "--pid"),
 ];
 
 /// A configuration error: one line, exit status 1.
@@ -516,113 +506,96 @@ pub fn convert(p: &PasstArgs) -> Result<Converted, String> {
 /// pasta's options: refused in passt's words.
 fn check_pasta_only(p: &PasstArgs) -> Result<(), String> {
     let given = [
-        !p.tcp_ns.is_empty(),
-        !p.udp_ns.is_empty(),
-        p.ns_ifname.is_some(),
-        p.userns.is_some(),
-        p.netns.is_some(),
-        p.netns_only,
-        p.ns_mac_addr.is_some(),
-        p.no_netns_quit,
-        p.config_net,
-        p.no_copy_routes,
-        p.no_copy_addrs,
-        p.host_lo_to_ns_lo,
-        p.dhcp_dns,
-        p.dhcp_search,
-        p.splice_only,
+        (!p.tcp_ns.is_empty(), "-T"),
+        (!p.udp_ns.is_empty(), "-U"),
+        (p.ns_ifname.is_some(), "-I"),
+        (p.userns.is_some(), "--userns"),
+        (p.netns.is_some(), "--netns"),
+        (p.netns_only, "--netns-only"),
+        (p.ns_mac_addr.is_some(), "--ns-mac-addr"),
+        (p.no_netns_quit, "--no-netns-quit"),
+        (p.config_net, "--config-net"),
+        (p.no_copy_routes, "--no-copy-routes"),
+        (p.no_copy_addrs, "--no-copy-addrs"),
+        (p.host_lo_to_ns_lo, "--host-lo-to-ns-lo"),
+        (p.dhcp_dns, "--dhcp-dns"),
+        (p.dhcp_search, "--dhcp-search"),
+        (p.splice_only, "--splice-only"),
     ];
-    match PASTA_ONLY.iter().zip(given).find(|(_, on)| *on) {
-        Some(((_, opt), _)) => Err(format!("{opt} is for pasta mode only")),
+    match given.into_iter().find(|(on, _)| *on) {
+        Some((_, opt)) => Err(format!("{opt} is for pasta mode only")),
         None => Ok(()),
     }
 }
 
 /// passt options whose effect this backend does not have: each a one-line error.
 fn check_unsupported(p: &PasstArgs) -> Result<(), String> {
-    let first = |v: &[String]| v.first().cloned();
-    let checks: [(bool, &str, Option<String>, &str); 13] = [
+    // `None`: not given; `Some(value)`: given, with its (first) value if it takes one.
+    fn value(v: &Option<String>) -> Option<Option<&str>> {
+        v.as_deref().map(Some)
+    }
+    fn first(v: &[String]) -> Option<Option<&str>> {
+        v.first().map(|x| Some(x.as_str()))
+    }
+    let flag = |on: bool| on.then_some(None);
+    let no_bind = "outbound sockets are not bound to an interface";
+    let no_migration = "migration is not supported";
+    let checks = [
         (
-            p.log_size.is_some(),
+            value(&p.log_size),
             "--log-size",
-            p.log_size.clone(),
             "the log file is not size-limited",
         ),
         (
-            p.interface.is_some(),
+            value(&p.interface),
             "-i/--interface",
-            p.interface.clone(),
             "the guest's addresses never come from a host interface",
         ),
         (
-            !p.outbound.is_empty(),
-            "-o/--outbound",
             first(&p.outbound),
+            "-o/--outbound",
             "outbound sockets are not bound to a source address",
         ),
+        (value(&p.outbound_if4), "--outbound-if4", no_bind),
+        (value(&p.outbound_if6), "--outbound-if6", no_bind),
         (
-            p.outbound_if4.is_some(),
-            "--outbound-if4",
-            p.outbound_if4.clone(),
-            "outbound sockets are not bound to an interface",
-        ),
-        (
-            p.outbound_if6.is_some(),
-            "--outbound-if6",
-            p.outbound_if6.clone(),
-            "outbound sockets are not bound to an interface",
-        ),
-        (
-            p.fqdn.is_some(),
+            value(&p.fqdn),
             "--fqdn",
-            p.fqdn.clone(),
             "no client FQDN is sent: DHCP option 81, DHCPv6 option 39",
         ),
         (
-            p.no_dhcp_dns,
+            flag(p.no_dhcp_dns),
             "--no-dhcp-dns",
-            None,
             "the DNS address is always offered",
         ),
         (
-            p.freebind,
+            flag(p.freebind),
             "--freebind",
-            None,
             "forwarded ports bind only to addresses the host has",
         ),
+        (flag(p.migrate_exit), "--migrate-exit", no_migration),
         (
-            p.migrate_exit,
-            "--migrate-exit",
-            None,
-            "migration is not supported",
-        ),
-        (
-            p.migrate_no_linger,
+            flag(p.migrate_no_linger),
             "--migrate-no-linger",
-            None,
-            "migration is not supported",
+            no_migration,
         ),
+        (value(&p.stats), "--stats", "no statistics display"),
         (
-            p.stats.is_some(),
-            "--stats",
-            p.stats.clone(),
-            "no statistics display",
-        ),
-        (
-            p.conf_path.is_some(),
+            value(&p.conf_path),
             "-c/--conf-path",
-            p.conf_path.clone(),
             "no configuration socket",
         ),
         (
-            p.chroot_fallback,
+            flag(p.chroot_fallback),
             "--chroot-fallback",
-            None,
             "the process confines itself without chroot",
         ),
     ];
-    match checks.into_iter().find(|c| c.0) {
-        Some((_, opt, value, why)) => Err(unsupported(opt, value.as_deref(), why)),
+    match checks
+        .into_iter()
+        .find_map(|(given, opt, why)| Some((given?, opt, why)))
+    {
+        Some((value, opt, why)) => Err(unsupported(opt, value, why)),
         None => Ok(()),
     }
 }
@@ -786,7 +759,11 @@ pub fn run(p: PasstArgs) -> i32 {
         name: "passt",
         usage_status: Some(USAGE_STATUS),
         logger: Some(Box::new(move |_| {
+            let no_syslog = matches!(sink, Sink::Syslog(None));
             install_logger(sink, level);
+            if no_syslog {
+                log::debug!("no syslog at /dev/log: logs go nowhere once in the background");
+            }
             for w in warnings {
                 log::warn!("{w}");
             }
@@ -795,6 +772,7 @@ pub fn run(p: PasstArgs) -> i32 {
         connected_stream: !conv.vhost_user,
         dns_hosts: conv.dns_hosts,
         ready,
+        spelling: SPELLING,
     };
     cli::run_as(conv.args, persona)
 }
@@ -825,14 +803,10 @@ fn open_sink(conv: &Converted) -> Result<Sink, String> {
     if conv.foreground {
         return Ok(Sink::Stderr);
     }
+    // Without a syslog, logs go nowhere, as passt's do (said at debug level once logging is
+    // up, so that a caller showing our standard error is not told at every start).
     let socket = UnixDatagram::unbound().and_then(|s| s.connect("/dev/log").map(|()| s));
-    match socket {
-        Ok(s) => Ok(Sink::Syslog(Some(s))),
-        Err(e) => {
-            eprintln!("passt: syslog: /dev/log: {e}; logs go nowhere in the background");
-            Ok(Sink::Syslog(None))
-        }
-    }
+    Ok(Sink::Syslog(socket.ok()))
 }
 
 /// While the parent waits (until the child is ready), records are copied to standard error,
