@@ -23,6 +23,8 @@
 #   dns      each nameserver of its /etc/resolv.conf
 #   gwmac    the gateway's MAC in its neighbour table, after a TCP connect to the gateway
 #   running  files in libguestfs's socket directory while the appliance runs
+#   sockdir  that directory's owner and mode
+#   passtuser the user the passt process (the pid in its pid file) runs as
 #   after    files left there once QEMU has gone and passt has exited (passt modes)
 #   leftover processes still holding that directory after libguestfs closed ("none")
 #   seconds  guestfish's wall time
@@ -80,7 +82,7 @@ set-network true
 add-drive /dev/null format:raw
 run
 debug sh "echo $probe | base64 -d | sh"
-! cd /tmp/libguestfs* && pwd > $run/sockdir && echo @running \$(ls) && for f in passt*.pid; do [ -f "\$f" ] && cat "\$f" > $run/passt-pid; done; true
+! cd /tmp/libguestfs* && pwd > $run/sockdir && echo @running \$(ls) && echo @sockdir \$(stat -c '%U %a' .) && for f in passt*.pid; do [ -f "\$f" ] && cat "\$f" > $run/passt-pid && echo @passtuser \$(ps -o user= -p \$(cat "\$f")); done; true
 shutdown
 ! $SCRIPTS/guestfs-net.sh --after $run
 GUESTFISH

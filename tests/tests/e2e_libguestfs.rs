@@ -256,7 +256,10 @@ fn libguestfs_appliance_sees_slirps_view_with_this_program_as_passt() {
     let after = ours.one("after");
     assert!(
         !after.contains("passt"),
-        "left in libguestfs's socket directory after the appliance stopped: {after:?}"
+        "left in libguestfs's socket directory (owner and mode {:?}) after the appliance stopped \
+         and our passt (running as {:?}) exited: {after:?}",
+        ours.one("sockdir"),
+        ours.one("passtuser")
     );
     for view in &views {
         assert_eq!(view.one("leftover"), "none", "{}", view.mode);
