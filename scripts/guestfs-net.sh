@@ -20,6 +20,7 @@
 #   passt    the passt command line libguestfs ran (passt modes)
 #   inet     the appliance's `ip -4 -o addr show dev eth0`, lifetimes dropped
 #   route    each line of its `ip -4 route` (several)
+#   route6   each line of its `ip -6 route` (once a default route came by RA, or after 5 s)
 #   dns      each nameserver of its /etc/resolv.conf
 #   gwmac    the gateway's MAC in its neighbour table, after a TCP connect to the gateway
 #   running  files in libguestfs's socket directory while the appliance runs
@@ -71,6 +72,9 @@ inside() {
 echo @inet $(ip -4 addr show dev eth0 | grep -w inet)
 ip -4 route | sed 's/^/@route /'
 sed -n 's/^nameserver /@dns /p' /etc/resolv.conf
+i=0
+while [ $i -lt 50 ] && ! ip -6 route | grep -q '^default'; do sleep 0.1; i=$((i + 1)); done
+ip -6 route | sed 's/^/@route6 /'
 timeout 3 bash -c 'exec 3<>/dev/tcp/169.254.2.2/1' 2>/dev/null
 set -- $(ip neigh show 169.254.2.2)
 echo @gwmac $5
@@ -87,7 +91,7 @@ shutdown
 ! $SCRIPTS/guestfs-net.sh --after $run
 GUESTFISH
   echo "vnu-guestfs seconds: $((SECONDS - started))"
-  sed -n 's/^@\([a-z]*\) */vnu-guestfs \1: /p' "$run/out"
+  sed -n 's/^@\([a-z0-9]*\) */vnu-guestfs \1: /p' "$run/out"
   grep -o -- '-netdev [^ ]*' "$run/log" | tail -n 1 | sed 's/^/vnu-guestfs netdev: /'
   awk '/libguestfs: command: run: passt$/ { on = 1; cmd = "passt"; next }
     on && /^libguestfs: command: run: \\ / { sub(/^libguestfs: command: run: \\ /, ""); cmd = cmd " " $0; next }

@@ -7,9 +7,10 @@
 //! stream`. `scripts/guestfs-net.sh` boots the appliance in a Debian 13 root (built once by
 //! `scripts/debian13.sh` with guestfish and a kernel added) three ways: QEMU slirp (Debian's
 //! passt hidden), Debian's passt (for the record), and this program as `/usr/local/bin/passt`.
-//! Under this program the appliance's address, netmask, routes (default route via the router)
-//! and DNS server must equal slirp's; the gateway's MAC is the one libguestfs asked for; and once
-//! the appliance is gone no process, socket or pid file of ours is left.
+//! Under this program the appliance's address, netmask, routes (default route via the router),
+//! DNS server and IPv6 routes (from router advertisements) must equal slirp's; the gateway's
+//! MAC is the one libguestfs asked for; and once the appliance is gone no process, socket or
+//! pid file of ours is left.
 //!
 //! Needs root (mount namespaces, debootstrap); a root that cannot be built fails the test unless
 //! `VNU_E2E_ALLOW_SKIP=1`. The appliance is built on the first run and kept in the Debian 13
@@ -233,7 +234,15 @@ fn libguestfs_appliance_sees_slirps_view_with_this_program_as_passt() {
         "slirp routes: {:?}",
         slirp.all("route")
     );
-    for key in ["inet", "route", "dns"] {
+    assert!(
+        slirp
+            .all("route6")
+            .iter()
+            .any(|r| r.starts_with("default via fe80::2 dev eth0 ")),
+        "slirp IPv6 routes: {:?}",
+        slirp.all("route6")
+    );
+    for key in ["inet", "route", "dns", "route6"] {
         assert_eq!(
             ours.all(key),
             slirp.all(key),
