@@ -1,6 +1,7 @@
 #!/bin/bash
-# guestfs-net.sh MODE | --build-only : boots libguestfs's appliance (direct backend, network on, TCG) in a
-# Debian 13 root holding libguestfs, and prints what the appliance's network looks like.
+# guestfs-net.sh MODE | --build-only : boots libguestfs's appliance (direct backend, network
+# on, TCG) in a Debian 13 root holding libguestfs, and prints what the appliance's network
+# looks like.
 #
 # MODE says what libguestfs finds as `passt`, which decides its network:
 #   slirp        none (/usr/bin/passt hidden), so libguestfs gives QEMU `-netdev user`;
@@ -11,14 +12,15 @@
 # tmpfs on /usr/local/bin); the root on disk is never changed for it.
 #
 # The root is $VNU_GUESTFS_ROOT (default /var/tmp/vnu-debian13-guestfs), built by debian13.sh
-# with guestfish and a kernel added (a few minutes the first time). supermin builds the appliance
-# from the root's packages and kernel on the first run (about 10 s) and keeps it, with QEMU's
-# probed features, in the root's /var/tmp/guestfs-cache; later runs reuse it.
+# with guestfish and a kernel added (about 2.5 minutes the first time). supermin builds the
+# appliance from the root's packages and kernel on the first run (a few seconds) and keeps it,
+# with QEMU's probed features, in the root's /var/tmp/guestfs-cache; later runs reuse it. A boot
+# takes about 25 s of one core (TCG).
 #
 # Output: the lines of interest start with "vnu-guestfs "; `key: value`, one a line:
 #   netdev   QEMU's -netdev option as libguestfs gave it
 #   passt    the passt command line libguestfs ran (passt modes)
-#   inet     the appliance's `ip -4 -o addr show dev eth0`, lifetimes dropped
+#   inet     the `inet` line of the appliance's `ip -4 addr show dev eth0`
 #   route    each line of its `ip -4 route` (several)
 #   route6   each line of its `ip -6 route` (once a default route came by RA, or after 5 s)
 #   dns      each nameserver of its /etc/resolv.conf
@@ -86,7 +88,7 @@ set-network true
 add-drive /dev/null format:raw
 run
 debug sh "echo $probe | base64 -d | sh"
-! cd /tmp/libguestfs* && pwd > $run/sockdir && echo @running \$(ls) && echo @sockdir \$(stat -c '%U %a' .) && for f in passt*.pid; do [ -f "\$f" ] && cat "\$f" > $run/passt-pid && echo @passtuser \$(ps -o user= -p \$(cat "\$f")); done; true
+! $SCRIPTS/guestfs-net.sh --running $run
 shutdown
 ! $SCRIPTS/guestfs-net.sh --after $run
 GUESTFISH
@@ -109,6 +111,21 @@ GUESTFISH
   cat "$run/log" >&2
 }
 
+# Runs from guestfish while the appliance runs: what libguestfs's socket directory holds, and
+# passt's pid (from its pid file) for --after.
+running() {
+  local run=$1 f
+  cd /tmp/libguestfs*
+  pwd > "$run/sockdir"
+  echo "@running $(ls | xargs)"
+  echo "@sockdir $(stat -c '%U %a' .)"
+  for f in passt*.pid; do
+    [ -f "$f" ] || continue
+    cat "$f" > "$run/passt-pid"
+    echo "@passtuser $(ps -o user= -p "$(cat "$f")")"
+  done
+}
+
 # Runs from guestfish after `shutdown` (QEMU gone): waits up to 10 s for passt to exit, then
 # lists what is left in the socket directory.
 after() {
@@ -124,6 +141,7 @@ after() {
 
 case ${1:-} in
   --inside) inside "$2" "$3" ;;
+  --running) running "$2" ;;
   --after) after "$2" ;;
   --build-only|slirp|debian-passt|vnu-passt)
     mode=$1
