@@ -95,6 +95,10 @@ pub struct PolicyArgs {
     #[arg(long, value_name = "MTU")]
     pub mtu: Option<String>,
 
+    /// Host name the guest is given by DHCP (option 12), as passt's -H
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+
     /// Forward host TCP ports to the guest, passt syntax: 8080, 1000-1010:2000-2010,
     /// 127.0.0.1/22, ~25, all
     #[arg(short = 't', long = "tcp-ports", value_name = "SPEC")]
@@ -174,6 +178,7 @@ impl From<&PolicyArgs> for Inputs {
                 dns: a.dns.clone(),
                 search: a.search.clone(),
                 mtu: a.mtu.clone(),
+                hostname: a.hostname.clone(),
                 tcp_ports: a.tcp_ports.clone(),
                 udp_ports: a.udp_ports.clone(),
                 no_map_gw: a.no_map_gw,

@@ -1,7 +1,8 @@
 //! Command line, following QEMU's conventions for vhost-user backend programs
 //! (docs/interop/vhost-user.rst, "Backend program conventions").
 
-use std::os::unix::net::UnixListener;
+use std::net::IpAddr;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -295,8 +296,74 @@ fn listen_then_publish(path: &Path, access: &SocketAccess) -> std::io::Result<Un
     Ok(listener)
 }
 
+/// What differs when the program runs as passt ([`crate::passt_mode`]): its name in
+/// messages, the exit status of a configuration error, where logs go, where the frontend
+/// comes from, and whom to tell once it serves. [`Persona::default`] is vhost-net-user.
+#[derive(Default)]
+pub struct Persona {
+    /// Prefix of the one-line errors on standard error (`vhost-net-user` when empty).
+    pub name: &'static str,
+    /// Exit status of a configuration error: 2, or passt's 1.
+    pub usage_status: Option<i32>,
+    /// Sets up logging at the level the options asked for; `None`: standard error.
+    pub logger: Option<Box<dyn FnOnce(log::LevelFilter)>>,
+    /// One frontend already connected (passt's `--fd`), served instead of a listener.
+    pub connected: Option<UnixStream>,
+    /// The connected frontend speaks the stream link (passt's socket mode), not vhost-user.
+    pub connected_stream: bool,
+    /// Host nameservers replacing resolv.conf's, one per family (passt's `--dns-host`).
+    pub dns_hosts: Vec<IpAddr>,
+    /// Called once the frontend's socket is ready, the pid file written and the process
+    /// confined, just before serving (passt's parent waits for it to go to the background).
+    pub ready: Option<Box<dyn FnOnce()>>,
+    /// Options as the user typed them, for the first word of an error (`--pid-file` was
+    /// passt's `--pid`).
+    pub spelling: &'static [(&'static str, &'static str)],
+}
+
+impl Persona {
+    /// `message` with its first word as the user spelled the option.
+    fn as_typed(&self, message: String) -> String {
+        let first = message.split(' ').next().unwrap_or_default();
+        match self.spelling.iter().find(|(ours, _)| *ours == first) {
+            Some((ours, typed)) => format!("{typed}{}", &message[ours.len()..]),
+            None => message,
+        }
+    }
+}
+
+impl std::fmt::Debug for Persona {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Persona")
+            .field("name", &self.name)
+            .field("usage_status", &self.usage_status)
+            .field("connected", &self.connected)
+            .field("connected_stream", &self.connected_stream)
+            .field("dns_hosts", &self.dns_hosts)
+            .field("spelling", &self.spelling)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where frontends come from: a socket we listen on, or one connection handed to us.
+enum Frontends {
+    Listener(UnixListener),
+    Connected(UnixStream),
+}
+
 /// Runs the program; returns the exit status.
 pub fn run(args: Args) -> i32 {
+    run_as(args, Persona::default())
+}
+
+/// Runs the program as `persona` says; returns the exit status.
+pub fn run_as(args: Args, mut persona: Persona) -> i32 {
+    let name = if persona.name.is_empty() {
+        "vhost-net-user"
+    } else {
+        persona.name
+    };
+    let usage_status = persona.usage_status.unwrap_or(2);
     if args.print_capabilities {
         println!("{CAPABILITIES}");
         return 0;
@@ -311,43 +378,50 @@ pub fn run(args: Args) -> i32 {
                 0
             }
             Err(e) => {
-                eprintln!("vhost-net-user: {}", error_chain(&e));
-                2
+                eprintln!("{name}: {}", error_chain(&e));
+                usage_status
             }
         };
     }
-    env_logger::Builder::new()
-        .filter_level(args.log_level())
-        .parse_env("RUST_LOG")
-        .target(env_logger::Target::Stderr)
-        .init();
+    match persona.logger.take() {
+        Some(init) => init(args.log_level()),
+        None => env_logger::Builder::new()
+            .filter_level(args.log_level())
+            .parse_env("RUST_LOG")
+            .target(env_logger::Target::Stderr)
+            .init(),
+    }
 
     // Before any thread exists, so that only the signal thread sees SIGTERM/SIGINT.
     if let Err(e) = exit::block_termination_signals() {
-        eprintln!("vhost-net-user: blocking signals failed: {e}");
+        eprintln!("{name}: blocking signals failed: {e}");
         return 1;
     }
     let sandbox = match Sandbox::new(args.sandbox, args.runas.as_deref()) {
         Ok(sandbox) => sandbox,
         Err(e) => {
-            eprintln!("vhost-net-user: {e}");
-            return 2;
+            eprintln!("{name}: {}", persona.as_typed(e));
+            return usage_status;
         }
     };
-    match setup(&args, &sandbox) {
-        Ok(config_and_listener) => {
+    match setup(&args, &sandbox, &mut persona) {
+        Ok((config, frontends)) => {
             // Still one thread: confined now, everything started later is too.
-            if let Err(e) = sandbox.enter(&config_and_listener.0.plan, &exit::removed_at_exit()) {
+            if let Err(e) = sandbox.enter(&config.plan, &exit::removed_at_exit()) {
                 log::error!("confining the process: {}", error_chain(&e));
                 exit::cleanup();
                 return 1;
             }
             exit::exit_on_termination_signal();
-            let (config, listener) = config_and_listener;
-            let served = if args.stream.is_some() {
-                stream::serve(listener, &config)
-            } else {
-                server::serve(listener, &config)
+            if let Some(ready) = persona.ready.take() {
+                ready();
+            }
+            let stream_link = args.stream.is_some() || persona.connected_stream;
+            let served = match frontends {
+                Frontends::Listener(l) if stream_link => stream::serve(l, &config),
+                Frontends::Listener(l) => server::serve(l, &config),
+                Frontends::Connected(s) if stream_link => stream::serve_connected(s, &config),
+                Frontends::Connected(s) => server::serve_connected(s, &config),
             };
             let status = match served {
                 Ok(()) => 0,
@@ -360,14 +434,18 @@ pub fn run(args: Args) -> i32 {
             status
         }
         Err(e) => {
-            eprintln!("vhost-net-user: {}", error_chain(&e));
+            eprintln!("{name}: {}", persona.as_typed(error_chain(&e)));
             exit::cleanup();
-            2
+            usage_status
         }
     }
 }
 
-fn setup(args: &Args, sandbox: &Sandbox) -> Result<(ServeConfig, UnixListener), UsageError> {
+fn setup(
+    args: &Args,
+    sandbox: &Sandbox,
+    persona: &mut Persona,
+) -> Result<(ServeConfig, Frontends), UsageError> {
     let resolved = args.policy.build()?;
     for warning in &resolved.warnings {
         log::warn!("{warning}");
@@ -394,7 +472,14 @@ fn setup(args: &Args, sandbox: &Sandbox) -> Result<(ServeConfig, UnixListener), 
         )?))),
         None => None,
     };
-    let upstream = args.upstream()?;
+    let mut upstream = args.upstream()?;
+    for host in &persona.dns_hosts {
+        let server = Some(std::net::SocketAddr::new(*host, nat::DNS_PORT));
+        match host {
+            IpAddr::V4(_) => upstream.dns_v4 = server,
+            IpAddr::V6(_) => upstream.dns_v6 = server,
+        }
+    }
     log::debug!("DNS upstream: {upstream:?}");
     // Each flow holds a host socket: up to --max-flows each of TCP, UDP and ping.
     let flow_fds = 3 * args.max_flows as usize;
@@ -405,7 +490,10 @@ fn setup(args: &Args, sandbox: &Sandbox) -> Result<(ServeConfig, UnixListener), 
         }
     }
     log::debug!("forwarded ports: {forwards:?}");
-    let listener = args.listener()?;
+    let frontends = match persona.connected.take() {
+        Some(stream) => Frontends::Connected(stream),
+        None => Frontends::Listener(args.listener()?),
+    };
     if let Some(path) = &args.pid_file {
         use std::io::Write;
         netcore::capture::create_private_file(path)
@@ -435,11 +523,14 @@ fn setup(args: &Args, sandbox: &Sandbox) -> Result<(ServeConfig, UnixListener), 
     }
     log::info!(
         "serving on {}",
-        args.socket_path
-            .as_ref()
-            .or(args.stream.as_ref())
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| format!("fd {}", args.fd.unwrap_or(-1)))
+        match (
+            &frontends,
+            args.socket_path.as_ref().or(args.stream.as_ref())
+        ) {
+            (Frontends::Connected(_), _) => "the connected socket it was given".to_string(),
+            (_, Some(path)) => path.display().to_string(),
+            (_, None) => format!("fd {}", args.fd.unwrap_or(-1)),
+        }
     );
     Ok((
         ServeConfig {
@@ -453,7 +544,7 @@ fn setup(args: &Args, sandbox: &Sandbox) -> Result<(ServeConfig, UnixListener), 
             one_off: args.one_off,
             capture,
         },
-        listener,
+        frontends,
     ))
 }
 

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod device;
 pub mod error;
 pub mod exit;
+pub mod passt_mode;
 pub mod relay;
 pub mod ring;
 pub mod sandbox;

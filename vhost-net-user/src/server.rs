@@ -70,6 +70,13 @@ pub fn serve(listener: UnixListener, config: &ServeConfig) -> Result<(), ServeEr
     accept_loop(&listener, config, "frontend", serve_connection)
 }
 
+/// Serves the one frontend already connected to `frontend` (passt's `--fd`) until it
+/// disconnects.
+pub fn serve_connected(frontend: UnixStream, config: &ServeConfig) -> Result<(), ServeError> {
+    serve_logged(frontend, config, "frontend", serve_connection);
+    Ok(())
+}
+
 /// Accepts `kind` frontends on `listener` one at a time and serves each with `serve_one`
 /// until it disconnects; stops after the first with `--one-off`. A connection that ends with
 /// an error is logged, and the next one is awaited.
@@ -85,14 +92,24 @@ pub(crate) fn accept_loop<E: std::error::Error>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(ServeError::Accept(e)),
         };
-        log::info!("{kind} connected");
-        match serve_one(frontend, config) {
-            Ok(()) => log::info!("{kind} disconnected"),
-            Err(e) => log::error!("{kind} connection ended with an error: {}", error_chain(&e)),
-        }
+        serve_logged(frontend, config, kind, &mut serve_one);
         if config.one_off {
             return Ok(());
         }
+    }
+}
+
+/// Serves one `kind` frontend with `serve_one`, saying when it came and went (and how).
+pub(crate) fn serve_logged<E: std::error::Error>(
+    frontend: UnixStream,
+    config: &ServeConfig,
+    kind: &str,
+    serve_one: impl FnOnce(UnixStream, &ServeConfig) -> Result<(), E>,
+) {
+    log::info!("{kind} connected");
+    match serve_one(frontend, config) {
+        Ok(()) => log::info!("{kind} disconnected"),
+        Err(e) => log::error!("{kind} connection ended with an error: {}", error_chain(&e)),
     }
 }
 

@@ -143,6 +143,13 @@ pub fn serve(listener: UnixListener, config: &ServeConfig) -> Result<(), ServeEr
     server::accept_loop(&listener, config, "stream frontend", serve_connection)
 }
 
+/// Serves the one `-netdev stream` client already connected to `sock` (passt's `--fd`) until
+/// it disconnects.
+pub fn serve_connected(sock: UnixStream, config: &ServeConfig) -> Result<(), ServeError> {
+    server::serve_logged(sock, config, "stream frontend", serve_connection);
+    Ok(())
+}
+
 fn serve_connection(mut sock: UnixStream, config: &ServeConfig) -> io::Result<()> {
     let mut engine = Engine::with_options(config.plan.clone(), config.engine.clone())?;
     if let Some(capture) = &config.capture {

@@ -1,6 +1,7 @@
 //! The crate's only unsafe code: descriptors (closing inherited ones, marking ours
 //! close-on-exec, a socket's send queue), waiting for signals, and the process calls
-//! confinement makes (user lookups, the privilege drop, `prctl`, `setrlimit`).
+//! confinement makes (user lookups, the privilege drop, `prctl`, `setrlimit`), and what
+//! going to the background as passt needs (`fork`, standard streams, the local time offset).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -166,6 +167,100 @@ pub fn listener_from_fd(fd: RawFd) -> io::Result<std::os::unix::net::UnixListene
     // Inherited without the flag, as descriptors passed to a child are.
     rustix::io::fcntl_setfd(&kept, rustix::io::FdFlags::CLOEXEC)?;
     Ok(std::os::unix::net::UnixListener::from(kept))
+}
+
+/// The inherited connected socket (passt's `--fd N`): the descriptor [`close_inherited`]
+/// kept, if its number is `fd` and it is a stream socket that is not listening (QEMU's end of
+/// a socket pair); anything else is refused rather than adopted (and stays where it was).
+pub fn stream_from_fd(fd: RawFd) -> io::Result<UnixStream> {
+    let mut inherited = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
+    let kept = match inherited.take() {
+        Some(kept) if kept.as_raw_fd() == fd => kept,
+        other => {
+            *inherited = other;
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
+    };
+    let check = || -> io::Result<()> {
+        if rustix::net::sockopt::socket_type(&kept)? != rustix::net::SocketType::STREAM {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a stream socket",
+            ));
+        }
+        if rustix::net::sockopt::socket_acceptconn(&kept)? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a listening socket, not a connected one",
+            ));
+        }
+        Ok(())
+    };
+    if let Err(e) = check() {
+        *inherited = Some(kept);
+        return Err(e);
+    }
+    rustix::io::fcntl_setfd(&kept, rustix::io::FdFlags::CLOEXEC)?;
+    Ok(UnixStream::from(kept))
+}
+
+/// Which side of a [`fork_single_threaded`] the caller is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// The original process; the child's process ID.
+    Parent(u32),
+    Child,
+}
+
+/// `fork()`, refused unless this process has one thread: then the child is a whole copy,
+/// with no lock held by a thread that does not exist in it, and may run any code.
+pub fn fork_single_threaded() -> io::Result<Forked> {
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "fork refused: the process has {threads} threads"
+        )));
+    }
+    // SAFETY: the process has a single thread (checked just above, and nothing of ours
+    // starts one concurrently: this thread is the only one), so the child gets a consistent
+    // copy of every lock and allocator state.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid as u32)),
+    }
+}
+
+/// Points standard input, output and error at `to` (/dev/null, when going to the
+/// background).
+pub fn redirect_stdio(to: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    for target in 0..3 {
+        if to.as_raw_fd() == target {
+            continue;
+        }
+        // SAFETY: `to` is open for the duration of the call (borrowed); descriptors 0-2 are
+        // the standard streams, which no Rust object owns, and dup3 replaces them atomically.
+        if unsafe { libc::dup3(to.as_raw_fd(), target, 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The local time zone's offset from UTC now, in seconds east (for syslog's timestamps,
+/// taken once before confinement hides the zone files).
+pub fn utc_offset_now() -> i64 {
+    // SAFETY: time accepts a null pointer; localtime_r writes one tm into the live local and
+    // reads the live `now`. An all-zero tm is a valid value to overwrite.
+    unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&now, &mut tm).is_null() {
+            return 0;
+        }
+        tm.tm_gmtoff
+    }
 }
 
 /// Closes `fd`, a descriptor its owner gave up without closing (see

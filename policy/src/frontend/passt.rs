@@ -1,5 +1,5 @@
 //! passt-style options: `--address`, `--netmask`, `--gateway`, `--mac-addr`, `--dns`,
-//! `--search`, `--mtu`, `-t`/`-u`, `--no-map-gw`, and the switches `-4`/`--ipv4-only`,
+//! `--search`, `--mtu`, `--hostname`, `-t`/`-u`, `--no-map-gw`, and the switches `-4`/`--ipv4-only`,
 //! `-6`/`--ipv6-only`, `--no-dhcp`, `--no-dhcpv6`, `--no-ndp`, `--no-ra`, `--no-tcp`, `--no-udp`,
 //! `--no-icmp`.
 //!
@@ -52,6 +52,8 @@ pub struct PasstOptions {
     pub search: Vec<String>,
     /// `--mtu MTU`.
     pub mtu: Option<String>,
+    /// `-H`/`--hostname NAME`: DHCP option 12.
+    pub hostname: Option<String>,
     /// `-t SPEC`.
     pub tcp_ports: Vec<String>,
     /// `-u SPEC`.
@@ -84,6 +86,7 @@ impl PasstOptions {
         push("--dns", &self.dns);
         push("--search", &self.search);
         push("--mtu", self.mtu.as_slice());
+        push("--hostname", self.hostname.as_slice());
         push("-t", &self.tcp_ports);
         push("-u", &self.udp_ports);
         for (given, opt) in [
@@ -114,6 +117,7 @@ pub(crate) fn apply(opts: &PasstOptions, req: &mut Request) -> Result<(), Config
     apply_dns(opts, req)?;
     apply_search(opts, req)?;
     apply_mtu(opts, req)?;
+    apply_hostname(opts, req)?;
     apply_ports(opts, req)?;
     if opts.no_map_gw {
         req.map_gateway_to_loopback = false;
@@ -334,6 +338,20 @@ fn apply_mtu(opts: &PasstOptions, req: &mut Request) -> Result<(), ConfigError> 
                 )
             })?;
         overlay(&mut req.mtu, Setting::new(n as u16, shown), &mut req.notes);
+    }
+    Ok(())
+}
+
+/// `--hostname NAME`: the name DHCP gives the guest (option 12), as slirp's `hostname=`.
+fn apply_hostname(opts: &PasstOptions, req: &mut Request) -> Result<(), ConfigError> {
+    if let Some(h) = &opts.hostname {
+        if h.is_empty() || h.len() > 255 {
+            return Err(ConfigError::invalid(
+                format!("--hostname {h}"),
+                "must be 1-255 bytes",
+            ));
+        }
+        req.hostname = Some(h.clone());
     }
     Ok(())
 }

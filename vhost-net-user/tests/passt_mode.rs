@@ -1,0 +1,372 @@
+//! The program run through a symbolic link named `passt`, with the command lines libvirt,
+//! libguestfs and QEMU's `-netdev passt` give it: it goes to the background as passt does,
+//! its pid file names the process that serves, its socket (or the socket pair it was handed)
+//! answers, and it leaves nothing behind.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A directory of its own holding a `passt` link to the program, removed on drop. Writable
+/// by everyone: started as root (as the tests run), the backend drops to nobody, and removes
+/// its socket and pid file from here at exit.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("vnu-passt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_vhost-net-user"), dir.join("passt"))
+            .unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Runs `passt ARGS` as libvirt does (working directory `/`) and waits for the process it
+    /// started (the parent, which waits for the daemon to be ready) to exit.
+    fn passt(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(self.path("passt"));
+        cmd.args(args)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .env_remove("RUST_LOG");
+        cmd
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Ok(text) = std::fs::read_to_string(self.path("passt.pid"))
+            && let Ok(pid) = text.trim().parse::<i32>()
+            && let Some(pid) = rustix::process::Pid::from_raw(pid)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The process's state letter in /proc (`Z` for a zombie), `None` once it is gone.
+fn state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+fn running(pid: i32) -> bool {
+    state(pid).is_some_and(|s| s != 'Z')
+}
+
+/// Polls `what` until it holds, for at most 10 s.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The pid the pid file holds.
+fn pid_in(path: &Path) -> i32 {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{}: {text:?}", path.display()))
+}
+
+/// A TCP port nothing listens on just now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("[::]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn terminate(pid: i32) {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+}
+
+/// vhost-user's GET_FEATURES over `sock`; returns the features the backend offers.
+fn get_features(sock: &mut UnixStream) -> u64 {
+    const GET_FEATURES: u32 = 1;
+    const VERSION_1: u32 = 1;
+    const REPLY: u32 = 4;
+    let mut msg = Vec::new();
+    msg.extend_from_slice(&GET_FEATURES.to_le_bytes());
+    msg.extend_from_slice(&VERSION_1.to_le_bytes());
+    msg.extend_from_slice(&0u32.to_le_bytes());
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    sock.write_all(&msg).unwrap();
+    let mut reply = [0u8; 20];
+    sock.read_exact(&mut reply).unwrap();
+    let word = |at: usize| u32::from_le_bytes(reply[at..at + 4].try_into().unwrap());
+    assert_eq!(word(0), GET_FEATURES);
+    assert_eq!(word(4), VERSION_1 | REPLY);
+    assert_eq!(word(8), 8);
+    u64::from_le_bytes(reply[12..20].try_into().unwrap())
+}
+
+/// Over the stream link: an ARP request from the guest (`guest` asking for `gateway`); returns
+/// the MAC the reply gives the gateway.
+fn arp_gateway_mac(sock: &mut UnixStream, guest: [u8; 4], gateway: [u8; 4]) -> [u8; 6] {
+    const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&GUEST_MAC);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&GUEST_MAC);
+    arp.extend_from_slice(&guest);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&gateway);
+    let mut msg = (arp.len() as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&arp);
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    sock.write_all(&msg).unwrap();
+    // Router advertisements may come first: the ARP reply is the one with its EtherType.
+    loop {
+        let mut len = [0u8; 4];
+        sock.read_exact(&mut len).unwrap();
+        let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+        sock.read_exact(&mut frame).unwrap();
+        if frame.get(12..14) == Some(&[0x08, 0x06]) && frame.get(20..22) == Some(&[0, 2]) {
+            assert_eq!(&frame[28..32], &gateway, "the reply is for the gateway");
+            return frame[22..28].try_into().unwrap();
+        }
+    }
+}
+
+#[test]
+fn libvirt_vhostuser_command_line_goes_to_the_background_and_cleans_up() {
+    let scratch = Scratch::new("libvirt");
+    let socket = scratch.path("3-DOM-net0.socket");
+    let pid_file = scratch.path("passt.pid");
+    let log_file = scratch.path("passt.log");
+    let forward = format!("{}:22", free_port());
+    let out = scratch.passt(&[
+        "--log-file",
+        log_file.to_str().unwrap(),
+        "--vhost-user",
+        "--one-off",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--pid",
+        pid_file.to_str().unwrap(),
+        "--address",
+        "169.254.0.0",
+        "--netmask",
+        "16",
+        "--tcp-ports",
+        &forward,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    // By the time the parent exits, the daemon (another process) is ready.
+    let pid = pid_in(&pid_file);
+    assert!(running(pid), "pid {pid} from the pid file is not running");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+        Path::new("/")
+    );
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    assert_eq!(fields[3], pid.to_string(), "a session of its own: {stat}");
+    let mut sock = UnixStream::connect(&socket).unwrap();
+    assert_ne!(get_features(&mut sock) & (1 << 32), 0, "VIRTIO_F_VERSION_1");
+    // Confined, the daemon still logs to the file it opened.
+    wait_until("the connection is logged", || {
+        std::fs::read_to_string(&log_file).is_ok_and(|t| t.contains("info: frontend connected"))
+    });
+    // libvirt stops it by pid.
+    terminate(pid);
+    wait_until("the daemon exits", || !running(pid));
+    wait_until("socket and pid file are removed", || {
+        !socket.exists() && !pid_file.exists()
+    });
+}
+
+#[test]
+fn libguestfs_command_line_serves_the_stream_link_once() {
+    let scratch = Scratch::new("libguestfs");
+    let socket = scratch.path("passt.sock");
+    let pid_file = scratch.path("passt.pid");
+    assert!(matches!(
+        scratch.passt(&["--help"]).status.code(),
+        Some(0 | 1)
+    ));
+    let out = scratch.passt(&[
+        "--one-off",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--pid",
+        pid_file.to_str().unwrap(),
+        "--address",
+        "169.254.2.15",
+        "--netmask",
+        "16",
+        "--mac-addr",
+        "52:56:00:00:00:02",
+        "--gateway",
+        "169.254.2.2",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let pid = pid_in(&pid_file);
+    let mut sock = UnixStream::connect(&socket).unwrap();
+    assert_eq!(
+        arp_gateway_mac(&mut sock, [169, 254, 2, 15], [169, 254, 2, 2]),
+        [0x52, 0x56, 0, 0, 0, 2]
+    );
+    // --one-off: the frontend gone, so is the backend, and what it made.
+    drop(sock);
+    wait_until("the daemon exits", || !running(pid));
+    wait_until("socket and pid file are removed", || {
+        !socket.exists() && !pid_file.exists()
+    });
+}
+
+/// QEMU's `-netdev passt`: one end of a socket pair as `--fd`, inherited (not close-on-exec).
+fn spawn_with_fd(scratch: &Scratch, args: &[&str]) -> (UnixStream, Output) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty()).unwrap();
+    let fd = theirs.as_raw_fd().to_string();
+    let mut argv = args.to_vec();
+    argv.extend(["--fd", &fd]);
+    let out = scratch.passt(&argv);
+    drop(theirs);
+    (ours, out)
+}
+
+#[test]
+fn qemu_netdev_passt_fd_is_served_in_the_stream_framing() {
+    let scratch = Scratch::new("fd-stream");
+    let pid_file = scratch.path("passt.pid");
+    // QEMU creates the pid file (empty) before it starts passt.
+    std::fs::write(&pid_file, "").unwrap();
+    let (mut sock, out) =
+        spawn_with_fd(&scratch, &["--quiet", "--pid", pid_file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let pid = pid_in(&pid_file);
+    assert!(running(pid));
+    assert_eq!(
+        arp_gateway_mac(&mut sock, [10, 0, 2, 15], [10, 0, 2, 2]),
+        [0x52, 0x55, 10, 0, 2, 2]
+    );
+    drop(sock);
+    wait_until("the daemon exits with its socket closed", || !running(pid));
+    wait_until("the pid file is removed", || !pid_file.exists());
+}
+
+#[test]
+fn qemu_netdev_passt_fd_is_served_in_vhost_user() {
+    let scratch = Scratch::new("fd-vu");
+    let pid_file = scratch.path("passt.pid");
+    let (mut sock, out) = spawn_with_fd(
+        &scratch,
+        &[
+            "--quiet",
+            "--vhost-user",
+            "--pid",
+            pid_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let pid = pid_in(&pid_file);
+    assert_ne!(get_features(&mut sock) & (1 << 32), 0, "VIRTIO_F_VERSION_1");
+    drop(sock);
+    wait_until("the daemon exits with its socket closed", || !running(pid));
+    wait_until("the pid file is removed", || !pid_file.exists());
+}
+
+#[test]
+fn a_bad_command_line_exits_1_with_one_line() {
+    let scratch = Scratch::new("bad");
+    let socket = scratch.path("s.sock");
+    let pid_file = scratch.path("passt.pid");
+    for (args, want) in [
+        (vec!["--bogus"], "--bogus"),
+        (vec!["-T", "22"], "-T is for pasta mode only"),
+        (
+            vec!["--fqdn", "vm.example"],
+            "--fqdn vm.example: not supported",
+        ),
+        (
+            vec![
+                "--socket",
+                socket.to_str().unwrap(),
+                "--address",
+                "300.1.1.1",
+            ],
+            "--address 300.1.1.1",
+        ),
+        (
+            vec![
+                "--socket",
+                socket.to_str().unwrap(),
+                "--pid",
+                pid_file.to_str().unwrap(),
+                "--netmask",
+                "33",
+            ],
+            "--netmask 33",
+        ),
+        (vec!["--fd", "9"], "--fd 9"),
+        // A path bind() cannot take, and a pid file in a directory that does not exist.
+        (
+            vec!["--socket", "/nonexistent-vnu/s.sock"],
+            "--socket /nonexistent-vnu/s.sock: ",
+        ),
+        (
+            vec![
+                "--socket",
+                socket.to_str().unwrap(),
+                "--pid",
+                "/nonexistent-vnu/p.pid",
+            ],
+            "--pid /nonexistent-vnu/p.pid: ",
+        ),
+    ] {
+        let out = scratch.passt(&args);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("passt: ") && err.contains(want),
+            "{args:?}: {err}"
+        );
+        assert!(!socket.exists() && !pid_file.exists(), "{args:?}");
+    }
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let scratch = Scratch::new("help");
+    let out = scratch.passt(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--vhost-user"));
+    let out = scratch.passt(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("passt "));
+    let out = scratch.passt(&["--print-capabilities"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"type\": \"net\""));
+}
