@@ -56,8 +56,14 @@ fn token(name: &str) -> String {
 }
 
 /// The guest script of the forward domains: `nc` serves [`token`] once on [`GUEST_PORT`]
-/// (for 60 s at most), and says when it listens.
-fn forward_script(name: &str) -> String {
+/// (for 60 s at most), and says when it listens. Then the guest powers off, or, for a domain
+/// the test destroys, lingers (so that `virsh destroy` finds it running).
+fn forward_script(name: &str, stop: Stop) -> String {
+    let linger = if stop == Stop::Destroy {
+        "sleep 600\n"
+    } else {
+        ""
+    };
     format!(
         r#"echo {token} > /tmp/msg
 timeout 60 nc -l -p {GUEST_PORT} < /tmp/msg > /dev/null &
@@ -65,7 +71,7 @@ n=0
 while [ $n -lt 100 ] && ! grep -q ':{GUEST_PORT:04X} 00000000:0000 0A' /proc/net/tcp; do sleep 0.1; n=$((n + 1)); done
 echo "{LISTENING}" > /dev/console
 wait
-"#,
+{linger}"#,
         token = token(name)
     )
 }
@@ -176,9 +182,10 @@ fn domain(name: &str, iface: Iface, ip: Option<(&str, u8)>) -> Domain {
     }
 }
 
-/// The same domain with a forward from a free 127.0.0.1 port to the guest's `nc`.
-fn with_forward(d: Domain) -> Domain {
-    let script = forward_script(&d.name);
+/// The same domain with a forward from a free 127.0.0.1 port to the guest's `nc`, to be
+/// stopped as `stop` says.
+fn with_forward(d: Domain, stop: Stop) -> Domain {
+    let script = forward_script(&d.name, stop);
     d.forward(free_port(), GUEST_PORT).script(&script)
 }
 
@@ -310,26 +317,22 @@ fn seed_domain_as_slirp() {
     let (ours, debian) = (&ours, &debian);
     let started = Instant::now();
     let ip = Some(SEED_IP);
+    // A passt domain of the seed's kind with a forward, and how it is stopped.
+    let passt = |l, name: &str, iface, stop| (l, with_forward(domain(name, iface, ip), stop), stop);
     let plan: Vec<(&Libvirt, Domain, Stop)> = vec![
         (ours, domain("seed-slirp", Iface::Slirp, ip), Stop::Poweroff),
-        (
+        passt(debian, "seed-user-deb", Iface::UserPasst, Stop::Destroy),
+        passt(
             debian,
-            with_forward(domain("seed-user-deb", Iface::UserPasst, ip)),
+            "seed-vhostuser-deb",
+            Iface::VhostUserPasst,
             Stop::Destroy,
         ),
-        (
-            debian,
-            with_forward(domain("seed-vhostuser-deb", Iface::VhostUserPasst, ip)),
-            Stop::Destroy,
-        ),
-        (
+        passt(ours, "seed-user-ours", Iface::UserPasst, Stop::Poweroff),
+        passt(
             ours,
-            with_forward(domain("seed-user-ours", Iface::UserPasst, ip)),
-            Stop::Poweroff,
-        ),
-        (
-            ours,
-            with_forward(domain("seed-vhostuser-ours", Iface::VhostUserPasst, ip)),
+            "seed-vhostuser-ours",
+            Iface::VhostUserPasst,
             Stop::Destroy,
         ),
     ];
