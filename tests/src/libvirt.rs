@@ -221,6 +221,7 @@ impl Libvirt {
             Passt::Ours => "libvirt-ours",
         };
         let dir = TempDir::new(label)?;
+        traversable_by_others(dir.path())?;
         let io = |what: &str, e: std::io::Error| Error::new(format!("{what}: {e}"));
         let image = guest_image()?;
         std::fs::copy(&image.kernel, dir.join("vmlinuz")).map_err(|e| io("vmlinuz", e))?;
@@ -430,6 +431,26 @@ impl Drop for Libvirt {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// An error unless every directory above `dir` lets other users through (libvirt's QEMU and
+/// passt, uid 64055, open the guest's files and the backend's copy in `dir`).
+fn traversable_by_others(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for ancestor in dir.ancestors().skip(1) {
+        let mode = std::fs::metadata(ancestor)
+            .map(|m| m.permissions().mode())
+            .map_err(|e| Error::new(format!("{}: {e}", ancestor.display())))?;
+        if mode & 0o001 == 0 {
+            return Err(Error::new(format!(
+                "{} (mode {:o}) is not traversable by libvirt's QEMU (uid 64055): point TMPDIR \
+                 elsewhere",
+                ancestor.display(),
+                mode & 0o7777
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The children of process `pid` (`/proc/PID/task/PID/children`).

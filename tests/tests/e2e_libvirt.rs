@@ -205,6 +205,11 @@ fn assert_as_slirp(slirp: &Outcome, ours: &Outcome, libvirt: &Libvirt) {
         "{}",
         slirp.run.report()
     );
+    assert!(
+        ours.passt_command.is_some(),
+        "libvirtd's log shows no passt started for `{}`",
+        ours.run.name
+    );
     assert_same_keys(&slirp.run, &ours.run, IPV4_KEYS, &context);
     assert!(
         ours.left_processes.is_empty(),
