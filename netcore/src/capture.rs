@@ -31,8 +31,19 @@ pub fn record(capture: &SharedCapture, frame: &[u8]) {
 /// existed (a regular one) holds our data now, so it loses any access others had to it. For the pcap file,
 /// which holds all the guest's traffic, and the pid file.
 pub fn create_private_file(path: &Path) -> io::Result<File> {
+    create_private(path, false)
+}
+
+/// [`create_private_file`], open for reading too: passt mode's log file, which reads back the
+/// records it keeps when it is full.
+pub fn create_private_file_rw(path: &Path) -> io::Result<File> {
+    create_private(path, true)
+}
+
+fn create_private(path: &Path, read: bool) -> io::Result<File> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let file = std::fs::OpenOptions::new()
+        .read(read)
         .write(true)
         .create(true)
         .truncate(true)

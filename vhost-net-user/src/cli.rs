@@ -305,8 +305,8 @@ pub struct Persona {
     pub name: &'static str,
     /// Exit status of a configuration error: 2, or passt's 1.
     pub usage_status: Option<i32>,
-    /// Sets up logging at the level the options asked for; `None`: standard error.
-    pub logger: Option<Box<dyn FnOnce(log::LevelFilter)>>,
+    /// Sets up logging (passt's destinations); `None`: standard error at `-v`/`-q`'s level.
+    pub logger: Option<Box<dyn FnOnce()>>,
     /// One frontend already connected (passt's `--fd`), served instead of a listener.
     pub connected: Option<UnixStream>,
     /// The connected frontend speaks the stream link (passt's socket mode), not vhost-user.
@@ -384,7 +384,7 @@ pub fn run_as(args: Args, mut persona: Persona) -> i32 {
         };
     }
     match persona.logger.take() {
-        Some(init) => init(args.log_level()),
+        Some(init) => init(),
         None => env_logger::Builder::new()
             .filter_level(args.log_level())
             .parse_env("RUST_LOG")

@@ -17,10 +17,10 @@
 //!   the pipe and points its standard streams at /dev/null. The parent exits 0 on that byte,
 //!   1 if the pipe closes without it (the child failed, and said why on standard error, which
 //!   it still shared with the parent). Paths are made absolute before the move to `/`.
-//! * logs go to `--log-file` if given, otherwise to standard error in the foreground and to
-//!   syslog (RFC 3164 datagrams on /dev/log, connected before confinement) in the
-//!   background; until the child is ready they are also copied to standard error, so that a
-//!   caller that shows passt's errors shows ours.
+//! * logs go to `--log-file` if given (kept under `--log-size`), otherwise to standard error
+//!   in the foreground and to syslog (RFC 3164 datagrams on /dev/log, connected before
+//!   confinement) in the background ([`logging`]); until the child is ready they are also
+//!   copied to standard error, so that a caller that shows passt's errors shows ours.
 //! * `-F`/`--fd` is one end of a socket pair (QEMU's `-netdev passt`): that one connection
 //!   is served, in the stream framing or vhost-user, and the process exits when it closes.
 //! * without `-s` or `-F`, the socket is the first free `/tmp/passt_N.socket`, N from 1 to
@@ -33,11 +33,8 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::IpAddr;
-use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
@@ -59,6 +56,9 @@ pub fn invoked_as_passt(argv0: Option<&OsStr>) -> bool {
     name = "passt",
     about = "vhost-net-user started as passt: slirp-compatible user-mode networking for QEMU guests, \
              taking passt's command line",
+    after_help = "passt's other options (-i, -o, --outbound-if4/6, --fqdn, --no-dhcp-dns, \
+                  --freebind, migration) have no equivalent here and are refused (exit 1), \
+                  pasta's as passt refuses them.",
     disable_version_flag = true,
     infer_long_args = true,
     args_override_self = true
@@ -82,9 +82,9 @@ pub struct PasstArgs {
     /// Log (only) to given file
     #[arg(short = 'l', long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
-    /// Not supported
-    #[arg(long, value_name = "BYTES", hide = true)]
-    pub log_size: Option<String>,
+    /// Maximum size of log file (default: 1 MiB); the oldest records make room
+    #[arg(long, value_name = "BYTES", value_parser = parse_log_size)]
+    pub log_size: Option<u64>,
     /// Run as given UID, GID, which can be numeric, or login and group names (when started as
     /// root; default: nobody)
     #[arg(long, value_name = "UID|UID:GID")]
@@ -273,6 +273,17 @@ fn parse_fd(text: &str) -> Result<i32, String> {
     }
 }
 
+/// `--log-size BYTES`: at least passt's minimum.
+fn parse_log_size(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(n) if n >= logging::MIN_LOG_SIZE => Ok(n),
+        _ => Err(format!(
+            "a size in bytes, at least {}",
+            logging::MIN_LOG_SIZE
+        )),
+    }
+}
+
 /// What [`parse`] decided instead of returning options to run with: the exit status, the
 /// message already printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -372,6 +383,8 @@ pub struct Converted {
     pub foreground: bool,
     /// Log here instead of syslog or standard error (`-l`).
     pub log_file: Option<PathBuf>,
+    /// The log file's limit (`--log-size`).
+    pub log_size: u64,
     pub level: log::LevelFilter,
     /// The connected socket to serve (`-F`).
     pub fd: Option<i32>,
@@ -495,6 +508,7 @@ pub fn convert(p: &PasstArgs) -> Result<Converted, String> {
         args,
         foreground: p.foreground,
         log_file,
+        log_size: p.log_size.unwrap_or(logging::DEFAULT_LOG_SIZE),
         level,
         fd: p.fd,
         vhost_user: p.vhost_user,
@@ -541,11 +555,6 @@ fn check_unsupported(p: &PasstArgs) -> Result<(), String> {
     let no_bind = "outbound sockets are not bound to an interface";
     let no_migration = "migration is not supported";
     let checks = [
-        (
-            value(&p.log_size),
-            "--log-size",
-            "the log file is not size-limited",
-        ),
         (
             value(&p.interface),
             "-i/--interface",
@@ -735,10 +744,11 @@ pub fn run(p: PasstArgs) -> i32 {
         },
         None => None,
     };
-    let sink = match open_sink(&conv) {
+    let sink = match logging::open_sink(conv.log_file.as_deref(), conv.log_size, conv.foreground) {
         Ok(sink) => sink,
         Err(e) => {
-            eprintln!("passt: {e}");
+            let path = conv.log_file.as_deref().unwrap_or(Path::new("")).display();
+            eprintln!("passt: --log-file {path}: {e}");
             return USAGE_STATUS;
         }
     };
@@ -758,9 +768,9 @@ pub fn run(p: PasstArgs) -> i32 {
     let persona = Persona {
         name: "passt",
         usage_status: Some(USAGE_STATUS),
-        logger: Some(Box::new(move |_| {
-            let no_syslog = matches!(sink, Sink::Syslog(None));
-            install_logger(sink, level);
+        logger: Some(Box::new(move || {
+            let no_syslog = matches!(sink, logging::Sink::Syslog(None));
+            logging::install(sink, level);
             if no_syslog {
                 log::debug!("no syslog at /dev/log: logs go nowhere once in the background");
             }
@@ -775,163 +785,6 @@ pub fn run(p: PasstArgs) -> i32 {
         spelling: SPELLING,
     };
     cli::run_as(conv.args, persona)
-}
-
-/// Where log records go.
-#[derive(Debug)]
-enum Sink {
-    Stderr,
-    File(Mutex<File>),
-    /// A datagram socket connected to /dev/log; `None` when there is no syslog to talk to.
-    Syslog(Option<UnixDatagram>),
-}
-
-/// Opens where logs go, before anything could confine the process: the `--log-file`
-/// (created 0600, never through a symbolic link), standard error in the foreground, syslog
-/// otherwise.
-fn open_sink(conv: &Converted) -> Result<Sink, String> {
-    if let Some(path) = &conv.log_file {
-        let file = netcore::capture::create_private_file(path).map_err(|e| {
-            refuse(
-                "--log-file",
-                Some(&path.display().to_string()),
-                &e.to_string(),
-            )
-        })?;
-        return Ok(Sink::File(Mutex::new(file)));
-    }
-    if conv.foreground {
-        return Ok(Sink::Stderr);
-    }
-    // Without a syslog, logs go nowhere, as passt's do (said at debug level once logging is
-    // up, so that a caller showing our standard error is not told at every start).
-    let socket = UnixDatagram::unbound().and_then(|s| s.connect("/dev/log").map(|()| s));
-    Ok(Sink::Syslog(socket.ok()))
-}
-
-/// While the parent waits (until the child is ready), records are copied to standard error,
-/// which the caller reads.
-static ECHO_STDERR: AtomicBool = AtomicBool::new(false);
-
-/// passt mode's logger.
-#[derive(Debug)]
-struct PasstLogger {
-    level: log::LevelFilter,
-    sink: Sink,
-    start: Instant,
-    /// Seconds east of UTC, for syslog's local timestamps.
-    utc_offset: i64,
-}
-
-fn install_logger(sink: Sink, level: log::LevelFilter) {
-    let logger = PasstLogger {
-        level,
-        sink,
-        start: Instant::now(),
-        utc_offset: sys::utc_offset_now(),
-    };
-    if log::set_boxed_logger(Box::new(logger)).is_ok() {
-        log::set_max_level(level);
-    }
-}
-
-impl log::Log for PasstLogger {
-    fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= self.level
-    }
-
-    fn log(&self, record: &log::Record) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let line = format!("{}: {}", level_word(record.level()), record.args());
-        let echo = ECHO_STDERR.load(Ordering::Relaxed);
-        match &self.sink {
-            Sink::Stderr => eprintln!("passt: {line}"),
-            Sink::File(file) => {
-                let t = self.start.elapsed();
-                let text = format!("{}.{:04}: {line}\n", t.as_secs(), t.subsec_micros() / 100);
-                let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = file.write_all(text.as_bytes());
-            }
-            Sink::Syslog(socket) => {
-                if let Some(socket) = socket {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs() as i64);
-                    let datagram = syslog_datagram(
-                        record.level(),
-                        now + self.utc_offset,
-                        std::process::id(),
-                        &line,
-                    );
-                    let _ = socket.send(datagram.as_bytes());
-                }
-            }
-        }
-        if echo && !matches!(self.sink, Sink::Stderr) {
-            eprintln!("passt: {line}");
-        }
-    }
-
-    fn flush(&self) {
-        if let Sink::File(file) = &self.sink {
-            let _ = file.lock().unwrap_or_else(|p| p.into_inner()).flush();
-        }
-    }
-}
-
-fn level_word(level: log::Level) -> &'static str {
-    match level {
-        log::Level::Error => "ERROR",
-        log::Level::Warn => "WARNING",
-        log::Level::Info => "info",
-        log::Level::Debug => "debug",
-        log::Level::Trace => "trace",
-    }
-}
-
-/// One RFC 3164 message as the C library's syslog() sends it to /dev/log: facility daemon,
-/// the level's severity, the local time (`local_secs`: seconds since the epoch, shifted by
-/// the zone's offset), tag `passt[PID]`.
-fn syslog_datagram(level: log::Level, local_secs: i64, pid: u32, text: &str) -> String {
-    const DAEMON: u8 = 3;
-    let severity: u8 = match level {
-        log::Level::Error => 3,
-        log::Level::Warn => 4,
-        log::Level::Info => 6,
-        log::Level::Debug | log::Level::Trace => 7,
-    };
-    let days = local_secs.div_euclid(86_400);
-    let secs = local_secs.rem_euclid(86_400);
-    let (_, month, day) = civil_from_days(days);
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "<{}>{} {day:>2} {:02}:{:02}:{:02} passt[{pid}]: {text}",
-        DAEMON * 8 + severity,
-        MONTHS[(month - 1) as usize],
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60,
-    )
-}
-
-/// The proleptic Gregorian date (year, month 1-12, day 1-31) of a day counted from
-/// 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    // Eras of 400 years (146097 days) starting on 0000-03-01, so that the leap day is last.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Which side of going to the background this process is on.
@@ -963,9 +816,9 @@ fn go_to_background() -> std::io::Result<Background> {
             drop(reader);
             rustix::process::setsid()?;
             std::env::set_current_dir("/")?;
-            ECHO_STDERR.store(true, Ordering::Relaxed);
+            logging::echo_to_stderr(true);
             Ok(Background::Child(Box::new(move || {
-                ECHO_STDERR.store(false, Ordering::Relaxed);
+                logging::echo_to_stderr(false);
                 if let Err(e) = writer.write_all(b"1") {
                     log::warn!("telling the parent we are ready: {e}");
                 }
@@ -978,5 +831,6 @@ fn go_to_background() -> std::io::Result<Background> {
     }
 }
 
+mod logging;
 #[cfg(test)]
 mod tests;

@@ -430,6 +430,8 @@ fn allowed_syscalls() -> Result<BTreeMap<i64, Vec<SeccompRule>>, seccompiler::Ba
         libc::SYS_unlinkat,
         libc::SYS_fchmod,
         libc::SYS_fchown,
+        // passt mode's log file, cut to its --log-size (a descriptor opened before confinement).
+        libc::SYS_ftruncate,
         libc::SYS_pipe2,
         libc::SYS_eventfd2,
         libc::SYS_timerfd_create,

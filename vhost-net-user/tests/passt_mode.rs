@@ -370,3 +370,191 @@ fn help_and_version_exit_0() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"type\": \"net\""));
 }
+
+/// In the background without `--log-file`, the daemon logs to syslog: RFC 3164 datagrams on
+/// /dev/log, connected before confinement, still sent once confined. Run in a mount namespace
+/// of its own (`unshare`, as root) whose /dev/log is a socket of this test's.
+#[test]
+fn background_logs_reach_syslog_once_confined() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root for a mount namespace with its own /dev/log");
+        return;
+    }
+    let scratch = Scratch::new("syslog");
+    let log = scratch.path("log");
+    let syslogd = std::os::unix::net::UnixDatagram::bind(&log).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    syslogd
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let socket = scratch.path("passt.sock");
+    let pid_file = scratch.path("passt.pid");
+    let script = "mount -t tmpfs -o mode=755 none /dev && mknod -m 666 /dev/null c 1 3 \
+         && touch /dev/log && mount --bind \"$1\" /dev/log && shift && exec \"$@\"";
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&log)
+        .arg(scratch.path("passt"))
+        .args(["--one-off", "--socket"])
+        .arg(&socket)
+        .arg("--pid")
+        .arg(&pid_file)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let pid = pid_in(&pid_file);
+    // A record made once confined: the frontend's arrival.
+    let sock = UnixStream::connect(&socket).unwrap();
+    let mut buf = [0u8; 2048];
+    let tag = format!(" passt[{pid}]: info: stream frontend connected");
+    loop {
+        let n = syslogd
+            .recv(&mut buf)
+            .expect("the frontend's arrival is logged to syslog");
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(msg.starts_with('<'), "{msg}");
+        if msg.ends_with(&tag) {
+            assert!(
+                msg.starts_with("<30>"),
+                "facility daemon, severity info: {msg}"
+            );
+            break;
+        }
+    }
+    drop(sock);
+    wait_until("the daemon exits", || !running(pid));
+}
+
+/// `--log-size`: the confined daemon keeps its log file under the limit, the oldest records
+/// making room (each connection logs a summary of about 1 KiB, so 100 connections log more
+/// than twice the limit).
+#[test]
+fn the_confined_daemon_keeps_its_log_file_under_log_size() {
+    let scratch = Scratch::new("logsize");
+    let socket = scratch.path("passt.sock");
+    let pid_file = scratch.path("passt.pid");
+    let log_file = scratch.path("passt.log");
+    let out = scratch.passt(&[
+        "--socket",
+        socket.to_str().unwrap(),
+        "--pid",
+        pid_file.to_str().unwrap(),
+        "--log-file",
+        log_file.to_str().unwrap(),
+        "--log-size",
+        "40960",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let pid = pid_in(&pid_file);
+    for _ in 0..100 {
+        drop(UnixStream::connect(&socket).unwrap());
+    }
+    // The last connection served: the daemon is back in accept, one more is answered.
+    let mut last = UnixStream::connect(&socket).unwrap();
+    assert_eq!(
+        arp_gateway_mac(&mut last, [10, 0, 2, 15], [10, 0, 2, 2]),
+        [0x52, 0x55, 10, 0, 2, 2]
+    );
+    drop(last);
+    assert!(running(pid), "the daemon died while logging");
+    terminate(pid);
+    wait_until("the exit is logged", || {
+        std::fs::read_to_string(&log_file).is_ok_and(|t| t.contains("info: signal 15: exiting"))
+    });
+    let text = std::fs::read_to_string(&log_file).unwrap();
+    assert!(text.len() <= 40960, "{} bytes", text.len());
+    assert!(
+        text.lines().all(|l| l
+            .split_once(": ")
+            .is_some_and(|(t, _)| t.parse::<f64>().is_ok())),
+        "whole records only:\n{text}"
+    );
+    assert!(!text.contains("serving on"), "the oldest went:\n{text}");
+}
+
+/// The internet checksum of `bytes` (RFC 1071).
+fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// `--dns-host`: the guest's DNS queries to the DNS address go to that host nameserver, not to
+/// resolv.conf's. A nameserver of the test's own on 127.0.0.2:53 (binding port 53 needs root).
+#[test]
+fn dns_host_is_where_the_guests_queries_go() {
+    let Ok(nameserver) = std::net::UdpSocket::bind("127.0.0.2:53") else {
+        eprintln!("skipped: 127.0.0.2:53 cannot be bound here (needs root, and the port free)");
+        return;
+    };
+    nameserver
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let scratch = Scratch::new("dns-host");
+    let socket = scratch.path("passt.sock");
+    let pid_file = scratch.path("passt.pid");
+    let out = scratch.passt(&[
+        "--one-off",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--pid",
+        pid_file.to_str().unwrap(),
+        "--dns-host",
+        "127.0.0.2",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let pid = pid_in(&pid_file);
+    // A query for a.example. (A, IN) from the guest, 10.0.2.15:40000 to 10.0.2.3:53.
+    let mut dns = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    dns.extend_from_slice(b"\x01a\x07example\x00\x00\x01\x00\x01");
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&40000u16.to_be_bytes());
+    udp.extend_from_slice(&53u16.to_be_bytes());
+    udp.extend_from_slice(&(8 + dns.len() as u16).to_be_bytes());
+    let mut pseudo = vec![10, 0, 2, 15, 10, 0, 2, 3, 0, 17];
+    pseudo.extend_from_slice(&(8 + dns.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(&udp);
+    pseudo.extend_from_slice(&[0, 0]);
+    pseudo.extend_from_slice(&dns);
+    udp.extend_from_slice(&checksum(&pseudo).to_be_bytes());
+    udp.extend_from_slice(&dns);
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&(20 + udp.len() as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0, 10, 0, 2, 15, 10, 0, 2, 3]);
+    let sum = checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut frame = vec![
+        0x52, 0x55, 10, 0, 2, 2, 0x52, 0x54, 0, 0x12, 0x34, 0x56, 8, 0,
+    ];
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&udp);
+    let mut msg = (frame.len() as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&frame);
+    let mut sock = UnixStream::connect(&socket).unwrap();
+    sock.write_all(&msg).unwrap();
+    let mut buf = [0u8; 512];
+    let (n, _) = nameserver
+        .recv_from(&mut buf)
+        .expect("the query reaches --dns-host");
+    assert_eq!(&buf[12..n], &dns[12..], "the question, relayed");
+    drop(sock);
+    wait_until("the daemon exits", || !running(pid));
+}

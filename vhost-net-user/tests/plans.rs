@@ -1196,6 +1196,7 @@ fn passt_style_option_errors() {
             &["--slirp", "hostfwd=unix:/tmp/a-:22,hostfwd=unix:/tmp/a-:23"],
             "both forward the socket /tmp/a",
         ),
+        (&["--hostname", ""], "--hostname : must be 1-255 bytes"),
         (&["--slirp", "ipv4=off", "-t", "22"], "listen"),
     ];
     for (argv, want) in cases {
@@ -1214,6 +1215,27 @@ fn passt_style_option_errors() {
             }
         }
     }
+}
+
+#[test]
+fn hostname_goes_to_dhcp_and_wins_over_the_configuration() {
+    assert_eq!(
+        ok(&["--hostname", "vm1"], None)
+            .plan
+            .dhcp
+            .hostname
+            .as_deref(),
+        Some("vm1")
+    );
+    let r = ok(&["--slirp", "hostname=a", "--hostname", "b"], None);
+    assert_eq!(r.plan.dhcp.hostname.as_deref(), Some("b"));
+    assert_eq!(
+        warnings(&r),
+        ["--hostname b overrides the configuration's hostname (b instead of a)"]
+    );
+    let r = ok(&["--slirp", "hostname=b", "--hostname", "b"], None);
+    assert!(warnings(&r).is_empty(), "{:?}", warnings(&r));
+    assert_eq!(ok(&[], None).plan.dhcp.hostname, None);
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! * `--libvirt-xml FILE` (a domain or a bare `<interface>`; `-` reads standard input),
 //! * `--slirp OPTS` (QEMU `-netdev user` options),
 //! * the passt-style options (`--address`, `--netmask`, `--gateway`, `--mac-addr`, `--dns`,
-//!   `--search`, `--mtu`, `-t`, `-u`, `--no-map-gw`), and passt's switches `-4`, `-6`,
+//!   `--search`, `--mtu`, `--hostname`, `-t`, `-u`, `--no-map-gw`), and passt's switches `-4`, `-6`,
 //!   `--no-dhcp`, `--no-dhcpv6`, `--no-ndp`, `--no-ra`, `--no-tcp`, `--no-udp`, `--no-icmp`.
 //!
 //! Precedence: `--libvirt-xml` and `--slirp` each describe a whole interface, so they exclude

@@ -342,7 +342,8 @@ fn apply_mtu(opts: &PasstOptions, req: &mut Request) -> Result<(), ConfigError> 
     Ok(())
 }
 
-/// `--hostname NAME`: the name DHCP gives the guest (option 12), as slirp's `hostname=`.
+/// `--hostname NAME`: the name DHCP gives the guest (option 12), as slirp's `hostname=`; a
+/// different one from the configuration is replaced with a warning.
 fn apply_hostname(opts: &PasstOptions, req: &mut Request) -> Result<(), ConfigError> {
     if let Some(h) = &opts.hostname {
         if h.is_empty() || h.len() > 255 {
@@ -351,7 +352,16 @@ fn apply_hostname(opts: &PasstOptions, req: &mut Request) -> Result<(), ConfigEr
                 "must be 1-255 bytes",
             ));
         }
-        req.hostname = Some(h.clone());
+        if let Some(old) = req.hostname.replace(h.clone())
+            && old != *h
+        {
+            req.notes.push(Warning::Overrides {
+                by: format!("--hostname {h}"),
+                replaced: "the configuration's hostname".into(),
+                new: h.clone(),
+                old,
+            });
+        }
     }
     Ok(())
 }

@@ -1,8 +1,11 @@
 //! passt's command lines as libvirt, libguestfs and QEMU give them, read into what the
 //! program runs with and what the guest sees.
 
+use super::logging::*;
 use super::*;
 use policy::{HostListen, NetPlan, Proto};
+use std::os::unix::net::UnixDatagram;
+use std::time::Instant;
 
 fn parsed(argv: &[&str]) -> PasstArgs {
     parse(std::iter::once("passt").chain(argv.iter().copied()))
@@ -338,10 +341,6 @@ fn mappings_the_engine_does_not_make_are_refused() {
         ),
         (&["--no-dhcp-dns"][..], "--no-dhcp-dns: not supported"),
         (&["--freebind"][..], "--freebind: not supported"),
-        (
-            &["--log-size", "2000000"][..],
-            "--log-size 2000000: not supported",
-        ),
         (
             &["--vhost-user", "--migrate-exit"][..],
             "--migrate-exit: not supported",
@@ -681,9 +680,10 @@ fn records_reach_the_log_file_or_syslog_and_the_file_is_private() {
     let file = dir.join("passt.log");
     std::fs::write(&file, "left from before\n").unwrap();
     let conv = converted(&["-l", file.to_str().unwrap(), "-F", "3"]);
+    assert_eq!(conv.log_size, DEFAULT_LOG_SIZE);
     let logger = PasstLogger {
         level: log::LevelFilter::Info,
-        sink: open_sink(&conv).unwrap(),
+        sink: open_sink(conv.log_file.as_deref(), conv.log_size, false).unwrap(),
         start: Instant::now(),
         utc_offset: 0,
     };
@@ -711,12 +711,8 @@ fn records_reach_the_log_file_or_syslog_and_the_file_is_private() {
     // Never through a symbolic link.
     let link = dir.join("link.log");
     std::os::unix::fs::symlink(&file, &link).unwrap();
-    let conv = converted(&["-l", link.to_str().unwrap(), "-F", "3"]);
-    let e = open_sink(&conv).unwrap_err();
-    assert!(
-        e.starts_with(&format!("--log-file {}: ", link.display())),
-        "{e}"
-    );
+    let e = open_sink(Some(&link), DEFAULT_LOG_SIZE, false).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
 
     let syslogd = UnixDatagram::bind(dir.join("log")).unwrap();
     let client = UnixDatagram::unbound().unwrap();
@@ -742,4 +738,36 @@ fn records_reach_the_log_file_or_syslog_and_the_file_is_private() {
         "{msg}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_log_file_keeps_under_its_size_dropping_the_oldest_lines() {
+    let path = std::env::temp_dir().join(format!("vnu-passt-rotate-{}.log", std::process::id()));
+    let mut file = LogFile::create(&path, 100).unwrap();
+    for n in 0..40 {
+        file.append(format!("line {n:02}\n").as_bytes()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.len() <= 100, "{n}: {} bytes", text.len());
+        // Whole lines, the newest last, in order, with none missing since the first kept.
+        let kept: Vec<u32> = text
+            .lines()
+            .map(|l| l.strip_prefix("line ").unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(kept.last(), Some(&n), "{text:?}");
+        assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "{text:?}");
+        assert!(text.ends_with('\n'));
+    }
+    // A record longer than the whole limit keeps its end.
+    file.append(&[b'x'; 250]).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), vec![b'x'; 100]);
+    let _ = std::fs::remove_file(&path);
+    // passt's limits on --log-size.
+    assert_eq!(
+        converted(&["--log-size", "40960", "-F", "3"]).log_size,
+        40_960
+    );
+    assert_eq!(
+        parse(["passt", "--log-size", "4096"]).unwrap_err(),
+        Exit(USAGE_STATUS)
+    );
 }
