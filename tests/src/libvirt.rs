@@ -49,6 +49,10 @@ use crate::{find_program, workspace_root};
 /// launcher's namespace): `N-DOMAIN-net0.socket`, `N-DOMAIN-net0-passt.pid`.
 pub const PASST_RUN_DIR: &str = "/run/libvirt/qemu/passt";
 
+/// The longest domain name whose passt files carry it whole: libvirt names them after the
+/// domain's "short name", its first 20 characters.
+pub const MAX_NAME: usize = 20;
+
 /// Which passt libvirtd runs for `<backend type='passt'/>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Passt {
@@ -83,7 +87,8 @@ impl Iface {
 /// One domain to boot.
 #[derive(Debug, Clone)]
 pub struct Domain {
-    /// The libvirt domain name (unique among the domains of one libvirtd at a time).
+    /// The libvirt domain name: unique among the domains running on this machine, at most
+    /// [`MAX_NAME`] characters.
     pub name: String,
     pub iface: Iface,
     /// `<ip family='ipv4' address=A prefix=P/>`.
@@ -352,6 +357,14 @@ impl Libvirt {
 
     /// Starts `domain` (`virsh create`) once a QEMU slot is free.
     pub fn create(&self, domain: &Domain) -> Result<RunningDomain<'_>> {
+        if domain.name.len() > MAX_NAME {
+            return Err(Error::new(format!(
+                "domain name `{}` is longer than {MAX_NAME} characters: libvirt names its passt \
+                 socket and pid file after the first {MAX_NAME} only, and the test finds them by \
+                 the whole name",
+                domain.name
+            )));
+        }
         let slot = SlotGuard::acquire();
         let xml = self.dir.join(&format!("{}.xml", domain.name));
         std::fs::write(&xml, domain.xml(self.dir.path()))
@@ -393,7 +406,7 @@ impl Libvirt {
                 .collect();
             let names_socket = args.iter().any(|a| a.contains(&socket));
             let is_qemu = args.first().is_some_and(|a| a.contains("qemu-system"));
-            if !names_socket || is_qemu || is_zombie(pid) {
+            if !names_socket || is_qemu || not_running(pid) {
                 continue;
             }
             found.push(format!("{pid}: {}", args.join(" ").trim_end()));
@@ -461,7 +474,8 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-fn is_zombie(pid: u32) -> bool {
+/// Whether process `pid` is gone or a zombie (it ended; only its exit status is left).
+fn not_running(pid: u32) -> bool {
     let stat = read_lossy(Path::new(&format!("/proc/{pid}/stat")));
     // The state follows the command name, which is in parentheses and may hold anything.
     stat.rsplit_once(')')
@@ -602,5 +616,69 @@ pub fn until_empty(deadline: Duration, mut what: impl FnMut() -> Vec<String>) ->
             return left;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_carry_the_seeds_interface_and_the_guest_script() {
+        let dir = Path::new("/tmp/d");
+        let slirp = Domain::new("s", Iface::Slirp)
+            .ip("169.254.0.0", 16)
+            .xml(dir);
+        assert!(slirp.contains("<interface type='user'>"), "{slirp}");
+        assert!(!slirp.contains("<backend"), "{slirp}");
+        assert!(
+            slirp.contains("<ip family='ipv4' address='169.254.0.0' prefix='16'/>"),
+            "{slirp}"
+        );
+        assert!(
+            slirp.contains("<mac address='52:54:00:41:2c:49'/>"),
+            "{slirp}"
+        );
+        assert!(slirp.contains("<acpi/>"), "{slirp}");
+        assert!(
+            slirp.contains("<source type='memfd'/><access mode='shared'/>"),
+            "{slirp}"
+        );
+        assert!(slirp.contains("<kernel>/tmp/d/vmlinuz</kernel>"), "{slirp}");
+        assert!(
+            slirp.contains("<source path='/tmp/d/s.console'/>"),
+            "{slirp}"
+        );
+
+        let vhost = Domain::new("v", Iface::VhostUserPasst)
+            .forward(40000, 8080)
+            .script("echo hi")
+            .xml(dir);
+        assert!(vhost.contains("<interface type='vhostuser'>"), "{vhost}");
+        assert!(vhost.contains("<backend type='passt'/>"), "{vhost}");
+        assert!(!vhost.contains("<ip "), "{vhost}");
+        assert!(
+            vhost.contains(
+                "<portForward proto='tcp' address='127.0.0.1'><range start='40000' \
+                 to='8080'/></portForward>"
+            ),
+            "{vhost}"
+        );
+        assert!(
+            vhost.contains(&format!("vnu.run={}", base64(b"echo hi"))),
+            "{vhost}"
+        );
+        let user = Domain::new("u", Iface::UserPasst).xml(dir);
+        assert!(user.contains("<interface type='user'>"), "{user}");
+        assert!(user.contains("<backend type='passt'/>"), "{user}");
+    }
+
+    #[test]
+    fn zombies_and_vanished_processes_are_not_running() {
+        assert!(!not_running(std::process::id()));
+        assert!(
+            not_running(u32::MAX),
+            "a process that does not exist counts as gone"
+        );
     }
 }

@@ -50,9 +50,9 @@ fn free_port() -> u16 {
     probe.local_addr().expect("probe address").port()
 }
 
-/// What the guest's `nc` serves on the forward.
+/// What the guest's `nc` serves on the forward of domain `name`.
 fn token(name: &str) -> String {
-    format!("vnu-forward-{name}-{}", std::process::id())
+    format!("vnu-forward-{name}")
 }
 
 /// The guest script of the forward domains: `nc` serves [`token`] once on [`GUEST_PORT`]
@@ -173,9 +173,13 @@ fn boot(libvirt: &Libvirt, domain: &Domain, stop: Stop) -> Outcome {
     }
 }
 
-/// A domain of the seed's kind named `name`, with `ip` (if any).
+/// A domain of the seed's kind named `name` and a tag of this process (the passt processes of
+/// a domain are found by name among all of this machine's), with `ip` (if any).
 fn domain(name: &str, iface: Iface, ip: Option<(&str, u8)>) -> Domain {
-    let d = Domain::new(name, iface);
+    let d = Domain::new(
+        &format!("{name}-{:04x}", std::process::id() & 0xffff),
+        iface,
+    );
     match ip {
         Some((address, prefix)) => d.ip(address, prefix),
         None => d,
@@ -236,7 +240,7 @@ fn as_slirp_with(tag: &str, ip: Option<(&str, u8)>) {
     let domains = [
         domain(&format!("{tag}-slirp"), Iface::Slirp, ip),
         domain(&format!("{tag}-user-ours"), Iface::UserPasst, ip),
-        domain(&format!("{tag}-vhostuser-ours"), Iface::VhostUserPasst, ip),
+        domain(&format!("{tag}-vhost-ours"), Iface::VhostUserPasst, ip),
     ];
     let outcomes: Vec<Outcome> = std::thread::scope(|s| {
         let handles: Vec<_> = domains
@@ -329,14 +333,14 @@ fn seed_domain_as_slirp() {
         passt(debian, "seed-user-deb", Iface::UserPasst, Stop::Destroy),
         passt(
             debian,
-            "seed-vhostuser-deb",
+            "seed-vhost-deb",
             Iface::VhostUserPasst,
             Stop::Destroy,
         ),
         passt(ours, "seed-user-ours", Iface::UserPasst, Stop::Poweroff),
         passt(
             ours,
-            "seed-vhostuser-ours",
+            "seed-vhost-ours",
             Iface::VhostUserPasst,
             Stop::Destroy,
         ),
