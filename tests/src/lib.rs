@@ -33,8 +33,9 @@
 //! One module per concern, re-exported here so that tests name everything as `vnu_tests::NAME`:
 //! `env` (where the binaries are), `skip` (tests that cannot run here), `tempdir`, `process`
 //! (signals, bounded waits), `image` (the guest build), `backend`, `qemu` (command lines),
-//! `slots`, `guest` (a running QEMU), `boot`, `guest_run` (what a guest reported); [`netns`] and
-//! [`hostsrv`] are public modules of their own.
+//! `slots`, `guest` (a running QEMU), `boot`, `guest_run` (what a guest reported); [`netns`],
+//! [`hostsrv`] and [`libvirt`] (real libvirt in the Debian 13 root) are public modules of their
+//! own.
 
 mod backend;
 mod boot;
@@ -44,6 +45,7 @@ mod guest;
 mod guest_run;
 pub mod hostsrv;
 mod image;
+pub mod libvirt;
 pub mod netns;
 mod process;
 mod qemu;
