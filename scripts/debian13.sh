@@ -12,17 +12,14 @@
 # chrooted process. /proc, /sys, /dev and /tmp are the host's; so are the directories named in
 # $VNU_DEBIAN13_SHARE (colon-separated, mounted at the same paths: guest images, sockets). The
 # environment is reset to a plain PATH, HOME and TERM, plus what $VNU_DEBIAN13_ENV names
-# (colon-separated variable names). $VNU_DEBIAN13_EXTRA adds packages to the default list (use it
-# with a root of its own: a different list rebuilds the root).
+# (colon-separated variable names).
 set -euo pipefail
 ROOT=${VNU_DEBIAN13_ROOT:-/var/tmp/vnu-debian13}
 SCRIPTS=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 # What the root holds; a change here rebuilds it.
+# guestfish and a kernel are libguestfs's appliance (scripts/guestfs-net.sh).
 PACKAGES="qemu-system-x86 qemu-utils ipxe-qemu seabios passt libvirt-daemon-system \
-libvirt-daemon-driver-qemu libvirt-clients procps samba"
-if [ -n "${VNU_DEBIAN13_EXTRA:-}" ]; then
-  PACKAGES="$PACKAGES $VNU_DEBIAN13_EXTRA"
-fi
+libvirt-daemon-driver-qemu libvirt-clients procps samba guestfish linux-image-amd64"
 MIRROR=${VNU_DEBIAN13_MIRROR:-http://deb.debian.org/debian}
 STAMP="$ROOT/.vnu-root"
 

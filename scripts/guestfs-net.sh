@@ -11,8 +11,7 @@
 # Hiding and adding happen in the entered command's private mount namespace (a bind mount, a
 # tmpfs on /usr/local/bin); the root on disk is never changed for it.
 #
-# The root is $VNU_GUESTFS_ROOT (default /var/tmp/vnu-debian13-guestfs), built by debian13.sh
-# with guestfish and a kernel added (about 2.5 minutes the first time). supermin builds the
+# The root is debian13.sh's, which holds guestfish and a kernel for this. supermin builds the
 # appliance from the root's packages and kernel on the first run (a few seconds) and keeps it,
 # with QEMU's probed features, in the root's /var/tmp/guestfs-cache; later runs reuse it. A boot
 # takes about 25 s of one core (TCG).
@@ -146,8 +145,6 @@ case ${1:-} in
   --build-only|slirp|debian-passt|vnu-passt)
     mode=$1
     [ "$(id -u)" = 0 ] || { echo "guestfs-net.sh: needs root" >&2; exit 1; }
-    export VNU_DEBIAN13_ROOT=${VNU_GUESTFS_ROOT:-/var/tmp/vnu-debian13-guestfs}
-    export VNU_DEBIAN13_EXTRA="guestfish linux-image-amd64"
     if [ "$mode" = --build-only ]; then
       exec "$SCRIPTS/debian13.sh" --build-only
     fi
