@@ -31,8 +31,8 @@ struct Registered {
     path: PathBuf,
     /// A directory of ours, removed with everything in it.
     tree: bool,
-    /// Its device and inode at registration (`lstat`); `None` if it was not there then.
-    id: Option<(u64, u64)>,
+    /// Its device, inode and type at registration (`lstat`); `None` if it was not there then.
+    id: Option<(u64, u64, u32)>,
 }
 
 /// Paths removed when the process ends, whichever way it ends.
@@ -180,11 +180,16 @@ fn remove(entry: &Registered) -> io::Result<()> {
     }
 }
 
-/// A file's device and inode.
-// Both are u64 on some targets only.
+/// A file's device, inode and type: a number freed and reused by a file of another type is
+/// not ours either.
+// Each is u64 on some targets only.
 #[allow(clippy::unnecessary_cast)]
-fn identity(st: &rustix::fs::Stat) -> (u64, u64) {
-    (st.st_dev as u64, st.st_ino as u64)
+fn identity(st: &rustix::fs::Stat) -> (u64, u64, u32) {
+    (
+        st.st_dev as u64,
+        st.st_ino as u64,
+        (st.st_mode as u32) & (libc::S_IFMT as u32),
+    )
 }
 
 /// How deep [`empty_directory`] goes: smbd's directory is two levels deep.
@@ -236,4 +241,72 @@ pub fn exit_on_termination_signal() {
         cleanup();
         std::process::exit(0);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vnu-exit-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn registered(path: &Path, tree: bool) -> Registered {
+        Registered {
+            path: path.to_owned(),
+            tree,
+            id: rustix::fs::lstat(path).ok().map(|st| identity(&st)),
+        }
+    }
+
+    #[test]
+    fn a_tree_goes_with_what_it_holds_but_not_what_its_links_point_at() {
+        let dir = scratch("tree");
+        let outside = dir.join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("keep"), "x").unwrap();
+        let tree = dir.join("tree");
+        std::fs::create_dir_all(tree.join("a/b")).unwrap();
+        std::fs::write(tree.join("a/b/file"), "x").unwrap();
+        std::fs::write(tree.join("file"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("a/link")).unwrap();
+        let entry = registered(&tree, true);
+        remove(&entry).unwrap();
+        assert!(!tree.exists());
+        assert!(outside.join("keep").exists());
+        // Gone already: nothing to do, no error.
+        remove(&entry).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_path_that_is_something_else_now_stays() {
+        let dir = scratch("replaced");
+        let file = dir.join("sock");
+        std::fs::write(&file, "ours").unwrap();
+        let entry = registered(&file, false);
+        // Another file at the path (a newer process's); the old one kept under another name
+        // so that the new one cannot reuse its inode.
+        std::fs::rename(&file, dir.join("old")).unwrap();
+        std::fs::write(&file, "theirs").unwrap();
+        assert!(remove(&entry).is_err());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "theirs");
+
+        // A directory replaced by a link to another: neither is touched.
+        let tree = dir.join("tree");
+        std::fs::create_dir(&tree).unwrap();
+        let entry = registered(&tree, true);
+        let target = dir.join("target");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("keep"), "x").unwrap();
+        std::fs::rename(&tree, dir.join("old-tree")).unwrap();
+        std::os::unix::fs::symlink(&target, &tree).unwrap();
+        assert!(remove(&entry).is_err());
+        assert!(target.join("keep").exists());
+        assert!(std::fs::symlink_metadata(&tree).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
