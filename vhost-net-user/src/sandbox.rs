@@ -188,8 +188,10 @@ impl Sandbox {
         if let Some(runas) = &self.runas
             && runas.uid != 0
             && exit::anything_registered()
+            && let Err(e) = start_janitor(self.mode)
         {
-            start_janitor(self.mode)?;
+            // Serving matters more than tidying up after: said, and on without one.
+            log::warn!("{}: the files removed at exit may stay", error_chain(&e));
         }
         sys::forbid_core_dumps().map_err(SandboxError::Core)?;
         if let Some(RunAs { uid, gid }) = self.runas {
@@ -205,6 +207,17 @@ impl Sandbox {
 
 /// The janitor's filter, compiled by [`start_janitor`] before the fork.
 static JANITOR_FILTER: OnceLock<BpfProgram> = OnceLock::new();
+
+/// `e` and its sources, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        line.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    line
+}
 
 /// Forks the janitor (see [`exit`]'s module comment), which stays root to remove what the
 /// `--runas` user may not, and gives the backend the pipe's write end, never closed: the
@@ -781,6 +794,58 @@ mod tests {
             out.status.signal(),
             Some(libc::SIGSYS),
             "{}\n{stdout}",
+            out.status
+        );
+    }
+
+    /// Run as a child of the test below (`VNU_JANITOR_CHILD`, a directory): under the
+    /// janitor's filter, the janitor removes a registered tree and file (its pipe already at
+    /// end of file); then opening a file kills the process.
+    #[test]
+    fn the_janitor_removes_a_tree_under_its_filter_which_kills_on_anything_else() {
+        use std::os::unix::process::ExitStatusExt;
+        const TEST: &str = "sandbox::tests::the_janitor_removes_a_tree_under_its_filter_which_kills_on_anything_else";
+        if let Some(dir) = std::env::var_os("VNU_JANITOR_CHILD") {
+            let dir = PathBuf::from(dir);
+            exit::remove_tree_at_exit(&dir.join("tree"));
+            exit::remove_at_exit(&dir.join("file"));
+            let (reader, writer) = std::io::pipe().unwrap();
+            drop(writer);
+            let reader = OwnedFd::from(reader);
+            let program = janitor_filter(Mode::On, reader.as_raw_fd()).unwrap();
+            sys::set_no_new_privs().unwrap();
+            seccompiler::apply_filter(&program).unwrap();
+            let status = exit::janitor(reader);
+            sys::write_stderr(format!("\njanitor: {status}\n").as_bytes());
+            let opened = std::fs::File::open("/proc/self/status").is_ok();
+            sys::write_stderr(format!("still alive after opening a file: {opened}\n").as_bytes());
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("vnu-janitor-filter-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("tree/a/b")).unwrap();
+        std::fs::create_dir_all(dir.join("outside")).unwrap();
+        std::fs::write(dir.join("outside/keep"), "x").unwrap();
+        std::fs::write(dir.join("tree/a/b/file"), "x").unwrap();
+        std::os::unix::fs::symlink(dir.join("outside"), dir.join("tree/a/link")).unwrap();
+        std::fs::write(dir.join("file"), "x").unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+            .env("VNU_JANITOR_CHILD", &dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let left: Vec<bool> = ["tree", "file", "outside/keep"]
+            .iter()
+            .map(|p| dir.join(p).exists())
+            .collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(stderr.contains("janitor: 0"), "{}\n{stderr}", out.status);
+        assert_eq!(left, [false, false, true], "tree, file, outside/keep");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGSYS),
+            "{}\n{stderr}",
             out.status
         );
     }
