@@ -244,10 +244,12 @@ fn start_janitor(mode: Mode) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// The janitor's process: no core dumps, no new privileges, its own filter, then its work.
+/// The janitor's process: named `vnu-janitor`, no core dumps, no new privileges, its own
+/// filter, then its work.
 /// Uses only the standard streams and `pipe` (never `log`), as [`sys::fork_janitor`] needs.
 pub(crate) fn janitor_main(pipe: OwnedFd) -> i32 {
-    let confined = sys::forbid_core_dumps()
+    let confined = sys::set_thread_name(c"vnu-janitor")
+        .and_then(|()| sys::forbid_core_dumps())
         .and_then(|()| sys::set_no_new_privs())
         .map_err(|e| e.to_string())
         .and_then(|()| {

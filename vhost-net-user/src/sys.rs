@@ -232,6 +232,13 @@ pub fn fork_single_threaded() -> io::Result<Forked> {
     }
 }
 
+/// Names the calling thread (`PR_SET_NAME`; the process's name in `ps` when it has one
+/// thread): the janitor's `vnu-janitor`, so that it is not taken for the backend.
+pub fn set_thread_name(name: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: the kernel reads a NUL-terminated string (at most 16 bytes) from the live `name`.
+    check(unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) })
+}
+
 /// Writes `bytes` to standard error with one `write` (the janitor's only output: no lock, no
 /// buffer). Errors are dropped: there is nowhere else to say them.
 pub fn write_stderr(bytes: &[u8]) {

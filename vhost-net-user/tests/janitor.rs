@@ -178,6 +178,15 @@ fn get_features(sock: &mut UnixStream) {
 /// After `sig` to the daemon, `files` disappear and the janitor (its one child) exits.
 fn check_removed_after(dir: &RootDir, daemon: i32, sig: Signal, files: &[&str]) {
     let kids = children(daemon);
+    let names: Vec<String> = kids
+        .iter()
+        .map(|k| {
+            std::fs::read_to_string(format!("/proc/{k}/comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
+        .collect();
     for file in files {
         assert!(dir.path(file).exists(), "{file} missing before the signal");
     }
@@ -188,7 +197,11 @@ fn check_removed_after(dir: &RootDir, daemon: i32, sig: Signal, files: &[&str]) 
             std::fs::symlink_metadata(&path).is_err()
         });
     }
-    assert_eq!(kids.len(), 1, "children of the backend {daemon}: {kids:?}");
+    assert_eq!(
+        names,
+        ["vnu-janitor"],
+        "children of the backend {daemon}: {kids:?}"
+    );
     let janitor = kids[0];
     wait_until(&format!("the janitor {janitor} exits"), || {
         stat(janitor).is_none_or(|(state, _)| state == 'Z')
