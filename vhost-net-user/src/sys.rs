@@ -294,11 +294,27 @@ pub fn fork_janitor(
                 // Rust object, and dup3 replaces them atomically.
                 unsafe { libc::dup3(devnull.as_raw_fd(), target, 0) };
             }
-            let fd = keep.as_raw_fd().max(3) as libc::c_uint;
-            // Closes what the objects of the parent's frames own; none of them is used or
-            // dropped here (the child ends in _exit below). Failure leaves them open only.
-            let _ =
+            // Closes what the objects of the parent's frames own (the pipe's write end among
+            // them, which would keep the janitor waiting forever); none of them is used or
+            // dropped here (the child ends in _exit below).
+            let keep_fd = keep.as_raw_fd();
+            let fd = keep_fd.max(3) as libc::c_uint;
+            let closed =
                 close_range(3, fd - 1, 0).and_then(|()| close_range(fd + 1, libc::c_uint::MAX, 0));
+            if closed.is_err() {
+                // Kernels before 5.9: whatever /proc/self/fd lists (its own descriptor closed
+                // with the listing, before the loop).
+                let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+                    .map(|dir| {
+                        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for other in open.into_iter().filter(|&n| n > 2 && n != keep_fd) {
+                    // SAFETY: as close_range above: nothing here uses or drops their owners.
+                    unsafe { libc::close(other) };
+                }
+            }
             let status =
                 std::panic::catch_unwind(move || crate::sandbox::janitor_main(keep)).unwrap_or(101);
             // SAFETY: _exit ends the child at once, without unwinding into the parent's

@@ -190,6 +190,22 @@ fn check_removed_after(dir: &RootDir, daemon: i32, sig: Signal, files: &[&str]) 
     for file in files {
         assert!(dir.path(file).exists(), "{file} missing before the signal");
     }
+    // Beyond its standard streams, the janitor holds its pipe and nothing else.
+    for kid in &kids {
+        let held: Vec<String> = std::fs::read_dir(format!("/proc/{kid}/fd"))
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let n: i32 = e.file_name().to_str()?.parse().ok()?;
+                (n > 2).then(|| std::fs::read_link(e.path()).ok())?
+            })
+            .map(|target| target.display().to_string())
+            .collect();
+        assert!(
+            held.len() == 1 && held[0].starts_with("pipe:"),
+            "the janitor {kid} holds {held:?}"
+        );
+    }
     signal(daemon, sig);
     for file in files {
         let path = dir.path(file);
