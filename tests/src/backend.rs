@@ -148,8 +148,10 @@ impl Backend {
         let socket_flag = link.socket_flag();
         let bin = backend_bin()?;
         let dir = TempDir::new("backend")?;
-        // Started as root (as the tests run), the backend drops to nobody; the socket and files
-        // it removes at exit can go only from a directory that user may write.
+        // Started as root (as the tests run), the backend drops to nobody. In a directory only
+        // root may write, its janitor (still root) removes the socket once the backend has
+        // exited, a moment after; writable by nobody, the backend removes it itself before it
+        // exits, so that tests may check it is gone as soon as they see the exit status.
         std::fs::set_permissions(
             dir.path(),
             std::os::unix::fs::PermissionsExt::from_mode(0o777),

@@ -817,6 +817,8 @@ fn go_to_background() -> std::io::Result<Background> {
             rustix::process::setsid()?;
             std::env::set_current_dir("/")?;
             logging::echo_to_stderr(true);
+            // Its standard error is the caller's, which waits for that pipe's end.
+            crate::exit::janitor_without_stderr();
             Ok(Background::Child(Box::new(move || {
                 logging::echo_to_stderr(false);
                 if let Err(e) = writer.write_all(b"1") {

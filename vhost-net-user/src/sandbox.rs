@@ -8,15 +8,18 @@
 //!
 //! 1. forks the guest forwards' launcher ([`netcore::launcher`]) if the plan has guest
 //!    forwards or smb=: the backend itself never execs again;
-//! 2. sets `RLIMIT_CORE` 0 and `PR_SET_DUMPABLE` 0 (a core would hold guest RAM);
-//! 3. started as root, becomes the `--runas` user (default `nobody`) with no supplementary
+//! 2. started as root, and about to become a user who is not, forks the janitor if anything
+//!    is registered for removal at exit ([`crate::exit`]): a process that stays root, under a
+//!    seccomp filter of its own, to remove those paths once the backend has exited;
+//! 3. sets `RLIMIT_CORE` 0 and `PR_SET_DUMPABLE` 0 (a core would hold guest RAM);
+//! 4. started as root, becomes the `--runas` user (default `nobody`) with no supplementary
 //!    groups; started as anyone else, stays who it is;
-//! 4. sets `PR_SET_NO_NEW_PRIVS`;
-//! 5. restricts the filesystem with Landlock, where the kernel has it, to what the plan names
+//! 5. sets `PR_SET_NO_NEW_PRIVS`;
+//! 6. restricts the filesystem with Landlock, where the kernel has it, to what the plan names
 //!    (the TFTP root, read-only) and what the backend itself makes and removes at run time
 //!    (its per-connection daemon sockets in the temporary directory, the files it removes at
 //!    exit);
-//! 6. installs a seccomp allow-list for the whole process (`allowed_syscalls`), whose
+//! 7. installs a seccomp allow-list for the whole process (`allowed_syscalls`), whose
 //!    default action kills the process. Threads started later (connections, vhost-user's
 //!    workers, relays, the signal thread) inherit it. Threads may be made (`clone` with
 //!    `CLONE_THREAD`) but not processes, and nothing may exec. The vring worker, the thread
@@ -34,6 +37,7 @@
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -47,7 +51,7 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
-use crate::sys;
+use crate::{exit, sys};
 
 /// `--sandbox`: how much confinement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -118,6 +122,8 @@ pub struct Sandbox {
 pub enum SandboxError {
     #[error("starting the guest forward launcher failed")]
     Launcher(#[source] io::Error),
+    #[error("starting the janitor failed")]
+    Janitor(#[source] io::Error),
     #[error("disabling core dumps failed")]
     Core(#[source] io::Error),
     #[error("switching to user {uid}, group {gid} failed")]
@@ -179,6 +185,14 @@ impl Sandbox {
             log::debug!("guest forward launcher: pid {}", launcher.pid());
             netcore::launcher::install(launcher);
         }
+        if let Some(runas) = &self.runas
+            && runas.uid != 0
+            && exit::anything_registered()
+            && let Err(e) = start_janitor(self.mode)
+        {
+            // Serving matters more than tidying up after: said, and on without one.
+            log::warn!("{}: the files removed at exit may stay", error_chain(&e));
+        }
         sys::forbid_core_dumps().map_err(SandboxError::Core)?;
         if let Some(RunAs { uid, gid }) = self.runas {
             sys::switch_user(uid, gid).map_err(|source| SandboxError::User { uid, gid, source })?;
@@ -189,6 +203,132 @@ impl Sandbox {
         install_seccomp(self.mode)?;
         Ok(())
     }
+}
+
+/// The janitor's filter, compiled by [`start_janitor`] before the fork.
+static JANITOR_FILTER: OnceLock<BpfProgram> = OnceLock::new();
+
+/// `e` and its sources, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        line.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    line
+}
+
+/// Forks the janitor (see [`exit`]'s module comment), which stays root to remove what the
+/// `--runas` user may not, and gives the backend the pipe's write end, never closed: the
+/// janitor sees end of file when the backend exits.
+fn start_janitor(mode: Mode) -> Result<(), SandboxError> {
+    let failed = SandboxError::Janitor;
+    let devnull = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(failed)?;
+    let (reader, writer) = std::io::pipe().map_err(failed)?;
+    let reader = OwnedFd::from(reader);
+    let program = janitor_filter(mode, reader.as_raw_fd())
+        .map_err(|e| SandboxError::Seccomp(e.to_string()))?;
+    if JANITOR_FILTER.set(program).is_err() {
+        return Err(failed(io::Error::other("a janitor was already started")));
+    }
+    let pid = sys::fork_janitor(reader, devnull.as_fd(), exit::janitor_quiet()).map_err(failed)?;
+    // Held until the process exits, whichever way: the janitor's signal to clean up.
+    std::mem::forget(OwnedFd::from(writer));
+    exit::janitor_started();
+    log::debug!("janitor: pid {pid}");
+    Ok(())
+}
+
+/// The janitor's process: named `vnu-janitor`, no core dumps, no new privileges, its own
+/// filter, then its work.
+/// Uses only the standard streams and `pipe` (never `log`), as [`sys::fork_janitor`] needs.
+pub(crate) fn janitor_main(pipe: OwnedFd) -> i32 {
+    let confined = sys::set_thread_name(c"vnu-janitor")
+        .and_then(|()| sys::forbid_core_dumps())
+        .and_then(|()| sys::set_no_new_privs())
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            let program = JANITOR_FILTER.get().ok_or("no filter")?;
+            seccompiler::apply_filter(program).map_err(|e| e.to_string())
+        });
+    if let Err(e) = confined {
+        sys::write_stderr(format!("vhost-net-user janitor: confining: {e}\n").as_bytes());
+        return 1;
+    }
+    exit::janitor(pipe)
+}
+
+/// What the janitor may do: wait on its pipe (`read` of that descriptor only), look at paths
+/// without following links, list and remove directories, unlink, write to standard error,
+/// allocate, exit. Everything else kills it (is logged under `--sandbox=log`).
+fn janitor_filter(mode: Mode, pipe: RawFd) -> Result<BpfProgram, String> {
+    let bad = |e: &dyn std::fmt::Display| e.to_string();
+    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| bad(&e))?;
+    let mismatch = match mode {
+        Mode::Log => SeccompAction::Log,
+        _ => SeccompAction::KillProcess,
+    };
+    let arg_is = |arg: u8, value: u64| -> Result<SeccompRule, seccompiler::BackendError> {
+        SeccompRule::new(vec![SeccompCondition::new(
+            arg,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Eq,
+            value,
+        )?])
+    };
+    let plain = [
+        libc::SYS_close,
+        libc::SYS_fstat,
+        libc::SYS_newfstatat,
+        libc::SYS_statx,
+        libc::SYS_getdents64,
+        libc::SYS_unlinkat,
+        libc::SYS_brk,
+        libc::SYS_mmap,
+        libc::SYS_munmap,
+        libc::SYS_mremap,
+        libc::SYS_madvise,
+        libc::SYS_rt_sigprocmask,
+        libc::SYS_rt_sigreturn,
+        libc::SYS_exit,
+        libc::SYS_exit_group,
+    ];
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        plain.iter().map(|&nr| (nr, Vec::new())).collect();
+    let build = || -> Result<_, seccompiler::BackendError> {
+        Ok([
+            (libc::SYS_read, vec![arg_is(0, pipe as u64)?]),
+            (libc::SYS_write, vec![arg_is(0, 2)?]),
+            // Duplicating a directory's descriptor (F_DUPFD_CLOEXEC), and F_GETFD, with which
+            // std's debug builds check that a descriptor they close is open.
+            (
+                libc::SYS_fcntl,
+                vec![
+                    arg_is(1, libc::F_DUPFD_CLOEXEC as u64)?,
+                    arg_is(1, libc::F_GETFD as u64)?,
+                ],
+            ),
+            // Opening directories only.
+            (
+                libc::SYS_openat,
+                vec![SeccompRule::new(vec![SeccompCondition::new(
+                    2,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::MaskedEq(libc::O_DIRECTORY as u64),
+                    libc::O_DIRECTORY as u64,
+                )?])?],
+            ),
+        ])
+    };
+    rules.extend(build().map_err(|e| bad(&e))?);
+    SeccompFilter::new(rules, mismatch, SeccompAction::Allow, arch)
+        .and_then(TryInto::try_into)
+        .map_err(|e| bad(&e))
 }
 
 /// The launcher's confinement: the backend's user, no new privileges, no core dumps.
@@ -656,6 +796,58 @@ mod tests {
             out.status.signal(),
             Some(libc::SIGSYS),
             "{}\n{stdout}",
+            out.status
+        );
+    }
+
+    /// Run as a child of the test below (`VNU_JANITOR_CHILD`, a directory): under the
+    /// janitor's filter, the janitor removes a registered tree and file (its pipe already at
+    /// end of file); then opening a file kills the process.
+    #[test]
+    fn the_janitor_removes_a_tree_under_its_filter_which_kills_on_anything_else() {
+        use std::os::unix::process::ExitStatusExt;
+        const TEST: &str = "sandbox::tests::the_janitor_removes_a_tree_under_its_filter_which_kills_on_anything_else";
+        if let Some(dir) = std::env::var_os("VNU_JANITOR_CHILD") {
+            let dir = PathBuf::from(dir);
+            exit::remove_tree_at_exit(&dir.join("tree"));
+            exit::remove_at_exit(&dir.join("file"));
+            let (reader, writer) = std::io::pipe().unwrap();
+            drop(writer);
+            let reader = OwnedFd::from(reader);
+            let program = janitor_filter(Mode::On, reader.as_raw_fd()).unwrap();
+            sys::set_no_new_privs().unwrap();
+            seccompiler::apply_filter(&program).unwrap();
+            let status = exit::janitor(reader);
+            sys::write_stderr(format!("\njanitor: {status}\n").as_bytes());
+            let opened = std::fs::File::open("/proc/self/status").is_ok();
+            sys::write_stderr(format!("still alive after opening a file: {opened}\n").as_bytes());
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("vnu-janitor-filter-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("tree/a/b")).unwrap();
+        std::fs::create_dir_all(dir.join("outside")).unwrap();
+        std::fs::write(dir.join("outside/keep"), "x").unwrap();
+        std::fs::write(dir.join("tree/a/b/file"), "x").unwrap();
+        std::os::unix::fs::symlink(dir.join("outside"), dir.join("tree/a/link")).unwrap();
+        std::fs::write(dir.join("file"), "x").unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+            .env("VNU_JANITOR_CHILD", &dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let left: Vec<bool> = ["tree", "file", "outside/keep"]
+            .iter()
+            .map(|p| dir.join(p).exists())
+            .collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(stderr.contains("janitor: 0"), "{}\n{stderr}", out.status);
+        assert_eq!(left, [false, false, true], "tree, file, outside/keep");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGSYS),
+            "{}\n{stderr}",
             out.status
         );
     }

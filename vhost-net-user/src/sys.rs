@@ -1,7 +1,8 @@
 //! The crate's only unsafe code: descriptors (closing inherited ones, marking ours
 //! close-on-exec, a socket's send queue), waiting for signals, and the process calls
 //! confinement makes (user lookups, the privilege drop, `prctl`, `setrlimit`), and what
-//! going to the background as passt needs (`fork`, standard streams, the local time offset).
+//! going to the background as passt needs (`fork`, standard streams, the local time offset),
+//! and forking the janitor that removes the backend's files at exit.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -93,8 +94,8 @@ fn close_range(first: libc::c_uint, last: libc::c_uint, flags: libc::c_uint) -> 
         return Ok(());
     }
     // SAFETY: close_range takes plain integers. Closing descriptors that Rust objects own is
-    // what the callers' contracts exclude: `close_inherited` is an unsafe fn, and with
-    // CLOSE_RANGE_CLOEXEC nothing is closed.
+    // what the callers' contracts exclude: `close_inherited` is an unsafe fn, `fork_janitor`'s
+    // child never uses or drops those objects, and with CLOSE_RANGE_CLOEXEC nothing is closed.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
@@ -228,6 +229,98 @@ pub fn fork_single_threaded() -> io::Result<Forked> {
         -1 => Err(io::Error::last_os_error()),
         0 => Ok(Forked::Child),
         pid => Ok(Forked::Parent(pid as u32)),
+    }
+}
+
+/// Names the calling thread (`PR_SET_NAME`; the process's name in `ps` when it has one
+/// thread): the janitor's `vnu-janitor`, so that it is not taken for the backend.
+pub fn set_thread_name(name: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: the kernel reads a NUL-terminated string (at most 16 bytes) from the live `name`.
+    check(unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) })
+}
+
+/// Writes `bytes` to standard error with one `write` (the janitor's only output: no lock, no
+/// buffer). Errors are dropped: there is nowhere else to say them.
+pub fn write_stderr(bytes: &[u8]) {
+    // SAFETY: the kernel reads `bytes.len()` bytes from a live slice; descriptor 2 is the
+    // standard error stream, which no Rust object owns.
+    let _ = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+/// Forks the janitor (see `exit`'s module comment) and returns its process ID. The child
+/// has SIGTERM, SIGINT and SIGHUP blocked (a signal to the process group must not end it
+/// before it cleans up), standard input and output on `devnull` (and standard error too when
+/// `quiet`), no descriptor open but those three and `keep`; it runs `body(keep)` and exits
+/// with the status returned (101 on a panic), never returning into the caller's frames, whose
+/// objects are neither used nor dropped there. Refused unless the process has one thread.
+///
+/// The body is fixed, [`crate::sandbox::janitor_main`], not a parameter: it uses no descriptor
+/// but the standard streams and the one it is given, none found in a static (not the `log`
+/// macros: the logger's descriptors are closed), which is what makes closing every other
+/// number sound.
+pub fn fork_janitor(
+    keep: OwnedFd,
+    devnull: std::os::fd::BorrowedFd<'_>,
+    quiet: bool,
+) -> io::Result<u32> {
+    let mut set = termination_set();
+    // SAFETY: `set` was initialised by termination_set; sigaddset adds one signal to it.
+    unsafe { libc::sigaddset(&mut set, libc::SIGHUP) };
+    // SAFETY: an all-zero sigset_t is a valid value for pthread_sigmask to overwrite.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both sets are live locals; `old` receives the mask to restore in the parent.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    let restore = || {
+        // SAFETY: `old` is the mask pthread_sigmask returned above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    };
+    match fork_single_threaded() {
+        Err(e) => {
+            restore();
+            Err(e)
+        }
+        Ok(Forked::Parent(pid)) => {
+            restore();
+            drop(keep);
+            Ok(pid)
+        }
+        Ok(Forked::Child) => {
+            let streams: &[RawFd] = if quiet { &[0, 1, 2] } else { &[0, 1] };
+            for &target in streams {
+                // SAFETY: `devnull` is open (borrowed); the standard streams are owned by no
+                // Rust object, and dup3 replaces them atomically.
+                unsafe { libc::dup3(devnull.as_raw_fd(), target, 0) };
+            }
+            // Closes what the objects of the parent's frames own (the pipe's write end among
+            // them, which would keep the janitor waiting forever); none of them is used or
+            // dropped here (the child ends in _exit below).
+            let keep_fd = keep.as_raw_fd();
+            let fd = keep_fd.max(3) as libc::c_uint;
+            let closed =
+                close_range(3, fd - 1, 0).and_then(|()| close_range(fd + 1, libc::c_uint::MAX, 0));
+            if closed.is_err() {
+                // Kernels before 5.9: whatever /proc/self/fd lists (its own descriptor closed
+                // with the listing, before the loop).
+                let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+                    .map(|dir| {
+                        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for other in open.into_iter().filter(|&n| n > 2 && n != keep_fd) {
+                    // SAFETY: as close_range above: nothing here uses or drops their owners.
+                    unsafe { libc::close(other) };
+                }
+            }
+            let status =
+                std::panic::catch_unwind(move || crate::sandbox::janitor_main(keep)).unwrap_or(101);
+            // SAFETY: _exit ends the child at once, without unwinding into the parent's
+            // frames or running their destructors (descriptors closed above).
+            unsafe { libc::_exit(status) }
+        }
     }
 }
 
