@@ -5,13 +5,14 @@
 //!
 //! Needs root (as the tests run in CI); each test says it is skipped otherwise.
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal};
+
+mod common;
+use common::{get_features, pid_in, proc_stat, wait_until};
 
 /// Whether the test may run; says why not otherwise.
 fn root(test: &str) -> bool {
@@ -118,61 +119,17 @@ impl Drop for RootDir {
     }
 }
 
-/// Polls `what` until it holds, for at most 10 s.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn pid_in(path: &Path) -> i32 {
-    let text = std::fs::read_to_string(path).unwrap();
-    text.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("{}: {text:?}", path.display()))
-}
-
-/// The process's state letter and parent, `None` once it is gone.
-fn stat(pid: i32) -> Option<(char, i32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = stat.rsplit_once(") ")?.1.split(' ');
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
-}
-
 /// Live processes whose parent is `pid` (here, the janitor: the plans start no launcher).
 fn children(pid: i32) -> Vec<i32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&p| matches!(stat(p), Some((state, ppid)) if ppid == pid && state != 'Z'))
+        .filter(|&p| matches!(proc_stat(p), Some((state, ppid)) if ppid == pid && state != 'Z'))
         .collect()
 }
 
 fn signal(pid: i32, sig: Signal) {
     rustix::process::kill_process(Pid::from_raw(pid).unwrap(), sig).unwrap();
-}
-
-/// vhost-user's GET_FEATURES over `sock`: answered once the backend serves.
-fn get_features(sock: &mut UnixStream) {
-    const GET_FEATURES: u32 = 1;
-    const VERSION_1: u32 = 1;
-    let mut msg = Vec::new();
-    msg.extend_from_slice(&GET_FEATURES.to_le_bytes());
-    msg.extend_from_slice(&VERSION_1.to_le_bytes());
-    msg.extend_from_slice(&0u32.to_le_bytes());
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    sock.write_all(&msg).unwrap();
-    let mut reply = [0u8; 20];
-    sock.read_exact(&mut reply).unwrap();
-    assert_eq!(
-        u32::from_le_bytes(reply[..4].try_into().unwrap()),
-        GET_FEATURES
-    );
 }
 
 /// After `sig` to the daemon, `files` disappear and the janitor (its one child) exits.
@@ -220,7 +177,7 @@ fn check_removed_after(dir: &RootDir, daemon: i32, sig: Signal, files: &[&str]) 
     );
     let janitor = kids[0];
     wait_until(&format!("the janitor {janitor} exits"), || {
-        stat(janitor).is_none_or(|(state, _)| state == 'Z')
+        proc_stat(janitor).is_none_or(|(state, _)| state == 'Z')
     });
 }
 

@@ -8,7 +8,10 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
+use common::{get_features, pid_in, proc_stat, wait_until};
 
 /// A directory of its own holding a `passt` link to the program, removed on drop. Writable
 /// by everyone: started as root (as the tests run), the backend drops to nobody, and removes
@@ -63,31 +66,8 @@ fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// The process's state letter in /proc (`Z` for a zombie), `None` once it is gone.
-fn state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?.1.chars().next()
-}
-
 fn running(pid: i32) -> bool {
-    state(pid).is_some_and(|s| s != 'Z')
-}
-
-/// Polls `what` until it holds, for at most 10 s.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The pid the pid file holds.
-fn pid_in(path: &Path) -> i32 {
-    let text = std::fs::read_to_string(path).unwrap();
-    text.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("{}: {text:?}", path.display()))
+    proc_stat(pid).is_some_and(|(state, _)| state != 'Z')
 }
 
 /// A TCP port nothing listens on just now.
@@ -105,27 +85,6 @@ fn terminate(pid: i32) {
         rustix::process::Signal::TERM,
     )
     .unwrap();
-}
-
-/// vhost-user's GET_FEATURES over `sock`; returns the features the backend offers.
-fn get_features(sock: &mut UnixStream) -> u64 {
-    const GET_FEATURES: u32 = 1;
-    const VERSION_1: u32 = 1;
-    const REPLY: u32 = 4;
-    let mut msg = Vec::new();
-    msg.extend_from_slice(&GET_FEATURES.to_le_bytes());
-    msg.extend_from_slice(&VERSION_1.to_le_bytes());
-    msg.extend_from_slice(&0u32.to_le_bytes());
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    sock.write_all(&msg).unwrap();
-    let mut reply = [0u8; 20];
-    sock.read_exact(&mut reply).unwrap();
-    let word = |at: usize| u32::from_le_bytes(reply[at..at + 4].try_into().unwrap());
-    assert_eq!(word(0), GET_FEATURES);
-    assert_eq!(word(4), VERSION_1 | REPLY);
-    assert_eq!(word(8), 8);
-    u64::from_le_bytes(reply[12..20].try_into().unwrap())
 }
 
 /// Over the stream link: an ARP request from the guest (`guest` asking for `gateway`); returns
