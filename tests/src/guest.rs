@@ -107,26 +107,17 @@ impl RunningGuest {
     /// Waits until a console line is exactly `line` (e.g. `run: mark=start`, printed by the
     /// guest script). An error, with the console's tail, if QEMU exits first or after `timeout`.
     pub fn wait_for_line(&mut self, line: &str, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.console().lines().any(|l| l == line) {
-                return Ok(());
-            }
-            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
-            if exited || Instant::now() > deadline {
-                return Err(Error::new(format!(
-                    "guest `{}`: no console line `{line}` {}\nconsole (last 30 lines):\n{}",
-                    self.name,
-                    if exited {
-                        "before QEMU exited".to_owned()
-                    } else {
-                        format!("within {timeout:?}")
-                    },
-                    tail(&self.console(), 30)
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let what = format!("guest `{}`", self.name);
+        let console = self.dir.join("console.log");
+        let child = &mut self.child;
+        wait_for_console_line(
+            &what,
+            || read_lossy(&console).replace('\r', ""),
+            || matches!(child.try_wait(), Ok(Some(_))),
+            "before QEMU exited",
+            line,
+            timeout,
+        )
     }
 
     /// The serial console so far.
@@ -190,4 +181,39 @@ pub fn spawn_slotted(opts: &GuestOpts) -> Result<SlottedGuest> {
         guest: spawn(opts)?,
         _slot: slot,
     })
+}
+
+/// Waits until a line of `console()` is exactly `line`: an error naming `what`, with the
+/// console's tail, once `stopped()` (the console is read once more after it, for the last
+/// lines written) or after `timeout`.
+pub(crate) fn wait_for_console_line(
+    what: &str,
+    console: impl Fn() -> String,
+    mut stopped: impl FnMut() -> bool,
+    stopped_reason: &str,
+    line: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if console().lines().any(|l| l == line) {
+            return Ok(());
+        }
+        let has_stopped = stopped();
+        if has_stopped && console().lines().any(|l| l == line) {
+            return Ok(());
+        }
+        if has_stopped || Instant::now() > deadline {
+            return Err(Error::new(format!(
+                "{what}: no console line `{line}` {}\nconsole (last 30 lines):\n{}",
+                if has_stopped {
+                    stopped_reason.to_owned()
+                } else {
+                    format!("within {timeout:?}")
+                },
+                tail(&console(), 30)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -519,29 +519,14 @@ impl RunningDomain<'_> {
     /// Waits until a console line is exactly `line`; an error with the console's tail if the
     /// domain stops first or after `timeout`.
     pub fn wait_for_line(&self, line: &str, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.console().lines().any(|l| l == line) {
-                return Ok(());
-            }
-            let stopped = !self.is_running();
-            if stopped && self.console().lines().any(|l| l == line) {
-                return Ok(());
-            }
-            if stopped || Instant::now() > deadline {
-                return Err(Error::new(format!(
-                    "domain `{}`: no console line `{line}` {}\nconsole (last 30 lines):\n{}",
-                    self.name,
-                    if stopped {
-                        "before it stopped".to_owned()
-                    } else {
-                        format!("within {timeout:?}")
-                    },
-                    tail(&self.console(), 30)
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::guest::wait_for_console_line(
+            &format!("domain `{}`", self.name),
+            || self.console(),
+            || !self.is_running(),
+            "before it stopped",
+            line,
+            timeout,
+        )
     }
 
     /// Waits for the guest to power off (the domain to vanish), then parses its console. An
