@@ -1,11 +1,13 @@
-//! compare-backends: the test guest behind QEMU slirp, Debian's passt (socket link), the
-//! backend's stream link and its vhost-user ring path, one boot each, in one run: iperf3 both
-//! ways, request/response latency and the backend's CPU per GB, as a table and an SVG chart.
+//! compare-backends: the test guest behind QEMU slirp, Debian 12's passt (socket link), Debian
+//! 13's passt (socket link and vhost-user), the backend's stream link and its vhost-user ring
+//! path, one boot each, in one run: iperf3 both ways, request/response latency and the
+//! backend's CPU per GB, as a table and an SVG chart.
 //!
 //! Everything the guest reaches is on the host's loopback through the gateway address
-//! (10.0.2.2). passt runs in a private network namespace whose default route leads nowhere (it
-//! refuses to start without one), with its servers on that namespace's loopback. See
-//! `perf/README.md` for what each column means.
+//! (10.0.2.2). Each passt runs in a private network namespace whose default route leads nowhere
+//! (it refuses to start without one), with its servers on that namespace's loopback; Debian
+//! 13's passt runs from the root `scripts/debian13.sh` enters, which shares /tmp (its socket)
+//! with the host. See `perf/README.md` for what each column means.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -25,7 +27,8 @@ use vnu_tests::{Backend, GuestOpts, Net, TempDir};
 #[derive(Parser, Debug)]
 #[command(
     name = "compare-backends",
-    about = "One TCG guest behind QEMU slirp, passt, and vhost-net-user's stream and ring links: \
+    about = "One TCG guest behind QEMU slirp, passt (Debian 12; Debian 13 socket and vhost-user), \
+             and vhost-net-user's stream and ring links: \
              iperf3 both ways, request/response latency, backend CPU per GB"
 )]
 struct Args {
@@ -86,6 +89,13 @@ enum Kind {
     /// Debian's passt, socket mode, through QEMU `-netdev stream`.
     #[value(name = "passt")]
     Passt,
+    /// Debian 13's passt (from the root `scripts/debian13.sh` keeps), socket mode.
+    #[value(name = "passt13")]
+    Passt13,
+    /// Debian 13's passt in vhost-user mode, through QEMU `-netdev vhost-user` exactly as the
+    /// ring path: the peer the ring path is compared with.
+    #[value(name = "passt13-vu")]
+    Passt13VhostUser,
     /// vhost-net-user --stream, through QEMU `-netdev stream`.
     #[value(name = "vnu-stream")]
     Stream,
@@ -95,16 +105,48 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [Kind::Slirp, Kind::Passt, Kind::Stream, Kind::Ring];
+    const ALL: [Kind; 6] = [
+        Kind::Slirp,
+        Kind::Passt,
+        Kind::Passt13,
+        Kind::Passt13VhostUser,
+        Kind::Stream,
+        Kind::Ring,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Kind::Slirp => "qemu-slirp",
             Kind::Passt => "passt",
+            Kind::Passt13 => "passt13",
+            Kind::Passt13VhostUser => "passt13-vu",
             Kind::Stream => "vnu-stream",
             Kind::Ring => "vnu-ring",
         }
     }
+
+    /// Which passt runs this backend, if one does.
+    fn passt(self) -> Option<PasstFlavour> {
+        match self {
+            Kind::Passt => Some(PasstFlavour::Host),
+            Kind::Passt13 => Some(PasstFlavour::Debian13 { vhost_user: false }),
+            Kind::Passt13VhostUser => Some(PasstFlavour::Debian13 { vhost_user: true }),
+            Kind::Slirp | Kind::Stream | Kind::Ring => None,
+        }
+    }
+}
+
+/// A passt to run: the host's (Debian 12's, from PATH), or Debian 13's inside the root
+/// `scripts/debian13.sh` enters (the same pid: that script execs its way to passt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PasstFlavour {
+    Host,
+    Debian13 { vhost_user: bool },
+}
+
+/// `scripts/debian13.sh`, which runs a command inside the Debian 13 root.
+fn debian13_script() -> PathBuf {
+    vnu_tests::workspace_root().join("scripts/debian13.sh")
 }
 
 /// What one guest test was.
@@ -210,6 +252,22 @@ fn run(args: &Args) -> Result<bool, String> {
             }
         }
     }
+    let debian13 = kinds
+        .iter()
+        .any(|k| matches!(k.passt(), Some(PasstFlavour::Debian13 { .. })));
+    if debian13 {
+        if vnu_tests::find_program("ip").is_none() {
+            return Err("ip not found (apt-get install iproute2)".into());
+        }
+        // Builds the root once if it is missing (about a minute), before anything is timed.
+        vnu_perf::procs::run(
+            &debian13_script().display().to_string(),
+            &["--build-only"],
+        )
+        .map_err(|e| {
+            format!("the Debian 13 root for passt13 and passt13-vu (leave them out with --only): {e}")
+        })?;
+    }
     let bin = if kinds.iter().any(|k| matches!(k, Kind::Stream | Kind::Ring)) {
         Some(vnu_perf::release_backend()?)
     } else {
@@ -223,7 +281,13 @@ fn run(args: &Args) -> Result<bool, String> {
         header.push(format!("backend   {}", binary_description(bin)));
     }
     if kinds.contains(&Kind::Passt) {
-        header.push(format!("passt     {}", passt_version()));
+        header.push(format!("passt     {}", passt_version(PasstFlavour::Host)));
+    }
+    if debian13 {
+        header.push(format!(
+            "passt13   {} (Debian 13 root)",
+            passt_version(PasstFlavour::Debian13 { vhost_user: true })
+        ));
     }
     header.push(format!(
         "tests     {} rounds, each booting every backend in turn (one later each round) for \
@@ -363,10 +427,20 @@ fn run(args: &Args) -> Result<bool, String> {
     Ok(complete)
 }
 
-/// The installed passt's package version (passt 2023 prints "unknown version" itself).
-fn passt_version() -> String {
-    std::process::Command::new("dpkg-query")
+/// The installed passt's package version (passt 2023 prints "unknown version" itself, passt
+/// 2025 prints its version only to a terminal).
+fn passt_version(flavour: PasstFlavour) -> String {
+    let mut command = match flavour {
+        PasstFlavour::Host => std::process::Command::new("dpkg-query"),
+        PasstFlavour::Debian13 { .. } => {
+            let mut c = std::process::Command::new(debian13_script());
+            c.arg("dpkg-query");
+            c
+        }
+    };
+    command
         .args(["-W", "-f=${Version}", "passt"])
+        .stdin(std::process::Stdio::null())
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -442,8 +516,26 @@ fn set_up(kind: Kind, args: &Args, bin: Option<&Path>) -> Result<Setup, String> 
             setup.daemon = Some(daemon);
             setup._dir = Some(dir);
         }
-        Kind::Passt => {
+        Kind::Passt | Kind::Passt13 | Kind::Passt13VhostUser => {
+            let flavour = kind.passt().ok_or("not a passt")?;
             let netns = Netns::with_dead_end_route("p")?;
+            if flavour != PasstFlavour::Host {
+                // passt 2025 answers the guest's pings through ping sockets, which the
+                // namespace's default range ("1 0") refuses to its user, nobody.
+                vnu_perf::procs::run(
+                    "ip",
+                    &[
+                        "netns",
+                        "exec",
+                        netns.name(),
+                        "sysctl",
+                        "-q",
+                        "-w",
+                        "net.ipv4.ping_group_range=0 2147483647",
+                    ],
+                )?;
+            }
+            // Under the temp dir: the Debian 13 root shares /tmp at the same path.
             let dir = TempDir::new("passt").map_err(|e| e.to_string())?;
             // passt drops to user nobody; its pid file and socket live here.
             {
@@ -454,9 +546,21 @@ fn set_up(kind: Kind, args: &Args, bin: Option<&Path>) -> Result<Setup, String> 
             let socket = dir.join("passt.sock");
             let pid_file = dir.join("passt.pid");
             let mut command = netns.exec_prefix();
+            match flavour {
+                PasstFlavour::Host => command.push("passt".into()),
+                PasstFlavour::Debian13 { vhost_user } => {
+                    command.push(debian13_script().display().to_string());
+                    command.push("passt".into());
+                    if vhost_user {
+                        command.push("--vhost-user".into());
+                    }
+                    // As libvirt runs it: passt exits when QEMU goes away, so it does not
+                    // outlive a benchmark killed before it could stop passt.
+                    command.push("--one-off".into());
+                }
+            }
             command.extend(
                 [
-                    "passt",
                     "-f",
                     "-q",
                     "-e",
@@ -465,7 +569,8 @@ fn set_up(kind: Kind, args: &Args, bin: Option<&Path>) -> Result<Setup, String> 
                     "-P",
                     &pid_file.display().to_string(),
                     // The guest gets slirp's addresses, so the same script reaches 10.0.2.2,
-                    // which passt maps to the host's (here: the namespace's) loopback.
+                    // which passt maps to the host's (here: the namespace's) loopback (passt
+                    // 2025: --map-host-loopback defaults to the gateway address).
                     "-a",
                     "10.0.2.15",
                     "-n",
@@ -476,13 +581,22 @@ fn set_up(kind: Kind, args: &Args, bin: Option<&Path>) -> Result<Setup, String> 
                 .map(String::from),
             );
             command.extend(args.passt_args.iter().cloned());
-            let daemon = Daemon::start("passt", &command, &dir.join("passt.log"), &socket)?;
-            // `ip netns exec` execs passt itself, so the child is passt; the pid file agrees.
+            let daemon = Daemon::start(kind.name(), &command, &dir.join("passt.log"), &socket)?;
+            // `ip netns exec` execs passt itself (as debian13.sh does, step by step), so the
+            // child is passt; the pid file agrees.
             let pid = std::fs::read_to_string(&pid_file)
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .unwrap_or(daemon.pid());
-            setup.net = stream_net(&socket);
+            setup.net = if flavour == (PasstFlavour::Debian13 { vhost_user: true }) {
+                // Exactly the ring path's QEMU side: shared memfd memory, vectors=0.
+                Net::VhostUser {
+                    socket: socket.clone(),
+                    reconnect: false,
+                }
+            } else {
+                stream_net(&socket)
+            };
             setup.pid = Some(pid);
             setup.prefix = netns.exec_prefix();
             setup.daemon = Some(daemon);
@@ -918,7 +1032,7 @@ fn write_svg(path: &Path, results: &[Measured], args: &Args, end_load: &str) -> 
         ),
     ];
     let svg = svg::bar_chart(
-        "vhost-net-user: one guest behind four user-mode network backends",
+        "vhost-net-user: one guest behind user-mode network backends",
         &subtitle,
         &panels,
     );
