@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use clap::{ArgAction, Parser};
 use netcore::EngineOptions;
 use netcore::capture::Capture;
+use netcore::control::Control;
 use netcore::nat::{self, Upstream};
 use policy::ConfigError;
 
@@ -127,6 +128,8 @@ pub enum UsageError {
     Forward(#[from] netcore::forward::ForwardError),
     #[error(transparent)]
     Smb(#[from] netcore::smb::SmbError),
+    #[error("runtime control: an eventfd")]
+    Control(#[source] std::io::Error),
     #[error("one of --socket-path, --fd or --stream is required")]
     NoSocket,
     #[error("--fd {fd}")]
@@ -530,13 +533,14 @@ fn setup(
     log::debug!("DNS upstream: {upstream:?}");
     // Each flow holds a host socket: up to --max-flows each of TCP, UDP and ping.
     let flow_fds = 3 * args.max_flows as usize;
-    let forwards = netcore::forward::open(&plan, flow_fds)?;
-    for fwd in &forwards {
+    let rules = netcore::forward::open_rules(&plan, flow_fds)?;
+    for fwd in rules.iter().flat_map(|(_, sockets)| sockets) {
         if let netcore::forward::Local::Unix(path) = &fwd.local {
             exit::remove_at_exit(path);
         }
     }
-    log::debug!("forwarded ports: {forwards:?}");
+    log::debug!("forwarded ports: {rules:?}");
+    let control = Arc::new(Control::new(rules).map_err(UsageError::Control)?);
     let frontends = match persona.connected.take() {
         Some(stream) => Frontends::Connected(stream),
         None => Frontends::Listener(args.listener()?),
@@ -585,7 +589,7 @@ fn setup(
             engine: EngineOptions {
                 upstream,
                 max_flows: args.max_flows as usize,
-                forwards: forwards.into(),
+                control,
                 ..EngineOptions::default()
             },
             one_off: args.one_off,
