@@ -58,6 +58,12 @@ pub struct Args {
     #[arg(long, value_name = "USER")]
     pub socket_owner: Option<String>,
 
+    /// Serve runtime control on this UNIX socket (created 0600): slirp4netns's JSON API
+    /// (add_hostfwd, list_hostfwd, remove_hostfwd) plus query_stats; `vhost-net-user ctl
+    /// PATH ...` speaks it with QEMU's monitor syntax.
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
+
     /// Print the backend's capabilities as JSON and exit.
     #[arg(long)]
     pub print_capabilities: bool,
@@ -251,6 +257,25 @@ impl Args {
             },
         })
     }
+}
+
+/// The `--api-socket` listener: 0600 whatever `--socket-mode` says (whoever reaches it
+/// opens host ports), a stale socket replaced, removed at exit.
+fn api_listener(path: &Path) -> Result<UnixListener, UsageError> {
+    let bad = |source| UsageError::BadSocketPath {
+        flag: "--api-socket",
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path).map_err(bad)?;
+        }
+    }
+    let listener = listen_then_publish(path, &SocketAccess::default()).map_err(bad)?;
+    exit::remove_at_exit(path);
+    Ok(listener)
 }
 
 /// Who may connect to the socket we create.
@@ -455,12 +480,20 @@ pub fn run_as(mut args: Args, mut persona: Persona) -> i32 {
         }
     };
     match setup(&args, &sandbox, &mut persona) {
-        Ok((config, frontends)) => {
+        Ok((config, frontends, api)) => {
             // Still one thread: confined now, everything started later is too.
             if let Err(e) = sandbox.enter(&config.plan, &exit::removed_at_exit()) {
                 log::error!("confining the process: {}", error_chain(&e));
                 exit::cleanup();
                 return 1;
+            }
+            if let Some(listener) = api {
+                let control = Arc::clone(&config.engine.control);
+                if let Err(e) = crate::api::server::spawn(listener, control, config.plan.clone()) {
+                    log::error!("starting the API socket's thread: {e}");
+                    exit::cleanup();
+                    return 1;
+                }
             }
             exit::exit_on_termination_signal();
             if let Some(ready) = persona.ready.take() {
@@ -495,7 +528,7 @@ fn setup(
     args: &Args,
     sandbox: &Sandbox,
     persona: &mut Persona,
-) -> Result<(ServeConfig, Frontends), UsageError> {
+) -> Result<(ServeConfig, Frontends, Option<UnixListener>), UsageError> {
     let resolved = args.policy.build()?;
     for warning in &resolved.warnings {
         log::warn!("{warning}");
@@ -544,6 +577,10 @@ fn setup(
     let frontends = match persona.connected.take() {
         Some(stream) => Frontends::Connected(stream),
         None => Frontends::Listener(args.listener()?),
+    };
+    let api = match &args.api_socket {
+        Some(path) => Some(api_listener(path)?),
+        None => None,
     };
     if let Some(path) = &args.pid_file {
         use std::io::Write;
@@ -596,6 +633,7 @@ fn setup(
             capture,
         },
         frontends,
+        api,
     ))
 }
 
