@@ -9,7 +9,8 @@
 //!
 //! Whoever changes the rules (the API socket's thread) binds the host sockets itself, outside
 //! any lock, then records the change under the mutex, bumps `generation` and writes the
-//! eventfd. The eventfd is in each engine's epoll set; the engine, in its own thread, locks
+//! eventfd. The link's event loop watches the eventfd ([`crate::Engine::control_fd`]) beside the
+//! engine's own descriptor, even before the guest's rings exist; the engine, in its thread, locks
 //! the mutex only long enough to compare rule ids with the sockets it watches (adding and
 //! removing epoll registrations), answers a waiting question, sets `applied` to the
 //! generation it saw and wakes the waiters. The data path so never waits on a bind or on a
@@ -365,6 +366,7 @@ mod tests {
             let mut link = crate::MemoryLink::new();
             let done = std::thread::spawn(work);
             while !done.is_finished() {
+                engine.on_control_event();
                 engine.poll_host(&mut link);
                 std::thread::sleep(Duration::from_millis(1));
             }

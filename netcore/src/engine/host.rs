@@ -62,11 +62,6 @@ impl Engine {
                 self.on_forward_event(index, rx);
                 return;
             }
-            Token::Control => {
-                self.options.control.take_wake();
-                self.apply_control();
-                return;
-            }
             Token::Timer => self.resume_forwards(Instant::now()),
             _ => {}
         }
@@ -89,7 +84,7 @@ impl Engine {
                 self.udp.on_tick(ctx.now);
                 self.ping.on_tick(ctx.now);
             }
-            Token::Forward(_) | Token::Control => {}
+            Token::Forward(_) => {}
         }
     }
 

@@ -172,9 +172,6 @@ impl Engine {
         let timer = TimerFd::new().map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
         let readable = libc::EPOLLIN as u32;
         epoll::add(&epoll, crate::sys::timer_fd(&timer), readable, Token::Timer)?;
-        if let Some(wake) = options.control.wake() {
-            epoll::add(&epoll, crate::sys::event_fd(wake), readable, Token::Control)?;
-        }
         let mut tcp = TcpTable::new(options.max_flows);
         tcp.set_idle_timeout(options.tcp_idle_timeout);
         tcp.set_guest_forwards(plan.guest_forwards.clone());
@@ -274,6 +271,21 @@ impl Engine {
     /// The descriptor to watch for readability: host sockets and the flow timer behind it.
     pub fn host_fd(&self) -> RawFd {
         self.epoll.as_raw_fd()
+    }
+
+    /// Runtime control's descriptor ([`crate::control`]), for the link's event loop to watch
+    /// beside [`Engine::host_fd`]: readable when forwards changed or a question waits. Kept
+    /// out of the engine's own epoll set so that a link can serve it before the guest's
+    /// memory and rings exist, when it serves no host events.
+    pub fn control_fd(&self) -> Option<RawFd> {
+        self.options.control.wake().map(|w| w.as_raw_fd())
+    }
+
+    /// Applies runtime control's changes and answers its question; call when
+    /// [`Engine::control_fd`] is readable.
+    pub fn on_control_event(&mut self) {
+        self.options.control.take_wake();
+        self.apply_control();
     }
 
     /// Sends a frame to the guest now, or queues it behind those already waiting.

@@ -14,8 +14,6 @@ pub enum Token {
     Ping(usize),
     Timer,
     Forward(usize),
-    /// Runtime control's eventfd ([`crate::control`]).
-    Control,
 }
 
 /// The token's kind is its top byte; the slot or index is the rest.
@@ -31,7 +29,6 @@ impl Token {
             Token::Ping(slot) => (3, slot),
             Token::Timer => (4, 0),
             Token::Forward(index) => (5, index),
-            Token::Control => (6, 0),
         };
         kind << KIND_SHIFT | (index as u64 & INDEX_MASK)
     }
@@ -45,7 +42,6 @@ impl Token {
             3 => Token::Ping(index),
             4 => Token::Timer,
             5 => Token::Forward(index),
-            6 => Token::Control,
             _ => return None,
         })
     }
@@ -93,7 +89,6 @@ mod tests {
             Token::Ping(255),
             Token::Timer,
             Token::Forward(3),
-            Token::Control,
         ] {
             assert_eq!(Token::decode(token.encode()), Some(token));
         }
