@@ -31,6 +31,7 @@ use netplan::PortForward;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::engine::Stats;
+use crate::flow::FlowInfo;
 use crate::forward::ForwardSocket;
 
 /// One forward: what was asked, its id, and its bound sockets.
@@ -53,6 +54,8 @@ pub(crate) struct State {
     engines: usize,
     pub(crate) want_stats: bool,
     pub(crate) stats: Option<Stats>,
+    pub(crate) want_flows: bool,
+    pub(crate) flows: Option<Vec<FlowInfo>>,
 }
 
 /// The rules and the channel to the engines; see the module's theory of operation.
@@ -213,6 +216,26 @@ impl Control {
         let mut state = self.lock();
         state.want_stats = false;
         state.stats.take()
+    }
+
+    /// The running engine's open flows, taken in its own thread; `None` as for
+    /// [`Control::stats`].
+    pub fn flows(&self) -> Option<Vec<FlowInfo>> {
+        let wake = self.wake.as_ref()?;
+        let mut state = self.lock();
+        if state.engines == 0 {
+            return None;
+        }
+        state.want_flows = true;
+        state.flows = None;
+        state.generation += 1;
+        let generation = state.generation;
+        drop(state);
+        wake.write(1).ok()?;
+        self.wait_applied(generation);
+        let mut state = self.lock();
+        state.want_flows = false;
+        state.flows.take()
     }
 
     /// Waits until the engines applied `generation`, none is left, or [`APPLY_WAIT`] passed.
@@ -389,6 +412,15 @@ mod tests {
             &mut engine,
             Box::new(move || {
                 assert!(c.stats().is_some_and(|s| s.open.tcp == 1));
+                let flows = c.flows().unwrap();
+                assert_eq!(flows.len(), 1);
+                assert_eq!(flows[0].proto, "tcp");
+                assert_eq!(flows[0].state, "SYN_SENT", "our SYN went to the guest");
+                assert_eq!(flows[0].guest.to_string(), "10.0.2.15:80");
+                assert_eq!(
+                    flows[0].remote.map(|r| r.ip().to_string()),
+                    Some("10.0.2.2".into())
+                );
             }),
         );
         let c = Arc::clone(&control);

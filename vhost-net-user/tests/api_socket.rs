@@ -200,6 +200,7 @@ fn a_slirp4netns_client_adds_lists_and_removes_forwards() {
     );
     // No frontend: no engine to count anything.
     assert!(desc(&backend.request(r#"{"execute": "query_stats"}"#)).contains("no frontend"));
+    assert!(desc(&backend.request(r#"{"execute": "list_flows"}"#)).contains("no frontend"));
     assert!(backend.alive());
     let listed = backend.request(r#"{"execute": "list_hostfwd"}"#);
     assert_eq!(
@@ -219,6 +220,10 @@ fn the_running_engine_answers_and_forwards_last_across_reconnects() {
     let stats = backend.request(r#"{"execute": "query_stats"}"#);
     assert_eq!(stats["return"]["tx_frames"], json!(0), "{stats}");
     assert_eq!(stats["return"]["tcp.open"], json!(0), "{stats}");
+    assert_eq!(
+        backend.request(r#"{"execute": "list_flows"}"#),
+        json!({"return": {"flows": []}})
+    );
     let port = free_port();
     assert_eq!(
         backend.request(&add_request(port, "10.0.2.15")),

@@ -42,6 +42,10 @@ impl Engine {
             state.stats = Some(self.stats());
             state.want_stats = false;
         }
+        if state.want_flows {
+            state.flows = Some(self.flows());
+            state.want_flows = false;
+        }
         control.applied(&mut state);
     }
 

@@ -243,6 +243,16 @@ impl Engine {
         }
     }
 
+    /// Every open flow: TCP, UDP, then ICMP echo.
+    pub fn flows(&self) -> Vec<crate::flow::FlowInfo> {
+        let now = Instant::now();
+        let mut out = Vec::with_capacity(self.tcp.len() + self.udp.len() + self.ping.len());
+        self.tcp.flow_infos(now, &mut out);
+        self.udp.flow_infos(now, &mut out);
+        self.ping.flow_infos(now, &mut out);
+        out
+    }
+
     /// What the TCP table did.
     pub fn tcp_counters(&self) -> &tcp::TcpCounters {
         &self.tcp.counters

@@ -110,11 +110,12 @@ fn run(args: &CtlArgs) -> Result<String, String> {
         }
         ["info", "usernet"] => {
             let listed = call(&Request::ListHostfwd)?;
-            Ok(if args.json {
-                format!("{listed}\n")
-            } else {
-                usernet_table(&listed)
-            })
+            if args.json {
+                return Ok(format!("{listed}\n"));
+            }
+            // Flows exist only while a frontend is connected.
+            let flows = call(&Request::ListFlows).unwrap_or(Value::Null);
+            Ok(usernet_table(&listed, &flows))
         }
         ["stats"] => {
             let stats = call(&Request::QueryStats)?;
@@ -131,7 +132,11 @@ fn run(args: &CtlArgs) -> Result<String, String> {
         }
         ["flows"] => {
             let flows = call(&Request::ListFlows)?;
-            Ok(format!("{flows}\n"))
+            Ok(if args.json {
+                format!("{flows}\n")
+            } else {
+                flows_table(&flows)
+            })
         }
         _ => Err(format!("{}: unknown command", words.join(" "))),
     }
@@ -317,8 +322,39 @@ fn find_forward(listed: &Value, target: &RemoveRule) -> Result<u32, String> {
     }
 }
 
-/// `list_hostfwd`'s entries as QEMU's `info usernet` shows forwards.
-fn usernet_table(listed: &Value) -> String {
+/// `list_flows`' entries, one a line.
+fn flows_table(flows: &Value) -> String {
+    let mut out = format!(
+        "{:<5} {:<13} {:>39} {:>39} {:>12} {:>12} {:>9}\n",
+        "Proto", "State", "Guest", "Remote", "To host", "To guest", "Age (s)"
+    );
+    for f in flows["flows"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:<5} {:<13} {:>39} {:>39} {:>12} {:>12} {:>9}\n",
+            f["proto"].as_str().unwrap_or_default(),
+            f["state"].as_str().unwrap_or_default(),
+            endpoint(&f["guest_addr"], &f["guest_port"]),
+            endpoint(&f["remote_addr"], &f["remote_port"]),
+            f["to_host_bytes"].to_string(),
+            f["to_guest_bytes"].to_string(),
+            f["age_ms"].as_u64().unwrap_or_default() / 1000,
+        ));
+    }
+    out
+}
+
+/// `ADDR:PORT`, `[ADDR]:PORT` for IPv6, `-` for none.
+fn endpoint(addr: &Value, port: &Value) -> String {
+    match (addr.as_str(), port.as_u64()) {
+        (Some(a), Some(p)) if a.contains(':') => format!("[{a}]:{p}"),
+        (Some(a), Some(p)) => format!("{a}:{p}"),
+        _ => "-".into(),
+    }
+}
+
+/// `list_hostfwd`'s entries and `list_flows`' (`Null` without a frontend) as QEMU's
+/// `info usernet` shows forwards and sockets.
+fn usernet_table(listed: &Value, flows: &Value) -> String {
     let mut out =
         String::from("  Protocol[State]      ID  Source Address  Port   Dest. Address  Port\n");
     for e in listed["entries"].as_array().into_iter().flatten() {
@@ -331,6 +367,20 @@ fn usernet_table(listed: &Value) -> String {
             e["host_port"].to_string(),
             e["guest_addr"].as_str().unwrap_or_default(),
             e["guest_port"].to_string(),
+        ));
+    }
+    for f in flows["flows"].as_array().into_iter().flatten() {
+        let proto = f["proto"].as_str().unwrap_or_default().to_uppercase();
+        let state = f["state"].as_str().unwrap_or_default();
+        let port = |v: &Value| v.as_u64().map_or_else(|| "-".into(), |p| p.to_string());
+        out.push_str(&format!(
+            "  {:<18} {:>4} {:>15} {:>5} {:>15} {:>5}\n",
+            format!("{proto}[{state}]"),
+            "-",
+            f["guest_addr"].as_str().unwrap_or_default(),
+            port(&f["guest_port"]),
+            f["remote_addr"].as_str().unwrap_or("-"),
+            port(&f["remote_port"]),
         ));
     }
     out
@@ -454,9 +504,22 @@ mod tests {
              "guest_addr": "10.0.2.15", "guest_port": 22},
         ]});
         assert_eq!(
-            usernet_table(&listed),
+            usernet_table(&listed, &Value::Null),
             "  Protocol[State]      ID  Source Address  Port   Dest. Address  Port\n  \
              TCP[HOST_FORWARD]     1       127.0.0.1  2222       10.0.2.15    22\n"
         );
+        let flows = serde_json::json!({"flows": [
+            {"proto": "udp", "guest_addr": "10.0.2.15", "guest_port": 5353,
+             "remote_addr": null, "remote_port": null, "state": "OPEN",
+             "to_host_bytes": 0, "to_guest_bytes": 0, "age_ms": 1500, "idle_ms": 0},
+        ]});
+        assert!(
+            usernet_table(&listed, &flows).ends_with(
+                "  UDP[OPEN]             -       10.0.2.15  5353               -     -\n"
+            )
+        );
+        let table = flows_table(&flows);
+        let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(row, ["udp", "OPEN", "10.0.2.15:5353", "-", "0", "0", "1"]);
     }
 }

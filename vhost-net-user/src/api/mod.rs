@@ -255,6 +255,22 @@ pub fn entry(id: u32, fwd: &PortForward, plan: &NetPlan) -> Value {
     Value::Object(e)
 }
 
+/// One `list_flows` entry.
+pub fn flow_entry(f: &netcore::flow::FlowInfo) -> Value {
+    json!({
+        "proto": f.proto,
+        "guest_addr": f.guest.ip().to_string(),
+        "guest_port": f.guest.port(),
+        "remote_addr": f.remote.map(|r| r.ip().to_string()),
+        "remote_port": f.remote.map(|r| r.port()),
+        "state": f.state,
+        "to_host_bytes": f.to_host,
+        "to_guest_bytes": f.to_guest,
+        "age_ms": u64::try_from(f.age.as_millis()).unwrap_or(u64::MAX),
+        "idle_ms": u64::try_from(f.idle.as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
 /// Refuses a forward that the same checks as startup's would refuse: a protocol switched
 /// off, a guest address of a disabled family or outside the guest's network, or one of the
 /// emulated hosts (gateway, DNS).

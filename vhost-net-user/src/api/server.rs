@@ -167,7 +167,13 @@ fn execute(request: Request, control: &Control, plan: &NetPlan) -> Result<Value,
                 .ok_or("bad request: query_stats: no frontend is connected")?;
             serde_json::from_str(&stats.to_json()).map_err(|e| format!("query_stats: {e}"))
         }
-        Request::ListFlows => Err("bad request: list_flows: not implemented yet".into()),
+        Request::ListFlows => {
+            let flows = control
+                .flows()
+                .ok_or("bad request: list_flows: no frontend is connected")?;
+            let flows: Vec<Value> = flows.iter().map(super::flow_entry).collect();
+            Ok(json!({ "flows": flows }))
+        }
     }
 }
 
