@@ -201,41 +201,36 @@ impl Control {
     /// The running engine's statistics, taken in its own thread; `None` when no engine runs
     /// (no frontend connected) or it did not answer in time.
     pub fn stats(&self) -> Option<Stats> {
-        let wake = self.wake.as_ref()?;
-        let mut state = self.lock();
-        if state.engines == 0 {
-            return None;
-        }
-        state.want_stats = true;
-        state.stats = None;
-        state.generation += 1;
-        let generation = state.generation;
-        drop(state);
-        wake.write(1).ok()?;
-        self.wait_applied(generation);
-        let mut state = self.lock();
-        state.want_stats = false;
-        state.stats.take()
+        self.ask(|s| &mut s.want_stats, |s| s.stats.take())
     }
 
     /// The running engine's open flows, taken in its own thread; `None` as for
     /// [`Control::stats`].
     pub fn flows(&self) -> Option<Vec<FlowInfo>> {
+        self.ask(|s| &mut s.want_flows, |s| s.flows.take())
+    }
+
+    /// Raises the question `want` points at, wakes the engine, and takes its answer.
+    fn ask<T>(
+        &self,
+        want: impl Fn(&mut State) -> &mut bool,
+        answer: impl Fn(&mut State) -> Option<T>,
+    ) -> Option<T> {
         let wake = self.wake.as_ref()?;
         let mut state = self.lock();
         if state.engines == 0 {
             return None;
         }
-        state.want_flows = true;
-        state.flows = None;
+        *want(&mut state) = true;
+        let _ = answer(&mut state);
         state.generation += 1;
         let generation = state.generation;
         drop(state);
         wake.write(1).ok()?;
         self.wait_applied(generation);
         let mut state = self.lock();
-        state.want_flows = false;
-        state.flows.take()
+        *want(&mut state) = false;
+        answer(&mut state)
     }
 
     /// Waits until the engines applied `generation`, none is left, or [`APPLY_WAIT`] passed.
@@ -287,17 +282,7 @@ pub fn clashes(a: &PortForward, b: &PortForward) -> bool {
                 ports: p2,
                 ..
             },
-        ) => {
-            let meet = match (a1, a2) {
-                (None, _) | (_, None) => true,
-                (Some(x), Some(y)) => {
-                    x == y
-                        || (x.is_ipv4() == y.is_ipv4()
-                            && (x.is_unspecified() || y.is_unspecified()))
-                }
-            };
-            meet && p1.overlaps(p2)
-        }
+        ) => netplan::addrs_meet(*a1, *a2) && p1.overlaps(p2),
         (HostListen::Unix { path: x }, HostListen::Unix { path: y }) => x == y,
         _ => false,
     }

@@ -1,10 +1,11 @@
 //! Port forwarding: host sockets on the plan's forwarded ports, whose connections and datagrams
 //! go to the guest (QEMU `hostfwd=`, passt `-t`/`-u`, libvirt `<portForward>`).
 //!
-//! The sockets are opened once, when the program starts: a port that cannot be bound is a
+//! The plan's sockets are opened when the program starts: a port that cannot be bound is a
 //! startup error, as with QEMU and passt, and the ports stay bound while frontends come and
-//! go. Each [`crate::Engine`] watches them while it serves a guest; a connection that arrives
-//! in between waits in the listen backlog.
+//! go. Runtime control ([`crate::control`]) opens and closes more while the program runs,
+//! through [`open_one`]. Each [`crate::Engine`] watches them while it serves a guest; a
+//! connection that arrives in between waits in the listen backlog.
 //!
 //! What the guest sees follows slirp: a forwarded connection comes from the peer's own
 //! address, or from the gateway when the peer is the host's loopback (`sotranslate_accept`).
