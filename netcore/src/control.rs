@@ -420,4 +420,50 @@ mod tests {
         drop(engine);
         assert!(control.stats().is_none(), "no engine any more");
     }
+
+    /// A UDP forward's socket becomes a flow with its first datagram; removed, that flow goes
+    /// too and the port is free again.
+    #[test]
+    fn a_removed_udp_forward_closes_the_flow_its_socket_became() {
+        let control = Arc::new(Control::new(Vec::new()).unwrap());
+        let options = crate::EngineOptions {
+            control: Arc::clone(&control),
+            ..Default::default()
+        };
+        let mut engine =
+            crate::Engine::with_options(netplan::NetPlan::slirp_default(), options).unwrap();
+        let mut link = crate::MemoryLink::new();
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let spec = fwd(Proto::Udp, Some("127.0.0.1"), port);
+        let sockets = crate::forward::open_one(&spec).unwrap();
+        let c = Arc::clone(&control);
+        let done = std::thread::spawn(move || c.add(spec, sockets).unwrap());
+        while !done.is_finished() {
+            engine.on_control_event();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(done.join().unwrap(), 1);
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.send_to(b"hello", ("127.0.0.1", port)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while engine.open_flows().1 == 0 {
+            assert!(Instant::now() < deadline, "the datagram was not taken");
+            engine.poll_host(&mut link);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(std::net::UdpSocket::bind(("127.0.0.1", port)).is_err());
+        let c = Arc::clone(&control);
+        let done = std::thread::spawn(move || c.remove(1).unwrap());
+        while !done.is_finished() {
+            engine.on_control_event();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(done.join().unwrap().is_some());
+        assert_eq!(engine.open_flows().1, 0, "the adopted flow went");
+        std::net::UdpSocket::bind(("127.0.0.1", port)).expect("the port is free");
+    }
 }

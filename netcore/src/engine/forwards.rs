@@ -19,6 +19,13 @@ impl Engine {
                 // Not in the set any more if it became a UDP flow or is paused.
                 let _ = epoll::remove(&self.epoll, &*fwd);
                 self.paused_forwards.retain(|&p| p != index);
+                // A UDP forward's socket may be a flow's by now: that flow is the forward
+                // itself, not a connection through it, and goes with it.
+                if fwd.proto == netplan::Proto::Udp
+                    && let Some(ino) = crate::udp::socket_ino(&*fwd)
+                {
+                    self.udp.close_forwarded(&self.epoll, ino);
+                }
                 log::info!("forward {id} removed: {fwd}");
             }
         }

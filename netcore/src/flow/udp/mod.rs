@@ -52,6 +52,13 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 /// The bounce buffer's size: the largest datagram, with room for `MSG_TRUNC` to tell.
 const BOUNCE_LEN: usize = 65536;
 
+/// The inode that names `sock`'s socket, the same through every descriptor of it.
+pub fn socket_ino(sock: &impl std::os::fd::AsFd) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let copy = sock.as_fd().try_clone_to_owned().ok()?;
+    std::fs::File::from(copy).metadata().ok().map(|m| m.ino())
+}
+
 #[derive(Debug)]
 struct Flow {
     guest: SocketAddr,
@@ -134,6 +141,25 @@ impl UdpTable {
 
     pub fn len(&self) -> usize {
         self.flows.len()
+    }
+
+    /// Closes the flows that adopted the forwarded socket `ino` (see [`UdpTable::adopt_forward`]):
+    /// runtime control removed the forward, and its port must close as slirp's does. Returns
+    /// how many went.
+    pub fn close_forwarded(&mut self, epoll: &vmm_sys_util::epoll::Epoll, ino: u64) -> usize {
+        let mut closed = 0;
+        for slot in self.flows.slots() {
+            let adopted = self
+                .flows
+                .get(slot)
+                .is_some_and(|f| f.forwarded && socket_ino(&f.sock) == Some(ino));
+            if adopted && let Some(flow) = self.flows.remove(slot) {
+                // Another descriptor of the socket may still be open for a moment.
+                let _ = epoll::remove(epoll, &flow.sock);
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// The open flows, as runtime control lists them.
