@@ -19,8 +19,9 @@
 //!
 //! Dropping a rule drops the control's references to its sockets; the engine drops its own
 //! when it applies the change, and the listening socket closes. Connections accepted through
-//! it are flows of their own and stay, as slirp4netns leaves them; a UDP forward whose socket
-//! already became a flow keeps that flow (and its port) until the flow expires.
+//! it are flows of their own and stay, as slirp4netns leaves them. A UDP forward's socket
+//! that became a flow (with its first datagram) is the forward itself: that flow is closed
+//! with it, and the port is free.
 
 use std::fmt;
 use std::io;
