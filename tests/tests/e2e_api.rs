@@ -69,7 +69,9 @@ fn ctl(api: &Path, words: &[&str]) -> std::process::Output {
         .expect("running ctl")
 }
 
-/// The servers: a line naming the port for each connection, iperf3, and the end on 8009.
+/// The servers: a line naming the port for each connection, iperf3, and the end on 8009
+/// (the loops are killed then, with their output away from the script's, or the guest would
+/// wait for them).
 fn guest_script(with_iperf: bool) -> String {
     let iperf = if with_iperf {
         "iperf3 -s -1 -p 5201 > /dev/null 2>&1 &\n"
@@ -79,7 +81,8 @@ fn guest_script(with_iperf: bool) -> String {
     format!(
         r#"say() {{ echo "{SAY}$*" > /dev/console; }}
 {iperf}for p in 8000 8001 8002; do
-  (while :; do echo "port $p" | nc -l -p $p > /dev/null; done) &
+  (while :; do echo "port $p" | nc -l -p $p > /dev/null; done) < /dev/null > /dev/null 2>&1 &
+  loops="$loops $!"
 done
 n=0
 while [ $n -lt 100 ] && [ "$(cat /proc/net/tcp /proc/net/tcp6 | awk '$4 == "0A" {{ print $2 }}' | grep -c -E ':(1F40|1F41|1F42)$')" -lt 3 ]; do
@@ -90,7 +93,9 @@ while [ $n -lt 100 ] && ! ip -6 addr show dev eth0 scope site | grep inet6 | gre
   sleep 0.1; n=$((n + 1))
 done
 say mark=ready
-timeout 300 nc -l -p 8009 > /dev/null
+timeout 300 nc -l -p 8009 < /dev/null > /dev/null
+# the servers' loops would keep the script from ending
+kill $loops
 say mark=done
 "#
     )
