@@ -24,7 +24,7 @@ use std::io::{Read, Write};
 use std::net::{
     IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket,
 };
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use netcore::link::{RxOffloads, TxFrame};
 use netcore::nat::Upstream;
@@ -398,7 +398,7 @@ pub fn run(data: &[u8]) {
     let options = EngineOptions {
         upstream: host.upstream(),
         max_flows: 1 + usize::from(b & 3) * 2,
-        forwards: Arc::new([]),
+        control: Default::default(),
         ..EngineOptions::default()
     };
     let mut engine = Engine::with_options(plan, options).expect("epoll and timerfd");

@@ -9,8 +9,6 @@
 //! ARP, DHCP, ICMP and NDP, which is what makes RX reservations and commits, with and without
 //! mergeable buffers.
 
-use std::sync::Arc;
-
 use netcore::EngineOptions;
 use netplan::NetPlan;
 use vhost_net_user::device::{HOST_EVENT, NetBackend, RX_QUEUE, TX_QUEUE};
@@ -173,7 +171,7 @@ pub fn run(data: &[u8]) {
 
     let options = EngineOptions {
         max_flows: 0,
-        forwards: Arc::new([]),
+        control: Default::default(),
         ..EngineOptions::default()
     };
     let mut plan = NetPlan::slirp_default();

@@ -1,10 +1,11 @@
 //! Port forwarding: host sockets on the plan's forwarded ports, whose connections and datagrams
 //! go to the guest (QEMU `hostfwd=`, passt `-t`/`-u`, libvirt `<portForward>`).
 //!
-//! The sockets are opened once, when the program starts: a port that cannot be bound is a
+//! The plan's sockets are opened when the program starts: a port that cannot be bound is a
 //! startup error, as with QEMU and passt, and the ports stay bound while frontends come and
-//! go. Each [`crate::Engine`] watches them while it serves a guest; a connection that arrives
-//! in between waits in the listen backlog.
+//! go. Runtime control ([`crate::control`]) opens and closes more while the program runs,
+//! through [`open_one`]. Each [`crate::Engine`] watches them while it serves a guest; a
+//! connection that arrives in between waits in the listen backlog.
 //!
 //! What the guest sees follows slirp: a forwarded connection comes from the peer's own
 //! address, or from the gateway when the peer is the host's loopback (`sotranslate_accept`).
@@ -170,6 +171,37 @@ fn sockets_needed(plan: &NetPlan, ephemeral: &RangeInclusive<u16>) -> usize {
 pub fn open(plan: &NetPlan, other_fds: usize) -> Result<Vec<ForwardSocket>, ForwardError> {
     let ephemeral = ephemeral_ports();
     let needed = sockets_needed(plan, &ephemeral);
+    check_fd_limit(needed, other_fds)?;
+    let mut sockets = Vec::new();
+    for f in &plan.forwards {
+        sockets.extend(open_forward(f, &ephemeral, needed)?);
+    }
+    Ok(sockets)
+}
+
+/// Opens the sockets of each forward of `plan` as [`open`] does, kept together by forward:
+/// what runtime control lists and removes as one rule.
+pub fn open_rules(
+    plan: &NetPlan,
+    other_fds: usize,
+) -> Result<Vec<(PortForward, Vec<ForwardSocket>)>, ForwardError> {
+    let ephemeral = ephemeral_ports();
+    let needed = sockets_needed(plan, &ephemeral);
+    check_fd_limit(needed, other_fds)?;
+    plan.forwards
+        .iter()
+        .map(|f| Ok((f.clone(), open_forward(f, &ephemeral, needed)?)))
+        .collect()
+}
+
+/// Opens the sockets of one forward added while the program runs (runtime control): the
+/// same sockets a forward given at startup gets.
+pub fn open_one(f: &PortForward) -> Result<Vec<ForwardSocket>, ForwardError> {
+    open_forward(f, &ephemeral_ports(), 1)
+}
+
+/// Raises the open-file limit for `needed` forward sockets and `other_fds` more.
+fn check_fd_limit(needed: usize, other_fds: usize) -> Result<(), ForwardError> {
     let limit = sys::raise_fd_limit(needed + OWN_FDS + other_fds).unwrap_or(0);
     if needed > 0 {
         if limit < needed + OWN_FDS {
@@ -183,83 +215,90 @@ pub fn open(plan: &NetPlan, other_fds: usize) -> Result<Vec<ForwardSocket>, Forw
             );
         }
     }
+    Ok(())
+}
+
+/// The sockets of forward `f`; `needed` is what the error for a lack of descriptors names.
+fn open_forward(
+    f: &PortForward,
+    ephemeral: &RangeInclusive<u16>,
+    needed: usize,
+) -> Result<Vec<ForwardSocket>, ForwardError> {
     let mut sockets = Vec::new();
-    for f in &plan.forwards {
-        let (addr, iface, ports) = match &f.host {
-            HostListen::Inet { addr, iface, ports } => (addr, iface.as_deref(), ports),
-            HostListen::Unix { path } => {
-                sockets.push(ForwardSocket {
-                    sock: bind_unix(path).map_err(|source| ForwardError::Unix {
-                        path: path.clone(),
-                        source,
-                    })?,
-                    proto: Proto::Tcp,
-                    local: Local::Unix(path.clone()),
-                    guest_addr: f.guest_addr,
-                    guest_port: f.guest_port,
-                    dual_stack: false,
-                });
-                continue;
+    let (addr, iface, ports) = match &f.host {
+        HostListen::Inet { addr, iface, ports } => (addr, iface.as_deref(), ports),
+        HostListen::Unix { path } => {
+            sockets.push(ForwardSocket {
+                sock: bind_unix(path).map_err(|source| ForwardError::Unix {
+                    path: path.clone(),
+                    source,
+                })?,
+                proto: Proto::Tcp,
+                local: Local::Unix(path.clone()),
+                guest_addr: f.guest_addr,
+                guest_port: f.guest_port,
+                dual_stack: false,
+            });
+            return Ok(sockets);
+        }
+    };
+    for port in ports.first..=ports.last {
+        if f.skip_ephemeral && ephemeral.contains(&port) {
+            continue;
+        }
+        let Some(guest_port) = guest_port(f, ports.first, port) else {
+            break;
+        };
+        // Binds one socket; `Ok(false)` when IPv6 was asked of a host without it.
+        let mut listen = |ip: IpAddr, family: Family| -> Result<bool, ForwardError> {
+            let local = SocketAddr::new(ip, port);
+            match bind(f.proto, local, iface, family) {
+                Ok(sock) => {
+                    sockets.push(ForwardSocket {
+                        sock,
+                        proto: f.proto,
+                        local: Local::Inet(local),
+                        guest_addr: f.guest_addr,
+                        guest_port,
+                        dual_stack: family == Family::Both,
+                    });
+                    Ok(true)
+                }
+                Err(e) if family != Family::Given && no_ipv6(&e) && ip.is_ipv6() => {
+                    log::debug!("no IPv6 on this host: {} {local} not forwarded", f.proto);
+                    Ok(false)
+                }
+                Err(e) if f.skip_ephemeral && in_use(&e) => {
+                    log::debug!("{} {local} is taken: not forwarded", f.proto);
+                    Ok(true)
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    let limit = sys::raise_fd_limit(0).unwrap_or(0);
+                    Err(ForwardError::TooMany { needed, limit })
+                }
+                Err(source) => Err(ForwardError::Bind {
+                    proto: f.proto,
+                    addr: local,
+                    iface: iface.map(str::to_owned),
+                    source,
+                }),
             }
         };
-        for port in ports.first..=ports.last {
-            if f.skip_ephemeral && ephemeral.contains(&port) {
-                continue;
+        let v4_any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let v6_any = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+        match (addr, f.proto) {
+            (Some(ip), _) => {
+                listen(*ip, Family::Given)?;
             }
-            let Some(guest_port) = guest_port(f, ports.first, port) else {
-                break;
-            };
-            // Binds one socket; `Ok(false)` when IPv6 was asked of a host without it.
-            let mut listen = |ip: IpAddr, family: Family| -> Result<bool, ForwardError> {
-                let local = SocketAddr::new(ip, port);
-                match bind(f.proto, local, iface, family) {
-                    Ok(sock) => {
-                        sockets.push(ForwardSocket {
-                            sock,
-                            proto: f.proto,
-                            local: Local::Inet(local),
-                            guest_addr: f.guest_addr,
-                            guest_port,
-                            dual_stack: family == Family::Both,
-                        });
-                        Ok(true)
-                    }
-                    Err(e) if family != Family::Given && no_ipv6(&e) && ip.is_ipv6() => {
-                        log::debug!("no IPv6 on this host: {} {local} not forwarded", f.proto);
-                        Ok(false)
-                    }
-                    Err(e) if f.skip_ephemeral && in_use(&e) => {
-                        log::debug!("{} {local} is taken: not forwarded", f.proto);
-                        Ok(true)
-                    }
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                        let limit = sys::raise_fd_limit(0).unwrap_or(0);
-                        Err(ForwardError::TooMany { needed, limit })
-                    }
-                    Err(source) => Err(ForwardError::Bind {
-                        proto: f.proto,
-                        addr: local,
-                        iface: iface.map(str::to_owned),
-                        source,
-                    }),
-                }
-            };
-            let v4_any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-            let v6_any = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
-            match (addr, f.proto) {
-                (Some(ip), _) => {
-                    listen(*ip, Family::Given)?;
-                }
-                // Without IPv6, the IPv4 socket alone.
-                (None, Proto::Tcp) => {
-                    if !listen(v6_any, Family::Both)? {
-                        listen(v4_any, Family::Given)?;
-                    }
-                }
-                (None, Proto::Udp) => {
+            // Without IPv6, the IPv4 socket alone.
+            (None, Proto::Tcp) => {
+                if !listen(v6_any, Family::Both)? {
                     listen(v4_any, Family::Given)?;
-                    listen(v6_any, Family::V6Only)?;
                 }
+            }
+            (None, Proto::Udp) => {
+                listen(v4_any, Family::Given)?;
+                listen(v6_any, Family::V6Only)?;
             }
         }
     }

@@ -11,6 +11,7 @@
 
 pub mod capture;
 mod command;
+pub mod control;
 pub mod engine;
 pub mod flow;
 pub mod forward;

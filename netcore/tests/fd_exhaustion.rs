@@ -83,7 +83,9 @@ fn run_exhausted() {
         skip_ephemeral: false,
     }];
     let options = EngineOptions {
-        forwards: netcore::forward::open(&plan, 0).unwrap().into(),
+        control: std::sync::Arc::new(netcore::control::Control::fixed(
+            netcore::forward::open_rules(&plan, 0).unwrap(),
+        )),
         ..EngineOptions::default()
     };
     let mut engine = Engine::with_options(plan, options).unwrap();

@@ -196,7 +196,9 @@ fn forwards_serve_one_engine_after_another() {
         forward(Proto::Udp, udp_port, GUEST_UDP_PORT),
     ];
     let options = EngineOptions {
-        forwards: netcore::forward::open(&plan, 0).unwrap().into(),
+        control: std::sync::Arc::new(netcore::control::Control::fixed(
+            netcore::forward::open_rules(&plan, 0).unwrap(),
+        )),
         ..EngineOptions::default()
     };
     for _ in 0..2 {

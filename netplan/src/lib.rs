@@ -301,6 +301,18 @@ impl PortRange {
     }
 }
 
+/// Whether two listening addresses can collide (`None` and unspecified addresses cover their
+/// family, or both families): startup's forwards are checked against each other with it, and
+/// those added at run time against the rest.
+pub fn addrs_meet(a: Option<IpAddr>, b: Option<IpAddr>) -> bool {
+    match (a, b) {
+        (None, _) | (_, None) => true,
+        (Some(x), Some(y)) => {
+            x == y || (x.is_ipv4() == y.is_ipv4() && (x.is_unspecified() || y.is_unspecified()))
+        }
+    }
+}
+
 impl std::fmt::Display for PortRange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.first == self.last {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use clap::{ArgAction, Parser};
 use netcore::EngineOptions;
 use netcore::capture::Capture;
+use netcore::control::Control;
 use netcore::nat::{self, Upstream};
 use policy::ConfigError;
 
@@ -56,6 +57,12 @@ pub struct Args {
     /// another user when the backend is started as root (libvirt's QEMU: libvirt-qemu).
     #[arg(long, value_name = "USER")]
     pub socket_owner: Option<String>,
+
+    /// Serve runtime control on this UNIX socket (created 0600): slirp4netns's JSON API
+    /// (add_hostfwd, list_hostfwd, remove_hostfwd) plus query_stats; `vhost-net-user ctl
+    /// PATH ...` speaks it with QEMU's monitor syntax.
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
 
     /// Print the backend's capabilities as JSON and exit.
     #[arg(long)]
@@ -127,6 +134,8 @@ pub enum UsageError {
     Forward(#[from] netcore::forward::ForwardError),
     #[error(transparent)]
     Smb(#[from] netcore::smb::SmbError),
+    #[error("runtime control: an eventfd")]
+    Control(#[source] std::io::Error),
     #[error("one of --socket-path, --fd or --stream is required")]
     NoSocket,
     #[error("--fd {fd}")]
@@ -248,6 +257,25 @@ impl Args {
             },
         })
     }
+}
+
+/// The `--api-socket` listener: 0600 whatever `--socket-mode` says (whoever reaches it
+/// opens host ports), a stale socket replaced, removed at exit.
+fn api_listener(path: &Path) -> Result<UnixListener, UsageError> {
+    let bad = |source| UsageError::BadSocketPath {
+        flag: "--api-socket",
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path).map_err(bad)?;
+        }
+    }
+    let listener = listen_then_publish(path, &SocketAccess::default()).map_err(bad)?;
+    exit::remove_at_exit(path);
+    Ok(listener)
 }
 
 /// Who may connect to the socket we create.
@@ -452,12 +480,20 @@ pub fn run_as(mut args: Args, mut persona: Persona) -> i32 {
         }
     };
     match setup(&args, &sandbox, &mut persona) {
-        Ok((config, frontends)) => {
+        Ok((config, frontends, api)) => {
             // Still one thread: confined now, everything started later is too.
             if let Err(e) = sandbox.enter(&config.plan, &exit::removed_at_exit()) {
                 log::error!("confining the process: {}", error_chain(&e));
                 exit::cleanup();
                 return 1;
+            }
+            if let Some(listener) = api {
+                let control = Arc::clone(&config.engine.control);
+                if let Err(e) = crate::api::server::spawn(listener, control, config.plan.clone()) {
+                    log::error!("starting the API socket's thread: {e}");
+                    exit::cleanup();
+                    return 1;
+                }
             }
             exit::exit_on_termination_signal();
             if let Some(ready) = persona.ready.take() {
@@ -492,7 +528,7 @@ fn setup(
     args: &Args,
     sandbox: &Sandbox,
     persona: &mut Persona,
-) -> Result<(ServeConfig, Frontends), UsageError> {
+) -> Result<(ServeConfig, Frontends, Option<UnixListener>), UsageError> {
     let resolved = args.policy.build()?;
     for warning in &resolved.warnings {
         log::warn!("{warning}");
@@ -530,16 +566,21 @@ fn setup(
     log::debug!("DNS upstream: {upstream:?}");
     // Each flow holds a host socket: up to --max-flows each of TCP, UDP and ping.
     let flow_fds = 3 * args.max_flows as usize;
-    let forwards = netcore::forward::open(&plan, flow_fds)?;
-    for fwd in &forwards {
+    let rules = netcore::forward::open_rules(&plan, flow_fds)?;
+    for fwd in rules.iter().flat_map(|(_, sockets)| sockets) {
         if let netcore::forward::Local::Unix(path) = &fwd.local {
             exit::remove_at_exit(path);
         }
     }
-    log::debug!("forwarded ports: {forwards:?}");
+    log::debug!("forwarded ports: {rules:?}");
+    let control = Arc::new(Control::new(rules).map_err(UsageError::Control)?);
     let frontends = match persona.connected.take() {
         Some(stream) => Frontends::Connected(stream),
         None => Frontends::Listener(args.listener()?),
+    };
+    let api = match &args.api_socket {
+        Some(path) => Some(api_listener(path)?),
+        None => None,
     };
     if let Some(path) = &args.pid_file {
         use std::io::Write;
@@ -585,13 +626,14 @@ fn setup(
             engine: EngineOptions {
                 upstream,
                 max_flows: args.max_flows as usize,
-                forwards: forwards.into(),
+                control,
                 ..EngineOptions::default()
             },
             one_off: args.one_off,
             capture,
         },
         frontends,
+        api,
     ))
 }
 

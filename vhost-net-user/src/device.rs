@@ -45,6 +45,9 @@ pub const NUM_QUEUES: usize = 2;
 pub const HOST_EVENT: u16 = NUM_QUEUES as u16 + 1;
 /// Device event for the TX moderation timer (see `TxModeration`).
 pub const MODERATION_EVENT: u16 = HOST_EVENT + 1;
+/// Device event for runtime control (the API socket's changes and questions), served even
+/// before the guest's memory and rings exist.
+pub const CONTROL_EVENT: u16 = MODERATION_EVENT + 1;
 /// Largest ring QEMU may ask for (its `rx_queue_size`/`tx_queue_size` go up to 1024).
 pub const MAX_QUEUE_SIZE: usize = 1024;
 
@@ -208,6 +211,11 @@ impl NetBackend {
     /// The descriptor the worker must watch (as [`HOST_EVENT`]) for the engine's sockets.
     pub fn host_fd(&self) -> RawFd {
         self.engine.host_fd()
+    }
+
+    /// The descriptor the worker must watch (as [`CONTROL_EVENT`]) for runtime control.
+    pub fn control_fd(&self) -> Option<RawFd> {
+        self.engine.control_fd()
     }
 
     /// The descriptor the worker must watch (as [`MODERATION_EVENT`]) for the TX moderation
@@ -420,6 +428,10 @@ impl VhostUserBackendMut for NetBackend {
         _thread_id: usize,
     ) -> io::Result<()> {
         crate::sandbox::narrow_worker_thread();
+        if device_event == CONTROL_EVENT {
+            self.engine.on_control_event();
+            return Ok(());
+        }
         let Some(atomic) = self.mem.clone() else {
             return Ok(());
         };

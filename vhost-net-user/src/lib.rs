@@ -1,6 +1,7 @@
 //! vhost-net-user: a vhost-user virtio-net backend that gives QEMU guests slirp-compatible
 //! user-mode networking. The binary's `main` only parses arguments; everything else is here.
 
+pub mod api;
 pub mod args;
 pub mod cli;
 pub mod device;

@@ -13,6 +13,10 @@ fn main() {
         close_inherited(args.fd);
         std::process::exit(passt_mode::run(args));
     }
+    // `vhost-net-user ctl ...`, the API socket's client: a command line of its own.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "ctl") {
+        std::process::exit(vhost_net_user::api::ctl::main(std::env::args_os().skip(2)));
+    }
     let args = vhost_net_user::sysconfig::parse_command_line();
     close_inherited(args.fd);
     std::process::exit(vhost_net_user::cli::run(args));

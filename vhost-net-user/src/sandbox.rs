@@ -26,6 +26,11 @@
 //!    that handles what the guest sends, adds a narrower filter of its own on its first event
 //!    ([`narrow_worker_thread`]); filters stack, so the narrower wins there.
 //!
+//! Runtime control's thread (`--api-socket`, [`crate::api::server`]) starts after all this,
+//! so it runs confined: forwards it adds are bound with the allow-list's `socket`, `bind` and
+//! `listen`, as the nobody user when started as root, and a unix-socket forward only where
+//! Landlock lets the backend make sockets (the temporary directory).
+//!
 //! The launcher confines itself in its own way, as the launcher's children (smbd, the guest
 //! forwards' commands) need: the same user, no new privileges, no core dumps, no seccomp
 //! filter or Landlock domain (children inherit both, and the programs' needs are theirs).

@@ -20,7 +20,7 @@ use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
-use crate::device::{HOST_EVENT, MODERATION_EVENT, NetBackend};
+use crate::device::{CONTROL_EVENT, HOST_EVENT, MODERATION_EVENT, NetBackend};
 use crate::error::error_chain;
 use crate::relay;
 
@@ -123,6 +123,7 @@ fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), Se
     let exit = backend.exit_notifier().map_err(ServeError::Device)?;
     let host_fd = backend.host_fd();
     let moderation_fd = backend.moderation_fd();
+    let control_fd = backend.control_fd();
     let backend = Arc::new(RwLock::new(backend));
     let mut daemon = VhostUserDaemon::new(
         "vhost-net-user".into(),
@@ -137,6 +138,11 @@ fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), Se
     daemon.get_epoll_handlers()[0]
         .register_listener(moderation_fd, EventSet::IN, u64::from(MODERATION_EVENT))
         .map_err(ServeError::Device)?;
+    if let Some(fd) = control_fd {
+        daemon.get_epoll_handlers()[0]
+            .register_listener(fd, EventSet::IN, u64::from(CONTROL_EVENT))
+            .map_err(ServeError::Device)?;
+    }
 
     let (mut listener, daemon_side) = daemon_socket().map_err(ServeError::InternalSocket)?;
     let relays = relay::spawn(frontend, daemon_side).map_err(ServeError::InternalSocket)?;

@@ -31,6 +31,7 @@ const MAX_BACKLOG: usize = 4 << 20;
 const READ_CHUNK: usize = 256 << 10;
 const TOKEN_STREAM: u64 = 1;
 const TOKEN_HOST: u64 = 2;
+const TOKEN_CONTROL: u64 = 3;
 
 /// Frames toward the guest, built in place in the output buffer.
 #[derive(Debug, Default)]
@@ -167,6 +168,13 @@ fn serve_connection(mut sock: UnixStream, config: &ServeConfig) -> io::Result<()
         engine.host_fd(),
         EpollEvent::new(EventSet::IN, TOKEN_HOST),
     )?;
+    if let Some(fd) = engine.control_fd() {
+        epoll.ctl(
+            ControlOperation::Add,
+            fd,
+            EpollEvent::new(EventSet::IN, TOKEN_CONTROL),
+        )?;
+    }
     let mut input: Vec<u8> = Vec::with_capacity(2 * READ_CHUNK);
     let mut rx = StreamRx::default();
     let mut want_out = false;
@@ -195,6 +203,7 @@ fn serve_connection(mut sock: UnixStream, config: &ServeConfig) -> io::Result<()
                     }
                 }
                 TOKEN_HOST => engine.poll_host(&mut rx),
+                TOKEN_CONTROL => engine.on_control_event(),
                 _ => {}
             }
         }

@@ -4,6 +4,58 @@
 use super::*;
 
 impl Engine {
+    /// Brings the watched forward sockets in line with runtime control's rules, answers a
+    /// waiting question, and tells the waiter (see [`crate::control`]). The lock is held for
+    /// a few epoll calls per changed socket.
+    pub(super) fn apply_control(&mut self) {
+        let control = Arc::clone(&self.options.control);
+        let mut state = control.lock();
+        let readable = libc::EPOLLIN as u32;
+        for (index, slot) in self.forwards.iter_mut().enumerate() {
+            let gone = slot
+                .as_ref()
+                .is_some_and(|(id, _)| !state.rules.iter().any(|r| r.id == *id));
+            if gone && let Some((id, fwd)) = slot.take() {
+                // Not in the set any more if it became a UDP flow or is paused.
+                let _ = epoll::remove(&self.epoll, &*fwd);
+                self.paused_forwards.retain(|&p| p != index);
+                // A UDP forward's socket may be a flow's by now: that flow is the forward
+                // itself, not a connection through it, and goes with it.
+                if fwd.proto == netplan::Proto::Udp
+                    && let Some(ino) = crate::udp::socket_ino(&*fwd)
+                {
+                    self.udp.close_forwarded(&self.epoll, ino);
+                }
+                log::info!("forward {id} removed: {fwd}");
+            }
+        }
+        self.rules_watched
+            .retain(|id| state.rules.iter().any(|r| r.id == *id));
+        for rule in &state.rules {
+            if self.rules_watched.contains(&rule.id) {
+                continue;
+            }
+            self.rules_watched.push(rule.id);
+            for fwd in &rule.sockets {
+                let index = self.forwards.len();
+                // Level-triggered: what one event leaves waiting is reported again.
+                if let Err(e) = epoll::add(&self.epoll, &**fwd, readable, Token::Forward(index)) {
+                    log::warn!("forward {}: {fwd}: not watched: {e}", rule.id);
+                }
+                self.forwards.push(Some((rule.id, Arc::clone(fwd))));
+            }
+        }
+        if state.want_stats {
+            state.stats = Some(self.stats());
+            state.want_stats = false;
+        }
+        if state.want_flows {
+            state.flows = Some(self.flows());
+            state.want_flows = false;
+        }
+        control.applied(&mut state);
+    }
+
     /// The next port of [`UNIX_PEER_PORTS`].
     fn unix_peer_port(&mut self) -> u16 {
         let port = self.next_unix_port;
@@ -26,10 +78,11 @@ impl Engine {
 
     /// A forwarded port is readable: its waiting connections become guest connections.
     pub(super) fn on_forward_event<L: RxLink>(&mut self, index: usize, rx: &mut L) {
-        let forwards = Arc::clone(&self.options.forwards);
-        let Some(fwd) = forwards.get(index) else {
+        let Some(Some((_, fwd))) = self.forwards.get(index) else {
             return;
         };
+        let fwd = Arc::clone(fwd);
+        let fwd = &*fwd;
         if fwd.proto == netplan::Proto::Udp {
             self.adopt_udp_forward(fwd, rx);
             return;
@@ -101,9 +154,9 @@ impl Engine {
         }
         self.resume_forwards_at = None;
         for index in std::mem::take(&mut self.paused_forwards) {
-            if let Some(fwd) = self.options.forwards.get(index) {
+            if let Some(Some((_, fwd))) = self.forwards.get(index) {
                 let readable = libc::EPOLLIN as u32;
-                let _ = epoll::add(&self.epoll, fwd, readable, Token::Forward(index));
+                let _ = epoll::add(&self.epoll, &**fwd, readable, Token::Forward(index));
             }
         }
     }

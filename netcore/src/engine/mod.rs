@@ -34,6 +34,7 @@ use vmm_sys_util::epoll::{Epoll, EpollEvent};
 use vmm_sys_util::timerfd::TimerFd;
 
 use crate::capture::{SharedCapture, Tap};
+use crate::control::Control;
 use crate::flow::epoll::{self, Token};
 use crate::forward::{self, ForwardSocket, Local, Peer};
 use crate::link::{RxLink, TxFrame};
@@ -69,9 +70,9 @@ pub struct EngineOptions {
     pub upstream: Upstream,
     /// Most TCP connections (and, separately, UDP and ICMP flows) at once.
     pub max_flows: usize,
-    /// The plan's forwarded ports, bound once by the program ([`forward::open`]) and shared
-    /// by the engines of successive frontends.
-    pub forwards: Arc<[ForwardSocket]>,
+    /// The forwarded ports, bound by the program ([`forward::open_rules`] at startup, runtime
+    /// control later) and shared by the engines of successive frontends.
+    pub control: Arc<Control>,
     /// How long a TCP connection may go without traffic before it is closed
     /// ([`crate::tcp::IDLE_TIMEOUT`] by default).
     pub tcp_idle_timeout: Duration,
@@ -82,7 +83,7 @@ impl Default for EngineOptions {
         EngineOptions {
             upstream: Upstream::default(),
             max_flows: 4096,
-            forwards: Arc::new([]),
+            control: Arc::new(Control::default()),
             tcp_idle_timeout: crate::tcp::IDLE_TIMEOUT,
         }
     }
@@ -122,6 +123,12 @@ pub struct Engine {
     /// descriptors or memory, and when they are watched again (at the first tick after).
     paused_forwards: Vec<usize>,
     resume_forwards_at: Option<Instant>,
+    /// The forward sockets watched, by their token's index, with their rule's id; a removed
+    /// rule's leave `None` behind (indexes are not reused, so that an event already taken
+    /// for a removed socket finds nothing).
+    forwards: Vec<Option<(u32, Arc<ForwardSocket>)>>,
+    /// The ids of the rules whose sockets are in `forwards`.
+    rules_watched: Vec<u32>,
     tcp: TcpTable,
     udp: UdpTable,
     ping: PingTable,
@@ -165,14 +172,10 @@ impl Engine {
         let timer = TimerFd::new().map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
         let readable = libc::EPOLLIN as u32;
         epoll::add(&epoll, crate::sys::timer_fd(&timer), readable, Token::Timer)?;
-        for (i, fwd) in options.forwards.iter().enumerate() {
-            // Level-triggered: what one event leaves waiting is reported again.
-            epoll::add(&epoll, fwd, readable, Token::Forward(i))?;
-        }
         let mut tcp = TcpTable::new(options.max_flows);
         tcp.set_idle_timeout(options.tcp_idle_timeout);
         tcp.set_guest_forwards(plan.guest_forwards.clone());
-        Ok(Engine {
+        let mut engine = Engine {
             dhcp: dhcp::Server::new(&plan),
             tftp: tftp::Server::new(&plan),
             tcp,
@@ -196,7 +199,12 @@ impl Engine {
             epoll,
             timer,
             timer_mode: TimerMode::Off,
-        })
+            forwards: Vec::new(),
+            rules_watched: Vec::new(),
+        };
+        engine.options.control.engine_started();
+        engine.apply_control();
+        Ok(engine)
     }
 
     /// Records every frame, both ways, into `capture`.
@@ -235,6 +243,16 @@ impl Engine {
         }
     }
 
+    /// Every open flow: TCP, UDP, then ICMP echo.
+    pub fn flows(&self) -> Vec<crate::flow::FlowInfo> {
+        let now = Instant::now();
+        let mut out = Vec::with_capacity(self.tcp.len() + self.udp.len() + self.ping.len());
+        self.tcp.flow_infos(now, &mut out);
+        self.udp.flow_infos(now, &mut out);
+        self.ping.flow_infos(now, &mut out);
+        out
+    }
+
     /// What the TCP table did.
     pub fn tcp_counters(&self) -> &tcp::TcpCounters {
         &self.tcp.counters
@@ -263,6 +281,24 @@ impl Engine {
     /// The descriptor to watch for readability: host sockets and the flow timer behind it.
     pub fn host_fd(&self) -> RawFd {
         self.epoll.as_raw_fd()
+    }
+
+    /// Runtime control's descriptor ([`crate::control`]), for the link's event loop to watch
+    /// beside [`Engine::host_fd`]: readable when forwards changed or a question waits. Kept
+    /// out of the engine's own epoll set so that a link can serve it before the guest's
+    /// memory and rings exist, when it serves no host events.
+    pub fn control_fd(&self) -> Option<RawFd> {
+        self.options.control.wake().map(|w| w.as_raw_fd())
+    }
+
+    /// Applies runtime control's changes and answers its question; call when
+    /// [`Engine::control_fd`] is readable.
+    pub fn on_control_event(&mut self) {
+        let started = Instant::now();
+        self.options.control.take_wake();
+        self.apply_control();
+        // What a request costs the data path: this thread serves the guest too.
+        log::debug!("runtime control applied in {:?}", started.elapsed());
     }
 
     /// Sends a frame to the guest now, or queues it behind those already waiting.
@@ -300,6 +336,12 @@ impl Engine {
         self.tcp.end_batch(&mut ctx, &mut tap);
         self.udp
             .end_batch(&self.plan, &self.options.upstream, &mut ctx, &mut tap);
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.options.control.engine_stopped();
     }
 }
 

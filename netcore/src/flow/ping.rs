@@ -55,6 +55,10 @@ struct Flow {
     key: Key,
     sock: OwnedFd,
     last_request: Instant,
+    /// When the flow was made, and the ICMP bytes (header and payload) each way.
+    created: Instant,
+    to_host: u64,
+    to_guest: u64,
 }
 
 impl Keyed for Flow {
@@ -94,6 +98,22 @@ impl PingTable {
         self.flows.len()
     }
 
+    /// The open flows, as runtime control lists them.
+    pub fn flow_infos(&self, now: Instant, out: &mut Vec<crate::flow::FlowInfo>) {
+        for f in self.flows.iter() {
+            out.push(crate::flow::FlowInfo {
+                proto: "icmp",
+                guest: SocketAddr::new(f.key.guest, f.key.id),
+                remote: Some(SocketAddr::new(f.key.remote, 0)),
+                state: "OPEN",
+                to_host: f.to_host,
+                to_guest: f.to_guest,
+                age: now.saturating_duration_since(f.created),
+                idle: now.saturating_duration_since(f.last_request),
+            });
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.flows.is_empty()
     }
@@ -129,7 +149,10 @@ impl PingTable {
         flow.last_request = ctx.now;
         let dest = SocketAddr::new(dest, 0);
         match sys::send_buf(&flow.sock, icmp, Some(&dest), libc::MSG_DONTWAIT) {
-            Ok(_) => self.counters.requests += 1,
+            Ok(_) => {
+                flow.to_host += icmp.len() as u64;
+                self.counters.requests += 1;
+            }
             Err(e) => log::debug!("echo request to {dest}: {e}"),
         }
     }
@@ -168,6 +191,9 @@ impl PingTable {
             key,
             sock,
             last_request: ctx.now,
+            created: ctx.now,
+            to_host: 0,
+            to_guest: 0,
         };
         let interest = (libc::EPOLLIN | libc::EPOLLET) as u32;
         self.flows
@@ -221,6 +247,7 @@ impl PingTable {
             if rx.send(&[&hdr[..off], &self.buf[..n]]).is_err() {
                 return; // no guest buffers: the reply is lost, as on a congested link
             }
+            flow.to_guest += n as u64;
             self.counters.replies += 1;
         }
     }

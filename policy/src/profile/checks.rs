@@ -8,7 +8,7 @@ use crate::addr::v4_or;
 use crate::error::ConfigError;
 use crate::request::{Request, origin};
 use crate::warning::Warning;
-use crate::{HostListen, Ipv4Plan, MacAddr, NetPlan, Proto};
+use crate::{HostListen, Ipv4Plan, MacAddr, NetPlan, Proto, addrs_meet};
 
 /// Refuse settings for a family that is switched off (QEMU's own check covers `--slirp`;
 /// this one catches the mix of `--slirp ipv4=off` with `--address`, say, and `-4`/`-6` with
@@ -152,17 +152,6 @@ pub(super) fn gateway_mac(
         ));
     }
     Ok(mac)
-}
-
-/// Whether two listening addresses can collide (`None` and unspecified addresses cover their
-/// family, or both families).
-fn addrs_meet(a: Option<IpAddr>, b: Option<IpAddr>) -> bool {
-    match (a, b) {
-        (None, _) | (_, None) => true,
-        (Some(x), Some(y)) => {
-            x == y || (x.is_ipv4() == y.is_ipv4() && (x.is_unspecified() || y.is_unspecified()))
-        }
-    }
 }
 
 /// The first and last address the DHCP server hands out, as numbers.

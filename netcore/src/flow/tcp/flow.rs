@@ -196,6 +196,10 @@ pub(super) struct Flow {
     /// larger, so the guest's right window edge stays put until we measure again, once half
     /// of it is used (or the socket drained). None: measure when next needed.
     pub(super) window: Option<Estimate>,
+    /// When the flow was made, and the payload bytes each way (see [`crate::flow::FlowInfo`]).
+    pub(super) created: Instant,
+    pub(super) to_host: u64,
+    pub(super) to_guest: u64,
 }
 
 impl Keyed for Flow {
@@ -231,6 +235,9 @@ impl Flow {
             timer: None,
             last_activity: now,
             window: None,
+            created: now,
+            to_host: 0,
+            to_guest: 0,
         }
     }
 

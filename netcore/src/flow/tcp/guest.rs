@@ -140,6 +140,7 @@ where
                 flow.flags.insert(Flags::CORKED);
             }
             flow.rcv_nxt = flow.rcv_nxt.wrapping_add(n as u32);
+            flow.to_host += n as u64;
             flow.wrote(n);
             n
         }
@@ -201,6 +202,7 @@ pub(super) fn on_ack(flow: &mut Flow, seg: &Segment, now: Instant) -> bool {
         seq::Ack::New(acked) => {
             let fin = flow.fin_seq();
             let data = seq::acked_data(flow.iss, flow.snd_una, seg.ack, acked, fin);
+            flow.to_guest += u64::from(data);
             if data > 0 {
                 let _ = match flow.discard {
                     Discard::Read => sys::discard_by_reading(&flow.sock, data as usize),

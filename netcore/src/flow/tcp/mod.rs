@@ -269,6 +269,31 @@ impl TcpTable {
         self.flows.len()
     }
 
+    /// The open flows, as runtime control lists them.
+    pub fn flow_infos(&self, now: Instant, out: &mut Vec<crate::flow::FlowInfo>) {
+        for f in self.flows.iter() {
+            let state = match (f.state, f.guest_end, f.host_end) {
+                (flow::State::Connecting, ..) => "CONNECTING",
+                (flow::State::SynSent, ..) => "SYN_SENT",
+                (flow::State::SynAckSent, ..) => "SYN_RECEIVED",
+                (_, flow::GuestEnd::Open, flow::HostEnd::Open) => "ESTABLISHED",
+                (_, flow::GuestEnd::Fin, flow::HostEnd::Open) => "GUEST_CLOSED",
+                (_, flow::GuestEnd::Open, _) => "HOST_CLOSED",
+                _ => "CLOSING",
+            };
+            out.push(crate::flow::FlowInfo {
+                proto: "tcp",
+                guest: f.key.guest,
+                remote: Some(f.key.remote),
+                state,
+                to_host: f.to_host,
+                to_guest: f.to_guest,
+                age: now.saturating_duration_since(f.created),
+                idle: now.saturating_duration_since(f.last_activity),
+            });
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.flows.is_empty()
     }

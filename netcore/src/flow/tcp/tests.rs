@@ -389,6 +389,17 @@ fn guest_data_reaches_the_socket_and_is_acked_for_what_it_took() {
     let mut buf = [0u8; 5];
     server.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"world");
+    // Counted once each, the retransmitted part not again.
+    assert_eq!(flow_bytes(&rig), (10, 0));
+}
+
+/// The one flow's payload bytes (to the host, to the guest) as runtime control lists them.
+fn flow_bytes(rig: &Rig) -> (u64, u64) {
+    let mut infos = Vec::new();
+    rig.table.flow_infos(rig.now, &mut infos);
+    assert_eq!(infos.len(), 1);
+    assert_eq!(infos[0].state, "ESTABLISHED");
+    (infos[0].to_host, infos[0].to_guest)
 }
 
 /// What the guest writes is taken off the window we offer until we measure the socket
@@ -469,6 +480,7 @@ fn host_data_retransmission(mut rig: Rig) {
     // retransmission timeout everything from the first unacked byte comes again.
     rig.send(GUEST_ISN + 1, iss + 1 + 1460, flags::ACK, 1024, &[], &[]);
     assert!(rig.seen().is_empty());
+    assert_eq!(flow_bytes(&rig), (0, 1460), "what the guest acknowledged");
     rig.tick_after(Duration::from_millis(1500));
     let again: Vec<u8> = rig.seen().iter().flat_map(|s| s.payload.clone()).collect();
     assert!(again == data[1460..], "retransmitted {} bytes", again.len());
@@ -484,6 +496,11 @@ fn host_data_retransmission(mut rig: Rig) {
 
     // All acknowledged: the socket is empty, nothing more is sent on timeout.
     rig.send(GUEST_ISN + 1, iss + 1 + 4000, flags::ACK, 1024, &[], &[]);
+    assert_eq!(
+        flow_bytes(&rig),
+        (0, 4000),
+        "retransmissions not counted again"
+    );
     rig.tick_after(Duration::from_secs(5));
     assert!(rig.seen().is_empty());
 }

@@ -52,6 +52,13 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 /// The bounce buffer's size: the largest datagram, with room for `MSG_TRUNC` to tell.
 const BOUNCE_LEN: usize = 65536;
 
+/// The inode that names `sock`'s socket, the same through every descriptor of it.
+pub fn socket_ino(sock: &impl std::os::fd::AsFd) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let copy = sock.as_fd().try_clone_to_owned().ok()?;
+    std::fs::File::from(copy).metadata().ok().map(|m| m.ino())
+}
+
 #[derive(Debug)]
 struct Flow {
     guest: SocketAddr,
@@ -62,6 +69,11 @@ struct Flow {
     /// The socket of a forwarded host port (a copy of its descriptor): the flow never
     /// expires, as slirp's hostfwd sockets do not.
     forwarded: bool,
+    /// When the flow was made, payload bytes each way, and the host end it last sent to.
+    created: Instant,
+    to_host: u64,
+    to_guest: u64,
+    last_peer: Option<SocketAddr>,
 }
 
 impl Keyed for Flow {
@@ -131,6 +143,41 @@ impl UdpTable {
         self.flows.len()
     }
 
+    /// Closes the flows that adopted the forwarded socket `ino` (see [`UdpTable::adopt_forward`]):
+    /// runtime control removed the forward, and its port must close as slirp's does. Returns
+    /// how many went.
+    pub fn close_forwarded(&mut self, epoll: &vmm_sys_util::epoll::Epoll, ino: u64) -> usize {
+        let mut closed = 0;
+        for slot in self.flows.slots() {
+            let adopted = self
+                .flows
+                .get(slot)
+                .is_some_and(|f| f.forwarded && socket_ino(&f.sock) == Some(ino));
+            if adopted && let Some(flow) = self.flows.remove(slot) {
+                // Another descriptor of the socket may still be open for a moment.
+                let _ = epoll::remove(epoll, &flow.sock);
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// The open flows, as runtime control lists them.
+    pub fn flow_infos(&self, now: Instant, out: &mut Vec<crate::flow::FlowInfo>) {
+        for f in self.flows.iter() {
+            out.push(crate::flow::FlowInfo {
+                proto: "udp",
+                guest: f.guest,
+                remote: f.last_peer,
+                state: if f.forwarded { "FORWARDED" } else { "OPEN" },
+                to_host: f.to_host,
+                to_guest: f.to_guest,
+                age: now.saturating_duration_since(f.created),
+                idle: now.saturating_duration_since(f.last_activity),
+            });
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.flows.is_empty()
     }
@@ -178,7 +225,9 @@ impl UdpTable {
             other => other,
         };
         match sent {
-            Ok(_) => {
+            Ok(n) => {
+                flow.to_host += n as u64;
+                flow.last_peer = Some(dest);
                 self.counters.to_host += 1;
                 Sent::Sent
             }
@@ -226,6 +275,10 @@ impl UdpTable {
             last_activity: ctx.now,
             dns_reply: None,
             forwarded,
+            created: ctx.now,
+            to_host: 0,
+            to_guest: 0,
+            last_peer: None,
         };
         let interest = (libc::EPOLLIN | libc::EPOLLET) as u32;
         let watched = self.flows.add_watched(flow, |flow, slot| {
@@ -364,6 +417,7 @@ impl UdpTable {
                             frag::other_fragments(rx, &self.bounce, &meta, ctx.mtu, len)
                         });
                 if sent {
+                    flow.to_guest += len as u64;
                     self.counters.fragmented += 1;
                     self.counters.to_guest += 1;
                 } else {
@@ -379,6 +433,7 @@ impl UdpTable {
             }
             write_udp_headers(&mut slot_buf, ctx, src, flow.guest, len, !offloads.csum);
             slot_buf.commit(header_len + len);
+            flow.to_guest += len as u64;
             self.counters.to_guest += 1;
         }
     }
