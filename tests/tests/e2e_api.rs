@@ -352,8 +352,10 @@ fn runtime_forwards_reach_the_guest(link: Link) {
         "the engine applied the requests:\n{}",
         vnu_tests::tail(&log, 20)
     );
+    // Tens or hundreds of microseconds as a rule; the figure includes the worker being
+    // preempted on a loaded machine (3.9 ms seen on two cores under TCG), hence the margin.
     assert!(
-        worst < Duration::from_millis(5),
+        worst < Duration::from_millis(20),
         "a request held the data path {worst:?}"
     );
 
