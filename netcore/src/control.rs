@@ -164,7 +164,7 @@ impl Control {
         self.lock()
             .rules
             .iter()
-            .find(|r| clashes(&r.spec, spec))
+            .find(|r| r.spec.clash(spec).is_some())
             .map(|r| r.id)
     }
 
@@ -265,30 +265,6 @@ impl State {
     }
 }
 
-/// Whether two forwards want the same host port (or unix path) for the same protocol.
-pub fn clashes(a: &PortForward, b: &PortForward) -> bool {
-    use netplan::HostListen;
-    if a.proto != b.proto {
-        return false;
-    }
-    match (&a.host, &b.host) {
-        (
-            HostListen::Inet {
-                addr: a1,
-                ports: p1,
-                ..
-            },
-            HostListen::Inet {
-                addr: a2,
-                ports: p2,
-                ..
-            },
-        ) => netplan::addrs_meet(*a1, *a2) && p1.overlaps(p2),
-        (HostListen::Unix { path: x }, HostListen::Unix { path: y }) => x == y,
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +287,7 @@ mod tests {
     #[test]
     fn clashes_need_the_same_protocol_port_and_a_meeting_address() {
         let t = |a, p| fwd(Proto::Tcp, a, p);
+        let clashes = |a: &PortForward, b: &PortForward| a.clash(b).is_some();
         assert!(clashes(&t(None, 80), &t(Some("127.0.0.1"), 80)));
         assert!(clashes(&t(Some("0.0.0.0"), 80), &t(Some("127.0.0.1"), 80)));
         assert!(!clashes(

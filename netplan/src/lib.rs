@@ -354,6 +354,38 @@ pub struct PortForward {
     pub skip_ephemeral: bool,
 }
 
+impl PortForward {
+    /// What `self` and `other` would both take on the host, or `None` when they can coexist:
+    /// the same protocol and host port on meeting addresses ([`addrs_meet`]), or the same
+    /// unix path. Startup's forwards are checked against each other with it, and those added
+    /// at run time against the rest; the text names what both want (`tcp port 80`, `the
+    /// socket PATH`).
+    pub fn clash(&self, other: &PortForward) -> Option<String> {
+        if self.proto != other.proto {
+            return None;
+        }
+        match (&self.host, &other.host) {
+            (
+                HostListen::Inet {
+                    addr: a1,
+                    ports: p1,
+                    ..
+                },
+                HostListen::Inet {
+                    addr: a2,
+                    ports: p2,
+                    ..
+                },
+            ) => (addrs_meet(*a1, *a2) && p1.overlaps(p2))
+                .then(|| format!("{} port {}", self.proto, p1.first.max(p2.first))),
+            (HostListen::Unix { path: a }, HostListen::Unix { path: b }) => {
+                (a == b).then(|| format!("the socket {}", a.display()))
+            }
+            _ => None,
+        }
+    }
+}
+
 impl NetPlan {
     /// QEMU slirp's defaults: 10.0.2.0/24, gateway .2, DNS .3, DHCP from .15;
     /// IPv6 fec0::/64 with ::2 and ::3.

@@ -8,7 +8,7 @@ use crate::addr::v4_or;
 use crate::error::ConfigError;
 use crate::request::{Request, origin};
 use crate::warning::Warning;
-use crate::{HostListen, Ipv4Plan, MacAddr, NetPlan, Proto, addrs_meet};
+use crate::{HostListen, Ipv4Plan, MacAddr, NetPlan, Proto};
 
 /// Refuse settings for a family that is switched off (QEMU's own check covers `--slirp`;
 /// this one catches the mix of `--slirp ipv4=off` with `--address`, say, and `-4`/`-6` with
@@ -199,29 +199,7 @@ pub(super) fn check_forwards(
             _ => {}
         }
         for g in &fwds[..i] {
-            if g.value.proto != f.value.proto {
-                continue;
-            }
-            let clash = match (&g.value.host, &f.value.host) {
-                (
-                    HostListen::Inet {
-                        addr: a1,
-                        ports: p1,
-                        ..
-                    },
-                    HostListen::Inet {
-                        addr: a2,
-                        ports: p2,
-                        ..
-                    },
-                ) => (addrs_meet(*a1, *a2) && p1.overlaps(p2))
-                    .then(|| format!("{} port {}", f.value.proto, p1.first.max(p2.first))),
-                (HostListen::Unix { path: a }, HostListen::Unix { path: b }) => {
-                    (a == b).then(|| format!("the socket {}", a.display()))
-                }
-                _ => None,
-            };
-            if let Some(what) = clash {
+            if let Some(what) = g.value.clash(&f.value) {
                 return Err(ConfigError::Conflict(format!(
                     "{} and {} both forward {what}",
                     g.origin, f.origin
