@@ -18,6 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use vnu_tests::hostsrv::free_port;
 use vnu_tests::{
     Backend, GuestOpts, Link, TempDir, both_links, e2e_ready, require_program, spawn_slotted,
 };
@@ -123,17 +124,10 @@ fn refuses(port: u16) -> bool {
         .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// A port free on both 127.0.0.1 and ::1.
 fn free_port_both() -> u16 {
     loop {
-        let port = free_port();
+        let port = free_port("127.0.0.1");
         if std::net::TcpListener::bind(("::1", port)).is_ok() {
             return port;
         }
@@ -148,7 +142,7 @@ fn counter(stats: &Value, key: &str) -> u64 {
 
 /// Ends the guest's script through a forward added for it.
 fn end_guest(api: &Path) {
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     assert!(add(api, "127.0.0.1", port, 8009)["return"]["id"].is_u64());
     let _ = TcpStream::connect(("127.0.0.1", port));
 }
@@ -162,8 +156,8 @@ fn runtime_forwards_reach_the_guest(link: Link) {
     }
     let dir = TempDir::new("api").expect("a directory");
     let api = dir.join("api.sock");
-    let startup = free_port();
-    let iperf_port = free_port();
+    let startup = free_port("127.0.0.1");
+    let iperf_port = free_port("127.0.0.1");
     let rule = format!("hostfwd=tcp:127.0.0.1:{startup}-:8000");
     let iperf_rule = format!("hostfwd=tcp:127.0.0.1:{iperf_port}-:5201");
     let api_arg = api.display().to_string();
@@ -192,7 +186,7 @@ fn runtime_forwards_reach_the_guest(link: Link) {
     let before = request(&api, r#"{"execute": "query_stats"}"#);
 
     // IPv4 and IPv6 forwards added at run time reach the guest's servers.
-    let v4 = free_port();
+    let v4 = free_port("127.0.0.1");
     let v6 = free_port_both();
     assert_eq!(
         add(&api, "127.0.0.1", v4, 8001),
@@ -281,7 +275,7 @@ fn runtime_forwards_reach_the_guest(link: Link) {
     assert!(flows["return"]["flows"].is_array(), "{flows}");
 
     // ctl, QEMU's syntax.
-    let via_ctl = free_port();
+    let via_ctl = free_port("127.0.0.1");
     let out = ctl(
         &api,
         &["hostfwd_add", &format!("tcp:127.0.0.1:{via_ctl}-:8001")],
@@ -321,7 +315,7 @@ fn runtime_forwards_reach_the_guest(link: Link) {
     let mut requests = 0;
     let load_end = Instant::now() + Duration::from_secs(4);
     while Instant::now() < load_end {
-        let port = free_port();
+        let port = free_port("127.0.0.1");
         let id = add(&api, "127.0.0.1", port, 8001)["return"]["id"].clone();
         request(
             &api,
@@ -360,7 +354,7 @@ fn runtime_forwards_reach_the_guest(link: Link) {
     );
 
     // A forward added now outlives QEMU: the next guest has it.
-    let kept = free_port();
+    let kept = free_port("127.0.0.1");
     assert!(add(&api, "127.0.0.1", kept, 8001)["return"]["id"].is_u64());
     end_guest(&api);
     let run = guest.wait();

@@ -17,6 +17,7 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use vnu_tests::hostsrv::free_port;
 use vnu_tests::libvirt::{Domain, Iface, Libvirt, Passt, until_empty};
 use vnu_tests::{GuestRun, IPV4_KEYS, assert_same_keys, diff_keys, skip};
 
@@ -42,12 +43,6 @@ fn libvirt(passt: Passt) -> Option<Libvirt> {
             None
         }
     }
-}
-
-/// A TCP port free on 127.0.0.1 at the time of asking.
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe");
-    probe.local_addr().expect("probe address").port()
 }
 
 /// What the guest's `nc` serves on the forward of domain `name`.
@@ -190,7 +185,8 @@ fn domain(name: &str, iface: Iface, ip: Option<(&str, u8)>) -> Domain {
 /// stopped as `stop` says.
 fn with_forward(d: Domain, stop: Stop) -> Domain {
     let script = forward_script(&d.name, stop);
-    d.forward(free_port(), GUEST_PORT).script(&script)
+    d.forward(free_port("127.0.0.1"), GUEST_PORT)
+        .script(&script)
 }
 
 /// Asserts that `ours` (a passt domain under this program) saw what QEMU slirp's guest saw,

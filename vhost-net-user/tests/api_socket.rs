@@ -11,9 +11,8 @@ use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::{Value, json};
 
-#[allow(dead_code)] // the helpers of the other test programs
 mod common;
-use common::{get_features, wait_until};
+use common::{free_port, get_features, wait_until};
 
 const PROGRAM: &str = env!("CARGO_BIN_EXE_vhost-net-user");
 
@@ -102,15 +101,6 @@ impl Drop for Backend {
     }
 }
 
-/// A TCP port nothing listens on just now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn listening(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
@@ -129,7 +119,7 @@ fn desc(reply: &Value) -> &str {
 
 #[test]
 fn a_slirp4netns_client_adds_lists_and_removes_forwards() {
-    let startup = free_port();
+    let startup = free_port("127.0.0.1");
     let mut backend = Backend::start(
         "json",
         &["--slirp", &format!("hostfwd=tcp:127.0.0.1:{startup}-:22")],
@@ -140,7 +130,7 @@ fn a_slirp4netns_client_adds_lists_and_removes_forwards() {
         assert!(meta.file_type().is_socket());
         assert_eq!(meta.mode() & 0o777, 0o600);
     }
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     assert!(!listening(port));
     let added = backend.request(&add_request(port, "10.0.2.15"));
     assert_eq!(added, json!({"return": {"id": 2}}));
@@ -184,7 +174,7 @@ fn a_slirp4netns_client_adds_lists_and_removes_forwards() {
         desc(&backend.request(&bad_port.to_string())),
         "bad request: add_hostfwd: bad arguments.host_port"
     );
-    let outside = backend.request(&add_request(free_port(), "192.0.2.1"));
+    let outside = backend.request(&add_request(free_port("127.0.0.1"), "192.0.2.1"));
     assert!(desc(&outside).contains("not a guest address"), "{outside}");
     let big = format!(
         r#"{{"execute": "list_hostfwd", "pad": "{}"}}"#,
@@ -224,7 +214,7 @@ fn the_running_engine_answers_and_forwards_last_across_reconnects() {
         backend.request(r#"{"execute": "list_flows"}"#),
         json!({"return": {"flows": []}})
     );
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     assert_eq!(
         backend.request(&add_request(port, "10.0.2.15")),
         json!({"return": {"id": 1}})
@@ -248,7 +238,7 @@ fn the_running_engine_answers_and_forwards_last_across_reconnects() {
 #[test]
 fn ctl_speaks_qemus_monitor_syntax() {
     let backend = Backend::start("ctl", &[]);
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     let text = |out: &Output| String::from_utf8_lossy(&out.stdout).into_owned();
     let added = backend.ctl(&["hostfwd_add", &format!("tcp:127.0.0.1:{port}-:80")]);
     assert!(added.status.success(), "{added:?}");

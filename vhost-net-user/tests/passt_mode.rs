@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 mod common;
-use common::{get_features, pid_in, proc_stat, wait_until};
+use common::{free_port, get_features, pid_in, proc_stat, wait_until};
 
 /// A directory of its own holding a `passt` link to the program, removed on drop. Writable
 /// by everyone: started as root (as the tests run), the backend drops to nobody, and removes
@@ -70,15 +70,6 @@ fn running(pid: i32) -> bool {
     proc_stat(pid).is_some_and(|(state, _)| state != 'Z')
 }
 
-/// A TCP port nothing listens on just now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("[::]:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn terminate(pid: i32) {
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(pid).unwrap(),
@@ -122,7 +113,7 @@ fn libvirt_vhostuser_command_line_goes_to_the_background_and_cleans_up() {
     let socket = scratch.path("3-DOM-net0.socket");
     let pid_file = scratch.path("passt.pid");
     let log_file = scratch.path("passt.log");
-    let forward = format!("{}:22", free_port());
+    let forward = format!("{}:22", free_port("[::]"));
     let out = scratch.passt(&[
         "--log-file",
         log_file.to_str().unwrap(),

@@ -1,5 +1,8 @@
 //! What the tests that run the built program share: waiting with a deadline, reading pid
-//! files and /proc, and the one vhost-user request that shows a backend serves.
+//! files and /proc, free ports, and the one vhost-user request that shows a backend serves.
+
+// Each test binary compiles this module for itself and uses only some of it.
+#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -13,6 +16,15 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A TCP port nothing listens on just now on `ip` (`127.0.0.1`, `[::]`).
+pub fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind(format!("{ip}:0"))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The pid the pid file holds.
