@@ -24,6 +24,9 @@ use crate::device::{CONTROL_EVENT, HOST_EVENT, MODERATION_EVENT, NetBackend};
 use crate::error::error_chain;
 use crate::relay;
 
+/// How long the next frontend waits after a connection that ended before guest memory came.
+const EARLY_END_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// What every connection is served with.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -145,7 +148,8 @@ fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), Se
     }
 
     let (mut listener, daemon_side) = daemon_socket().map_err(ServeError::InternalSocket)?;
-    let relays = relay::spawn(frontend, daemon_side).map_err(ServeError::InternalSocket)?;
+    // One queue pair until the device has more (ServeConfig gains max_queue_pairs then).
+    let relay = relay::spawn(frontend, daemon_side, 1).map_err(ServeError::InternalSocket)?;
     daemon.start(&mut listener).map_err(ServeError::Daemon)?;
     drop(listener);
     let result = match daemon.wait() {
@@ -162,9 +166,7 @@ fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), Se
         log::warn!("stopping the vring worker failed: {e}");
     }
     drop(daemon);
-    for relay in relays {
-        let _ = relay.join();
-    }
+    let outcome = relay.join();
     let backend = backend.read().unwrap_or_else(|p| p.into_inner());
     for fd in backend.take_handed_out() {
         #[allow(unsafe_code)]
@@ -188,5 +190,10 @@ fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), Se
          ring.late_interrupts={late_interrupts}",
         backend.engine().stats()
     );
+    if !outcome.memory_table {
+        // QEMU gives up on a connection it will not use (more queue pairs wanted than we
+        // serve, say) and reconnects at once, for ever: bound that loop to a few a second.
+        std::thread::sleep(EARLY_END_BACKOFF);
+    }
     result
 }
