@@ -1,9 +1,12 @@
 //! Small servers on the host's loopback for guests to reach through the gateway address:
-//! an HTTP server that serves one body, and a TCP sink that reports what it received.
+//! an HTTP server that serves one body, and a TCP sink that reports what it received. Each
+//! serves its clients one after the other, or (the `_concurrent` ones) all at once, for
+//! guests that run transfers in parallel.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// The first 16 hex digits of the SHA-256 of `data`, as the guest scripts print them.
@@ -31,26 +34,47 @@ pub fn blob(len: usize) -> Vec<u8> {
 /// Serves `body` over HTTP/1.0 to `requests` clients on `bind` (port 0: any); returns the
 /// port. Each request gets the whole body, whatever path it asks for.
 pub fn http_server(bind: &str, body: Vec<u8>, requests: usize) -> (u16, JoinHandle<()>) {
-    serve(bind, "the HTTP server", requests, move |mut conn| {
-        let mut request = [0u8; 2048];
-        let _ = conn.read(&mut request);
-        let head = format!(
-            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        let _ = conn.write_all(head.as_bytes());
-        let _ = conn.write_all(&body);
+    serve(bind, "the HTTP server", requests, move |conn| {
+        http_reply(conn, &body)
     })
+}
+
+/// [`http_server`] serving its `requests` clients at once, each on a thread of its own; the
+/// handle ends when all have been served.
+pub fn http_server_concurrent(bind: &str, body: Vec<u8>, requests: usize) -> (u16, JoinHandle<()>) {
+    let body = Arc::new(body);
+    serve_concurrently(bind, "the HTTP server", requests, move |conn| {
+        http_reply(conn, &body)
+    })
+}
+
+fn http_reply(mut conn: TcpStream, body: &[u8]) {
+    let mut request = [0u8; 2048];
+    let _ = conn.read(&mut request);
+    let head = format!(
+        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = conn.write_all(head.as_bytes());
+    let _ = conn.write_all(body);
 }
 
 /// Accepts `clients` connections on `bind`, reads each to its end and answers
 /// `"<bytes> <sha256 prefix>\n"`; returns the port.
 pub fn tcp_sink(bind: &str, clients: usize) -> (u16, JoinHandle<()>) {
-    serve(bind, "the TCP sink", clients, |mut conn| {
-        let mut data = Vec::new();
-        let _ = conn.read_to_end(&mut data);
-        let _ = conn.write_all(format!("{} {}\n", data.len(), sha256_16(&data)).as_bytes());
-    })
+    serve(bind, "the TCP sink", clients, sink_reply)
+}
+
+/// [`tcp_sink`] serving its `clients` at once, each on a thread of its own; the handle ends
+/// when all have been served.
+pub fn tcp_sink_concurrent(bind: &str, clients: usize) -> (u16, JoinHandle<()>) {
+    serve_concurrently(bind, "the TCP sink", clients, sink_reply)
+}
+
+fn sink_reply(mut conn: TcpStream) {
+    let mut data = Vec::new();
+    let _ = conn.read_to_end(&mut data);
+    let _ = conn.write_all(format!("{} {}\n", data.len(), sha256_16(&data)).as_bytes());
 }
 
 /// Listens on `bind` and hands each of the first `clients` connections to `handle`, in turn on
@@ -72,6 +96,28 @@ fn serve(
         }
     });
     (port, thread)
+}
+
+/// Like [`serve`], with each connection handled on a thread of its own; the returned handle
+/// joins them all.
+fn serve_concurrently(
+    bind: &str,
+    what: &str,
+    clients: usize,
+    handle: impl Fn(TcpStream) + Send + Sync + 'static,
+) -> (u16, JoinHandle<()>) {
+    let handle = Arc::new(handle);
+    let mut threads = Vec::new();
+    let (port, acceptor) = serve(bind, what, clients, move |conn| {
+        let handle = Arc::clone(&handle);
+        threads.push(std::thread::spawn(move || handle(conn)));
+        if threads.len() == clients {
+            for thread in threads.drain(..) {
+                let _ = thread.join();
+            }
+        }
+    });
+    (port, acceptor)
 }
 
 /// A free TCP port on `ip` (bound and released at once).

@@ -33,7 +33,8 @@
 //! One module per concern, re-exported here so that tests name everything as `vnu_tests::NAME`:
 //! `env` (where the binaries are), `skip` (tests that cannot run here), `tempdir`, `process`
 //! (signals, bounded waits), `image` (the guest build), `backend`, `qemu` (command lines),
-//! `slots`, `guest` (a running QEMU), `boot`, `guest_run` (what a guest reported); [`netns`],
+//! `slots`, `guest` (a running QEMU), `boot`, `guest_run` (what a guest reported), `queues` (a
+//! multiqueue guest's per-queue counters); [`netns`],
 //! [`hostsrv`] and [`libvirt`] (real libvirt in the Debian 13 root) are public modules of their
 //! own.
 
@@ -49,6 +50,7 @@ pub mod libvirt;
 pub mod netns;
 mod process;
 mod qemu;
+mod queues;
 mod skip;
 mod slots;
 mod tempdir;
@@ -65,5 +67,6 @@ pub use guest_run::{
 pub use image::{GuestImage, guest_cache, guest_image, network_boot_files};
 pub use process::tail;
 pub use qemu::{GUEST_MAC, GuestOpts, Net, base64};
+pub use queues::{QUEUE_STATS_SCRIPT, QueueCounters};
 pub use skip::{e2e_ready, require_program, skip};
 pub use tempdir::TempDir;

@@ -62,6 +62,11 @@ pub struct GuestOpts {
     /// kernel, initrd and command line come from the boot file the DHCP server names (see
     /// [`network_boot_files`](crate::network_boot_files)).
     pub network_boot: bool,
+    /// vCPUs (`-smp`).
+    pub cpus: u32,
+    /// Queue pairs the vhost-user netdev asks for (`queues=N`, and `mq=on` on the device
+    /// when more than one); only the ring link has more than one.
+    pub queues: u16,
 }
 
 impl GuestOpts {
@@ -78,6 +83,8 @@ impl GuestOpts {
             name: name.to_owned(),
             device_opts: String::new(),
             network_boot: false,
+            cpus: 1,
+            queues: 1,
         }
     }
 
@@ -103,6 +110,18 @@ impl GuestOpts {
         self
     }
 
+    /// Boots with `cpus` vCPUs (TCG runs each on a host thread of its own).
+    pub fn cpus(mut self, cpus: u32) -> Self {
+        self.cpus = cpus;
+        self
+    }
+
+    /// Asks the vhost-user backend for `queues` queue pairs (multiqueue when more than one).
+    pub fn queues(mut self, queues: u16) -> Self {
+        self.queues = queues;
+        self
+    }
+
     pub fn v6wait(mut self, seconds: u32) -> Self {
         self.v6wait = seconds;
         self
@@ -116,9 +135,16 @@ impl GuestOpts {
     /// The QEMU command line (without the binary) for this guest; `dir` holds the console log
     /// and a long script. `scripts/boot-guest.sh` builds the same command line: keep them alike.
     pub fn qemu_args(&self, image: &GuestImage, dir: &Path) -> Result<Vec<String>> {
-        let mut args: Vec<String> = ["-accel", "tcg", "-m", "512", "-smp", "1"]
+        let mut args: Vec<String> = ["-accel", "tcg", "-m", "512", "-smp"]
             .map(String::from)
             .to_vec();
+        args.push(self.cpus.to_string());
+        if self.queues != 1 && !matches!(self.net, Net::VhostUser { .. }) {
+            return Err(Error::new(format!(
+                "guest `{}`: queues={} needs the vhost-user ring link",
+                self.name, self.queues
+            )));
+        }
         let (shared_memory, vectors) = match &self.net {
             Net::User(_) => (false, None),
             Net::VhostUser { .. } => (true, Some(0)),
@@ -186,7 +212,11 @@ impl GuestOpts {
                     if *reconnect { ",reconnect=1" } else { "" }
                 ));
                 args.push("-netdev".into());
-                args.push("vhost-user,id=n0,chardev=c0".into());
+                args.push(if self.queues == 1 {
+                    "vhost-user,id=n0,chardev=c0".to_owned()
+                } else {
+                    format!("vhost-user,id=n0,chardev=c0,queues={}", self.queues)
+                });
             }
             Net::Raw { args: raw, .. } => args.extend(raw.iter().cloned()),
         }
@@ -195,6 +225,9 @@ impl GuestOpts {
         let mut device = format!("virtio-net-pci,netdev=n0,mac={}", self.mac);
         if !self.network_boot {
             device.push_str(",romfile=");
+        }
+        if self.queues > 1 {
+            device.push_str(",mq=on");
         }
         if let Some(v) = vectors {
             device.push_str(&format!(",vectors={v}"));
@@ -278,6 +311,9 @@ mod tests {
         );
         assert!(args.contains("vhost-user,id=n0,chardev=c0"), "{args}");
         assert!(args.contains(",romfile=,vectors=0"), "{args}");
+        assert!(args.contains("-smp 1 "), "{args}");
+        assert!(!args.contains("queues="), "{args}");
+        assert!(!args.contains("mq=on"), "{args}");
         assert!(
             args.contains(&format!("vnu.run={}", base64(b"echo hi"))),
             "{args}"
@@ -293,6 +329,34 @@ mod tests {
         );
         assert!(!slirp.contains("vectors"), "{slirp}");
         assert!(!slirp.contains("memory-backend"), "{slirp}");
+    }
+
+    #[test]
+    fn multiqueue_guests_ask_for_queue_pairs_on_the_ring_link_only() {
+        let image = GuestImage {
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+        };
+        let net = Net::VhostUser {
+            socket: "/tmp/s".into(),
+            reconnect: false,
+        };
+        let args = GuestOpts::new("t", net)
+            .cpus(2)
+            .queues(2)
+            .qemu_args(&image, Path::new("/tmp"))
+            .unwrap()
+            .join(" ");
+        assert!(args.contains("-smp 2 "), "{args}");
+        assert!(
+            args.contains("-netdev vhost-user,id=n0,chardev=c0,queues=2 "),
+            "{args}"
+        );
+        assert!(args.contains(",mq=on,vectors=0"), "{args}");
+        let slirp = GuestOpts::new("t", Net::slirp())
+            .queues(2)
+            .qemu_args(&image, Path::new("/tmp"));
+        assert!(slirp.is_err(), "{slirp:?}");
     }
 
     #[test]
