@@ -62,6 +62,8 @@ pub(crate) struct State {
     pub(crate) stats: Vec<Stats>,
     pub(crate) want_flows: bool,
     pub(crate) flows: Vec<FlowInfo>,
+    /// Engines that answered the question.
+    pub(crate) answered: usize,
 }
 
 /// One engine's place at a [`Control`]: its number and the eventfd that wakes it.
@@ -296,6 +298,7 @@ impl Control {
         }
         *want(&mut state) = true;
         let _ = answers(&mut state);
+        state.answered = 0;
         state.generation += 1;
         let generation = state.generation;
         drop(state);
@@ -304,7 +307,7 @@ impl Control {
         let mut state = self.lock();
         *want(&mut state) = false;
         let got = answers(&mut state);
-        (!got.is_empty()).then_some(got)
+        (state.answered > 0).then_some(got)
     }
 
     /// Waits until every engine applied `generation`, none is left, or [`APPLY_WAIT`] passed.

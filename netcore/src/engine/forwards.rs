@@ -45,7 +45,8 @@ impl Engine {
                 self.forwards.push(Some((rule.id, Arc::clone(fwd))));
             }
         }
-        if Control::behind(&state, &self.seat) {
+        if Control::behind(&state, &self.seat) && (state.want_stats || state.want_flows) {
+            state.answered += 1;
             if state.want_stats {
                 state.stats.push(self.stats());
             }
