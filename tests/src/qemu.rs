@@ -268,6 +268,20 @@ mod tests {
     use super::*;
     use crate::TempDir;
 
+    fn test_image() -> GuestImage {
+        GuestImage {
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+        }
+    }
+
+    fn ring(reconnect: bool) -> Net {
+        Net::VhostUser {
+            socket: "/tmp/s".into(),
+            reconnect,
+        }
+    }
+
     #[test]
     fn base64_matches_rfc4648_vectors() {
         let cases = [
@@ -286,15 +300,8 @@ mod tests {
 
     #[test]
     fn vhost_user_guests_get_shared_memory_and_no_msix() {
-        let image = GuestImage {
-            kernel: "/k".into(),
-            initrd: "/i".into(),
-        };
-        let net = Net::VhostUser {
-            socket: "/tmp/s".into(),
-            reconnect: true,
-        };
-        let args = GuestOpts::new("t", net)
+        let image = test_image();
+        let args = GuestOpts::new("t", ring(true))
             .script("echo hi")
             .qemu_args(&image, Path::new("/tmp"))
             .unwrap()
@@ -333,15 +340,8 @@ mod tests {
 
     #[test]
     fn multiqueue_guests_ask_for_queue_pairs_on_the_ring_link_only() {
-        let image = GuestImage {
-            kernel: "/k".into(),
-            initrd: "/i".into(),
-        };
-        let net = Net::VhostUser {
-            socket: "/tmp/s".into(),
-            reconnect: false,
-        };
-        let args = GuestOpts::new("t", net)
+        let image = test_image();
+        let args = GuestOpts::new("t", ring(false))
             .cpus(2)
             .queues(2)
             .qemu_args(&image, Path::new("/tmp"))
@@ -362,10 +362,7 @@ mod tests {
     #[test]
     fn long_scripts_go_through_fw_cfg() {
         let dir = TempDir::new("unit").unwrap();
-        let image = GuestImage {
-            kernel: "/k".into(),
-            initrd: "/i".into(),
-        };
+        let image = test_image();
         let script = "echo 0123456789\n".repeat(200);
         let args = GuestOpts::new("t", Net::slirp())
             .script(&script)
