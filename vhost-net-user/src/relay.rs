@@ -26,12 +26,13 @@
 //! vring state: what the relay holds is bounded.
 //!
 //! A QEMU that wants more queue pairs than allowed checks our answer itself ("you are asking
-//! more queues than supported"), having set up its first pair only, and hangs up; QEMU
-//! 7.2 and 10 alike then reconnect at once, for ever. The relay cannot learn the number QEMU
-//! wanted, so a connection that ends within [`REFUSAL_WINDOW`] of the answer, before any
-//! memory table, is logged as that refusal, with the number allowed and what to change
-//! (rate-limited: the loop repeats it). A frontend that goes on to address a vring beyond the
-//! allowed pairs anyway is refused with the pair it wanted named.
+//! more queues than supported"), having set up its first pair's vrings only (`SET_VRING_CALL`
+//! and `SET_VRING_ERR` for vrings 0 and 1: nothing names the pairs it wanted), and hangs up;
+//! starting up, QEMU 7.2 and 10 alike then reconnect at once, for ever (the server pauses
+//! after such a connection). So a connection that ends within [`REFUSAL_WINDOW`] of the
+//! answer, before any memory table, is logged as that refusal, with the number allowed and
+//! what to change (rate-limited: the loop repeats it). A frontend that goes on to address a
+//! vring beyond the allowed pairs anyway is refused with the pair it wanted named.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
