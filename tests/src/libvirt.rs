@@ -97,6 +97,8 @@ pub struct Domain {
     pub forward: Option<(u16, u16)>,
     /// Shell script the guest runs after its report (as [`GuestOpts::script`](crate::GuestOpts)).
     pub script: Option<String>,
+    /// `<driver queues=N/>` on the interface, and as many vCPUs (one otherwise).
+    pub queues: Option<u16>,
     pub timeout: Duration,
 }
 
@@ -111,6 +113,7 @@ impl Domain {
             ip: None,
             forward: None,
             script: None,
+            queues: None,
             timeout: Duration::from_secs(timeout),
         }
     }
@@ -127,6 +130,12 @@ impl Domain {
 
     pub fn script(mut self, script: &str) -> Self {
         self.script = Some(script.to_owned());
+        self
+    }
+
+    /// `queues` queue pairs (libvirt's multiqueue) and as many vCPUs.
+    pub fn queues(mut self, queues: u16) -> Self {
+        self.queues = Some(queues);
         self
     }
 
@@ -156,6 +165,9 @@ impl Domain {
                 "      <ip family='ipv4' address='{address}' prefix='{prefix}'/>\n"
             ));
         }
+        if let Some(queues) = self.queues {
+            iface.push_str(&format!("      <driver queues='{queues}'/>\n"));
+        }
         if let Some((host, guest)) = self.forward {
             iface.push_str(&format!(
                 "      <portForward proto='tcp' address='127.0.0.1'><range start='{host}' \
@@ -168,7 +180,7 @@ impl Domain {
             "<domain type='qemu'>
   <name>{name}</name>
   <memory unit='MiB'>256</memory>
-  <vcpu>1</vcpu>
+  <vcpu>{vcpus}</vcpu>
   <memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
@@ -189,7 +201,8 @@ impl Domain {
   </devices>
 </domain>
 ",
-            name = self.name
+            name = self.name,
+            vcpus = self.queues.unwrap_or(1),
         )
     }
 }

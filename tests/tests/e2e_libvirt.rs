@@ -416,3 +416,56 @@ fn ip_169_254_2_15_as_slirp() {
 fn no_ip_as_slirp() {
     as_slirp_with("noip", None);
 }
+
+/// libvirt's multiqueue, `<driver queues='2'/>` on a `type='vhostuser'` passt interface with two
+/// vCPUs: under this program as passt the guest gets both queue pairs and traffic from each
+/// vCPU goes out, and comes back, on its own pair.
+#[test]
+fn vhostuser_with_two_queues_uses_both_pairs() {
+    let Some(ours) = libvirt(Passt::Ours) else {
+        return;
+    };
+    // Echo requests to the gateway from each vCPU: XPS sends each on that vCPU's TX queue, and
+    // the engine of that queue's pair answers on its RX queue.
+    let script = "ethtool -l eth0 | tail -n 5 | grep Combined | tr -s '\\t ' '  '
+for cpu in 1 2; do taskset $cpu ping -c 8 -i 0.2 -q 169.254.2.2 >/dev/null && echo ping$cpu=ok; done
+ethtool -S eth0 | grep -E '_queue_[0-9]+_packets'
+";
+    let d = domain("mq-vhost-ours", Iface::VhostUserPasst, Some(SEED_IP))
+        .queues(2)
+        .script(script);
+    let outcome = boot(&ours, &d, Stop::Poweroff);
+    let run = &outcome.run;
+    let context = format!(
+        "libvirt ran: {}\nguest:\n{}\nlibvirtd log:\n{}",
+        outcome.passt_command.as_deref().unwrap_or("<none>"),
+        run.report(),
+        vnu_tests::tail(&ours.log(), 15)
+    );
+    assert!(run.completed, "{context}");
+    assert!(
+        run.run.iter().any(|l| l.trim() == "Combined: 2"),
+        "two pairs in use: {context}"
+    );
+    for cpu in ["ping1=ok", "ping2=ok"] {
+        assert!(run.run.iter().any(|l| l.trim() == cpu), "{cpu}: {context}");
+    }
+    let count = |name: &str| -> u64 {
+        run.run
+            .iter()
+            .filter_map(|l| l.trim().strip_prefix(&format!("{name}: ")))
+            .find_map(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    for queue in [
+        "rx_queue_0_packets",
+        "rx_queue_1_packets",
+        "tx_queue_0_packets",
+        "tx_queue_1_packets",
+    ] {
+        assert!(
+            count(queue) >= 8,
+            "{queue} carried the pings of one vCPU: {context}"
+        );
+    }
+}
