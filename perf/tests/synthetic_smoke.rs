@@ -11,7 +11,7 @@ use virtio_bindings::bindings::virtio_net::{
 use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vm_memory::{Bytes, GuestAddress};
 use vnu_perf::synth::peer::{Pattern, Peer, PeerRole};
-use vnu_perf::synth::ring::{Driver, DriverConfig};
+use vnu_perf::synth::ring::{Device, DriverConfig};
 use vnu_perf::synth::session::{Role, Session, SessionConfig};
 use vnu_perf::synth::wire;
 use vnu_tests::Backend;
@@ -27,22 +27,29 @@ fn exchange(backend: &Backend, offload: bool, event_idx: bool, role: Role, port:
     if event_idx {
         features |= 1 << VIRTIO_RING_F_EVENT_IDX;
     }
-    let peer = Peer::start(match role {
-        Role::Send => PeerRole::Sink { verify: true },
-        Role::Receive => PeerRole::Source,
-    })
+    let peer = Peer::start(
+        match role {
+            Role::Send => PeerRole::Sink { verify: true },
+            Role::Receive => PeerRole::Source,
+        },
+        None,
+    )
     .unwrap();
     let mut pattern = Pattern::new(wire::MAX_IP_PAYLOAD);
-    let mut driver = Driver::connect(
+    let mut device = Device::connect(
         backend.socket(),
         DriverConfig {
             features,
             queue_size: 256,
             rx_buffer: if offload { 4096 } else { 1536 },
             pattern_len: pattern.bytes().len(),
+            queue_pairs: 1,
+            // Without offloads, whole frames in one descriptor, as Linux sends them.
+            linear_tx: (!offload).then_some(1514),
         },
     )
     .unwrap();
+    let driver = &mut device.pairs[0];
     driver
         .memory()
         .write_slice(pattern.bytes(), GuestAddress(driver.pattern_addr()))
@@ -51,6 +58,7 @@ fn exchange(backend: &Backend, offload: bool, event_idx: bool, role: Role, port:
         role,
         offload,
         tso_payload: 64240,
+        mss: wire::MSS,
         rcv_window: 4 << 20,
         verify: true,
         warmup: Duration::from_millis(50),
@@ -59,10 +67,10 @@ fn exchange(backend: &Backend, offload: bool, event_idx: bool, role: Role, port:
         local_port: port,
     };
     let what = format!("offload {offload}, event_idx {event_idx}, {role:?}");
-    let outcome = Session::new(&mut driver, &mut pattern, config)
+    let outcome = Session::new(driver, &mut pattern, config)
         .run(|_| {})
         .unwrap_or_else(|e| panic!("{what}: {e}\nbackend log:\n{}", backend.log()));
-    drop(driver);
+    drop(device);
     let moved = peer.bytes();
     peer.finish()
         .unwrap_or_else(|e| panic!("{what}: host side: {e}"));
