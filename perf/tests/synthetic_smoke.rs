@@ -59,6 +59,8 @@ fn exchange(backend: &Backend, offload: bool, event_idx: bool, role: Role, port:
         offload,
         tso_payload: 64240,
         mss: wire::MSS,
+        rto: Duration::from_millis(200),
+        dupack_threshold: 3,
         rcv_window: 4 << 20,
         verify: true,
         warmup: Duration::from_millis(50),

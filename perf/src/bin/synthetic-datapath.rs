@@ -89,6 +89,16 @@ struct Args {
     #[arg(long, default_value_t = 4 << 20)]
     rcv_window: u32,
 
+    /// Milliseconds without ACK progress after which the guest sends again from the first
+    /// unacknowledged byte (Linux's minimum RTO is 200 ms).
+    #[arg(long, default_value_t = 200)]
+    rto_ms: u64,
+
+    /// Duplicate ACKs after which the guest sends again from the first unacknowledged byte
+    /// (fast retransmit; 3 as in Linux without SACK).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    dupack_threshold: u32,
+
     /// Do not check received bytes against the pattern (the guest then never reads payload).
     #[arg(long)]
     no_verify: bool,
@@ -477,7 +487,7 @@ fn run(args: &Args) -> Result<bool, String> {
     }
     println!(
         "driver    queue size {}, RX buffers {}, TSO payload up to {} B, receive window {} B, \
-         EVENT_IDX {}, payload checked: {}",
+         EVENT_IDX {}, payload checked: {}, resend after {} ms or {} duplicate ACKs",
         args.queue_size,
         args.rx_buffer
             .map_or("4096 (offload, mtu65520) / 1536 (plain)".into(), |b| b
@@ -485,7 +495,9 @@ fn run(args: &Args) -> Result<bool, String> {
         args.tso_payload,
         args.rcv_window,
         if args.event_idx { "on" } else { "off" },
-        if args.no_verify { "no" } else { "yes" }
+        if args.no_verify { "no" } else { "yes" },
+        args.rto_ms,
+        args.dupack_threshold
     );
     println!(
         "tests     {} runs of {} s (after {} s warm-up) per backend, mode, queue pairs and \
@@ -672,6 +684,8 @@ fn drive(
                     tso_payload: args.tso_payload,
                     mss: test.mode.mss(),
                     rcv_window: args.rcv_window,
+                    rto: Duration::from_millis(args.rto_ms.max(1)),
+                    dupack_threshold: args.dupack_threshold,
                     verify: !args.no_verify,
                     warmup: Duration::from_secs_f64(args.warmup),
                     duration: Duration::from_secs_f64(args.time),
@@ -1087,7 +1101,7 @@ fn print_anomalies(tests: &[Test], results: &[Vec<Result<TestResult, String>>]) 
                     let w = &r.whole;
                     let mut notes = Vec::new();
                     for (what, n) in [
-                        ("sender went back after 3 duplicate ACKs", w.go_back_dupack),
+                        ("sender went back after duplicate ACKs", w.go_back_dupack),
                         ("sender went back after a timeout", w.go_back_timeout),
                         ("segments after a gap", w.out_of_order),
                         ("duplicate segments", w.duplicate),

@@ -11,10 +11,11 @@
 //!   `tso_payload` bytes (virtio-net header `NEEDS_CSUM`, `GSO_TCPV4`, `gso_size` `mss`), without
 //!   them as `mss`-byte segments with complete checksums, whatever MSS the backend announced
 //!   (so that every backend gets the same frames). It advances on the backend's ACKs.
-//!   Nothing is ever lost on this link, but the backend ACKs only what its socket took: if an
-//!   ACK repeats three times, or nothing is ACKed for [`RETRANSMIT_AFTER`], the sender goes back
-//!   to the first unacknowledged byte and counts it (`go_back`): a sign the backend dropped
-//!   something, which the report shows.
+//!   Nothing is ever lost on this link, but the backend ACKs only what its socket took (passt
+//!   drops what its socket does not take and counts on the guest to send it again): if an ACK
+//!   repeats `dupack_threshold` times (3, as Linux without SACK; window updates do not count),
+//!   or nothing is ACKed for `rto` (200 ms, Linux's minimum RTO), the sender goes back to the
+//!   first unacknowledged byte and counts it (`go_back`), which the report shows.
 //! * **Receiving** (host→guest): takes in-order segments (TSO frames spanning several mergeable
 //!   buffers with offloads), checks their bytes against the pattern (and their checksum when the
 //!   backend computed one), and ACKs once per batch of used buffers with a fixed window. A
@@ -31,8 +32,6 @@ use super::ring::{Driver, RX, TX, TX_HEADER_SLOT};
 use super::wire::{self, RxSegment, Tcp, TxCsum, tcp_flags};
 use vm_memory::{Bytes, GuestAddress};
 
-/// Without any ACK progress for this long, the sender resends from the first unacked byte.
-pub const RETRANSMIT_AFTER: Duration = Duration::from_millis(300);
 /// Without any progress for this long, the test fails.
 pub const STALL: Duration = Duration::from_secs(5);
 /// Our window scale.
@@ -62,6 +61,10 @@ pub struct SessionConfig {
     pub verify: bool,
     pub warmup: Duration,
     pub duration: Duration,
+    /// Without any ACK progress for this long, the sender resends from the first unacked byte.
+    pub rto: Duration,
+    /// Duplicate ACKs after which the sender resends from the first unacked byte.
+    pub dupack_threshold: u32,
     /// The host port (on 127.0.0.1) to reach through the gateway address.
     pub port: u16,
     /// Our port.
@@ -128,6 +131,8 @@ pub struct Session<'a> {
     iss: u32,
     snd_una: u32,
     snd_nxt: u32,
+    /// The highest sequence number sent (`snd_nxt` goes back below it to resend).
+    snd_max: u32,
     /// The peer's window, in bytes, from `snd_una`.
     snd_wnd: u32,
     peer_wscale: u8,
@@ -173,6 +178,7 @@ impl<'a> Session<'a> {
             iss,
             snd_una: iss,
             snd_nxt: iss,
+            snd_max: iss,
             snd_wnd: 0,
             peer_wscale: 0,
             our_wscale: 0,
@@ -269,6 +275,7 @@ impl<'a> Session<'a> {
         };
         self.send_segment(&syn, &wire::syn_options(self.config.mss, WSCALE), None)?;
         self.snd_nxt = self.iss.wrapping_add(1);
+        self.snd_max = self.snd_nxt;
         self.driver.publish(TX)?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.established {
@@ -415,6 +422,9 @@ impl<'a> Session<'a> {
             };
             self.send_segment(&tcp, &[], Some((offset, len)))?;
             self.snd_nxt = self.snd_nxt.wrapping_add(len as u32);
+            if seq_le(self.snd_max, self.snd_nxt) {
+                self.snd_max = self.snd_nxt;
+            }
             self.counters.data_frames += 1;
             sent = true;
         }
@@ -422,7 +432,7 @@ impl<'a> Session<'a> {
     }
 
     fn check_retransmit(&mut self) -> Result<(), String> {
-        if self.snd_nxt != self.snd_una && self.last_ack_progress.elapsed() > RETRANSMIT_AFTER {
+        if self.snd_nxt != self.snd_una && self.last_ack_progress.elapsed() > self.config.rto {
             self.snd_nxt = self.snd_una;
             self.counters.go_back_timeout += 1;
             self.last_ack_progress = Instant::now();
@@ -554,9 +564,13 @@ impl<'a> Session<'a> {
         if t.flags & tcp_flags::ACK != 0 {
             let window = u32::from(t.window) << self.peer_wscale;
             let acked = t.ack.wrapping_sub(self.snd_una);
-            let outstanding = self.snd_nxt.wrapping_sub(self.snd_una);
-            if (acked as i32) > 0 && seq_le(t.ack, self.snd_nxt) {
+            let outstanding = self.snd_max.wrapping_sub(self.snd_una);
+            if (acked as i32) > 0 && seq_le(t.ack, self.snd_max) {
                 self.snd_una = t.ack;
+                // After going back, what was sent before may be ACKed still.
+                if seq_le(self.snd_nxt, t.ack) {
+                    self.snd_nxt = t.ack;
+                }
                 self.snd_una_offset += u64::from(acked);
                 self.counters.data_bytes += u64::from(acked);
                 self.dup_acks = 0;
@@ -568,7 +582,7 @@ impl<'a> Session<'a> {
                 && window == self.snd_wnd
             {
                 self.dup_acks += 1;
-                if self.dup_acks == 3 {
+                if self.dup_acks == self.config.dupack_threshold {
                     self.snd_nxt = self.snd_una;
                     self.counters.go_back_dupack += 1;
                 }
