@@ -606,8 +606,12 @@ fn run_test(
     let summary = match &running {
         Running::Ours(_) => wait_summary(&running),
         Running::Passt { .. } => {
-            if std::env::var_os("VNU_SYNTH_PASST_LOG").is_some() {
-                eprintln!("{}", vnu_tests::tail(&running.log(), 60));
+            // VNU_SYNTH_PASST_LOG=N: the last N lines of passt's log after each test.
+            if let Some(n) = std::env::var("VNU_SYNTH_PASST_LOG")
+                .ok()
+                .and_then(|n| n.parse().ok())
+            {
+                eprintln!("{}", vnu_tests::tail(&running.log(), n));
             }
             None
         }
