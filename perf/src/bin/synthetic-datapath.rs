@@ -24,7 +24,7 @@ use vnu_perf::synth::session::{Counters, Mark, Outcome, Role, Session, SessionCo
 use vnu_perf::synth::wire;
 use vnu_perf::{
     GATEWAY, IperfServer, binary_description, busiest_thread, clock_ticks_per_second, cpu_seconds,
-    load_average, median, parse_stat_ticks, parse_summary, thread_cpu_seconds,
+    load_average, median, parse_stat_ticks, parse_summary, steal_ticks, thread_cpu_seconds,
 };
 use vnu_tests::{Backend, TempDir};
 
@@ -540,6 +540,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let mut ceiling: Vec<Result<f64, String>> = Vec::new();
     let mut local_port = 40000u16;
     let started = Instant::now();
+    let steal_start = steal_ticks();
     for run in 0..args.runs {
         eprintln!("synthetic-datapath: run {}/{}", run + 1, args.runs);
         if !args.no_ceiling {
@@ -586,6 +587,14 @@ fn run(args: &Args) -> Result<bool, String> {
         load_average(),
         started.elapsed()
     );
+    if let (Some((s0, cpus)), Some((s1, _))) = (steal_start, steal_ticks()) {
+        // Steal: CPU time the hypervisor gave other tenants, as a share of all CPUs' time.
+        let total = started.elapsed().as_secs_f64() * cpus as f64 * ticks as f64;
+        println!(
+            "steal     {:.1}% of the {cpus} CPUs' time over the whole run",
+            (s1 - s0) as f64 / total.max(1.0) * 100.0
+        );
+    }
     let ok = print_anomalies(&tests, &results);
     Ok(ok)
 }
