@@ -255,6 +255,8 @@ struct TestResult {
     backend_cpu: Option<f64>,
     /// CPU of the backend's busiest thread.
     backend_busiest: Option<f64>,
+    /// Every backend thread's CPU seconds over the interval, busiest first.
+    backend_threads: Vec<f64>,
     driver_cpu: Option<f64>,
     peer_cpu: Option<f64>,
     /// Bytes each queue pair carried in the interval.
@@ -824,6 +826,7 @@ fn combine(pairs: &[PairResult], role: Role) -> TestResult {
         frames: interval.data_frames,
         backend_cpu: diff(s0.backend, s1.backend),
         backend_busiest: busiest_thread(&s0.backend_threads, &s1.backend_threads),
+        backend_threads: thread_deltas(&s0.backend_threads, &s1.backend_threads),
         driver_cpu: sum(pairs
             .iter()
             .map(|p| diff(p.samples[0].driver, p.samples[1].driver))
@@ -840,6 +843,19 @@ fn combine(pairs: &[PairResult], role: Role) -> TestResult {
         backend_mss: first.outcome.backend_mss,
         backend_summary: None,
     }
+}
+
+/// Each thread's CPU seconds between two samples, busiest first.
+fn thread_deltas(before: &[(u32, f64)], after: &[(u32, f64)]) -> Vec<f64> {
+    let mut v: Vec<f64> = after
+        .iter()
+        .filter_map(|&(tid, end)| {
+            let &(_, start) = before.iter().find(|&&(t, _)| t == tid)?;
+            Some(end - start)
+        })
+        .collect();
+    v.sort_by(|a, b| b.total_cmp(a));
+    v
 }
 
 fn add(total: &mut Counters, c: &Counters) {
@@ -1087,8 +1103,22 @@ fn print_ratios(tests: &[Test], results: &[Vec<Result<TestResult, String>>]) {
             share.join(" / ")
         ));
     }
+    for (k, test) in tests.iter().enumerate() {
+        let m = Medians::of(&results[k]);
+        let busy: Vec<String> = (0..3)
+            .filter_map(|i| m.get(|r| Some(*r.backend_threads.get(i)? / r.seconds * 100.0)))
+            .map(|p| format!("{p:.0}%"))
+            .collect();
+        if !busy.is_empty() {
+            shares.push(format!(
+                "  {:<44} backend threads, busiest first: {}",
+                test.name(),
+                busy.join(" ")
+            ));
+        }
+    }
     if !shares.is_empty() {
-        println!("queue pairs (medians):");
+        println!("queue pairs and backend threads (medians):");
         for l in shares {
             println!("{l}");
         }
