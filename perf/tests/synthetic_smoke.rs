@@ -12,9 +12,34 @@ use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vm_memory::{Bytes, GuestAddress};
 use vnu_perf::synth::peer::{Pattern, Peer, PeerRole};
 use vnu_perf::synth::ring::{Device, DriverConfig};
-use vnu_perf::synth::session::{Role, Session, SessionConfig};
+use vnu_perf::synth::session::{Counters, Role, Session, SessionConfig};
 use vnu_perf::synth::wire;
 use vnu_tests::Backend;
+
+/// The host end of one connection: a checking sink (guest→host) or a source.
+fn host_peer(role: Role) -> Peer {
+    let role = match role {
+        Role::Send => PeerRole::Sink { verify: true },
+        Role::Receive => PeerRole::Source,
+    };
+    Peer::start(role, None).unwrap()
+}
+
+/// Enough bytes went both through the guest and through the host end, with no gap and no
+/// resend.
+fn assert_moved_cleanly(what: &str, c: &Counters, moved: u64) {
+    assert!(
+        c.data_bytes > 100_000,
+        "{what}: only {} bytes",
+        c.data_bytes
+    );
+    assert!(moved > 100_000, "{what}: the host side moved {moved} bytes");
+    assert_eq!(
+        (c.out_of_order, c.go_back_dupack, c.go_back_timeout),
+        (0, 0, 0),
+        "{what}: {c:?}"
+    );
+}
 
 fn exchange(backend: &Backend, offload: bool, event_idx: bool, role: Role, port: u16) {
     let mut features = 1 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_NET_F_MRG_RXBUF;
@@ -27,14 +52,7 @@ fn exchange(backend: &Backend, offload: bool, event_idx: bool, role: Role, port:
     if event_idx {
         features |= 1 << VIRTIO_RING_F_EVENT_IDX;
     }
-    let peer = Peer::start(
-        match role {
-            Role::Send => PeerRole::Sink { verify: true },
-            Role::Receive => PeerRole::Source,
-        },
-        None,
-    )
-    .unwrap();
+    let peer = host_peer(role);
     let mut pattern = Pattern::new(wire::MAX_IP_PAYLOAD);
     let mut device = Device::connect(
         backend.socket(),
@@ -77,17 +95,7 @@ fn exchange(backend: &Backend, offload: bool, event_idx: bool, role: Role, port:
     peer.finish()
         .unwrap_or_else(|e| panic!("{what}: host side: {e}"));
     let c = outcome.end.1;
-    assert!(
-        c.data_bytes > 100_000,
-        "{what}: only {} bytes",
-        c.data_bytes
-    );
-    assert!(moved > 100_000, "{what}: the host side moved {moved} bytes");
-    assert_eq!(
-        (c.out_of_order, c.go_back_dupack, c.go_back_timeout),
-        (0, 0, 0),
-        "{what}: {c:?}"
-    );
+    assert_moved_cleanly(&what, &c, moved);
     if offload && role == Role::Receive {
         assert!(c.gso_frames > 0, "{what}: no GSO frame received: {c:?}");
     }
@@ -117,18 +125,7 @@ fn synthetic_guest_moves_data_on_two_queue_pairs() {
     let backend = Backend::start(&[]).expect("start vhost-net-user");
     let mut port = 42000;
     for role in [Role::Send, Role::Receive] {
-        let peers: Vec<Peer> = (0..2)
-            .map(|_| {
-                Peer::start(
-                    match role {
-                        Role::Send => PeerRole::Sink { verify: true },
-                        Role::Receive => PeerRole::Source,
-                    },
-                    None,
-                )
-                .unwrap()
-            })
-            .collect();
+        let peers: Vec<Peer> = (0..2).map(|_| host_peer(role)).collect();
         let pattern = Pattern::new(wire::MAX_IP_PAYLOAD);
         let mut device = Device::connect(
             backend.socket(),
@@ -190,17 +187,7 @@ fn synthetic_guest_moves_data_on_two_queue_pairs() {
             let moved = peer.bytes();
             peer.finish()
                 .unwrap_or_else(|e| panic!("{what}: host side: {e}"));
-            assert!(
-                c.data_bytes > 100_000,
-                "{what}: only {} bytes",
-                c.data_bytes
-            );
-            assert!(moved > 100_000, "{what}: the host side moved {moved} bytes");
-            assert_eq!(
-                (c.out_of_order, c.go_back_dupack, c.go_back_timeout),
-                (0, 0, 0),
-                "{what}: {c:?}"
-            );
+            assert_moved_cleanly(&what, &c, moved);
         }
     }
 }
