@@ -873,6 +873,7 @@ fn add(total: &mut Counters, c: &Counters) {
     total.out_of_order += c.out_of_order;
     total.duplicate += c.duplicate;
     total.other_frames += c.other_frames;
+    total.data_valid_unasked += c.data_valid_unasked;
 }
 
 fn counters_diff(a: &Counters, b: &Counters) -> Counters {
@@ -887,6 +888,7 @@ fn counters_diff(a: &Counters, b: &Counters) -> Counters {
         out_of_order: b.out_of_order - a.out_of_order,
         duplicate: b.duplicate - a.duplicate,
         other_frames: b.other_frames - a.other_frames,
+        data_valid_unasked: b.data_valid_unasked - a.data_valid_unasked,
     }
 }
 
@@ -1152,6 +1154,10 @@ fn print_anomalies(tests: &[Test], results: &[Vec<Result<TestResult, String>>]) 
                         ("sender went back after a timeout", w.go_back_timeout),
                         ("segments after a gap", w.out_of_order),
                         ("duplicate segments", w.duplicate),
+                        (
+                            "frames marked DATA_VALID without GUEST_CSUM (checksum unchecked)",
+                            w.data_valid_unasked,
+                        ),
                     ] {
                         if n > 0 {
                             notes.push(format!("{what}: {n}"));

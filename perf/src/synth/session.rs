@@ -95,6 +95,10 @@ pub struct Counters {
     pub duplicate: u64,
     /// Frames for anything but our connection (router advertisements and the like).
     pub other_frames: u64,
+    /// Frames marked DATA_VALID although GUEST_CSUM was not negotiated (virtio 1.2,
+    /// 5.1.6.4.1: the device must then set no flags and should checksum fully); their
+    /// checksum goes unchecked, as a Linux guest would trust the flag.
+    pub data_valid_unasked: u64,
 }
 
 /// A moment of the test, for the caller's own samples (CPU time, the peer's bytes).
@@ -531,6 +535,9 @@ impl<'a> Session<'a> {
         chain: &[(u16, u32)],
     ) -> Result<(), String> {
         let t = &seg.tcp;
+        if vnet.data_valid && !self.config.offload {
+            self.counters.data_valid_unasked += 1;
+        }
         if t.flags & tcp_flags::RST != 0 {
             return Err(format!(
                 "the backend reset the connection: {}",
