@@ -11,10 +11,35 @@ use virtio_bindings::bindings::virtio_net::{
 use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vm_memory::{Bytes, GuestAddress};
 use vnu_perf::synth::peer::{Pattern, Peer, PeerRole};
-use vnu_perf::synth::ring::{Driver, DriverConfig};
-use vnu_perf::synth::session::{Role, Session, SessionConfig};
+use vnu_perf::synth::ring::{Device, DriverConfig};
+use vnu_perf::synth::session::{Counters, Role, Session, SessionConfig};
 use vnu_perf::synth::wire;
 use vnu_tests::Backend;
+
+/// The host end of one connection: a checking sink (guest→host) or a source.
+fn host_peer(role: Role) -> Peer {
+    let role = match role {
+        Role::Send => PeerRole::Sink { verify: true },
+        Role::Receive => PeerRole::Source,
+    };
+    Peer::start(role, None).unwrap()
+}
+
+/// Enough bytes went both through the guest and through the host end, with no gap and no
+/// resend.
+fn assert_moved_cleanly(what: &str, c: &Counters, moved: u64) {
+    assert!(
+        c.data_bytes > 100_000,
+        "{what}: only {} bytes",
+        c.data_bytes
+    );
+    assert!(moved > 100_000, "{what}: the host side moved {moved} bytes");
+    assert_eq!(
+        (c.out_of_order, c.go_back_dupack, c.go_back_timeout),
+        (0, 0, 0),
+        "{what}: {c:?}"
+    );
+}
 
 fn exchange(backend: &Backend, offload: bool, event_idx: bool, role: Role, port: u16) {
     let mut features = 1 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_NET_F_MRG_RXBUF;
@@ -27,22 +52,22 @@ fn exchange(backend: &Backend, offload: bool, event_idx: bool, role: Role, port:
     if event_idx {
         features |= 1 << VIRTIO_RING_F_EVENT_IDX;
     }
-    let peer = Peer::start(match role {
-        Role::Send => PeerRole::Sink { verify: true },
-        Role::Receive => PeerRole::Source,
-    })
-    .unwrap();
+    let peer = host_peer(role);
     let mut pattern = Pattern::new(wire::MAX_IP_PAYLOAD);
-    let mut driver = Driver::connect(
+    let mut device = Device::connect(
         backend.socket(),
         DriverConfig {
             features,
             queue_size: 256,
             rx_buffer: if offload { 4096 } else { 1536 },
             pattern_len: pattern.bytes().len(),
+            queue_pairs: 1,
+            // Without offloads, whole frames in one descriptor, as Linux sends them.
+            linear_tx: (!offload).then_some(1514),
         },
     )
     .unwrap();
+    let driver = &mut device.pairs[0];
     driver
         .memory()
         .write_slice(pattern.bytes(), GuestAddress(driver.pattern_addr()))
@@ -51,6 +76,9 @@ fn exchange(backend: &Backend, offload: bool, event_idx: bool, role: Role, port:
         role,
         offload,
         tso_payload: 64240,
+        mss: wire::MSS,
+        rto: Duration::from_millis(200),
+        dupack_threshold: 3,
         rcv_window: 4 << 20,
         verify: true,
         warmup: Duration::from_millis(50),
@@ -59,25 +87,15 @@ fn exchange(backend: &Backend, offload: bool, event_idx: bool, role: Role, port:
         local_port: port,
     };
     let what = format!("offload {offload}, event_idx {event_idx}, {role:?}");
-    let outcome = Session::new(&mut driver, &mut pattern, config)
+    let outcome = Session::new(driver, &mut pattern, config)
         .run(|_| {})
         .unwrap_or_else(|e| panic!("{what}: {e}\nbackend log:\n{}", backend.log()));
-    drop(driver);
+    drop(device);
     let moved = peer.bytes();
     peer.finish()
         .unwrap_or_else(|e| panic!("{what}: host side: {e}"));
     let c = outcome.end.1;
-    assert!(
-        c.data_bytes > 100_000,
-        "{what}: only {} bytes",
-        c.data_bytes
-    );
-    assert!(moved > 100_000, "{what}: the host side moved {moved} bytes");
-    assert_eq!(
-        (c.out_of_order, c.go_back_dupack, c.go_back_timeout),
-        (0, 0, 0),
-        "{what}: {c:?}"
-    );
+    assert_moved_cleanly(&what, &c, moved);
     if offload && role == Role::Receive {
         assert!(c.gso_frames > 0, "{what}: no GSO frame received: {c:?}");
     }
@@ -96,6 +114,80 @@ fn synthetic_guest_moves_data_both_ways_with_and_without_offloads() {
                 port += 1;
                 exchange(&backend, offload, event_idx, role, port);
             }
+        }
+    }
+}
+
+/// Two queue pairs, one connection on each, each pair driven by its own thread: both carry
+/// data, both ways, intact (the backend keeps a flow on the pair its first frame came from).
+#[test]
+fn synthetic_guest_moves_data_on_two_queue_pairs() {
+    let backend = Backend::start(&[]).expect("start vhost-net-user");
+    let mut port = 42000;
+    for role in [Role::Send, Role::Receive] {
+        let peers: Vec<Peer> = (0..2).map(|_| host_peer(role)).collect();
+        let pattern = Pattern::new(wire::MAX_IP_PAYLOAD);
+        let mut device = Device::connect(
+            backend.socket(),
+            DriverConfig {
+                features: 1 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_NET_F_MRG_RXBUF,
+                queue_size: 256,
+                rx_buffer: 1536,
+                pattern_len: pattern.bytes().len(),
+                queue_pairs: 2,
+                linear_tx: Some(1514),
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}\nbackend log:\n{}", backend.log()));
+        device
+            .memory()
+            .unwrap()
+            .write_slice(
+                pattern.bytes(),
+                GuestAddress(device.pairs[0].pattern_addr()),
+            )
+            .unwrap();
+        port += 2;
+        let outcomes: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = device
+                .pairs
+                .iter_mut()
+                .zip(&peers)
+                .enumerate()
+                .map(|(k, (driver, peer))| {
+                    let config = SessionConfig {
+                        role,
+                        offload: false,
+                        tso_payload: 64240,
+                        mss: wire::MSS,
+                        rto: Duration::from_millis(200),
+                        dupack_threshold: 3,
+                        rcv_window: 4 << 20,
+                        verify: true,
+                        warmup: Duration::from_millis(50),
+                        duration: Duration::from_millis(300),
+                        port: peer.port(),
+                        local_port: port + k as u16,
+                    };
+                    scope.spawn(move || {
+                        let mut pattern = Pattern::new(wire::MAX_IP_PAYLOAD);
+                        Session::new(driver, &mut pattern, config).run(|_| {})
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        drop(device);
+        for (k, (outcome, peer)) in outcomes.into_iter().zip(peers).enumerate() {
+            let what = format!("pair {k}, {role:?}");
+            let c = outcome
+                .unwrap_or_else(|e| panic!("{what}: {e}\nbackend log:\n{}", backend.log()))
+                .end
+                .1;
+            let moved = peer.bytes();
+            peer.finish()
+                .unwrap_or_else(|e| panic!("{what}: host side: {e}"));
+            assert_moved_cleanly(&what, &c, moved);
         }
     }
 }

@@ -1,9 +1,12 @@
-//! synthetic-datapath: the backend's data path alone. A synthetic vhost-user guest (the `vhost`
-//! crate's frontend, shared memory, split rings, a minimal TCP on raw frames) sends to and
-//! receives from a TCP server on host loopback through `vhost-net-user`, with and without
-//! offloads, and host-loopback iperf3 runs beside it as the ceiling. See `perf/README.md`.
+//! synthetic-datapath: a vhost-user net backend's data path alone. A synthetic vhost-user guest
+//! (the `vhost` crate's frontend, shared memory, split rings, a minimal TCP on raw frames) sends
+//! to and receives from a TCP server on host loopback through the backend: vhost-net-user, or
+//! Debian 13's passt in vhost-user mode, with the same frames. Host-loopback iperf3 runs beside
+//! it as the ceiling. See `perf/README.md`.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
@@ -14,21 +17,23 @@ use virtio_bindings::bindings::virtio_net::{
 };
 use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vm_memory::{Bytes, GuestAddress};
+use vnu_perf::procs::{Daemon, Netns};
 use vnu_perf::synth::peer::{Pattern, Peer, PeerRole};
-use vnu_perf::synth::ring::{Driver, DriverConfig, MAX_QUEUE_SIZE};
-use vnu_perf::synth::session::{Counters, Mark, Role, Session, SessionConfig};
+use vnu_perf::synth::ring::{Device, DriverConfig, MAX_QUEUE_SIZE};
+use vnu_perf::synth::session::{Counters, Mark, Outcome, Role, Session, SessionConfig};
 use vnu_perf::synth::wire;
 use vnu_perf::{
-    IperfServer, binary_description, clock_ticks_per_second, cpu_seconds, load_average, median,
-    parse_stat_ticks, parse_summary,
+    GATEWAY, IperfServer, binary_description, busiest_thread, clock_ticks_per_second, cpu_seconds,
+    load_average, median, parse_stat_ticks, parse_summary, steal_ticks, thread_cpu_seconds,
 };
-use vnu_tests::Backend;
+use vnu_tests::{Backend, TempDir};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "synthetic-datapath",
-    about = "vhost-net-user's data path alone: a synthetic vhost-user guest sends to and receives \
-             from host loopback, with host-loopback iperf3 as the ceiling"
+    about = "A vhost-user net backend's data path alone: a synthetic vhost-user guest sends to \
+             and receives from host loopback through vhost-net-user or Debian 13's passt \
+             (vhost-user mode), with host-loopback iperf3 as the ceiling"
 )]
 struct Args {
     /// Runs of every test; the table shows medians.
@@ -43,13 +48,24 @@ struct Args {
     #[arg(long, default_value_t = 0.5)]
     warmup: f64,
 
-    /// Which feature sets to test (comma-separated).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Mode::Offload, Mode::Plain])]
+    /// Which backends to drive (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Target::Ours, Target::Passt])]
+    backends: Vec<Target>,
+
+    /// Which frame sizes and feature sets to test (comma-separated). A backend that does not
+    /// offer a mode's features is left out of it.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Mode::Offload, Mode::Mtu65520])]
     modes: Vec<Mode>,
 
     /// Which directions to test (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Dir::GuestToHost, Dir::HostToGuest])]
     directions: Vec<Dir>,
+
+    /// Queue pairs to test with (comma-separated), one flow per pair, each pair driven by its
+    /// own thread. passt has one pair: it is tested with 1 only.
+    #[arg(long, value_delimiter = ',', default_values_t = [1u16],
+          value_parser = clap::value_parser!(u16).range(1..=16))]
+    queue_pairs: Vec<u16>,
 
     /// Also negotiate VIRTIO_RING_F_EVENT_IDX (QEMU guests do): notification suppression both
     /// ways.
@@ -60,7 +76,7 @@ struct Args {
     #[arg(long, default_value_t = 256)]
     queue_size: u16,
 
-    /// Bytes per RX buffer [default: 4096 with offloads, 1536 without, as Linux sizes its
+    /// Bytes per RX buffer [default: 1536 in mode plain, else 4096, as Linux sizes its
     /// mergeable buffers].
     #[arg(long)]
     rx_buffer: Option<u32>,
@@ -73,6 +89,16 @@ struct Args {
     #[arg(long, default_value_t = 4 << 20)]
     rcv_window: u32,
 
+    /// Milliseconds without ACK progress after which the guest sends again from the first
+    /// unacknowledged byte (Linux's minimum RTO is 200 ms).
+    #[arg(long, default_value_t = 200)]
+    rto_ms: u64,
+
+    /// Duplicate ACKs after which the guest sends again from the first unacknowledged byte
+    /// (fast retransmit; 3 as in Linux without SACK).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    dupack_threshold: u32,
+
     /// Do not check received bytes against the pattern (the guest then never reads payload).
     #[arg(long)]
     no_verify: bool,
@@ -84,14 +110,40 @@ struct Args {
     /// Pass this argument to vhost-net-user (repeat for more).
     #[arg(long = "backend-arg", value_name = "ARG", allow_hyphen_values = true)]
     backend_args: Vec<String>,
+
+    /// Pass this argument to passt (repeat for more).
+    #[arg(long = "passt-arg", value_name = "ARG", allow_hyphen_values = true)]
+    passt_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    /// vhost-net-user (target/release, or $VNU_BIN).
+    Ours,
+    /// Debian 13's passt, `passt --vhost-user`, in a network namespace of its own.
+    Passt,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Ours => "ours",
+            Target::Passt => "passt",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
-    /// VERSION_1, MRG_RXBUF, CSUM, GUEST_CSUM, HOST_TSO4, GUEST_TSO4.
+    /// VERSION_1, MRG_RXBUF, CSUM, GUEST_CSUM, HOST_TSO4, GUEST_TSO4; MTU 1500, TSO frames of
+    /// up to 64 KiB (vhost-net-user's best mode).
     Offload,
-    /// VERSION_1, MRG_RXBUF only: MTU-sized frames with complete checksums.
+    /// VERSION_1, MRG_RXBUF only; MTU 1500: 1514-byte frames with complete checksums.
     Plain,
+    /// VERSION_1, MRG_RXBUF only; MTU 65520: 65534-byte frames (65480 bytes of TCP payload)
+    /// with complete checksums (passt's default MTU and its best mode).
+    #[value(name = "mtu65520")]
+    Mtu65520,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -109,6 +161,7 @@ impl Mode {
         match self {
             Mode::Offload => "offload",
             Mode::Plain => "plain",
+            Mode::Mtu65520 => "mtu65520",
         }
     }
 
@@ -128,9 +181,21 @@ impl Mode {
 
     fn rx_buffer(self) -> u32 {
         match self {
-            Mode::Offload => 4096,
+            Mode::Offload | Mode::Mtu65520 => 4096,
             Mode::Plain => 1536,
         }
+    }
+
+    fn mtu(self) -> u16 {
+        match self {
+            Mode::Offload | Mode::Plain => 1500,
+            Mode::Mtu65520 => 65520,
+        }
+    }
+
+    /// The guest's MSS at this MTU (IPv4 and TCP headers without options).
+    fn mss(self) -> u16 {
+        self.mtu() - (wire::IP_LEN + wire::TCP_LEN) as u16
     }
 }
 
@@ -141,13 +206,44 @@ fn direction_label(role: Role) -> &'static str {
     }
 }
 
-/// CPU time of the backend, this (driver) thread and the peer thread at one mark.
-#[derive(Debug, Clone, Copy, Default)]
+/// One line of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Test {
+    target: Target,
+    mode: Mode,
+    pairs: u16,
+    role: Role,
+}
+
+impl Test {
+    fn name(&self) -> String {
+        format!(
+            "{} {} {} pair{} {}",
+            self.target.name(),
+            self.mode.name(),
+            self.pairs,
+            if self.pairs == 1 { "" } else { "s" },
+            direction_label(self.role)
+        )
+    }
+}
+
+/// CPU time of the backend (whole and per thread), this session's driver thread and its peer
+/// thread at one mark.
+#[derive(Debug, Clone, Default)]
 struct Sample {
     backend: Option<f64>,
+    backend_threads: Vec<(u32, f64)>,
     driver: Option<f64>,
     peer: Option<f64>,
     peer_bytes: u64,
+}
+
+/// One session's (queue pair's) figures.
+#[derive(Debug, Clone)]
+struct PairResult {
+    outcome: Outcome,
+    samples: [Sample; 2],
 }
 
 /// One test's figures over its measured interval.
@@ -157,14 +253,23 @@ struct TestResult {
     bytes: u64,
     frames: u64,
     backend_cpu: Option<f64>,
+    /// CPU of the backend's busiest thread.
+    backend_busiest: Option<f64>,
+    /// Every backend thread's CPU seconds over the interval, busiest first.
+    backend_threads: Vec<f64>,
     driver_cpu: Option<f64>,
     peer_cpu: Option<f64>,
-    /// Driver counters over the interval, and over the whole test (for anomalies).
+    /// Bytes each queue pair carried in the interval.
+    pair_bytes: Vec<u64>,
+    /// Driver counters over the interval, and over the whole test (for anomalies); sums over
+    /// the pairs.
     interval: Counters,
     whole: Counters,
     kicks: [u64; 2],
     wakeups: u64,
-    /// The backend's counters for this connection (its `connection summary` line).
+    /// The MSS the backend announced to the guest.
+    backend_mss: Option<u16>,
+    /// The backend's counters for this connection (vhost-net-user's `connection summary`).
     backend_summary: Option<String>,
 }
 
@@ -196,6 +301,145 @@ fn main() -> ExitCode {
     }
 }
 
+/// `scripts/debian13.sh`, which runs a command inside the Debian 13 root.
+fn debian13_script() -> PathBuf {
+    vnu_tests::workspace_root().join("scripts/debian13.sh")
+}
+
+/// Debian 13's passt package version.
+fn passt_version() -> Result<String, String> {
+    let out = Command::new(debian13_script())
+        .args(["dpkg-query", "-W", "-f=${Version}", "passt"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("running {}: {e}", debian13_script().display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "the Debian 13 root (scripts/debian13.sh) has no passt: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A backend serving one test: vhost-net-user, or passt with its namespace and directory.
+enum Running {
+    Ours(Backend),
+    Passt {
+        // Drop order: passt, then its namespace, then its directory.
+        daemon: Daemon,
+        pid: u32,
+        socket: PathBuf,
+        netns: Netns,
+        _dir: TempDir,
+    },
+}
+
+impl Running {
+    fn start(target: Target, mode: Mode, args: &Args) -> Result<Running, String> {
+        match target {
+            Target::Ours => {
+                let mut extra: Vec<String> = Vec::new();
+                if mode == Mode::Mtu65520 {
+                    extra.extend(["--mtu".into(), mode.mtu().to_string()]);
+                }
+                extra.extend(args.backend_args.iter().cloned());
+                let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+                Ok(Running::Ours(
+                    Backend::start(&extra).map_err(|e| e.to_string())?,
+                ))
+            }
+            Target::Passt => {
+                // passt insists on a default route: a namespace whose route leads nowhere,
+                // as compare-backends gives it. Its loopback is where the peer listens.
+                let netns = Netns::with_dead_end_route("s")?;
+                // Under the temp dir: the Debian 13 root shares /tmp at the same path. passt
+                // drops to user nobody; its socket and pid file live here.
+                let dir = TempDir::new("passt").map_err(|e| e.to_string())?;
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+                        .map_err(|e| e.to_string())?;
+                }
+                let socket = dir.join("passt.sock");
+                let pid_file = dir.join("passt.pid");
+                let mut command = netns.exec_prefix();
+                command.push(debian13_script().display().to_string());
+                command.extend(
+                    [
+                        "passt",
+                        "--vhost-user",
+                        // passt exits when the frontend goes away: one passt per test.
+                        "--one-off",
+                        "-f",
+                        "-q",
+                        "-e",
+                        "-s",
+                        &socket.display().to_string(),
+                        "-P",
+                        &pid_file.display().to_string(),
+                        // slirp's addresses, which the synthetic guest uses; passt maps the
+                        // gateway address to its namespace's loopback.
+                        "-a",
+                        "10.0.2.15",
+                        "-n",
+                        "24",
+                        "-g",
+                        GATEWAY,
+                        "--mtu",
+                        &mode.mtu().to_string(),
+                    ]
+                    .map(String::from),
+                );
+                command.extend(args.passt_args.iter().cloned());
+                let daemon = Daemon::start("passt", &command, &dir.join("passt.log"), &socket)?;
+                // `ip netns exec` and debian13.sh exec their way to passt: the child is passt;
+                // the pid file agrees.
+                let pid = std::fs::read_to_string(&pid_file)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(daemon.pid());
+                Ok(Running::Passt {
+                    daemon,
+                    pid,
+                    socket,
+                    netns,
+                    _dir: dir,
+                })
+            }
+        }
+    }
+
+    fn socket(&self) -> &Path {
+        match self {
+            Running::Ours(b) => b.socket(),
+            Running::Passt { socket, .. } => socket,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            Running::Ours(b) => b.pid(),
+            Running::Passt { pid, .. } => *pid,
+        }
+    }
+
+    /// Where the host side listens: the backend's network namespace, if not ours.
+    fn netns(&self) -> Option<PathBuf> {
+        match self {
+            Running::Ours(_) => None,
+            Running::Passt { netns, .. } => Some(Path::new("/run/netns").join(netns.name())),
+        }
+    }
+
+    fn log(&self) -> String {
+        match self {
+            Running::Ours(b) => b.log(),
+            Running::Passt { daemon, .. } => daemon.log(),
+        }
+    }
+}
+
 fn run(args: &Args) -> Result<bool, String> {
     if !(args.time > 0.0 && args.warmup >= 0.0) {
         return Err("--time must be positive and --warmup not negative".into());
@@ -213,10 +457,6 @@ fn run(args: &Args) -> Result<bool, String> {
             wire::MAX_IP_PAYLOAD
         ));
     }
-    let bin = vnu_perf::release_backend()?;
-    // The harness's Backend prefers VNU_BIN, then target/release: the same binary.
-    let extra: Vec<&str> = args.backend_args.iter().map(String::as_str).collect();
-    let mut backend = Backend::start(&extra).map_err(|e| e.to_string())?;
     let ticks = clock_ticks_per_second()?;
 
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -236,70 +476,89 @@ fn run(args: &Args) -> Result<bool, String> {
             .trim()
     );
     println!("load avg  {}", load_average());
-    println!("backend   {}", binary_description(&bin));
+    if args.backends.contains(&Target::Ours) {
+        let bin = vnu_perf::release_backend()?;
+        println!("ours      {}", binary_description(&bin));
+    }
+    if args.backends.contains(&Target::Passt) {
+        println!(
+            "passt     passt --vhost-user, Debian 13 package {} (scripts/debian13.sh), in a \
+             network namespace",
+            passt_version()?
+        );
+    }
     println!(
         "driver    queue size {}, RX buffers {}, TSO payload up to {} B, receive window {} B, \
-         EVENT_IDX {}, payload checked: {}",
+         EVENT_IDX {}, payload checked: {}, resend after {} ms or {} duplicate ACKs",
         args.queue_size,
         args.rx_buffer
-            .map_or("4096 (offload) / 1536 (plain)".into(), |b| b.to_string()),
+            .map_or("4096 (offload, mtu65520) / 1536 (plain)".into(), |b| b
+                .to_string()),
         args.tso_payload,
         args.rcv_window,
         if args.event_idx { "on" } else { "off" },
-        if args.no_verify { "no" } else { "yes" }
+        if args.no_verify { "no" } else { "yes" },
+        args.rto_ms,
+        args.dupack_threshold
     );
     println!(
-        "tests     {} runs of {} s (after {} s warm-up) per mode and direction\n",
+        "tests     {} runs of {} s (after {} s warm-up) per backend, mode, queue pairs and \
+         direction\n",
         args.runs, args.time, args.warmup
     );
 
-    let mut pattern = Pattern::new(wire::MAX_IP_PAYLOAD);
-    let tests: Vec<(Mode, Role)> = args
-        .modes
-        .iter()
-        .flat_map(|&m| {
-            args.directions.iter().map(move |d| match d {
-                Dir::GuestToHost => (m, Role::Send),
-                Dir::HostToGuest => (m, Role::Receive),
-            })
-        })
-        .collect();
+    let mut tests: Vec<Test> = Vec::new();
+    for &target in &args.backends {
+        if target == Target::Passt && args.event_idx {
+            println!("skipped   passt: it offers no EVENT_IDX (features 0x144008000)");
+            continue;
+        }
+        for &mode in &args.modes {
+            if target == Target::Passt && mode == Mode::Offload {
+                println!("skipped   passt offload: passt offers no checksum or TSO features");
+                continue;
+            }
+            for &pairs in &args.queue_pairs {
+                if target == Target::Passt && pairs > 1 {
+                    println!(
+                        "skipped   passt {} {pairs} pairs: passt has one",
+                        mode.name()
+                    );
+                    continue;
+                }
+                for d in &args.directions {
+                    let role = match d {
+                        Dir::GuestToHost => Role::Send,
+                        Dir::HostToGuest => Role::Receive,
+                    };
+                    tests.push(Test {
+                        target,
+                        mode,
+                        pairs,
+                        role,
+                    });
+                }
+            }
+        }
+    }
+    let pattern = Pattern::new(wire::MAX_IP_PAYLOAD);
     let mut results: Vec<Vec<Result<TestResult, String>>> = vec![Vec::new(); tests.len()];
     let mut ceiling: Vec<Result<f64, String>> = Vec::new();
     let mut local_port = 40000u16;
     let started = Instant::now();
+    let steal_start = steal_ticks();
     for run in 0..args.runs {
         eprintln!("synthetic-datapath: run {}/{}", run + 1, args.runs);
         if !args.no_ceiling {
             ceiling.push(loopback_ceiling(args.time + args.warmup));
         }
-        for (k, &(mode, role)) in tests.iter().enumerate() {
-            local_port = local_port.wrapping_add(1).max(40000);
-            let r = run_test(
-                &mut backend,
-                &mut pattern,
-                args,
-                mode,
-                role,
-                local_port,
-                ticks,
-            );
+        for (k, test) in tests.iter().enumerate() {
+            local_port = local_port.wrapping_add(test.pairs).max(40000);
+            let r = run_test(&pattern, args, test, local_port, ticks);
             if let Err(e) = &r {
-                eprintln!(
-                    "synthetic-datapath: {} {} failed: {e}",
-                    mode.name(),
-                    direction_label(role)
-                );
+                eprintln!("synthetic-datapath: {} failed: {e}", test.name());
             }
             results[k].push(r);
-            if !backend.is_running() {
-                return Err(format!(
-                    "the backend exited during {} {}:\n{}",
-                    mode.name(),
-                    direction_label(role),
-                    vnu_tests::tail(&backend.log(), 20)
-                ));
-            }
         }
     }
     let ceiling_gbit: Vec<f64> = ceiling
@@ -309,6 +568,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let ceiling_median = median(&ceiling_gbit);
     print_table(&tests, &results, ceiling_median);
     println!();
+    print_ratios(&tests, &results);
     match &ceiling_median {
         Some(c) => println!(
             "ceiling   host loopback `iperf3 -c 127.0.0.1` (one stream): {c:.1} Gbit/s, runs {}",
@@ -333,98 +593,287 @@ fn run(args: &Args) -> Result<bool, String> {
         load_average(),
         started.elapsed()
     );
+    if let (Some((s0, cpus)), Some((s1, _))) = (steal_start, steal_ticks()) {
+        // Steal: CPU time the hypervisor gave other tenants, as a share of all CPUs' time.
+        let total = started.elapsed().as_secs_f64() * cpus as f64 * ticks as f64;
+        println!(
+            "steal     {:.1}% of the {cpus} CPUs' time over the whole run",
+            (s1 - s0) as f64 / total.max(1.0) * 100.0
+        );
+    }
     let ok = print_anomalies(&tests, &results);
     Ok(ok)
 }
 
-/// One synthetic test: a fresh vhost-user connection, a fresh peer.
+/// One synthetic test: a fresh backend, a fresh vhost-user connection with `test.pairs` queue
+/// pairs, one TCP connection (and one host peer) per pair, each pair driven by its own thread.
 fn run_test(
-    backend: &mut Backend,
-    pattern: &mut Pattern,
+    pattern: &Pattern,
     args: &Args,
-    mode: Mode,
-    role: Role,
+    test: &Test,
     local_port: u16,
     ticks: u64,
 ) -> Result<TestResult, String> {
-    let peer = Peer::start(match role {
-        Role::Send => PeerRole::Sink {
-            verify: !args.no_verify,
-        },
-        Role::Receive => PeerRole::Source,
+    let running = Running::start(test.target, test.mode, args)?;
+    let result = drive(&running, pattern, args, test, local_port, ticks);
+    // Disconnecting ends the backend's side of the connection; vhost-net-user's counters
+    // follow in its log.
+    let summary = match &running {
+        Running::Ours(_) => wait_summary(&running),
+        Running::Passt { .. } => {
+            // VNU_SYNTH_PASST_LOG=N: the last N lines of passt's log after each test.
+            if let Some(n) = std::env::var("VNU_SYNTH_PASST_LOG")
+                .ok()
+                .and_then(|n| n.parse().ok())
+            {
+                eprintln!("{}", vnu_tests::tail(&running.log(), n));
+            }
+            None
+        }
+    };
+    let result = result.map_err(|e| {
+        let log = vnu_tests::tail(&running.log(), 10);
+        match &summary {
+            Some(s) => format!("{e}\n  backend: {s}"),
+            None if log.trim().is_empty() => e,
+            None => format!("{e}\n  backend log:\n{log}"),
+        }
     })?;
-    let summaries_before = summary_lines(&backend.log()).len();
-    let mut driver = Driver::connect(
-        backend.socket(),
+    Ok(TestResult {
+        backend_summary: summary,
+        ..result
+    })
+}
+
+fn drive(
+    running: &Running,
+    pattern: &Pattern,
+    args: &Args,
+    test: &Test,
+    local_port: u16,
+    ticks: u64,
+) -> Result<TestResult, String> {
+    let netns = running.netns();
+    let peers = (0..test.pairs)
+        .map(|_| {
+            Peer::start(
+                match test.role {
+                    Role::Send => PeerRole::Sink {
+                        verify: !args.no_verify,
+                    },
+                    Role::Receive => PeerRole::Source,
+                },
+                netns.as_deref(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut device = Device::connect(
+        running.socket(),
         DriverConfig {
-            features: mode.features(args.event_idx),
+            features: test.mode.features(args.event_idx),
             queue_size: args.queue_size,
-            rx_buffer: args.rx_buffer.unwrap_or(mode.rx_buffer()),
+            rx_buffer: args.rx_buffer.unwrap_or(test.mode.rx_buffer()),
             pattern_len: pattern.bytes().len(),
+            queue_pairs: test.pairs,
+            linear_tx: (test.mode != Mode::Offload)
+                .then_some(u32::from(test.mode.mtu()) + wire::ETH_LEN as u32),
         },
     )?;
-    driver
+    device
         .memory()
-        .write_slice(pattern.bytes(), GuestAddress(driver.pattern_addr()))
+        .ok_or("no queue pairs")?
+        .write_slice(
+            pattern.bytes(),
+            GuestAddress(device.pairs[0].pattern_addr()),
+        )
         .map_err(|e| format!("guest memory: {e}"))?;
-    let backend_pid = backend.pid();
-    let mut samples = [Sample::default(); 2];
-    let sample = |peer: &Peer| Sample {
-        backend: cpu_seconds(backend_pid, ticks),
-        driver: thread_cpu("/proc/thread-self/stat", ticks),
-        peer: thread_cpu(&format!("/proc/self/task/{}/stat", peer.tid()), ticks),
-        peer_bytes: peer.bytes(),
-    };
-    let config = SessionConfig {
-        role,
-        offload: mode == Mode::Offload,
-        tso_payload: args.tso_payload,
-        rcv_window: args.rcv_window,
-        verify: !args.no_verify,
-        warmup: Duration::from_secs_f64(args.warmup),
-        duration: Duration::from_secs_f64(args.time),
-        port: peer.port(),
-        local_port,
-    };
-    let session = Session::new(&mut driver, pattern, config);
-    let outcome = session.run(|m| {
-        let i = match m {
-            Mark::Start => 0,
-            Mark::End => 1,
-        };
-        samples[i] = sample(&peer);
+    let backend_pid = running.pid();
+    let together = Together::new(device.pairs.len());
+    let outcomes: Vec<Result<PairResult, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = device
+            .pairs
+            .iter_mut()
+            .zip(&peers)
+            .enumerate()
+            .map(|(k, (driver, peer))| {
+                let together = &together;
+                let config = SessionConfig {
+                    role: test.role,
+                    offload: test.mode == Mode::Offload,
+                    tso_payload: args.tso_payload,
+                    mss: test.mode.mss(),
+                    rcv_window: args.rcv_window,
+                    rto: Duration::from_millis(args.rto_ms.max(1)),
+                    dupack_threshold: args.dupack_threshold,
+                    verify: !args.no_verify,
+                    warmup: Duration::from_secs_f64(args.warmup),
+                    duration: Duration::from_secs_f64(args.time),
+                    port: peer.port(),
+                    local_port: local_port.wrapping_add(k as u16),
+                };
+                scope.spawn(move || {
+                    let mut pattern = Pattern::new(wire::MAX_IP_PAYLOAD);
+                    let mut samples: [Sample; 2] = Default::default();
+                    let session = Session::new(driver, &mut pattern, config);
+                    let outcome = session.run(|m| {
+                        let i = match m {
+                            Mark::Connected => {
+                                together.arrive();
+                                return;
+                            }
+                            Mark::Start => 0,
+                            Mark::End => 1,
+                        };
+                        // The first pair's thread samples the backend for all.
+                        let whole = k == 0;
+                        samples[i] = Sample {
+                            backend: whole.then(|| cpu_seconds(backend_pid, ticks)).flatten(),
+                            backend_threads: if whole {
+                                thread_cpu_seconds(backend_pid, ticks)
+                            } else {
+                                Vec::new()
+                            },
+                            driver: thread_cpu("/proc/thread-self/stat", ticks),
+                            peer: thread_cpu(
+                                &format!("/proc/self/task/{}/stat", peer.tid()),
+                                ticks,
+                            ),
+                            peer_bytes: peer.bytes(),
+                        };
+                    });
+                    outcome.map(|outcome| PairResult { outcome, samples })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a driver thread panicked".into()))
+            })
+            .collect()
     });
-    // Disconnecting ends the backend's side of the connection; its counters follow in the log.
-    drop(driver);
-    let peer_result = peer.finish();
-    let summary = wait_summary(backend, summaries_before);
-    let outcome = outcome.map_err(|e| match &summary {
-        Some(s) => format!("{e}\n  backend: {s}"),
-        None => e,
-    })?;
-    peer_result?;
+    drop(device);
+    let mut peer_errors = Vec::new();
+    for peer in peers {
+        if let Err(e) = peer.finish() {
+            peer_errors.push(e);
+        }
+    }
+    let pairs = outcomes.into_iter().collect::<Result<Vec<_>, _>>()?;
+    if !peer_errors.is_empty() {
+        return Err(peer_errors.join("; "));
+    }
+    Ok(combine(&pairs, test.role))
+}
 
-    let (t0, c0) = outcome.start;
-    let (t1, c1) = outcome.end;
-    let [s0, s1] = samples;
+/// Lets the pairs' sessions start their warm-up together once all are connected (or after
+/// 10 s, if one never connects: it reports its own error).
+struct Together {
+    arrived: AtomicUsize,
+    n: usize,
+}
+
+impl Together {
+    fn new(n: usize) -> Together {
+        Together {
+            arrived: AtomicUsize::new(0),
+            n,
+        }
+    }
+
+    fn arrive(&self) {
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.arrived.load(Ordering::SeqCst) < self.n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+/// Adds up the pairs' figures. The interval is the first pair's (all start together); each
+/// pair's bytes are its own interval's.
+fn combine(pairs: &[PairResult], role: Role) -> TestResult {
     let diff = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
-    let bytes = match role {
-        Role::Send => s1.peer_bytes - s0.peer_bytes,
-        Role::Receive => c1.data_bytes - c0.data_bytes,
-    };
-    Ok(TestResult {
+    let sum = |v: Vec<Option<f64>>| v.into_iter().sum::<Option<f64>>();
+    let first = &pairs[0];
+    let [s0, s1] = &first.samples;
+    let (t0, _) = first.outcome.start;
+    let (t1, _) = first.outcome.end;
+    let pair_bytes: Vec<u64> = pairs
+        .iter()
+        .map(|p| {
+            let [a, b] = &p.samples;
+            match role {
+                Role::Send => b.peer_bytes - a.peer_bytes,
+                Role::Receive => p.outcome.end.1.data_bytes - p.outcome.start.1.data_bytes,
+            }
+        })
+        .collect();
+    let mut interval = Counters::default();
+    let mut whole = Counters::default();
+    let mut kicks = [0; 2];
+    let mut wakeups = 0;
+    for p in pairs {
+        add(
+            &mut interval,
+            &counters_diff(&p.outcome.start.1, &p.outcome.end.1),
+        );
+        add(&mut whole, &p.outcome.end.1);
+        kicks[0] += p.outcome.kicks[0];
+        kicks[1] += p.outcome.kicks[1];
+        wakeups += p.outcome.wakeups;
+    }
+    TestResult {
         seconds: (t1 - t0).as_secs_f64(),
-        bytes,
-        frames: c1.data_frames - c0.data_frames,
+        bytes: pair_bytes.iter().sum(),
+        frames: interval.data_frames,
         backend_cpu: diff(s0.backend, s1.backend),
-        driver_cpu: diff(s0.driver, s1.driver),
-        peer_cpu: diff(s0.peer, s1.peer),
-        interval: counters_diff(&c0, &c1),
-        whole: c1,
-        kicks: outcome.kicks,
-        wakeups: outcome.wakeups,
-        backend_summary: summary,
-    })
+        backend_busiest: busiest_thread(&s0.backend_threads, &s1.backend_threads),
+        backend_threads: thread_deltas(&s0.backend_threads, &s1.backend_threads),
+        driver_cpu: sum(pairs
+            .iter()
+            .map(|p| diff(p.samples[0].driver, p.samples[1].driver))
+            .collect()),
+        peer_cpu: sum(pairs
+            .iter()
+            .map(|p| diff(p.samples[0].peer, p.samples[1].peer))
+            .collect()),
+        pair_bytes,
+        interval,
+        whole,
+        kicks,
+        wakeups,
+        backend_mss: first.outcome.backend_mss,
+        backend_summary: None,
+    }
+}
+
+/// Each thread's CPU seconds between two samples, busiest first.
+fn thread_deltas(before: &[(u32, f64)], after: &[(u32, f64)]) -> Vec<f64> {
+    let mut v: Vec<f64> = after
+        .iter()
+        .filter_map(|&(tid, end)| {
+            let &(_, start) = before.iter().find(|&&(t, _)| t == tid)?;
+            Some(end - start)
+        })
+        .collect();
+    v.sort_by(|a, b| b.total_cmp(a));
+    v
+}
+
+fn add(total: &mut Counters, c: &Counters) {
+    total.data_frames += c.data_frames;
+    total.data_bytes += c.data_bytes;
+    total.gso_frames += c.gso_frames;
+    total.rx_buffers += c.rx_buffers;
+    total.acks += c.acks;
+    total.go_back_dupack += c.go_back_dupack;
+    total.go_back_timeout += c.go_back_timeout;
+    total.out_of_order += c.out_of_order;
+    total.duplicate += c.duplicate;
+    total.other_frames += c.other_frames;
+    total.data_valid_unasked += c.data_valid_unasked;
 }
 
 fn counters_diff(a: &Counters, b: &Counters) -> Counters {
@@ -439,6 +888,7 @@ fn counters_diff(a: &Counters, b: &Counters) -> Counters {
         out_of_order: b.out_of_order - a.out_of_order,
         duplicate: b.duplicate - a.duplicate,
         other_frames: b.other_frames - a.other_frames,
+        data_valid_unasked: b.data_valid_unasked - a.data_valid_unasked,
     }
 }
 
@@ -456,13 +906,13 @@ fn summary_lines(log: &str) -> Vec<String> {
         .collect()
 }
 
-/// Waits (up to 3 s) for the backend to log the summary of the connection that just ended.
-fn wait_summary(backend: &Backend, before: usize) -> Option<String> {
+/// Waits (up to 3 s) for vhost-net-user to log the summary of its one connection, which just
+/// ended.
+fn wait_summary(running: &Running) -> Option<String> {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let lines = summary_lines(&backend.log());
-        if lines.len() > before {
-            return lines.last().cloned();
+        if let Some(line) = summary_lines(&running.log()).pop() {
+            return Some(line);
         }
         if Instant::now() > deadline {
             return None;
@@ -511,33 +961,52 @@ fn rate(v: Option<f64>) -> String {
     }
 }
 
-fn print_table(
-    tests: &[(Mode, Role)],
-    results: &[Vec<Result<TestResult, String>>],
-    ceiling: Option<f64>,
-) {
+/// Medians of one test's successful runs.
+struct Medians<'a> {
+    ok: Vec<&'a TestResult>,
+}
+
+impl<'a> Medians<'a> {
+    fn of(results: &'a [Result<TestResult, String>]) -> Medians<'a> {
+        Medians {
+            ok: results.iter().filter_map(|r| r.as_ref().ok()).collect(),
+        }
+    }
+
+    fn get(&self, f: impl Fn(&TestResult) -> Option<f64>) -> Option<f64> {
+        median(&self.ok.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
+    }
+
+    /// A CPU time over the interval as a share of one CPU.
+    fn pct(&self, f: impl Fn(&TestResult) -> Option<f64>) -> String {
+        self.get(|r| Some(f(r)? / r.seconds * 100.0))
+            .map_or("-".into(), |p| format!("{p:.0}%"))
+    }
+}
+
+fn print_table(tests: &[Test], results: &[Vec<Result<TestResult, String>>], ceiling: Option<f64>) {
     println!(
-        "{:<8} {:<11} {:>7} {:<17} {:>9} {:>9} {:>8} {:>8} {:>7} {:>8} {:>7} {:>8} {:>8}",
+        "{:<6} {:<8} {:>5} {:<11} {:>7} {:<17} {:>8} {:>7} {:>8} {:>7} {:>8} {:>7} {:>6} {:>8} \
+         {:>8}",
+        "backend",
         "mode",
+        "pairs",
         "direction",
         "Gbit/s",
         "runs",
-        "frames/s",
-        "MSS/s",
+        "pkts/s",
         "ceiling",
         "backend",
         "s/GB",
+        "busiest",
         "driver",
         "peer",
         "kicks/s",
         "irqs/s"
     );
-    for (k, &(mode, role)) in tests.iter().enumerate() {
-        let ok: Vec<&TestResult> = results[k].iter().filter_map(|r| r.as_ref().ok()).collect();
-        let med = |f: &dyn Fn(&TestResult) -> Option<f64>| {
-            median(&ok.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
-        };
-        let gbit = med(&|r| Some(r.gbit()));
+    for (k, test) in tests.iter().enumerate() {
+        let m = Medians::of(&results[k]);
+        let gbit = m.get(|r| Some(r.gbit()));
         let runs: Vec<String> = results[k]
             .iter()
             .map(|r| {
@@ -545,42 +1014,133 @@ fn print_table(
                     .map_or("fail".into(), |r| format!("{:.2}", r.gbit()))
             })
             .collect();
-        let pct = |f: &dyn Fn(&TestResult) -> Option<f64>| {
-            med(&|r| Some(f(r)? / r.seconds * 100.0)).map(|p| format!("{p:.0}%"))
-        };
         println!(
-            "{:<8} {:<11} {:>7} {:<17} {:>9} {:>9} {:>8} {:>8} {:>7} {:>8} {:>7} {:>8} {:>8}",
-            mode.name(),
-            direction_label(role),
+            "{:<7} {:<8} {:>5} {:<11} {:>7} {:<17} {:>8} {:>7} {:>8} {:>7} {:>8} {:>7} {:>6} \
+             {:>8} {:>8}",
+            test.target.name(),
+            test.mode.name(),
+            test.pairs,
+            direction_label(test.role),
             fmt(gbit, 2),
             runs.join(" "),
-            rate(med(&|r| Some(r.frames_per_s()))),
-            rate(med(&|r| Some(
-                r.bytes as f64 / f64::from(wire::MSS) / r.seconds
-            ))),
+            rate(m.get(|r| Some(r.frames_per_s()))),
             match (gbit, ceiling) {
                 (Some(g), Some(c)) if c > 0.0 => format!("{:.0}%", g / c * 100.0),
                 _ => "-".into(),
             },
-            pct(&|r| r.backend_cpu).unwrap_or("-".into()),
-            fmt(med(&|r| r.backend_per_gb()), 3),
-            pct(&|r| r.driver_cpu).unwrap_or("-".into()),
-            pct(&|r| r.peer_cpu).unwrap_or("-".into()),
-            rate(med(&|r| Some((r.kicks[0] + r.kicks[1]) as f64 / r.seconds))),
-            rate(med(&|r| Some(r.wakeups as f64 / r.seconds))),
+            m.pct(|r| r.backend_cpu),
+            fmt(m.get(|r| r.backend_per_gb()), 3),
+            m.pct(|r| r.backend_busiest),
+            m.pct(|r| r.driver_cpu),
+            m.pct(|r| r.peer_cpu),
+            rate(m.get(|r| Some((r.kicks[0] + r.kicks[1]) as f64 / r.seconds))),
+            rate(m.get(|r| Some(r.wakeups as f64 / r.seconds))),
         );
+    }
+}
+
+/// Ours against passt, from the medians: at equal frames (both in the same mode, one pair),
+/// and each in its best mode (ours with offloads, passt at MTU 65520). Also how the pairs
+/// shared the bytes when there were several.
+fn print_ratios(tests: &[Test], results: &[Vec<Result<TestResult, String>>]) {
+    let find = |target: Target, mode: Mode, pairs: u16, role: Role| {
+        tests
+            .iter()
+            .position(|t| {
+                *t == Test {
+                    target,
+                    mode,
+                    pairs,
+                    role,
+                }
+            })
+            .map(|k| Medians::of(&results[k]))
+    };
+    let mut lines = Vec::new();
+    let mut compare = |label: String, ours: Option<Medians<'_>>, passt: Option<Medians<'_>>| {
+        let (Some(ours), Some(passt)) = (ours, passt) else {
+            return;
+        };
+        let ratio = |f: &dyn Fn(&TestResult) -> Option<f64>| match (ours.get(f), passt.get(f)) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+            _ => "-".into(),
+        };
+        lines.push(format!(
+            "  {label:<44} Gbit/s {:>6}   pkts/s {:>6}   backend CPU per GB {:>6}",
+            ratio(&|r| Some(r.gbit())),
+            ratio(&|r| Some(r.frames_per_s())),
+            ratio(&|r| r.backend_per_gb()),
+        ));
+    };
+    for role in [Role::Send, Role::Receive] {
+        for mode in [Mode::Plain, Mode::Mtu65520] {
+            compare(
+                format!("equal frames, {} {}", mode.name(), direction_label(role)),
+                find(Target::Ours, mode, 1, role),
+                find(Target::Passt, mode, 1, role),
+            );
+        }
+        compare(
+            format!("best modes (offload vs mtu65520) {}", direction_label(role)),
+            find(Target::Ours, Mode::Offload, 1, role),
+            find(Target::Passt, Mode::Mtu65520, 1, role),
+        );
+    }
+    if !lines.is_empty() {
+        println!("ours / passt (medians, 1 queue pair):");
+        for l in lines {
+            println!("{l}");
+        }
+        println!();
+    }
+    let mut shares = Vec::new();
+    for (k, test) in tests.iter().enumerate().filter(|(_, t)| t.pairs > 1) {
+        let m = Medians::of(&results[k]);
+        let share: Vec<String> = (0..usize::from(test.pairs))
+            .map(|p| {
+                let pct =
+                    m.get(|r| Some(*r.pair_bytes.get(p)? as f64 / r.bytes.max(1) as f64 * 100.0));
+                fmt(pct, 0) + "%"
+            })
+            .collect();
+        shares.push(format!(
+            "  {:<44} bytes per pair {}",
+            test.name(),
+            share.join(" / ")
+        ));
+    }
+    for (k, test) in tests.iter().enumerate() {
+        let m = Medians::of(&results[k]);
+        let busy: Vec<String> = (0..3)
+            .filter_map(|i| m.get(|r| Some(*r.backend_threads.get(i)? / r.seconds * 100.0)))
+            .map(|p| format!("{p:.0}%"))
+            .collect();
+        if !busy.is_empty() {
+            shares.push(format!(
+                "  {:<44} backend threads, busiest first: {}",
+                test.name(),
+                busy.join(" ")
+            ));
+        }
+    }
+    if !shares.is_empty() {
+        println!("queue pairs and backend threads (medians):");
+        for l in shares {
+            println!("{l}");
+        }
+        println!();
     }
 }
 
 /// Lists what went wrong or looks wrong: failed tests, the sender going back, gaps in what
 /// arrived, and the backend's own short writes, drops and retransmissions. Returns false if
 /// any test failed.
-fn print_anomalies(tests: &[(Mode, Role)], results: &[Vec<Result<TestResult, String>>]) -> bool {
+fn print_anomalies(tests: &[Test], results: &[Vec<Result<TestResult, String>>]) -> bool {
     let mut ok = true;
     let mut lines = Vec::new();
-    for (k, &(mode, role)) in tests.iter().enumerate() {
+    for (k, test) in tests.iter().enumerate() {
         for (run, r) in results[k].iter().enumerate() {
-            let name = format!("{} {} run {}", mode.name(), direction_label(role), run + 1);
+            let name = format!("{} run {}", test.name(), run + 1);
             match r {
                 Err(e) => {
                     ok = false;
@@ -590,16 +1150,22 @@ fn print_anomalies(tests: &[(Mode, Role)], results: &[Vec<Result<TestResult, Str
                     let w = &r.whole;
                     let mut notes = Vec::new();
                     for (what, n) in [
-                        ("sender went back after 3 duplicate ACKs", w.go_back_dupack),
+                        ("sender went back after duplicate ACKs", w.go_back_dupack),
                         ("sender went back after a timeout", w.go_back_timeout),
                         ("segments after a gap", w.out_of_order),
                         ("duplicate segments", w.duplicate),
+                        (
+                            "frames marked DATA_VALID without GUEST_CSUM (checksum unchecked)",
+                            w.data_valid_unasked,
+                        ),
                     ] {
                         if n > 0 {
                             notes.push(format!("{what}: {n}"));
                         }
                     }
-                    if let Some(s) = &r.backend_summary {
+                    if test.target == Target::Passt {
+                        // passt logs no counters.
+                    } else if let Some(s) = &r.backend_summary {
                         for name in [
                             "tcp.short_writes",
                             "tcp.out_of_order",
@@ -634,7 +1200,8 @@ fn print_anomalies(tests: &[(Mode, Role)], results: &[Vec<Result<TestResult, Str
         }
     }
     // Per-frame detail of the receive side: how big the frames were.
-    for (k, &(mode, role)) in tests.iter().enumerate() {
+    for (k, test) in tests.iter().enumerate() {
+        let role = test.role;
         if role != Role::Receive {
             continue;
         }
@@ -646,9 +1213,11 @@ fn print_anomalies(tests: &[(Mode, Role)], results: &[Vec<Result<TestResult, Str
         let acks: u64 = ok.iter().map(|r| r.interval.acks).sum();
         if frames > 0 {
             println!(
-                "{} host→guest: {:.0} payload bytes per frame, {:.0}% GSO frames, {:.1} RX \
-                 buffers per frame, {:.1} frames per guest ACK",
-                mode.name(),
+                "{} {} {}p host→guest: {:.0} payload bytes per frame, {:.0}% GSO frames, {:.1} \
+                 RX buffers per frame, {:.1} frames per guest ACK",
+                test.target.name(),
+                test.mode.name(),
+                test.pairs,
                 bytes as f64 / frames as f64,
                 gso as f64 / frames as f64 * 100.0,
                 buffers as f64 / frames as f64,
@@ -656,7 +1225,8 @@ fn print_anomalies(tests: &[(Mode, Role)], results: &[Vec<Result<TestResult, Str
             );
         }
     }
-    for (k, &(mode, role)) in tests.iter().enumerate() {
+    for (k, test) in tests.iter().enumerate() {
+        let role = test.role;
         if role != Role::Send {
             continue;
         }
@@ -666,10 +1236,16 @@ fn print_anomalies(tests: &[(Mode, Role)], results: &[Vec<Result<TestResult, Str
         let bytes: u64 = ok.iter().map(|r| r.interval.data_bytes).sum();
         if frames > 0 {
             println!(
-                "{} guest→host: {:.0} payload bytes per frame, {:.1} frames per backend ACK",
-                mode.name(),
+                "{} {} {}p guest→host: {:.0} payload bytes per frame, {:.1} frames per backend \
+                 ACK, backend announced MSS {}",
+                test.target.name(),
+                test.mode.name(),
+                test.pairs,
                 bytes as f64 / frames as f64,
-                frames as f64 / acks.max(1) as f64
+                frames as f64 / acks.max(1) as f64,
+                ok.first()
+                    .and_then(|r| r.backend_mss)
+                    .map_or("-".into(), |m| m.to_string())
             );
         }
     }

@@ -3,14 +3,16 @@
 //!
 //! # Theory of operation
 //!
-//! [`ring::Driver`] plays QEMU and the guest's virtio-net driver at once: it connects to the
-//! backend's vhost-user socket with the `vhost` crate's frontend, shares guest memory, and fills
-//! and drains split virtqueues directly. [`session::Session`] is a minimal guest TCP on top
-//! (raw Ethernet/IPv4/TCP frames from [`wire`], no DHCP or ARP: slirp's addresses are used as
-//! they are), connected through the gateway address, which the backend maps to the host's
-//! 127.0.0.1, to a [`peer::Peer`] thread there. The guest sends (TSO frames, or MSS-sized
-//! segments without offloads) or receives (mergeable buffers, GSO frames) for a fixed time;
-//! both ends check the bytes against a shared pattern.
+//! [`ring::Device`] and its [`ring::Driver`]s play QEMU and the guest's virtio-net driver at
+//! once: the device connects to a vhost-user net backend's socket (vhost-net-user, or passt in
+//! vhost-user mode) with the `vhost` crate's frontend and shares guest memory; each queue
+//! pair's driver fills and drains its split virtqueues directly, from its own thread.
+//! [`session::Session`] is a minimal guest TCP on top (raw Ethernet/IPv4/TCP frames from
+//! [`wire`], no DHCP or ARP: slirp's addresses are used as they are), connected through the
+//! gateway address, which the backend maps to its host's 127.0.0.1, to a [`peer::Peer`] thread
+//! there (inside the backend's network namespace, for passt). The guest sends (TSO frames, or
+//! MSS-sized segments without offloads) or receives (mergeable buffers, GSO frames) for a fixed
+//! time; both ends check the bytes against a shared pattern.
 //!
 //! Everything runs on this machine's loopback. The driver and the peer are as cheap as they can
 //! be (no payload copies on the sending side, payload compared once on the receiving side), so

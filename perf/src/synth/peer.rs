@@ -8,8 +8,10 @@
 //! the pattern in guest memory.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -90,11 +92,14 @@ const CHUNK: usize = 256 << 10;
 const POLL: Duration = Duration::from_millis(100);
 
 impl Peer {
-    /// Listens on a free port of 127.0.0.1 and serves the first connection in a thread.
-    pub fn start(role: PeerRole) -> Result<Peer, String> {
-        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("peer bind: {e}"))?;
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    /// Listens on a free port of 127.0.0.1 and serves the first connection in a thread; in the
+    /// network namespace `netns` (a path such as `/run/netns/NAME`) if given: only that thread
+    /// moves there, as the backend under test (passt) connects to its own namespace's loopback.
+    pub fn start(role: PeerRole, netns: Option<&Path>) -> Result<Peer, String> {
+        let netns = netns
+            .map(|p| File::open(p).map_err(|e| format!("opening {}: {e}", p.display())))
+            .transpose()?;
+        let (listening, bound) = std::sync::mpsc::channel();
         let bytes = Arc::new(AtomicU64::new(0));
         let tid = Arc::new(AtomicU32::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -103,6 +108,16 @@ impl Peer {
             .name("synthetic-peer".into())
             .spawn(move || {
                 t.store(own_tid().unwrap_or(0), Ordering::Relaxed);
+                let listener = match listen(netns) {
+                    Ok((listener, port)) => {
+                        let _ = listening.send(Ok(port));
+                        listener
+                    }
+                    Err(e) => {
+                        let _ = listening.send(Err(e));
+                        return Ok(());
+                    }
+                };
                 let Some(conn) = accept(&listener, &s)? else {
                     return Ok(());
                 };
@@ -113,6 +128,9 @@ impl Peer {
                 }
             })
             .map_err(|e| format!("peer thread: {e}"))?;
+        let port = bound
+            .recv()
+            .map_err(|_| "the peer thread ended before listening".to_string())??;
         Ok(Peer {
             port,
             bytes,
@@ -160,6 +178,22 @@ impl Drop for Peer {
 pub fn own_tid() -> Option<u32> {
     let link = std::fs::read_link("/proc/thread-self").ok()?;
     link.file_name()?.to_str()?.parse().ok()
+}
+
+/// Enters `netns` (this thread only) and listens on a free port of its 127.0.0.1.
+fn listen(netns: Option<File>) -> Result<(TcpListener, u16), String> {
+    if let Some(ns) = netns {
+        use std::os::fd::AsFd;
+        rustix::thread::move_into_link_name_space(
+            ns.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .map_err(|e| format!("entering the network namespace: {e}"))?;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("peer bind: {e}"))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok((listener, port))
 }
 
 fn accept(listener: &TcpListener, stop: &AtomicBool) -> Result<Option<TcpStream>, String> {
@@ -261,7 +295,7 @@ mod tests {
 
     #[test]
     fn sink_checks_and_counts_the_stream() {
-        let peer = Peer::start(PeerRole::Sink { verify: true }).unwrap();
+        let peer = Peer::start(PeerRole::Sink { verify: true }, None).unwrap();
         let mut c = TcpStream::connect(("127.0.0.1", peer.port())).unwrap();
         let p = Pattern::new(5000);
         c.write_all(p.slice(0, 3000)).unwrap();
@@ -273,7 +307,7 @@ mod tests {
         assert!(peer.tid() > 0);
         peer.finish().unwrap();
 
-        let peer = Peer::start(PeerRole::Sink { verify: true }).unwrap();
+        let peer = Peer::start(PeerRole::Sink { verify: true }, None).unwrap();
         let mut c = TcpStream::connect(("127.0.0.1", peer.port())).unwrap();
         c.write_all(p.slice(0, 100)).unwrap();
         c.write_all(p.slice(101, 100)).unwrap(); // a byte lost
@@ -284,7 +318,7 @@ mod tests {
 
     #[test]
     fn source_sends_the_stream() {
-        let peer = Peer::start(PeerRole::Source).unwrap();
+        let peer = Peer::start(PeerRole::Source, None).unwrap();
         let mut c = TcpStream::connect(("127.0.0.1", peer.port())).unwrap();
         let mut got = vec![0u8; 600_000];
         c.read_exact(&mut got).unwrap();

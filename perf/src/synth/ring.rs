@@ -1,9 +1,11 @@
 //! The synthetic guest's device side: a vhost-user frontend (the `vhost` crate's), guest memory
-//! in shared memory, and the driver half of two split virtqueues.
+//! in shared memory, and the driver half of split virtqueues: one RX and one TX queue per queue
+//! pair ([`Device`] sets up the connection, each pair's [`Driver`] can run in its own thread, as
+//! a guest's vCPUs each serve a pair).
 //!
 //! Guest memory is one region backed by a file on tmpfs (`/dev/shm`), unlinked as soon as it is
 //! mapped: the same shared memory pages a memfd gives QEMU's `memory-backend-memfd`, without
-//! unsafe code here. Its layout:
+//! unsafe code here. Each pair has its own part, laid out as (offsets from the part's start):
 //!
 //! | offset | what |
 //! |---|---|
@@ -11,12 +13,20 @@
 //! | 64 KiB | TX ring |
 //! | 128 KiB | TX header slots, 128 bytes each |
 //! | 256 KiB | RX buffers, `rx_buffer` bytes each, one per RX descriptor |
-//! | after them | the payload pattern that TX frames point into |
+//! | after them | with `linear_tx`: a frame buffer per TX slot |
+//!
+//! After the last pair's part comes the payload pattern that all pairs' TX frames point into.
 //!
 //! RX descriptor `i` always describes RX buffer `i`: posting a buffer again only writes its index
-//! into the avail ring. TX frames use descriptor pairs: slot `s` owns descriptors `2s` (virtio-net
-//! header and frame headers, from its header slot) and `2s + 1` (payload, pointing straight into
-//! the pattern, as a guest's TSO frame points at page fragments).
+//! into the avail ring. TX frames use descriptor triples, as Linux's virtio-net sends a TCP
+//! segment (the virtio-net header in a descriptor of its own, then the linear part with the
+//! frame's headers, then the payload): slot `s` owns descriptors `3s` (the virtio-net header)
+//! and `3s + 1` (Ethernet, IPv4 and TCP headers), both from its header slot, and `3s + 2`
+//! (payload, pointing straight into the pattern, as a guest's TSO frame points at page
+//! fragments). Without checksum offload a Linux guest has no scatter-gather either: it sends
+//! the header, then the whole frame in one descriptor ([`DriverConfig::linear_tx`]; the driver
+//! copies the payload into the slot's frame buffer as the guest's socket write would). passt
+//! requires that shape: the header alone first, and (2025-05) at most two descriptors.
 //!
 //! Notifications: without `EVENT_IDX` the driver kicks after every batch it publishes (unless
 //! the device set `VRING_USED_F_NO_NOTIFY`) and always takes interrupts; with it, it kicks only
@@ -37,6 +47,8 @@ use virtio_bindings::bindings::virtio_ring::{
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+use super::wire;
 
 pub const RX: usize = 0;
 pub const TX: usize = 1;
@@ -95,20 +107,34 @@ impl SplitRing {
 /// What the driver negotiates and how it lays out memory.
 #[derive(Debug, Clone, Copy)]
 pub struct DriverConfig {
-    /// Virtio feature bits to ack (the backend must offer them all).
+    /// Virtio feature bits to ack (the backend must offer them all; `VIRTIO_NET_F_MQ` is added
+    /// when `queue_pairs` > 1).
     pub features: u64,
     pub queue_size: u16,
     /// Bytes per RX buffer (one descriptor each).
     pub rx_buffer: u32,
     /// Bytes of payload pattern TX frames may point into.
     pub pattern_len: usize,
+    /// Send each frame whole in one descriptor after the virtio-net header's, copied into a
+    /// TX frame buffer of this many bytes per slot (a linear skb, as Linux sends without
+    /// `VIRTIO_NET_F_CSUM`, hence without scatter-gather); `None`: header, frame headers and
+    /// payload in three descriptors, the payload straight from the pattern.
+    pub linear_tx: Option<u32>,
+    /// Queue pairs to set up: vring `2k` is pair `k`'s RX queue, `2k + 1` its TX queue.
+    pub queue_pairs: u16,
 }
 
-/// A connected synthetic guest device.
+/// `VIRTIO_NET_F_MQ` (virtio 1.2, 5.1.3): several queue pairs.
+pub const VIRTIO_NET_F_MQ: u64 = 1 << 22;
+
+/// The driver half of one queue pair, usable from its own thread.
 pub struct Driver {
     mem: GuestMemoryMmap<()>,
-    /// Kept open for the connection's lifetime; dropping it disconnects.
-    _frontend: Frontend,
+    /// This pair's index and where its part of guest memory starts.
+    pair: u16,
+    base: u64,
+    /// Guest address of the first TX frame buffer (with `linear_tx`).
+    tx_frames: u64,
     kicks: [EventFd; 2],
     calls: [EventFd; 2],
     _errs: [EventFd; 2],
@@ -125,6 +151,7 @@ pub struct Driver {
 impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
+            .field("pair", &self.pair)
             .field("rings", &self.rings)
             .field("event_idx", &self.event_idx)
             .field("config", &self.config)
@@ -132,8 +159,29 @@ impl std::fmt::Debug for Driver {
     }
 }
 
-/// Guest memory in a tmpfs file, unlinked once mapped.
+/// A connected synthetic guest device: the vhost-user connection and one [`Driver`] per queue
+/// pair. The drivers are dropped first (field order), then the connection, which stops the
+/// backend's side.
+pub struct Device {
+    pub pairs: Vec<Driver>,
+    /// Kept open for the connection's lifetime; dropping it disconnects.
+    _frontend: Frontend,
+    /// What the backend offered: virtio features, and protocol features if any.
+    pub offered: (u64, Option<u64>),
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("pairs", &self.pairs)
+            .field("offered", &self.offered)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Guest memory in a tmpfs file (owner-only), unlinked once mapped.
 fn shared_memory(size: usize) -> Result<GuestMemoryMmap<()>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
     use std::sync::atomic::AtomicUsize;
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let dir = if Path::new("/dev/shm").is_dir() {
@@ -150,6 +198,7 @@ fn shared_memory(size: usize) -> Result<GuestMemoryMmap<()>, String> {
         .read(true)
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| format!("creating {}: {e}", path.display()))?;
     let _ = std::fs::remove_file(&path);
@@ -163,46 +212,97 @@ fn shared_memory(size: usize) -> Result<GuestMemoryMmap<()>, String> {
     .map_err(|e| format!("mapping guest memory: {e}"))
 }
 
+/// Connects to `socket`, retrying for up to 5 s while it refuses: passt binds its socket some
+/// time before it listens.
+fn connect_unix(socket: &Path) -> Result<UnixStream, String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match UnixStream::connect(socket) {
+            Ok(stream) => return Ok(stream),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(format!("connecting to {}: {e}", socket.display())),
+        }
+    }
+}
+
 fn vhost_err(what: &str) -> impl Fn(vhost::Error) -> String + '_ {
     move |e| format!("vhost-user {what}: {e}")
 }
 
-impl Driver {
-    /// Connects to the backend at `socket` and sets the device up in the usual order (features,
-    /// memory, rings, then enable), with every RX buffer posted.
-    pub fn connect(socket: &Path, config: DriverConfig) -> Result<Driver, String> {
+impl Device {
+    /// Connects to the backend at `socket` and sets the device up in QEMU's order (features,
+    /// protocol features, the queue count if several pairs, memory, rings, then enable), with
+    /// every RX buffer of every pair posted.
+    pub fn connect(socket: &Path, config: DriverConfig) -> Result<Device, String> {
         let size = config.queue_size;
         if !size.is_power_of_two() || size > MAX_QUEUE_SIZE {
             return Err(format!(
                 "queue size {size}: a power of two up to {MAX_QUEUE_SIZE}"
             ));
         }
+        let pairs = config.queue_pairs.max(1);
         let rx_bytes = u64::from(size) * u64::from(config.rx_buffer);
-        let pattern = (RX_BUFFERS + rx_bytes).next_multiple_of(4096);
+        let tx_frames = (RX_BUFFERS + rx_bytes).next_multiple_of(4096);
+        let tx_frame_bytes =
+            u64::from(size / 3) * u64::from(config.linear_tx.unwrap_or(0)).next_multiple_of(64);
+        let pair_bytes = (tx_frames + tx_frame_bytes).next_multiple_of(4096);
+        let pattern = pair_bytes * u64::from(pairs);
         let mem_size = (pattern + config.pattern_len as u64).next_multiple_of(1 << 20);
         let mem = shared_memory(mem_size as usize)?;
 
-        let stream = UnixStream::connect(socket)
-            .map_err(|e| format!("connecting to {}: {e}", socket.display()))?;
-        let mut frontend = Frontend::from_stream(stream, 2);
+        let stream = connect_unix(socket)?;
+        let mut frontend = Frontend::from_stream(stream, 2 * u64::from(pairs));
         frontend.set_owner().map_err(vhost_err("SET_OWNER"))?;
         let offered = frontend.get_features().map_err(vhost_err("GET_FEATURES"))?;
-        let missing = config.features & !offered;
+        let mut features = config.features;
+        if pairs > 1 {
+            features |= VIRTIO_NET_F_MQ;
+        }
+        let missing = features & !offered;
         if missing != 0 {
             return Err(format!(
                 "the backend does not offer features {missing:#x} (offers {offered:#x})"
             ));
         }
         let protocol_bit = VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
-        let mut features = config.features;
+        let mut offered_protocol = None;
         if offered & protocol_bit != 0 {
             let protocol = frontend
                 .get_protocol_features()
                 .map_err(vhost_err("GET_PROTOCOL_FEATURES"))?;
+            offered_protocol = Some(protocol.bits());
+            let mut wanted = VhostUserProtocolFeatures::REPLY_ACK;
+            if pairs > 1 {
+                wanted |= VhostUserProtocolFeatures::MQ;
+            }
+            if !protocol.contains(wanted - VhostUserProtocolFeatures::REPLY_ACK) {
+                return Err(format!(
+                    "the backend does not offer protocol feature MQ (offers {:#x})",
+                    protocol.bits()
+                ));
+            }
             frontend
-                .set_protocol_features(protocol & VhostUserProtocolFeatures::REPLY_ACK)
+                .set_protocol_features(protocol & wanted)
                 .map_err(vhost_err("SET_PROTOCOL_FEATURES"))?;
             features |= protocol_bit;
+            if pairs > 1 {
+                let queues = frontend
+                    .get_queue_num()
+                    .map_err(vhost_err("GET_QUEUE_NUM"))?;
+                if queues < 2 * u64::from(pairs) {
+                    return Err(format!(
+                        "the backend has {queues} queues, {pairs} pairs need {}",
+                        2 * pairs
+                    ));
+                }
+            }
+        } else if pairs > 1 {
+            return Err("several queue pairs need protocol features, not offered".into());
         }
         frontend
             .set_features(features)
@@ -214,98 +314,123 @@ impl Driver {
             .set_mem_table(&[info])
             .map_err(vhost_err("SET_MEM_TABLE"))?;
 
-        let new_fd = || EventFd::new(EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"));
-        let kicks = [new_fd()?, new_fd()?];
-        let calls = [new_fd()?, new_fd()?];
-        let errs = [new_fd()?, new_fd()?];
-        let rings = [SplitRing::at(RX_RING, size), SplitRing::at(TX_RING, size)];
-        for q in [RX, TX] {
-            let ring = rings[q];
-            let host = |a: u64| {
-                mem.get_host_address(GuestAddress(a))
-                    .map(|p| p as u64)
-                    .map_err(|e| format!("ring address: {e}"))
+        let event_idx = features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
+        let mut drivers = Vec::with_capacity(usize::from(pairs));
+        for pair in 0..pairs {
+            let base = pair_bytes * u64::from(pair);
+            let new_fd = || EventFd::new(EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"));
+            let kicks = [new_fd()?, new_fd()?];
+            let calls = [new_fd()?, new_fd()?];
+            let errs = [new_fd()?, new_fd()?];
+            let rings = [
+                SplitRing::at(base + RX_RING, size),
+                SplitRing::at(base + TX_RING, size),
+            ];
+            for q in [RX, TX] {
+                let index = 2 * usize::from(pair) + q;
+                let ring = rings[q];
+                let host = |a: u64| {
+                    mem.get_host_address(GuestAddress(a))
+                        .map(|p| p as u64)
+                        .map_err(|e| format!("ring address: {e}"))
+                };
+                frontend
+                    .set_vring_num(index, size)
+                    .map_err(vhost_err("SET_VRING_NUM"))?;
+                frontend
+                    .set_vring_addr(
+                        index,
+                        &VringConfigData {
+                            queue_max_size: size,
+                            queue_size: size,
+                            flags: 0,
+                            desc_table_addr: host(ring.desc)?,
+                            used_ring_addr: host(ring.used)?,
+                            avail_ring_addr: host(ring.avail)?,
+                            log_addr: None,
+                        },
+                    )
+                    .map_err(vhost_err("SET_VRING_ADDR"))?;
+                frontend
+                    .set_vring_base(index, 0)
+                    .map_err(vhost_err("SET_VRING_BASE"))?;
+                frontend
+                    .set_vring_call(index, &calls[q])
+                    .map_err(vhost_err("SET_VRING_CALL"))?;
+                frontend
+                    .set_vring_err(index, &errs[q])
+                    .map_err(vhost_err("SET_VRING_ERR"))?;
+                frontend
+                    .set_vring_kick(index, &kicks[q])
+                    .map_err(vhost_err("SET_VRING_KICK"))?;
+            }
+            let epoll = Epoll::new().map_err(|e| format!("epoll: {e}"))?;
+            for q in [RX, TX] {
+                use std::os::fd::AsRawFd;
+                epoll
+                    .ctl(
+                        ControlOperation::Add,
+                        calls[q].as_raw_fd(),
+                        EpollEvent::new(EventSet::IN, q as u64),
+                    )
+                    .map_err(|e| format!("epoll: {e}"))?;
+            }
+            let mut driver = Driver {
+                mem: mem.clone(),
+                pair,
+                base,
+                tx_frames: base + tx_frames,
+                kicks,
+                calls,
+                _errs: errs,
+                epoll,
+                rings,
+                event_idx,
+                config,
+                pattern,
+                kicks_sent: [0; 2],
+                wakeups: 0,
             };
-            frontend
-                .set_vring_num(q, size)
-                .map_err(vhost_err("SET_VRING_NUM"))?;
-            frontend
-                .set_vring_addr(
-                    q,
-                    &VringConfigData {
-                        queue_max_size: size,
-                        queue_size: size,
-                        flags: 0,
-                        desc_table_addr: host(ring.desc)?,
-                        used_ring_addr: host(ring.used)?,
-                        avail_ring_addr: host(ring.avail)?,
-                        log_addr: None,
-                    },
-                )
-                .map_err(vhost_err("SET_VRING_ADDR"))?;
-            frontend
-                .set_vring_base(q, 0)
-                .map_err(vhost_err("SET_VRING_BASE"))?;
-            frontend
-                .set_vring_call(q, &calls[q])
-                .map_err(vhost_err("SET_VRING_CALL"))?;
-            frontend
-                .set_vring_err(q, &errs[q])
-                .map_err(vhost_err("SET_VRING_ERR"))?;
-            frontend
-                .set_vring_kick(q, &kicks[q])
-                .map_err(vhost_err("SET_VRING_KICK"))?;
+            // RX descriptor i is RX buffer i, for good.
+            for i in 0..size {
+                driver.write_desc(
+                    RX,
+                    i,
+                    driver.rx_buffer_addr(i),
+                    config.rx_buffer,
+                    VRING_DESC_F_WRITE as u16,
+                    0,
+                )?;
+            }
+            for i in 0..size {
+                driver.push_avail(RX, i)?;
+            }
+            drivers.push(driver);
         }
         if features & protocol_bit != 0 {
-            for q in [RX, TX] {
+            for index in 0..2 * usize::from(pairs) {
                 frontend
-                    .set_vring_enable(q, true)
+                    .set_vring_enable(index, true)
                     .map_err(vhost_err("SET_VRING_ENABLE"))?;
             }
         }
-        let epoll = Epoll::new().map_err(|e| format!("epoll: {e}"))?;
-        for q in [RX, TX] {
-            use std::os::fd::AsRawFd;
-            epoll
-                .ctl(
-                    ControlOperation::Add,
-                    calls[q].as_raw_fd(),
-                    EpollEvent::new(EventSet::IN, q as u64),
-                )
-                .map_err(|e| format!("epoll: {e}"))?;
+        for driver in &mut drivers {
+            driver.publish(RX)?;
         }
-        let mut driver = Driver {
-            mem,
+        Ok(Device {
+            pairs: drivers,
             _frontend: frontend,
-            kicks,
-            calls,
-            _errs: errs,
-            epoll,
-            rings,
-            event_idx: features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0,
-            config,
-            pattern,
-            kicks_sent: [0; 2],
-            wakeups: 0,
-        };
-        // RX descriptor i is RX buffer i, for good.
-        for i in 0..size {
-            driver.write_desc(
-                RX,
-                i,
-                driver.rx_buffer_addr(i),
-                config.rx_buffer,
-                VRING_DESC_F_WRITE as u16,
-                0,
-            )?;
-        }
-        for i in 0..size {
-            driver.push_avail(RX, i)?;
-        }
-        driver.publish(RX)?;
-        Ok(driver)
+            offered: (offered, offered_protocol),
+        })
     }
 
+    /// Guest memory (one region shared by all pairs).
+    pub fn memory(&self) -> Option<&GuestMemoryMmap<()>> {
+        self.pairs.first().map(Driver::memory)
+    }
+}
+
+impl Driver {
     pub fn memory(&self) -> &GuestMemoryMmap<()> {
         &self.mem
     }
@@ -319,7 +444,12 @@ impl Driver {
     }
 
     pub fn rx_buffer_addr(&self, id: u16) -> u64 {
-        RX_BUFFERS + u64::from(id) * u64::from(self.config.rx_buffer)
+        self.base + RX_BUFFERS + u64::from(id) * u64::from(self.config.rx_buffer)
+    }
+
+    /// This pair's index (its vrings are `2 * pair` and `2 * pair + 1`).
+    pub fn pair(&self) -> u16 {
+        self.pair
     }
 
     /// Guest address of the payload pattern.
@@ -327,14 +457,43 @@ impl Driver {
         self.pattern
     }
 
-    /// Guest address of TX header slot `slot`.
-    pub fn tx_header_addr(&self, slot: u16) -> u64 {
-        TX_HEADERS + u64::from(slot) * TX_HEADER_SLOT
+    /// Guest address and size of TX frame buffer `slot` (`None` without `linear_tx`).
+    pub fn tx_frame_buffer(&self, slot: u16) -> Option<(u64, u32)> {
+        let len = self.config.linear_tx?;
+        Some((
+            self.tx_frames + u64::from(slot) * u64::from(len).next_multiple_of(64),
+            len,
+        ))
     }
 
-    /// TX frames in flight at most (two descriptors each).
+    /// Queues a whole frame of `frame_len` bytes, already in TX frame buffer `slot`, after the
+    /// virtio-net header in the slot's header area. Published by [`Driver::publish`].
+    pub fn post_tx_linear(&mut self, slot: u16, frame_len: u32) -> Result<(), String> {
+        let head = 3 * slot;
+        let (frame, len) = self.tx_frame_buffer(slot).ok_or("no TX frame buffers")?;
+        if frame_len > len {
+            return Err(format!("a {frame_len}-byte frame in a {len}-byte buffer"));
+        }
+        let hdr = self.tx_header_addr(slot);
+        let vnet = wire::VNET_LEN as u32;
+        self.write_desc(TX, head, hdr, vnet, VRING_DESC_F_NEXT as u16, head + 1)?;
+        self.write_desc(TX, head + 1, frame, frame_len, 0, 0)?;
+        self.push_avail(TX, head)
+    }
+
+    /// Guest address of TX header slot `slot`.
+    pub fn tx_header_addr(&self, slot: u16) -> u64 {
+        self.base + TX_HEADERS + u64::from(slot) * TX_HEADER_SLOT
+    }
+
+    /// TX frames in flight at most (three descriptors each).
     pub fn tx_slots(&self) -> u16 {
-        self.config.queue_size / 2
+        self.config.queue_size / 3
+    }
+
+    /// The TX slot whose chain starts at descriptor `head`.
+    pub fn tx_slot_of(head: u16) -> u16 {
+        head / 3
     }
 
     fn err(e: vm_memory::GuestMemoryError) -> String {
@@ -377,29 +536,35 @@ impl Driver {
         self.push_avail(RX, id)
     }
 
-    /// Queues a TX frame in `slot`: `header_len` bytes from the slot's header area, then
-    /// `payload` (guest address, length) if any. Published by [`Driver::publish`].
+    /// Queues a TX frame in `slot`: `header_len` bytes from the slot's header area (the
+    /// virtio-net header, then the frame's headers, in two descriptors), then `payload` (guest
+    /// address, length) if any. Published by [`Driver::publish`].
     pub fn post_tx(
         &mut self,
         slot: u16,
         header_len: u32,
         payload: Option<(u64, u32)>,
     ) -> Result<(), String> {
-        let head = 2 * slot;
+        let head = 3 * slot;
         let hdr = self.tx_header_addr(slot);
+        let vnet = wire::VNET_LEN as u32;
+        let next = VRING_DESC_F_NEXT as u16;
+        self.write_desc(TX, head, hdr, vnet, next, head + 1)?;
         match payload {
             Some((addr, len)) => {
                 self.write_desc(
                     TX,
-                    head,
-                    hdr,
-                    header_len,
-                    VRING_DESC_F_NEXT as u16,
                     head + 1,
+                    hdr + u64::from(vnet),
+                    header_len - vnet,
+                    next,
+                    head + 2,
                 )?;
-                self.write_desc(TX, head + 1, addr, len, 0, 0)?;
+                self.write_desc(TX, head + 2, addr, len, 0, 0)?;
             }
-            None => self.write_desc(TX, head, hdr, header_len, 0, 0)?,
+            None => {
+                self.write_desc(TX, head + 1, hdr + u64::from(vnet), header_len - vnet, 0, 0)?
+            }
         }
         self.push_avail(TX, head)
     }
@@ -556,7 +721,7 @@ mod tests {
             "rings fit their 64 KiB"
         );
         assert!(
-            TX_HEADERS + u64::from(MAX_QUEUE_SIZE / 2) * TX_HEADER_SLOT <= RX_BUFFERS,
+            TX_HEADERS + u64::from(MAX_QUEUE_SIZE / 3) * TX_HEADER_SLOT <= RX_BUFFERS,
             "header slots fit"
         );
     }

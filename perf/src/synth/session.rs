@@ -4,16 +4,18 @@
 //! # The TCP
 //!
 //! Just enough for a lossless, in-order link. The guest connects to the gateway address (SYN
-//! with MSS 1460 and window scale 7), then:
+//! with MSS `mss`, 1460 at MTU 1500 or 65480 at MTU 65520, and window scale 7), then:
 //!
 //! * **Sending** (guest→host): fills the backend's advertised window with segments taken
 //!   straight from the pattern in guest memory: with offloads as TSO frames of up to
-//!   `tso_payload` bytes (virtio-net header `NEEDS_CSUM`, `GSO_TCPV4`, `gso_size` 1460), without
-//!   them as 1460-byte segments with complete checksums. It advances on the backend's ACKs.
-//!   Nothing is ever lost on this link, but the backend ACKs only what its socket took: if an
-//!   ACK repeats three times, or nothing is ACKed for [`RETRANSMIT_AFTER`], the sender goes back
-//!   to the first unacknowledged byte and counts it (`go_back`): a sign the backend dropped
-//!   something, which the report shows.
+//!   `tso_payload` bytes (virtio-net header `NEEDS_CSUM`, `GSO_TCPV4`, `gso_size` `mss`), without
+//!   them as `mss`-byte segments with complete checksums, whatever MSS the backend announced
+//!   (so that every backend gets the same frames). It advances on the backend's ACKs.
+//!   Nothing is ever lost on this link, but the backend ACKs only what its socket took (passt
+//!   drops what its socket does not take and counts on the guest to send it again): if an ACK
+//!   repeats `dupack_threshold` times (3, as Linux without SACK; window updates do not count),
+//!   or nothing is ACKed for `rto` (200 ms, Linux's minimum RTO), the sender goes back to the
+//!   first unacknowledged byte and counts it (`go_back`), which the report shows.
 //! * **Receiving** (host→guest): takes in-order segments (TSO frames spanning several mergeable
 //!   buffers with offloads), checks their bytes against the pattern (and their checksum when the
 //!   backend computed one), and ACKs once per batch of used buffers with a fixed window. A
@@ -30,8 +32,6 @@ use super::ring::{Driver, RX, TX, TX_HEADER_SLOT};
 use super::wire::{self, RxSegment, Tcp, TxCsum, tcp_flags};
 use vm_memory::{Bytes, GuestAddress};
 
-/// Without any ACK progress for this long, the sender resends from the first unacked byte.
-pub const RETRANSMIT_AFTER: Duration = Duration::from_millis(300);
 /// Without any progress for this long, the test fails.
 pub const STALL: Duration = Duration::from_secs(5);
 /// Our window scale.
@@ -52,12 +52,19 @@ pub struct SessionConfig {
     pub offload: bool,
     /// Largest payload of one TX frame with offloads.
     pub tso_payload: usize,
+    /// Our MSS: the option in our SYN, the payload of each segment we send without offloads,
+    /// and `gso_size` with them (MTU 1500: 1460; MTU 65520: 65480).
+    pub mss: u16,
     /// The receive window we advertise, in bytes.
     pub rcv_window: u32,
     /// Check every received byte (and checksum) against the pattern.
     pub verify: bool,
     pub warmup: Duration,
     pub duration: Duration,
+    /// Without any ACK progress for this long, the sender resends from the first unacked byte.
+    pub rto: Duration,
+    /// Duplicate ACKs after which the sender resends from the first unacked byte.
+    pub dupack_threshold: u32,
     /// The host port (on 127.0.0.1) to reach through the gateway address.
     pub port: u16,
     /// Our port.
@@ -88,11 +95,18 @@ pub struct Counters {
     pub duplicate: u64,
     /// Frames for anything but our connection (router advertisements and the like).
     pub other_frames: u64,
+    /// Frames marked DATA_VALID although GUEST_CSUM was not negotiated (virtio 1.2,
+    /// 5.1.6.4.1: the device must then set no flags and should checksum fully); their
+    /// checksum goes unchecked, as a Linux guest would trust the flag.
+    pub data_valid_unasked: u64,
 }
 
 /// A moment of the test, for the caller's own samples (CPU time, the peer's bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
+    /// The connection is established; the warm-up starts when this call returns (so that
+    /// sessions on several queue pairs can start together).
+    Connected,
     /// The measured interval starts (after the warm-up).
     Start,
     End,
@@ -106,6 +120,8 @@ pub struct Outcome {
     /// Kicks the driver sent (RX, TX) and times it woke for an interrupt, over the whole test.
     pub kicks: [u64; 2],
     pub wakeups: u64,
+    /// The MSS the backend announced in its SYN-ACK.
+    pub backend_mss: Option<u16>,
 }
 
 /// The connection's state.
@@ -119,10 +135,13 @@ pub struct Session<'a> {
     iss: u32,
     snd_una: u32,
     snd_nxt: u32,
+    /// The highest sequence number sent (`snd_nxt` goes back below it to resend).
+    snd_max: u32,
     /// The peer's window, in bytes, from `snd_una`.
     snd_wnd: u32,
     peer_wscale: u8,
     our_wscale: u8,
+    backend_mss: Option<u16>,
     irs: u32,
     rcv_nxt: u32,
     /// Stream offsets (64-bit: sequence numbers wrap every 4 GiB) of `snd_una` and `rcv_nxt`.
@@ -163,9 +182,11 @@ impl<'a> Session<'a> {
             iss,
             snd_una: iss,
             snd_nxt: iss,
+            snd_max: iss,
             snd_wnd: 0,
             peer_wscale: 0,
             our_wscale: 0,
+            backend_mss: None,
             irs: 0,
             rcv_nxt: 0,
             snd_una_offset: 0,
@@ -186,6 +207,7 @@ impl<'a> Session<'a> {
     /// interval (right after the counters are taken).
     pub fn run(mut self, mut mark: impl FnMut(Mark)) -> Result<Outcome, String> {
         self.connect()?;
+        mark(Mark::Connected);
         let begin = Instant::now();
         let t_start = begin + self.config.warmup;
         let t_end = t_start + self.config.duration;
@@ -215,6 +237,7 @@ impl<'a> Session<'a> {
                     end,
                     kicks: self.driver.kicks_sent,
                     wakeups: self.driver.wakeups,
+                    backend_mss: self.backend_mss,
                 });
             }
             if now.duration_since(self.last_progress) > STALL {
@@ -254,8 +277,9 @@ impl<'a> Session<'a> {
             flags: tcp_flags::SYN,
             window: 65535,
         };
-        self.send_segment(&syn, &wire::syn_options(wire::MSS, WSCALE), None)?;
+        self.send_segment(&syn, &wire::syn_options(self.config.mss, WSCALE), None)?;
         self.snd_nxt = self.iss.wrapping_add(1);
+        self.snd_max = self.snd_nxt;
         self.driver.publish(TX)?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.established {
@@ -279,7 +303,7 @@ impl<'a> Session<'a> {
     fn reclaim_tx(&mut self) -> Result<bool, String> {
         let mut any = false;
         while let Some((head, _)) = self.driver.pop_used(TX)? {
-            self.free_tx.push(head / 2);
+            self.free_tx.push(Driver::tx_slot_of(head));
             any = true;
         }
         Ok(any)
@@ -312,16 +336,35 @@ impl<'a> Session<'a> {
             csum,
         );
         self.ip_id = self.ip_id.wrapping_add(1);
-        let gso = (self.config.offload && len > usize::from(wire::MSS)).then_some(wire::MSS);
+        let mss = self.config.mss;
+        let gso = (self.config.offload && len > usize::from(mss)).then_some(mss);
         buf[..wire::VNET_LEN].copy_from_slice(&wire::tx_vnet_header(csum, gso, headers));
         let total = wire::VNET_LEN + headers;
-        self.driver
-            .memory()
-            .write_slice(
-                &buf[..total],
+        let mem = self.driver.memory();
+        let err = |e| format!("guest memory: {e}");
+        if let Some((frame, _)) = self.driver.tx_frame_buffer(slot) {
+            // A linear frame: the guest's socket write copies the payload into it.
+            mem.write_slice(
+                &buf[..wire::VNET_LEN],
                 GuestAddress(self.driver.tx_header_addr(slot)),
             )
-            .map_err(|e| format!("guest memory: {e}"))?;
+            .map_err(err)?;
+            mem.write_slice(&buf[wire::VNET_LEN..total], GuestAddress(frame))
+                .map_err(err)?;
+            if let Some((off, len)) = payload {
+                mem.write_slice(
+                    self.pattern.slice(off, len),
+                    GuestAddress(frame + headers as u64),
+                )
+                .map_err(err)?;
+            }
+            return self.driver.post_tx_linear(slot, (headers + len) as u32);
+        }
+        mem.write_slice(
+            &buf[..total],
+            GuestAddress(self.driver.tx_header_addr(slot)),
+        )
+        .map_err(err)?;
         let payload = payload.map(|(off, len)| {
             (
                 self.driver.pattern_addr() + Pattern::position(off) as u64,
@@ -361,7 +404,7 @@ impl<'a> Session<'a> {
         let max = if self.config.offload {
             self.config.tso_payload
         } else {
-            usize::from(wire::MSS)
+            usize::from(self.config.mss)
         };
         let mut sent = false;
         while !self.free_tx.is_empty() {
@@ -369,7 +412,7 @@ impl<'a> Session<'a> {
             let room = self.snd_wnd.saturating_sub(in_flight) as usize;
             let len = room.min(max);
             // No runts while data is in flight: wait for the window to open properly.
-            if len == 0 || (len < max && len < usize::from(wire::MSS) && in_flight > 0) {
+            if len == 0 || (len < max && len < usize::from(self.config.mss) && in_flight > 0) {
                 break;
             }
             let offset = self.snd_una_offset + u64::from(in_flight);
@@ -383,6 +426,9 @@ impl<'a> Session<'a> {
             };
             self.send_segment(&tcp, &[], Some((offset, len)))?;
             self.snd_nxt = self.snd_nxt.wrapping_add(len as u32);
+            if seq_le(self.snd_max, self.snd_nxt) {
+                self.snd_max = self.snd_nxt;
+            }
             self.counters.data_frames += 1;
             sent = true;
         }
@@ -390,7 +436,7 @@ impl<'a> Session<'a> {
     }
 
     fn check_retransmit(&mut self) -> Result<(), String> {
-        if self.snd_nxt != self.snd_una && self.last_ack_progress.elapsed() > RETRANSMIT_AFTER {
+        if self.snd_nxt != self.snd_una && self.last_ack_progress.elapsed() > self.config.rto {
             self.snd_nxt = self.snd_una;
             self.counters.go_back_timeout += 1;
             self.last_ack_progress = Instant::now();
@@ -437,12 +483,15 @@ impl<'a> Session<'a> {
             if self.trace {
                 let seg = wire::parse_rx_segment(&head[wire::VNET_LEN..n], frame_len);
                 eprintln!(
-                    "rx {:?} vnet {:?} seq {:?} len {:?} flags {:?}",
+                    "rx {:?} vnet {:?} seq {:?} len {:?} flags {:?} ack {:?} window {:?} at {:?}",
                     chain,
                     vnet,
                     seg.map(|s| s.tcp.seq.wrapping_sub(self.irs)),
                     seg.map(|s| s.payload_len),
-                    seg.map(|s| s.tcp.flags)
+                    seg.map(|s| s.tcp.flags),
+                    seg.map(|s| s.tcp.ack.wrapping_sub(self.iss)),
+                    seg.map(|s| s.tcp.window),
+                    self.last_progress.elapsed()
                 );
             }
             let parsed = wire::parse_rx_segment(&head[wire::VNET_LEN..n], frame_len);
@@ -461,7 +510,7 @@ impl<'a> Session<'a> {
                     if seg.tcp.dst_port == self.config.local_port
                         && seg.tcp.src_port == self.config.port =>
                 {
-                    if seg.payload_len > usize::from(wire::MSS) {
+                    if seg.payload_len > usize::from(self.config.mss) {
                         self.counters.gso_frames += 1;
                     }
                     self.on_segment(&seg, &vnet, &chain)?;
@@ -486,6 +535,9 @@ impl<'a> Session<'a> {
         chain: &[(u16, u32)],
     ) -> Result<(), String> {
         let t = &seg.tcp;
+        if vnet.data_valid && !self.config.offload {
+            self.counters.data_valid_unasked += 1;
+        }
         if t.flags & tcp_flags::RST != 0 {
             return Err(format!(
                 "the backend reset the connection: {}",
@@ -503,6 +555,7 @@ impl<'a> Session<'a> {
                     self.our_wscale = WSCALE;
                 }
                 self.snd_wnd = u32::from(t.window);
+                self.backend_mss = seg.mss;
                 self.established = true;
                 self.last_ack_progress = Instant::now();
             }
@@ -518,9 +571,13 @@ impl<'a> Session<'a> {
         if t.flags & tcp_flags::ACK != 0 {
             let window = u32::from(t.window) << self.peer_wscale;
             let acked = t.ack.wrapping_sub(self.snd_una);
-            let outstanding = self.snd_nxt.wrapping_sub(self.snd_una);
-            if (acked as i32) > 0 && seq_le(t.ack, self.snd_nxt) {
+            let outstanding = self.snd_max.wrapping_sub(self.snd_una);
+            if (acked as i32) > 0 && seq_le(t.ack, self.snd_max) {
                 self.snd_una = t.ack;
+                // After going back, what was sent before may be ACKed still.
+                if seq_le(self.snd_nxt, t.ack) {
+                    self.snd_nxt = t.ack;
+                }
                 self.snd_una_offset += u64::from(acked);
                 self.counters.data_bytes += u64::from(acked);
                 self.dup_acks = 0;
@@ -532,7 +589,7 @@ impl<'a> Session<'a> {
                 && window == self.snd_wnd
             {
                 self.dup_acks += 1;
-                if self.dup_acks == 3 {
+                if self.dup_acks == self.config.dupack_threshold {
                     self.snd_nxt = self.snd_una;
                     self.counters.go_back_dupack += 1;
                 }
