@@ -11,6 +11,7 @@
 //! the backend (and of QEMU) at those two moments, so CPU is charged to the test that used it,
 //! not to the boot or to the other direction.
 
+pub mod connrate;
 pub mod echo;
 pub mod procs;
 pub mod svg;
@@ -63,6 +64,16 @@ pub struct Summary {
     /// On the sender's line: segments its TCP retransmitted (losses, or a peer that dropped
     /// what it could not take).
     pub retransmits: Option<u64>,
+    /// On a UDP line (iperf3 -u): datagrams lost and datagrams sent, the `LOST/TOTAL` column.
+    pub lost: Option<(u64, u64)>,
+}
+
+impl Summary {
+    /// Datagrams lost, in percent of those sent (UDP lines only).
+    pub fn loss_percent(&self) -> Option<f64> {
+        let (lost, total) = self.lost?;
+        (total > 0).then(|| 100.0 * lost as f64 / total as f64)
+    }
 }
 
 /// Parses an iperf3 summary line run with `-f m`, e.g.
@@ -92,6 +103,10 @@ pub fn parse_summary(line: &str) -> Option<Summary> {
         bytes: (amount * scale) as u64,
         receiver,
         retransmits: words.get(rate + 1).and_then(|w| w.parse().ok()),
+        lost: words.iter().find_map(|w| {
+            let (lost, total) = w.split_once('/')?;
+            Some((lost.parse().ok()?, total.parse().ok()?))
+        }),
     })
 }
 
@@ -492,6 +507,7 @@ mod tests {
                 bytes: 263 * 1024 * 1024,
                 receiver: false,
                 retransmits: Some(0),
+                lost: None,
             })
         );
         let receiver =
@@ -506,6 +522,15 @@ mod tests {
             None
         );
         assert_eq!(parse_summary("iperf Done."), None);
+        let udp = "[  5]   0.00-4.04   sec  98.5 MBytes   205 Mbits/sec  0.043 ms  \
+                   1234/75000 (1.6%)  receiver";
+        let s = parse_summary(udp).unwrap();
+        assert_eq!(s.mbit_per_s, 205.0);
+        assert_eq!(s.retransmits, None);
+        assert_eq!(s.lost, Some((1234, 75000)));
+        assert!((s.loss_percent().unwrap() - 1.645_333).abs() < 1e-3);
+        let sum = "[SUM]   0.00-4.00   sec   300 MBytes   629 Mbits/sec  12   sender";
+        assert_eq!(parse_summary(sum).unwrap().retransmits, Some(12));
     }
 
     #[test]
