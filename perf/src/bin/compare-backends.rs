@@ -69,6 +69,12 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = 1400, value_parser = clap::value_parser!(u32).range(64..=65000))]
     udp_len: u32,
 
+    /// Offered rate of the UDP tests (iperf3 -b): 0 is unlimited, the sender's fastest (the
+    /// guest's, or the host's through loopback, which outruns any TCG guest: most of it is
+    /// lost); e.g. `500M` to compare loss at one offered load.
+    #[arg(long, value_name = "RATE", default_value = "0")]
+    udp_rate: String,
+
     /// Request/response exchanges per latency run.
     #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(10..=100_000))]
     exchanges: u32,
@@ -214,7 +220,7 @@ impl Load {
     fn flags(self, args: &Args) -> String {
         match self {
             Load::Tcp => String::new(),
-            Load::Udp => format!(" -u -b 0 -l {}", args.udp_len),
+            Load::Udp => format!(" -u -b {} -l {}", args.udp_rate, args.udp_len),
             Load::Streams => " -P 16".into(),
         }
     }
@@ -347,6 +353,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<bool, String> {
+    if !is_rate(&args.udp_rate) {
+        eprintln!(
+            "compare-backends: --udp-rate {:?} is not a rate (e.g. 0, 800M, 2G)",
+            args.udp_rate
+        );
+        std::process::exit(2);
+    }
     let kinds: Vec<Kind> = if args.only.is_empty() {
         // Debian 12's passt is the old peer: a machine without it still measures the others
         // (asked for by name with --only, its absence is an error below).
@@ -464,7 +477,10 @@ fn run(args: &Args) -> Result<bool, String> {
         ));
     }
     if args.tests.contains(&TestSet::Udp) {
-        tests.push(format!("iperf3 -u -b 0 -l {} each way", args.udp_len));
+        tests.push(format!(
+            "iperf3 -u -b {} -l {} each way",
+            args.udp_rate, args.udp_len
+        ));
     }
     if args.tests.contains(&TestSet::Streams16) {
         tests.push("iperf3 -P 16 each way".into());
@@ -628,6 +644,16 @@ fn run(args: &Args) -> Result<bool, String> {
     write_svg(&svg_path, &results, args, &end_load)?;
     println!("chart     {}", svg_path.display());
     Ok(complete)
+}
+
+/// Whether `rate` is a rate iperf3 -b takes: a number with an optional k, M or G.
+fn is_rate(rate: &str) -> bool {
+    let number = rate
+        .strip_suffix(['k', 'K', 'm', 'M', 'g', 'G'])
+        .unwrap_or(rate);
+    number
+        .parse::<f64>()
+        .is_ok_and(|n| n.is_finite() && n >= 0.0)
 }
 
 /// The installed passt's package version (passt 2023 prints "unknown version" itself, passt
@@ -816,6 +842,12 @@ fn set_up(kind: Kind, args: &Args, bin: Option<&Path>) -> Result<Setup, String> 
     Ok(setup)
 }
 
+/// The console line the guest's script prints first.
+const SCRIPT_STARTED: &str = "run: mark=start";
+
+/// How long a guest may take from QEMU's start to its script.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
+
 /// What every measurement shares.
 struct Env<'a> {
     args: &'a Args,
@@ -935,7 +967,18 @@ fn measure(kind: Kind, env: &Env) -> Result<Measured, String> {
         plan.len()
     );
     let started = Instant::now();
-    let guest = vnu_tests::spawn(&opts).map_err(|e| e.to_string())?;
+    let mut guest = vnu_tests::spawn(&opts).map_err(|e| e.to_string())?;
+    // A QEMU that cannot set up its netdev (e.g. more queues than the backend offers) retries
+    // for ever without booting: give up on it after a boot's time, not the whole run's.
+    if let Err(e) = guest.wait_for_line(SCRIPT_STARTED, BOOT_TIMEOUT) {
+        let _ = std::process::Command::new("kill")
+            .arg(guest.pid().to_string())
+            .status();
+        return Err(match guest.wait() {
+            Err(qemu) => format!("the guest's script did not start: {qemu}"),
+            Ok(_) => format!("the guest's script did not start: {e}"),
+        });
+    }
     let watched = Watched {
         backend: setup.pid,
         qemu: guest.pid(),
@@ -1094,13 +1137,17 @@ fn wait_summary(first: &str, backend: Option<&Backend>, daemon: Option<&Daemon>)
 fn guest_script(plan: &[TestKind], servers: &[Server], args: &Args) -> String {
     let seconds = args.time;
     let mut script = format!(
-        "g() {{ awk '/^cpu / {{ print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9 }}' /proc/stat; }}\n\
+        "echo {}\n\
+         g() {{ awk '/^cpu / {{ print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9 }}' /proc/stat; }}\n\
          t() {{ k=$1; s=$2; shift 2; a=$(g); timeout {limit} iperf3 -c {GATEWAY} -f m -t {seconds} \"$@\" 2>&1 | \
          awk -v k=\"$k\" -v s=\"$s\" '(/sender|receiver/ && (s == 0 || /SUM/)) || /error/ {{ print \"iperf \" k \": \" $0 }}'; \
          echo \"gcpu $k: $a $(g)\"; }}\n\
          r() {{ timeout 120 nc {GATEWAY} $2 -e cat; echo \"rr $1: rc=$?\"; }}\n\
          c() {{ o=$(timeout {limit} /tmp/vnu-connrate {GATEWAY}:$2 {seconds} 2>&1); e=$?; \
          echo \"$o\" | sed \"s/^/connrate $1: /\"; [ $e = 0 ] || echo \"connrate $1: rc=$e\"; }}\n",
+        SCRIPT_STARTED
+            .strip_prefix("run: ")
+            .unwrap_or(SCRIPT_STARTED),
         limit = seconds + 20,
     );
     if plan.contains(&TestKind::ConnRate) {
@@ -1487,8 +1534,8 @@ fn write_svg(path: &Path, results: &[Measured], args: &Args, end_load: &str) -> 
     let mbit = |load, direction| bars(&|m: &Measured| direction_figures(m, load, direction).mbit);
     let higher = "Mbit/s, median; higher is better";
     let udp_note = format!(
-        "Mbit/s received (iperf3 -u -b 0 -l {}), median; higher is better",
-        args.udp_len
+        "Mbit/s received (iperf3 -u -b {} -l {}), median; higher is better",
+        args.udp_rate, args.udp_len
     );
     let panels = vec![
         Panel {
@@ -1585,4 +1632,69 @@ fn write_svg(path: &Path, results: &[Measured], args: &Args, end_load: &str) -> 
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
     std::fs::write(path, svg).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_iperf3_takes() {
+        for good in ["0", "800M", "2G", "1.5g", "100k"] {
+            assert!(is_rate(good), "{good}");
+        }
+        for bad in ["", "5x", "M", "-1M", "inf", "NaN", "1MM"] {
+            assert!(!is_rate(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn guest_busy_time_is_the_rise_of_the_busy_ticks() {
+        assert_eq!(guest_busy_seconds("1000 5000 1250 5400"), Some(2.5));
+        assert_eq!(guest_busy_seconds("1000 5000 900 5400"), None);
+        assert_eq!(guest_busy_seconds("1000 5000"), None);
+        assert_eq!(guest_busy_seconds("a b c d"), None);
+    }
+
+    #[test]
+    fn the_plan_follows_the_test_sets_in_a_fixed_order() {
+        let plan = test_plan(&[TestSet::Streams16, TestSet::Rr]);
+        assert_eq!(
+            plan,
+            [
+                TestKind::Latency,
+                TestKind::Iperf(Load::Streams, Direction::GuestToHost),
+                TestKind::Iperf(Load::Streams, Direction::HostToGuest),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_vhost_user_net_gets_its_queues_and_the_extra_arguments() {
+        let net = Net::VhostUser {
+            socket: "/tmp/s".into(),
+            reconnect: false,
+        };
+        let Net::Raw {
+            args,
+            shared_memory,
+            vectors,
+        } = guest_net(net, Some(2), vec!["-smp".into(), "2".into()])
+        else {
+            panic!("not raw");
+        };
+        assert_eq!(
+            args,
+            [
+                "-chardev",
+                "socket,id=c0,path=/tmp/s",
+                "-netdev",
+                "vhost-user,id=n0,chardev=c0,queues=2",
+                "-smp",
+                "2"
+            ]
+        );
+        assert!(shared_memory);
+        assert_eq!(vectors, Some(0));
+    }
 }
