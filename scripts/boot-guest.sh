@@ -18,6 +18,9 @@
 #   --mac MAC              guest MAC (default 52:54:00:41:2c:49)
 #   --v6wait SECONDS       how long the guest waits for a SLAAC address (default 3)
 #   --reconnect            with --vhost-user: chardev reconnect=1 (QEMU waits for the backend)
+#   --smp N                vCPUs (default 1)
+#   --queues N             with --vhost-user: N queue pairs (queues=N on the netdev, mq=on on
+#                          the device)
 #   --timeout SECONDS      kill QEMU after this long (default 180)
 #   --console FILE         also save the whole serial console there
 #   --full                 print the whole console, not only the marker section
@@ -32,7 +35,7 @@ HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 CACHE=${VNU_GUEST_CACHE:-/var/tmp/vnu-guest}
 QEMU=${VNU_QEMU:-qemu-system-x86_64}
 MODE=user USER_OPTS='' SOCK='' SCRIPT='' MAC=52:54:00:41:2c:49 V6WAIT=3 RECONNECT='' TIMEOUT=180
-CONSOLE='' FULL=0 SHARED_MEM=0 VECTORS='' EXTRA=() NETBOOT=''
+CONSOLE='' FULL=0 SHARED_MEM=0 VECTORS='' EXTRA=() NETBOOT='' SMP=1 QUEUES=''
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit "${1:-2}"; }
 
@@ -51,6 +54,8 @@ while [ $# -gt 0 ]; do
     --network-boot) NETBOOT=$2; shift 2 ;;
     --shared-mem) SHARED_MEM=1; shift ;;
     --vectors) VECTORS=$2; shift 2 ;;
+    --smp) SMP=$2; shift 2 ;;
+    --queues) QUEUES=$2; shift 2 ;;
     -h|--help) usage 0 ;;
     --) shift; MODE=raw; EXTRA=("$@"); break ;;
     *) echo "boot-guest: unknown option $1" >&2; usage ;;
@@ -69,7 +74,7 @@ case "$MODE" in
   vhost-user)
     [ -S "$SOCK" ] || [ -n "$RECONNECT" ] || { echo "boot-guest: no socket at $SOCK" >&2; exit 1; }
     SHARED_MEM=1; VECTORS=${VECTORS:-0}
-    NET=(-chardev "socket,id=c0,path=$SOCK$RECONNECT" -netdev "vhost-user,id=n0,chardev=c0") ;;
+    NET=(-chardev "socket,id=c0,path=$SOCK$RECONNECT" -netdev "vhost-user,id=n0,chardev=c0${QUEUES:+,queues=$QUEUES}") ;;
   raw) NET=("${EXTRA[@]}") ;;
 esac
 MEM=()
@@ -103,12 +108,12 @@ if [ -n "$NETBOOT" ]; then
 fi
 
 set +e
-timeout -k 5 "$TIMEOUT" "$QEMU" -accel tcg -m 512 "${MEM[@]}" -smp 1 \
+timeout -k 5 "$TIMEOUT" "$QEMU" -accel tcg -m 512 "${MEM[@]}" -smp "$SMP" \
   -nodefaults -no-reboot -display none \
   -chardev stdio,id=ser0,signal=on -serial chardev:ser0 \
   "${BOOT[@]}" "${FWCFG[@]}" \
   "${NET[@]}" \
-  -device "virtio-net-pci,netdev=n0,${ROM}mac=$MAC${VECTORS:+,vectors=$VECTORS}" \
+  -device "virtio-net-pci,netdev=n0,${ROM}mac=$MAC${VECTORS:+,vectors=$VECTORS}${QUEUES:+,mq=on}" \
   < /dev/null 2>&1 | tr -d '\r' | tee "$TMP/console" |
   if [ "$FULL" = 1 ]; then cat; else sed -un '/^=== VNU-GUEST BEGIN/,/^=== VNU-GUEST END/p'; fi
 status=("${PIPESTATUS[@]}")

@@ -13,7 +13,7 @@ use netcore::EngineOptions;
 use netplan::NetPlan;
 use vhost_net_user::device::{HOST_EVENT, NetBackend, RX_QUEUE, TX_QUEUE};
 use vhost_net_user::ring::GuestMem;
-use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::bindings::virtio_net::{
     VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
@@ -176,7 +176,7 @@ pub fn run(data: &[u8]) {
     };
     let mut plan = NetPlan::slirp_default();
     plan.mtu = if features & 0x40 != 0 { 9000 } else { 1500 };
-    let mut backend = NetBackend::new(plan, options, None).expect("device");
+    let backend = NetBackend::new(plan, options, None, 1).expect("device");
     backend.acked_features(acked);
     backend.set_event_idx(event_idx);
     backend

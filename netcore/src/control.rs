@@ -4,18 +4,21 @@
 //! # Theory of operation
 //!
 //! One [`Control`] lives for the whole process and is shared (through
-//! [`crate::EngineOptions::control`]) by the engine of every frontend connection, so a rule
-//! added or removed lasts across QEMU reconnects: a new engine takes the rules as they are.
+//! [`crate::EngineOptions::control`]) by the engines of every frontend connection (one per
+//! queue pair), so a rule added or removed lasts across QEMU reconnects: a new engine takes
+//! the rules as they are.
 //!
-//! Whoever changes the rules (the API socket's thread) binds the host sockets itself, outside
-//! any lock, then records the change under the mutex, bumps `generation` and writes the
-//! eventfd. The link's event loop watches the eventfd ([`crate::Engine::control_fd`]) beside the
-//! engine's own descriptor, even before the guest's rings exist; the engine, in its thread, locks
-//! the mutex only long enough to compare rule ids with the sockets it watches (adding and
-//! removing epoll registrations), answers a waiting question, sets `applied` to the
-//! generation it saw and wakes the waiters. The data path so never waits on a bind or on a
-//! client; the changer waits (bounded) for `applied`, so its reply comes after the change
-//! took effect.
+//! Each engine takes a [`Seat`] when it starts: its own eventfd and the generation it applied
+//! last. Whoever changes the rules (the API socket's thread) binds the host sockets itself,
+//! outside any lock, then records the change under the mutex, bumps `generation` and writes
+//! every seat's eventfd. The link's event loop watches the eventfd
+//! ([`crate::Engine::control_fd`]) beside the engine's own descriptor, even before the guest's
+//! rings exist; the engine, in its thread, locks the mutex only long enough to compare rule ids
+//! with the sockets it watches (adding and removing epoll registrations), adds its answer to a
+//! waiting question, records the generation it saw in its seat and wakes the waiters. The data
+//! path so never waits on a bind or on a client; the changer waits (bounded) until every seat
+//! has applied its generation, so its reply comes after the change took effect everywhere, and
+//! a question's answer sums every engine's.
 //!
 //! Dropping a rule drops the control's references to its sockets; the engine drops its own
 //! when it applies the change, and the listening socket closes. Connections accepted through
@@ -48,24 +51,50 @@ pub struct Rule {
 pub(crate) struct State {
     pub(crate) rules: Vec<Rule>,
     next_id: u32,
-    /// Bumped by every change or question; engines set `applied` to what they saw.
+    /// Bumped by every change or question; each engine records in its seat what it saw.
     generation: u64,
-    pub(crate) applied: u64,
-    /// Engines alive: with none, nobody will apply a change and nobody is waited for.
-    engines: usize,
+    /// Engines alive, by seat number, with the generation each applied last: with none,
+    /// nobody will apply a change and nobody is waited for.
+    seats: Vec<(u64, u64)>,
+    next_seat: u64,
     pub(crate) want_stats: bool,
-    pub(crate) stats: Option<Stats>,
+    /// One answer per engine that applied the question's generation.
+    pub(crate) stats: Vec<Stats>,
     pub(crate) want_flows: bool,
-    pub(crate) flows: Option<Vec<FlowInfo>>,
+    pub(crate) flows: Vec<FlowInfo>,
+    /// Engines that answered the question.
+    pub(crate) answered: usize,
+}
+
+/// One engine's place at a [`Control`]: its number and the eventfd that wakes it.
+#[derive(Debug)]
+pub struct Seat {
+    number: u64,
+    wake: Option<EventFd>,
+}
+
+impl Seat {
+    /// The eventfd the engine's link watches, if the control can change.
+    pub(crate) fn wake(&self) -> Option<&EventFd> {
+        self.wake.as_ref()
+    }
+
+    /// Consumes the eventfd's count (the engine, before applying).
+    pub(crate) fn take_wake(&self) {
+        if let Some(wake) = &self.wake {
+            let _ = wake.read();
+        }
+    }
 }
 
 /// The rules and the channel to the engines; see the module's theory of operation.
 pub struct Control {
     state: Mutex<State>,
     applied: Condvar,
-    /// Written when something changed; `None` for a control that never changes (tests, the
-    /// default options).
-    wake: Option<EventFd>,
+    /// The seats' eventfds, written when something changed (a copy of each seat's); empty
+    /// for a control that never changes (tests, the default options).
+    wakes: Mutex<Vec<(u64, EventFd)>>,
+    changeable: bool,
 }
 
 impl fmt::Debug for Control {
@@ -79,7 +108,7 @@ impl fmt::Debug for Control {
 impl Default for Control {
     /// No rules, and no way to change them.
     fn default() -> Self {
-        Control::with_wake(Vec::new(), None)
+        Control::with_wake(Vec::new(), false)
     }
 }
 
@@ -91,16 +120,15 @@ impl Control {
     /// A control holding `rules` (the forwards given at startup, ids from 1), which can be
     /// changed at run time.
     pub fn new(rules: Vec<(PortForward, Vec<ForwardSocket>)>) -> io::Result<Control> {
-        let wake = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?;
-        Ok(Control::with_wake(rules, Some(wake)))
+        Ok(Control::with_wake(rules, true))
     }
 
     /// A control holding `rules` that never changes.
     pub fn fixed(rules: Vec<(PortForward, Vec<ForwardSocket>)>) -> Control {
-        Control::with_wake(rules, None)
+        Control::with_wake(rules, false)
     }
 
-    fn with_wake(rules: Vec<(PortForward, Vec<ForwardSocket>)>, wake: Option<EventFd>) -> Self {
+    fn with_wake(rules: Vec<(PortForward, Vec<ForwardSocket>)>, changeable: bool) -> Self {
         let mut state = State {
             next_id: 1,
             ..State::default()
@@ -111,7 +139,8 @@ impl Control {
         Control {
             state: Mutex::new(state),
             applied: Condvar::new(),
-            wake,
+            wakes: Mutex::new(Vec::new()),
+            changeable,
         }
     }
 
@@ -119,34 +148,67 @@ impl Control {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The eventfd engines watch, if this control can change.
-    pub(crate) fn wake(&self) -> Option<&EventFd> {
-        self.wake.as_ref()
+    fn wakes(&self) -> MutexGuard<'_, Vec<(u64, EventFd)>> {
+        self.wakes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Consumes the eventfd's count (the engine, before applying).
-    pub(crate) fn take_wake(&self) {
-        if let Some(wake) = &self.wake {
-            let _ = wake.read();
-        }
-    }
-
-    /// An engine with this control came or went.
-    pub(crate) fn engine_started(&self) {
-        self.lock().engines += 1;
-    }
-
-    pub(crate) fn engine_stopped(&self) {
+    /// An engine starts: its seat, with an eventfd of its own if this control can change.
+    pub(crate) fn join(&self) -> io::Result<Seat> {
+        let wake = match self.changeable {
+            true => Some(EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?),
+            false => None,
+        };
+        let copy = wake.as_ref().map(EventFd::try_clone).transpose()?;
         let mut state = self.lock();
-        state.engines = state.engines.saturating_sub(1);
+        let number = state.next_seat;
+        state.next_seat += 1;
+        // It takes the rules as they are now, before it serves anything.
+        let generation = state.generation;
+        state.seats.push((number, generation));
+        if let Some(copy) = copy {
+            self.wakes().push((number, copy));
+        }
+        Ok(Seat { number, wake })
+    }
+
+    /// The engine of `seat` is gone: nobody waits for it any more.
+    pub(crate) fn leave(&self, seat: &Seat) {
+        let mut state = self.lock();
+        state.seats.retain(|&(n, _)| n != seat.number);
+        self.wakes().retain(|&(n, _)| n != seat.number);
         drop(state);
         self.applied.notify_all();
     }
 
-    /// An engine applied everything up to `generation`.
-    pub(crate) fn applied(&self, state: &mut State) {
-        state.applied = state.generation;
+    /// Whether the engine of `seat` has yet to apply the current generation (and so to answer
+    /// its question).
+    pub(crate) fn behind(state: &State, seat: &Seat) -> bool {
+        state
+            .seats
+            .iter()
+            .any(|&(n, applied)| n == seat.number && applied < state.generation)
+    }
+
+    /// The engine of `seat` applied everything up to the current generation.
+    pub(crate) fn applied(&self, state: &mut State, seat: &Seat) {
+        let generation = state.generation;
+        for (n, applied) in &mut state.seats {
+            if *n == seat.number {
+                *applied = generation;
+            }
+        }
         self.applied.notify_all();
+    }
+
+    /// Wakes every engine; an error if this control cannot change.
+    fn wake_all(&self) -> io::Result<()> {
+        if !self.changeable {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        for (_, wake) in self.wakes().iter() {
+            wake.write(1)?;
+        }
+        Ok(())
     }
 
     /// The rules as they are now: id, what was asked, and where each socket listens.
@@ -171,13 +233,15 @@ impl Control {
     /// Adds a rule whose sockets are bound already; returns its id once the running engine
     /// (if any) watches them.
     pub fn add(&self, spec: PortForward, sockets: Vec<ForwardSocket>) -> io::Result<u32> {
-        let wake = self.wake.as_ref().ok_or(io::ErrorKind::Unsupported)?;
+        if !self.changeable {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
         let mut state = self.lock();
         let id = state.push(spec, sockets);
         state.generation += 1;
         let generation = state.generation;
         drop(state);
-        wake.write(1)?;
+        self.wake_all()?;
         self.wait_applied(generation);
         Ok(id)
     }
@@ -185,7 +249,9 @@ impl Control {
     /// Removes rule `id`; returns what it was, once the running engine (if any) let go of
     /// its sockets, or `None` for an unknown id.
     pub fn remove(&self, id: u32) -> io::Result<Option<PortForward>> {
-        let wake = self.wake.as_ref().ok_or(io::ErrorKind::Unsupported)?;
+        if !self.changeable {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
         let mut state = self.lock();
         let Some(at) = state.rules.iter().position(|r| r.id == id) else {
             return Ok(None);
@@ -194,51 +260,61 @@ impl Control {
         state.generation += 1;
         let generation = state.generation;
         drop(state);
-        wake.write(1)?;
+        self.wake_all()?;
         self.wait_applied(generation);
         Ok(Some(rule.spec))
     }
 
-    /// The running engine's statistics, taken in its own thread; `None` when no engine runs
-    /// (no frontend connected) or it did not answer in time.
+    /// The running engines' statistics, each taken in its own thread and summed; `None` when
+    /// no engine runs (no frontend connected) or none answered in time.
     pub fn stats(&self) -> Option<Stats> {
-        self.ask(|s| &mut s.want_stats, |s| s.stats.take())
+        let parts = self.ask(|s| &mut s.want_stats, |s| std::mem::take(&mut s.stats))?;
+        let mut parts = parts.into_iter();
+        let mut sum = parts.next()?;
+        for part in parts {
+            sum.merge(&part);
+        }
+        Some(sum)
     }
 
-    /// The running engine's open flows, taken in its own thread; `None` as for
+    /// The running engines' open flows, taken in their own threads; `None` as for
     /// [`Control::stats`].
     pub fn flows(&self) -> Option<Vec<FlowInfo>> {
-        self.ask(|s| &mut s.want_flows, |s| s.flows.take())
+        self.ask(|s| &mut s.want_flows, |s| std::mem::take(&mut s.flows))
     }
 
-    /// Raises the question `want` points at, wakes the engine, and takes its answer.
+    /// Raises the question `want` points at, wakes the engines, and takes their answers.
     fn ask<T>(
         &self,
         want: impl Fn(&mut State) -> &mut bool,
-        answer: impl Fn(&mut State) -> Option<T>,
-    ) -> Option<T> {
-        let wake = self.wake.as_ref()?;
+        answers: impl Fn(&mut State) -> Vec<T>,
+    ) -> Option<Vec<T>> {
+        if !self.changeable {
+            return None;
+        }
         let mut state = self.lock();
-        if state.engines == 0 {
+        if state.seats.is_empty() {
             return None;
         }
         *want(&mut state) = true;
-        let _ = answer(&mut state);
+        let _ = answers(&mut state);
+        state.answered = 0;
         state.generation += 1;
         let generation = state.generation;
         drop(state);
-        wake.write(1).ok()?;
+        self.wake_all().ok()?;
         self.wait_applied(generation);
         let mut state = self.lock();
         *want(&mut state) = false;
-        answer(&mut state)
+        let got = answers(&mut state);
+        (state.answered > 0).then_some(got)
     }
 
-    /// Waits until the engines applied `generation`, none is left, or [`APPLY_WAIT`] passed.
+    /// Waits until every engine applied `generation`, none is left, or [`APPLY_WAIT`] passed.
     fn wait_applied(&self, generation: u64) {
         let deadline = Instant::now() + APPLY_WAIT;
         let mut state = self.lock();
-        while state.engines > 0 && state.applied < generation {
+        while state.seats.iter().any(|&(_, applied)| applied < generation) {
             let now = Instant::now();
             if now >= deadline {
                 log::warn!("runtime control: the engine did not apply a change in {APPLY_WAIT:?}");

@@ -19,6 +19,7 @@ pub mod guestfwd;
 pub mod launcher;
 pub mod link;
 pub mod nat;
+pub mod queue_pairs;
 pub mod ratelimit;
 pub mod service;
 pub mod smb;

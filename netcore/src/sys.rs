@@ -829,6 +829,14 @@ pub fn timer_fd(timer: &vmm_sys_util::timerfd::TimerFd) -> BorrowedFd<'_> {
     unsafe { BorrowedFd::borrow_raw(timer.as_raw_fd()) }
 }
 
+/// `event`'s descriptor, borrowed for as long as the eventfd: vmm-sys-util's `EventFd` owns
+/// it but implements only `AsRawFd`.
+pub fn event_fd(event: &vmm_sys_util::eventfd::EventFd) -> BorrowedFd<'_> {
+    // SAFETY: the `EventFd` keeps its descriptor open until it is dropped, which the borrow of
+    // `event` prevents for the returned lifetime.
+    unsafe { BorrowedFd::borrow_raw(event.as_raw_fd()) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

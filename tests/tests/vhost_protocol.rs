@@ -501,17 +501,18 @@ const BASE_FEATURES: u64 = 1 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_NET_F_MRG_RXBUF
 
 /// What the backend offers over the protocol is what the crate says the device implements
 /// (`device::offered_features`), and nothing a virtio-net device can only honour with parts
-/// this one lacks: a control queue, several queue pairs, UFO and ECN, a config space (MTU, MAC,
-/// link status), RSS and hash reports, the packed ring.
+/// this one lacks: a control queue (QEMU's own), UFO and ECN, a config space (MTU, MAC, link
+/// status), RSS and hash reports, the packed ring; and, limited to one queue pair, no
+/// multiqueue.
 #[test]
 fn offers_the_implemented_features_and_none_it_lacks() {
-    let backend = backend(&[]);
+    let backend = backend(&["--max-queue-pairs", "1"]);
     let stream = UnixStream::connect(backend.socket()).unwrap();
     let mut frontend = Frontend::from_stream(stream, 2);
     let features = frontend.get_features().unwrap();
     assert_eq!(
         features,
-        vhost_net_user::device::offered_features(),
+        vhost_net_user::device::offered_features(1),
         "offered {features:#x}"
     );
     for (name, bit) in [
@@ -536,13 +537,25 @@ fn offers_the_implemented_features_and_none_it_lacks() {
     let protocol = frontend.get_protocol_features().unwrap();
     assert!(protocol.contains(VhostUserProtocolFeatures::REPLY_ACK));
     for absent in [
-        VhostUserProtocolFeatures::MQ,
         VhostUserProtocolFeatures::CONFIG,
         VhostUserProtocolFeatures::MTU,
         VhostUserProtocolFeatures::RARP,
     ] {
         assert!(!protocol.contains(absent), "{absent:?} advertised");
     }
+}
+
+/// By default the device offers multiqueue (the virtio feature and the vhost-user protocol
+/// feature that lets QEMU ask how many pairs).
+#[test]
+fn offers_multiqueue_unless_limited_to_one_pair() {
+    let backend = backend(&[]);
+    let stream = UnixStream::connect(backend.socket()).unwrap();
+    let mut frontend = Frontend::from_stream(stream, 2);
+    let features = frontend.get_features().unwrap();
+    assert_ne!(features & 1 << VIRTIO_NET_F_MQ, 0, "offered {features:#x}");
+    let protocol = frontend.get_protocol_features().unwrap();
+    assert!(protocol.contains(VhostUserProtocolFeatures::MQ));
 }
 
 /// Every feature offered is one the backend honours: acked on its own (with VERSION_1) and

@@ -84,9 +84,15 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub resolv_conf: Option<PathBuf>,
 
-    /// Most TCP connections, and most UDP flows, open at once.
+    /// Most TCP connections, and most UDP flows, open at once (per queue pair in use).
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_flows: u32,
+
+    /// Most virtio queue pairs the vhost-user device offers (QEMU's `queues=`, libvirt's
+    /// `<driver queues=>`): one worker thread each. 1 turns multiqueue off.
+    #[arg(long, value_name = "N", default_value_t = crate::device::DEFAULT_MAX_QUEUE_PAIRS,
+          value_parser = clap::value_parser!(u16).range(1..=crate::device::MAX_QUEUE_PAIRS as i64))]
+    pub max_queue_pairs: u16,
 
     /// More log output (repeat for more).
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
@@ -631,6 +637,7 @@ fn setup(
             },
             one_off: args.one_off,
             capture,
+            max_queue_pairs: args.max_queue_pairs,
         },
         frontends,
         api,

@@ -1,7 +1,16 @@
-//! The vhost-user virtio-net device: one RX and one TX virtqueue feeding a netcore engine.
+//! The vhost-user virtio-net device: queue pairs of one RX and one TX virtqueue, each feeding
+//! a netcore engine of its own.
 //!
-//! A fresh [`NetBackend`] (engine state and exit eventfd) is made for every frontend
-//! connection; reusing an exit eventfd would stop the next connection's worker at once.
+//! A fresh [`NetBackend`] (engines and exit eventfd) is made for every frontend connection;
+//! reusing an exit eventfd would stop the next connection's workers at once.
+//!
+//! Multiqueue: the device offers `--max-queue-pairs` pairs (vring `2k` is pair `k`'s RX, `2k +
+//! 1` its TX) and vhost-user-backend runs one worker thread per pair
+//! ([`NetBackend::queues_per_thread`]), which sees only its own two vrings. Each pair's state
+//! (engine, scratch buffers, moderation timer, counters) sits behind a mutex of its own that
+//! only its worker takes on the packet path; the vhost-user thread takes it only to hand over
+//! features and memory. What the pairs' engines share is netcore's [`netcore::queue_pairs`].
+//! With one pair the engine runs alone, as before multiqueue.
 //!
 //! Guest mistakes never end the worker thread: vhost-user-backend ends it silently on any
 //! `Err` from `handle_event`, so every guest-caused failure is counted and logged here and
@@ -16,12 +25,15 @@ use netcore::capture::SharedCapture;
 use netcore::link::{RxOffloads, TxFrame};
 use netcore::{Engine, EngineOptions};
 use policy::NetPlan;
+use std::sync::{Mutex, MutexGuard};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
-use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
+
+use netcore::queue_pairs::QueuePairs;
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::bindings::virtio_net::{
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
-    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF,
 };
 use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic};
@@ -37,12 +49,20 @@ use crate::ring::{
 };
 use crate::vnet;
 
+/// A pair's RX and TX vrings, as its worker thread sees them (and as device events).
 pub const RX_QUEUE: usize = 0;
 pub const TX_QUEUE: usize = 1;
+/// Vrings per worker thread: one queue pair.
 pub const NUM_QUEUES: usize = 2;
-/// Device event for the engine's host sockets and timers (tokens up to `NUM_QUEUES` belong to
-/// vhost-user-backend).
-pub const HOST_EVENT: u16 = NUM_QUEUES as u16 + 1;
+/// Queue pairs offered when the command line does not say.
+pub const DEFAULT_MAX_QUEUE_PAIRS: u16 = 8;
+/// The most `--max-queue-pairs` may ask for: vhost-user-backend gives each thread a 64-bit
+/// vring mask, and 64 vrings are 32 pairs.
+pub const MAX_QUEUE_PAIRS: u16 = 32;
+/// Device event for the engine's host sockets and timers. vhost-user-backend keeps the events
+/// up to the device's number of vrings (its exit event) for itself, whichever thread they are
+/// registered in: ours start past the most vrings a device can have.
+pub const HOST_EVENT: u16 = 2 * MAX_QUEUE_PAIRS + 1;
 /// Device event for the TX moderation timer (see `TxModeration`).
 pub const MODERATION_EVENT: u16 = HOST_EVENT + 1;
 /// Device event for runtime control (the API socket's changes and questions), served even
@@ -55,9 +75,16 @@ pub const MAX_QUEUE_SIZE: usize = 1024;
 ///
 /// Checksum and segmentation offloads both ways: guest TCP payload goes to host sockets
 /// whole (a 64 KiB TSO frame in one write, no checksum needed), and frames to the guest skip
-/// checksums over payload we never read and carry up to 64 KiB of TCP at once.
-pub fn offered_features() -> u64 {
-    1 << VIRTIO_F_VERSION_1
+/// checksums over payload we never read and carry up to 64 KiB of TCP at once. Multiqueue
+/// when more than one pair is allowed (QEMU's control queue, which the guest needs to turn
+/// pairs on, is QEMU's own).
+pub fn offered_features(max_queue_pairs: u16) -> u64 {
+    let mq = if max_queue_pairs > 1 {
+        1 << VIRTIO_NET_F_MQ
+    } else {
+        0
+    };
+    mq | 1 << VIRTIO_F_VERSION_1
         | 1 << VIRTIO_NET_F_MRG_RXBUF
         | 1 << VIRTIO_RING_F_EVENT_IDX
         | 1 << VIRTIO_NET_F_CSUM
@@ -152,9 +179,9 @@ impl TxModeration {
     }
 }
 
-/// Device state for one frontend connection.
+/// One queue pair's state: its engine and what its worker thread reuses.
 #[derive(Debug)]
-pub struct NetBackend {
+pub struct Pair {
     engine: Engine,
     mem: Option<GuestMemoryAtomic<GuestMem>>,
     event_idx: bool,
@@ -162,24 +189,33 @@ pub struct NetBackend {
     counters: RingCounters,
     tx_scratch: TxScratch,
     rx_scratch: RxScratch,
-    exit: (EventConsumer, EventNotifier),
     tx_moderation: TxModeration,
-    /// Exit-event consumers handed to the worker threads: vhost-user-backend 0.24
-    /// (`VringEpollHandler::new`) takes them with `into_raw_fd` and never closes them.
-    handed_out: std::sync::Mutex<Vec<RawFd>>,
 }
 
-impl NetBackend {
-    pub fn new(
-        plan: NetPlan,
-        options: EngineOptions,
-        capture: Option<SharedCapture>,
-    ) -> io::Result<Self> {
-        let mut engine = Engine::with_options(plan, options)?;
-        if let Some(capture) = capture {
-            engine.set_capture(capture);
-        }
-        Ok(NetBackend {
+/// Device state for one frontend connection.
+#[derive(Debug)]
+pub struct NetBackend {
+    pairs: Vec<Mutex<Pair>>,
+    exit: (EventConsumer, EventNotifier),
+    /// Exit-event consumers handed to the worker threads: vhost-user-backend 0.24
+    /// (`VringEpollHandler::new`) takes them with `into_raw_fd` and never closes them.
+    handed_out: Mutex<Vec<RawFd>>,
+}
+
+/// The descriptors one pair's worker thread must watch beside its vrings.
+#[derive(Debug, Clone, Copy)]
+pub struct PairFds {
+    /// The engine's sockets and timers, as [`HOST_EVENT`].
+    pub host: RawFd,
+    /// The TX moderation timer, as [`MODERATION_EVENT`].
+    pub moderation: RawFd,
+    /// Runtime control, as [`CONTROL_EVENT`].
+    pub control: Option<RawFd>,
+}
+
+impl Pair {
+    fn new(engine: Engine) -> io::Result<Self> {
+        Ok(Pair {
             engine,
             mem: None,
             event_idx: false,
@@ -191,37 +227,8 @@ impl NetBackend {
             counters: RingCounters::default(),
             tx_scratch: TxScratch::default(),
             rx_scratch: RxScratch::default(),
-            exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC)?,
             tx_moderation: TxModeration::new()?,
-            handed_out: std::sync::Mutex::new(Vec::new()),
         })
-    }
-
-    /// The exit-event consumers the worker threads were given, which they leak: to be closed
-    /// (`sys::close_abandoned`) once the daemon, and so every worker, is gone.
-    pub fn take_handed_out(&self) -> Vec<RawFd> {
-        std::mem::take(&mut *self.handed_out.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// Wakes the worker threads so they exit; used when the connection ends.
-    pub fn exit_notifier(&self) -> io::Result<EventNotifier> {
-        self.exit.1.try_clone()
-    }
-
-    /// The descriptor the worker must watch (as [`HOST_EVENT`]) for the engine's sockets.
-    pub fn host_fd(&self) -> RawFd {
-        self.engine.host_fd()
-    }
-
-    /// The descriptor the worker must watch (as [`CONTROL_EVENT`]) for runtime control.
-    pub fn control_fd(&self) -> Option<RawFd> {
-        self.engine.control_fd()
-    }
-
-    /// The descriptor the worker must watch (as [`MODERATION_EVENT`]) for the TX moderation
-    /// timer.
-    pub fn moderation_fd(&self) -> RawFd {
-        self.tx_moderation.timer.as_raw_fd()
     }
 
     pub fn engine(&self) -> &Engine {
@@ -230,6 +237,14 @@ impl NetBackend {
 
     pub fn ring_counters(&self) -> RingCounters {
         self.counters
+    }
+
+    fn fds(&self) -> PairFds {
+        PairFds {
+            host: self.engine.host_fd(),
+            moderation: self.tx_moderation.timer.as_raw_fd(),
+            control: self.engine.control_fd(),
+        }
     }
 
     /// Drains the TX ring into the engine, then either asks for the guest's next kick or, for
@@ -326,6 +341,36 @@ impl NetBackend {
         self.with_rx(vrings, mem, |engine, rx| engine.poll_host(rx));
     }
 
+    /// One event of this pair's worker thread; `vrings` are the pair's RX and TX.
+    fn handle_event(&mut self, device_event: u16, vrings: &[VringRwLock]) {
+        if device_event == CONTROL_EVENT {
+            self.engine.on_control_event();
+            return;
+        }
+        let Some(atomic) = self.mem.clone() else {
+            return;
+        };
+        if vrings.len() < NUM_QUEUES {
+            return;
+        }
+        let mem = atomic.memory();
+        match device_event {
+            HOST_EVENT => self.process_host(vrings, &mem),
+            MODERATION_EVENT => {
+                if self.tx_moderation.expired() {
+                    self.process_tx(vrings, &mem);
+                }
+            }
+            e if usize::from(e) == RX_QUEUE => {
+                self.rx_scratch.kicked();
+                self.process_rx(vrings, &mem);
+            }
+            e if usize::from(e) == TX_QUEUE => self.process_tx(vrings, &mem),
+            other => log::debug!("unexpected device event {other}"),
+        }
+        self.settle(vrings, &mem);
+    }
+
     /// After any batch: serves what the guest posted without a kick reaching us, and interrupts
     /// a guest left waiting (see `ring`'s notes on lost notifications). Bounded, so that a
     /// guest posting without pause cannot keep the worker from its other events.
@@ -358,12 +403,89 @@ impl NetBackend {
     }
 }
 
-impl VhostUserBackendMut for NetBackend {
+impl NetBackend {
+    /// A device of `max_queue_pairs` pairs (at least one), each with an engine for `plan`.
+    pub fn new(
+        plan: NetPlan,
+        options: EngineOptions,
+        capture: Option<SharedCapture>,
+        max_queue_pairs: u16,
+    ) -> io::Result<Self> {
+        let count = max_queue_pairs.clamp(1, MAX_QUEUE_PAIRS);
+        let shared = match count {
+            1 => None,
+            _ => Some(QueuePairs::new(count, &plan)?),
+        };
+        let pairs = (0..count)
+            .map(|index| {
+                let options = EngineOptions {
+                    queue_pair: shared.as_ref().and_then(|s| s.pair(index)),
+                    ..options.clone()
+                };
+                let mut engine = Engine::with_options(plan.clone(), options)?;
+                if let Some(capture) = &capture {
+                    engine.set_capture(capture.clone());
+                }
+                Ok(Mutex::new(Pair::new(engine)?))
+            })
+            .collect::<io::Result<_>>()?;
+        Ok(NetBackend {
+            pairs,
+            exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC)?,
+            handed_out: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn pair(&self, index: usize) -> Option<MutexGuard<'_, Pair>> {
+        let pair = self.pairs.get(index)?;
+        Some(pair.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn each_pair(&self, mut f: impl FnMut(&mut Pair)) {
+        for index in 0..self.pairs.len() {
+            if let Some(mut pair) = self.pair(index) {
+                f(&mut pair);
+            }
+        }
+    }
+
+    /// How many queue pairs the device offers.
+    pub fn queue_pairs(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// What pair `index`'s worker thread must watch beside its vrings.
+    pub fn pair_fds(&self, index: usize) -> Option<PairFds> {
+        self.pair(index).map(|pair| pair.fds())
+    }
+
+    /// Runs `f` on each pair's state, in order (for the summary when the connection ends).
+    pub fn with_pairs(&self, mut f: impl FnMut(usize, &Pair)) {
+        for index in 0..self.pairs.len() {
+            if let Some(pair) = self.pair(index) {
+                f(index, &pair);
+            }
+        }
+    }
+
+    /// The exit-event consumers the worker threads were given, which they leak: to be closed
+    /// (`sys::close_abandoned`) once the daemon, and so every worker, is gone.
+    pub fn take_handed_out(&self) -> Vec<RawFd> {
+        std::mem::take(&mut *self.handed_out.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Wakes the worker threads so they exit; used when the connection ends.
+    pub fn exit_notifier(&self) -> io::Result<EventNotifier> {
+        self.exit.1.try_clone()
+    }
+}
+
+impl VhostUserBackend for NetBackend {
     type Bitmap = ();
     type Vring = VringRwLock;
 
     fn num_queues(&self) -> usize {
-        NUM_QUEUES
+        NUM_QUEUES * self.pairs.len()
     }
 
     fn max_queue_size(&self) -> usize {
@@ -371,12 +493,17 @@ impl VhostUserBackendMut for NetBackend {
     }
 
     fn features(&self) -> u64 {
-        offered_features()
+        offered_features(self.pairs.len() as u16)
     }
 
-    fn acked_features(&mut self, features: u64) {
+    /// One worker thread per queue pair, each with the pair's two vrings.
+    fn queues_per_thread(&self) -> Vec<u64> {
+        (0..self.pairs.len()).map(|k| 0b11 << (2 * k)).collect()
+    }
+
+    fn acked_features(&self, features: u64) {
         let acked = |bit: u32| features & (1 << bit) != 0;
-        self.rx_features = RxFeatures {
+        let rx_features = RxFeatures {
             header_len: vnet::header_len(features),
             mergeable: acked(VIRTIO_NET_F_MRG_RXBUF),
             offloads: RxOffloads {
@@ -385,28 +512,30 @@ impl VhostUserBackendMut for NetBackend {
                 tso6: acked(VIRTIO_NET_F_GUEST_TSO6) && acked(VIRTIO_NET_F_GUEST_CSUM),
             },
         };
+        self.each_pair(|pair| pair.rx_features = rx_features);
         // `key=value` words: tests and readers match on them (not on `Debug`).
         let RxFeatures {
             header_len,
             mergeable,
             offloads: RxOffloads { csum, tso4, tso6 },
-        } = self.rx_features;
+        } = rx_features;
+        let mq = acked(VIRTIO_NET_F_MQ);
         log::debug!(
             "features acked: {features:#x}: header_len={header_len} mergeable={mergeable} \
-             csum={csum} tso4={tso4} tso6={tso6}"
+             csum={csum} tso4={tso4} tso6={tso6} mq={mq}"
         );
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        VhostUserProtocolFeatures::REPLY_ACK
+        VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::MQ
     }
 
-    fn set_event_idx(&mut self, enabled: bool) {
-        self.event_idx = enabled;
+    fn set_event_idx(&self, enabled: bool) {
+        self.each_pair(|pair| pair.event_idx = enabled);
     }
 
-    fn update_memory(&mut self, mem: GuestMemoryAtomic<GuestMem>) -> io::Result<()> {
-        self.mem = Some(mem);
+    fn update_memory(&self, mem: GuestMemoryAtomic<GuestMem>) -> io::Result<()> {
+        self.each_pair(|pair| pair.mem = Some(mem.clone()));
         Ok(())
     }
 
@@ -420,40 +549,18 @@ impl VhostUserBackendMut for NetBackend {
         Some((consumer, notifier))
     }
 
+    /// `thread_id` is the queue pair: each thread has one ([`NetBackend::queues_per_thread`]).
     fn handle_event(
-        &mut self,
+        &self,
         device_event: u16,
         _evset: EventSet,
         vrings: &[VringRwLock],
-        _thread_id: usize,
+        thread_id: usize,
     ) -> io::Result<()> {
         crate::sandbox::narrow_worker_thread();
-        if device_event == CONTROL_EVENT {
-            self.engine.on_control_event();
-            return Ok(());
+        if let Some(mut pair) = self.pair(thread_id) {
+            pair.handle_event(device_event, vrings);
         }
-        let Some(atomic) = self.mem.clone() else {
-            return Ok(());
-        };
-        if vrings.len() < NUM_QUEUES {
-            return Ok(());
-        }
-        let mem = atomic.memory();
-        match device_event {
-            HOST_EVENT => self.process_host(vrings, &mem),
-            MODERATION_EVENT => {
-                if self.tx_moderation.expired() {
-                    self.process_tx(vrings, &mem);
-                }
-            }
-            e if usize::from(e) == RX_QUEUE => {
-                self.rx_scratch.kicked();
-                self.process_rx(vrings, &mem);
-            }
-            e if usize::from(e) == TX_QUEUE => self.process_tx(vrings, &mem),
-            other => log::debug!("unexpected device event {other}"),
-        }
-        self.settle(vrings, &mem);
         Ok(())
     }
 }
@@ -490,7 +597,7 @@ mod tests {
                 max_flows: 0,
                 ..EngineOptions::default()
             };
-            let mut backend = NetBackend::new(NetPlan::default(), options, None).unwrap();
+            let backend = NetBackend::new(NetPlan::default(), options, None, 1).unwrap();
             backend.acked_features(1 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_RING_F_EVENT_IDX);
             backend.set_event_idx(true);
             backend

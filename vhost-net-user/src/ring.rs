@@ -264,6 +264,24 @@ pub struct RingCounters {
     pub late_interrupts: u64,
 }
 
+impl RingCounters {
+    /// Adds `other`'s counts (another queue pair's) to these.
+    pub fn add(&mut self, other: &RingCounters) {
+        let RingCounters {
+            bad_tx_chains,
+            bad_rx_chains,
+            late_tx,
+            late_rx,
+            late_interrupts,
+        } = *other;
+        self.bad_tx_chains += bad_tx_chains;
+        self.bad_rx_chains += bad_rx_chains;
+        self.late_tx += late_tx;
+        self.late_rx += late_rx;
+        self.late_interrupts += late_interrupts;
+    }
+}
+
 /// A popped RX chain within a slot; its segments follow those of the chains before it.
 #[derive(Debug, Clone, Copy)]
 struct RxChain {

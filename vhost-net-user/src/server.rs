@@ -10,7 +10,7 @@
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use netcore::EngineOptions;
 use netcore::capture::SharedCapture;
@@ -31,6 +31,8 @@ pub struct ServeConfig {
     pub engine: EngineOptions,
     pub one_off: bool,
     pub capture: Option<SharedCapture>,
+    /// Queue pairs the ring link offers (`--max-queue-pairs`).
+    pub max_queue_pairs: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,30 +120,32 @@ fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), Se
         config.plan.clone(),
         config.engine.clone(),
         config.capture.clone(),
+        config.max_queue_pairs,
     )
     .map_err(ServeError::Device)?;
     let exit = backend.exit_notifier().map_err(ServeError::Device)?;
-    let host_fd = backend.host_fd();
-    let moderation_fd = backend.moderation_fd();
-    let control_fd = backend.control_fd();
-    let backend = Arc::new(RwLock::new(backend));
+    let backend = Arc::new(backend);
     let mut daemon = VhostUserDaemon::new(
         "vhost-net-user".into(),
         backend.clone(),
         GuestMemoryAtomic::new(GuestMemoryMmap::new()),
     )
     .map_err(ServeError::Daemon)?;
-    // One worker thread serves both queues and the engine's host sockets.
-    daemon.get_epoll_handlers()[0]
-        .register_listener(host_fd, EventSet::IN, u64::from(HOST_EVENT))
-        .map_err(ServeError::Device)?;
-    daemon.get_epoll_handlers()[0]
-        .register_listener(moderation_fd, EventSet::IN, u64::from(MODERATION_EVENT))
-        .map_err(ServeError::Device)?;
-    if let Some(fd) = control_fd {
-        daemon.get_epoll_handlers()[0]
-            .register_listener(fd, EventSet::IN, u64::from(CONTROL_EVENT))
-            .map_err(ServeError::Device)?;
+    // One worker thread per queue pair serves its two vrings and its engine's host sockets.
+    for (index, handler) in daemon.get_epoll_handlers().iter().enumerate() {
+        let Some(fds) = backend.pair_fds(index) else {
+            break;
+        };
+        let watch = |fd, event: u16| {
+            handler
+                .register_listener(fd, EventSet::IN, u64::from(event))
+                .map_err(ServeError::Device)
+        };
+        watch(fds.host, HOST_EVENT)?;
+        watch(fds.moderation, MODERATION_EVENT)?;
+        if let Some(fd) = fds.control {
+            watch(fd, CONTROL_EVENT)?;
+        }
     }
 
     let (mut listener, daemon_side) = daemon_socket().map_err(ServeError::InternalSocket)?;
@@ -165,7 +169,6 @@ fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), Se
     for relay in relays {
         let _ = relay.join();
     }
-    let backend = backend.read().unwrap_or_else(|p| p.into_inner());
     for fd in backend.take_handed_out() {
         #[allow(unsafe_code)]
         // SAFETY: the daemon is dropped, so its worker threads, which took these descriptors
@@ -174,19 +177,45 @@ fn serve_connection(frontend: UnixStream, config: &ServeConfig) -> Result<(), Se
             crate::sys::close_abandoned(fd)
         };
     }
-    // The engine's `key=value` statistics, then the ring's under `ring.`.
+    log_summary(&backend);
+    result
+}
+
+/// The engines' `key=value` statistics summed over the queue pairs, then the rings' under
+/// `ring.`; with several pairs, the frames both ways of each pair that carried any
+/// (`pairN.tx`, `pairN.rx`), which show whether the guest spread its traffic.
+fn log_summary(backend: &NetBackend) {
+    let mut stats: Option<netcore::engine::Stats> = None;
+    let mut ring = crate::ring::RingCounters::default();
+    let mut per_pair = String::new();
+    backend.with_pairs(|index, pair| {
+        let pair_stats = pair.engine().stats();
+        match &mut stats {
+            Some(sum) => sum.merge(&pair_stats),
+            None => stats = Some(pair_stats),
+        }
+        ring.add(&pair.ring_counters());
+        let used = pair_stats.engine.tx_frames + pair_stats.engine.rx_frames > 0;
+        if backend.queue_pairs() > 1 && used {
+            use std::fmt::Write as _;
+            let _ = write!(
+                per_pair,
+                " pair{index}.tx={} pair{index}.rx={}",
+                pair_stats.engine.tx_frames, pair_stats.engine.rx_frames
+            );
+        }
+    });
     let crate::ring::RingCounters {
         bad_tx_chains,
         bad_rx_chains,
         late_tx,
         late_rx,
         late_interrupts,
-    } = backend.ring_counters();
+    } = ring;
     log::info!(
         "connection summary: {} ring.bad_tx_chains={bad_tx_chains} \
          ring.bad_rx_chains={bad_rx_chains} ring.late_tx={late_tx} ring.late_rx={late_rx} \
-         ring.late_interrupts={late_interrupts}",
-        backend.engine().stats()
+         ring.late_interrupts={late_interrupts}{per_pair}",
+        stats.unwrap_or_default()
     );
-    result
 }

@@ -329,6 +329,7 @@ mod tests {
             },
             one_off: true,
             capture: None,
+            max_queue_pairs: 1,
         };
         let server = std::thread::spawn(move || serve_connection(backend, &config));
         // An ARP request for the gateway, split across two writes.

@@ -50,6 +50,9 @@ impl Engine {
         if !src.is_multicast() && src != MacAddr::default() {
             self.guest_mac = Some(src);
         }
+        if !self.pair_in_use {
+            self.pair_used();
+        }
 
         self.reply_buf.clear();
         let verdict = match ethertype {
@@ -259,7 +262,7 @@ impl Engine {
                 let Some(request) = udp::parse_in(ip, &self.frame_buf) else {
                     return Verdict::Malformed;
                 };
-                let v = self.dhcp.handle(
+                let v = self.dhcp.lock().unwrap_or_else(|p| p.into_inner()).handle(
                     &self.plan,
                     &mut self.ip_ident,
                     v4.dst,
@@ -337,6 +340,9 @@ impl Engine {
             return Verdict::Malformed;
         }
         let guest = SocketAddr::new(ip.src(), ports.0);
+        if self.hand_off(|e| e.udp.held_elsewhere(guest), frame) {
+            return Verdict::Consumed;
+        }
         let dst = SocketAddr::new(ip.dst(), ports.1);
         let target = nat::outbound(&self.plan, &self.options.upstream, dst);
         let mut ctx = ctx!(self);
@@ -376,6 +382,13 @@ impl Engine {
         let Some(seg) = tcp::Segment::parse(ip.src(), ip.dst(), l4, ip.l4_offset, ip.l4_len) else {
             return Verdict::Malformed;
         };
+        let key = tcp::FlowKey {
+            guest: seg.guest,
+            remote: seg.remote,
+        };
+        if self.hand_off(|e| e.tcp.held_elsewhere(key), frame) {
+            return Verdict::Consumed;
+        }
         let plan = &self.plan;
         let upstream = &self.options.upstream;
         let mut ctx = ctx!(self);
@@ -430,11 +443,76 @@ impl Engine {
         let Some(icmp_bytes) = self.frame_buf.get(ip.l4_offset..ip.l4_offset + ip.l4_len) else {
             return Verdict::Malformed;
         };
+        let (guest, remote) = (ip.src(), ip.dst());
+        if let Some(owner) =
+            self.held_elsewhere(|e| e.ping.held_elsewhere(guest, remote, icmp_bytes))
+        {
+            // The request was copied whole into `frame_buf` (`load_whole`): hand that over.
+            let request = std::mem::take(&mut self.frame_buf);
+            self.hand_to(owner, &request[..]);
+            self.frame_buf = request;
+            return Verdict::Consumed;
+        }
+        let Some(icmp_bytes) = self.frame_buf.get(ip.l4_offset..ip.l4_offset + ip.l4_len) else {
+            return Verdict::Malformed;
+        };
         let mut ctx = ctx!(self);
         self.ping
             .on_request(&mut ctx, ip.src(), ip.dst(), dest, icmp_bytes);
         self.arm_timer();
         Verdict::Consumed
+    }
+
+    /// The other queue pair that holds the flow `held` looks for, when there are several and
+    /// this frame was not handed over already (see [`crate::queue_pairs`]).
+    fn held_elsewhere(&self, held: impl FnOnce(&Self) -> Option<u16>) -> Option<u16> {
+        if self.options.queue_pair.is_none() || self.handling_handed {
+            return None;
+        }
+        held(self)
+    }
+
+    /// Hands `frame` to the queue pair holding its flow, if another does; true if it did
+    /// (or dropped it, the owner's inbox being full).
+    fn hand_off<F: TxFrame + ?Sized>(
+        &mut self,
+        held: impl FnOnce(&Self) -> Option<u16>,
+        frame: &F,
+    ) -> bool {
+        match self.held_elsewhere(held) {
+            Some(owner) => {
+                self.hand_to(owner, frame);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn hand_to<F: TxFrame + ?Sized>(&mut self, owner: u16, frame: &F) {
+        let Some(pair) = &self.options.queue_pair else {
+            return;
+        };
+        if pair.hand_to(owner, frame) {
+            self.counters.tx_handed_off += 1;
+        } else {
+            self.counters.tx_handoff_dropped += 1;
+        }
+    }
+
+    /// Frames other queue pairs handed to this one: handled as this pair's own, in order.
+    pub(super) fn on_inbox<L: RxLink>(&mut self, rx: &mut L) {
+        let Some(pair) = self.options.queue_pair.clone() else {
+            return;
+        };
+        let mut handed = std::mem::take(&mut self.handed);
+        pair.take_inbox(&mut handed);
+        self.handling_handed = true;
+        for frame in &handed {
+            self.handle_frame(frame, rx);
+        }
+        self.handling_handed = false;
+        handed.clear();
+        self.handed = handed;
     }
 
     /// Tells the guest that the packet in `frame` could not be delivered: ICMP or ICMPv6

@@ -32,7 +32,7 @@ impl Engine {
         self.rules_watched
             .retain(|id| state.rules.iter().any(|r| r.id == *id));
         for rule in &state.rules {
-            if self.rules_watched.contains(&rule.id) {
+            if self.rules_watched.contains(&rule.id) || !self.takes_forward(&rule.spec) {
                 continue;
             }
             self.rules_watched.push(rule.id);
@@ -45,15 +45,45 @@ impl Engine {
                 self.forwards.push(Some((rule.id, Arc::clone(fwd))));
             }
         }
-        if state.want_stats {
-            state.stats = Some(self.stats());
-            state.want_stats = false;
+        if Control::behind(&state, &self.seat) && (state.want_stats || state.want_flows) {
+            state.answered += 1;
+            if state.want_stats {
+                state.stats.push(self.stats());
+            }
+            if state.want_flows {
+                let flows = self.flows();
+                state.flows.extend(flows);
+            }
         }
-        if state.want_flows {
-            state.flows = Some(self.flows());
-            state.want_flows = false;
+        control.applied(&mut state, &self.seat);
+    }
+
+    /// Whether this engine watches the forward `spec`: every one with a single queue pair or
+    /// on the first; on the others, TCP ports once the guest used the pair (see
+    /// [`crate::queue_pairs`]).
+    fn takes_forward(&self, spec: &netplan::PortForward) -> bool {
+        match &self.options.queue_pair {
+            Some(pair) if pair.index() != 0 => {
+                self.pair_in_use
+                    && spec.proto == netplan::Proto::Tcp
+                    && matches!(spec.host, netplan::HostListen::Inet { .. })
+            }
+            _ => true,
         }
-        control.applied(&mut state);
+    }
+
+    /// The first guest frame on a queue pair other than the first: its engine starts taking
+    /// forwarded connections.
+    pub(super) fn pair_used(&mut self) {
+        self.pair_in_use = true;
+        if self
+            .options
+            .queue_pair
+            .as_ref()
+            .is_some_and(|p| p.index() != 0)
+        {
+            self.apply_control();
+        }
     }
 
     /// The next port of [`UNIX_PEER_PORTS`].
@@ -71,8 +101,15 @@ impl Engine {
     /// multicast: from the source of what it sends, or from its duplicate address detection,
     /// so that forwards reach a guest that has configured an address but not used it yet.
     pub(super) fn learn_guest_ipv6(&mut self, addr: Ipv6Addr) {
-        if !addr.is_multicast() && !addr.is_unicast_link_local() && !addr.is_unspecified() {
+        if !addr.is_multicast()
+            && !addr.is_unicast_link_local()
+            && !addr.is_unspecified()
+            && self.guest_ipv6 != Some(addr)
+        {
             self.guest_ipv6 = Some(addr);
+            if let Some(pair) = &self.options.queue_pair {
+                pair.learn_guest_ipv6(addr);
+            }
         }
     }
 
@@ -172,7 +209,12 @@ impl Engine {
             fwd,
             &self.plan,
             &self.options.upstream,
-            self.guest_ipv6,
+            // The pairs share what any of them learned last.
+            self.options
+                .queue_pair
+                .as_ref()
+                .and_then(|pair| pair.guest_ipv6())
+                .or(self.guest_ipv6),
             peer,
         )
     }

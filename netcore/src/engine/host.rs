@@ -62,6 +62,10 @@ impl Engine {
                 self.on_forward_event(index, rx);
                 return;
             }
+            Token::Inbox => {
+                self.on_inbox(rx);
+                return;
+            }
             Token::Timer => self.resume_forwards(Instant::now()),
             _ => {}
         }
@@ -84,7 +88,7 @@ impl Engine {
                 self.udp.on_tick(ctx.now);
                 self.ping.on_tick(ctx.now);
             }
-            Token::Forward(_) => {}
+            Token::Forward(_) | Token::Inbox => {}
         }
     }
 

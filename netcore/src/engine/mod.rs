@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::net::Ipv6Addr;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use netplan::{MacAddr, NetPlan};
@@ -34,12 +34,13 @@ use vmm_sys_util::epoll::{Epoll, EpollEvent};
 use vmm_sys_util::timerfd::TimerFd;
 
 use crate::capture::{SharedCapture, Tap};
-use crate::control::Control;
+use crate::control::{Control, Seat};
 use crate::flow::epoll::{self, Token};
 use crate::forward::{self, ForwardSocket, Local, Peer};
 use crate::link::{RxLink, TxFrame};
 use crate::nat::{self, Ctx, Target, Upstream};
 use crate::ping::PingTable;
+use crate::queue_pairs::{HandedFrame, QueuePair};
 use crate::service::{dhcp, ndp, tftp};
 use crate::tcp::{SegmentOutcome, TcpTable};
 use crate::udp::{Sent, UdpTable};
@@ -76,6 +77,9 @@ pub struct EngineOptions {
     /// How long a TCP connection may go without traffic before it is closed
     /// ([`crate::tcp::IDLE_TIMEOUT`] by default).
     pub tcp_idle_timeout: Duration,
+    /// The queue pair this engine serves when the link has several, and what it shares with
+    /// the other pairs' engines ([`crate::queue_pairs`]); `None` with one.
+    pub queue_pair: Option<QueuePair>,
 }
 
 impl Default for EngineOptions {
@@ -85,6 +89,7 @@ impl Default for EngineOptions {
             max_flows: 4096,
             control: Arc::new(Control::default()),
             tcp_idle_timeout: crate::tcp::IDLE_TIMEOUT,
+            queue_pair: None,
         }
     }
 }
@@ -95,7 +100,8 @@ pub struct Engine {
     plan: NetPlan,
     options: EngineOptions,
     guest_mac: Option<MacAddr>,
-    dhcp: dhcp::Server,
+    /// Shared by the engines of all queue pairs: one guest, one set of leases.
+    dhcp: Arc<Mutex<dhcp::Server>>,
     tftp: tftp::Server,
     /// Identification of the IPv4 packets we send, one sequence for all of them (as slirp).
     ip_ident: Ident,
@@ -132,6 +138,15 @@ pub struct Engine {
     tcp: TcpTable,
     udp: UdpTable,
     ping: PingTable,
+    /// Runtime control's record of this engine ([`Control::join`]).
+    seat: Seat,
+    /// This engine's queue pair has carried a guest frame (forwards wait for it on pairs
+    /// other than the first; see [`crate::queue_pairs`]).
+    pair_in_use: bool,
+    /// Frames other pairs handed over are being handled: they are not handed on again.
+    handling_handed: bool,
+    /// Reused list of the frames taken from this pair's inbox.
+    handed: Vec<HandedFrame>,
 }
 
 /// Splits the engine into the flow context and the tables, so both can be borrowed at once.
@@ -175,12 +190,26 @@ impl Engine {
         let mut tcp = TcpTable::new(options.max_flows);
         tcp.set_idle_timeout(options.tcp_idle_timeout);
         tcp.set_guest_forwards(plan.guest_forwards.clone());
+        let mut udp = UdpTable::new(options.max_flows);
+        let mut ping = PingTable::new(options.max_flows.min(256));
+        let dhcp = match &options.queue_pair {
+            Some(pair) => {
+                tcp.join(pair);
+                udp.join(pair);
+                ping.join(pair);
+                let inbox = crate::sys::event_fd(pair.inbox_fd());
+                epoll::add(&epoll, inbox, readable, Token::Inbox)?;
+                Arc::clone(&pair.shared().dhcp)
+            }
+            None => Arc::new(Mutex::new(dhcp::Server::new(&plan))),
+        };
+        let seat = options.control.join()?;
         let mut engine = Engine {
-            dhcp: dhcp::Server::new(&plan),
+            dhcp,
             tftp: tftp::Server::new(&plan),
             tcp,
-            udp: UdpTable::new(options.max_flows),
-            ping: PingTable::new(options.max_flows.min(256)),
+            udp,
+            ping,
             plan,
             options,
             guest_mac: None,
@@ -201,8 +230,11 @@ impl Engine {
             timer_mode: TimerMode::Off,
             forwards: Vec::new(),
             rules_watched: Vec::new(),
+            seat,
+            pair_in_use: false,
+            handling_handed: false,
+            handed: Vec::new(),
         };
-        engine.options.control.engine_started();
         engine.apply_control();
         Ok(engine)
     }
@@ -288,14 +320,14 @@ impl Engine {
     /// out of the engine's own epoll set so that a link can serve it before the guest's
     /// memory and rings exist, when it serves no host events.
     pub fn control_fd(&self) -> Option<RawFd> {
-        self.options.control.wake().map(|w| w.as_raw_fd())
+        self.seat.wake().map(|w| w.as_raw_fd())
     }
 
     /// Applies runtime control's changes and answers its question; call when
     /// [`Engine::control_fd`] is readable.
     pub fn on_control_event(&mut self) {
         let started = Instant::now();
-        self.options.control.take_wake();
+        self.seat.take_wake();
         self.apply_control();
         // What a request costs the data path: this thread serves the guest too.
         log::debug!("runtime control applied in {:?}", started.elapsed());
@@ -341,7 +373,7 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.options.control.engine_stopped();
+        self.options.control.leave(&self.seat);
     }
 }
 

@@ -29,6 +29,15 @@ impl Engine {
         let Some(v6) = advertised_ipv6(&self.plan) else {
             return;
         };
+        // With several queue pairs, the first one's engine advertises for all.
+        if self
+            .options
+            .queue_pair
+            .as_ref()
+            .is_some_and(|p| p.index() != 0)
+        {
+            return;
+        }
         if self.next_ra.is_some_and(|t| t <= now) {
             self.reply_buf.clear();
             ndp::router_advert(

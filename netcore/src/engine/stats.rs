@@ -38,6 +38,10 @@ pub struct Counters {
     pub accept_failures: u64,
     /// Times a forwarded port was left unwatched for a while: out of descriptors or memory.
     pub forwards_paused: u64,
+    /// Guest frames of a flow another queue pair holds, handed to that pair.
+    pub tx_handed_off: u64,
+    /// Such frames dropped because the holder's inbox was full.
+    pub tx_handoff_dropped: u64,
 }
 
 /// Flows and sessions open at the moment the statistics were taken.
@@ -85,10 +89,25 @@ macro_rules! each_field {
 impl Stats {
     /// Calls `f` with every key and its value, in the fixed order of the text form.
     pub fn for_each(&self, mut f: impl FnMut(&'static str, u64)) {
+        let mut copy = *self;
+        copy.visit(|key, value| f(key, *value));
+    }
+
+    /// Adds `other`'s counts to these, key by key: the engines of several queue pairs serve
+    /// one guest, and their sum is its picture.
+    pub fn merge(&mut self, other: &Stats) {
+        let mut values = Vec::with_capacity(64);
+        other.for_each(|_, value| values.push(value));
+        let mut values = values.into_iter();
+        self.visit(|_, value| *value = value.saturating_add(values.next().unwrap_or(0)));
+    }
+
+    /// Calls `f` with every key and its value to change, in the fixed order of the text form.
+    fn visit(&mut self, mut f: impl FnMut(&'static str, &mut u64)) {
         each_field!(
             f,
             "",
-            self.engine,
+            &mut self.engine,
             Counters {
                 tx_frames,
                 rx_frames,
@@ -102,12 +121,14 @@ impl Stats {
                 tx_host_internal,
                 accept_failures,
                 forwards_paused,
+                tx_handed_off,
+                tx_handoff_dropped,
             }
         );
         each_field!(
             f,
             "tcp.",
-            self.tcp,
+            &mut self.tcp,
             TcpCounters {
                 connects,
                 idle_closed,
@@ -130,7 +151,7 @@ impl Stats {
         each_field!(
             f,
             "udp.",
-            self.udp,
+            &mut self.udp,
             UdpCounters {
                 to_host,
                 to_guest,
@@ -149,7 +170,7 @@ impl Stats {
         each_field!(
             f,
             "ping.",
-            self.ping,
+            &mut self.ping,
             PingCounters {
                 requests,
                 replies,
@@ -159,7 +180,7 @@ impl Stats {
         each_field!(
             f,
             "tftp.",
-            self.tftp,
+            &mut self.tftp,
             TftpCounters {
                 transfers,
                 completed,
@@ -175,14 +196,16 @@ impl Stats {
             udp,
             ping,
             tftp_sessions,
-        } = self.open;
+        } = &mut self.open;
         for (key, open) in [
             ("tcp.open", tcp),
             ("udp.open", udp),
             ("ping.open", ping),
             ("tftp.sessions", tftp_sessions),
         ] {
-            f(key, open as u64);
+            let mut value = *open as u64;
+            f(key, &mut value);
+            *open = usize::try_from(value).unwrap_or(usize::MAX);
         }
     }
 
@@ -236,6 +259,7 @@ mod tests {
     /// The keys, as documented: readers depend on every one of them.
     const KEYS: &str = "tx_frames rx_frames tx_malformed tx_unhandled rx_dropped arp_replies \
         dhcp_replies icmp_replies unreachables tx_host_internal accept_failures forwards_paused \
+        tx_handed_off tx_handoff_dropped \
         tcp.connects tcp.idle_closed tcp.refused tcp.resets_to_guest tcp.retransmits \
         tcp.flows_closed tcp.table_full tcp.timeouts tcp.short_writes tcp.restricted \
         tcp.out_of_order tcp.accepted tcp.guest_refused tcp.no_guest_address tcp.commands \
@@ -298,6 +322,18 @@ mod tests {
         assert_eq!(s.get("tcp.out_of_order"), Some(7));
         assert_eq!(s.get("tcp.open"), Some(2));
         assert_eq!(s.get("out_of_order"), None, "keys are whole names");
+    }
+
+    #[test]
+    fn merged_statistics_add_every_key() {
+        let mut sum = sample();
+        sum.merge(&sample());
+        let mut doubled = Vec::new();
+        sample().for_each(|key, value| doubled.push((key, 2 * value)));
+        let mut got = Vec::new();
+        sum.for_each(|key, value| got.push((key, value)));
+        assert_eq!(got, doubled);
+        assert_eq!(sum.get("tcp.open"), Some(4));
     }
 
     #[test]

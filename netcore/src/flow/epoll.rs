@@ -14,6 +14,8 @@ pub enum Token {
     Ping(usize),
     Timer,
     Forward(usize),
+    /// Frames other queue pairs handed to this one ([`crate::queue_pairs`]).
+    Inbox,
 }
 
 /// The token's kind is its top byte; the slot or index is the rest.
@@ -29,6 +31,7 @@ impl Token {
             Token::Ping(slot) => (3, slot),
             Token::Timer => (4, 0),
             Token::Forward(index) => (5, index),
+            Token::Inbox => (6, 0),
         };
         kind << KIND_SHIFT | (index as u64 & INDEX_MASK)
     }
@@ -42,6 +45,7 @@ impl Token {
             3 => Token::Ping(index),
             4 => Token::Timer,
             5 => Token::Forward(index),
+            6 => Token::Inbox,
             _ => return None,
         })
     }
@@ -89,6 +93,7 @@ mod tests {
             Token::Ping(255),
             Token::Timer,
             Token::Forward(3),
+            Token::Inbox,
         ] {
             assert_eq!(Token::decode(token.encode()), Some(token));
         }

@@ -44,7 +44,7 @@ fn echo_types(addr: &IpAddr) -> (u8, u8) {
 const MAX_ECHO: usize = 65535 - 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Key {
+pub(crate) struct Key {
     guest: IpAddr,
     remote: IpAddr,
     id: u16,
@@ -96,6 +96,26 @@ impl PingTable {
 
     pub fn len(&self) -> usize {
         self.flows.len()
+    }
+
+    /// Records this table's flows for the other queue pairs' engines.
+    pub(crate) fn join(&mut self, pair: &crate::queue_pairs::QueuePair) {
+        self.flows.set_listing(pair.listing(&pair.shared().ping));
+    }
+
+    /// The other queue pair that holds the flow of an echo request (`icmp`, header and
+    /// payload) from `guest` to `remote`, when this table has none.
+    pub(crate) fn held_elsewhere(&self, guest: IpAddr, remote: IpAddr, icmp: &[u8]) -> Option<u16> {
+        let id = icmp.get(4..6)?;
+        let key = Key {
+            guest,
+            remote,
+            id: u16::from_be_bytes([id[0], id[1]]),
+        };
+        match self.flows.find(&key) {
+            Some(_) => None,
+            None => self.flows.held_elsewhere(&key),
+        }
     }
 
     /// The open flows, as runtime control lists them.

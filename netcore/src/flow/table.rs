@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
+use crate::queue_pairs::Listing;
+
 /// A flow that knows the key it is indexed by.
 pub(crate) trait Keyed {
     type Key: Copy + Eq + Hash;
@@ -27,6 +29,9 @@ pub(crate) struct FlowTable<F: Keyed> {
     pending: Vec<usize>,
     /// The list being visited at batch end, kept so that neither list allocates again.
     visiting: Vec<usize>,
+    /// With several queue pairs: where this table records its keys for the other pairs'
+    /// engines (see [`crate::queue_pairs`]).
+    listing: Option<Listing<F::Key>>,
 }
 
 impl<F: Keyed> FlowTable<F> {
@@ -38,7 +43,19 @@ impl<F: Keyed> FlowTable<F> {
             limit,
             pending: Vec::new(),
             visiting: Vec::new(),
+            listing: None,
         }
+    }
+
+    /// Records this table's keys in `listing` from now on (set before any flow exists).
+    pub(crate) fn set_listing(&mut self, listing: Listing<F::Key>) {
+        self.listing = Some(listing);
+    }
+
+    /// The other queue pair whose engine holds the flow of `key`, when this table has none.
+    /// Takes the directory's lock: call it only for a key [`FlowTable::find`] did not find.
+    pub(crate) fn held_elsewhere(&self, key: &F::Key) -> Option<u16> {
+        self.listing.as_ref()?.elsewhere(key)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -82,6 +99,9 @@ impl<F: Keyed> FlowTable<F> {
 
     /// Puts `flow` in the reserved `slot`, indexed by its key.
     pub(crate) fn insert(&mut self, slot: usize, flow: F) {
+        if let Some(listing) = &self.listing {
+            listing.directory.claim(flow.key(), listing.pair);
+        }
         self.index.insert(flow.key(), slot);
         self.slots[slot] = Some(flow);
     }
@@ -106,6 +126,9 @@ impl<F: Keyed> FlowTable<F> {
     /// Takes the flow out of `slot` (off the index and the pending list), freeing the slot.
     pub(crate) fn remove(&mut self, slot: usize) -> Option<F> {
         let flow = self.slots.get_mut(slot)?.take()?;
+        if let Some(listing) = &self.listing {
+            listing.directory.release(&flow.key(), listing.pair);
+        }
         self.index.remove(&flow.key());
         self.pending.retain(|&s| s != slot);
         self.free.push(slot);

@@ -260,6 +260,19 @@ impl TcpTable {
         self.idle_timeout = timeout;
     }
 
+    /// Records this table's flows for the other queue pairs' engines.
+    pub(crate) fn join(&mut self, pair: &crate::queue_pairs::QueuePair) {
+        self.flows.set_listing(pair.listing(&pair.shared().tcp));
+    }
+
+    /// The other queue pair that holds the connection `key`, when this table has none.
+    pub(crate) fn held_elsewhere(&self, key: FlowKey) -> Option<u16> {
+        match self.flows.find(&key) {
+            Some(_) => None,
+            None => self.flows.held_elsewhere(&key),
+        }
+    }
+
     /// The plan's guest forwards, whose commands connections to them start.
     pub fn set_guest_forwards(&mut self, forwards: Vec<netplan::GuestForward>) {
         self.commands = crate::guestfwd::Commands::new(forwards);

@@ -143,6 +143,20 @@ impl UdpTable {
         self.flows.len()
     }
 
+    /// Records this table's flows for the other queue pairs' engines.
+    pub(crate) fn join(&mut self, pair: &crate::queue_pairs::QueuePair) {
+        self.flows.set_listing(pair.listing(&pair.shared().udp));
+    }
+
+    /// The other queue pair that holds the flow of the guest socket `guest`, when this table
+    /// has none.
+    pub(crate) fn held_elsewhere(&self, guest: SocketAddr) -> Option<u16> {
+        match self.flows.find(&guest) {
+            Some(_) => None,
+            None => self.flows.held_elsewhere(&guest),
+        }
+    }
+
     /// Closes the flows that adopted the forwarded socket `ino` (see [`UdpTable::adopt_forward`]):
     /// runtime control removed the forward, and its port must close as slirp's does. Returns
     /// how many went.
