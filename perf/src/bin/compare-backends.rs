@@ -968,17 +968,7 @@ fn measure(kind: Kind, env: &Env) -> Result<Measured, String> {
     );
     let started = Instant::now();
     let mut guest = vnu_tests::spawn(&opts).map_err(|e| e.to_string())?;
-    // A QEMU that cannot set up its netdev (e.g. more queues than the backend offers) retries
-    // for ever without booting: give up on it after a boot's time, not the whole run's.
-    if let Err(e) = guest.wait_for_line(SCRIPT_STARTED, BOOT_TIMEOUT) {
-        let _ = std::process::Command::new("kill")
-            .arg(guest.pid().to_string())
-            .status();
-        return Err(match guest.wait() {
-            Err(qemu) => format!("the guest's script did not start: {qemu}"),
-            Ok(_) => format!("the guest's script did not start: {e}"),
-        });
-    }
+    // The watchers start at once: the first test begins as soon as the script does.
     let watched = Watched {
         backend: setup.pid,
         qemu: guest.pid(),
@@ -997,6 +987,21 @@ fn measure(kind: Kind, env: &Env) -> Result<Measured, String> {
             Server::Conn(_) => Watcher::None,
         })
         .collect();
+    // A QEMU that cannot set up its netdev (e.g. more queues than the backend offers) retries
+    // for ever without booting: give up on it after a boot's time, not the whole run's.
+    if let Err(e) = guest.wait_for_line(SCRIPT_STARTED, BOOT_TIMEOUT) {
+        let _ = std::process::Command::new("kill")
+            .arg(guest.pid().to_string())
+            .status();
+        let qemu = guest.wait();
+        // Killing the servers ends their watchers.
+        drop(servers);
+        drop(watchers);
+        return Err(match qemu {
+            Err(qemu) => format!("the guest's script did not start: {qemu}"),
+            Ok(_) => format!("the guest's script did not start: {e}"),
+        });
+    }
     let run = guest.wait();
     // Kills the servers of tests that never ran, which ends their watchers.
     drop(servers);
