@@ -283,7 +283,7 @@ struct Test {
     window: Option<Window>,
     latency: Latency,
     /// The guest's busy CPU seconds over an iperf3 test (all vCPUs; from its /proc/stat).
-    guest_cpu: Option<f64>,
+    guest_cpu: Option<GuestCpu>,
     /// A connection-rate test's result, or what went wrong.
     conn: Result<Rate, String>,
 }
@@ -1061,7 +1061,7 @@ fn measure(kind: Kind, env: &Env) -> Result<Measured, String> {
                     host,
                     guest: tagged("rr").next().map(|rest| format!("guest: {rest}")),
                 },
-                guest_cpu: tagged("gcpu").find_map(|l| guest_busy_seconds(&l)),
+                guest_cpu: tagged("gcpu").find_map(|l| guest_cpu(&l)),
                 conn,
             }
         })
@@ -1098,17 +1098,31 @@ fn measure(kind: Kind, env: &Env) -> Result<Measured, String> {
     })
 }
 
-/// The guest's busy CPU seconds from its `gcpu K: BUSY0 TOTAL0 BUSY1 TOTAL1` line (ticks of
-/// /proc/stat's `cpu` line, USER_HZ 100, before and after one test).
-fn guest_busy_seconds(line: &str) -> Option<f64> {
+/// The guest's CPU over one test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct GuestCpu {
+    /// Busy seconds, all vCPUs together.
+    busy: f64,
+    /// Busy share of all its vCPUs' time, in percent.
+    percent: f64,
+}
+
+/// The guest's CPU from its `gcpu K: BUSY0 TOTAL0 BUSY1 TOTAL1` line (ticks of /proc/stat's
+/// `cpu` line, USER_HZ 100, before and after one test).
+fn guest_cpu(line: &str) -> Option<GuestCpu> {
     let v: Vec<u64> = line
         .split_whitespace()
         .map(|w| w.parse().ok())
         .collect::<Option<_>>()?;
-    match v[..] {
-        [busy0, _, busy1, _] => Some(busy1.checked_sub(busy0)? as f64 / 100.0),
-        _ => None,
-    }
+    let [busy0, total0, busy1, total1] = v[..] else {
+        return None;
+    };
+    let busy = busy1.checked_sub(busy0)?;
+    let total = total1.checked_sub(total0)?;
+    (total > 0).then(|| GuestCpu {
+        busy: busy as f64 / 100.0,
+        percent: 100.0 * busy as f64 / total as f64,
+    })
 }
 
 /// The backend's last `connection summary` line (logged when QEMU disconnects; QEMU has exited,
@@ -1213,6 +1227,8 @@ struct DirectionFigures {
     /// Median over the runs of QEMU's busiest thread's CPU share of the window, in percent:
     /// the vCPU's (see `Window::vcpu_cpu`).
     vcpu_busy: Option<f64>,
+    /// Median over the runs of the guest's busy share of its vCPUs' time, in percent.
+    guest_busy: Option<f64>,
     /// Median over the runs of the machine's CPU time stolen by the hypervisor, in percent.
     steal: Option<f64>,
     /// Sums over the runs with both a result and a CPU figure: (CPU s, bytes received), for
@@ -1253,13 +1269,15 @@ fn direction_figures(m: &Measured, load: Load, direction: Direction) -> Directio
     let mut backend = Vec::new();
     let mut qemu = Vec::new();
     let mut vcpu = Vec::new();
+    let mut guest = Vec::new();
     let mut steal = Vec::new();
     for t in &tests {
         let Some(r) = t.output.receiver else {
             continue;
         };
         if let Some(c) = t.guest_cpu {
-            f.guest_total.0 += c;
+            guest.push(c.percent);
+            f.guest_total.0 += c.busy;
             f.guest_total.1 += r.bytes;
         }
         let Some(w) = t.window else {
@@ -1283,6 +1301,7 @@ fn direction_figures(m: &Measured, load: Load, direction: Direction) -> Directio
     f.backend_cpu = median(&backend);
     f.qemu_cpu = median(&qemu);
     f.vcpu_busy = median(&vcpu);
+    f.guest_busy = median(&guest);
     f.steal = median(&steal);
     f.backend_per_gb = per_gb(f.backend_total);
     f.qemu_per_gb = per_gb(f.qemu_total);
@@ -1420,7 +1439,7 @@ fn print_summary(results: &[Measured], plan: &[TestKind]) {
 
 fn print_details(results: &[Measured]) {
     println!(
-        "{:<12} {:<20} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>9} {:>7} {:>7} {:>9}  load at start",
+        "{:<12} {:<20} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9}  load at start",
         "backend",
         "test",
         "median",
@@ -1430,6 +1449,7 @@ fn print_details(results: &[Measured]) {
         "QEMU s",
         "guest s/GB",
         "vCPU %",
+        "guest %",
         "steal %",
         "retr/loss"
     );
@@ -1450,7 +1470,7 @@ fn print_details(results: &[Measured]) {
                     Load::Tcp | Load::Streams => f.retransmits.to_string(),
                 };
                 println!(
-                    "{:<12} {:<20} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>9} {:>7} {:>7} {:>9}  {}",
+                    "{:<12} {:<20} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9}  {}",
                     m.kind.name(),
                     format!("{} Mbit/s", load.label(direction)),
                     fmt(f.mbit, 0),
@@ -1464,6 +1484,7 @@ fn print_details(results: &[Measured]) {
                     fmt(f.qemu_cpu, 2),
                     fmt(f.guest_per_gb, 2),
                     fmt(f.vcpu_busy, 0),
+                    fmt(f.guest_busy, 0),
                     fmt(f.steal, 0),
                     retr_loss,
                     m.load
@@ -1655,10 +1676,17 @@ mod tests {
 
     #[test]
     fn guest_busy_time_is_the_rise_of_the_busy_ticks() {
-        assert_eq!(guest_busy_seconds("1000 5000 1250 5400"), Some(2.5));
-        assert_eq!(guest_busy_seconds("1000 5000 900 5400"), None);
-        assert_eq!(guest_busy_seconds("1000 5000"), None);
-        assert_eq!(guest_busy_seconds("a b c d"), None);
+        assert_eq!(
+            guest_cpu("1000 5000 1250 5400"),
+            Some(GuestCpu {
+                busy: 2.5,
+                percent: 62.5
+            })
+        );
+        assert_eq!(guest_cpu("1000 5000 900 5400"), None);
+        assert_eq!(guest_cpu("1000 5000 1250 5000"), None);
+        assert_eq!(guest_cpu("1000 5000"), None);
+        assert_eq!(guest_cpu("a b c d"), None);
     }
 
     #[test]
