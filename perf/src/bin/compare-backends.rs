@@ -1369,6 +1369,28 @@ fn fmt(value: Option<f64>, decimals: usize) -> String {
 }
 
 fn print_summary(results: &[Measured], plan: &[TestKind]) {
+    let basic = plan
+        .iter()
+        .any(|t| matches!(t, TestKind::Latency | TestKind::Iperf(Load::Tcp, _)));
+    if basic {
+        print_basic_summary(results);
+    }
+    let more = plan.iter().any(|t| {
+        matches!(
+            t,
+            TestKind::ConnRate | TestKind::Iperf(Load::Udp | Load::Streams, _)
+        )
+    });
+    if more {
+        if basic {
+            println!();
+        }
+        print_more_summary(results);
+    }
+}
+
+/// The first summary table: single-stream TCP, latency and CPU per GB.
+fn print_basic_summary(results: &[Measured]) {
     println!(
         "{:<12} {:>6} {:>12} {:>12} {:>10} {:>10} {:>10} {:>11} {:>11}",
         "backend",
@@ -1404,17 +1426,12 @@ fn print_summary(results: &[Measured], plan: &[TestKind]) {
             fmt(guest, 2)
         );
     }
-    let more = plan.iter().any(|t| {
-        matches!(
-            t,
-            TestKind::ConnRate | TestKind::Iperf(Load::Udp | Load::Streams, _)
-        )
-    });
-    if !more {
-        return;
-    }
+}
+
+/// The second summary table: connection rate, 16 streams and UDP.
+fn print_more_summary(results: &[Measured]) {
     println!(
-        "\n{:<12} {:>8} {:>11} {:>11} {:>11} {:>7} {:>11} {:>7}",
+        "{:<12} {:>8} {:>11} {:>11} {:>11} {:>7} {:>11} {:>7}",
         "backend", "conn/s", "16x g→h", "16x h→g", "UDP g→h", "loss %", "UDP h→g", "loss %"
     );
     for m in results {
