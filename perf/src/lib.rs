@@ -216,13 +216,33 @@ pub fn thread_cpu_seconds(pid: u32, ticks_per_second: u64) -> Vec<(u32, f64)> {
 
 /// The most CPU seconds any one thread used between two [`thread_cpu_seconds`] samples.
 pub fn busiest_thread(before: &[(u32, f64)], after: &[(u32, f64)]) -> Option<f64> {
-    after
-        .iter()
-        .filter_map(|&(tid, end)| {
-            let &(_, start) = before.iter().find(|&&(t, _)| t == tid)?;
-            Some(end - start)
-        })
-        .max_by(f64::total_cmp)
+    thread_rises(before, after).max_by(f64::total_cmp)
+}
+
+/// CPU seconds each thread seen in both samples used in between.
+fn thread_rises<'a>(
+    before: &'a [(u32, f64)],
+    after: &'a [(u32, f64)],
+) -> impl Iterator<Item = f64> + 'a {
+    after.iter().filter_map(|&(tid, end)| {
+        let &(_, start) = before.iter().find(|&&(t, _)| t == tid)?;
+        Some(end - start)
+    })
+}
+
+/// How many of the backend's threads a [`Window`] keeps.
+pub const TOP_THREADS: usize = 4;
+
+/// The CPU seconds of the [`TOP_THREADS`] busiest threads between two samples, busiest first
+/// (0 where there are fewer threads): with several queue pairs, one worker thread each.
+pub fn top_threads(before: &[(u32, f64)], after: &[(u32, f64)]) -> [f64; TOP_THREADS] {
+    let mut rises: Vec<f64> = thread_rises(before, after).collect();
+    rises.sort_by(|a, b| b.total_cmp(a));
+    let mut top = [0.0; TOP_THREADS];
+    for (slot, rise) in top.iter_mut().zip(rises) {
+        *slot = rise;
+    }
+    top
 }
 
 /// The median (the mean of the middle two for an even count); `None` for no values.
@@ -256,6 +276,9 @@ pub struct Window {
     /// main loop, which runs slirp and the stream link's socket, uses far less). Near the
     /// window's length, the guest itself was the bottleneck.
     pub vcpu_cpu: Option<f64>,
+    /// CPU seconds of the backend's busiest threads, busiest first (see [`top_threads`]);
+    /// `None` for a backend inside QEMU.
+    pub backend_threads: Option<[f64; TOP_THREADS]>,
     /// Share of the machine's CPU time the hypervisor gave to others during the window, in
     /// percent (see [`steal_ticks`]).
     pub steal_percent: Option<f64>,
@@ -351,11 +374,17 @@ impl IperfServer {
                         sample(Some(procs.qemu)),
                         thread_cpu_seconds(procs.qemu, procs.ticks_per_second),
                         steal_ticks(),
+                        procs
+                            .backend
+                            .map(|p| thread_cpu_seconds(p, procs.ticks_per_second)),
                     ));
                 }
             }
-            let (began, backend0, qemu0, threads0, steal0) = start?;
+            let (began, backend0, qemu0, threads0, steal0, backend_threads0) = start?;
             let (backend1, qemu1) = (sample(procs.backend), sample(Some(procs.qemu)));
+            let backend_threads = backend_threads0.zip(procs.backend).map(|(before, p)| {
+                top_threads(&before, &thread_cpu_seconds(p, procs.ticks_per_second))
+            });
             let threads1 = thread_cpu_seconds(procs.qemu, procs.ticks_per_second);
             let steal1 = steal_ticks();
             let wall = began.elapsed();
@@ -373,6 +402,7 @@ impl IperfServer {
                 backend_cpu: used(backend0, backend1),
                 qemu_cpu: used(qemu0, qemu1),
                 vcpu_cpu: busiest_thread(&threads0, &threads1),
+                backend_threads,
                 steal_percent,
             })
         })
@@ -571,6 +601,10 @@ mod tests {
         let after = [(10, 1.2), (11, 5.5), (12, 4.0), (13, 9.0)];
         assert_eq!(busiest_thread(&before, &after), Some(3.5));
         assert_eq!(busiest_thread(&before, &[]), None);
+        let top = top_threads(&before, &after);
+        for (got, want) in top.iter().zip([3.5, 0.5, 0.2, 0.0]) {
+            assert!((got - want).abs() < 1e-9, "{top:?}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use vnu_perf::echo::{self, EchoServer, Exchanges};
 use vnu_perf::procs::{Daemon, Netns};
 use vnu_perf::svg::{self, Panel};
 use vnu_perf::{
-    Direction, GATEWAY, IperfServer, TestOutput, Watched, Window, binary_description,
+    Direction, GATEWAY, IperfServer, TOP_THREADS, TestOutput, Watched, Window, binary_description,
     clock_ticks_per_second, load_average, machine_description, median, parse_guest_output,
 };
 use vnu_tests::{Backend, GuestOpts, Net, TempDir};
@@ -582,6 +582,7 @@ fn run(args: &Args) -> Result<bool, String> {
     print_details(&results);
     println!();
     print_queues(&results);
+    print_threads(&results);
     println!(
         "\nload avg  {end_load} (at the end; total {:.0?})",
         started.elapsed()
@@ -1229,6 +1230,9 @@ struct DirectionFigures {
     vcpu_busy: Option<f64>,
     /// Median over the runs of the guest's busy share of its vCPUs' time, in percent.
     guest_busy: Option<f64>,
+    /// Per rank (busiest first), the median over the runs of the CPU seconds of the backend's
+    /// busiest threads.
+    backend_threads: Option<[f64; TOP_THREADS]>,
     /// Median over the runs of the machine's CPU time stolen by the hypervisor, in percent.
     steal: Option<f64>,
     /// Sums over the runs with both a result and a CPU figure: (CPU s, bytes received), for
@@ -1302,6 +1306,19 @@ fn direction_figures(m: &Measured, load: Load, direction: Direction) -> Directio
     f.qemu_cpu = median(&qemu);
     f.vcpu_busy = median(&vcpu);
     f.guest_busy = median(&guest);
+    let threads: Vec<[f64; TOP_THREADS]> = tests
+        .iter()
+        .filter(|t| t.output.receiver.is_some())
+        .filter_map(|t| t.window?.backend_threads)
+        .collect();
+    if !threads.is_empty() {
+        let mut ranks = [0.0; TOP_THREADS];
+        for (rank, slot) in ranks.iter_mut().enumerate() {
+            let values: Vec<f64> = threads.iter().map(|t| t[rank]).collect();
+            *slot = median(&values).unwrap_or(0.0);
+        }
+        f.backend_threads = Some(ranks);
+    }
     f.steal = median(&steal);
     f.backend_per_gb = per_gb(f.backend_total);
     f.qemu_per_gb = per_gb(f.qemu_total);
@@ -1531,6 +1548,30 @@ fn print_details(results: &[Measured]) {
     }
 }
 
+/// Per backend and iperf3 test, the CPU seconds of the backend's busiest threads: with
+/// several queue pairs, whether each pair's worker carried its share.
+fn print_threads(results: &[Measured]) {
+    for m in results {
+        let mut parts = Vec::new();
+        for load in Load::ALL {
+            for direction in Direction::BOTH {
+                let f = direction_figures(m, load, direction);
+                if let Some(threads) = f.backend_threads {
+                    let text: Vec<String> = threads.iter().map(|c| format!("{c:.2}")).collect();
+                    parts.push(format!("{} {}", load.label(direction), text.join("/")));
+                }
+            }
+        }
+        if !parts.is_empty() {
+            println!(
+                "{} busiest threads, CPU s per test (median over the runs): {}",
+                m.kind.name(),
+                parts.join(", ")
+            );
+        }
+    }
+}
+
 /// Per backend, the guest's packets per queue (`ethtool -S eth0`, summed over its boots), with
 /// each queue's share of its direction.
 fn print_queues(results: &[Measured]) {
@@ -1546,14 +1587,21 @@ fn print_queues(results: &[Measured]) {
                 .filter(|(q, _)| q.starts_with(direction))
                 .collect();
             let total: u64 = queues.iter().map(|(_, p)| p).sum();
+            let several = queues.len() > 1;
             for (queue, packets) in queues {
                 let share = if total > 0 {
                     100.0 * *packets as f64 / total as f64
                 } else {
                     0.0
                 };
+                // The bar for multiqueue: every queue at least 10% of its direction.
+                let low = if several && share < 10.0 {
+                    ", below 10%"
+                } else {
+                    ""
+                };
                 parts.push(format!(
-                    "{} {packets} ({share:.0}%)",
+                    "{} {packets} ({share:.0}%{low})",
                     queue.trim_end_matches("_packets")
                 ));
             }
