@@ -7,7 +7,10 @@
 //! [`serve`], run as a process of its own (a benchmark binary started with [`SERVE_FLAG`]) so
 //! that it can run inside passt's namespace: it prints `listening PORT`, then answers every
 //! connection's request and closes it first, so TIME_WAIT stays on the host and the guest's
-//! ephemeral ports never run out. The guest counts and times; its line is the result.
+//! ephemeral ports never run out. The guest counts and times; its line is the result. The
+//! server prints `Accepted connection` at its first connection and exits after the tool's
+//! last one, whose request is [`END_REQUEST`] bytes: the benchmark samples the backend's CPU
+//! time at those two moments, as for iperf3 (see [`crate::watch_window`]).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -20,6 +23,10 @@ pub const SERVE_FLAG: &str = "--serve-conn";
 
 /// Bytes of each request and answer (as `vnu-connrate` sends and expects).
 pub const MESSAGE_LEN: usize = 32;
+
+/// The byte that fills the tool's last request, after its time is up (any other fills the
+/// measured ones): the server answers it and exits.
+pub const END_REQUEST: u8 = b'e';
 
 /// The fw_cfg name the guest finds the tool under (`/sys/firmware/qemu_fw_cfg/by_name/NAME/raw`).
 pub const FW_CFG_NAME: &str = "opt/vnu/connrate";
@@ -35,20 +42,30 @@ pub fn serve() -> Result<(), String> {
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     println!("listening {port}");
     std::io::stdout().flush().map_err(|e| e.to_string())?;
+    let mut first = true;
     loop {
         let (conn, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
-        let _ = answer(conn);
+        if first {
+            first = false;
+            // iperf3's words, which `watch_window` starts its window at.
+            println!("Accepted connection");
+            std::io::stdout().flush().map_err(|e| e.to_string())?;
+        }
+        if let Ok(END_REQUEST) = answer(conn) {
+            return Ok(());
+        }
     }
 }
 
 /// Reads one request and writes the answer; dropping the stream closes it (the server's FIN
-/// comes first).
-fn answer(mut conn: TcpStream) -> std::io::Result<()> {
+/// comes first). Returns the request's first byte.
+fn answer(mut conn: TcpStream) -> std::io::Result<u8> {
     conn.set_nodelay(true)?;
     conn.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     let mut request = [0u8; MESSAGE_LEN];
     conn.read_exact(&mut request)?;
-    conn.write_all(&[b'a'; MESSAGE_LEN])
+    conn.write_all(&[b'a'; MESSAGE_LEN])?;
+    Ok(request[0])
 }
 
 /// What the guest's tool reported.
@@ -153,7 +170,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let server = std::thread::spawn(move || {
             let (conn, _) = listener.accept().unwrap();
-            answer(conn).unwrap();
+            answer(conn).unwrap()
         });
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.write_all(&[b'q'; MESSAGE_LEN]).unwrap();
@@ -161,6 +178,6 @@ mod tests {
         // read_to_end returns only once the server has closed.
         s.read_to_end(&mut got).unwrap();
         assert_eq!(got, [b'a'; MESSAGE_LEN]);
-        server.join().unwrap();
+        assert_eq!(server.join().unwrap(), b'q');
     }
 }

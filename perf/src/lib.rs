@@ -358,54 +358,9 @@ impl IperfServer {
     }
 
     /// Follows the server's output in a thread: samples CPU time when the client connects and
-    /// when the server exits. The thread ends when the server does (or is killed: then the test
-    /// never started, or never finished, and the window is `None`).
+    /// when the server exits (see [`watch_window`]).
     pub fn watch(&mut self, procs: Watched) -> JoinHandle<Option<Window>> {
-        let lines = self.lines.take().expect("watch is called once");
-        std::thread::spawn(move || {
-            let sample =
-                |pid: Option<u32>| pid.and_then(|p| cpu_seconds(p, procs.ticks_per_second));
-            let mut start = None;
-            for line in lines.map_while(Result::ok) {
-                if start.is_none() && line.starts_with("Accepted connection") {
-                    start = Some((
-                        Instant::now(),
-                        sample(procs.backend),
-                        sample(Some(procs.qemu)),
-                        thread_cpu_seconds(procs.qemu, procs.ticks_per_second),
-                        steal_ticks(),
-                        procs
-                            .backend
-                            .map(|p| thread_cpu_seconds(p, procs.ticks_per_second)),
-                    ));
-                }
-            }
-            let (began, backend0, qemu0, threads0, steal0, backend_threads0) = start?;
-            let (backend1, qemu1) = (sample(procs.backend), sample(Some(procs.qemu)));
-            let backend_threads = backend_threads0.zip(procs.backend).map(|(before, p)| {
-                top_threads(&before, &thread_cpu_seconds(p, procs.ticks_per_second))
-            });
-            let threads1 = thread_cpu_seconds(procs.qemu, procs.ticks_per_second);
-            let steal1 = steal_ticks();
-            let wall = began.elapsed();
-            let used = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
-            let steal_percent = match (steal0, steal1) {
-                (Some((a, cpus)), Some((b, _))) if !wall.is_zero() => Some(
-                    100.0 * b.saturating_sub(a) as f64
-                        / procs.ticks_per_second as f64
-                        / (wall.as_secs_f64() * cpus as f64),
-                ),
-                _ => None,
-            };
-            Some(Window {
-                wall,
-                backend_cpu: used(backend0, backend1),
-                qemu_cpu: used(qemu0, qemu1),
-                vcpu_cpu: busiest_thread(&threads0, &threads1),
-                backend_threads,
-                steal_percent,
-            })
-        })
+        watch_window(self.lines.take().expect("watch is called once"), procs)
     }
 }
 
@@ -416,6 +371,59 @@ impl Drop for IperfServer {
         }
         let _ = self.child.wait();
     }
+}
+
+/// Follows a test server's output in a thread: samples the CPU time of the backend and of QEMU
+/// (and of their threads) at the server's first `Accepted connection` line and when its output
+/// ends (the server exits once the test is over). The thread ends when the server does; killed
+/// before the test started or finished, it gives `None`.
+pub fn watch_window<R: BufRead + Send + 'static>(
+    lines: Lines<R>,
+    procs: Watched,
+) -> JoinHandle<Option<Window>> {
+    std::thread::spawn(move || {
+        let sample = |pid: Option<u32>| pid.and_then(|p| cpu_seconds(p, procs.ticks_per_second));
+        let mut start = None;
+        for line in lines.map_while(Result::ok) {
+            if start.is_none() && line.starts_with("Accepted connection") {
+                start = Some((
+                    Instant::now(),
+                    sample(procs.backend),
+                    sample(Some(procs.qemu)),
+                    thread_cpu_seconds(procs.qemu, procs.ticks_per_second),
+                    steal_ticks(),
+                    procs
+                        .backend
+                        .map(|p| thread_cpu_seconds(p, procs.ticks_per_second)),
+                ));
+            }
+        }
+        let (began, backend0, qemu0, threads0, steal0, backend_threads0) = start?;
+        let (backend1, qemu1) = (sample(procs.backend), sample(Some(procs.qemu)));
+        let backend_threads = backend_threads0.zip(procs.backend).map(|(before, p)| {
+            top_threads(&before, &thread_cpu_seconds(p, procs.ticks_per_second))
+        });
+        let threads1 = thread_cpu_seconds(procs.qemu, procs.ticks_per_second);
+        let steal1 = steal_ticks();
+        let wall = began.elapsed();
+        let used = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+        let steal_percent = match (steal0, steal1) {
+            (Some((a, cpus)), Some((b, _))) if !wall.is_zero() => Some(
+                100.0 * b.saturating_sub(a) as f64
+                    / procs.ticks_per_second as f64
+                    / (wall.as_secs_f64() * cpus as f64),
+            ),
+            _ => None,
+        };
+        Some(Window {
+            wall,
+            backend_cpu: used(backend0, backend1),
+            qemu_cpu: used(qemu0, qemu1),
+            vcpu_cpu: busiest_thread(&threads0, &threads1),
+            backend_threads,
+            steal_percent,
+        })
+    })
 }
 
 /// The first line of `program --version`, or why not.

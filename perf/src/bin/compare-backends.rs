@@ -866,7 +866,8 @@ enum Server {
     Iperf(IperfServer),
     Echo(EchoServer),
     /// The connection-rate server: the same kind of process as the echo server (it prints
-    /// `listening PORT` and is killed on drop); the guest's tool reports the result.
+    /// `listening PORT` and is killed on drop), which also marks its test's start and end as
+    /// iperf3 does; the guest's tool reports the result.
     Conn(EchoServer),
 }
 
@@ -976,16 +977,15 @@ fn measure(kind: Kind, env: &Env) -> Result<Measured, String> {
         ticks_per_second: env.ticks,
     };
     enum Watcher {
-        Iperf(std::thread::JoinHandle<Option<Window>>),
+        Window(std::thread::JoinHandle<Option<Window>>),
         Echo(std::thread::JoinHandle<Option<Exchanges>>),
-        None,
     }
     let watchers: Vec<Watcher> = servers
         .iter_mut()
         .map(|s| match s {
-            Server::Iperf(s) => Watcher::Iperf(s.watch(watched)),
+            Server::Iperf(s) => Watcher::Window(s.watch(watched)),
             Server::Echo(s) => Watcher::Echo(s.watch()),
-            Server::Conn(_) => Watcher::None,
+            Server::Conn(s) => Watcher::Window(s.watch_window(watched)),
         })
         .collect();
     // A QEMU that cannot set up its netdev (e.g. more queues than the backend offers) retries
@@ -1010,17 +1010,13 @@ fn measure(kind: Kind, env: &Env) -> Result<Measured, String> {
     let mut exchanges = Vec::new();
     for w in watchers {
         match w {
-            Watcher::Iperf(h) => {
+            Watcher::Window(h) => {
                 windows.push(h.join().unwrap_or(None));
                 exchanges.push(None);
             }
             Watcher::Echo(h) => {
                 windows.push(None);
                 exchanges.push(h.join().unwrap_or(None));
-            }
-            Watcher::None => {
-                windows.push(None);
-                exchanges.push(None);
             }
         }
     }
@@ -1348,20 +1344,54 @@ fn latency_figures(m: &Measured) -> (Option<f64>, Vec<String>, Option<f64>) {
     (median(&means), text, median(&medians))
 }
 
-/// Connection rate: median connections per second over the runs, and every run's figure.
-fn connrate_figures(m: &Measured) -> (Option<f64>, Vec<String>) {
-    let runs: Vec<Option<f64>> = m
+/// Connection rate figures of one backend.
+#[derive(Debug, Default)]
+struct ConnFigures {
+    /// Median over the runs of completed connections per second.
+    rate: Option<f64>,
+    /// Every run's figure.
+    runs: Vec<String>,
+    /// CPU milliseconds per connection over the runs with a CPU window: the backend's, QEMU's.
+    backend_ms: Option<f64>,
+    qemu_ms: Option<f64>,
+}
+
+fn connrate_figures(m: &Measured) -> ConnFigures {
+    let tests: Vec<&Test> = m
         .tests
         .iter()
         .filter(|t| t.kind == TestKind::ConnRate)
+        .collect();
+    let runs: Vec<Option<f64>> = tests
+        .iter()
         .map(|t| t.conn.as_ref().ok().and_then(Rate::per_second))
         .collect();
     let rates: Vec<f64> = runs.iter().flatten().copied().collect();
-    let text = runs
-        .iter()
-        .map(|r| r.map_or("fail".into(), |r| format!("{r:.0}")))
-        .collect();
-    (median(&rates), text)
+    let (mut backend, mut qemu) = ((0.0, 0), (0.0, 0));
+    for t in &tests {
+        let (Ok(r), Some(w)) = (&t.conn, t.window) else {
+            continue;
+        };
+        if let Some(c) = w.backend_cpu {
+            backend.0 += c;
+            backend.1 += r.connections;
+        }
+        if let Some(c) = w.qemu_cpu {
+            qemu.0 += c;
+            qemu.1 += r.connections;
+        }
+    }
+    let per_connection =
+        |(seconds, count): (f64, u64)| (count > 0).then(|| 1e3 * seconds / count as f64);
+    ConnFigures {
+        rate: median(&rates),
+        runs: runs
+            .iter()
+            .map(|r| r.map_or("fail".into(), |r| format!("{r:.0}")))
+            .collect(),
+        backend_ms: per_connection(backend),
+        qemu_ms: per_connection(qemu),
+    }
 }
 
 /// CPU seconds per 10^9 bytes.
@@ -1448,8 +1478,16 @@ fn print_basic_summary(results: &[Measured]) {
 /// The second summary table: connection rate, 16 streams and UDP.
 fn print_more_summary(results: &[Measured]) {
     println!(
-        "{:<12} {:>8} {:>11} {:>11} {:>11} {:>7} {:>11} {:>7}",
-        "backend", "conn/s", "16x g→h", "16x h→g", "UDP g→h", "loss %", "UDP h→g", "loss %"
+        "{:<12} {:>8} {:>8} {:>11} {:>11} {:>11} {:>7} {:>11} {:>7}",
+        "backend",
+        "conn/s",
+        "ms/conn",
+        "16x g→h",
+        "16x h→g",
+        "UDP g→h",
+        "loss %",
+        "UDP h→g",
+        "loss %"
     );
     for m in results {
         let figures = |load, direction| direction_figures(m, load, direction);
@@ -1457,10 +1495,16 @@ fn print_more_summary(results: &[Measured]) {
         let sh = figures(Load::Streams, Direction::HostToGuest);
         let ug = figures(Load::Udp, Direction::GuestToHost);
         let uh = figures(Load::Udp, Direction::HostToGuest);
+        let conn = connrate_figures(m);
         println!(
-            "{:<12} {:>8} {:>11} {:>11} {:>11} {:>7} {:>11} {:>7}",
+            "{:<12} {:>8} {:>8} {:>11} {:>11} {:>11} {:>7} {:>11} {:>7}",
             m.kind.name(),
-            fmt(connrate_figures(m).0, 0),
+            fmt(conn.rate, 0),
+            if m.kind == Kind::Slirp {
+                "in QEMU".into()
+            } else {
+                fmt(conn.backend_ms, 3)
+            },
             fmt(sg.mbit, 0),
             fmt(sh.mbit, 0),
             fmt(ug.mbit, 0),
@@ -1536,13 +1580,19 @@ fn print_details(results: &[Measured]) {
             );
         }
         if m.tests.iter().any(|t| t.kind == TestKind::ConnRate) {
-            let (rate, runs) = connrate_figures(m);
+            let c = connrate_figures(m);
             println!(
-                "{:<12} {:<20} {:>8}  {:<24}",
+                "{:<12} {:<20} {:>8}  {:<24}  CPU ms per connection: backend {}, QEMU {}",
                 m.kind.name(),
                 "connections/s",
-                fmt(rate, 0),
-                runs.join(" ")
+                fmt(c.rate, 0),
+                c.runs.join(" "),
+                if m.kind == Kind::Slirp {
+                    "in QEMU".into()
+                } else {
+                    fmt(c.backend_ms, 3)
+                },
+                fmt(c.qemu_ms, 3)
             );
         }
     }
@@ -1665,7 +1715,7 @@ fn write_svg(path: &Path, results: &[Measured], args: &Args, end_load: &str) -> 
         Panel {
             title: "TCP connection rate".into(),
             note: "connect, 32 bytes each way, close; per second, median; higher is better".into(),
-            bars: bars(&|m| connrate_figures(m).0),
+            bars: bars(&|m| connrate_figures(m).rate),
             decimals: 0,
         },
         Panel {

@@ -2,8 +2,9 @@
 //!
 //! `vnu-connrate IP:PORT SECONDS`: for SECONDS, one connection after another to IP:PORT, each
 //! sending a 32-byte request and reading the server's 32-byte answer up to its close (the host
-//! closes first, so TIME_WAIT stays on the host and the guest's ports never run out). Prints
-//! one line: `connections N errors E seconds S [first_error TEXT]`.
+//! closes first, so TIME_WAIT stays on the host and the guest's ports never run out). Then one
+//! more connection, uncounted, whose request is all `e`: it tells the server the test is over.
+//! Prints one line: `connections N errors E seconds S [first_error TEXT]`.
 //!
 //! It runs in the busybox test guest, so it depends on std only and is built static
 //! (compare-backends compiles this file with `rustc -C target-feature=+crt-static` and hands it
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
     let (mut connections, mut errors, mut in_a_row) = (0u64, 0u64, 0u32);
     let mut first_error = None;
     while started.elapsed() < length {
-        match exchange(addr) {
+        match exchange(addr, b'q') {
             Ok(()) => {
                 connections += 1;
                 in_a_row = 0;
@@ -54,6 +55,8 @@ fn main() -> ExitCode {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    // The end of the test for the server (which then exits); not counted.
+    let _ = exchange(addr, b'e');
     match first_error {
         Some(e) => println!(
             "connections {connections} errors {errors} seconds {elapsed:.3} first_error {e}"
@@ -67,15 +70,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// One connection: connect, send the request, read the whole answer and the server's close.
-fn exchange(addr: SocketAddr) -> Result<(), String> {
+/// One connection: connect, send the request (`fill` bytes), read the whole answer and the
+/// server's close.
+fn exchange(addr: SocketAddr, fill: u8) -> Result<(), String> {
     let mut stream = TcpStream::connect_timeout(&addr, CONNECTION_TIMEOUT)
         .map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(CONNECTION_TIMEOUT))
         .map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let request = [b'q'; MESSAGE_LEN];
+    let request = [fill; MESSAGE_LEN];
     stream
         .write_all(&request)
         .map_err(|e| format!("write: {e}"))?;
