@@ -1651,7 +1651,7 @@ fn print_queues(results: &[Measured]) {
                     ""
                 };
                 parts.push(format!(
-                    "{} {packets} ({share:.0}%{low})",
+                    "{} {packets} ({share:.1}%{low})",
                     queue.trim_end_matches("_packets")
                 ));
             }
