@@ -135,10 +135,13 @@ pub fn build_guest_tool() -> Result<PathBuf, String> {
         .arg(&out)
         .arg(&source)
         .status()
-        .map_err(|e| format!("running {rustc}: {e}"))?;
+        .map_err(|e| {
+            format!("running {rustc} for the connection-rate test (leave it out with --tests): {e}")
+        })?;
     if !status.success() {
         return Err(format!(
-            "building the guest tool {} failed ({status})",
+            "building the guest tool {} failed ({status}; leave the connection-rate test out \
+             with --tests)",
             source.display()
         ));
     }
