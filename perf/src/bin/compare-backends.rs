@@ -46,7 +46,8 @@ struct Args {
 
     /// Which tests to run (comma-separated): `bulk` (iperf3 TCP both ways), `rr`
     /// (request/response latency), `connrate` (TCP connections per second), `udp` (iperf3 -u
-    /// both ways), `streams16` (iperf3 -P 16 both ways).
+    /// both ways unlimited, then offered what that received), `streams16` (iperf3 -P 16 both
+    /// ways).
     #[arg(
         long,
         value_enum,
@@ -209,18 +210,23 @@ enum Load {
     Tcp,
     /// UDP at iperf3's highest rate (`-u -b 0`).
     Udp,
+    /// UDP offered at the rate the `Udp` test of the same direction received, just before in
+    /// the same boot: what the backend sustains, and the loss at that rate.
+    UdpFit,
     /// 16 TCP streams at once (`-P 16`).
     Streams,
 }
 
 impl Load {
-    const ALL: [Load; 3] = [Load::Tcp, Load::Streams, Load::Udp];
+    const ALL: [Load; 4] = [Load::Tcp, Load::Streams, Load::Udp, Load::UdpFit];
 
     /// The iperf3 client flags.
     fn flags(self, args: &Args) -> String {
         match self {
             Load::Tcp => String::new(),
             Load::Udp => format!(" -u -b {} -l {}", args.udp_rate, args.udp_len),
+            // `m K` (see `guest_script`): test K's received Mbit/s.
+            Load::UdpFit => format!(" -u -l {}", args.udp_len),
             Load::Streams => " -P 16".into(),
         }
     }
@@ -229,6 +235,7 @@ impl Load {
         match self {
             Load::Tcp => direction.label().to_owned(),
             Load::Udp => format!("UDP {}", direction.label()),
+            Load::UdpFit => format!("UDP fit {}", direction.label()),
             Load::Streams => format!("16x {}", direction.label()),
         }
     }
@@ -260,7 +267,10 @@ fn test_plan(sets: &[TestSet]) -> Vec<TestKind> {
             TestSet::Bulk => plan.extend(both(Load::Tcp)),
             TestSet::Rr => plan.push(TestKind::Latency),
             TestSet::Connrate => plan.push(TestKind::ConnRate),
-            TestSet::Udp => plan.extend(both(Load::Udp)),
+            TestSet::Udp => {
+                plan.extend(both(Load::Udp));
+                plan.extend(both(Load::UdpFit));
+            }
             TestSet::Streams16 => plan.extend(both(Load::Streams)),
         }
     }
@@ -478,7 +488,7 @@ fn run(args: &Args) -> Result<bool, String> {
     }
     if args.tests.contains(&TestSet::Udp) {
         tests.push(format!(
-            "iperf3 -u -b {} -l {} each way",
+            "iperf3 -u -b {} -l {} each way, then each way again offered what that received",
             args.udp_rate, args.udp_len
         ));
     }
@@ -1155,9 +1165,11 @@ fn guest_script(plan: &[TestKind], servers: &[Server], args: &Args) -> String {
     let mut script = format!(
         "echo {}\n\
          g() {{ awk '/^cpu / {{ print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9 }}' /proc/stat; }}\n\
-         t() {{ k=$1; s=$2; shift 2; a=$(g); timeout {limit} iperf3 -c {GATEWAY} -f m -t {seconds} \"$@\" 2>&1 | \
-         awk -v k=\"$k\" -v s=\"$s\" '(/sender|receiver/ && (s == 0 || /SUM/)) || /error/ {{ print \"iperf \" k \": \" $0 }}'; \
-         echo \"gcpu $k: $a $(g)\"; }}\n\
+         mkdir -p /tmp\n\
+         t() {{ k=$1; s=$2; shift 2; a=$(g); timeout {limit} iperf3 -c {GATEWAY} -f m -t {seconds} \"$@\" > /tmp/i.$k 2>&1; \
+         b=$(g); awk -v k=\"$k\" -v s=\"$s\" '(/sender|receiver/ && (s == 0 || /SUM/)) || /error/ {{ print \"iperf \" k \": \" $0 }}' /tmp/i.$k; \
+         echo \"gcpu $k: $a $b\"; }}\n\
+         m() {{ r=$(awk '/receiver/ {{ for (i = 1; i < NF; i++) if ($(i + 1) == \"Mbits/sec\") print $i }}' /tmp/i.$1); echo \"${{r:-none}}\"; }}\n\
          r() {{ timeout 120 nc {GATEWAY} $2 -e cat; echo \"rr $1: rc=$?\"; }}\n\
          c() {{ o=$(timeout {limit} /tmp/vnu-connrate {GATEWAY}:$2 {seconds} 2>&1); e=$?; \
          echo \"$o\" | sed \"s/^/connrate $1: /\"; [ $e = 0 ] || echo \"connrate $1: rc=$e\"; }}\n",
@@ -1169,7 +1181,7 @@ fn guest_script(plan: &[TestKind], servers: &[Server], args: &Args) -> String {
     if plan.contains(&TestKind::ConnRate) {
         let _ = writeln!(
             script,
-            "mkdir -p /tmp; cat /sys/firmware/qemu_fw_cfg/by_name/{}/raw > /tmp/vnu-connrate; \
+            "cat /sys/firmware/qemu_fw_cfg/by_name/{}/raw > /tmp/vnu-connrate; \
              chmod +x /tmp/vnu-connrate",
             connrate::FW_CFG_NAME
         );
@@ -1179,10 +1191,18 @@ fn guest_script(plan: &[TestKind], servers: &[Server], args: &Args) -> String {
             Server::Iperf(s) => s.port(),
             Server::Echo(s) | Server::Conn(s) => s.port(),
         };
+        // The fit test offers what the unlimited test of its direction received.
+        let fit = match test {
+            TestKind::Iperf(Load::UdpFit, d) => plan
+                .iter()
+                .position(|t| *t == TestKind::Iperf(Load::Udp, *d))
+                .map_or(" -b none".to_owned(), |prev| format!(" -b $(m {prev})M")),
+            _ => String::new(),
+        };
         let _ = match test {
             TestKind::Iperf(load, d) => writeln!(
                 script,
-                "t {k} {} -p {port}{}{}",
+                "t {k} {} -p {port}{}{}{fit}",
                 u8::from(*load == Load::Streams),
                 d.client_flag(),
                 load.flags(args)
@@ -1425,7 +1445,7 @@ fn print_summary(results: &[Measured], plan: &[TestKind]) {
     let more = plan.iter().any(|t| {
         matches!(
             t,
-            TestKind::ConnRate | TestKind::Iperf(Load::Udp | Load::Streams, _)
+            TestKind::ConnRate | TestKind::Iperf(Load::Udp | Load::UdpFit | Load::Streams, _)
         )
     });
     if more {
@@ -1478,16 +1498,20 @@ fn print_basic_summary(results: &[Measured]) {
 /// The second summary table: connection rate, 16 streams and UDP.
 fn print_more_summary(results: &[Measured]) {
     println!(
-        "{:<12} {:>8} {:>8} {:>11} {:>11} {:>11} {:>7} {:>11} {:>7}",
+        "{:<12} {:>8} {:>8} {:>9} {:>9} {:>9} {:>6} {:>9} {:>6} {:>9} {:>6} {:>9} {:>6}",
         "backend",
         "conn/s",
         "ms/conn",
         "16x g→h",
         "16x h→g",
         "UDP g→h",
-        "loss %",
+        "loss%",
         "UDP h→g",
-        "loss %"
+        "loss%",
+        "fit g→h",
+        "loss%",
+        "fit h→g",
+        "loss%"
     );
     for m in results {
         let figures = |load, direction| direction_figures(m, load, direction);
@@ -1495,9 +1519,11 @@ fn print_more_summary(results: &[Measured]) {
         let sh = figures(Load::Streams, Direction::HostToGuest);
         let ug = figures(Load::Udp, Direction::GuestToHost);
         let uh = figures(Load::Udp, Direction::HostToGuest);
+        let fg = figures(Load::UdpFit, Direction::GuestToHost);
+        let fh = figures(Load::UdpFit, Direction::HostToGuest);
         let conn = connrate_figures(m);
         println!(
-            "{:<12} {:>8} {:>8} {:>11} {:>11} {:>11} {:>7} {:>11} {:>7}",
+            "{:<12} {:>8} {:>8} {:>9} {:>9} {:>9} {:>6} {:>9} {:>6} {:>9} {:>6} {:>9} {:>6}",
             m.kind.name(),
             fmt(conn.rate, 0),
             if m.kind == Kind::Slirp {
@@ -1510,14 +1536,18 @@ fn print_more_summary(results: &[Measured]) {
             fmt(ug.mbit, 0),
             fmt(ug.loss, 1),
             fmt(uh.mbit, 0),
-            fmt(uh.loss, 1)
+            fmt(uh.loss, 1),
+            fmt(fg.mbit, 0),
+            fmt(fg.loss, 1),
+            fmt(fh.mbit, 0),
+            fmt(fh.loss, 1)
         );
     }
 }
 
 fn print_details(results: &[Measured]) {
     println!(
-        "{:<12} {:<20} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9}  load at start",
+        "{:<12} {:<25} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9}  load at start",
         "backend",
         "test",
         "median",
@@ -1544,11 +1574,11 @@ fn print_details(results: &[Measured]) {
                     fmt(f.backend_cpu, 2)
                 };
                 let retr_loss = match load {
-                    Load::Udp => fmt(f.loss, 1) + "%",
+                    Load::Udp | Load::UdpFit => fmt(f.loss, 1) + "%",
                     Load::Tcp | Load::Streams => f.retransmits.to_string(),
                 };
                 println!(
-                    "{:<12} {:<20} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9}  {}",
+                    "{:<12} {:<25} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9}  {}",
                     m.kind.name(),
                     format!("{} Mbit/s", load.label(direction)),
                     fmt(f.mbit, 0),
@@ -1572,7 +1602,7 @@ fn print_details(results: &[Measured]) {
         if m.tests.iter().any(|t| t.kind == TestKind::Latency) {
             let (rr, runs, _) = latency_figures(m);
             println!(
-                "{:<12} {:<20} {:>8}  {:<24}",
+                "{:<12} {:<25} {:>8}  {:<24}",
                 m.kind.name(),
                 "rr ms/exchange",
                 fmt(rr, 3),
@@ -1582,7 +1612,7 @@ fn print_details(results: &[Measured]) {
         if m.tests.iter().any(|t| t.kind == TestKind::ConnRate) {
             let c = connrate_figures(m);
             println!(
-                "{:<12} {:<20} {:>8}  {:<24}  CPU ms per connection: backend {}, QEMU {}",
+                "{:<12} {:<25} {:>8}  {:<24}  CPU ms per connection: backend {}, QEMU {}",
                 m.kind.name(),
                 "connections/s",
                 fmt(c.rate, 0),
@@ -1742,6 +1772,18 @@ fn write_svg(path: &Path, results: &[Measured], args: &Args, end_load: &str) -> 
             bars: mbit(Load::Udp, Direction::HostToGuest),
             decimals: 0,
         },
+        Panel {
+            title: "guest → host UDP, offered what the above received".into(),
+            note: "Mbit/s received, median; higher is better (loss in the table)".into(),
+            bars: mbit(Load::UdpFit, Direction::GuestToHost),
+            decimals: 0,
+        },
+        Panel {
+            title: "host → guest UDP, offered what the above received".into(),
+            note: "Mbit/s received, median; higher is better (loss in the table)".into(),
+            bars: mbit(Load::UdpFit, Direction::HostToGuest),
+            decimals: 0,
+        },
     ];
     // Only the panels of tests that ran (--tests).
     let panels: Vec<Panel> = panels
@@ -1806,6 +1848,12 @@ mod tests {
 
     #[test]
     fn the_plan_follows_the_test_sets_in_a_fixed_order() {
+        let udp = test_plan(&[TestSet::Udp]);
+        assert_eq!(udp.len(), 4);
+        assert_eq!(
+            udp[2],
+            TestKind::Iperf(Load::UdpFit, Direction::GuestToHost)
+        );
         let plan = test_plan(&[TestSet::Streams16, TestSet::Rr]);
         assert_eq!(
             plan,
