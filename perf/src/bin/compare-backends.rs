@@ -115,7 +115,8 @@ struct Args {
     #[arg(long = "serve-rr", value_name = "COUNT", hide = true)]
     serve_rr: Option<usize>,
 
-    /// Internal: run the connection-rate test's server until killed.
+    /// Internal: run the connection-rate test's server (until the guest tool's last
+    /// connection, or until killed).
     #[arg(long = "serve-conn", hide = true)]
     serve_conn: bool,
 }
