@@ -168,6 +168,13 @@ impl EchoServer {
         self.port
     }
 
+    /// For a server that prints iperf3's `Accepted connection` and exits when its test is over
+    /// (the connection-rate server, [`crate::connrate`]): the CPU window of its test, as
+    /// [`crate::watch_window`] samples it.
+    pub fn watch_window(&mut self, procs: crate::Watched) -> JoinHandle<Option<crate::Window>> {
+        crate::watch_window(self.lines.take().expect("watch is called once"), procs)
+    }
+
     /// Reads the server's result in a thread, which ends when the server does (or is killed).
     pub fn watch(&mut self) -> JoinHandle<Option<Exchanges>> {
         let lines = self.lines.take().expect("watch is called once");

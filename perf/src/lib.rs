@@ -11,6 +11,7 @@
 //! the backend (and of QEMU) at those two moments, so CPU is charged to the test that used it,
 //! not to the boot or to the other direction.
 
+pub mod connrate;
 pub mod echo;
 pub mod procs;
 pub mod svg;
@@ -63,6 +64,16 @@ pub struct Summary {
     /// On the sender's line: segments its TCP retransmitted (losses, or a peer that dropped
     /// what it could not take).
     pub retransmits: Option<u64>,
+    /// On a UDP line (iperf3 -u): datagrams lost and datagrams sent, the `LOST/TOTAL` column.
+    pub lost: Option<(u64, u64)>,
+}
+
+impl Summary {
+    /// Datagrams lost, in percent of those sent (UDP lines only).
+    pub fn loss_percent(&self) -> Option<f64> {
+        let (lost, total) = self.lost?;
+        (total > 0).then(|| 100.0 * lost as f64 / total as f64)
+    }
 }
 
 /// Parses an iperf3 summary line run with `-f m`, e.g.
@@ -92,6 +103,10 @@ pub fn parse_summary(line: &str) -> Option<Summary> {
         bytes: (amount * scale) as u64,
         receiver,
         retransmits: words.get(rate + 1).and_then(|w| w.parse().ok()),
+        lost: words.iter().find_map(|w| {
+            let (lost, total) = w.split_once('/')?;
+            Some((lost.parse().ok()?, total.parse().ok()?))
+        }),
     })
 }
 
@@ -201,13 +216,33 @@ pub fn thread_cpu_seconds(pid: u32, ticks_per_second: u64) -> Vec<(u32, f64)> {
 
 /// The most CPU seconds any one thread used between two [`thread_cpu_seconds`] samples.
 pub fn busiest_thread(before: &[(u32, f64)], after: &[(u32, f64)]) -> Option<f64> {
-    after
-        .iter()
-        .filter_map(|&(tid, end)| {
-            let &(_, start) = before.iter().find(|&&(t, _)| t == tid)?;
-            Some(end - start)
-        })
-        .max_by(f64::total_cmp)
+    thread_rises(before, after).max_by(f64::total_cmp)
+}
+
+/// CPU seconds each thread seen in both samples used in between.
+fn thread_rises<'a>(
+    before: &'a [(u32, f64)],
+    after: &'a [(u32, f64)],
+) -> impl Iterator<Item = f64> + 'a {
+    after.iter().filter_map(|&(tid, end)| {
+        let &(_, start) = before.iter().find(|&&(t, _)| t == tid)?;
+        Some(end - start)
+    })
+}
+
+/// How many of the backend's threads a [`Window`] keeps.
+pub const TOP_THREADS: usize = 4;
+
+/// The CPU seconds of the [`TOP_THREADS`] busiest threads between two samples, busiest first
+/// (0 where there are fewer threads): with several queue pairs, one worker thread each.
+pub fn top_threads(before: &[(u32, f64)], after: &[(u32, f64)]) -> [f64; TOP_THREADS] {
+    let mut rises: Vec<f64> = thread_rises(before, after).collect();
+    rises.sort_by(|a, b| b.total_cmp(a));
+    let mut top = [0.0; TOP_THREADS];
+    for (slot, rise) in top.iter_mut().zip(rises) {
+        *slot = rise;
+    }
+    top
 }
 
 /// The median (the mean of the middle two for an even count); `None` for no values.
@@ -241,6 +276,9 @@ pub struct Window {
     /// main loop, which runs slirp and the stream link's socket, uses far less). Near the
     /// window's length, the guest itself was the bottleneck.
     pub vcpu_cpu: Option<f64>,
+    /// CPU seconds of the backend's busiest threads, busiest first (see [`top_threads`]);
+    /// `None` for a backend inside QEMU.
+    pub backend_threads: Option<[f64; TOP_THREADS]>,
     /// Share of the machine's CPU time the hypervisor gave to others during the window, in
     /// percent (see [`steal_ticks`]).
     pub steal_percent: Option<f64>,
@@ -320,47 +358,9 @@ impl IperfServer {
     }
 
     /// Follows the server's output in a thread: samples CPU time when the client connects and
-    /// when the server exits. The thread ends when the server does (or is killed: then the test
-    /// never started, or never finished, and the window is `None`).
+    /// when the server exits (see [`watch_window`]).
     pub fn watch(&mut self, procs: Watched) -> JoinHandle<Option<Window>> {
-        let lines = self.lines.take().expect("watch is called once");
-        std::thread::spawn(move || {
-            let sample =
-                |pid: Option<u32>| pid.and_then(|p| cpu_seconds(p, procs.ticks_per_second));
-            let mut start = None;
-            for line in lines.map_while(Result::ok) {
-                if start.is_none() && line.starts_with("Accepted connection") {
-                    start = Some((
-                        Instant::now(),
-                        sample(procs.backend),
-                        sample(Some(procs.qemu)),
-                        thread_cpu_seconds(procs.qemu, procs.ticks_per_second),
-                        steal_ticks(),
-                    ));
-                }
-            }
-            let (began, backend0, qemu0, threads0, steal0) = start?;
-            let (backend1, qemu1) = (sample(procs.backend), sample(Some(procs.qemu)));
-            let threads1 = thread_cpu_seconds(procs.qemu, procs.ticks_per_second);
-            let steal1 = steal_ticks();
-            let wall = began.elapsed();
-            let used = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
-            let steal_percent = match (steal0, steal1) {
-                (Some((a, cpus)), Some((b, _))) if !wall.is_zero() => Some(
-                    100.0 * b.saturating_sub(a) as f64
-                        / procs.ticks_per_second as f64
-                        / (wall.as_secs_f64() * cpus as f64),
-                ),
-                _ => None,
-            };
-            Some(Window {
-                wall,
-                backend_cpu: used(backend0, backend1),
-                qemu_cpu: used(qemu0, qemu1),
-                vcpu_cpu: busiest_thread(&threads0, &threads1),
-                steal_percent,
-            })
-        })
+        watch_window(self.lines.take().expect("watch is called once"), procs)
     }
 }
 
@@ -371,6 +371,59 @@ impl Drop for IperfServer {
         }
         let _ = self.child.wait();
     }
+}
+
+/// Follows a test server's output in a thread: samples the CPU time of the backend and of QEMU
+/// (and of their threads) at the server's first `Accepted connection` line and when its output
+/// ends (the server exits once the test is over). The thread ends when the server does; killed
+/// before the test started or finished, it gives `None`.
+pub fn watch_window<R: BufRead + Send + 'static>(
+    lines: Lines<R>,
+    procs: Watched,
+) -> JoinHandle<Option<Window>> {
+    std::thread::spawn(move || {
+        let sample = |pid: Option<u32>| pid.and_then(|p| cpu_seconds(p, procs.ticks_per_second));
+        let mut start = None;
+        for line in lines.map_while(Result::ok) {
+            if start.is_none() && line.starts_with("Accepted connection") {
+                start = Some((
+                    Instant::now(),
+                    sample(procs.backend),
+                    sample(Some(procs.qemu)),
+                    thread_cpu_seconds(procs.qemu, procs.ticks_per_second),
+                    steal_ticks(),
+                    procs
+                        .backend
+                        .map(|p| thread_cpu_seconds(p, procs.ticks_per_second)),
+                ));
+            }
+        }
+        let (began, backend0, qemu0, threads0, steal0, backend_threads0) = start?;
+        let (backend1, qemu1) = (sample(procs.backend), sample(Some(procs.qemu)));
+        let backend_threads = backend_threads0.zip(procs.backend).map(|(before, p)| {
+            top_threads(&before, &thread_cpu_seconds(p, procs.ticks_per_second))
+        });
+        let threads1 = thread_cpu_seconds(procs.qemu, procs.ticks_per_second);
+        let steal1 = steal_ticks();
+        let wall = began.elapsed();
+        let used = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+        let steal_percent = match (steal0, steal1) {
+            (Some((a, cpus)), Some((b, _))) if !wall.is_zero() => Some(
+                100.0 * b.saturating_sub(a) as f64
+                    / procs.ticks_per_second as f64
+                    / (wall.as_secs_f64() * cpus as f64),
+            ),
+            _ => None,
+        };
+        Some(Window {
+            wall,
+            backend_cpu: used(backend0, backend1),
+            qemu_cpu: used(qemu0, qemu1),
+            vcpu_cpu: busiest_thread(&threads0, &threads1),
+            backend_threads,
+            steal_percent,
+        })
+    })
 }
 
 /// The first line of `program --version`, or why not.
@@ -492,6 +545,7 @@ mod tests {
                 bytes: 263 * 1024 * 1024,
                 receiver: false,
                 retransmits: Some(0),
+                lost: None,
             })
         );
         let receiver =
@@ -506,6 +560,15 @@ mod tests {
             None
         );
         assert_eq!(parse_summary("iperf Done."), None);
+        let udp = "[  5]   0.00-4.04   sec  98.5 MBytes   205 Mbits/sec  0.043 ms  \
+                   1234/75000 (1.6%)  receiver";
+        let s = parse_summary(udp).unwrap();
+        assert_eq!(s.mbit_per_s, 205.0);
+        assert_eq!(s.retransmits, None);
+        assert_eq!(s.lost, Some((1234, 75000)));
+        assert!((s.loss_percent().unwrap() - 1.645_333).abs() < 1e-3);
+        let sum = "[SUM]   0.00-4.00   sec   300 MBytes   629 Mbits/sec  12   sender";
+        assert_eq!(parse_summary(sum).unwrap().retransmits, Some(12));
     }
 
     #[test]
@@ -546,6 +609,10 @@ mod tests {
         let after = [(10, 1.2), (11, 5.5), (12, 4.0), (13, 9.0)];
         assert_eq!(busiest_thread(&before, &after), Some(3.5));
         assert_eq!(busiest_thread(&before, &[]), None);
+        let top = top_threads(&before, &after);
+        for (got, want) in top.iter().zip([3.5, 0.5, 0.2, 0.0]) {
+            assert!((got - want).abs() < 1e-9, "{top:?}");
+        }
     }
 
     #[test]

@@ -23,8 +23,8 @@ const BAR_GAP: f64 = 8.0;
 const PANEL_HEAD: f64 = 44.0;
 const MARGIN: f64 = 16.0;
 const COLUMNS: usize = 2;
-const COLORS: [&str; 6] = [
-    "#8c8c8c", "#d98c1f", "#3d85c6", "#2e9e5b", "#9b59b6", "#c0392b",
+const COLORS: [&str; 7] = [
+    "#8c8c8c", "#d98c1f", "#3d85c6", "#2e9e5b", "#9b59b6", "#c0392b", "#7a1f14",
 ];
 
 /// Escapes text for SVG.

@@ -1,7 +1,8 @@
 //! compare-backends: the test guest behind QEMU slirp, Debian 12's passt (socket link), Debian
 //! 13's passt (socket link and vhost-user), the backend's stream link and its vhost-user ring
-//! path, one boot each, in one run: iperf3 both ways, request/response latency and the
-//! backend's CPU per GB, as a table and an SVG chart.
+//! path (with one queue pair, and with several: vnu-ring-mq), one boot each per round: iperf3
+//! both ways (one stream, 16 streams, UDP), request/response latency, TCP connection rate, and
+//! the backend's and the guest's CPU per GB, as a table and an SVG chart.
 //!
 //! Everything the guest reaches is on the host's loopback through the gateway address
 //! (10.0.2.2). Each passt runs in a private network namespace whose default route leads nowhere
@@ -15,11 +16,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use vnu_perf::connrate::{self, Rate};
 use vnu_perf::echo::{self, EchoServer, Exchanges};
 use vnu_perf::procs::{Daemon, Netns};
 use vnu_perf::svg::{self, Panel};
 use vnu_perf::{
-    Direction, GATEWAY, IperfServer, TestOutput, Watched, Window, binary_description,
+    Direction, GATEWAY, IperfServer, TOP_THREADS, TestOutput, Watched, Window, binary_description,
     clock_ticks_per_second, load_average, machine_description, median, parse_guest_output,
 };
 use vnu_tests::{Backend, GuestOpts, Net, TempDir};
@@ -29,7 +31,8 @@ use vnu_tests::{Backend, GuestOpts, Net, TempDir};
     name = "compare-backends",
     about = "One TCG guest behind QEMU slirp, passt (Debian 12; Debian 13 socket and vhost-user), \
              and vhost-net-user's stream and ring links: \
-             iperf3 both ways, request/response latency, backend CPU per GB"
+             iperf3 TCP (1 and 16 streams) and UDP both ways, request/response latency, \
+             TCP connection rate, backend and guest CPU per GB"
 )]
 struct Args {
     /// Rounds: each boots every backend once for one run of each test; the tables show
@@ -40,6 +43,38 @@ struct Args {
     /// Seconds per iperf3 test (iperf3 -t).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=120))]
     time: u32,
+
+    /// Which tests to run (comma-separated): `bulk` (iperf3 TCP both ways), `rr`
+    /// (request/response latency), `connrate` (TCP connections per second), `udp` (iperf3 -u
+    /// both ways unlimited, then offered what that received), `streams16` (iperf3 -P 16 both
+    /// ways).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "bulk,rr,connrate,udp,streams16"
+    )]
+    tests: Vec<TestSet>,
+
+    /// vCPUs of every backend's guest (QEMU -smp).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    smp: u32,
+
+    /// Queue pairs vnu-ring-mq asks for (`-netdev vhost-user,queues=N`; the guest uses as many
+    /// as it has vCPUs, see --smp).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    queues: u32,
+
+    /// Datagram size of the UDP tests (iperf3 -l): below the smallest MTU any backend gives
+    /// (1500), so no datagram is fragmented.
+    #[arg(long, value_name = "BYTES", default_value_t = 1400, value_parser = clap::value_parser!(u32).range(64..=65000))]
+    udp_len: u32,
+
+    /// Offered rate of the UDP tests (iperf3 -b): 0 is unlimited, the sender's fastest (the
+    /// guest's, or the host's through loopback, which outruns any TCG guest: most of it is
+    /// lost); e.g. `500M` to compare loss at one offered load.
+    #[arg(long, value_name = "RATE", default_value = "0")]
+    udp_rate: String,
 
     /// Request/response exchanges per latency run.
     #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(10..=100_000))]
@@ -79,6 +114,21 @@ struct Args {
     /// itself this way, inside passt's namespace too).
     #[arg(long = "serve-rr", value_name = "COUNT", hide = true)]
     serve_rr: Option<usize>,
+
+    /// Internal: run the connection-rate test's server (until the guest tool's last
+    /// connection, or until killed).
+    #[arg(long = "serve-conn", hide = true)]
+    serve_conn: bool,
+}
+
+/// Groups of tests `--tests` picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TestSet {
+    Bulk,
+    Rr,
+    Connrate,
+    Udp,
+    Streams16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -102,16 +152,20 @@ enum Kind {
     /// vhost-net-user over vhost-user (the default link).
     #[value(name = "vnu-ring")]
     Ring,
+    /// vnu-ring with --queues queue pairs (`queues=N`, `mq=on`).
+    #[value(name = "vnu-ring-mq")]
+    RingMq,
 }
 
 impl Kind {
-    const ALL: [Kind; 6] = [
+    const ALL: [Kind; 7] = [
         Kind::Slirp,
         Kind::Passt,
         Kind::Passt13,
         Kind::Passt13VhostUser,
         Kind::Stream,
         Kind::Ring,
+        Kind::RingMq,
     ];
 
     fn name(self) -> &'static str {
@@ -122,6 +176,7 @@ impl Kind {
             Kind::Passt13VhostUser => "passt13-vu",
             Kind::Stream => "vnu-stream",
             Kind::Ring => "vnu-ring",
+            Kind::RingMq => "vnu-ring-mq",
         }
     }
 
@@ -131,7 +186,7 @@ impl Kind {
             Kind::Passt => Some(PasstFlavour::Host),
             Kind::Passt13 => Some(PasstFlavour::Debian13 { vhost_user: false }),
             Kind::Passt13VhostUser => Some(PasstFlavour::Debian13 { vhost_user: true }),
-            Kind::Slirp | Kind::Stream | Kind::Ring => None,
+            Kind::Slirp | Kind::Stream | Kind::Ring | Kind::RingMq => None,
         }
     }
 }
@@ -149,11 +204,78 @@ fn debian13_script() -> PathBuf {
     vnu_tests::workspace_root().join("scripts/debian13.sh")
 }
 
+/// What an iperf3 test sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Load {
+    /// One TCP stream.
+    Tcp,
+    /// UDP at iperf3's highest rate (`-u -b 0`).
+    Udp,
+    /// UDP offered at the rate the `Udp` test of the same direction received, just before in
+    /// the same boot: what the backend sustains, and the loss at that rate.
+    UdpFit,
+    /// 16 TCP streams at once (`-P 16`).
+    Streams,
+}
+
+impl Load {
+    const ALL: [Load; 4] = [Load::Tcp, Load::Streams, Load::Udp, Load::UdpFit];
+
+    /// The iperf3 client flags.
+    fn flags(self, args: &Args) -> String {
+        match self {
+            Load::Tcp => String::new(),
+            Load::Udp => format!(" -u -b {} -l {}", args.udp_rate, args.udp_len),
+            // `m K` (see `guest_script`): test K's received Mbit/s.
+            Load::UdpFit => format!(" -u -l {}", args.udp_len),
+            Load::Streams => " -P 16".into(),
+        }
+    }
+
+    fn label(self, direction: Direction) -> String {
+        match self {
+            Load::Tcp => direction.label().to_owned(),
+            Load::Udp => format!("UDP {}", direction.label()),
+            Load::UdpFit => format!("UDP fit {}", direction.label()),
+            Load::Streams => format!("16x {}", direction.label()),
+        }
+    }
+}
+
 /// What one guest test was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TestKind {
-    Iperf(Direction),
+    Iperf(Load, Direction),
     Latency,
+    ConnRate,
+}
+
+/// The tests of one boot, in order.
+fn test_plan(sets: &[TestSet]) -> Vec<TestKind> {
+    let mut plan = Vec::new();
+    let both = |load| Direction::BOTH.map(|d| TestKind::Iperf(load, d));
+    for set in [
+        TestSet::Bulk,
+        TestSet::Rr,
+        TestSet::Connrate,
+        TestSet::Udp,
+        TestSet::Streams16,
+    ] {
+        if !sets.contains(&set) {
+            continue;
+        }
+        match set {
+            TestSet::Bulk => plan.extend(both(Load::Tcp)),
+            TestSet::Rr => plan.push(TestKind::Latency),
+            TestSet::Connrate => plan.push(TestKind::ConnRate),
+            TestSet::Udp => {
+                plan.extend(both(Load::Udp));
+                plan.extend(both(Load::UdpFit));
+            }
+            TestSet::Streams16 => plan.extend(both(Load::Streams)),
+        }
+    }
+    plan
 }
 
 /// A latency run as the guest and the host saw it.
@@ -171,6 +293,10 @@ struct Test {
     output: TestOutput,
     window: Option<Window>,
     latency: Latency,
+    /// The guest's busy CPU seconds over an iperf3 test (all vCPUs; from its /proc/stat).
+    guest_cpu: Option<GuestCpu>,
+    /// A connection-rate test's result, or what went wrong.
+    conn: Result<Rate, String>,
 }
 
 /// Everything measured behind one backend.
@@ -187,6 +313,11 @@ struct Measured {
     /// Boots measured again because the hypervisor took too much of the machine, with the
     /// steal each saw.
     repeated: Vec<f64>,
+    /// The guest's `ethtool -S eth0` packet counters per queue (`rx_queue_0_packets`, ...),
+    /// summed over its boots: which queue pairs carried the traffic.
+    queues: Vec<(String, u64)>,
+    /// vCPUs the guest saw.
+    cpus: Option<String>,
 }
 
 impl Measured {
@@ -201,6 +332,15 @@ impl Measured {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.serve_conn {
+        return match connrate::serve() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("connection-rate server: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(count) = args.serve_rr {
         return match echo::serve(count) {
             Ok(()) => ExitCode::SUCCESS,
@@ -224,6 +364,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<bool, String> {
+    if !is_rate(&args.udp_rate) {
+        eprintln!(
+            "compare-backends: --udp-rate {:?} is not a rate (e.g. 0, 800M, 2G)",
+            args.udp_rate
+        );
+        std::process::exit(2);
+    }
     let kinds: Vec<Kind> = if args.only.is_empty() {
         // Debian 12's passt is the old peer: a machine without it still measures the others
         // (asked for by name with --only, its absence is an error below).
@@ -231,9 +378,11 @@ fn run(args: &Args) -> Result<bool, String> {
         if !host_passt {
             eprintln!("compare-backends: passt (Debian 12's) not installed; leaving it out");
         }
+        // A guest with one vCPU uses one queue pair: vnu-ring-mq would be vnu-ring again.
         Kind::ALL
             .into_iter()
             .filter(|&k| k != Kind::Passt || host_passt)
+            .filter(|&k| k != Kind::RingMq || args.smp > 1)
             .collect()
     } else {
         Kind::ALL
@@ -277,13 +426,30 @@ fn run(args: &Args) -> Result<bool, String> {
             format!("the Debian 13 root for passt13 and passt13-vu (leave them out with --only): {e}")
         })?;
     }
-    let bin = if kinds.iter().any(|k| matches!(k, Kind::Stream | Kind::Ring)) {
+    let bin = if kinds
+        .iter()
+        .any(|k| matches!(k, Kind::Stream | Kind::Ring | Kind::RingMq))
+    {
         Some(vnu_perf::release_backend()?)
     } else {
         None
     };
     let exe = std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?;
     let ticks = clock_ticks_per_second()?;
+    let plan = test_plan(&args.tests);
+    let tool = if plan.contains(&TestKind::ConnRate) {
+        Some(connrate::build_guest_tool()?)
+    } else {
+        None
+    };
+    let env = Env {
+        args,
+        bin: bin.as_deref(),
+        exe: &exe,
+        ticks,
+        plan: &plan,
+        tool: tool.as_deref(),
+    };
 
     let mut header = vec![machine_description(&qemu)];
     if let Some(bin) = &bin {
@@ -298,15 +464,45 @@ fn run(args: &Args) -> Result<bool, String> {
             passt_version(PasstFlavour::Debian13 { vhost_user: true })
         ));
     }
+    let mut tests = Vec::new();
+    if args.tests.contains(&TestSet::Bulk) {
+        tests.push(format!(
+            "iperf3 -t {} -f m to {GATEWAY} (host 127.0.0.1) each way",
+            args.time
+        ));
+    }
+    if args.tests.contains(&TestSet::Rr) {
+        tests.push(format!(
+            "{} request/response exchanges of {} bytes on one TCP connection from the guest \
+             (busybox `nc -e cat` echoes, the host times)",
+            args.exchanges,
+            echo::MESSAGE_LEN
+        ));
+    }
+    if args.tests.contains(&TestSet::Connrate) {
+        tests.push(format!(
+            "{} s of TCP connections from the guest (vnu-connrate: connect, {} bytes each way, \
+             the host closes)",
+            args.time,
+            connrate::MESSAGE_LEN
+        ));
+    }
+    if args.tests.contains(&TestSet::Udp) {
+        tests.push(format!(
+            "iperf3 -u -b {} -l {} each way, then each way again offered what that received",
+            args.udp_rate, args.udp_len
+        ));
+    }
+    if args.tests.contains(&TestSet::Streams16) {
+        tests.push("iperf3 -P 16 each way".into());
+    }
     header.push(format!(
-        "tests     {} rounds, each booting every backend in turn (one later each round) for \
-         one run of: iperf3 -t {} -f m to {GATEWAY} (host 127.0.0.1) each way; {} \
-         request/response exchanges of {} bytes on one TCP connection from the guest (busybox \
-         `nc -e cat` echoes, the host times)",
+        "tests     {} rounds, each booting every backend in turn (one later each round; guest \
+         -smp {}, vnu-ring-mq queues={}) for one run of: {}",
         args.runs,
-        args.time,
-        args.exchanges,
-        echo::MESSAGE_LEN
+        args.smp,
+        args.queues,
+        tests.join("; ")
     ));
     println!("{}\n", header.join("\n"));
 
@@ -321,6 +517,8 @@ fn run(args: &Args) -> Result<bool, String> {
             load: String::new(),
             error: None,
             repeated: Vec::new(),
+            queues: Vec::new(),
+            cpus: None,
         })
         .collect();
     // Round by round, every backend boots once for one run of each test, starting one backend
@@ -332,7 +530,7 @@ fn run(args: &Args) -> Result<bool, String> {
             if slot.error.is_some() {
                 continue;
             }
-            let mut measured = measure(slot.kind, args, bin.as_deref(), &exe, ticks);
+            let mut measured = measure(slot.kind, &env);
             for _ in 0..args.steal_retries {
                 let steal = match &measured {
                     Ok(m) => m.worst_steal(),
@@ -348,7 +546,7 @@ fn run(args: &Args) -> Result<bool, String> {
                     args.max_steal
                 );
                 slot.repeated.push(steal);
-                measured = measure(slot.kind, args, bin.as_deref(), &exe, ticks);
+                measured = measure(slot.kind, &env);
             }
             match measured {
                 Ok(m) => {
@@ -358,6 +556,13 @@ fn run(args: &Args) -> Result<bool, String> {
                     slot.tests.extend(m.tests);
                     slot.mtu = slot.mtu.take().or(m.mtu);
                     slot.summary = m.summary.or(slot.summary.take());
+                    slot.cpus = m.cpus.or(slot.cpus.take());
+                    for (queue, packets) in m.queues {
+                        match slot.queues.iter_mut().find(|(q, _)| *q == queue) {
+                            Some((_, sum)) => *sum += packets,
+                            None => slot.queues.push((queue, packets)),
+                        }
+                    }
                 }
                 Err(e) => {
                     if slot.load.is_empty() {
@@ -383,9 +588,12 @@ fn run(args: &Args) -> Result<bool, String> {
         })
         .collect();
 
-    print_summary(&results);
+    print_summary(&results, &plan);
     println!();
     print_details(&results);
+    println!();
+    print_queues(&results);
+    print_threads(&results);
     println!(
         "\nload avg  {end_load} (at the end; total {:.0?})",
         started.elapsed()
@@ -411,17 +619,31 @@ fn run(args: &Args) -> Result<bool, String> {
         }
         for (k, t) in m.tests.iter().enumerate() {
             let missing = match t.kind {
-                TestKind::Iperf(_) => t.output.receiver.is_none(),
+                TestKind::Iperf(..) => t.output.receiver.is_none(),
                 TestKind::Latency => t.latency.host.is_none(),
+                TestKind::ConnRate => t.conn.is_err(),
             };
             if missing {
                 complete = false;
                 println!(
-                    "{} test {k} ({}) gave no result: {}{}",
+                    "{} test {k} ({}) gave no result: {}{}{}",
                     m.kind.name(),
                     test_label(t.kind),
                     t.output.errors.join("; "),
-                    t.latency.guest.as_deref().unwrap_or("")
+                    t.latency.guest.as_deref().unwrap_or(""),
+                    t.conn.as_ref().err().map_or("", String::as_str)
+                );
+            } else if let Ok(Rate {
+                errors: 1..,
+                first_error: Some(e),
+                ..
+            }) = &t.conn
+            {
+                println!(
+                    "{} test {k} ({}): {} failed connections, the first: {e}",
+                    m.kind.name(),
+                    test_label(t.kind),
+                    t.conn.as_ref().map_or(0, |r| r.errors)
                 );
             }
         }
@@ -434,6 +656,16 @@ fn run(args: &Args) -> Result<bool, String> {
     write_svg(&svg_path, &results, args, &end_load)?;
     println!("chart     {}", svg_path.display());
     Ok(complete)
+}
+
+/// Whether `rate` is a rate iperf3 -b takes: a number with an optional k, M or G.
+fn is_rate(rate: &str) -> bool {
+    let number = rate
+        .strip_suffix(['k', 'K', 'm', 'M', 'g', 'G'])
+        .unwrap_or(rate);
+    number
+        .parse::<f64>()
+        .is_ok_and(|n| n.is_finite() && n >= 0.0)
 }
 
 /// The installed passt's package version (passt 2023 prints "unknown version" itself, passt
@@ -464,6 +696,8 @@ struct Setup {
     pid: Option<u32>,
     /// Prefix for host-side servers (`ip netns exec NS` for passt).
     prefix: Vec<String>,
+    /// Queue pairs to ask a vhost-user backend for (`queues=N`, `mq=on`); none: one.
+    queues: Option<u32>,
     // Guards, in drop order: processes before the namespace they run in, then the temp dir.
     daemon: Option<Daemon>,
     backend: Option<Backend>,
@@ -490,6 +724,7 @@ fn set_up(kind: Kind, args: &Args, bin: Option<&Path>) -> Result<Setup, String> 
         net: Net::slirp(),
         pid: None,
         prefix: Vec::new(),
+        queues: None,
         daemon: None,
         backend: None,
         _netns: None,
@@ -497,10 +732,13 @@ fn set_up(kind: Kind, args: &Args, bin: Option<&Path>) -> Result<Setup, String> 
     };
     match kind {
         Kind::Slirp => {}
-        Kind::Ring => {
+        Kind::Ring | Kind::RingMq => {
             let extra: Vec<&str> = args.backend_args.iter().map(String::as_str).collect();
             let backend = Backend::start(&extra).map_err(|e| e.to_string())?;
             setup.net = backend.net();
+            if kind == Kind::RingMq {
+                setup.queues = Some(args.queues);
+            }
             setup.pid = Some(backend.pid());
             setup.backend = Some(backend);
         }
@@ -616,43 +854,125 @@ fn set_up(kind: Kind, args: &Args, bin: Option<&Path>) -> Result<Setup, String> 
     Ok(setup)
 }
 
+/// The console line the guest's script prints first.
+const SCRIPT_STARTED: &str = "run: mark=start";
+
+/// How long a guest may take from QEMU's start to its script.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// What every measurement shares.
+struct Env<'a> {
+    args: &'a Args,
+    bin: Option<&'a Path>,
+    /// This program, which serves the latency and connection-rate tests.
+    exe: &'a Path,
+    ticks: u64,
+    plan: &'a [TestKind],
+    /// The guest's connection-rate tool, when that test runs.
+    tool: Option<&'a Path>,
+}
+
 /// Host-side servers of one test.
 enum Server {
     Iperf(IperfServer),
     Echo(EchoServer),
+    /// The connection-rate server: the same kind of process as the echo server (it prints
+    /// `listening PORT` and is killed on drop), which also marks its test's start and end as
+    /// iperf3 does; the guest's tool reports the result.
+    Conn(EchoServer),
 }
 
-fn measure(
-    kind: Kind,
-    args: &Args,
-    bin: Option<&Path>,
-    exe: &Path,
-    ticks_per_second: u64,
-) -> Result<Measured, String> {
+/// The guest's network with the QEMU arguments `GuestOpts` has no field for: `-smp` (QEMU
+/// takes the last `-smp` given, so it overrides the `-smp 1` before it), the fw_cfg file with
+/// the connection-rate tool, and `queues=N` on a vhost-user netdev. Every kind of `Net` becomes
+/// the `Net::Raw` that makes the same command line.
+fn guest_net(net: Net, queues: Option<u32>, extra: Vec<String>) -> Net {
+    let (mut args, shared_memory, vectors) = match net {
+        Net::User(opts) => {
+            let netdev = if opts.is_empty() {
+                "user,id=n0".to_owned()
+            } else {
+                format!("user,id=n0,{opts}")
+            };
+            (vec!["-netdev".into(), netdev], false, None)
+        }
+        Net::VhostUser { socket, reconnect } => (
+            vec![
+                "-chardev".into(),
+                format!(
+                    "socket,id=c0,path={}{}",
+                    socket.display(),
+                    if reconnect { ",reconnect=1" } else { "" }
+                ),
+                "-netdev".into(),
+                match queues {
+                    Some(n) => format!("vhost-user,id=n0,chardev=c0,queues={n}"),
+                    None => "vhost-user,id=n0,chardev=c0".into(),
+                },
+            ],
+            // As `Net::VhostUser`: shared memory, and no MSI-X (QEMU 7.2 TCG).
+            true,
+            Some(0),
+        ),
+        Net::Raw {
+            args,
+            shared_memory,
+            vectors,
+        } => (args, shared_memory, vectors),
+    };
+    args.extend(extra);
+    Net::Raw {
+        args,
+        shared_memory,
+        vectors,
+    }
+}
+
+fn measure(kind: Kind, env: &Env) -> Result<Measured, String> {
+    let args = env.args;
     let load = load_average();
-    let setup = set_up(kind, args, bin)?;
-    let plan = [
-        TestKind::Iperf(Direction::GuestToHost),
-        TestKind::Iperf(Direction::HostToGuest),
-        TestKind::Latency,
-    ];
-    let mut echo_command = setup.prefix.clone();
-    echo_command.push(exe.display().to_string());
-    echo_command.push(echo::SERVE_FLAG.into());
-    echo_command.push(args.exchanges.to_string());
+    let setup = set_up(kind, args, env.bin)?;
+    let plan = env.plan;
+    let server_command = |flag: &str, count: Option<u32>| {
+        let mut command = setup.prefix.clone();
+        command.push(env.exe.display().to_string());
+        command.push(flag.into());
+        command.extend(count.map(|c| c.to_string()));
+        command
+    };
+    let echo_command = server_command(echo::SERVE_FLAG, Some(args.exchanges));
+    let conn_command = server_command(connrate::SERVE_FLAG, None);
     let mut servers = plan
         .iter()
         .map(|t| match t {
-            TestKind::Iperf(_) => IperfServer::start_in(&setup.prefix).map(Server::Iperf),
+            TestKind::Iperf(..) => IperfServer::start_in(&setup.prefix).map(Server::Iperf),
             TestKind::Latency => EchoServer::start(&echo_command).map(Server::Echo),
+            TestKind::ConnRate => EchoServer::start(&conn_command).map(Server::Conn),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let script = guest_script(&plan, &servers, args);
+    let script = guest_script(plan, &servers, args);
 
+    let mut extra = vec!["-smp".to_owned(), args.smp.to_string()];
+    if let Some(tool) = env.tool {
+        extra.push("-fw_cfg".into());
+        extra.push(format!(
+            "name={},file={}",
+            connrate::FW_CFG_NAME,
+            tool.display()
+        ));
+    }
+    let mut device_opts = args.device_opts.clone();
+    if setup.queues.is_some() {
+        if !device_opts.is_empty() {
+            device_opts.push(',');
+        }
+        device_opts.push_str("mq=on");
+    }
+    let net = guest_net(setup.net.clone(), setup.queues, extra);
     let per_test = u64::from(args.time) + 40;
-    let opts = GuestOpts::new(kind.name(), setup.net.clone())
+    let opts = GuestOpts::new(kind.name(), net)
         .script(&script)
-        .device_opts(&args.device_opts)
+        .device_opts(&device_opts)
         .timeout(Duration::from_secs(180 + per_test * plan.len() as u64));
     eprintln!(
         "compare-backends: booting the guest behind {} for {} tests",
@@ -660,23 +980,40 @@ fn measure(
         plan.len()
     );
     let started = Instant::now();
-    let guest = vnu_tests::spawn(&opts).map_err(|e| e.to_string())?;
+    let mut guest = vnu_tests::spawn(&opts).map_err(|e| e.to_string())?;
+    // The watchers start at once: the first test begins as soon as the script does.
     let watched = Watched {
         backend: setup.pid,
         qemu: guest.pid(),
-        ticks_per_second,
+        ticks_per_second: env.ticks,
     };
     enum Watcher {
-        Iperf(std::thread::JoinHandle<Option<Window>>),
+        Window(std::thread::JoinHandle<Option<Window>>),
         Echo(std::thread::JoinHandle<Option<Exchanges>>),
     }
     let watchers: Vec<Watcher> = servers
         .iter_mut()
         .map(|s| match s {
-            Server::Iperf(s) => Watcher::Iperf(s.watch(watched)),
+            Server::Iperf(s) => Watcher::Window(s.watch(watched)),
             Server::Echo(s) => Watcher::Echo(s.watch()),
+            Server::Conn(s) => Watcher::Window(s.watch_window(watched)),
         })
         .collect();
+    // A QEMU that cannot set up its netdev (e.g. more queues than the backend offers) retries
+    // for ever without booting: give up on it after a boot's time, not the whole run's.
+    if let Err(e) = guest.wait_for_line(SCRIPT_STARTED, BOOT_TIMEOUT) {
+        let _ = std::process::Command::new("kill")
+            .arg(guest.pid().to_string())
+            .status();
+        let qemu = guest.wait();
+        // Killing the servers ends their watchers.
+        drop(servers);
+        drop(watchers);
+        return Err(match qemu {
+            Err(qemu) => format!("the guest's script did not start: {qemu}"),
+            Ok(_) => format!("the guest's script did not start: {e}"),
+        });
+    }
     let run = guest.wait();
     // Kills the servers of tests that never ran, which ends their watchers.
     drop(servers);
@@ -684,7 +1021,7 @@ fn measure(
     let mut exchanges = Vec::new();
     for w in watchers {
         match w {
-            Watcher::Iperf(h) => {
+            Watcher::Window(h) => {
                 windows.push(h.join().unwrap_or(None));
                 exchanges.push(None);
             }
@@ -707,17 +1044,34 @@ fn measure(
         .zip(outputs)
         .zip(windows.into_iter().zip(exchanges))
         .enumerate()
-        .map(|(k, ((&kind, output), (window, host)))| Test {
-            kind,
-            output,
-            window,
-            latency: Latency {
-                host,
-                guest: run.run.iter().find_map(|l| {
-                    l.strip_prefix(&format!("rr {k}: "))
-                        .map(|rest| format!("guest: {rest}"))
-                }),
-            },
+        .map(|(k, ((&kind, output), (window, host)))| {
+            let tagged = |tag: &str| {
+                let prefix = format!("{tag} {k}: ");
+                run.run
+                    .iter()
+                    .filter_map(move |l| l.strip_prefix(&prefix).map(str::to_owned))
+            };
+            let conn = match kind {
+                TestKind::ConnRate => {
+                    let lines: Vec<String> = tagged("connrate").collect();
+                    lines
+                        .iter()
+                        .find_map(|l| connrate::parse_rate(l))
+                        .ok_or_else(|| format!("guest: {}", lines.join("; ")))
+                }
+                _ => Err("not a connection-rate test".into()),
+            };
+            Test {
+                kind,
+                output,
+                window,
+                latency: Latency {
+                    host,
+                    guest: tagged("rr").next().map(|rest| format!("guest: {rest}")),
+                },
+                guest_cpu: tagged("gcpu").find_map(|l| guest_cpu(&l)),
+                conn,
+            }
         })
         .collect();
     let log = match (&setup.backend, &setup.daemon) {
@@ -734,6 +1088,48 @@ fn measure(
         load,
         error: None,
         repeated: Vec::new(),
+        queues: run
+            .run
+            .iter()
+            .filter_map(|l| {
+                let (queue, packets) = l.strip_prefix("queue: ")?.split_once(' ')?;
+                Some((
+                    queue.trim_end_matches(':').to_owned(),
+                    packets.trim().parse().ok()?,
+                ))
+            })
+            .collect(),
+        cpus: run
+            .run
+            .iter()
+            .find_map(|l| l.strip_prefix("cpus: ").map(str::to_owned)),
+    })
+}
+
+/// The guest's CPU over one test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct GuestCpu {
+    /// Busy seconds, all vCPUs together.
+    busy: f64,
+    /// Busy share of all its vCPUs' time, in percent.
+    percent: f64,
+}
+
+/// The guest's CPU from its `gcpu K: BUSY0 TOTAL0 BUSY1 TOTAL1` line (ticks of /proc/stat's
+/// `cpu` line, USER_HZ 100, before and after one test).
+fn guest_cpu(line: &str) -> Option<GuestCpu> {
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .map(|w| w.parse().ok())
+        .collect::<Option<_>>()?;
+    let [busy0, total0, busy1, total1] = v[..] else {
+        return None;
+    };
+    let busy = busy1.checked_sub(busy0)?;
+    let total = total1.checked_sub(total0)?;
+    (total > 0).then(|| GuestCpu {
+        busy: busy as f64 / 100.0,
+        percent: 100.0 * busy as f64 / total as f64,
     })
 }
 
@@ -759,63 +1155,115 @@ fn wait_summary(first: &str, backend: Option<&Backend>, daemon: Option<&Daemon>)
     }
 }
 
-/// The guest's script: iperf3 tests report `iperf K: LINE` (as in guest-throughput); a latency
-/// test runs `nc GATEWAY PORT -e cat` (cat echoes on the socket until the host closes it) and
-/// reports `rr K: rc=STATUS`.
+/// The guest's script: iperf3 tests report `iperf K: LINE` (as in guest-throughput; with
+/// -P 16 only the `[SUM]` lines) and `gcpu K: BUSY TOTAL BUSY TOTAL`, the guest's CPU ticks
+/// (busy: all but idle and iowait) before and after; a latency test runs `nc GATEWAY PORT -e
+/// cat` (cat echoes on the socket until the host closes it) and reports `rr K: rc=STATUS`; a
+/// connection-rate test runs the tool from fw_cfg and reports `connrate K: ITS LINE`. Last,
+/// the vCPUs and the per-queue packet counters of `ethtool -S eth0`.
 fn guest_script(plan: &[TestKind], servers: &[Server], args: &Args) -> String {
     let seconds = args.time;
     let mut script = format!(
-        "t() {{ k=$1; shift; timeout {limit} iperf3 -c {GATEWAY} -f m -t {seconds} \"$@\" 2>&1 | \
-         awk -v k=\"$k\" '/sender|receiver|error/ {{ print \"iperf \" k \": \" $0 }}'; }}\n\
-         r() {{ timeout 120 nc {GATEWAY} $2 -e cat; echo \"rr $1: rc=$?\"; }}\n",
+        "echo {}\n\
+         g() {{ awk '/^cpu / {{ print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9 }}' /proc/stat; }}\n\
+         mkdir -p /tmp\n\
+         t() {{ k=$1; s=$2; shift 2; a=$(g); timeout {limit} iperf3 -c {GATEWAY} -f m -t {seconds} \"$@\" > /tmp/i.$k 2>&1; \
+         b=$(g); awk -v k=\"$k\" -v s=\"$s\" '(/sender|receiver/ && (s == 0 || /SUM/)) || /error/ {{ print \"iperf \" k \": \" $0 }}' /tmp/i.$k; \
+         echo \"gcpu $k: $a $b\"; }}\n\
+         m() {{ r=$(awk '/receiver/ {{ for (i = 1; i < NF; i++) if ($(i + 1) == \"Mbits/sec\") print $i }}' /tmp/i.$1); echo \"${{r:-none}}\"; }}\n\
+         r() {{ timeout 120 nc {GATEWAY} $2 -e cat; echo \"rr $1: rc=$?\"; }}\n\
+         c() {{ o=$(timeout {limit} /tmp/vnu-connrate {GATEWAY}:$2 {seconds} 2>&1); e=$?; \
+         echo \"$o\" | sed \"s/^/connrate $1: /\"; [ $e = 0 ] || echo \"connrate $1: rc=$e\"; }}\n",
+        SCRIPT_STARTED
+            .strip_prefix("run: ")
+            .unwrap_or(SCRIPT_STARTED),
         limit = seconds + 20,
     );
+    if plan.contains(&TestKind::ConnRate) {
+        let _ = writeln!(
+            script,
+            "cat /sys/firmware/qemu_fw_cfg/by_name/{}/raw > /tmp/vnu-connrate; \
+             chmod +x /tmp/vnu-connrate",
+            connrate::FW_CFG_NAME
+        );
+    }
     for (k, (test, server)) in plan.iter().zip(servers).enumerate() {
         let port = match server {
             Server::Iperf(s) => s.port(),
-            Server::Echo(s) => s.port(),
+            Server::Echo(s) | Server::Conn(s) => s.port(),
+        };
+        // The fit test offers what the unlimited test of its direction received.
+        let fit = match test {
+            TestKind::Iperf(Load::UdpFit, d) => plan
+                .iter()
+                .position(|t| *t == TestKind::Iperf(Load::Udp, *d))
+                .map_or(" -b none".to_owned(), |prev| format!(" -b $(m {prev})M")),
+            _ => String::new(),
         };
         let _ = match test {
-            TestKind::Iperf(d) => writeln!(script, "t {k} -p {port}{}", d.client_flag()),
+            TestKind::Iperf(load, d) => writeln!(
+                script,
+                "t {k} {} -p {port}{}{}{fit}",
+                u8::from(*load == Load::Streams),
+                d.client_flag(),
+                load.flags(args)
+            ),
             TestKind::Latency => writeln!(script, "r {k} {port}"),
+            TestKind::ConnRate => writeln!(script, "c {k} {port}"),
         };
     }
+    script.push_str(
+        "echo \"cpus: $(grep -c ^processor /proc/cpuinfo)\"\n\
+         ethtool -S eth0 2>&1 | awk '/[rt]x_queue_[0-9]+_packets:/ { print \"queue: \" $1 \" \" $2 }'\n",
+    );
     script
 }
 
-fn test_label(kind: TestKind) -> &'static str {
+fn test_label(kind: TestKind) -> String {
     match kind {
-        TestKind::Iperf(d) => d.label(),
-        TestKind::Latency => "request/response",
+        TestKind::Iperf(load, d) => load.label(d),
+        TestKind::Latency => "request/response".into(),
+        TestKind::ConnRate => "connection rate".into(),
     }
 }
 
-/// Per backend and direction: median Mbit/s, every run, and CPU figures.
+/// Per backend, load and direction: median Mbit/s, every run, and CPU figures.
 #[derive(Debug, Default)]
 struct DirectionFigures {
+    /// Whether any test of this load and direction ran.
+    ran: bool,
     mbit: Option<f64>,
     runs: Vec<String>,
     backend_cpu: Option<f64>,
     backend_per_gb: Option<f64>,
     qemu_cpu: Option<f64>,
     qemu_per_gb: Option<f64>,
+    guest_per_gb: Option<f64>,
     retransmits: u64,
+    /// UDP: median over the runs of the receiver's lost datagrams, in percent of those sent.
+    loss: Option<f64>,
     /// Median over the runs of QEMU's busiest thread's CPU share of the window, in percent:
     /// the vCPU's (see `Window::vcpu_cpu`).
     vcpu_busy: Option<f64>,
+    /// Median over the runs of the guest's busy share of its vCPUs' time, in percent.
+    guest_busy: Option<f64>,
+    /// Per rank (busiest first), the median over the runs of the CPU seconds of the backend's
+    /// busiest threads.
+    backend_threads: Option<[f64; TOP_THREADS]>,
     /// Median over the runs of the machine's CPU time stolen by the hypervisor, in percent.
     steal: Option<f64>,
-    /// Sums over the runs with both a result and a CPU window: (CPU s, bytes received), for
-    /// the backend and for QEMU.
+    /// Sums over the runs with both a result and a CPU figure: (CPU s, bytes received), for
+    /// the backend, for QEMU and for the guest (its own busy time, from its /proc/stat).
     backend_total: (f64, u64),
     qemu_total: (f64, u64),
+    guest_total: (f64, u64),
 }
 
-fn direction_figures(m: &Measured, direction: Direction) -> DirectionFigures {
+fn direction_figures(m: &Measured, load: Load, direction: Direction) -> DirectionFigures {
     let tests: Vec<&Test> = m
         .tests
         .iter()
-        .filter(|t| t.kind == TestKind::Iperf(direction))
+        .filter(|t| t.kind == TestKind::Iperf(load, direction))
         .collect();
     let rates: Vec<f64> = tests
         .iter()
@@ -828,17 +1276,32 @@ fn direction_figures(m: &Measured, direction: Direction) -> DirectionFigures {
             None => "fail".into(),
         })
         .collect();
+    let losses: Vec<f64> = tests
+        .iter()
+        .filter_map(|t| t.output.receiver?.loss_percent())
+        .collect();
     let mut f = DirectionFigures {
+        ran: !tests.is_empty(),
         mbit: median(&rates),
         runs,
+        loss: median(&losses),
         ..Default::default()
     };
     let mut backend = Vec::new();
     let mut qemu = Vec::new();
     let mut vcpu = Vec::new();
+    let mut guest = Vec::new();
     let mut steal = Vec::new();
     for t in &tests {
-        let (Some(w), Some(r)) = (t.window, t.output.receiver) else {
+        let Some(r) = t.output.receiver else {
+            continue;
+        };
+        if let Some(c) = t.guest_cpu {
+            guest.push(c.percent);
+            f.guest_total.0 += c.busy;
+            f.guest_total.1 += r.bytes;
+        }
+        let Some(w) = t.window else {
             continue;
         };
         if let Some(c) = w.vcpu_cpu.filter(|_| !w.wall.is_zero()) {
@@ -859,9 +1322,24 @@ fn direction_figures(m: &Measured, direction: Direction) -> DirectionFigures {
     f.backend_cpu = median(&backend);
     f.qemu_cpu = median(&qemu);
     f.vcpu_busy = median(&vcpu);
+    f.guest_busy = median(&guest);
+    let threads: Vec<[f64; TOP_THREADS]> = tests
+        .iter()
+        .filter(|t| t.output.receiver.is_some())
+        .filter_map(|t| t.window?.backend_threads)
+        .collect();
+    if !threads.is_empty() {
+        let mut ranks = [0.0; TOP_THREADS];
+        for (rank, slot) in ranks.iter_mut().enumerate() {
+            let values: Vec<f64> = threads.iter().map(|t| t[rank]).collect();
+            *slot = median(&values).unwrap_or(0.0);
+        }
+        f.backend_threads = Some(ranks);
+    }
     f.steal = median(&steal);
     f.backend_per_gb = per_gb(f.backend_total);
     f.qemu_per_gb = per_gb(f.qemu_total);
+    f.guest_per_gb = per_gb(f.guest_total);
     f.retransmits = tests
         .iter()
         .filter_map(|t| t.output.sender?.retransmits)
@@ -887,19 +1365,70 @@ fn latency_figures(m: &Measured) -> (Option<f64>, Vec<String>, Option<f64>) {
     (median(&means), text, median(&medians))
 }
 
+/// Connection rate figures of one backend.
+#[derive(Debug, Default)]
+struct ConnFigures {
+    /// Median over the runs of completed connections per second.
+    rate: Option<f64>,
+    /// Every run's figure.
+    runs: Vec<String>,
+    /// CPU milliseconds per connection over the runs with a CPU window: the backend's, QEMU's.
+    backend_ms: Option<f64>,
+    qemu_ms: Option<f64>,
+}
+
+fn connrate_figures(m: &Measured) -> ConnFigures {
+    let tests: Vec<&Test> = m
+        .tests
+        .iter()
+        .filter(|t| t.kind == TestKind::ConnRate)
+        .collect();
+    let runs: Vec<Option<f64>> = tests
+        .iter()
+        .map(|t| t.conn.as_ref().ok().and_then(Rate::per_second))
+        .collect();
+    let rates: Vec<f64> = runs.iter().flatten().copied().collect();
+    let (mut backend, mut qemu) = ((0.0, 0), (0.0, 0));
+    for t in &tests {
+        let (Ok(r), Some(w)) = (&t.conn, t.window) else {
+            continue;
+        };
+        if let Some(c) = w.backend_cpu {
+            backend.0 += c;
+            backend.1 += r.connections;
+        }
+        if let Some(c) = w.qemu_cpu {
+            qemu.0 += c;
+            qemu.1 += r.connections;
+        }
+    }
+    let per_connection =
+        |(seconds, count): (f64, u64)| (count > 0).then(|| 1e3 * seconds / count as f64);
+    ConnFigures {
+        rate: median(&rates),
+        runs: runs
+            .iter()
+            .map(|r| r.map_or("fail".into(), |r| format!("{r:.0}")))
+            .collect(),
+        backend_ms: per_connection(backend),
+        qemu_ms: per_connection(qemu),
+    }
+}
+
 /// CPU seconds per 10^9 bytes.
 fn per_gb((seconds, bytes): (f64, u64)) -> Option<f64> {
     (bytes > 0).then(|| seconds / (bytes as f64 / 1e9))
 }
 
-/// CPU s per GB over both directions: (backend, QEMU).
-fn overall_per_gb(m: &Measured) -> (Option<f64>, Option<f64>) {
-    let g = direction_figures(m, Direction::GuestToHost);
-    let h = direction_figures(m, Direction::HostToGuest);
+/// CPU s per GB over both directions of the single-stream TCP test: (backend, QEMU, guest).
+fn overall_per_gb(m: &Measured) -> (Option<f64>, Option<f64>, Option<f64>) {
+    let g = direction_figures(m, Load::Tcp, Direction::GuestToHost);
+    let h = direction_figures(m, Load::Tcp, Direction::HostToGuest);
     let sum = |a: (f64, u64), b: (f64, u64)| (a.0 + b.0, a.1 + b.1);
     (
         per_gb(sum(g.backend_total, h.backend_total)),
         per_gb(sum(g.qemu_total, h.qemu_total)),
+        per_gb(sum(g.guest_total, h.guest_total)),
     )
 }
 
@@ -907,23 +1436,53 @@ fn fmt(value: Option<f64>, decimals: usize) -> String {
     value.map_or("-".to_owned(), |v| format!("{v:.decimals$}"))
 }
 
-fn print_summary(results: &[Measured]) {
+fn print_summary(results: &[Measured], plan: &[TestKind]) {
+    let basic = plan
+        .iter()
+        .any(|t| matches!(t, TestKind::Latency | TestKind::Iperf(Load::Tcp, _)));
+    if basic {
+        print_basic_summary(results);
+    }
+    let more = plan.iter().any(|t| {
+        matches!(
+            t,
+            TestKind::ConnRate | TestKind::Iperf(Load::Udp | Load::UdpFit | Load::Streams, _)
+        )
+    });
+    if more {
+        if basic {
+            println!();
+        }
+        print_more_summary(results);
+    }
+}
+
+/// The first summary table: single-stream TCP, latency and CPU per GB.
+fn print_basic_summary(results: &[Measured]) {
     println!(
-        "{:<11} {:>6} {:>12} {:>12} {:>10} {:>10} {:>10} {:>11}",
-        "backend", "MTU", "g→h Mbit/s", "h→g Mbit/s", "rr ms", "rr med ms", "CPU s/GB", "QEMU s/GB"
+        "{:<12} {:>6} {:>12} {:>12} {:>10} {:>10} {:>10} {:>11} {:>11}",
+        "backend",
+        "MTU",
+        "g→h Mbit/s",
+        "h→g Mbit/s",
+        "rr ms",
+        "rr med ms",
+        "CPU s/GB",
+        "QEMU s/GB",
+        "guest s/GB"
     );
     for m in results {
-        let g = direction_figures(m, Direction::GuestToHost);
-        let h = direction_figures(m, Direction::HostToGuest);
+        let g = direction_figures(m, Load::Tcp, Direction::GuestToHost);
+        let h = direction_figures(m, Load::Tcp, Direction::HostToGuest);
         let (rr, _, rr_median) = latency_figures(m);
-        let (cpu, qemu) = overall_per_gb(m);
+        let (cpu, qemu, guest) = overall_per_gb(m);
         let cpu = if m.kind == Kind::Slirp {
             "in QEMU".to_owned()
         } else {
             fmt(cpu, 2)
         };
         println!(
-            "{:<11} {:>6} {:>12} {:>12} {:>10} {:>10} {:>10} {:>11}",
+            "{:<12} {:>6} {:>12} {:>12} {:>10} {:>10} {:>10} {:>11} {:>11}",
             m.kind.name(),
             m.mtu.as_deref().unwrap_or("-"),
             fmt(g.mbit, 0),
@@ -931,14 +1490,65 @@ fn print_summary(results: &[Measured]) {
             fmt(rr, 3),
             fmt(rr_median, 3),
             cpu,
-            fmt(qemu, 2)
+            fmt(qemu, 2),
+            fmt(guest, 2)
+        );
+    }
+}
+
+/// The second summary table: connection rate, 16 streams and UDP.
+fn print_more_summary(results: &[Measured]) {
+    println!(
+        "{:<12} {:>8} {:>8} {:>9} {:>9} {:>9} {:>6} {:>9} {:>6} {:>9} {:>6} {:>9} {:>6}",
+        "backend",
+        "conn/s",
+        "ms/conn",
+        "16x g→h",
+        "16x h→g",
+        "UDP g→h",
+        "loss%",
+        "UDP h→g",
+        "loss%",
+        "fit g→h",
+        "loss%",
+        "fit h→g",
+        "loss%"
+    );
+    for m in results {
+        let figures = |load, direction| direction_figures(m, load, direction);
+        let sg = figures(Load::Streams, Direction::GuestToHost);
+        let sh = figures(Load::Streams, Direction::HostToGuest);
+        let ug = figures(Load::Udp, Direction::GuestToHost);
+        let uh = figures(Load::Udp, Direction::HostToGuest);
+        let fg = figures(Load::UdpFit, Direction::GuestToHost);
+        let fh = figures(Load::UdpFit, Direction::HostToGuest);
+        let conn = connrate_figures(m);
+        println!(
+            "{:<12} {:>8} {:>8} {:>9} {:>9} {:>9} {:>6} {:>9} {:>6} {:>9} {:>6} {:>9} {:>6}",
+            m.kind.name(),
+            fmt(conn.rate, 0),
+            if m.kind == Kind::Slirp {
+                "in QEMU".into()
+            } else {
+                fmt(conn.backend_ms, 3)
+            },
+            fmt(sg.mbit, 0),
+            fmt(sh.mbit, 0),
+            fmt(ug.mbit, 0),
+            fmt(ug.loss, 1),
+            fmt(uh.mbit, 0),
+            fmt(uh.loss, 1),
+            fmt(fg.mbit, 0),
+            fmt(fg.loss, 1),
+            fmt(fh.mbit, 0),
+            fmt(fh.loss, 1)
         );
     }
 }
 
 fn print_details(results: &[Measured]) {
     println!(
-        "{:<11} {:<17} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>7} {:>7} {:>5}  load at start",
+        "{:<12} {:<25} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9}  load at start",
         "backend",
         "test",
         "median",
@@ -946,44 +1556,142 @@ fn print_details(results: &[Measured]) {
         "backend s",
         "s/GB",
         "QEMU s",
+        "guest s/GB",
         "vCPU %",
+        "guest %",
         "steal %",
-        "retr"
+        "retr/loss"
     );
     for m in results {
-        for direction in Direction::BOTH {
-            let f = direction_figures(m, direction);
-            let backend = if m.kind == Kind::Slirp {
-                "in QEMU".to_owned()
-            } else {
-                fmt(f.backend_cpu, 2)
-            };
-            println!(
-                "{:<11} {:<17} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>7} {:>7} {:>5}  {}",
-                m.kind.name(),
-                format!("{} Mbit/s", direction.label()),
-                fmt(f.mbit, 0),
-                f.runs.join(" "),
-                backend,
-                if m.kind == Kind::Slirp {
-                    "-".into()
+        for load in Load::ALL {
+            for direction in Direction::BOTH {
+                let f = direction_figures(m, load, direction);
+                if !f.ran {
+                    continue;
+                }
+                let backend = if m.kind == Kind::Slirp {
+                    "in QEMU".to_owned()
                 } else {
-                    fmt(f.backend_per_gb, 2)
-                },
-                fmt(f.qemu_cpu, 2),
-                fmt(f.vcpu_busy, 0),
-                fmt(f.steal, 0),
-                f.retransmits,
-                m.load
+                    fmt(f.backend_cpu, 2)
+                };
+                let retr_loss = match load {
+                    Load::Udp | Load::UdpFit => fmt(f.loss, 1) + "%",
+                    Load::Tcp | Load::Streams => f.retransmits.to_string(),
+                };
+                println!(
+                    "{:<12} {:<25} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9}  {}",
+                    m.kind.name(),
+                    format!("{} Mbit/s", load.label(direction)),
+                    fmt(f.mbit, 0),
+                    f.runs.join(" "),
+                    backend,
+                    if m.kind == Kind::Slirp {
+                        "-".into()
+                    } else {
+                        fmt(f.backend_per_gb, 2)
+                    },
+                    fmt(f.qemu_cpu, 2),
+                    fmt(f.guest_per_gb, 2),
+                    fmt(f.vcpu_busy, 0),
+                    fmt(f.guest_busy, 0),
+                    fmt(f.steal, 0),
+                    retr_loss,
+                    m.load
+                );
+            }
+        }
+        if m.tests.iter().any(|t| t.kind == TestKind::Latency) {
+            let (rr, runs, _) = latency_figures(m);
+            println!(
+                "{:<12} {:<25} {:>8}  {:<24}",
+                m.kind.name(),
+                "rr ms/exchange",
+                fmt(rr, 3),
+                runs.join(" ")
             );
         }
-        let (rr, runs, _) = latency_figures(m);
+        if m.tests.iter().any(|t| t.kind == TestKind::ConnRate) {
+            let c = connrate_figures(m);
+            println!(
+                "{:<12} {:<25} {:>8}  {:<24}  CPU ms per connection: backend {}, QEMU {}",
+                m.kind.name(),
+                "connections/s",
+                fmt(c.rate, 0),
+                c.runs.join(" "),
+                if m.kind == Kind::Slirp {
+                    "in QEMU".into()
+                } else {
+                    fmt(c.backend_ms, 3)
+                },
+                fmt(c.qemu_ms, 3)
+            );
+        }
+    }
+}
+
+/// Per backend and iperf3 test, the CPU seconds of the backend's busiest threads: with
+/// several queue pairs, whether each pair's worker carried its share.
+fn print_threads(results: &[Measured]) {
+    for m in results {
+        let mut parts = Vec::new();
+        for load in Load::ALL {
+            for direction in Direction::BOTH {
+                let f = direction_figures(m, load, direction);
+                if let Some(threads) = f.backend_threads {
+                    let text: Vec<String> = threads.iter().map(|c| format!("{c:.2}")).collect();
+                    parts.push(format!("{} {}", load.label(direction), text.join("/")));
+                }
+            }
+        }
+        if !parts.is_empty() {
+            println!(
+                "{} busiest threads, CPU s per test (median over the runs): {}",
+                m.kind.name(),
+                parts.join(", ")
+            );
+        }
+    }
+}
+
+/// Per backend, the guest's packets per queue (`ethtool -S eth0`, summed over its boots), with
+/// each queue's share of its direction.
+fn print_queues(results: &[Measured]) {
+    for m in results {
+        if m.queues.is_empty() {
+            continue;
+        }
+        let mut parts = Vec::new();
+        for direction in ["rx", "tx"] {
+            let queues: Vec<&(String, u64)> = m
+                .queues
+                .iter()
+                .filter(|(q, _)| q.starts_with(direction))
+                .collect();
+            let total: u64 = queues.iter().map(|(_, p)| p).sum();
+            let several = queues.len() > 1;
+            for (queue, packets) in queues {
+                let share = if total > 0 {
+                    100.0 * *packets as f64 / total as f64
+                } else {
+                    0.0
+                };
+                // The issue's bar for multiqueue: every queue at least 10% of its direction.
+                let low = if several && share < 10.0 {
+                    ", below 10%"
+                } else {
+                    ""
+                };
+                parts.push(format!(
+                    "{} {packets} ({share:.1}%{low})",
+                    queue.trim_end_matches("_packets")
+                ));
+            }
+        }
         println!(
-            "{:<11} {:<17} {:>8}  {:<24}",
+            "{} queues (guest ethtool -S, packets over its boots; {} vCPUs): {}",
             m.kind.name(),
-            "rr ms/exchange",
-            fmt(rr, 3),
-            runs.join(" ")
+            m.cpus.as_deref().unwrap_or("?"),
+            parts.join(", ")
         );
     }
 }
@@ -995,17 +1703,23 @@ fn write_svg(path: &Path, results: &[Measured], args: &Args, end_load: &str) -> 
             .map(|m| (m.kind.name().to_owned(), f(m)))
             .collect()
     };
+    let mbit = |load, direction| bars(&|m: &Measured| direction_figures(m, load, direction).mbit);
+    let higher = "Mbit/s, median; higher is better";
+    let udp_note = format!(
+        "Mbit/s received (iperf3 -u -b {} -l {}), median; higher is better",
+        args.udp_rate, args.udp_len
+    );
     let panels = vec![
         Panel {
             title: "guest → host TCP (iperf3)".into(),
-            note: "Mbit/s, median; higher is better".into(),
-            bars: bars(&|m| direction_figures(m, Direction::GuestToHost).mbit),
+            note: higher.into(),
+            bars: mbit(Load::Tcp, Direction::GuestToHost),
             decimals: 0,
         },
         Panel {
             title: "host → guest TCP (iperf3 -R)".into(),
-            note: "Mbit/s, median; higher is better".into(),
-            bars: bars(&|m| direction_figures(m, Direction::HostToGuest).mbit),
+            note: higher.into(),
+            bars: mbit(Load::Tcp, Direction::HostToGuest),
             decimals: 0,
         },
         Panel {
@@ -1023,13 +1737,66 @@ fn write_svg(path: &Path, results: &[Measured], args: &Args, end_load: &str) -> 
             bars: bars(&|m| overall_per_gb(m).0),
             decimals: 2,
         },
+        Panel {
+            title: "guest CPU per GB moved".into(),
+            note: "the guest's busy CPU s per 10^9 bytes, TCP both ways; lower is better".into(),
+            bars: bars(&|m| overall_per_gb(m).2),
+            decimals: 2,
+        },
+        Panel {
+            title: "TCP connection rate".into(),
+            note: "connect, 32 bytes each way, close; per second, median; higher is better".into(),
+            bars: bars(&|m| connrate_figures(m).rate),
+            decimals: 0,
+        },
+        Panel {
+            title: "guest → host, 16 TCP streams (iperf3 -P 16)".into(),
+            note: higher.into(),
+            bars: mbit(Load::Streams, Direction::GuestToHost),
+            decimals: 0,
+        },
+        Panel {
+            title: "host → guest, 16 TCP streams (iperf3 -P 16 -R)".into(),
+            note: higher.into(),
+            bars: mbit(Load::Streams, Direction::HostToGuest),
+            decimals: 0,
+        },
+        Panel {
+            title: "guest → host UDP".into(),
+            note: udp_note.clone(),
+            bars: mbit(Load::Udp, Direction::GuestToHost),
+            decimals: 0,
+        },
+        Panel {
+            title: "host → guest UDP (-R)".into(),
+            note: udp_note,
+            bars: mbit(Load::Udp, Direction::HostToGuest),
+            decimals: 0,
+        },
+        Panel {
+            title: "guest → host UDP, offered what the above received".into(),
+            note: "Mbit/s received, median; higher is better (loss in the table)".into(),
+            bars: mbit(Load::UdpFit, Direction::GuestToHost),
+            decimals: 0,
+        },
+        Panel {
+            title: "host → guest UDP, offered what the above received".into(),
+            note: "Mbit/s received, median; higher is better (loss in the table)".into(),
+            bars: mbit(Load::UdpFit, Direction::HostToGuest),
+            decimals: 0,
+        },
     ];
+    // Only the panels of tests that ran (--tests).
+    let panels: Vec<Panel> = panels
+        .into_iter()
+        .filter(|p| p.bars.iter().any(|(_, v)| v.is_some()))
+        .collect();
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
     let subtitle = vec![
         format!(
-            "Test guest (Debian kernel, busybox, QEMU TCG, 1 vCPU) to host loopback via {GATEWAY}; \
-             {} runs of iperf3 -t {}",
-            args.runs, args.time
+            "Test guest (Debian kernel, busybox, QEMU TCG, {} vCPU) to host loopback via \
+             {GATEWAY}; {} runs of iperf3 -t {}",
+            args.smp, args.runs, args.time
         ),
         format!(
             "{nproc} CPUs; load average at the end {end_load}; guest MTU: {}",
@@ -1049,4 +1816,82 @@ fn write_svg(path: &Path, results: &[Measured], args: &Args, end_load: &str) -> 
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
     std::fs::write(path, svg).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_iperf3_takes() {
+        for good in ["0", "800M", "2G", "1.5g", "100k"] {
+            assert!(is_rate(good), "{good}");
+        }
+        for bad in ["", "5x", "M", "-1M", "inf", "NaN", "1MM"] {
+            assert!(!is_rate(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn guest_busy_time_is_the_rise_of_the_busy_ticks() {
+        assert_eq!(
+            guest_cpu("1000 5000 1250 5400"),
+            Some(GuestCpu {
+                busy: 2.5,
+                percent: 62.5
+            })
+        );
+        assert_eq!(guest_cpu("1000 5000 900 5400"), None);
+        assert_eq!(guest_cpu("1000 5000 1250 5000"), None);
+        assert_eq!(guest_cpu("1000 5000"), None);
+        assert_eq!(guest_cpu("a b c d"), None);
+    }
+
+    #[test]
+    fn the_plan_follows_the_test_sets_in_a_fixed_order() {
+        let udp = test_plan(&[TestSet::Udp]);
+        assert_eq!(udp.len(), 4);
+        assert_eq!(
+            udp[2],
+            TestKind::Iperf(Load::UdpFit, Direction::GuestToHost)
+        );
+        let plan = test_plan(&[TestSet::Streams16, TestSet::Rr]);
+        assert_eq!(
+            plan,
+            [
+                TestKind::Latency,
+                TestKind::Iperf(Load::Streams, Direction::GuestToHost),
+                TestKind::Iperf(Load::Streams, Direction::HostToGuest),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_vhost_user_net_gets_its_queues_and_the_extra_arguments() {
+        let net = Net::VhostUser {
+            socket: "/tmp/s".into(),
+            reconnect: false,
+        };
+        let Net::Raw {
+            args,
+            shared_memory,
+            vectors,
+        } = guest_net(net, Some(2), vec!["-smp".into(), "2".into()])
+        else {
+            panic!("not raw");
+        };
+        assert_eq!(
+            args,
+            [
+                "-chardev",
+                "socket,id=c0,path=/tmp/s",
+                "-netdev",
+                "vhost-user,id=n0,chardev=c0,queues=2",
+                "-smp",
+                "2"
+            ]
+        );
+        assert!(shared_memory);
+        assert_eq!(vectors, Some(0));
+    }
 }
