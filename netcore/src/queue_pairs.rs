@@ -17,6 +17,15 @@
 //! of its own and never hands it on. The copy is the price of the rare frame that changed
 //! queues; a full inbox drops the frame and counts it, as a full ring would.
 //!
+//! Order: Linux moves a TCP socket to another TX queue only once the device has completed
+//! everything it sent before, and the ring completes a frame only after the engine handled it,
+//! so a flow's frames reach its engine in order, except handed frames: they are completed once
+//! they sit in the inbox, and the guest may send the flow's next frames on the owner's queue
+//! before the owner took them. So before each guest frame of its own, an engine takes what
+//! waits in its inbox (one atomic load tells it: [`QueuePair::inbox_waiting`]); without that, a
+//! bulk upload whose ACK-clocked segments go out from another vCPU was reordered, and the guest
+//! retransmitted thousands of segments.
+//!
 //! Shared as well, because they are one guest's: the DHCP server (its leases) and the guest's
 //! learned IPv6 address, which a forwarded connection needs when its rule names no address.
 //! Each engine learns the guest's MAC from its own frames.
@@ -32,6 +41,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use netplan::NetPlan;
@@ -137,6 +147,8 @@ impl TxFrame for HandedFrame {
 #[derive(Debug)]
 struct Inbox {
     frames: Mutex<Vec<HandedFrame>>,
+    /// Frames in `frames`, readable without the lock.
+    waiting: AtomicUsize,
     wake: EventFd,
 }
 
@@ -158,6 +170,7 @@ impl QueuePairs {
             .map(|_| {
                 Ok(Inbox {
                     frames: Mutex::new(Vec::new()),
+                    waiting: AtomicUsize::new(0),
                     wake: EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?,
                 })
             })
@@ -223,6 +236,7 @@ impl QueuePair {
             return false;
         }
         frames.push(HandedFrame::copy_of(frame));
+        inbox.waiting.store(frames.len(), Ordering::Release);
         drop(frames);
         let _ = inbox.wake.write(1);
         true
@@ -235,6 +249,15 @@ impl QueuePair {
         into.clear();
         let mut frames = inbox.frames.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::swap(&mut *frames, into);
+        inbox.waiting.store(0, Ordering::Release);
+    }
+
+    /// Whether other pairs handed this one frames it has not taken yet.
+    pub(crate) fn inbox_waiting(&self) -> bool {
+        self.shared.inboxes[usize::from(self.index)]
+            .waiting
+            .load(Ordering::Acquire)
+            > 0
     }
 
     pub(crate) fn learn_guest_ipv6(&self, addr: Ipv6Addr) {
@@ -301,8 +324,10 @@ mod tests {
         assert!(zero.hand_to(1, &Offloaded));
         assert!(zero.hand_to(1, &[9u8][..]));
         assert_eq!(one.inbox_fd().read().unwrap(), 2, "woken once per frame");
+        assert!(one.inbox_waiting() && !zero.inbox_waiting());
         let mut got = Vec::new();
         one.take_inbox(&mut got);
+        assert!(!one.inbox_waiting());
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].bytes, [1, 2, 3]);
         assert_eq!(got[0].partial_csum(), Some((1, 2)));

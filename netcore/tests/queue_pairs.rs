@@ -78,6 +78,21 @@ fn a_datagram_arriving_on_another_pair_leaves_from_its_flows_socket() {
     assert_eq!(&buf[..n], b"second");
     assert_eq!(again, from, "the same host socket, so the same source port");
 
+    // Handed over and then sent on the holder's own queue: the holder takes the handed one
+    // first, as the guest sent it first, without waiting for its inbox's event.
+    e[1].handle_frame(&guest_udp(dst, b"third")[..], &mut link1);
+    e[0].handle_frame(&guest_udp(dst, b"fourth")[..], &mut link0);
+    for want in [&b"third"[..], b"fourth"] {
+        let (n, again) = server.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], again), (want, from));
+    }
+    let frames = |e: &Engine| e.counters().tx_frames;
+    assert_eq!(
+        (frames(&e[0]), frames(&e[1])),
+        (2, 2),
+        "each frame counted once, on the pair it came on"
+    );
+
     // The answer goes back on the pair that holds the flow.
     server.send_to(b"answer", from).unwrap();
     poll_until(&mut e[0], &mut link0, |e| e.udp_counters().to_guest == 1);
@@ -109,8 +124,13 @@ fn a_segment_of_a_connection_another_pair_holds_goes_there() {
     assert_eq!(e[1].counters().tx_handed_off, 1);
     assert_eq!(e[1].open_flows().0, 0);
     assert!(link1.take().is_empty(), "no reset from the pair without it");
-    // Pair 0 takes it in; a single pair's engine would have answered a new SYN the same way.
-    poll_until(&mut e[0], &mut link0, |e| e.counters().tx_frames == 2);
+    // Pair 0 takes it in with its next frame: still the one connection.
+    e[0].handle_frame(&arp_request(GUEST_IP, GATEWAY)[..], &mut link0);
+    assert_eq!(
+        e[0].counters().tx_frames,
+        2,
+        "the handed frame counted on pair 1"
+    );
     assert_eq!(e[0].open_flows().0, 1, "still the one connection");
     let single = Arc::new(Control::default());
     let mut alone = engines(1, &single);

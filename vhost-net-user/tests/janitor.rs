@@ -147,21 +147,27 @@ fn check_removed_after(dir: &RootDir, daemon: i32, sig: Signal, files: &[&str]) 
     for file in files {
         assert!(dir.path(file).exists(), "{file} missing before the signal");
     }
-    // Beyond its standard streams, the janitor holds its pipe and nothing else.
+    // Beyond its standard streams, the janitor holds its pipe and nothing else, once it has
+    // closed what it inherited (a janitor forked a moment ago may not have yet).
     for kid in &kids {
-        let held: Vec<String> = std::fs::read_dir(format!("/proc/{kid}/fd"))
-            .unwrap()
-            .filter_map(|e| {
-                let e = e.ok()?;
-                let n: i32 = e.file_name().to_str()?.parse().ok()?;
-                (n > 2).then(|| std::fs::read_link(e.path()).ok())?
-            })
-            .map(|target| target.display().to_string())
-            .collect();
-        assert!(
-            held.len() == 1 && held[0].starts_with("pipe:"),
-            "the janitor {kid} holds {held:?}"
-        );
+        let held = || -> Vec<String> {
+            std::fs::read_dir(format!("/proc/{kid}/fd"))
+                .unwrap()
+                .filter_map(|e| {
+                    let e = e.ok()?;
+                    let n: i32 = e.file_name().to_str()?.parse().ok()?;
+                    (n > 2).then(|| std::fs::read_link(e.path()).ok())?
+                })
+                .map(|target| target.display().to_string())
+                .collect()
+        };
+        let only_its_pipe = |held: &[String]| held.len() == 1 && held[0].starts_with("pipe:");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !only_its_pipe(&held()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let held = held();
+        assert!(only_its_pipe(&held), "the janitor {kid} holds {held:?}");
     }
     signal(daemon, sig);
     for file in files {

@@ -30,14 +30,26 @@ impl Engine {
         F: TxFrame + ?Sized,
         L: RxLink,
     {
-        self.counters.tx_frames += 1;
+        if !self.handling_handed {
+            // Frames other pairs handed over come first: the guest sent them earlier (see
+            // `crate::queue_pairs` on order). They were counted, and captured, where they came.
+            if self
+                .options
+                .queue_pair
+                .as_ref()
+                .is_some_and(|pair| pair.inbox_waiting())
+            {
+                self.on_inbox(rx);
+            }
+            self.counters.tx_frames += 1;
+        }
         let len = frame.len();
         if !(ethernet::HEADER_LEN..=MAX_FRAME_LEN).contains(&len) {
             self.counters.tx_malformed += 1;
             log::debug!("dropping guest frame of {len} bytes");
             return;
         }
-        if let Some(capture) = &self.capture {
+        if let Some(capture) = self.capture.as_ref().filter(|_| !self.handling_handed) {
             let mut whole = vec![0u8; len];
             let n = frame.read_at(0, &mut whole);
             capture::record(capture, &whole[..n]);
