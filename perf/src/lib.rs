@@ -76,6 +76,30 @@ impl Summary {
     }
 }
 
+/// passt's options in every benchmark: in the foreground, quiet, exiting on error, with its
+/// socket and pid file, and slirp's addresses for the guest, so that the same guest (real or
+/// synthetic) reaches 10.0.2.2, which passt maps to its namespace's loopback (passt 2025:
+/// `--map-host-loopback` defaults to the gateway address).
+pub fn passt_common_args(socket: &Path, pid_file: &Path) -> Vec<String> {
+    [
+        "-f",
+        "-q",
+        "-e",
+        "-s",
+        &socket.display().to_string(),
+        "-P",
+        &pid_file.display().to_string(),
+        "-a",
+        "10.0.2.15",
+        "-n",
+        "24",
+        "-g",
+        GATEWAY,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Parses an iperf3 summary line run with `-f m`, e.g.
 /// `[  5]   0.00-4.00   sec   263 MBytes   551 Mbits/sec    0             sender`.
 /// The transfer column uses binary units (iperf3 prints bytes in KiB/MiB/GiB, rates in 10^6).

@@ -806,27 +806,7 @@ fn set_up(kind: Kind, args: &Args, bin: Option<&Path>) -> Result<Setup, String> 
                     command.push("--one-off".into());
                 }
             }
-            command.extend(
-                [
-                    "-f",
-                    "-q",
-                    "-e",
-                    "-s",
-                    &socket.display().to_string(),
-                    "-P",
-                    &pid_file.display().to_string(),
-                    // The guest gets slirp's addresses, so the same script reaches 10.0.2.2,
-                    // which passt maps to the host's (here: the namespace's) loopback (passt
-                    // 2025: --map-host-loopback defaults to the gateway address).
-                    "-a",
-                    "10.0.2.15",
-                    "-n",
-                    "24",
-                    "-g",
-                    GATEWAY,
-                ]
-                .map(String::from),
-            );
+            command.extend(vnu_perf::passt_common_args(&socket, &pid_file));
             command.extend(args.passt_args.iter().cloned());
             let daemon = Daemon::start(kind.name(), &command, &dir.join("passt.log"), &socket)?;
             // `ip netns exec` execs passt itself (as debian13.sh does, step by step), so the

@@ -23,7 +23,7 @@ use vnu_perf::synth::ring::{Device, DriverConfig, MAX_QUEUE_SIZE};
 use vnu_perf::synth::session::{Counters, Mark, Outcome, Role, Session, SessionConfig};
 use vnu_perf::synth::wire;
 use vnu_perf::{
-    GATEWAY, IperfServer, binary_description, busiest_thread, clock_ticks_per_second, cpu_seconds,
+    IperfServer, binary_description, busiest_thread, clock_ticks_per_second, cpu_seconds,
     load_average, median, parse_stat_ticks, parse_summary, steal_ticks, thread_cpu_seconds,
 };
 use vnu_tests::{Backend, TempDir};
@@ -365,32 +365,10 @@ impl Running {
                 let pid_file = dir.join("passt.pid");
                 let mut command = netns.exec_prefix();
                 command.push(debian13_script().display().to_string());
-                command.extend(
-                    [
-                        "passt",
-                        "--vhost-user",
-                        // passt exits when the frontend goes away: one passt per test.
-                        "--one-off",
-                        "-f",
-                        "-q",
-                        "-e",
-                        "-s",
-                        &socket.display().to_string(),
-                        "-P",
-                        &pid_file.display().to_string(),
-                        // slirp's addresses, which the synthetic guest uses; passt maps the
-                        // gateway address to its namespace's loopback.
-                        "-a",
-                        "10.0.2.15",
-                        "-n",
-                        "24",
-                        "-g",
-                        GATEWAY,
-                        "--mtu",
-                        &mode.mtu().to_string(),
-                    ]
-                    .map(String::from),
-                );
+                // passt exits when the frontend goes away: one passt per test.
+                command.extend(["passt", "--vhost-user", "--one-off"].map(String::from));
+                command.extend(vnu_perf::passt_common_args(&socket, &pid_file));
+                command.extend(["--mtu".to_owned(), mode.mtu().to_string()]);
                 command.extend(args.passt_args.iter().cloned());
                 let daemon = Daemon::start("passt", &command, &dir.join("passt.log"), &socket)?;
                 // `ip netns exec` and debian13.sh exec their way to passt: the child is passt;
