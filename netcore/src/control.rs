@@ -397,18 +397,48 @@ mod tests {
         assert!(fixed.add(fwd(Proto::Tcp, None, 2), Vec::new()).is_err());
     }
 
+    /// An engine of the slirp plan under `control`.
+    fn engine_with(control: &Arc<Control>) -> crate::Engine {
+        let options = crate::EngineOptions {
+            control: Arc::clone(control),
+            ..Default::default()
+        };
+        crate::Engine::with_options(netplan::NetPlan::slirp_default(), options).unwrap()
+    }
+
+    /// Runs the engine's loop (control events and host sockets) until `work`, in another
+    /// thread, is done; its result.
+    fn serve_while<T: Send + 'static>(
+        engine: &mut crate::Engine,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let mut link = crate::MemoryLink::new();
+        let done = std::thread::spawn(work);
+        while !done.is_finished() {
+            engine.on_control_event();
+            engine.poll_host(&mut link);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        done.join().unwrap()
+    }
+
+    /// Polls the engine's host sockets until `taken` says so, for at most 5 s.
+    fn poll_until(engine: &mut crate::Engine, what: &str, taken: impl Fn(&crate::Engine) -> bool) {
+        let mut link = crate::MemoryLink::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !taken(engine) {
+            assert!(Instant::now() < deadline, "{what}");
+            engine.poll_host(&mut link);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// A forward added while an engine runs is taken at once; removed, its port refuses while
     /// the connection it brought stays; a question is answered from the engine's loop.
     #[test]
     fn a_running_engine_takes_added_forwards_and_lets_removed_ones_go() {
         let control = Arc::new(Control::new(Vec::new()).unwrap());
-        let options = crate::EngineOptions {
-            control: Arc::clone(&control),
-            ..Default::default()
-        };
-        let mut engine =
-            crate::Engine::with_options(netplan::NetPlan::slirp_default(), options).unwrap();
-        let mut link = crate::MemoryLink::new();
+        let mut engine = engine_with(&control);
         let spec = fwd(Proto::Tcp, Some("127.0.0.1"), 0);
         let sockets = crate::forward::open_one(&spec).unwrap();
         let crate::forward::Local::Inet(local) = sockets[0].local.clone() else {
@@ -423,50 +453,30 @@ mod tests {
                 .port()
         };
         assert_eq!(local.port(), 0, "asked for any port");
-        // The engine's loop, until `work` (in another thread) is done.
-        let run = |engine: &mut crate::Engine, work: Box<dyn FnOnce() + Send>| {
-            let mut link = crate::MemoryLink::new();
-            let done = std::thread::spawn(work);
-            while !done.is_finished() {
-                engine.on_control_event();
-                engine.poll_host(&mut link);
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            done.join().unwrap();
-        };
         let c = Arc::clone(&control);
-        run(
-            &mut engine,
-            Box::new(move || assert_eq!(c.add(spec, sockets).unwrap(), 1)),
+        assert_eq!(
+            serve_while(&mut engine, move || c.add(spec, sockets).unwrap()),
+            1
         );
         let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while engine.open_flows().0 == 0 {
-            assert!(Instant::now() < deadline, "the connection was not taken");
-            engine.poll_host(&mut link);
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        poll_until(&mut engine, "the connection was not taken", |e| {
+            e.open_flows().0 > 0
+        });
         let c = Arc::clone(&control);
-        run(
-            &mut engine,
-            Box::new(move || {
-                assert!(c.stats().is_some_and(|s| s.open.tcp == 1));
-                let flows = c.flows().unwrap();
-                assert_eq!(flows.len(), 1);
-                assert_eq!(flows[0].proto, "tcp");
-                assert_eq!(flows[0].state, "SYN_SENT", "our SYN went to the guest");
-                assert_eq!(flows[0].guest.to_string(), "10.0.2.15:80");
-                assert_eq!(
-                    flows[0].remote.map(|r| r.ip().to_string()),
-                    Some("10.0.2.2".into())
-                );
-            }),
-        );
+        serve_while(&mut engine, move || {
+            assert!(c.stats().is_some_and(|s| s.open.tcp == 1));
+            let flows = c.flows().unwrap();
+            assert_eq!(flows.len(), 1);
+            assert_eq!(flows[0].proto, "tcp");
+            assert_eq!(flows[0].state, "SYN_SENT", "our SYN went to the guest");
+            assert_eq!(flows[0].guest.to_string(), "10.0.2.15:80");
+            assert_eq!(
+                flows[0].remote.map(|r| r.ip().to_string()),
+                Some("10.0.2.2".into())
+            );
+        });
         let c = Arc::clone(&control);
-        run(
-            &mut engine,
-            Box::new(move || assert!(c.remove(1).unwrap().is_some())),
-        );
+        assert!(serve_while(&mut engine, move || c.remove(1).unwrap()).is_some());
         let refused = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_err();
         assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
         assert_eq!(engine.open_flows().0, 1, "the connection stays");
@@ -480,13 +490,7 @@ mod tests {
     #[test]
     fn a_removed_udp_forward_closes_the_flow_its_socket_became() {
         let control = Arc::new(Control::new(Vec::new()).unwrap());
-        let options = crate::EngineOptions {
-            control: Arc::clone(&control),
-            ..Default::default()
-        };
-        let mut engine =
-            crate::Engine::with_options(netplan::NetPlan::slirp_default(), options).unwrap();
-        let mut link = crate::MemoryLink::new();
+        let mut engine = engine_with(&control);
         let port = std::net::UdpSocket::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -495,28 +499,18 @@ mod tests {
         let spec = fwd(Proto::Udp, Some("127.0.0.1"), port);
         let sockets = crate::forward::open_one(&spec).unwrap();
         let c = Arc::clone(&control);
-        let done = std::thread::spawn(move || c.add(spec, sockets).unwrap());
-        while !done.is_finished() {
-            engine.on_control_event();
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(done.join().unwrap(), 1);
+        assert_eq!(
+            serve_while(&mut engine, move || c.add(spec, sockets).unwrap()),
+            1
+        );
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         client.send_to(b"hello", ("127.0.0.1", port)).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while engine.open_flows().1 == 0 {
-            assert!(Instant::now() < deadline, "the datagram was not taken");
-            engine.poll_host(&mut link);
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        poll_until(&mut engine, "the datagram was not taken", |e| {
+            e.open_flows().1 > 0
+        });
         assert!(std::net::UdpSocket::bind(("127.0.0.1", port)).is_err());
         let c = Arc::clone(&control);
-        let done = std::thread::spawn(move || c.remove(1).unwrap());
-        while !done.is_finished() {
-            engine.on_control_event();
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert!(done.join().unwrap().is_some());
+        assert!(serve_while(&mut engine, move || c.remove(1).unwrap()).is_some());
         assert_eq!(engine.open_flows().1, 0, "the adopted flow went");
         std::net::UdpSocket::bind(("127.0.0.1", port)).expect("the port is free");
     }

@@ -25,35 +25,9 @@ use vnu_tests::{
 
 const SAY: &str = "api: ";
 
-/// slirp4netns's client, from its man page ("API SOCKET"): one request per connection, the
-/// write side shut down after it, the reply read to its end.
-const SLIRP4NETNS_CLIENT: &str = r#"
-import socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.connect(sys.argv[1])
-s.sendall(sys.argv[2].encode())
-s.shutdown(socket.SHUT_WR)
-reply = b""
-while True:
-    chunk = s.recv(4096)
-    if not chunk:
-        break
-    reply += chunk
-sys.stdout.write(reply.decode())
-"#;
-
-fn request(api: &Path, request: &str) -> Value {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(SLIRP4NETNS_CLIENT)
-        .arg(api)
-        .arg(request)
-        .output()
-        .expect("python3");
-    assert!(out.status.success(), "{out:?}");
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&out.stdout)))
-}
+#[path = "../../vhost-net-user/tests/slirp4netns_client/mod.rs"]
+mod slirp4netns_client;
+use slirp4netns_client::request;
 
 fn add(api: &Path, host: &str, port: u16, guest_port: u16) -> Value {
     let req = json!({"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": host,

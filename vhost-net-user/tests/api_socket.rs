@@ -14,24 +14,9 @@ use serde_json::{Value, json};
 mod common;
 use common::{free_port, get_features, wait_until};
 
-const PROGRAM: &str = env!("CARGO_BIN_EXE_vhost-net-user");
+mod slirp4netns_client;
 
-/// slirp4netns's client, from its man page ("API SOCKET"): one request per connection, the
-/// write side shut down after it.
-const SLIRP4NETNS_CLIENT: &str = r#"
-import socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.connect(sys.argv[1])
-s.sendall(sys.argv[2].encode())
-s.shutdown(socket.SHUT_WR)
-reply = b""
-while True:
-    chunk = s.recv(4096)
-    if not chunk:
-        break
-    reply += chunk
-sys.stdout.write(reply.decode())
-"#;
+const PROGRAM: &str = env!("CARGO_BIN_EXE_vhost-net-user");
 
 /// A backend with its sockets in a directory of its own; killed and cleaned up on drop.
 struct Backend {
@@ -67,16 +52,7 @@ impl Backend {
 
     /// The reply to `request`, sent by the slirp4netns-style client.
     fn request(&self, request: &str) -> Value {
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(SLIRP4NETNS_CLIENT)
-            .arg(self.api())
-            .arg(request)
-            .output()
-            .expect("python3");
-        assert!(out.status.success(), "{out:?}");
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&out.stdout)))
+        slirp4netns_client::request(&self.api(), request)
     }
 
     fn ctl(&self, words: &[&str]) -> Output {
