@@ -76,6 +76,41 @@ impl Summary {
     }
 }
 
+/// Where a benchmark's passt keeps its socket, pid file and log: a fresh directory under the
+/// temp dir (the Debian 13 root shares /tmp at the same path), open to everyone because passt
+/// drops to user `nobody`. Removed when dropped.
+#[derive(Debug)]
+pub struct PasstDir {
+    pub dir: vnu_tests::TempDir,
+    pub socket: PathBuf,
+    pub pid_file: PathBuf,
+    pub log: PathBuf,
+}
+
+impl PasstDir {
+    pub fn new() -> Result<PasstDir, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = vnu_tests::TempDir::new("passt").map_err(|e| e.to_string())?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .map_err(|e| e.to_string())?;
+        Ok(PasstDir {
+            socket: dir.join("passt.sock"),
+            pid_file: dir.join("passt.pid"),
+            log: dir.join("passt.log"),
+            dir,
+        })
+    }
+
+    /// passt's pid, from its pid file, or `started` (the process we started: `ip netns exec`
+    /// and debian13.sh exec their way to passt, so it is passt too).
+    pub fn pid(&self, started: u32) -> u32 {
+        std::fs::read_to_string(&self.pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(started)
+    }
+}
+
 /// passt's options in every benchmark: in the foreground, quiet, exiting on error, with its
 /// socket and pid file, and slirp's addresses for the guest, so that the same guest (real or
 /// synthetic) reaches 10.0.2.2, which passt maps to its namespace's loopback (passt 2025:

@@ -72,20 +72,7 @@ fn exchange(backend: &Backend, offload: bool, event_idx: bool, role: Role, port:
         .memory()
         .write_slice(pattern.bytes(), GuestAddress(driver.pattern_addr()))
         .unwrap();
-    let config = SessionConfig {
-        role,
-        offload,
-        tso_payload: 64240,
-        mss: wire::MSS,
-        rto: Duration::from_millis(200),
-        dupack_threshold: 3,
-        rcv_window: 4 << 20,
-        verify: true,
-        warmup: Duration::from_millis(50),
-        duration: Duration::from_millis(300),
-        port: peer.port(),
-        local_port: port,
-    };
+    let config = smoke_config(role, offload, peer.port(), port);
     let what = format!("offload {offload}, event_idx {event_idx}, {role:?}");
     let outcome = Session::new(driver, &mut pattern, config)
         .run(|_| {})
@@ -101,6 +88,25 @@ fn exchange(backend: &Backend, offload: bool, event_idx: bool, role: Role, port:
     }
     if !offload && role == Role::Receive {
         assert_eq!(c.gso_frames, 0, "{what}: GSO frame without GUEST_TSO4");
+    }
+}
+
+/// One short, checked session of the smoke tests: Linux's loss recovery, a 4 MiB window, a
+/// fraction of a second, from `local_port` to the peer's `port`.
+fn smoke_config(role: Role, offload: bool, port: u16, local_port: u16) -> SessionConfig {
+    SessionConfig {
+        role,
+        offload,
+        tso_payload: 64240,
+        mss: wire::MSS,
+        rto: Duration::from_millis(200),
+        dupack_threshold: 3,
+        rcv_window: 4 << 20,
+        verify: true,
+        warmup: Duration::from_millis(50),
+        duration: Duration::from_millis(300),
+        port,
+        local_port,
     }
 }
 
@@ -155,20 +161,7 @@ fn synthetic_guest_moves_data_on_two_queue_pairs() {
                 .zip(&peers)
                 .enumerate()
                 .map(|(k, (driver, peer))| {
-                    let config = SessionConfig {
-                        role,
-                        offload: false,
-                        tso_payload: 64240,
-                        mss: wire::MSS,
-                        rto: Duration::from_millis(200),
-                        dupack_threshold: 3,
-                        rcv_window: 4 << 20,
-                        verify: true,
-                        warmup: Duration::from_millis(50),
-                        duration: Duration::from_millis(300),
-                        port: peer.port(),
-                        local_port: port + k as u16,
-                    };
+                    let config = smoke_config(role, false, peer.port(), port + k as u16);
                     scope.spawn(move || {
                         let mut pattern = Pattern::new(wire::MAX_IP_PAYLOAD);
                         Session::new(driver, &mut pattern, config).run(|_| {})

@@ -782,16 +782,7 @@ fn set_up(kind: Kind, args: &Args, bin: Option<&Path>) -> Result<Setup, String> 
                     ],
                 )?;
             }
-            // Under the temp dir: the Debian 13 root shares /tmp at the same path.
-            let dir = TempDir::new("passt").map_err(|e| e.to_string())?;
-            // passt drops to user nobody; its pid file and socket live here.
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
-                    .map_err(|e| e.to_string())?;
-            }
-            let socket = dir.join("passt.sock");
-            let pid_file = dir.join("passt.pid");
+            let files = vnu_perf::PasstDir::new()?;
             let mut command = netns.exec_prefix();
             match flavour {
                 PasstFlavour::Host => command.push("passt".into()),
@@ -806,15 +797,11 @@ fn set_up(kind: Kind, args: &Args, bin: Option<&Path>) -> Result<Setup, String> 
                     command.push("--one-off".into());
                 }
             }
-            command.extend(vnu_perf::passt_common_args(&socket, &pid_file));
+            command.extend(vnu_perf::passt_common_args(&files.socket, &files.pid_file));
             command.extend(args.passt_args.iter().cloned());
-            let daemon = Daemon::start(kind.name(), &command, &dir.join("passt.log"), &socket)?;
-            // `ip netns exec` execs passt itself (as debian13.sh does, step by step), so the
-            // child is passt; the pid file agrees.
-            let pid = std::fs::read_to_string(&pid_file)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(daemon.pid());
+            let daemon = Daemon::start(kind.name(), &command, &files.log, &files.socket)?;
+            let pid = files.pid(daemon.pid());
+            let socket = files.socket.clone();
             setup.net = if flavour == (PasstFlavour::Debian13 { vhost_user: true }) {
                 // Exactly the ring path's QEMU side: shared memfd memory, vectors=0.
                 Net::VhostUser {
@@ -828,7 +815,7 @@ fn set_up(kind: Kind, args: &Args, bin: Option<&Path>) -> Result<Setup, String> 
             setup.prefix = netns.exec_prefix();
             setup.daemon = Some(daemon);
             setup._netns = Some(netns);
-            setup._dir = Some(dir);
+            setup._dir = Some(files.dir);
         }
     }
     Ok(setup)

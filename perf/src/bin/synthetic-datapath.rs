@@ -26,7 +26,7 @@ use vnu_perf::{
     IperfServer, binary_description, busiest_thread, clock_ticks_per_second, cpu_seconds,
     load_average, median, parse_stat_ticks, parse_summary, steal_ticks, thread_cpu_seconds,
 };
-use vnu_tests::{Backend, TempDir};
+use vnu_tests::Backend;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -331,7 +331,7 @@ enum Running {
         pid: u32,
         socket: PathBuf,
         netns: Netns,
-        _dir: TempDir,
+        _dir: vnu_perf::PasstDir,
     },
 }
 
@@ -353,36 +353,21 @@ impl Running {
                 // passt insists on a default route: a namespace whose route leads nowhere,
                 // as compare-backends gives it. Its loopback is where the peer listens.
                 let netns = Netns::with_dead_end_route("s")?;
-                // Under the temp dir: the Debian 13 root shares /tmp at the same path. passt
-                // drops to user nobody; its socket and pid file live here.
-                let dir = TempDir::new("passt").map_err(|e| e.to_string())?;
-                {
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
-                        .map_err(|e| e.to_string())?;
-                }
-                let socket = dir.join("passt.sock");
-                let pid_file = dir.join("passt.pid");
+                let files = vnu_perf::PasstDir::new()?;
                 let mut command = netns.exec_prefix();
                 command.push(debian13_script().display().to_string());
                 // passt exits when the frontend goes away: one passt per test.
                 command.extend(["passt", "--vhost-user", "--one-off"].map(String::from));
-                command.extend(vnu_perf::passt_common_args(&socket, &pid_file));
+                command.extend(vnu_perf::passt_common_args(&files.socket, &files.pid_file));
                 command.extend(["--mtu".to_owned(), mode.mtu().to_string()]);
                 command.extend(args.passt_args.iter().cloned());
-                let daemon = Daemon::start("passt", &command, &dir.join("passt.log"), &socket)?;
-                // `ip netns exec` and debian13.sh exec their way to passt: the child is passt;
-                // the pid file agrees.
-                let pid = std::fs::read_to_string(&pid_file)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-                    .unwrap_or(daemon.pid());
+                let daemon = Daemon::start("passt", &command, &files.log, &files.socket)?;
                 Ok(Running::Passt {
+                    pid: files.pid(daemon.pid()),
                     daemon,
-                    pid,
-                    socket,
+                    socket: files.socket.clone(),
                     netns,
-                    _dir: dir,
+                    _dir: files,
                 })
             }
         }
