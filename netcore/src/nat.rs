@@ -42,6 +42,9 @@ pub struct Ctx<'a> {
     pub epoll: &'a vmm_sys_util::epoll::Epoll,
     pub ident: &'a mut crate::wire::ipv4::Ident,
     pub now: Instant,
+    /// A guest frame that matches no flow of this queue pair goes to the pair that holds its
+    /// flow ([`crate::queue_pairs`]); false with one pair, and for frames handed over already.
+    pub hand_off: bool,
 }
 
 impl Ctx<'_> {

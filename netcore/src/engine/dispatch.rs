@@ -352,9 +352,6 @@ impl Engine {
             return Verdict::Malformed;
         }
         let guest = SocketAddr::new(ip.src(), ports.0);
-        if self.hand_off(|e| e.udp.held_elsewhere(guest), frame) {
-            return Verdict::Consumed;
-        }
         let dst = SocketAddr::new(ip.dst(), ports.1);
         let target = nat::outbound(&self.plan, &self.options.upstream, dst);
         let mut ctx = ctx!(self);
@@ -372,6 +369,10 @@ impl Engine {
                 Verdict::Consumed
             }
             Sent::Dropped => Verdict::Consumed,
+            Sent::HeldElsewhere(owner) => {
+                self.hand_to(owner, frame);
+                Verdict::Consumed
+            }
             Sent::Unreachable => {
                 self.unreachable(frame, false, rx);
                 Verdict::Consumed
@@ -394,13 +395,6 @@ impl Engine {
         let Some(seg) = tcp::Segment::parse(ip.src(), ip.dst(), l4, ip.l4_offset, ip.l4_len) else {
             return Verdict::Malformed;
         };
-        let key = tcp::FlowKey {
-            guest: seg.guest,
-            remote: seg.remote,
-        };
-        if self.hand_off(|e| e.tcp.held_elsewhere(key), frame) {
-            return Verdict::Consumed;
-        }
         let plan = &self.plan;
         let upstream = &self.options.upstream;
         let mut ctx = ctx!(self);
@@ -413,8 +407,10 @@ impl Engine {
             &mut tap,
         );
         self.arm_timer();
-        if let SegmentOutcome::Unreachable { host } = outcome {
-            self.unreachable(frame, host, rx);
+        match outcome {
+            SegmentOutcome::Unreachable { host } => self.unreachable(frame, host, rx),
+            SegmentOutcome::HeldElsewhere(owner) => self.hand_to(owner, frame),
+            SegmentOutcome::Handled => {}
         }
         Verdict::Consumed
     }
@@ -455,51 +451,22 @@ impl Engine {
         let Some(icmp_bytes) = self.frame_buf.get(ip.l4_offset..ip.l4_offset + ip.l4_len) else {
             return Verdict::Malformed;
         };
-        let (guest, remote) = (ip.src(), ip.dst());
-        if let Some(owner) =
-            self.held_elsewhere(|e| e.ping.held_elsewhere(guest, remote, icmp_bytes))
-        {
+        let mut ctx = ctx!(self);
+        let held = self
+            .ping
+            .on_request(&mut ctx, ip.src(), ip.dst(), dest, icmp_bytes);
+        if let Some(owner) = held {
             // The request was copied whole into `frame_buf` (`load_whole`): hand that over.
             let request = std::mem::take(&mut self.frame_buf);
             self.hand_to(owner, &request[..]);
             self.frame_buf = request;
-            return Verdict::Consumed;
         }
-        let Some(icmp_bytes) = self.frame_buf.get(ip.l4_offset..ip.l4_offset + ip.l4_len) else {
-            return Verdict::Malformed;
-        };
-        let mut ctx = ctx!(self);
-        self.ping
-            .on_request(&mut ctx, ip.src(), ip.dst(), dest, icmp_bytes);
         self.arm_timer();
         Verdict::Consumed
     }
 
-    /// The other queue pair that holds the flow `held` looks for, when there are several and
-    /// this frame was not handed over already (see [`crate::queue_pairs`]).
-    fn held_elsewhere(&self, held: impl FnOnce(&Self) -> Option<u16>) -> Option<u16> {
-        if self.options.queue_pair.is_none() || self.handling_handed {
-            return None;
-        }
-        held(self)
-    }
-
-    /// Hands `frame` to the queue pair holding its flow, if another does; true if it did
-    /// (or dropped it, the owner's inbox being full).
-    fn hand_off<F: TxFrame + ?Sized>(
-        &mut self,
-        held: impl FnOnce(&Self) -> Option<u16>,
-        frame: &F,
-    ) -> bool {
-        match self.held_elsewhere(held) {
-            Some(owner) => {
-                self.hand_to(owner, frame);
-                true
-            }
-            None => false,
-        }
-    }
-
+    /// Gives `frame` to the queue pair `owner`, which holds its flow (see
+    /// [`crate::queue_pairs`]); counted as handed off, or dropped when its inbox is full.
     fn hand_to<F: TxFrame + ?Sized>(&mut self, owner: u16, frame: &F) {
         let Some(pair) = &self.options.queue_pair else {
             return;

@@ -159,6 +159,7 @@ macro_rules! ctx {
             epoll: &$self.epoll,
             ident: &mut $self.ip_ident,
             now: Instant::now(),
+            hand_off: $self.options.queue_pair.is_some() && !$self.handling_handed,
         }
     };
 }

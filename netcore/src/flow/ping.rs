@@ -103,21 +103,6 @@ impl PingTable {
         self.flows.set_listing(pair.listing(&pair.shared().ping));
     }
 
-    /// The other queue pair that holds the flow of an echo request (`icmp`, header and
-    /// payload) from `guest` to `remote`, when this table has none.
-    pub(crate) fn held_elsewhere(&self, guest: IpAddr, remote: IpAddr, icmp: &[u8]) -> Option<u16> {
-        let id = icmp.get(4..6)?;
-        let key = Key {
-            guest,
-            remote,
-            id: u16::from_be_bytes([id[0], id[1]]),
-        };
-        match self.flows.find(&key) {
-            Some(_) => None,
-            None => self.flows.held_elsewhere(&key),
-        }
-    }
-
     /// The open flows, as runtime control lists them.
     pub fn flow_infos(&self, now: Instant, out: &mut Vec<crate::flow::FlowInfo>) {
         for f in self.flows.iter() {
@@ -139,7 +124,8 @@ impl PingTable {
     }
 
     /// Sends the guest's echo request (`icmp` = ICMP header and payload) from `guest` to
-    /// `remote` (as the guest addressed it) out to `dest` on the host.
+    /// `remote` (as the guest addressed it) out to `dest` on the host. Returns the other queue
+    /// pair that holds the request's flow, if one does: the request goes there instead.
     pub fn on_request(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -147,9 +133,9 @@ impl PingTable {
         remote: IpAddr,
         dest: IpAddr,
         icmp: &[u8],
-    ) {
+    ) -> Option<u16> {
         if icmp.len() < 8 || icmp[0] != echo_types(&dest).0 || dest.is_ipv4() != guest.is_ipv4() {
-            return;
+            return None;
         }
         let key = Key {
             guest,
@@ -158,14 +144,16 @@ impl PingTable {
         };
         let slot = match self.flows.find(&key) {
             Some(slot) => slot,
-            None => match self.open(ctx, key) {
-                Some(slot) => slot,
-                None => return,
-            },
+            None => {
+                if ctx.hand_off
+                    && let Some(owner) = self.flows.held_elsewhere(&key)
+                {
+                    return Some(owner);
+                }
+                self.open(ctx, key)?
+            }
         };
-        let Some(flow) = self.flows.get_mut(slot) else {
-            return;
-        };
+        let flow = self.flows.get_mut(slot)?;
         flow.last_request = ctx.now;
         let dest = SocketAddr::new(dest, 0);
         match sys::send_buf(&flow.sock, icmp, Some(&dest), libc::MSG_DONTWAIT) {
@@ -175,6 +163,7 @@ impl PingTable {
             }
             Err(e) => log::debug!("echo request to {dest}: {e}"),
         }
+        None
     }
 
     fn open(&mut self, ctx: &mut Ctx<'_>, key: Key) -> Option<usize> {
@@ -307,6 +296,7 @@ mod tests {
             epoll: &epoll,
             ident: &mut ident,
             now,
+            hand_off: false,
         };
         let guest = IpAddr::from(Ipv4Addr::new(10, 0, 2, 15));
         let remote = IpAddr::from(Ipv4Addr::new(127, 0, 0, 1));

@@ -192,6 +192,8 @@ pub enum SegmentOutcome {
     Unreachable {
         host: bool,
     },
+    /// The connection lives on this other queue pair: the frame goes there.
+    HeldElsewhere(u16),
 }
 
 /// What a flow's handlers borrow besides the flow for one call: the engine's context, the
@@ -263,14 +265,6 @@ impl TcpTable {
     /// Records this table's flows for the other queue pairs' engines.
     pub(crate) fn join(&mut self, pair: &crate::queue_pairs::QueuePair) {
         self.flows.set_listing(pair.listing(&pair.shared().tcp));
-    }
-
-    /// The other queue pair that holds the connection `key`, when this table has none.
-    pub(crate) fn held_elsewhere(&self, key: FlowKey) -> Option<u16> {
-        match self.flows.find(&key) {
-            Some(_) => None,
-            None => self.flows.held_elsewhere(&key),
-        }
     }
 
     /// The plan's guest forwards, whose commands connections to them start.
@@ -361,6 +355,11 @@ impl TcpTable {
             remote: seg.remote,
         };
         let Some(slot) = self.flows.find(&key) else {
+            if ctx.hand_off
+                && let Some(owner) = self.flows.held_elsewhere(&key)
+            {
+                return SegmentOutcome::HeldElsewhere(owner);
+            }
             return self.on_new(ctx, seg, key, target, rx);
         };
         let next = {

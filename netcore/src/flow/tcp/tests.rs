@@ -62,6 +62,7 @@ impl Rig {
                 epoll: &self.epoll,
                 ident: &mut self.ident,
                 now: self.now,
+                hand_off: false,
             },
             &mut self.table,
             &mut self.link,

@@ -91,6 +91,8 @@ pub enum Sent {
     Unreachable,
     /// Dropped (table full, socket error); counted.
     Dropped,
+    /// The guest socket's flow lives on this other queue pair: the frame goes there.
+    HeldElsewhere(u16),
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -146,15 +148,6 @@ impl UdpTable {
     /// Records this table's flows for the other queue pairs' engines.
     pub(crate) fn join(&mut self, pair: &crate::queue_pairs::QueuePair) {
         self.flows.set_listing(pair.listing(&pair.shared().udp));
-    }
-
-    /// The other queue pair that holds the flow of the guest socket `guest`, when this table
-    /// has none.
-    pub(crate) fn held_elsewhere(&self, guest: SocketAddr) -> Option<u16> {
-        match self.flows.find(&guest) {
-            Some(_) => None,
-            None => self.flows.held_elsewhere(&guest),
-        }
     }
 
     /// Closes the flows that adopted the forwarded socket `ino` (see [`UdpTable::adopt_forward`]):
@@ -217,10 +210,17 @@ impl UdpTable {
         };
         let slot = match self.flows.find(&guest) {
             Some(slot) => slot,
-            None => match self.open(ctx, guest, &dest) {
-                Ok(slot) => slot,
-                Err(sent) => return sent,
-            },
+            None => {
+                if ctx.hand_off
+                    && let Some(owner) = self.flows.held_elsewhere(&guest)
+                {
+                    return Sent::HeldElsewhere(owner);
+                }
+                match self.open(ctx, guest, &dest) {
+                    Ok(slot) => slot,
+                    Err(sent) => return sent,
+                }
+            }
         };
         let Some(flow) = self.flows.get_mut(slot) else {
             return Sent::Dropped;

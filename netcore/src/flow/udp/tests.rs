@@ -41,6 +41,7 @@ impl Rig {
             epoll: &self.epoll,
             ident: &mut self.ident,
             now: self.now,
+            hand_off: false,
         };
         (ctx, &mut self.table, &mut self.link)
     }
