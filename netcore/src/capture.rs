@@ -251,6 +251,10 @@ impl<F: crate::link::RxFrames> crate::link::RxFrames for TapFrames<'_, F> {
         self.inner.read_at(frame, offset, buf)
     }
 
+    fn sum_at(&self, frame: usize, offset: usize, len: usize) -> u16 {
+        self.inner.sum_at(frame, offset, len)
+    }
+
     fn iovecs<'m>(
         &'m self,
         frame: usize,

@@ -104,6 +104,13 @@ pub trait RxSlot {
     /// Reads back what the slot holds at `offset` (checksums over peeked payload, captures).
     fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize;
 
+    /// The RFC 1071 sum (folded, not complemented) of the slot's bytes `offset..offset + len`:
+    /// a checksum over payload the kernel wrote. Read back in chunks unless the link can sum
+    /// where the bytes lie.
+    fn sum_at(&self, offset: usize, len: usize) -> u16 {
+        read_back_sum(|at, buf| self.read_at(at, buf), offset, len)
+    }
+
     /// Appends iovecs covering `offset..offset + len`, clipped to the capacity, to `out`.
     fn iovecs<'m>(&'m self, offset: usize, len: usize, out: &mut RecvIovs<'_, 'm>);
 
@@ -122,6 +129,11 @@ pub trait RxBytes {
 
     /// Reads back what the frame holds at `offset`.
     fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize;
+
+    /// The RFC 1071 sum of the frame's bytes `offset..offset + len` (see [`RxSlot::sum_at`]).
+    fn sum_at(&self, offset: usize, len: usize) -> u16 {
+        read_back_sum(|at, buf| self.read_at(at, buf), offset, len)
+    }
 }
 
 impl<S: RxSlot + ?Sized> RxBytes for S {
@@ -131,6 +143,56 @@ impl<S: RxSlot + ?Sized> RxBytes for S {
 
     fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
         RxSlot::read_at(self, offset, buf)
+    }
+
+    fn sum_at(&self, offset: usize, len: usize) -> u16 {
+        RxSlot::sum_at(self, offset, len)
+    }
+}
+
+/// The RFC 1071 sum (folded, not complemented) of `len` bytes from `offset`, read back
+/// through `read_at` in chunks: payload may sit in guest memory, which we never view as a
+/// slice. A short read ends the sum.
+pub fn read_back_sum(
+    read_at: impl Fn(usize, &mut [u8]) -> usize,
+    offset: usize,
+    len: usize,
+) -> u16 {
+    let mut chunk = [0u8; 2048];
+    let mut sums = PieceSums::default();
+    let mut done = 0;
+    while done < len {
+        let want = chunk.len().min(len - done);
+        let got = read_at(offset + done, &mut chunk[..want]);
+        if got == 0 {
+            break;
+        }
+        sums.add(done, smoltcp::wire::checksum::data(&chunk[..got]));
+        done += got;
+    }
+    sums.total()
+}
+
+/// RFC 1071 sums of the pieces of one range, added up: a piece that starts at an odd byte of
+/// the range has its 16-bit words shifted by one, so its sum is byte-swapped first.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PieceSums(u32);
+
+impl PieceSums {
+    /// Adds the sum of the piece at `position` in the range (not enough pieces to overflow:
+    /// 65536 of them).
+    pub fn add(&mut self, position: usize, sum: u16) {
+        let sum = if position % 2 == 1 {
+            sum.swap_bytes()
+        } else {
+            sum
+        };
+        self.0 += u32::from(sum);
+    }
+
+    /// The range's sum, folded, not complemented.
+    pub fn total(self) -> u16 {
+        smoltcp::wire::checksum::combine(&[(self.0 & 0xffff) as u16, (self.0 >> 16) as u16])
     }
 }
 
@@ -151,6 +213,11 @@ pub trait RxFrames {
 
     /// Reads back what `frame` holds at `offset`.
     fn read_at(&self, frame: usize, offset: usize, buf: &mut [u8]) -> usize;
+
+    /// The RFC 1071 sum of `frame`'s bytes `offset..offset + len` (see [`RxSlot::sum_at`]).
+    fn sum_at(&self, frame: usize, offset: usize, len: usize) -> u16 {
+        read_back_sum(|at, buf| self.read_at(frame, at, buf), offset, len)
+    }
 
     /// Appends iovecs covering `offset..offset + len` of `frame`, clipped to its capacity.
     fn iovecs<'m>(&'m self, frame: usize, offset: usize, len: usize, out: &mut RecvIovs<'_, 'm>);
@@ -181,6 +248,10 @@ impl<F: RxFrames + ?Sized> RxBytes for FrameOf<'_, F> {
     fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
         self.frames.read_at(self.index, offset, buf)
     }
+
+    fn sum_at(&self, offset: usize, len: usize) -> u16 {
+        self.frames.sum_at(self.index, offset, len)
+    }
 }
 
 /// The first frame of an [`RxFrames`] reservation as an [`RxSlot`]: how links that reserve
@@ -199,6 +270,10 @@ impl<F: RxFrames> RxSlot for FirstFrame<F> {
 
     fn read_at(&self, offset: usize, buf: &mut [u8]) -> usize {
         self.0.read_at(0, offset, buf)
+    }
+
+    fn sum_at(&self, offset: usize, len: usize) -> u16 {
+        self.0.sum_at(0, offset, len)
     }
 
     fn iovecs<'m>(&'m self, offset: usize, len: usize, out: &mut RecvIovs<'_, 'm>) {
@@ -236,6 +311,14 @@ impl<S: RxSlot> RxFrames for OneFrame<S> {
     fn read_at(&self, frame: usize, offset: usize, buf: &mut [u8]) -> usize {
         if frame == 0 {
             self.0.read_at(offset, buf)
+        } else {
+            0
+        }
+    }
+
+    fn sum_at(&self, frame: usize, offset: usize, len: usize) -> u16 {
+        if frame == 0 {
+            self.0.sum_at(offset, len)
         } else {
             0
         }
@@ -481,6 +564,18 @@ impl RxLink for MemoryLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_back_sum_matches_contiguous_sum_for_odd_lengths() {
+        let data: Vec<u8> = (0..5001u32).map(|i| (i * 7 % 256) as u8).collect();
+        let mut link = MemoryLink::new();
+        let mut slot = link.reserve(6000).unwrap();
+        RxSlot::write_at(&mut slot, 100, &data);
+        assert_eq!(
+            RxSlot::sum_at(&slot, 100, data.len()),
+            smoltcp::wire::checksum::data(&data)
+        );
+    }
 
     #[test]
     fn slice_frame_reads_clip_at_end() {

@@ -1,5 +1,6 @@
 //! The crate's only unsafe code: descriptors (closing inherited ones, marking ours
-//! close-on-exec, a socket's send queue), waiting for signals, and the process calls
+//! close-on-exec, a socket's send queue), guest memory as iovecs for the kernel and summed in
+//! place for checksums, waiting for signals, and the process calls
 //! confinement makes (user lookups, the privilege drop, `prctl`, `setrlimit`), and what
 //! going to the background as passt needs (`fork`, standard streams, the local time offset),
 //! and forking the janitor that removes the backend's files at exit.
@@ -569,7 +570,8 @@ impl HostMap {
 
 /// A guest-memory snapshot's regions as mapped in this process, for as long as `'m` borrows
 /// the snapshot. Guest memory is never made a Rust reference: the guest may change it at any
-/// moment, so only the kernel (through iovecs) and vm-memory's volatile accessors touch it.
+/// moment, so only the kernel (through iovecs), vm-memory's volatile accessors and the
+/// checksum's volatile loads ([`Mapped::ones_sum`]) touch it.
 #[derive(Debug, Clone, Copy)]
 pub struct Mapped<'m> {
     regions: &'m [(u64, u64, usize)],
@@ -636,4 +638,88 @@ impl<'m> Mapped<'m> {
         // so the kernel's access aliases no reference.
         unsafe { out.push_raw(base, len) };
     }
+
+    /// The RFC 1071 sum (folded, not complemented, as `smoltcp::wire::checksum::data`) of
+    /// `len` bytes from `at` past `range`, read where they lie: the TCP checksum over 64 KiB
+    /// the kernel just wrote costs one pass over it, not a copy and a pass. `None` if the bytes
+    /// are not inside the range's region.
+    pub fn ones_sum(&self, range: HostRange, at: usize, len: usize) -> Option<u16> {
+        let &(_, size, host) = self.regions.get(range.region)?;
+        let end = range
+            .offset
+            .checked_add(at as u64)?
+            .checked_add(len as u64)?;
+        if end > size {
+            return None;
+        }
+        let base = (host + range.offset as usize + at) as *const u8;
+        // SAFETY: `base..base + len` lies inside a region of the snapshot `'m` borrows (checked
+        // just above), mapped readable while the snapshot lives, which `&self` outlasts.
+        Some(unsafe { volatile_ones_sum(base, len) })
+    }
+}
+
+/// The RFC 1071 sum of `len` bytes at `base`, read with volatile loads, a byte at a time up to
+/// the first 8-byte boundary and then 8 bytes at a time: the guest may rewrite the bytes while
+/// we read (it then gets a wrong checksum), so they are never viewed as a slice.
+///
+/// # Safety
+/// `base..base + len` must be mapped readable for the whole call.
+unsafe fn volatile_ones_sum(base: *const u8, len: usize) -> u16 {
+    // 64-bit words summed with end-around carry fold to the 16-bit one's complement sum of
+    // their 16-bit words in the same (native) byte order (RFC 1071, 2.(B) and (C)).
+    fn add(sum: u64, word: u64) -> u64 {
+        let (sum, carry) = sum.overflowing_add(word);
+        sum + u64::from(carry)
+    }
+    fn fold(sum: u64) -> u16 {
+        let sum = (sum & 0xffff_ffff) + (sum >> 32);
+        let sum = (sum & 0xffff_ffff) + (sum >> 32);
+        let sum = (sum & 0xffff) + (sum >> 16);
+        let sum = (sum & 0xffff) + (sum >> 16);
+        sum as u16
+    }
+    // Bytes before the first aligned word, and after the last, as one word each with the
+    // missing bytes zero: their places within the word keep each byte's parity.
+    let partial = |from: usize, count: usize| {
+        let mut bytes = [0u8; 8];
+        for (i, byte) in bytes.iter_mut().enumerate().take(count) {
+            // SAFETY: `from + i < len`, inside the range the caller vouches for.
+            *byte = unsafe { base.add(from + i).read_volatile() };
+        }
+        u64::from_ne_bytes(bytes)
+    };
+    let head = base.align_offset(8).min(len);
+    let words = (len - head) / 8;
+    let tail = len - head - words * 8;
+    let aligned = base.wrapping_add(head).cast::<u64>();
+    let word = |i: usize| {
+        // SAFETY: every caller's `i` is below `words`, so word `i` lies inside the range
+        // (head + 8 * words <= len), and it is aligned.
+        unsafe { aligned.add(i).read_volatile() }
+    };
+    // Four independent carry chains, so that the adds overlap.
+    let (mut a, mut b, mut c, mut d) = (0, 0, 0, 0);
+    let mut i = 0;
+    while i + 4 <= words {
+        a = add(a, word(i));
+        b = add(b, word(i + 1));
+        c = add(c, word(i + 2));
+        d = add(d, word(i + 3));
+        i += 4;
+    }
+    while i < words {
+        a = add(a, word(i));
+        i += 1;
+    }
+    let body = add(add(a, b), add(c, d));
+    let body = add(body, partial(head + words * 8, tail));
+    // The body starts at an odd byte when the head is odd: its words straddle ours.
+    let body = if head % 2 == 1 {
+        fold(body).swap_bytes()
+    } else {
+        fold(body)
+    };
+    let sum = add(u64::from(fold(partial(0, head))), u64::from(body));
+    u16::from_be(fold(sum))
 }

@@ -13,7 +13,6 @@ use netplan::MacAddr;
 use smoltcp::wire::{IpProtocol, checksum};
 
 use super::{ethernet, ipv4, ipv6};
-use crate::link::RxBytes;
 
 /// Length of the Ethernet + IP headers for packets between these addresses.
 pub fn l2_l3_len(addr: &IpAddr) -> usize {
@@ -221,28 +220,9 @@ pub fn pseudo_header_sum(src: &IpAddr, dst: &IpAddr, protocol: IpProtocol, l4_le
     Addrs::new(*src, *dst).map_or(0, |a| a.pseudo_header_sum(protocol, l4_len))
 }
 
-/// Sums (RFC 1071, not complemented) `len` bytes of `slot` from `offset`, reading them back in
-/// chunks: the payload may sit in guest memory, which we never view as a slice.
-pub fn slot_sum<S: RxBytes + ?Sized>(slot: &S, offset: usize, len: usize) -> u16 {
-    let mut chunk = [0u8; 2048];
-    let mut sums = 0u32;
-    let mut done = 0;
-    while done < len {
-        let want = chunk.len().min(len - done);
-        let got = slot.read_at(offset + done, &mut chunk[..want]);
-        if got == 0 {
-            break;
-        }
-        sums += u32::from(checksum::data(&chunk[..got]));
-        done += got;
-    }
-    checksum::combine(&[(sums & 0xffff) as u16, (sums >> 16) as u16])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::{MemoryLink, RxLink};
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
@@ -308,14 +288,5 @@ mod tests {
             "cut short"
         );
         assert_eq!(GuestPacket::ipv6(&frame, frame.len()), None, "not IPv6");
-    }
-
-    #[test]
-    fn slot_sum_matches_contiguous_sum_for_odd_lengths() {
-        let data: Vec<u8> = (0..5001u32).map(|i| (i * 7 % 256) as u8).collect();
-        let mut link = MemoryLink::new();
-        let mut slot = link.reserve(6000).unwrap();
-        slot.write_at(100, &data);
-        assert_eq!(slot_sum(&slot, 100, data.len()), checksum::data(&data));
     }
 }

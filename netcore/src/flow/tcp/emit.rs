@@ -141,7 +141,7 @@ pub(super) fn write_segment<S: RxBytes>(
             // Over the header as written so far, its checksum field still zero.
             let header_sum = smoltcp::wire::checksum::data(&hdr[off..end]);
             let payload_sum = if payload_len > 0 {
-                ip::slot_sum(slot, end, payload_len)
+                slot.sum_at(end, payload_len)
             } else {
                 0
             };

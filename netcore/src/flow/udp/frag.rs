@@ -65,7 +65,7 @@ pub(super) fn first_fragment<S: RxSlot>(
     let sum = checksum_field(&[
         pseudo,
         smoltcp::wire::checksum::data(udp),
-        ip::slot_sum(&slot, header_len, first),
+        slot.sum_at(header_len, first),
         smoltcp::wire::checksum::data(&bounce[first..len]),
     ]);
     udp[6..8].copy_from_slice(&sum);

@@ -518,7 +518,7 @@ fn write_udp_headers<S: RxSlot>(
         return;
     }
     let pseudo = ip::pseudo_header_sum(&meta.src(), &meta.dst(), IpProtocol::Udp, l4_len);
-    let payload_sum = ip::slot_sum(slot, off + UDP_HEADER_LEN, len);
+    let payload_sum = slot.sum_at(off + UDP_HEADER_LEN, len);
     let sum = checksum_field(&[pseudo, smoltcp::wire::checksum::data(udp), payload_sum]);
     udp[6..8].copy_from_slice(&sum);
     slot.write_at(0, &hdr[..off + UDP_HEADER_LEN]);
