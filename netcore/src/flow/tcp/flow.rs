@@ -185,7 +185,13 @@ pub(super) struct Flow {
     /// 64 KiB with segmentation offload): how the window counts the kernel's per-buffer cost.
     pub(super) largest_segment: u32,
     pub(super) dup_acks: u32,
+    /// After a retransmission, the `snd_nxt` it went back from: no duplicate ACK starts
+    /// another until the guest acknowledges up to it.
+    pub(super) recover: Option<u32>,
+    /// The retransmission timeout, doubled after each timeout, back to the estimate's on
+    /// progress.
     pub(super) rto: Duration,
+    pub(super) rtt: super::rtt::Rtt,
     pub(super) retries: u32,
     /// When to retransmit or probe, if anything is outstanding.
     pub(super) timer: Option<Instant>,
@@ -230,7 +236,9 @@ impl Flow {
             mss: DEFAULT_GUEST_MSS,
             largest_segment: u32::from(DEFAULT_GUEST_MSS),
             dup_acks: 0,
+            recover: None,
             rto: INITIAL_RTO,
+            rtt: Default::default(),
             retries: 0,
             timer: None,
             last_activity: now,

@@ -6,7 +6,7 @@ use super::*;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Next {
     Continue,
-    /// Three duplicate ACKs: resend from `snd_una`.
+    /// A duplicate ACK ([`DUP_ACK_THRESHOLD`]): resend from `snd_una`.
     Retransmit,
     Close(Close),
 }
@@ -190,7 +190,8 @@ pub(super) fn want_write(flow: &mut Flow, epoll: &Epoll) {
     }
 }
 
-/// Takes the guest's ACK number and window; true on the third duplicate ACK.
+/// Takes the guest's ACK number and window; true on the duplicate ACK that starts a fast
+/// retransmission.
 pub(super) fn on_ack(flow: &mut Flow, seg: &Segment, now: Instant) -> bool {
     let shift = if seg.has(flags::SYN) {
         0
@@ -212,8 +213,15 @@ pub(super) fn on_ack(flow: &mut Flow, seg: &Segment, now: Instant) -> bool {
             flow.snd_una = seg.ack;
             flow.flags.insert(Flags::ROOM);
             flow.dup_acks = 0;
+            if flow
+                .recover
+                .is_some_and(|recover| !seq::before(seg.ack, recover))
+            {
+                flow.recover = None;
+            }
             flow.retries = 0;
-            flow.rto = INITIAL_RTO;
+            flow.rtt.acked(seg.ack, now);
+            flow.rto = flow.rtt.rto();
             flow.timer = if flow.snd_una == flow.snd_nxt {
                 None
             } else {
@@ -228,7 +236,9 @@ pub(super) fn on_ack(flow: &mut Flow, seg: &Segment, now: Instant) -> bool {
         {
             flow.dup_acks += 1;
             flow.snd_wnd = window;
-            return flow.dup_acks == 3;
+            // Once per loss: the copies a retransmission resends draw duplicate ACKs of their
+            // own until the guest acknowledges past what was outstanding.
+            return flow.dup_acks == DUP_ACK_THRESHOLD && flow.recover.is_none();
         }
         seq::Ack::Same | seq::Ack::Outside => {}
     }

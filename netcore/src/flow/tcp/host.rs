@@ -81,7 +81,9 @@ pub(super) fn send_data<L: RxLink>(
         flow.flags.insert(Flags::DRAINED);
     }
     flow.flags.set(Flags::PEEKED_FULL, n == room);
+    let start = flow.snd_nxt;
     flow.snd_nxt = flow.snd_nxt.wrapping_add(n as u32);
+    flow.rtt.sent(start, flow.snd_nxt, io.ctx.now);
     flow.flags.remove(Flags::ACK_OWED);
     if flow.timer.is_none() {
         flow.timer = Some(io.ctx.now + flow.rto);

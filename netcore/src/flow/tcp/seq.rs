@@ -26,6 +26,11 @@ pub(super) fn fin_acked(snd_una: u32, fin: Option<u32>) -> bool {
     fin.is_some_and(|fin| snd_una == fin.wrapping_add(1))
 }
 
+/// Whether sequence number `a` comes before `b`.
+pub(super) fn before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
 /// What an ACK number says about what we sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Ack {
