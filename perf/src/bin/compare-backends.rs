@@ -297,6 +297,23 @@ struct Test {
     guest_cpu: Option<GuestCpu>,
     /// A connection-rate test's result, or what went wrong.
     conn: Result<Rate, String>,
+    /// The guest's TCP drop and retransmission counters that moved during the test.
+    guest_tcp: Vec<(String, u64)>,
+}
+
+/// The guest's TCP counters (`/proc/net/netstat`, `/proc/net/snmp`) the report shows: where it
+/// dropped what a backend sent it (receive memory, pruning), and its own retransmissions. An
+/// awk pattern.
+const GUEST_TCP_COUNTERS: &str = "^(TCPRcvQDrop|TCPOFODrop|TCPZeroWindowDrop|TCPBacklogDrop|PruneCalled|TCPMemoryPressures|RetransSegs|TCPTimeouts)$";
+
+/// The counters of a `gtcp K: NAME=DELTA ...` line.
+fn guest_tcp(line: &str) -> Vec<(String, u64)> {
+    line.split_whitespace()
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Everything measured behind one backend.
@@ -594,6 +611,7 @@ fn run(args: &Args) -> Result<bool, String> {
     println!();
     print_queues(&results);
     print_threads(&results);
+    print_guest_tcp(&results);
     println!(
         "\nload avg  {end_load} (at the end; total {:.0?})",
         started.elapsed()
@@ -1037,6 +1055,9 @@ fn measure(kind: Kind, env: &Env) -> Result<Measured, String> {
                     guest: tagged("rr").next().map(|rest| format!("guest: {rest}")),
                 },
                 guest_cpu: tagged("gcpu").find_map(|l| guest_cpu(&l)),
+                guest_tcp: tagged("gtcp")
+                    .next()
+                    .map_or_else(Vec::new, |l| guest_tcp(&l)),
                 conn,
             }
         })
@@ -1125,7 +1146,8 @@ fn wait_summary(first: &str, backend: Option<&Backend>, daemon: Option<&Daemon>)
 /// The guest's script: iperf3 tests report `iperf K: LINE` (as in guest-throughput; with
 /// -P 16 only the `[SUM]` lines) and `gcpu K: BUSY TOTAL BUSY TOTAL`, the guest's CPU ticks
 /// (busy: all but idle and iowait) before and after; a latency test runs `nc GATEWAY PORT -e
-/// cat` (cat echoes on the socket until the host closes it) and reports `rr K: rc=STATUS`; a
+/// cat` (cat echoes on the socket until the host closes it) and reports `rr K: rc=STATUS`;
+/// iperf3 tests also report `gtcp K: NAME=DELTA ...`, the [`GUEST_TCP_COUNTERS`] that moved; a
 /// connection-rate test runs the tool from fw_cfg and reports `connrate K: ITS LINE`. Last,
 /// the vCPUs and the per-queue packet counters of `ethtool -S eth0`.
 fn guest_script(plan: &[TestKind], servers: &[Server], args: &Args) -> String {
@@ -1134,8 +1156,9 @@ fn guest_script(plan: &[TestKind], servers: &[Server], args: &Args) -> String {
         "echo {}\n\
          g() {{ awk '/^cpu / {{ print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9 }}' /proc/stat; }}\n\
          mkdir -p /tmp\n\
-         t() {{ k=$1; s=$2; shift 2; a=$(g); timeout {limit} iperf3 -c {GATEWAY} -f m -t {seconds} \"$@\" > /tmp/i.$k 2>&1; \
-         b=$(g); awk -v k=\"$k\" -v s=\"$s\" '(/sender|receiver/ && (s == 0 || /SUM/)) || /error/ {{ print \"iperf \" k \": \" $0 }}' /tmp/i.$k; \
+         n() {{ awk '/^Tcp/ {{ if (!h[$1]) {{ split($0, k); h[$1] = 1 }} else for (i = 2; i <= NF; i++) print k[i], $i }}' /proc/net/netstat /proc/net/snmp; }}\n\
+         t() {{ k=$1; s=$2; shift 2; a=$(g); n > /tmp/n.$k; timeout {limit} iperf3 -c {GATEWAY} -f m -t {seconds} \"$@\" > /tmp/i.$k 2>&1; \
+         b=$(g); n | awk 'NR == FNR {{ a[$1] = $2; next }} $1 ~ /{GUEST_TCP_COUNTERS}/ && $2 - a[$1] > 0 {{ printf \"%s=%d \", $1, $2 - a[$1] }} END {{ print \"\" }}' /tmp/n.$k - | sed \"s/^/gtcp $k: /\"; awk -v k=\"$k\" -v s=\"$s\" '(/sender|receiver/ && (s == 0 || /SUM/)) || /error/ {{ print \"iperf \" k \": \" $0 }}' /tmp/i.$k; \
          echo \"gcpu $k: $a $b\"; }}\n\
          m() {{ r=$(awk '/receiver/ {{ for (i = 1; i < NF; i++) if ($(i + 1) == \"Mbits/sec\") print $i }}' /tmp/i.$1); echo \"${{r:-none}}\"; }}\n\
          r() {{ timeout 120 nc {GATEWAY} $2 -e cat; echo \"rr $1: rc=$?\"; }}\n\
@@ -1620,6 +1643,42 @@ fn print_threads(results: &[Measured]) {
     }
 }
 
+/// Per backend and iperf3 test, the guest's TCP drops and retransmissions, summed over the
+/// runs: a test whose guest ran out of receive memory shows it here.
+fn print_guest_tcp(results: &[Measured]) {
+    for m in results {
+        let mut parts = Vec::new();
+        for load in Load::ALL {
+            for direction in Direction::BOTH {
+                let mut sums: Vec<(String, u64)> = Vec::new();
+                for test in m
+                    .tests
+                    .iter()
+                    .filter(|t| t.kind == TestKind::Iperf(load, direction))
+                {
+                    for (name, value) in &test.guest_tcp {
+                        match sums.iter_mut().find(|(n, _)| n == name) {
+                            Some((_, sum)) => *sum += value,
+                            None => sums.push((name.clone(), *value)),
+                        }
+                    }
+                }
+                if !sums.is_empty() {
+                    let text: Vec<String> = sums.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                    parts.push(format!("{} {}", load.label(direction), text.join(" ")));
+                }
+            }
+        }
+        if !parts.is_empty() {
+            println!(
+                "{} guest TCP drops and retransmissions (summed over the runs): {}",
+                m.kind.name(),
+                parts.join("; ")
+            );
+        }
+    }
+}
+
 /// Per backend, the guest's packets per queue (`ethtool -S eth0`, summed over its boots), with
 /// each queue's share of its direction.
 fn print_queues(results: &[Measured]) {
@@ -1788,6 +1847,33 @@ fn write_svg(path: &Path, results: &[Measured], args: &Args, end_load: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The guest's awk keeps the drop counters, not their look-alikes, and the report reads
+    /// its line back.
+    #[test]
+    fn guest_tcp_counters_are_picked_and_read_back() {
+        let program = format!("$1 ~ /{GUEST_TCP_COUNTERS}/ {{ printf \"%s=%d \", $1, $2 }}");
+        let mut awk = std::process::Command::new("awk")
+            .arg(program)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let input = "TCPRcvQDrop 5\nTCPMemoryPressuresChrono 700\nTCPMemoryPressures 3\n\
+                     RetransSegs 9\nOutSegs 100\nPruneCalled 2\n";
+        std::io::Write::write_all(awk.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+        let out = awk.wait_with_output().unwrap();
+        let line = String::from_utf8(out.stdout).unwrap();
+        let expected = [
+            ("TCPRcvQDrop", 5),
+            ("TCPMemoryPressures", 3),
+            ("RetransSegs", 9),
+            ("PruneCalled", 2),
+        ];
+        let got = guest_tcp(&line);
+        let got: Vec<(&str, u64)> = got.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        assert_eq!(got, expected, "{line}");
+    }
 
     #[test]
     fn rates_iperf3_takes() {
