@@ -16,8 +16,10 @@
 //!   `recvmsg(MSG_PEEK)` it straight into guest RX buffers, up to 16 frames per call (reserved
 //!   together through [`RxLink::reserve_frames`]); with `SO_PEEK_OFF` the kernel keeps
 //!   the peek position at "bytes already sent" (`snd_nxt - snd_una`), and removes bytes with
-//!   `MSG_TRUNC` as ACKs arrive, moving the position back accordingly. Retransmission (timeout or
-//!   three duplicate ACKs) just resets the peek offset to zero and sends again from `snd_una`.
+//!   `MSG_TRUNC` as ACKs arrive, moving the position back accordingly. Retransmission (a
+//!   timeout, or the first duplicate ACK) just resets the peek offset to zero and sends again
+//!   from `snd_una`. The timeout follows the guest's measured round trip (`rtt`); a
+//!   duplicate ACK means a dropped segment, since the virtio link does not reorder.
 //!   Without `SO_PEEK_OFF` (kernels before 6.9), the bytes in flight are peeked into a scratch
 //!   buffer in front of the RX slot instead.
 //!
@@ -37,7 +39,7 @@
 //! socket), `host` peeks socket data into guest frames, `emit` writes every header toward the
 //! guest, and `connect` opens flows either way. What a flow's state is made of, and which
 //! parts of it go together, is written down at `flow::Flow`; the sequence and window
-//! arithmetic is in `seq`, as pure functions.
+//! arithmetic is in `seq`, as pure functions; the round-trip estimate in `rtt`.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -168,7 +170,7 @@ pub struct TcpCounters {
     pub retransmits: u64,
     pub flows_closed: u64,
     pub table_full: u64,
-    /// Retransmissions after a timeout (the others followed three duplicate ACKs).
+    /// Retransmissions after a timeout (the others followed a duplicate ACK).
     pub timeouts: u64,
     /// Guest segments the socket took only in part (the guest resends the rest).
     pub short_writes: u64,
