@@ -42,7 +42,8 @@ pub(super) enum HostEnd {
     /// The host socket reached end of stream: a FIN follows the data.
     Eof,
     /// Our FIN went to the guest with this sequence number. A retransmission that rewinds to
-    /// it goes back to `Eof`, and the FIN is sent again.
+    /// it goes back to `Eof`, and the FIN is sent again; one that rewinds to data before it
+    /// goes back to `Open`, so that the data goes again before the FIN.
     FinSent(u32),
 }
 
@@ -85,8 +86,8 @@ impl Flags {
     /// segment until [`TcpTable::end_batch`] pushes it, so consecutive guest segments leave as
     /// one (a guest without segmentation offload writes 1460 bytes at a time).
     pub(super) const CORKED: Flags = Flags(1 << 3);
-    /// Epoll reported the peer's FIN: reads go on until they find the end of stream, as no
-    /// later event would announce it.
+    /// Epoll reported the peer's FIN, or a read found the end of stream: reads go on until
+    /// they find it (again, after a rewind), as no later event would announce it.
     pub(super) const PEER_CLOSED: Flags = Flags(1 << 4);
     /// The last `SIOCINQ` found nothing beyond what is in flight (or the peek after it took
     /// all it found), and no socket event came since: new data would have brought one

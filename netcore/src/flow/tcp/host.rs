@@ -63,6 +63,9 @@ pub(super) fn send_data<L: RxLink>(
         // Nothing at all left to peek: the peer closed its side.
         Ok(r) if r.len == 0 => {
             flow.host_end = HostEnd::Eof;
+            // Known now, event or not: a rewind that sends data again must look for the end
+            // of stream again (see `unread`).
+            flow.flags.insert(Flags::PEER_CLOSED);
             return Push::Empty;
         }
         // Only bytes already in flight (peeking without SO_PEEK_OFF): nothing new yet.

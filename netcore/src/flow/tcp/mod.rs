@@ -622,8 +622,14 @@ impl TcpTable {
         flow.recover = Some(flow.snd_nxt);
         flow.snd_nxt = flow.snd_una;
         flow.flags.remove(Flags::DRAINED);
-        if flow.host_end == HostEnd::FinSent(flow.snd_una) {
-            flow.host_end = HostEnd::Eof;
+        // Rewound to our FIN, it goes again at once; rewound to data before it, the data goes
+        // again first, and the FIN once that peek reaches the end of stream again.
+        if let HostEnd::FinSent(fin) = flow.host_end {
+            flow.host_end = if fin == flow.snd_una {
+                HostEnd::Eof
+            } else {
+                HostEnd::Open
+            };
         }
         flow.dup_acks = 0;
         if peek_offset {

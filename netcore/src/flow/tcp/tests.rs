@@ -994,6 +994,50 @@ fn half_close_both_ways_then_the_flow_is_gone() {
     assert!(rig.table.is_empty(), "flow kept after both FINs were acked");
 }
 
+/// Data the guest lost just before the host closed is sent again, then the FIN after it: a
+/// rewind past our FIN must not leave the data out (the guest would hang on the gap, then
+/// get a reset after the last retry).
+#[test]
+fn data_lost_before_our_fin_is_sent_again_and_the_fin_after_it() {
+    let mut rig = Rig::new();
+    let (mut server, iss) = rig.establish();
+    let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    server.write_all(&data).unwrap();
+    server.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        rig.poll(20);
+        seen.extend(rig.seen());
+        if seen.iter().any(|s| s.flags & flags::FIN != 0) {
+            break;
+        }
+    }
+    let fin = seen.iter().find(|s| s.flags & flags::FIN != 0).unwrap();
+    assert_eq!(fin.seq, iss + 1 + 3000);
+    // The guest got the first segment only.
+    rig.send(GUEST_ISN + 1, iss + 1 + 1460, flags::ACK, 1024, &[], &[]);
+    rig.tick_after(Duration::from_millis(1500));
+    let again = rig.seen();
+    let payload: Vec<u8> = again.iter().flat_map(|s| s.payload.clone()).collect();
+    assert!(
+        payload == data[1460..],
+        "sent again: {} bytes in {again:?}",
+        payload.len()
+    );
+    let fin = again.iter().find(|s| s.flags & flags::FIN != 0);
+    assert_eq!(fin.map(|f| f.seq), Some(iss + 1 + 3000), "{again:?}");
+    // All acknowledged, FIN too, and the guest closes: the flow goes.
+    rig.send(
+        GUEST_ISN + 1,
+        iss + 1 + 3000 + 1,
+        flags::ACK | flags::FIN,
+        1024,
+        &[],
+        &[],
+    );
+    assert!(rig.table.is_empty(), "flow kept after both FINs were acked");
+}
+
 #[test]
 fn a_guest_fin_after_ours_is_acked_before_the_flow_goes() {
     let mut rig = Rig::new();
