@@ -30,6 +30,9 @@ pub(super) fn send_data<L: RxLink>(
     io: &mut Io<'_, '_, L>,
     window_left: usize,
 ) -> Push {
+    // Known before `SIOCINQ` measures the queue: the peer's FIN, and so all of its data, had
+    // arrived.
+    let peer_closed = flow.flags.has(Flags::PEER_CLOSED);
     let Some(unread) = unread(flow) else {
         return Push::Empty;
     };
@@ -77,7 +80,10 @@ pub(super) fn send_data<L: RxLink>(
             return Push::Reset;
         }
     };
-    write_frames(flow, io.ctx, frames, &layout, planned, n);
+    // All the peer sent before its FIN: our FIN rides on the last segment, one frame (and one
+    // guest interrupt) fewer per connection the host closes.
+    let fin = peer_closed && n == unread && flow.host_end == HostEnd::Open;
+    write_frames(flow, io.ctx, frames, &layout, planned, n, fin);
     // Everything the socket held beyond what is in flight went out: until its next event (an
     // edge for every arrival, also one after our `SIOCINQ`), another look would find nothing.
     if n == unread {
@@ -86,6 +92,10 @@ pub(super) fn send_data<L: RxLink>(
     flow.flags.set(Flags::PEEKED_FULL, n == room);
     let start = flow.snd_nxt;
     flow.snd_nxt = flow.snd_nxt.wrapping_add(n as u32);
+    if fin {
+        flow.host_end = HostEnd::FinSent(flow.snd_nxt);
+        flow.snd_nxt = flow.snd_nxt.wrapping_add(1);
+    }
     flow.rtt.sent(start, flow.snd_nxt, io.ctx.now);
     flow.flags.remove(Flags::ACK_OWED);
     if flow.timer.is_none() {
@@ -189,7 +199,7 @@ fn plan_frames<'m, R: RxFrames>(
 }
 
 /// Writes the headers of the frames a read filled with `n` bytes, in order (every one but
-/// the last is full), and commits them.
+/// the last is full), the last with our FIN if `fin`, and commits them.
 fn write_frames<R: RxFrames>(
     flow: &mut Flow,
     ctx: &mut Ctx<'_>,
@@ -197,6 +207,7 @@ fn write_frames<R: RxFrames>(
     layout: &Layout,
     planned: &[usize],
     n: usize,
+    fin: bool,
 ) {
     let mut lens = [0usize; MAX_FRAMES_PER_READ];
     let mut filled = 0;
@@ -208,7 +219,9 @@ fn write_frames<R: RxFrames>(
             frames.set_meta(filled, meta);
         }
         let seq = flow.snd_nxt.wrapping_add((n - unsent) as u32);
-        let header = Header::of(flow, seq, flags::ACK | flags::PSH);
+        let last = fin && payload == unsent;
+        let tcp_flags = flags::ACK | flags::PSH | if last { flags::FIN } else { 0 };
+        let header = Header::of(flow, seq, tcp_flags);
         let mut frame = FrameOf {
             frames: &mut frames,
             index: filled,

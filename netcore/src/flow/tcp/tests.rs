@@ -988,9 +988,82 @@ fn half_close_both_ways_then_the_flow_is_gone() {
     let payload: Vec<u8> = seen.iter().flat_map(|s| s.payload.clone()).collect();
     assert_eq!(payload, b"still here");
     let fin = seen.iter().find(|s| s.flags & flags::FIN != 0).unwrap();
-    assert_eq!(fin.seq, iss + 1 + 10);
+    assert_eq!(fin.seq + fin.payload.len() as u32, iss + 1 + 10);
     assert_eq!(rig.table.len(), 1);
     rig.send(GUEST_ISN + 5, iss + 1 + 10 + 1, flags::ACK, 1024, &[], &[]);
+    assert!(rig.table.is_empty(), "flow kept after both FINs were acked");
+}
+
+/// Waits (up to 5 s) until the kernel has taken the FIN `server` sent: our end of the
+/// connection is in CLOSE_WAIT (`/proc/net/tcp`, state 08).
+fn wait_for_our_socket_to_take_the_fin(server: &TcpStream) {
+    let hex = |addr: std::net::SocketAddr| match addr {
+        std::net::SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        other => panic!("an IPv4 test connection, not {other}"),
+    };
+    let ours = (
+        hex(server.peer_addr().unwrap()),
+        hex(server.local_addr().unwrap()),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let closing = table.lines().any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 3
+                && (fields[1], fields[2]) == (&ours.0[..], &ours.1[..])
+                && fields[3] == "08"
+        });
+        if closing {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "our socket never took the FIN"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// When the host's FIN came with its last data, ours rides on the segment that carries the
+/// data: one frame (and one interrupt) fewer for the guest per connection the host closes.
+#[test]
+fn our_fin_rides_on_the_last_data_when_the_host_closed_first() {
+    let mut rig = Rig::new();
+    let (mut server, iss) = rig.establish();
+    server.write_all(b"answer").unwrap();
+    server.shutdown(std::net::Shutdown::Write).unwrap();
+    wait_for_our_socket_to_take_the_fin(&server);
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        rig.poll(20);
+        seen.extend(rig.seen());
+        if seen.iter().any(|s| s.flags & flags::FIN != 0) {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        (
+            seen[0].flags & flags::FIN,
+            seen[0].seq,
+            &seen[0].payload[..]
+        ),
+        (flags::FIN, iss + 1, &b"answer"[..])
+    );
+    // The guest acknowledges data and FIN and closes: the flow goes.
+    rig.send(
+        GUEST_ISN + 1,
+        iss + 1 + 6 + 1,
+        flags::ACK | flags::FIN,
+        1024,
+        &[],
+        &[],
+    );
     assert!(rig.table.is_empty(), "flow kept after both FINs were acked");
 }
 
@@ -1013,7 +1086,7 @@ fn data_lost_before_our_fin_is_sent_again_and_the_fin_after_it() {
         }
     }
     let fin = seen.iter().find(|s| s.flags & flags::FIN != 0).unwrap();
-    assert_eq!(fin.seq, iss + 1 + 3000);
+    assert_eq!(fin.seq + fin.payload.len() as u32, iss + 1 + 3000);
     // The guest got the first segment only.
     rig.send(GUEST_ISN + 1, iss + 1 + 1460, flags::ACK, 1024, &[], &[]);
     rig.tick_after(Duration::from_millis(1500));
@@ -1025,7 +1098,8 @@ fn data_lost_before_our_fin_is_sent_again_and_the_fin_after_it() {
         payload.len()
     );
     let fin = again.iter().find(|s| s.flags & flags::FIN != 0);
-    assert_eq!(fin.map(|f| f.seq), Some(iss + 1 + 3000), "{again:?}");
+    let fin_seq = fin.map(|f| f.seq + f.payload.len() as u32);
+    assert_eq!(fin_seq, Some(iss + 1 + 3000), "{again:?}");
     // All acknowledged, FIN too, and the guest closes: the flow goes.
     rig.send(
         GUEST_ISN + 1,
