@@ -977,6 +977,18 @@ fn half_close_both_ways_then_the_flow_is_gone() {
     assert_eq!(got, b"bye");
     server.write_all(b"still here").unwrap();
     server.shutdown(std::net::Shutdown::Write).unwrap();
+    let seen = segments_until_our_fin(&mut rig);
+    let payload: Vec<u8> = seen.iter().flat_map(|s| s.payload.clone()).collect();
+    assert_eq!(payload, b"still here");
+    let fin = seen.iter().find(|s| s.flags & flags::FIN != 0).unwrap();
+    assert_eq!(fin.seq + fin.payload.len() as u32, iss + 1 + 10);
+    assert_eq!(rig.table.len(), 1);
+    rig.send(GUEST_ISN + 5, iss + 1 + 10 + 1, flags::ACK, 1024, &[], &[]);
+    assert!(rig.table.is_empty(), "flow kept after both FINs were acked");
+}
+
+/// Polls until a segment with our FIN reaches the guest (up to 1 s); every segment seen.
+fn segments_until_our_fin(rig: &mut Rig) -> Vec<Seen> {
     let mut seen = Vec::new();
     for _ in 0..50 {
         rig.poll(20);
@@ -985,12 +997,13 @@ fn half_close_both_ways_then_the_flow_is_gone() {
             break;
         }
     }
-    let payload: Vec<u8> = seen.iter().flat_map(|s| s.payload.clone()).collect();
-    assert_eq!(payload, b"still here");
-    let fin = seen.iter().find(|s| s.flags & flags::FIN != 0).unwrap();
-    assert_eq!(fin.seq + fin.payload.len() as u32, iss + 1 + 10);
-    assert_eq!(rig.table.len(), 1);
-    rig.send(GUEST_ISN + 5, iss + 1 + 10 + 1, flags::ACK, 1024, &[], &[]);
+    seen
+}
+
+/// The guest acknowledges up to `ack` (our FIN included) and closes its side in the same
+/// segment: with both FINs acknowledged, the flow must be gone.
+fn guest_acks_and_closes(rig: &mut Rig, ack: u32) {
+    rig.send(GUEST_ISN + 1, ack, flags::ACK | flags::FIN, 1024, &[], &[]);
     assert!(rig.table.is_empty(), "flow kept after both FINs were acked");
 }
 
@@ -1038,14 +1051,7 @@ fn our_fin_rides_on_the_last_data_when_the_host_closed_first() {
     server.write_all(b"answer").unwrap();
     server.shutdown(std::net::Shutdown::Write).unwrap();
     wait_for_our_socket_to_take_the_fin(&server);
-    let mut seen = Vec::new();
-    for _ in 0..50 {
-        rig.poll(20);
-        seen.extend(rig.seen());
-        if seen.iter().any(|s| s.flags & flags::FIN != 0) {
-            break;
-        }
-    }
+    let seen = segments_until_our_fin(&mut rig);
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(
         (
@@ -1056,15 +1062,7 @@ fn our_fin_rides_on_the_last_data_when_the_host_closed_first() {
         (flags::FIN, iss + 1, &b"answer"[..])
     );
     // The guest acknowledges data and FIN and closes: the flow goes.
-    rig.send(
-        GUEST_ISN + 1,
-        iss + 1 + 6 + 1,
-        flags::ACK | flags::FIN,
-        1024,
-        &[],
-        &[],
-    );
-    assert!(rig.table.is_empty(), "flow kept after both FINs were acked");
+    guest_acks_and_closes(&mut rig, iss + 1 + 6 + 1);
 }
 
 /// Data the guest lost just before the host closed is sent again, then the FIN after it: a
@@ -1077,14 +1075,7 @@ fn data_lost_before_our_fin_is_sent_again_and_the_fin_after_it() {
     let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
     server.write_all(&data).unwrap();
     server.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut seen = Vec::new();
-    for _ in 0..50 {
-        rig.poll(20);
-        seen.extend(rig.seen());
-        if seen.iter().any(|s| s.flags & flags::FIN != 0) {
-            break;
-        }
-    }
+    let seen = segments_until_our_fin(&mut rig);
     let fin = seen.iter().find(|s| s.flags & flags::FIN != 0).unwrap();
     assert_eq!(fin.seq + fin.payload.len() as u32, iss + 1 + 3000);
     // The guest got the first segment only.
@@ -1101,15 +1092,7 @@ fn data_lost_before_our_fin_is_sent_again_and_the_fin_after_it() {
     let fin_seq = fin.map(|f| f.seq + f.payload.len() as u32);
     assert_eq!(fin_seq, Some(iss + 1 + 3000), "{again:?}");
     // All acknowledged, FIN too, and the guest closes: the flow goes.
-    rig.send(
-        GUEST_ISN + 1,
-        iss + 1 + 3000 + 1,
-        flags::ACK | flags::FIN,
-        1024,
-        &[],
-        &[],
-    );
-    assert!(rig.table.is_empty(), "flow kept after both FINs were acked");
+    guest_acks_and_closes(&mut rig, iss + 1 + 3000 + 1);
 }
 
 #[test]
@@ -1118,14 +1101,7 @@ fn a_guest_fin_after_ours_is_acked_before_the_flow_goes() {
     let (server, iss) = rig.establish();
     // The server closes first: our FIN goes to the guest.
     server.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut seen = Vec::new();
-    for _ in 0..50 {
-        rig.poll(20);
-        seen.extend(rig.seen());
-        if seen.iter().any(|s| s.flags & flags::FIN != 0) {
-            break;
-        }
-    }
+    let seen = segments_until_our_fin(&mut rig);
     let fin = seen.iter().find(|s| s.flags & flags::FIN != 0).unwrap();
     assert_eq!(fin.seq, iss + 1);
     // The guest acknowledges it and closes its side in the same segment.
