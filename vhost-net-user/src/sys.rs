@@ -714,12 +714,10 @@ unsafe fn volatile_ones_sum(base: *const u8, len: usize) -> u16 {
     }
     let body = add(add(a, b), add(c, d));
     let body = add(body, partial(head + words * 8, tail));
-    // The body starts at an odd byte when the head is odd: its words straddle ours.
-    let body = if head % 2 == 1 {
-        fold(body).swap_bytes()
-    } else {
-        fold(body)
-    };
-    let sum = add(u64::from(fold(partial(0, head))), u64::from(body));
-    u16::from_be(fold(sum))
+    // Two pieces of the range: the head at 0 and the body from `head`, which straddles the
+    // range's 16-bit words when the head is odd.
+    let mut sums = netcore::link::PieceSums::default();
+    sums.add(0, u16::from_be(fold(partial(0, head))));
+    sums.add(head, u16::from_be(fold(body)));
+    sums.total()
 }
