@@ -1619,64 +1619,59 @@ fn print_details(results: &[Measured]) {
     }
 }
 
-/// Per backend and iperf3 test, the CPU seconds of the backend's busiest threads: with
-/// several queue pairs, whether each pair's worker carried its share.
-fn print_threads(results: &[Measured]) {
+/// One line per backend that has anything to say: `title`, then `part` for each iperf3 test
+/// (load and direction) it has one for, joined by `separator`.
+fn print_per_test(
+    results: &[Measured],
+    title: &str,
+    separator: &str,
+    part: impl Fn(&Measured, Load, Direction) -> Option<String>,
+) {
     for m in results {
         let mut parts = Vec::new();
         for load in Load::ALL {
             for direction in Direction::BOTH {
-                let f = direction_figures(m, load, direction);
-                if let Some(threads) = f.backend_threads {
-                    let text: Vec<String> = threads.iter().map(|c| format!("{c:.2}")).collect();
-                    parts.push(format!("{} {}", load.label(direction), text.join("/")));
+                if let Some(text) = part(m, load, direction) {
+                    parts.push(format!("{} {text}", load.label(direction)));
                 }
             }
         }
         if !parts.is_empty() {
-            println!(
-                "{} busiest threads, CPU s per test (median over the runs): {}",
-                m.kind.name(),
-                parts.join(", ")
-            );
+            println!("{} {title}: {}", m.kind.name(), parts.join(separator));
         }
     }
+}
+
+/// Per backend and iperf3 test, the CPU seconds of the backend's busiest threads: with
+/// several queue pairs, whether each pair's worker carried its share.
+fn print_threads(results: &[Measured]) {
+    let title = "busiest threads, CPU s per test (median over the runs)";
+    print_per_test(results, title, ", ", |m, load, direction| {
+        let threads = direction_figures(m, load, direction).backend_threads?;
+        let text: Vec<String> = threads.iter().map(|c| format!("{c:.2}")).collect();
+        Some(text.join("/"))
+    });
 }
 
 /// Per backend and iperf3 test, the guest's TCP drops and retransmissions, summed over the
 /// runs: a test whose guest ran out of receive memory shows it here.
 fn print_guest_tcp(results: &[Measured]) {
-    for m in results {
-        let mut parts = Vec::new();
-        for load in Load::ALL {
-            for direction in Direction::BOTH {
-                let mut sums: Vec<(String, u64)> = Vec::new();
-                for test in m
-                    .tests
-                    .iter()
-                    .filter(|t| t.kind == TestKind::Iperf(load, direction))
-                {
-                    for (name, value) in &test.guest_tcp {
-                        match sums.iter_mut().find(|(n, _)| n == name) {
-                            Some((_, sum)) => *sum += value,
-                            None => sums.push((name.clone(), *value)),
-                        }
-                    }
-                }
-                if !sums.is_empty() {
-                    let text: Vec<String> = sums.iter().map(|(n, v)| format!("{n}={v}")).collect();
-                    parts.push(format!("{} {}", load.label(direction), text.join(" ")));
-                }
+    let title = "guest TCP drops and retransmissions (summed over the runs)";
+    print_per_test(results, title, "; ", |m, load, direction| {
+        let mut sums: Vec<(String, u64)> = Vec::new();
+        let runs = m
+            .tests
+            .iter()
+            .filter(|t| t.kind == TestKind::Iperf(load, direction));
+        for (name, value) in runs.flat_map(|t| &t.guest_tcp) {
+            match sums.iter_mut().find(|(n, _)| n == name) {
+                Some((_, sum)) => *sum += value,
+                None => sums.push((name.clone(), *value)),
             }
         }
-        if !parts.is_empty() {
-            println!(
-                "{} guest TCP drops and retransmissions (summed over the runs): {}",
-                m.kind.name(),
-                parts.join("; ")
-            );
-        }
-    }
+        let text: Vec<String> = sums.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        (!text.is_empty()).then(|| text.join(" "))
+    });
 }
 
 /// Per backend, the guest's packets per queue (`ethtool -S eth0`, summed over its boots), with
