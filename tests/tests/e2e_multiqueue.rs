@@ -2,7 +2,8 @@
 //! `mq=on`) moves data intact both ways over both pairs, as its own per-queue counters
 //! (`ethtool -S`) show; the same backend then serves a QEMU with one pair; and a QEMU that
 //! asks for more pairs than `--max-queue-pairs` allows gets a clear refusal in our log (and
-//! no longer reconnects in a tight loop).
+//! no longer reconnects in a tight loop); and a connection living on a pair the guest then
+//! turns off (`ethtool -L eth0 combined 1`) keeps working.
 //!
 //! Which queue carries what: the guest's virtio-net driver maps each vCPU to its own TX queue
 //! (XPS), and the backend keeps a flow on the pair its first frame came from, so a connection
@@ -145,6 +146,80 @@ fn two_queue_pairs_carry_traffic_both_ways_then_one_pair_reconnects() {
         tail(&backend.log(), 30)
     );
     parallel_transfers("mq-one-pair", &backend, 2, 1);
+}
+
+/// A connection made on vCPU 1 lives on pair 1. The guest then turns pair 1 off (`ethtool -L
+/// eth0 combined 1`; QEMU disables its vrings), and the host writes on the connection again:
+/// the guest still gets it. The flow's frames keep going to pair 1's RX queue, which Linux
+/// keeps serving (its NAPI and buffers stay) after the change.
+#[test]
+fn a_connection_on_a_pair_the_guest_turns_off_keeps_working() {
+    use std::io::{Read, Write};
+    if !e2e_ready() {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("port").port();
+    // First the guest's connection on vCPU 1; the second connection says that pair 1 is off.
+    let server = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut kept, _) = listener.accept()?;
+        kept.write_all(b"before\n")?;
+        let (mut signal, _) = listener.accept()?;
+        let mut said = Vec::new();
+        signal.read_to_end(&mut said)?;
+        kept.write_all(b"after\n")?;
+        Ok(())
+    });
+    let script = format!(
+        "taskset 2 nc 10.0.2.2 {port} > /tmp/kept &\n\
+         i=0; while ! grep -q before /tmp/kept && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
+         ethtool -L eth0 combined 1 && echo strand.off=ok\n\
+         echo strand.combined=$(ethtool -l eth0 | awk '/Combined/ {{ n = $2 }} END {{ print n }}')\n\
+         echo off | nc 10.0.2.2 {port}\n\
+         i=0; while ! grep -q after /tmp/kept && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
+         echo strand.got=$(tr '\\n' , < /tmp/kept)\n"
+    );
+    let backend = Backend::start(&["-v"]).expect("backend");
+    let run = boot(
+        &GuestOpts::new("mq-pair-off", backend.net())
+            .cpus(2)
+            .queues(2)
+            .timeout(GUEST_TIMEOUT)
+            .script(&script),
+    )
+    .unwrap_or_else(|e| panic!("{e}\nbackend log:\n{}", tail(&backend.log(), 40)));
+    let ctx = format!(
+        "guest:\n{}\nbackend log:\n{}",
+        run.report(),
+        tail(&backend.log(), 30)
+    );
+    assert_eq!(run_value(&run, "strand.off"), Some("ok"), "{ctx}");
+    assert_eq!(
+        run_value(&run, "strand.combined"),
+        Some("1"),
+        "pairs in use after ethtool -L\n{ctx}"
+    );
+    assert_eq!(
+        run_value(&run, "strand.got"),
+        Some("before,after,"),
+        "{ctx}"
+    );
+    server
+        .join()
+        .expect("server thread")
+        .expect("server's connections");
+    // The connection's first frame came on pair 1, so it lived there.
+    let summary = backend
+        .connection_summary(Duration::from_secs(10))
+        .unwrap_or_default();
+    let pair1_tx = summary
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("pair1.tx="))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        pair1_tx.is_some_and(|n| n > 0),
+        "pair 1 carried nothing: {summary}\n{ctx}"
+    );
 }
 
 /// How many times the backend has logged a frontend connecting.
