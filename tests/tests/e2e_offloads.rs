@@ -2,7 +2,8 @@
 //! segmentation offloads with the backend (`ethtool -k` inside shows them on), and transfers
 //! stay intact both ways with them on, with all of them off (QEMU's `csum=off,...`), and over
 //! the stream link (`--stream`, no offloads, no shared memory), which must also give the guest
-//! slirp's environment.
+//! slirp's environment. A fast one-way UDP stream from the guest is served with its kicks
+//! off, as bulk TCP is, and what follows it is served as before.
 //!
 //! All traffic stays on this machine: the servers listen on the host's 127.0.0.1, which the
 //! guest reaches as its gateway 10.0.2.2.
@@ -155,4 +156,64 @@ fn stream_link_gives_slirps_environment_and_intact_transfers() {
     t.run.assert_values(SLIRP_DEFAULT_V4, &ctx);
     t.run.assert_values(SLIRP_DEFAULT_V6, &ctx);
     t.assert_intact();
+}
+
+/// The guest sends UDP as fast as iperf3 can (`-b 0`, 1200-byte datagrams) to an iperf3
+/// server on the host: the backend notices the one-way stream and serves it with kicks off
+/// (`ring.tx_streams`), the server receives it, and a download right after it arrives whole.
+#[test]
+fn a_fast_udp_stream_from_the_guest_is_served_with_kicks_off_and_traffic_after_it_flows() {
+    if !e2e_ready() {
+        return;
+    }
+    let port = hostsrv::free_port("127.0.0.1");
+    let mut server = std::process::Command::new("iperf3")
+        .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("iperf3 on the host (scripts/test.sh installs it)");
+    let body = hostsrv::blob(TRANSFER);
+    let want_download = hostsrv::sha256_16(&body);
+    let (http_port, http) = hostsrv::http_server("127.0.0.1:0", body, 1);
+    // iperf3 may start before the server listens: a few tries.
+    let script = format!(
+        "for i in 1 2 3 4 5; do iperf3 -c 10.0.2.2 -p {port} -u -b 0 -l 1200 -t 2 > /tmp/udp \
+         && break; sleep 0.5; done\n\
+         echo udp.receiver=$(grep receiver /tmp/udp)\n\
+         echo xfer.download=$(wget -q -O - http://10.0.2.2:{http_port}/blob | sha256sum | cut -c1-16)\n"
+    );
+    let backend = Backend::start(&["-v"]).expect("backend");
+    let run = boot(&GuestOpts::new("udp-stream", backend.net()).script(&script))
+        .unwrap_or_else(|e| panic!("{e}\nbackend log:\n{}", backend.log()));
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = http.join();
+    let summary = backend
+        .connection_summary(std::time::Duration::from_secs(10))
+        .unwrap_or_default();
+    let ctx = format!(
+        "{}\nbackend log:\n{}",
+        run.report(),
+        vnu_tests::tail(&backend.log(), 30)
+    );
+    // `... 0.00-2.00 sec 160 MBytes 671 Mbits/sec 0.010 ms 12/139810 (0.0086%) receiver`
+    let receiver = run_value(&run, "udp.receiver").unwrap_or_default();
+    let total: Option<u64> = receiver.split_whitespace().find_map(|t| {
+        let (_, total) = t.split_once('/')?;
+        total.parse().ok()
+    });
+    assert!(
+        total.is_some_and(|n| n > 0),
+        "no datagrams at the receiver: {receiver:?}\n{ctx}"
+    );
+    assert!(
+        vnu_tests::summary_counter(&summary, "ring.tx_streams").is_some_and(|n| n > 0),
+        "the stream was served with kicks on: {summary}\n{ctx}"
+    );
+    assert_eq!(
+        run_value(&run, "xfer.download"),
+        Some(want_download.as_str()),
+        "download after the stream\n{ctx}"
+    );
 }

@@ -111,6 +111,9 @@ pub fn offered_features(max_queue_pairs: u16) -> u64 {
 /// post [`TxModeration::MANY`] frames in a period (a KVM guest, not TCG's) would soon fill its
 /// ring and wait for us, so the period halves while drains find that many, down to
 /// [`TxModeration::SHORTEST`].
+///
+/// A fast one-way stream of small frames ([`OneWayStream`]) starts and keeps it as bulk frames
+/// do.
 #[derive(Debug)]
 struct TxModeration {
     timer: TimerFd,
@@ -179,6 +182,54 @@ impl TxModeration {
     }
 }
 
+/// Notices a fast one-way stream of small frames from the guest (a UDP sender), which
+/// [`TxModeration`] then serves as it serves bulk frames.
+///
+/// A TCG guest kicks for each datagram: each kick costs the guest an exit to QEMU's I/O path
+/// and us a wakeup, at tens of thousands a second. Drains that follow each other closely with
+/// nothing sent to the guest in between are such a stream; request/response traffic (an
+/// answer between two requests) and sparse traffic never look like one, so their latency
+/// stays as it was.
+#[derive(Debug, Default)]
+struct OneWayStream {
+    /// When the last drain that found frames ended.
+    last_drain: Option<Instant>,
+    /// Frames sent to the guest by then (the engine's `rx_frames`).
+    rx_frames: u64,
+    /// Such drains in a row.
+    drains: u32,
+}
+
+impl OneWayStream {
+    /// Drains closer than this to the previous one continue a stream.
+    const GAP: Duration = Duration::from_micros(300);
+    /// Drains in a row that make a stream.
+    const DRAINS: u32 = 16;
+
+    fn is_on(&self) -> bool {
+        self.drains >= Self::DRAINS
+    }
+
+    /// Records a drain that took `frames` frames, ending at `now`, with `rx_frames` sent to
+    /// the guest so far; `moderated` when the drain came from the moderation timer (its gap
+    /// is the period, and two frames or more in it keep the stream going).
+    fn drained(&mut self, now: Instant, frames: usize, rx_frames: u64, moderated: bool) {
+        if frames == 0 {
+            return;
+        }
+        let quiet = rx_frames == self.rx_frames;
+        let close = if moderated {
+            frames >= 2
+        } else {
+            self.last_drain
+                .is_some_and(|t| now.saturating_duration_since(t) <= Self::GAP)
+        };
+        self.drains = if quiet && close { self.drains + 1 } else { 0 };
+        self.last_drain = Some(now);
+        self.rx_frames = rx_frames;
+    }
+}
+
 /// One queue pair's state: its engine and what its worker thread reuses.
 #[derive(Debug)]
 pub struct Pair {
@@ -190,6 +241,7 @@ pub struct Pair {
     tx_scratch: TxScratch,
     rx_scratch: RxScratch,
     tx_moderation: TxModeration,
+    one_way: OneWayStream,
 }
 
 /// Device state for one frontend connection.
@@ -228,6 +280,7 @@ impl Pair {
             tx_scratch: TxScratch::default(),
             rx_scratch: RxScratch::default(),
             tx_moderation: TxModeration::new()?,
+            one_way: OneWayStream::default(),
         })
     }
 
@@ -260,7 +313,8 @@ impl Pair {
         );
         let mut bad_tx = 0u64;
         let mut frames = 0usize;
-        let mut bulk = false;
+        let moderated = self.tx_moderation.active;
+        let mut bulk = self.one_way.is_on();
         let mut chains = AvailChains::new(tx_vring, mem);
         let header_len = self.rx_features.header_len;
         // Rounds in a row that took no chain: a ring whose avail index runs more than a ring
@@ -304,6 +358,13 @@ impl Pair {
             self.engine.poll_host(&mut rx);
         }
         rx.finish();
+        let rx_frames = self.engine.counters().rx_frames;
+        let streaming = self.one_way.is_on();
+        self.one_way
+            .drained(Instant::now(), frames, rx_frames, moderated);
+        if self.one_way.is_on() && !streaming {
+            self.counters.tx_streams += 1;
+        }
         self.counters.bad_tx_chains += bad_tx;
         if frames > 0 {
             ring::notify(tx_vring);
@@ -658,6 +719,57 @@ mod tests {
         for frames in 2..8 {
             assert_eq!(periods(US(250), frames, 3), [US(250); 3], "{frames} frames");
         }
+    }
+
+    /// A stream after `drains` kicked drains of one frame each, `gap` apart, none of them
+    /// followed by a frame to the guest.
+    fn one_way_after(drains: u32, gap: Duration) -> (OneWayStream, Instant) {
+        let mut stream = OneWayStream::default();
+        let mut now = Instant::now();
+        for _ in 0..drains {
+            now += gap;
+            stream.drained(now, 1, 0, false);
+        }
+        (stream, now)
+    }
+
+    #[test]
+    fn sixteen_close_drains_in_a_row_with_nothing_to_the_guest_make_a_stream() {
+        // The first drain has no predecessor: 16 close ones after it.
+        let (stream, _) = one_way_after(16, US(100));
+        assert!(!stream.is_on(), "the first drain does not count");
+        let (stream, _) = one_way_after(17, US(100));
+        assert!(stream.is_on());
+        let (stream, _) = one_way_after(17, US(300));
+        assert!(stream.is_on(), "300 µs apart is still close");
+    }
+
+    #[test]
+    fn a_frame_to_the_guest_or_a_longer_gap_starts_the_count_again() {
+        let (mut stream, now) = one_way_after(17, US(100));
+        // Request/response: an answer went to the guest since the last drain.
+        stream.drained(now + US(100), 1, 1, false);
+        assert!(!stream.is_on());
+        let (mut stream, now) = one_way_after(17, US(100));
+        stream.drained(now + US(301), 1, 0, false);
+        assert!(!stream.is_on());
+        let (stream, _) = one_way_after(40, US(400));
+        assert!(!stream.is_on(), "sparse traffic is never a stream");
+    }
+
+    #[test]
+    fn moderated_drains_keep_a_stream_while_they_find_two_frames_or_more() {
+        let (mut stream, mut now) = one_way_after(17, US(100));
+        for frames in [2, 30, 2] {
+            // The moderation timer's drains come a period apart, longer than the gap.
+            now += US(1000);
+            stream.drained(now, frames, 0, true);
+            assert!(stream.is_on(), "{frames} frames in a period");
+        }
+        stream.drained(now + US(1000), 0, 0, true);
+        assert!(stream.is_on(), "an empty drain says nothing");
+        stream.drained(now + US(2000), 1, 0, true);
+        assert!(!stream.is_on(), "one frame in a period: the stream ended");
     }
 
     #[test]

@@ -252,7 +252,7 @@ impl TxFrame for RingTxFrame<'_> {
     }
 }
 
-/// Counts of guest mistakes seen on the rings.
+/// Counts of guest mistakes seen on the rings, and of what the device did about kicks.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RingCounters {
     pub bad_tx_chains: u64,
@@ -262,6 +262,9 @@ pub struct RingCounters {
     pub late_rx: u64,
     /// Interrupts sent by a [`Recheck`] to a guest left waiting.
     pub late_interrupts: u64,
+    /// Fast one-way streams of small guest frames that the device served with kicks off, as
+    /// it serves bulk frames (see `device::OneWayStream`).
+    pub tx_streams: u64,
 }
 
 impl RingCounters {
@@ -273,12 +276,14 @@ impl RingCounters {
             late_tx,
             late_rx,
             late_interrupts,
+            tx_streams,
         } = *other;
         self.bad_tx_chains += bad_tx_chains;
         self.bad_rx_chains += bad_rx_chains;
         self.late_tx += late_tx;
         self.late_rx += late_rx;
         self.late_interrupts += late_interrupts;
+        self.tx_streams += tx_streams;
     }
 }
 

@@ -218,11 +218,12 @@ fn log_summary(backend: &NetBackend) {
         late_tx,
         late_rx,
         late_interrupts,
+        tx_streams,
     } = ring;
     log::info!(
         "connection summary: {} ring.bad_tx_chains={bad_tx_chains} \
          ring.bad_rx_chains={bad_rx_chains} ring.late_tx={late_tx} ring.late_rx={late_rx} \
-         ring.late_interrupts={late_interrupts}{per_pair}",
+         ring.late_interrupts={late_interrupts} ring.tx_streams={tx_streams}{per_pair}",
         stats.unwrap_or_default()
     );
 }
