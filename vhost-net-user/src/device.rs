@@ -187,14 +187,15 @@ impl TxModeration {
 ///
 /// A TCG guest kicks for each datagram: each kick costs the guest an exit to QEMU's I/O path
 /// and us a wakeup, at tens of thousands a second. Drains that follow each other closely with
-/// nothing sent to the guest in between are such a stream; request/response traffic (an
-/// answer between two requests) and sparse traffic never look like one, so their latency
-/// stays as it was.
+/// nothing sent to the guest between them are such a stream (what a drain answers itself, a
+/// TCP ACK of what it took, does not count: a fast upload of small segments is one too);
+/// request/response traffic (an answer between two requests) and sparse traffic never look
+/// like one, so their latency stays as it was.
 #[derive(Debug, Default)]
 struct OneWayStream {
     /// When the last drain that found frames ended.
     last_drain: Option<Instant>,
-    /// Frames sent to the guest by then (the engine's `rx_frames`).
+    /// Frames sent to the guest by the end of that drain (the engine's `rx_frames`).
     rx_frames: u64,
     /// Such drains in a row.
     drains: u32,
