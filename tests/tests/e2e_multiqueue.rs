@@ -1,6 +1,6 @@
 //! End-to-end multiqueue (issue 23): a 2-vCPU guest with two queue pairs (`queues=2`,
 //! `mq=on`) moves data intact both ways over both pairs, as its own per-queue counters
-//! (`ethtool -S`) show; the same backend then serves a QEMU with one pair; and a QEMU that
+//! (`ethtool -S`) show; the same backend then serves a QEMU with one pair; a QEMU that
 //! asks for more pairs than `--max-queue-pairs` allows gets a clear refusal in our log (and
 //! no longer reconnects in a tight loop); and a connection living on a pair the guest then
 //! turns off (`ethtool -L eth0 combined 1`) keeps working.
