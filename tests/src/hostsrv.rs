@@ -1,13 +1,14 @@
 //! Small servers on the host's loopback for guests to reach through the gateway address:
 //! an HTTP server that serves one body, and a TCP sink that reports what it received. Each
 //! serves its clients one after the other, or (the `_concurrent` ones) all at once, for
-//! guests that run transfers in parallel.
+//! guests that run transfers in parallel. And the host's iperf3 as a server.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// The first 16 hex digits of the SHA-256 of `data`, as the guest scripts print them.
 pub fn sha256_16(data: &[u8]) -> String {
@@ -128,4 +129,38 @@ pub fn free_port(ip: &str) -> u16 {
         .local_addr()
         .expect("local address")
         .port()
+}
+
+/// An iperf3 server process; killed on drop.
+#[derive(Debug)]
+pub struct IperfServer(Child);
+
+impl Drop for IperfServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An iperf3 server on `ip` (`127.0.0.1`, `::1`) port `port`, once it listens there.
+pub fn iperf3_server(ip: &str, port: u16) -> IperfServer {
+    let child = Command::new("iperf3")
+        .args(["-s", "-B", ip, "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 (Debian package iperf3)");
+    let mut server = IperfServer(child);
+    let table = if ip.contains(':') { "tcp6" } else { "tcp" };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !crate::netns::bound_ports(server.0.id(), table).contains(&port) {
+        let exited = server.0.try_wait().ok().flatten();
+        assert!(exited.is_none(), "iperf3 -s exited: {exited:?}");
+        assert!(
+            Instant::now() < deadline,
+            "iperf3 -s not listening on {port} in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server
 }

@@ -5,10 +5,6 @@
 //!
 //! All traffic stays on this machine: the servers listen on the host's ::1.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use vnu_tests::netns::bound_ports;
 use vnu_tests::{
     Backend, GuestOpts, GuestRun, IPV6_KEYS, Net, assert_same_keys, boot, e2e_ready, hostsrv,
 };
@@ -42,37 +38,6 @@ fn assert_rates(run: &GuestRun, keys: &[&str], context: &str) {
 }
 
 /// A process killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// An iperf3 server on [::1]:`port`, once it listens there.
-fn iperf_server(port: u16) -> Server {
-    let child = Command::new("iperf3")
-        .args(["-s", "-B", "::1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("iperf3 (Debian package iperf3)");
-    let mut server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !bound_ports(server.0.id(), "tcp6").contains(&port) {
-        let exited = server.0.try_wait().ok().flatten();
-        assert!(exited.is_none(), "iperf3 -s exited: {exited:?}");
-        assert!(
-            Instant::now() < deadline,
-            "iperf3 -s not listening on {port} in 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    server
-}
-
 #[test]
 fn ipv6_over_the_backend() {
     if !e2e_ready() {
@@ -82,7 +47,7 @@ fn ipv6_over_the_backend() {
     let want_sha = hostsrv::sha256_16(&blob);
     let (http_port, http) = hostsrv::http_server("[::1]:0", blob, 1);
     let iperf_port = hostsrv::free_port("[::1]");
-    let _iperf = iperf_server(iperf_port);
+    let _iperf = hostsrv::iperf3_server("::1", iperf_port);
     let script = format!(
         "{WAIT_ADDRESS}ping -6 -c 2 -W 3 fec0::2 >/dev/null 2>&1 && echo v6.ping_gw=ok || echo v6.ping_gw=fail\n\
          echo v6.fetch_sha=$(wget -q -O - http://[fec0::2]:{http_port}/blob | sha256sum | cut -c1-16)\n\

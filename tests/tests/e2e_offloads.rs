@@ -167,27 +167,19 @@ fn a_fast_udp_stream_from_the_guest_is_served_with_kicks_off_and_traffic_after_i
         return;
     }
     let port = hostsrv::free_port("127.0.0.1");
-    let mut server = std::process::Command::new("iperf3")
-        .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("iperf3 on the host (scripts/test.sh installs it)");
+    let server = hostsrv::iperf3_server("127.0.0.1", port);
     let body = hostsrv::blob(TRANSFER);
     let want_download = hostsrv::sha256_16(&body);
     let (http_port, http) = hostsrv::http_server("127.0.0.1:0", body, 1);
-    // iperf3 may start before the server listens: a few tries.
     let script = format!(
-        "for i in 1 2 3 4 5; do iperf3 -c 10.0.2.2 -p {port} -u -b 0 -l 1200 -t 2 > /tmp/udp \
-         && break; sleep 0.5; done\n\
+        "iperf3 -c 10.0.2.2 -p {port} -u -b 0 -l 1200 -t 2 > /tmp/udp\n\
          echo udp.receiver=$(grep receiver /tmp/udp)\n\
          echo xfer.download=$(wget -q -O - http://10.0.2.2:{http_port}/blob | sha256sum | cut -c1-16)\n"
     );
     let backend = Backend::start(&["-v"]).expect("backend");
     let run = boot(&GuestOpts::new("udp-stream", backend.net()).script(&script))
         .unwrap_or_else(|e| panic!("{e}\nbackend log:\n{}", backend.log()));
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let _ = http.join();
     let summary = backend
         .connection_summary(std::time::Duration::from_secs(10))
