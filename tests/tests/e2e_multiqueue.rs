@@ -212,10 +212,7 @@ fn a_connection_on_a_pair_the_guest_turns_off_keeps_working() {
     let summary = backend
         .connection_summary(Duration::from_secs(10))
         .unwrap_or_default();
-    let pair1_tx = summary
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("pair1.tx="))
-        .and_then(|n| n.parse::<u64>().ok());
+    let pair1_tx = vnu_tests::summary_counter(&summary, "pair1.tx");
     assert!(
         pair1_tx.is_some_and(|n| n > 0),
         "pair 1 carried nothing: {summary}\n{ctx}"
