@@ -225,7 +225,12 @@ impl OneWayStream {
             self.last_drain
                 .is_some_and(|t| now.saturating_duration_since(t) <= Self::GAP)
         };
-        self.drains = if quiet && close { self.drains + 1 } else { 0 };
+        // A guest may keep a stream up for days: the count stops at its top.
+        self.drains = if quiet && close {
+            self.drains.saturating_add(1)
+        } else {
+            0
+        };
         self.last_drain = Some(now);
         self.rx_frames = rx_frames;
     }
@@ -756,6 +761,15 @@ mod tests {
         assert!(!stream.is_on());
         let (stream, _) = one_way_after(40, US(400));
         assert!(!stream.is_on(), "sparse traffic is never a stream");
+    }
+
+    #[test]
+    fn a_stream_that_never_ends_stays_on() {
+        let (mut stream, now) = one_way_after(17, US(100));
+        stream.drains = u32::MAX;
+        stream.drained(now + US(100), 1, 0, false);
+        assert!(stream.is_on());
+        assert_eq!(stream.drains, u32::MAX);
     }
 
     #[test]
