@@ -67,6 +67,6 @@ pub use guest_run::{
 pub use image::{GuestImage, guest_cache, guest_image, network_boot_files};
 pub use process::tail;
 pub use qemu::{GUEST_MAC, GuestOpts, Net, base64};
-pub use queues::{QUEUE_STATS_SCRIPT, QueueCounters};
+pub use queues::{Measure, QUEUE_STATS_SCRIPT, QueueCounters};
 pub use skip::{e2e_ready, require_program, skip};
 pub use tempdir::TempDir;
