@@ -4,7 +4,7 @@
 //! guests that run transfers in parallel. And the host's iperf3 as a server.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -121,14 +121,30 @@ fn serve_concurrently(
     (port, acceptor)
 }
 
-/// A free TCP port on `ip` (bound and released at once).
+/// Ports to try for a test's listener that something else starts later (a backend's forward):
+/// pseudo-random, from 20000 to 31991, below the kernel's ephemeral range (32768 and up by
+/// default). A port the kernel hands out for port 0 can be handed out again, or be taken by any
+/// test's `connect`, before that listener binds it; once, `[::1]:42509` was gone by then. A
+/// port below the range is taken only by an explicit bind. Room for 8 consecutive ports.
+pub fn candidate_ports() -> impl Iterator<Item = u16> {
+    use std::hash::{BuildHasher, RandomState};
+    const LOWEST: u16 = 20000;
+    const SPAN: u64 = 12000 - 8;
+    let seeds = RandomState::new();
+    (0u32..200).map(move |i| LOWEST + (seeds.hash_one(i) % SPAN) as u16)
+}
+
+/// A TCP port free on `ip` (`127.0.0.1`, `::1` or `[::1]`) at the time of asking, from
+/// [`candidate_ports`].
 pub fn free_port(ip: &str) -> u16 {
-    let addr: SocketAddr = format!("{ip}:0").parse().expect("address");
-    TcpListener::bind(addr)
-        .expect("bind")
-        .local_addr()
-        .expect("local address")
-        .port()
+    let ip: IpAddr = ip
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .expect("address");
+    candidate_ports()
+        .find(|&port| TcpListener::bind((ip, port)).is_ok())
+        .unwrap_or_else(|| panic!("no free TCP port on {ip} between 20000 and 31991"))
 }
 
 /// An iperf3 server process; killed on drop.

@@ -34,7 +34,7 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use vnu_tests::hostsrv::{blob, sha256_16};
+use vnu_tests::hostsrv::{self, blob, sha256_16};
 use vnu_tests::netns::{self, Netns};
 use vnu_tests::{
     Backend, GuestOpts, Link, TempDir, both_links, e2e_ready, require_program, run_backend_to_exit,
@@ -93,24 +93,16 @@ say "got.sha=$(sha256sum < /tmp/got | cut -d' ' -f1)"
 }
 
 /// Seven consecutive ports free on 127.0.0.1 for both TCP and UDP, the last also on ::1 for
-/// TCP, at the time of asking.
+/// TCP, at the time of asking (from [`hostsrv::candidate_ports`], below the ephemeral range).
 fn free_ports() -> u16 {
-    for _ in 0..50 {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe");
-        let first = probe.local_addr().expect("probe address").port();
-        drop(probe);
-        if first > 65527 {
-            continue;
-        }
-        let free = (first..first + 7).all(|p| {
-            std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-                && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
-        }) && std::net::TcpListener::bind(("::1", first + 6)).is_ok();
-        if free {
-            return first;
-        }
-    }
-    panic!("no seven consecutive free ports on 127.0.0.1 (and ::1)");
+    hostsrv::candidate_ports()
+        .find(|&first| {
+            (first..first + 7).all(|p| {
+                std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+                    && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+            }) && std::net::TcpListener::bind(("::1", first + 6)).is_ok()
+        })
+        .expect("seven consecutive free ports on 127.0.0.1 (and ::1)")
 }
 
 /// The value of the guest's `fwd: KEY=VALUE` console line.
