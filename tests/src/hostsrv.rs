@@ -1,7 +1,8 @@
 //! Small servers on the host's loopback for guests to reach through the gateway address:
 //! an HTTP server that serves one body, and a TCP sink that reports what it received. Each
 //! serves its clients one after the other, or (the `_concurrent` ones) all at once, for
-//! guests that run transfers in parallel. And the host's iperf3 as a server.
+//! guests that run transfers in parallel. And the host's iperf3 as a server, and ports for
+//! listeners that a backend opens later.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
@@ -179,4 +180,23 @@ pub fn iperf3_server(ip: &str, port: u16) -> IperfServer {
         std::thread::sleep(Duration::from_millis(20));
     }
     server
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidate_ports_leave_room_for_eight_below_the_ephemeral_range() {
+        let ports: Vec<u16> = candidate_ports().collect();
+        assert_eq!(ports.len(), 200);
+        assert!(
+            ports.iter().all(|&p| (20000..=31991).contains(&p)),
+            "{ports:?}"
+        );
+        assert!(
+            ports.iter().any(|&p| p != ports[0]),
+            "not spread: {ports:?}"
+        );
+    }
 }

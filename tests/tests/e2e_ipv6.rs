@@ -37,7 +37,6 @@ fn assert_rates(run: &GuestRun, keys: &[&str], context: &str) {
     }
 }
 
-/// A process killed when dropped.
 #[test]
 fn ipv6_over_the_backend() {
     if !e2e_ready() {
