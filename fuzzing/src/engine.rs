@@ -13,6 +13,9 @@
 //! emulated servers' UDP ports, which never reach the NAT. So the engine only ever connects to
 //! this process, on loopback.
 //!
+//! Guest frames reach the engine in batches of up to four, as a TX ring's do
+//! ([`Engine::handle_frames`]), so a flow's payload may wait across frames for one write.
+//!
 //! # Each input on its own
 //!
 //! An input gets a fresh engine and link, so a finding replays alone. At its end the engine
@@ -415,9 +418,15 @@ pub fn run(data: &[u8]) {
     let mut seqs = Seqs::default();
     let mut accepted: Vec<TcpStream> = Vec::new();
     let mut ops = 0;
+    // Guest frames wait here to reach the engine together, as a TX ring's do: up to four,
+    // or until anything else happens.
+    let mut batch: Vec<(Vec<u8>, Option<(usize, usize)>)> = Vec::new();
     while !input.is_empty() && ops < 48 {
         ops += 1;
         let op = input.u8();
+        if !matches!(op & 15, 0..=7 | 12 | 13) || batch.len() >= 4 {
+            deliver(&mut engine, &mut batch, &mut link);
+        }
         // The low four bits choose what happens; the high ones vary it (`op >> 4 & 3` a
         // connection or port, `op & 0x40` IPv6, `op & 0x80` a mangled frame).
         match op & 15 {
@@ -430,11 +439,7 @@ pub fn run(data: &[u8]) {
                     0..=223 => None,
                     _ => Some((usize::from(input.u16()), usize::from(input.u16()))),
                 };
-                let frame = Frame {
-                    bytes: &bytes,
-                    partial_csum: csum,
-                };
-                engine.handle_frame(&frame, &mut link);
+                batch.push((bytes, csum));
             }
             // A TCP segment of one of the guest's connections.
             2..=4 | 12 => {
@@ -473,11 +478,7 @@ pub fn run(data: &[u8]) {
                 let mut bytes = ip_frame(src, dst, PROTO_TCP, 64, &seg, true);
                 let l4 = if v6 { 54 } else { 34 };
                 let csum = partial(&mut input, &mut bytes, l4, src, dst, PROTO_TCP);
-                let frame = Frame {
-                    bytes: &bytes,
-                    partial_csum: csum,
-                };
-                engine.handle_frame(&frame, &mut link);
+                batch.push((bytes, csum));
             }
             // A UDP datagram to the host, the DNS relay or an emulated server.
             5 | 6 | 13 => {
@@ -497,11 +498,7 @@ pub fn run(data: &[u8]) {
                 let mut bytes = ip_frame(src, dst, PROTO_UDP, 64, &dgram, true);
                 let l4 = if v6 { 54 } else { 34 };
                 let csum = partial(&mut input, &mut bytes, l4, src, dst, PROTO_UDP);
-                let frame = Frame {
-                    bytes: &bytes,
-                    partial_csum: csum,
-                };
-                engine.handle_frame(&frame, &mut link);
+                batch.push((bytes, csum));
             }
             // An echo request to an emulated host or through a ping socket to loopback.
             7 => {
@@ -520,11 +517,7 @@ pub fn run(data: &[u8]) {
                 let mut bytes = ip_frame(src, dst, proto, 64, &msg, true);
                 let l4 = if v6 { 54 } else { 34 };
                 let csum = partial(&mut input, &mut bytes, l4, src, dst, proto);
-                let frame = Frame {
-                    bytes: &bytes,
-                    partial_csum: csum,
-                };
-                engine.handle_frame(&frame, &mut link);
+                batch.push((bytes, csum));
             }
             // Host peers: accept, write, half-close or close a connection.
             8 | 14 => {
@@ -578,12 +571,30 @@ pub fn run(data: &[u8]) {
         link.frames.clear();
         link.metas.clear();
     }
+    deliver(&mut engine, &mut batch, &mut link);
     engine.poll_host(&mut link);
     check_frames(&link, mtu);
     drop(engine);
     drop(accepted);
     host.drain();
     host.check_fds();
+}
+
+/// Hands the waiting guest frames to the engine as one batch.
+fn deliver(
+    engine: &mut Engine,
+    batch: &mut Vec<(Vec<u8>, Option<(usize, usize)>)>,
+    link: &mut MemoryLink,
+) {
+    let frames: Vec<Frame<'_>> = batch
+        .iter()
+        .map(|(bytes, partial_csum)| Frame {
+            bytes,
+            partial_csum: *partial_csum,
+        })
+        .collect();
+    engine.handle_frames(&frames, link);
+    batch.clear();
 }
 
 /// Frames toward the guest are whole Ethernet frames no longer than the largest one, and

@@ -200,6 +200,21 @@ impl<'m, A> IovList<'_, 'm, A> {
         self.iov.truncate(len);
     }
 
+    /// Keeps only the first `bytes` bytes the entries describe (shortening the last one kept).
+    pub fn truncate_to_bytes(&mut self, bytes: usize) {
+        let mut left = bytes;
+        let mut keep = 0;
+        for entry in self.iov.iter_mut() {
+            if left == 0 {
+                break;
+            }
+            entry.iov_len = entry.iov_len.min(left);
+            left -= entry.iov_len;
+            keep += 1;
+        }
+        self.iov.truncate(keep);
+    }
+
     /// The bytes the entries from `first` on describe.
     pub fn bytes_from(&self, first: usize) -> usize {
         self.iov

@@ -184,6 +184,112 @@ fn span_iovecs<'o, A>(
 pub struct TxScratch {
     segs: Vec<Segment>,
     map: HostMap,
+    popped: Vec<Popped>,
+}
+
+/// A chain taken for a batch: its head, and its frame's segments (a range of the scratch's) or
+/// why it was refused.
+#[derive(Debug)]
+struct Popped {
+    head: u16,
+    frame: Result<PoppedFrame, ChainError>,
+}
+
+#[derive(Debug)]
+struct PoppedFrame {
+    segs: std::ops::Range<usize>,
+    len: usize,
+    partial_csum: Option<(usize, usize)>,
+}
+
+impl TxScratch {
+    /// Takes up to `max` TX chains and validates each into a frame view, all alive together
+    /// (the engine gathers one flow's payload from several of them into one write). The
+    /// frames' ranges are checked against, and their iovecs point into, `mem`, mapped once for
+    /// the batch.
+    pub fn pop_batch<'a>(
+        &'a mut self,
+        chains: &mut AvailChains<'_>,
+        mem: &'a GuestMem,
+        header_len: usize,
+        max: usize,
+    ) -> TxBatch<'a> {
+        let TxScratch { segs, map, popped } = self;
+        let map = map.map(mem);
+        segs.clear();
+        popped.clear();
+        let limit = header_len + MAX_FRAME_LEN;
+        while popped.len() < max {
+            let start = segs.len();
+            let Some((head, total)) = chains.pop(&map, false, limit, segs) else {
+                break;
+            };
+            let frame = total.and_then(|total| {
+                if total < header_len {
+                    return Err(ChainError::TooShort);
+                }
+                let mut vnet_header = [0u8; vnet::MAX_HEADER_LEN];
+                let n = read_spans(mem, &segs[start..], 0, &mut vnet_header[..header_len]);
+                Ok(PoppedFrame {
+                    segs: start..segs.len(),
+                    len: total - header_len,
+                    partial_csum: vnet::tx_partial_csum(&vnet_header[..n]),
+                })
+            });
+            if frame.is_err() {
+                // A refused chain may have left some segments: they belong to no frame.
+                segs.truncate(start);
+            }
+            popped.push(Popped { head, frame });
+        }
+        let frames = popped
+            .iter()
+            .filter_map(|p| p.frame.as_ref().ok())
+            .map(|f| RingTxFrame {
+                mem,
+                map,
+                segs: &segs[f.segs.clone()],
+                header_len,
+                len: f.len,
+                partial_csum: f.partial_csum,
+            })
+            .collect();
+        TxBatch {
+            popped: popped.as_slice(),
+            frames,
+        }
+    }
+}
+
+/// The chains one [`TxScratch::pop_batch`] took: the valid frames, to hand the engine whole,
+/// and every head, to return once the engine is done with all of them.
+#[derive(Debug)]
+pub struct TxBatch<'a> {
+    popped: &'a [Popped],
+    frames: Vec<RingTxFrame<'a>>,
+}
+
+impl<'a> TxBatch<'a> {
+    /// The chains taken, valid or not.
+    pub fn len(&self) -> usize {
+        self.popped.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.popped.is_empty()
+    }
+
+    /// The valid frames, in the order the guest posted them.
+    pub fn frames(&self) -> &[RingTxFrame<'a>] {
+        &self.frames
+    }
+
+    /// Every chain's head, with why it was refused if it was.
+    pub fn heads(&self) -> impl Iterator<Item = (u16, Option<ChainError>)> + '_ {
+        self.popped
+            .iter()
+            .map(|p| (p.head, p.frame.as_ref().err().copied()))
+    }
 }
 
 /// One frame the guest transmitted, as validated guest ranges (virtio-net header skipped).
@@ -196,40 +302,6 @@ pub struct RingTxFrame<'a> {
     len: usize,
     /// A checksum the guest left for us to complete (`NEEDS_CSUM`).
     partial_csum: Option<(usize, usize)>,
-}
-
-impl<'a> RingTxFrame<'a> {
-    /// Takes the next TX chain and validates it into a frame view: its head, with the frame or
-    /// why the chain is refused. The frame's ranges are checked against, and its iovecs point
-    /// into, `mem`, mapped afresh into `scratch`.
-    pub fn pop(
-        chains: &mut AvailChains<'_>,
-        mem: &'a GuestMem,
-        header_len: usize,
-        scratch: &'a mut TxScratch,
-    ) -> Option<(u16, Result<Self, ChainError>)> {
-        let TxScratch { segs, map } = scratch;
-        let map = map.map(mem);
-        segs.clear();
-        let limit = header_len + MAX_FRAME_LEN;
-        let (head, total) = chains.pop(&map, false, limit, segs)?;
-        let frame = total.and_then(|total| {
-            if total < header_len {
-                return Err(ChainError::TooShort);
-            }
-            let mut vnet_header = [0u8; vnet::MAX_HEADER_LEN];
-            let n = read_spans(mem, segs, 0, &mut vnet_header[..header_len]);
-            Ok(RingTxFrame {
-                mem,
-                map,
-                segs,
-                header_len,
-                len: total - header_len,
-                partial_csum: vnet::tx_partial_csum(&vnet_header[..n]),
-            })
-        });
-        Some((head, frame))
-    }
 }
 
 impl TxFrame for RingTxFrame<'_> {

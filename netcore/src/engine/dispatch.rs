@@ -14,6 +14,7 @@
 
 use super::*;
 use crate::service::{Verdict, arp, dhcp, dhcpv6, icmp, ndp, tftp};
+use crate::tcp::Deferred;
 use crate::wire::ip::{Addrs, GuestHeader, GuestPacket};
 use crate::wire::{icmpv4, icmpv6, ipv6, udp};
 use smoltcp::wire::{ArpPacket, ArpRepr, IpProtocol};
@@ -30,15 +31,55 @@ impl Engine {
         F: TxFrame + ?Sized,
         L: RxLink,
     {
+        let mut iovs = std::mem::take(&mut self.deferred_iovs);
+        let mut deferred = Deferred::new(&mut iovs);
+        self.handle_one(frame, &mut deferred, rx);
+        self.write_deferred(&mut deferred, rx);
+        self.deferred_iovs = iovs;
+    }
+
+    /// Handles frames the guest sent, in order, as one batch: a flow's payload from several of
+    /// them goes to its socket in one write (see `tcp::Deferred`), done before this returns.
+    pub fn handle_frames<F, L>(&mut self, frames: &[F], rx: &mut L)
+    where
+        F: TxFrame,
+        L: RxLink,
+    {
+        let mut iovs = std::mem::take(&mut self.deferred_iovs);
+        let mut deferred = Deferred::new(&mut iovs);
+        for frame in frames {
+            self.handle_one(frame, &mut deferred, rx);
+        }
+        self.write_deferred(&mut deferred, rx);
+        self.deferred_iovs = iovs;
+    }
+
+    /// Writes the TCP payload waiting in `deferred`.
+    fn write_deferred<L: RxLink>(&mut self, deferred: &mut Deferred<'_, '_>, rx: &mut L) {
+        if deferred.slot().is_none() {
+            return;
+        }
+        let mut ctx = ctx!(self);
+        let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
+        self.tcp.write_deferred(deferred, &mut ctx, &mut tap);
+    }
+
+    fn handle_one<'m, F, L>(&mut self, frame: &'m F, deferred: &mut Deferred<'_, 'm>, rx: &mut L)
+    where
+        F: TxFrame + ?Sized,
+        L: RxLink,
+    {
         if !self.handling_handed {
             // Frames other pairs handed over come first: the guest sent them earlier (see
             // `crate::queue_pairs` on order). They were counted, and captured, where they came.
+            // Payload waiting from this batch's earlier frames was sent earlier still.
             if self
                 .options
                 .queue_pair
                 .as_ref()
                 .is_some_and(|pair| pair.inbox_waiting())
             {
+                self.write_deferred(deferred, rx);
                 self.on_inbox(rx);
             }
             self.counters.tx_frames += 1;
@@ -73,8 +114,8 @@ impl Engine {
             // ip_input and ip6_input drop it.
             ethernet::ETHERTYPE_IPV4 if self.plan.ipv4.is_none() => Verdict::Unhandled,
             ethernet::ETHERTYPE_IPV6 if self.plan.ipv6.is_none() => Verdict::Unhandled,
-            ethernet::ETHERTYPE_IPV4 => self.handle_ipv4(src, frame, rx),
-            ethernet::ETHERTYPE_IPV6 => self.handle_ipv6(frame, rx),
+            ethernet::ETHERTYPE_IPV4 => self.handle_ipv4(src, frame, deferred, rx),
+            ethernet::ETHERTYPE_IPV6 => self.handle_ipv6(frame, deferred, rx),
             _ => Verdict::Unhandled,
         };
         match verdict {
@@ -131,7 +172,13 @@ impl Engine {
         v
     }
 
-    fn handle_ipv4<F, L>(&mut self, eth_src: MacAddr, frame: &F, rx: &mut L) -> Verdict
+    fn handle_ipv4<'m, F, L>(
+        &mut self,
+        eth_src: MacAddr,
+        frame: &'m F,
+        deferred: &mut Deferred<'_, 'm>,
+        rx: &mut L,
+    ) -> Verdict
     where
         F: TxFrame + ?Sized,
         L: RxLink,
@@ -151,7 +198,7 @@ impl Engine {
         }
         match v4.protocol {
             IpProtocol::Udp => self.handle_udp(&ip, frame, rx),
-            IpProtocol::Tcp => self.handle_tcp(&ip, frame, rx),
+            IpProtocol::Tcp => self.handle_tcp(&ip, frame, deferred, rx),
             // Echo requests are all the ICMP served, so without echo nothing is.
             IpProtocol::Icmp if !self.plan.services.icmp => Verdict::Unhandled,
             IpProtocol::Icmp => {
@@ -178,7 +225,12 @@ impl Engine {
         }
     }
 
-    fn handle_ipv6<F, L>(&mut self, frame: &F, rx: &mut L) -> Verdict
+    fn handle_ipv6<'m, F, L>(
+        &mut self,
+        frame: &'m F,
+        deferred: &mut Deferred<'_, 'm>,
+        rx: &mut L,
+    ) -> Verdict
     where
         F: TxFrame + ?Sized,
         L: RxLink,
@@ -199,7 +251,7 @@ impl Engine {
         }
         match v6.next_header {
             IpProtocol::Icmpv6 => self.handle_icmpv6(&ip, &v6, frame),
-            IpProtocol::Tcp => self.handle_tcp(&ip, frame, rx),
+            IpProtocol::Tcp => self.handle_tcp(&ip, frame, deferred, rx),
             // slirp's udp6_input drops everything from a restricted guest, DHCPv6 and TFTP
             // included.
             IpProtocol::Udp if self.plan.restrict => Verdict::Unhandled,
@@ -380,7 +432,13 @@ impl Engine {
         }
     }
 
-    fn handle_tcp<F, L>(&mut self, ip: &GuestPacket, frame: &F, rx: &mut L) -> Verdict
+    fn handle_tcp<'m, F, L>(
+        &mut self,
+        ip: &GuestPacket,
+        frame: &'m F,
+        deferred: &mut Deferred<'_, 'm>,
+        rx: &mut L,
+    ) -> Verdict
     where
         F: TxFrame + ?Sized,
         L: RxLink,
@@ -403,6 +461,7 @@ impl Engine {
             &mut ctx,
             &seg,
             frame,
+            deferred,
             || nat::outbound_tcp(plan, upstream, seg.remote),
             &mut tap,
         );

@@ -4,15 +4,19 @@
 //! # Theory of operation
 //!
 //! The engine owns all per-guest state (the learned guest MAC, DHCP leases, flow tables,
-//! counters) and is driven from one thread, by three kinds of events: a guest frame
-//! ([`Engine::handle_frame`]), readiness of its host sockets or timer ([`Engine::poll_host`],
+//! counters) and is driven from one thread, by three kinds of events: guest frames
+//! ([`Engine::handle_frames`], the frames a TX ring held, or [`Engine::handle_frame`] for
+//! one), readiness of its host sockets or timer ([`Engine::poll_host`],
 //! after the link's event loop sees [`Engine::host_fd`] readable), and the end of a batch
 //! ([`Engine::end_batch`], after a drained TX ring or newly posted RX buffers).
 //!
 //! A guest frame is copied out only as far as its protocol needs. A bounded header prefix is
 //! always copied; control-plane frames (ARP, DHCP, ICMP, TFTP) are small and copied whole into
 //! a reused buffer; TCP and UDP payload is never copied here: the flow tables pass it to the
-//! kernel as iovecs into the frame.
+//! kernel as iovecs into the frame. A TCP flow's payload from several frames of one batch
+//! waits as iovecs into all of them and goes to its socket in one write, made before
+//! `handle_frames` returns, so the frames' memory is never referenced after the link has
+//! given it back.
 //!
 //! Answers the engine builds itself go to the [`RxLink`] at once; when the guest has posted
 //! no room they wait in a bounded queue, in order, sent by [`Engine::end_batch`] once buffers
@@ -147,6 +151,8 @@ pub struct Engine {
     handling_handed: bool,
     /// Reused list of the frames taken from this pair's inbox.
     handed: Vec<HandedFrame>,
+    /// Storage for the iovecs of TCP payload a batch gathers (see [`tcp::Deferred`]).
+    deferred_iovs: crate::sys::IoVecs,
 }
 
 /// Splits the engine into the flow context and the tables, so both can be borrowed at once.
@@ -235,6 +241,7 @@ impl Engine {
             pair_in_use: false,
             handling_handed: false,
             handed: Vec::new(),
+            deferred_iovs: Default::default(),
         };
         engine.apply_control();
         Ok(engine)

@@ -9,9 +9,12 @@
 //! * **Guest to host.** A guest segment that starts at `rcv_nxt` is written to the socket
 //!   straight from guest memory (iovecs into the frame). We ACK exactly what the socket took, so
 //!   acknowledged data is never dropped: a short write simply leaves the rest for the guest to
-//!   retransmit. The window we offer is the socket's free send-buffer space. Small segments
-//!   are written with `MSG_MORE` and pushed when the batch ends, so a guest without
-//!   segmentation offload does not cost the host one loopback packet per 1460 bytes.
+//!   retransmit. The window we offer is the socket's free send-buffer space. The in-order
+//!   segments of one flow in a batch of frames wait as iovecs (`Deferred`) and go in one
+//!   `sendmsg` when another flow's segment, a FIN, a reset or the batch's end comes; a
+//!   write under 16 KiB goes with `MSG_MORE` and is pushed when the batch ends. So a guest
+//!   without segmentation offload costs the host neither a system call nor a loopback packet
+//!   per 1460 bytes.
 //! * **Host to guest.** Data stays in the socket's receive queue until the guest ACKs it. We
 //!   `recvmsg(MSG_PEEK)` it straight into guest RX buffers, up to 16 frames per call (reserved
 //!   together through [`RxLink::reserve_frames`]); with `SO_PEEK_OFF` the kernel keeps
@@ -192,6 +195,7 @@ pub struct TcpCounters {
 }
 
 pub use crate::nat::Target;
+pub(crate) use guest::Deferred;
 
 /// What the engine must do after a guest segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,12 +350,15 @@ impl TcpTable {
         (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
     }
 
-    /// Handles one guest segment. `target` is consulted only for a new connection.
-    pub fn on_segment<F, L>(
+    /// Handles one guest segment. `target` is consulted only for a new connection. Its
+    /// payload may wait in `deferred` (see [`Deferred`]), which this writes first when the
+    /// segment is another flow's.
+    pub(crate) fn on_segment<'m, F, L>(
         &mut self,
         ctx: &mut Ctx<'_>,
         seg: &Segment,
-        frame: &F,
+        frame: &'m F,
+        deferred: &mut Deferred<'_, 'm>,
         target: impl FnOnce() -> Target,
         rx: &mut L,
     ) -> SegmentOutcome
@@ -363,7 +370,11 @@ impl TcpTable {
             guest: seg.guest,
             remote: seg.remote,
         };
-        let Some(slot) = self.flows.find(&key) else {
+        let found = self.flows.find(&key);
+        if deferred.slot().is_some() && deferred.slot() != found {
+            self.write_deferred(deferred, ctx, rx);
+        }
+        let Some(slot) = found else {
             if ctx.hand_off
                 && let Some(owner) = self.flows.held_elsewhere(&key)
             {
@@ -376,8 +387,12 @@ impl TcpTable {
                 .flow_io(slot, ctx, rx)
                 .expect("indexed slot holds a flow");
             flow.last_activity = io.ctx.now;
-            flow_segment(flow, &mut io, seg, frame)
+            flow_segment(flow, &mut io, seg, frame, deferred)
         };
+        if next != Next::Continue {
+            // A reset or a retransmission goes with the flow's true state.
+            self.write_deferred(deferred, ctx, rx);
+        }
         match next {
             Next::Close(how) => self.close(slot, how, ctx, rx),
             Next::Retransmit => {
@@ -401,6 +416,27 @@ impl TcpTable {
             }
         }
         SegmentOutcome::Handled
+    }
+
+    /// Writes the payload waiting in `deferred` to its flow's socket (see [`Deferred`]); a
+    /// socket that failed resets the guest's connection, as a failed write always does.
+    pub(crate) fn write_deferred<L: RxLink>(
+        &mut self,
+        deferred: &mut Deferred<'_, '_>,
+        ctx: &mut Ctx<'_>,
+        rx: &mut L,
+    ) {
+        let Some(slot) = deferred.slot() else {
+            return;
+        };
+        let Some(flow) = self.flows.get_mut(slot) else {
+            deferred.clear();
+            return;
+        };
+        if let Err(e) = write_deferred(flow, ctx, &mut self.counters, deferred) {
+            log::debug!("TCP write to {}: {e}", flow.key.remote);
+            self.close(slot, Close::ResetGuest, ctx, rx);
+        }
     }
 
     /// Handles readiness of flow `slot`'s socket.

@@ -13,6 +13,7 @@ use vmm_sys_util::epoll::{Epoll, EpollEvent};
 const GUEST_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
 const GW_MAC: MacAddr = MacAddr([0x52, 0x55, 10, 0, 2, 2]);
 const GUEST_ISN: u32 = 1000;
+const GUEST_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 2, 15));
 
 /// A guest, a TCP table and a real loopback server to translate to.
 struct Rig {
@@ -48,7 +49,7 @@ impl Rig {
             ident: crate::wire::ipv4::Ident::new(),
             now: Instant::now(),
             listener,
-            guest: SocketAddr::from((Ipv4Addr::new(10, 0, 2, 15), 40000)),
+            guest: SocketAddr::new(GUEST_IP, 40000),
             remote,
         }
     }
@@ -100,8 +101,60 @@ impl Rig {
         .unwrap();
         let remote = self.remote;
         let (mut ctx, table, link) = self.ctx();
-        let out = table.on_segment(&mut ctx, &seg, &frame[..], || Target::Connect(remote), link);
+        let mut iovs = sys::IoVecs::default();
+        let mut deferred = Deferred::new(&mut iovs);
+        let out = table.on_segment(
+            &mut ctx,
+            &seg,
+            &frame[..],
+            &mut deferred,
+            || Target::Connect(remote),
+            link,
+        );
+        table.write_deferred(&mut deferred, &mut ctx, link);
         assert_eq!(out, SegmentOutcome::Handled);
+    }
+
+    /// Guest segments `(source port, seq, flags, payload)` as one batch of frames, as the
+    /// device hands them over: payload may wait in one [`Deferred`] across them, written at
+    /// the end. `between` runs after each segment with the table and what waits.
+    fn send_frames(
+        &mut self,
+        ack: u32,
+        segments: &[(u16, u32, u8, &[u8])],
+        mut between: impl FnMut(usize, &TcpTable, &Deferred<'_, '_>),
+    ) {
+        let frames: Vec<Vec<u8>> = segments
+            .iter()
+            .map(|&(port, seq, tcp_flags, payload)| {
+                let guest = SocketAddr::new(self.guest.ip(), port);
+                let opts: &[u8] = if tcp_flags & flags::SYN != 0 {
+                    &[2, 4, 0x05, 0xb4]
+                } else {
+                    &[]
+                };
+                guest_frame(guest, self.remote, seq, ack, tcp_flags, 1024, opts, payload)
+            })
+            .collect();
+        let remote = self.remote;
+        let (mut ctx, table, link) = self.ctx();
+        let mut iovs = sys::IoVecs::default();
+        let mut deferred = Deferred::new(&mut iovs);
+        for (i, frame) in frames.iter().enumerate() {
+            let seg =
+                Segment::parse(GUEST_IP, remote.ip(), &frame[34..], 34, frame.len() - 34).unwrap();
+            table.on_segment(
+                &mut ctx,
+                &seg,
+                &frame[..],
+                &mut deferred,
+                || Target::Connect(remote),
+                link,
+            );
+            between(i, table, &deferred);
+        }
+        table.write_deferred(&mut deferred, &mut ctx, link);
+        table.end_batch(&mut ctx, link);
     }
 
     /// One guest segment as a batch of its own.
@@ -578,6 +631,121 @@ fn small_guest_segments_of_one_batch_leave_the_socket_together_at_its_end() {
     assert_eq!(acks[0].ack, GUEST_ISN + 1 + 3000);
 }
 
+/// Bytes written to the flow's socket that `server` has not read: held back there
+/// (`MSG_MORE`), or arrived and unread (loopback delivers within the write).
+fn written_unread(flow: &Flow, server: &TcpStream) -> usize {
+    sys::unsent(&flow.sock).unwrap() + sys::queued_for_reading(server).unwrap()
+}
+
+#[test]
+fn payload_of_several_frames_waits_for_one_write_at_the_batchs_end() {
+    let mut rig = Rig::new();
+    let (mut server, iss) = rig.establish();
+    let data: Vec<u8> = (0..4380u32).map(|i| (i % 241) as u8).collect();
+    let port = rig.guest.port();
+    let segments: Vec<(u16, u32, u8, &[u8])> = data
+        .chunks(1460)
+        .enumerate()
+        .map(|(i, part)| (port, GUEST_ISN + 1 + (i * 1460) as u32, flags::ACK, part))
+        .collect();
+    let mut waiting = Vec::new();
+    rig.send_frames(iss + 1, &segments, |_, table, deferred| {
+        let flow = table.flows.iter().next().expect("the flow");
+        waiting.push((
+            written_unread(flow, &server),
+            deferred.slot() == Some(flow.slot),
+        ));
+    });
+    // Nothing reached the socket while the batch lasted; all of it waited for the flow.
+    assert_eq!(waiting, vec![(0, true); 3]);
+    let mut got = vec![0u8; data.len()];
+    server.read_exact(&mut got).unwrap();
+    assert!(got == data);
+    let acks = rig.seen();
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert_eq!(acks[0].ack, GUEST_ISN + 1 + 4380);
+    assert_eq!(flow_bytes(&rig), (4380, 0));
+}
+
+#[test]
+fn a_segment_of_another_flow_writes_what_waited_first() {
+    let mut rig = Rig::new();
+    let (mut server, iss) = rig.establish();
+    let port = rig.guest.port();
+    let mut queued_after = Vec::new();
+    rig.send_frames(
+        iss + 1,
+        &[
+            (port, GUEST_ISN + 1, flags::ACK, b"first"),
+            // A new connection from another port: the first flow's payload goes before it.
+            (port + 1, 7000, flags::SYN, &[]),
+        ],
+        |_, table, deferred| {
+            let first = table
+                .flows
+                .iter()
+                .find(|f| f.key.guest.port() == port)
+                .expect("the first flow");
+            queued_after.push((written_unread(first, &server), deferred.slot()));
+        },
+    );
+    assert_eq!(queued_after[0].0, 0, "waiting after the first segment");
+    assert_eq!(
+        queued_after[1],
+        (5, None),
+        "written before the other flow's segment"
+    );
+    let mut buf = [0u8; 5];
+    server.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"first");
+}
+
+#[test]
+fn a_fin_after_waiting_payload_closes_once_the_payload_is_written() {
+    let mut rig = Rig::new();
+    let (mut server, iss) = rig.establish();
+    let port = rig.guest.port();
+    rig.send_frames(
+        iss + 1,
+        &[
+            (port, GUEST_ISN + 1, flags::ACK, b"last "),
+            (port, GUEST_ISN + 6, flags::ACK | flags::FIN, b"words"),
+        ],
+        |_, _, _| {},
+    );
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"last words", "all of it, then the end of the stream");
+    let acks = rig.seen();
+    assert_eq!(acks.last().map(|s| s.ack), Some(GUEST_ISN + 1 + 10 + 1));
+}
+
+#[test]
+fn within_a_batch_order_follows_what_waits_not_only_what_was_written() {
+    let mut rig = Rig::new();
+    let (mut server, iss) = rig.establish();
+    let port = rig.guest.port();
+    rig.send_frames(
+        iss + 1,
+        &[
+            (port, GUEST_ISN + 1, flags::ACK, b"abc"),
+            // A resend of what waits, overlapping new bytes: only "de" is new.
+            (port, GUEST_ISN + 2, flags::ACK, b"bcde"),
+            // A gap: not taken, and no write is made of it.
+            (port, GUEST_ISN + 20, flags::ACK, b"zz"),
+            (port, GUEST_ISN + 6, flags::ACK, b"f"),
+        ],
+        |_, _, _| {},
+    );
+    let mut got = [0u8; 6];
+    server.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"abcdef");
+    let acks = rig.seen();
+    assert_eq!(acks.last().map(|s| s.ack), Some(GUEST_ISN + 7), "{acks:?}");
+    assert_eq!(rig.table.counters.out_of_order, 1);
+    assert_eq!(flow_bytes(&rig), (6, 0));
+}
+
 #[test]
 fn one_socket_read_fills_many_segments() {
     let mut rig = Rig::new();
@@ -775,7 +943,17 @@ fn no_userspace_copy_of_payload_with_checksum_offload() {
     .unwrap();
     let remote = rig.remote;
     let (mut ctx, table, link) = rig.ctx();
-    table.on_segment(&mut ctx, &seg, &counting, || Target::Connect(remote), link);
+    let mut iovs = sys::IoVecs::default();
+    let mut deferred = Deferred::new(&mut iovs);
+    table.on_segment(
+        &mut ctx,
+        &seg,
+        &counting,
+        &mut deferred,
+        || Target::Connect(remote),
+        link,
+    );
+    table.write_deferred(&mut deferred, &mut ctx, link);
     table.end_batch(&mut ctx, link);
     assert_eq!(
         counting.read.get(),
