@@ -420,7 +420,7 @@ pub fn run(data: &[u8]) {
     let mut ops = 0;
     // Guest frames wait here to reach the engine together, as a TX ring's do: up to four,
     // or until anything else happens.
-    let mut batch: Vec<(Vec<u8>, Option<(usize, usize)>)> = Vec::new();
+    let mut batch: Vec<WaitingFrame> = Vec::new();
     while !input.is_empty() && ops < 48 {
         ops += 1;
         let op = input.u8();
@@ -580,12 +580,11 @@ pub fn run(data: &[u8]) {
     host.check_fds();
 }
 
+/// A guest frame built for the next batch: its bytes and virtio partial checksum.
+type WaitingFrame = (Vec<u8>, Option<(usize, usize)>);
+
 /// Hands the waiting guest frames to the engine as one batch.
-fn deliver(
-    engine: &mut Engine,
-    batch: &mut Vec<(Vec<u8>, Option<(usize, usize)>)>,
-    link: &mut MemoryLink,
-) {
+fn deliver(engine: &mut Engine, batch: &mut Vec<WaitingFrame>, link: &mut MemoryLink) {
     let frames: Vec<Frame<'_>> = batch
         .iter()
         .map(|(bytes, partial_csum)| Frame {

@@ -47,10 +47,12 @@ impl Engine {
     {
         let mut iovs = std::mem::take(&mut self.deferred_iovs);
         let mut deferred = Deferred::new(&mut iovs);
+        self.batch_started = Some(Instant::now());
         for frame in frames {
             self.handle_one(frame, &mut deferred, rx);
         }
         self.write_deferred(&mut deferred, rx);
+        self.batch_started = None;
         self.deferred_iovs = iovs;
     }
 

@@ -153,6 +153,9 @@ pub struct Engine {
     handed: Vec<HandedFrame>,
     /// Storage for the iovecs of TCP payload a batch gathers (see [`tcp::Deferred`]).
     deferred_iovs: crate::sys::IoVecs,
+    /// When the batch of guest frames being handled started: the time its frames are seen at
+    /// (one clock read per batch, not per frame).
+    batch_started: Option<Instant>,
 }
 
 /// Splits the engine into the flow context and the tables, so both can be borrowed at once.
@@ -164,7 +167,7 @@ macro_rules! ctx {
             mtu: $self.plan.mtu,
             epoll: &$self.epoll,
             ident: &mut $self.ip_ident,
-            now: Instant::now(),
+            now: $self.batch_started.unwrap_or_else(Instant::now),
             hand_off: $self.options.queue_pair.is_some() && !$self.handling_handed,
         }
     };
@@ -242,6 +245,7 @@ impl Engine {
             handling_handed: false,
             handed: Vec::new(),
             deferred_iovs: Default::default(),
+            batch_started: None,
         };
         engine.apply_control();
         Ok(engine)

@@ -370,7 +370,11 @@ impl TcpTable {
             guest: seg.guest,
             remote: seg.remote,
         };
-        let found = self.flows.find(&key);
+        // A batch's segments mostly follow the flow whose payload waits: no lookup for those.
+        let found = match deferred.slot() {
+            Some(slot) if self.flows.get(slot).is_some_and(|f| f.key == key) => Some(slot),
+            _ => self.flows.find(&key),
+        };
         if deferred.slot().is_some() && deferred.slot() != found {
             self.write_deferred(deferred, ctx, rx);
         }
