@@ -128,8 +128,8 @@ const MAX_IOVS: usize = 1024;
 /// a retransmission), and when the batch ends; a guest without segmentation offload then
 /// costs one system call per batch instead of one per 1460 bytes.
 ///
-/// It borrows the frames' memory for `'m`, so it cannot outlive them, and it changes no flow
-/// state: `rcv_nxt` moves, and the guest is ACKed, only for what the socket took when it is
+/// It borrows the frames' memory for `'m`, so it cannot outlive them, and it moves no sequence
+/// number: `rcv_nxt` moves, and the guest is ACKed, only for what the socket took when it is
 /// written. Until then a segment is in order if it follows what waits here.
 #[derive(Debug)]
 pub(crate) struct Deferred<'s, 'm> {
