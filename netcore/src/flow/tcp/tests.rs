@@ -91,38 +91,47 @@ impl Rig {
             options,
             payload,
         );
-        let seg = Segment::parse(
-            self.guest.ip(),
-            self.remote.ip(),
-            &frame[34..],
-            34,
-            frame.len() - 34,
-        )
-        .unwrap();
+        let out = self.handle_frames(&[frame], |_, _, _| {});
+        assert_eq!(out, [SegmentOutcome::Handled]);
+    }
+
+    /// Hands the table guest frames (TCP over IPv4) as the engine does with a batch: payload
+    /// may wait in one [`Deferred`] across them, written at the end. `between` runs after
+    /// each segment with the table and what waits. The batch is not ended.
+    fn handle_frames(
+        &mut self,
+        frames: &[Vec<u8>],
+        mut between: impl FnMut(usize, &TcpTable, &Deferred<'_, '_>),
+    ) -> Vec<SegmentOutcome> {
         let remote = self.remote;
         let (mut ctx, table, link) = self.ctx();
         let mut iovs = sys::IoVecs::default();
         let mut deferred = Deferred::new(&mut iovs);
-        let out = table.on_segment(
-            &mut ctx,
-            &seg,
-            &frame[..],
-            &mut deferred,
-            || Target::Connect(remote),
-            link,
-        );
+        let mut outcomes = Vec::new();
+        for (i, frame) in frames.iter().enumerate() {
+            let seg =
+                Segment::parse(GUEST_IP, remote.ip(), &frame[34..], 34, frame.len() - 34).unwrap();
+            outcomes.push(table.on_segment(
+                &mut ctx,
+                &seg,
+                &frame[..],
+                &mut deferred,
+                || Target::Connect(remote),
+                link,
+            ));
+            between(i, table, &deferred);
+        }
         table.write_deferred(&mut deferred, &mut ctx, link);
-        assert_eq!(out, SegmentOutcome::Handled);
+        outcomes
     }
 
     /// Guest segments `(source port, seq, flags, payload)` as one batch of frames, as the
-    /// device hands them over: payload may wait in one [`Deferred`] across them, written at
-    /// the end. `between` runs after each segment with the table and what waits.
+    /// device hands them over ([`Rig::handle_frames`]), then the batch's end.
     fn send_frames(
         &mut self,
         ack: u32,
         segments: &[(u16, u32, u8, &[u8])],
-        mut between: impl FnMut(usize, &TcpTable, &Deferred<'_, '_>),
+        between: impl FnMut(usize, &TcpTable, &Deferred<'_, '_>),
     ) {
         let frames: Vec<Vec<u8>> = segments
             .iter()
@@ -136,25 +145,8 @@ impl Rig {
                 guest_frame(guest, self.remote, seq, ack, tcp_flags, 1024, opts, payload)
             })
             .collect();
-        let remote = self.remote;
-        let (mut ctx, table, link) = self.ctx();
-        let mut iovs = sys::IoVecs::default();
-        let mut deferred = Deferred::new(&mut iovs);
-        for (i, frame) in frames.iter().enumerate() {
-            let seg =
-                Segment::parse(GUEST_IP, remote.ip(), &frame[34..], 34, frame.len() - 34).unwrap();
-            table.on_segment(
-                &mut ctx,
-                &seg,
-                &frame[..],
-                &mut deferred,
-                || Target::Connect(remote),
-                link,
-            );
-            between(i, table, &deferred);
-        }
-        table.write_deferred(&mut deferred, &mut ctx, link);
-        table.end_batch(&mut ctx, link);
+        self.handle_frames(&frames, between);
+        self.end_batch();
     }
 
     /// One guest segment as a batch of its own.
@@ -700,19 +692,26 @@ fn a_segment_of_another_flow_writes_what_waited_first() {
     assert_eq!(&buf, b"first");
 }
 
+/// A rig with an established flow that then sends `(seq, flags, payload)` as one batch of
+/// frames; with the host side of the connection.
+fn established_then_batch(segments: &[(u32, u8, &[u8])]) -> (Rig, TcpStream) {
+    let mut rig = Rig::new();
+    let (server, iss) = rig.establish();
+    let port = rig.guest.port();
+    let segments: Vec<(u16, u32, u8, &[u8])> = segments
+        .iter()
+        .map(|&(seq, tcp_flags, payload)| (port, seq, tcp_flags, payload))
+        .collect();
+    rig.send_frames(iss + 1, &segments, |_, _, _| {});
+    (rig, server)
+}
+
 #[test]
 fn a_fin_after_waiting_payload_closes_once_the_payload_is_written() {
-    let mut rig = Rig::new();
-    let (mut server, iss) = rig.establish();
-    let port = rig.guest.port();
-    rig.send_frames(
-        iss + 1,
-        &[
-            (port, GUEST_ISN + 1, flags::ACK, b"last "),
-            (port, GUEST_ISN + 6, flags::ACK | flags::FIN, b"words"),
-        ],
-        |_, _, _| {},
-    );
+    let (mut rig, mut server) = established_then_batch(&[
+        (GUEST_ISN + 1, flags::ACK, b"last "),
+        (GUEST_ISN + 6, flags::ACK | flags::FIN, b"words"),
+    ]);
     let mut got = Vec::new();
     server.read_to_end(&mut got).unwrap();
     assert_eq!(got, b"last words", "all of it, then the end of the stream");
@@ -722,21 +721,14 @@ fn a_fin_after_waiting_payload_closes_once_the_payload_is_written() {
 
 #[test]
 fn within_a_batch_order_follows_what_waits_not_only_what_was_written() {
-    let mut rig = Rig::new();
-    let (mut server, iss) = rig.establish();
-    let port = rig.guest.port();
-    rig.send_frames(
-        iss + 1,
-        &[
-            (port, GUEST_ISN + 1, flags::ACK, b"abc"),
-            // A resend of what waits, overlapping new bytes: only "de" is new.
-            (port, GUEST_ISN + 2, flags::ACK, b"bcde"),
-            // A gap: not taken, and no write is made of it.
-            (port, GUEST_ISN + 20, flags::ACK, b"zz"),
-            (port, GUEST_ISN + 6, flags::ACK, b"f"),
-        ],
-        |_, _, _| {},
-    );
+    let (mut rig, mut server) = established_then_batch(&[
+        (GUEST_ISN + 1, flags::ACK, b"abc"),
+        // A resend of what waits, overlapping new bytes: only "de" is new.
+        (GUEST_ISN + 2, flags::ACK, b"bcde"),
+        // A gap: not taken, and no write is made of it.
+        (GUEST_ISN + 20, flags::ACK, b"zz"),
+        (GUEST_ISN + 6, flags::ACK, b"f"),
+    ]);
     let mut got = [0u8; 6];
     server.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"abcdef");
