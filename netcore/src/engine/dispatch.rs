@@ -31,11 +31,7 @@ impl Engine {
         F: TxFrame + ?Sized,
         L: RxLink,
     {
-        let mut iovs = std::mem::take(&mut self.deferred_iovs);
-        let mut deferred = Deferred::new(&mut iovs);
-        self.handle_one(frame, &mut deferred, rx);
-        self.write_deferred(&mut deferred, rx);
-        self.deferred_iovs = iovs;
+        self.handle_batch(std::iter::once(frame), rx);
     }
 
     /// Handles frames the guest sent, in order, as one batch: a flow's payload from several of
@@ -45,14 +41,30 @@ impl Engine {
         F: TxFrame,
         L: RxLink,
     {
+        self.handle_batch(frames, rx);
+    }
+
+    /// The batch both of the above make: its frames are seen at one time (unless it runs
+    /// inside a batch already, as frames handed from other pairs do), and what waits for a
+    /// socket is written before the frames are given back.
+    fn handle_batch<'m, F, L>(&mut self, frames: impl IntoIterator<Item = &'m F>, rx: &mut L)
+    where
+        F: TxFrame + ?Sized + 'm,
+        L: RxLink,
+    {
         let mut iovs = std::mem::take(&mut self.deferred_iovs);
         let mut deferred = Deferred::new(&mut iovs);
-        self.batch_started = Some(Instant::now());
+        let outermost = self.batch_started.is_none();
+        if outermost {
+            self.batch_started = Some(Instant::now());
+        }
         for frame in frames {
             self.handle_one(frame, &mut deferred, rx);
         }
         self.write_deferred(&mut deferred, rx);
-        self.batch_started = None;
+        if outermost {
+            self.batch_started = None;
+        }
         self.deferred_iovs = iovs;
     }
 
