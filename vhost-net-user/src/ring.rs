@@ -203,7 +203,6 @@ struct Popped {
 struct PoppedFrame {
     segs: std::ops::Range<usize>,
     len: usize,
-    partial_csum: Option<(usize, usize)>,
 }
 
 impl TxScratch {
@@ -238,7 +237,6 @@ impl TxScratch {
                 Ok(PoppedFrame {
                     segs: start..segs.len(),
                     len: total - header_len,
-                    partial_csum: None,
                 })
             });
             if frame.is_err() {
@@ -249,26 +247,21 @@ impl TxScratch {
         }
         // The virtio-net headers once all chains are taken: their loads, started above, have
         // had the walk of the later chains to arrive.
-        for frame in popped.iter_mut().filter_map(|p| p.frame.as_mut().ok()) {
-            let mut vnet_header = [0u8; vnet::MAX_HEADER_LEN];
-            let n = read_spans(
-                mem,
-                &segs[frame.segs.clone()],
-                0,
-                &mut vnet_header[..header_len],
-            );
-            frame.partial_csum = vnet::tx_partial_csum(&vnet_header[..n]);
-        }
         let frames = popped
             .iter()
             .filter_map(|p| p.frame.as_ref().ok())
-            .map(|f| RingTxFrame {
-                mem,
-                map,
-                segs: &segs[f.segs.clone()],
-                header_len,
-                len: f.len,
-                partial_csum: f.partial_csum,
+            .map(|f| {
+                let segs = &segs[f.segs.clone()];
+                let mut vnet_header = [0u8; vnet::MAX_HEADER_LEN];
+                let n = read_spans(mem, segs, 0, &mut vnet_header[..header_len]);
+                RingTxFrame {
+                    mem,
+                    map,
+                    segs,
+                    header_len,
+                    len: f.len,
+                    partial_csum: vnet::tx_partial_csum(&vnet_header[..n]),
+                }
             })
             .collect();
         TxBatch {
