@@ -49,7 +49,11 @@ where
     if let Some(next) = guest_data(flow, io, seg, frame, deferred) {
         return next;
     }
-    want_write_if_window_closed(flow, io.ctx);
+    // Payload waiting for the socket is checked once written ([`write_deferred`]), against
+    // the window after it, not per segment against the one before.
+    if deferred.bytes_of(flow.slot) == 0 {
+        want_write_if_window_closed(flow, io.ctx);
+    }
     if fast_retransmit {
         Next::Retransmit
     } else {
