@@ -18,18 +18,10 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// A TCP port nothing listens on just now on `ip` (`127.0.0.1`, `[::]`), drawn at random from
-/// 10000-19999, below the ephemeral range: a port the kernel hands out for `bind(0)` or as a
-/// `connect`'s source may be taken by another test before the backend binds it, and a
-/// `connect` to a free ephemeral port can even reach itself (and "listen").
-pub fn free_port(ip: &str) -> u16 {
-    use std::hash::{BuildHasher, RandomState};
-    let seeds = RandomState::new();
-    (0u32..200)
-        .map(|i| 10000 + (seeds.hash_one(i) % 10000) as u16)
-        .find(|port| std::net::TcpListener::bind(format!("{ip}:{port}")).is_ok())
-        .unwrap_or_else(|| panic!("no free TCP port on {ip} between 10000 and 19999"))
-}
+/// A TCP port nothing listens on just now on `ip` (`127.0.0.1`, `[::]`), below the ephemeral
+/// range, as the end-to-end tests take theirs.
+#[allow(unused_imports)] // not every test binary takes ports
+pub use vnu_tests::hostsrv::free_port;
 
 /// The pid the pid file holds.
 pub fn pid_in(path: &Path) -> i32 {
