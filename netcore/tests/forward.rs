@@ -205,3 +205,50 @@ fn forwards_serve_one_engine_after_another() {
         serve_one_engine(&plan, &options, tcp_port, udp_port);
     }
 }
+
+/// The ACK for the end of a guest message waits for an answer to carry it; when none comes,
+/// the engine's own timer sends it.
+#[test]
+fn a_message_no_one_answers_is_acked_when_the_delay_is_up() {
+    let tcp_port = free_port();
+    let mut plan = NetPlan::slirp_default();
+    plan.forwards = vec![forward(Proto::Tcp, tcp_port, GUEST_TCP_PORT)];
+    let options = EngineOptions {
+        control: std::sync::Arc::new(netcore::control::Control::fixed(
+            netcore::forward::open_rules(&plan, 0).unwrap(),
+        )),
+        ..EngineOptions::default()
+    };
+    let mut engine = Engine::with_options(plan, options).unwrap();
+    let mut link = MemoryLink::new();
+    engine.handle_frame(&common::arp_request(GUEST_IP, GATEWAY)[..], &mut link);
+    link.take();
+    let mut client = TcpStream::connect(("127.0.0.1", tcp_port)).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let client_port = client.local_addr().unwrap().port();
+    let syn = only_frame(&mut engine, &mut link);
+    let iss = TcpPacket::new_checked(ipv4_of(&syn).payload())
+        .unwrap()
+        .seq_number()
+        .0 as u32;
+    let remote = SocketAddr::from((GATEWAY, client_port));
+    let synack = guest_tcp(remote, 7000, iss.wrapping_add(1), true, &[]);
+    engine.handle_frame(&synack[..], &mut link);
+    engine.end_batch(&mut link);
+    link.take();
+
+    let data = guest_tcp(remote, 7001, iss.wrapping_add(1), false, b"hello");
+    engine.handle_frame(&data[..], &mut link);
+    engine.end_batch(&mut link);
+    assert!(link.take().is_empty(), "the ACK waits for an answer");
+    let mut got = [0u8; 5];
+    client.read_exact(&mut got).unwrap();
+    // No answer: the timer's event on the engine's descriptor brings the ACK alone.
+    let ack = only_frame(&mut engine, &mut link);
+    let tcp = TcpPacket::new_checked(ipv4_of(&ack).payload()).unwrap();
+    assert!(tcp.ack() && !tcp.psh() && !tcp.fin() && !tcp.syn());
+    assert_eq!(tcp.ack_number().0 as u32, 7001 + 5);
+    assert!(tcp.payload().is_empty());
+}

@@ -82,6 +82,11 @@ impl Engine {
                 &mut tap,
             ),
             Token::Ping(slot) => self.ping.on_socket_event(slot, &mut ctx, &mut tap),
+            Token::AckTimer => {
+                let _ = self.ack_timer.wait();
+                self.ack_timer_armed = false;
+                self.tcp.send_delayed_acks(&mut ctx, &mut tap);
+            }
             Token::Timer => {
                 let _ = self.timer.wait();
                 self.tcp.on_tick(&mut ctx, &mut tap);

@@ -6,7 +6,8 @@
 //! The engine owns all per-guest state (the learned guest MAC, DHCP leases, flow tables,
 //! counters) and is driven from one thread, by three kinds of events: guest frames
 //! ([`Engine::handle_frames`], the frames a TX ring held, or [`Engine::handle_frame`] for
-//! one), readiness of its host sockets or timer ([`Engine::poll_host`],
+//! one), readiness of its host sockets or timers (the flows' tick, and delayed ACKs)
+//! ([`Engine::poll_host`],
 //! after the link's event loop sees [`Engine::host_fd`] readable), and the end of a batch
 //! ([`Engine::end_batch`], after a drained TX ring or newly posted RX buffers).
 //!
@@ -120,6 +121,10 @@ pub struct Engine {
     timer: TimerFd,
     /// The timer ticks every `TICK` (flows exist), or fires once for the next advertisement.
     timer_mode: TimerMode,
+    /// Fires once, [`crate::flow::tcp::DELAYED_ACK`] after a batch left ACKs waiting for the
+    /// peers' answers; armed while it is set.
+    ack_timer: TimerFd,
+    ack_timer_armed: bool,
     /// When the next unsolicited router advertisement goes out.
     next_ra: Option<Instant>,
     /// The guest has sent IPv6 and got its first advertisement.
@@ -197,6 +202,13 @@ impl Engine {
         let timer = TimerFd::new().map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
         let readable = libc::EPOLLIN as u32;
         epoll::add(&epoll, crate::sys::timer_fd(&timer), readable, Token::Timer)?;
+        let ack_timer = TimerFd::new().map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+        epoll::add(
+            &epoll,
+            crate::sys::timer_fd(&ack_timer),
+            readable,
+            Token::AckTimer,
+        )?;
         let mut tcp = TcpTable::new(options.max_flows);
         tcp.set_idle_timeout(options.tcp_idle_timeout);
         tcp.set_guest_forwards(plan.guest_forwards.clone());
@@ -238,6 +250,8 @@ impl Engine {
             epoll,
             timer,
             timer_mode: TimerMode::Off,
+            ack_timer,
+            ack_timer_armed: false,
             forwards: Vec::new(),
             rules_watched: Vec::new(),
             seat,
@@ -380,6 +394,18 @@ impl Engine {
         self.tcp.end_batch(&mut ctx, &mut tap);
         self.udp
             .end_batch(&self.plan, &self.options.upstream, &mut ctx, &mut tap);
+        if self.tcp.has_delayed_acks() && !self.ack_timer_armed {
+            self.ack_timer_armed = self
+                .ack_timer
+                .reset(crate::flow::tcp::DELAYED_ACK, None)
+                .is_ok();
+            if !self.ack_timer_armed {
+                // No timer: the ACKs go now rather than wait for an answer that may not come.
+                let mut ctx = ctx!(self);
+                let mut tap = Tap::new(rx, self.capture.as_ref(), &mut self.counters.rx_frames);
+                self.tcp.send_delayed_acks(&mut ctx, &mut tap);
+            }
+        }
     }
 }
 

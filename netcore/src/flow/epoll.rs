@@ -16,6 +16,8 @@ pub enum Token {
     Forward(usize),
     /// Frames other queue pairs handed to this one ([`crate::queue_pairs`]).
     Inbox,
+    /// Delayed ACKs are due ([`crate::flow::tcp::DELAYED_ACK`]).
+    AckTimer,
 }
 
 /// The token's kind is its top byte; the slot or index is the rest.
@@ -32,6 +34,7 @@ impl Token {
             Token::Timer => (4, 0),
             Token::Forward(index) => (5, index),
             Token::Inbox => (6, 0),
+            Token::AckTimer => (7, 0),
         };
         kind << KIND_SHIFT | (index as u64 & INDEX_MASK)
     }
@@ -46,6 +49,7 @@ impl Token {
             4 => Token::Timer,
             5 => Token::Forward(index),
             6 => Token::Inbox,
+            7 => Token::AckTimer,
             _ => return None,
         })
     }
@@ -94,6 +98,7 @@ mod tests {
             Token::Timer,
             Token::Forward(3),
             Token::Inbox,
+            Token::AckTimer,
         ] {
             assert_eq!(Token::decode(token.encode()), Some(token));
         }

@@ -61,19 +61,21 @@ pub(super) enum Discard {
 ///
 /// * Batch work, done (and cleared) when the table's end of batch visits the flow, which a
 ///   flow with any of them is pending for: [`Flags::ACK_OWED`], [`Flags::ROOM`],
-///   [`Flags::WAITING_RX`], [`Flags::CORKED`].
+///   [`Flags::WAITING_RX`], [`Flags::CORKED`], [`Flags::SHORT_WRITE`].
+/// * A delayed ACK ([`Flags::ACK_DELAYED`]), cleared when any frame carries the ACK or the
+///   table's delayed-ACK timer sends it.
 /// * What we know of the socket's receive queue, cleared by its next event:
 ///   [`Flags::DRAINED`] (also cleared by retransmission) and [`Flags::PEEKED_FULL`] (set or
 ///   cleared by every peek); [`Flags::PEER_CLOSED`] stays once set.
 /// * The epoll interest: [`Flags::WANT_WRITE`].
 ///
 /// A `Connecting` flow has none (nothing is sent, and the only event it waits for is the
-/// connect's). `CORKED` and `WANT_WRITE` come only with guest data, so only once
+/// connect's). `CORKED`, `SHORT_WRITE`, `ACK_DELAYED` and `WANT_WRITE` come only with guest data, so only once
 /// `Established`; `DRAINED` and `PEEKED_FULL` only from reads, also only once `Established`.
 /// `PEER_CLOSED` may come before, for a forwarded connection whose client closes before the
 /// guest answers our SYN.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct Flags(u8);
+pub(super) struct Flags(u16);
 
 impl Flags {
     /// An ACK is owed to the guest (sent at the end of the batch).
@@ -99,8 +101,15 @@ impl Flags {
     pub(super) const PEEKED_FULL: Flags = Flags(1 << 6);
     /// Waiting for the socket to take more data (EPOLLOUT armed).
     pub(super) const WANT_WRITE: Flags = Flags(1 << 7);
+    /// The guest's last write in this batch was shorter than its MSS: the end of a message,
+    /// which the peer may answer at once (see [`Flags::ACK_DELAYED`]).
+    pub(super) const SHORT_WRITE: Flags = Flags(1 << 8);
+    /// The ACK owed for a short write waits for [`DELAYED_ACK`], so that the peer's answer,
+    /// if it comes by then, carries it: the guest gets one frame, not an ACK and then the
+    /// answer. Only once in a row: the next ACK owed goes at the batch's end.
+    pub(super) const ACK_DELAYED: Flags = Flags(1 << 9);
 
-    const NAMES: [&'static str; 8] = [
+    const NAMES: [&'static str; 10] = [
         "ACK_OWED",
         "ROOM",
         "WAITING_RX",
@@ -109,6 +118,8 @@ impl Flags {
         "DRAINED",
         "PEEKED_FULL",
         "WANT_WRITE",
+        "SHORT_WRITE",
+        "ACK_DELAYED",
     ];
 
     pub(super) fn has(self, flag: Flags) -> bool {

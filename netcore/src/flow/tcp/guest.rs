@@ -235,6 +235,9 @@ pub(super) fn write_deferred(
             if small {
                 flow.flags.insert(Flags::CORKED);
             }
+            // Less than a full segment: the guest had no more to send, the end of a message.
+            let full = ctx.max_payload(&flow.key.guest.ip(), TCP_HEADER_LEN);
+            flow.flags.set(Flags::SHORT_WRITE, len < full);
             flow.rcv_nxt = flow.rcv_nxt.wrapping_add(n as u32);
             flow.to_host += n as u64;
             flow.wrote(n);

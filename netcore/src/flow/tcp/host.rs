@@ -98,6 +98,7 @@ pub(super) fn send_data<L: RxLink>(
     }
     flow.rtt.sent(start, flow.snd_nxt, io.ctx.now);
     flow.flags.remove(Flags::ACK_OWED);
+    flow.flags.remove(Flags::ACK_DELAYED);
     if flow.timer.is_none() {
         flow.timer = Some(io.ctx.now + flow.rto);
     }

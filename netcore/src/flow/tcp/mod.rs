@@ -14,7 +14,9 @@
 //!   `sendmsg` when another flow's segment, a FIN, a reset or the batch's end comes; a
 //!   write under 16 KiB goes with `MSG_MORE` and is pushed when the batch ends. So a guest
 //!   without segmentation offload costs the host neither a system call nor a loopback packet
-//!   per 1460 bytes.
+//!   per 1460 bytes. The ACK goes at the batch's end, except after a write shorter than a
+//!   segment (the end of a message, as a request): then it waits up to [`DELAYED_ACK`] for
+//!   the peer's answer, whose first segment carries it, so the guest takes one frame, not two.
 //! * **Host to guest.** Data stays in the socket's receive queue until the guest ACKs it. We
 //!   `recvmsg(MSG_PEEK)` it straight into guest RX buffers, up to 16 frames per call (reserved
 //!   together through [`RxLink::reserve_frames`]); with `SO_PEEK_OFF` the kernel keeps
@@ -36,7 +38,8 @@
 //! client.
 //!
 //! Everything runs on the engine's thread: sockets are non-blocking, edge-triggered in the
-//! engine's epoll; retransmission and probes are driven by the engine's timer tick.
+//! engine's epoll; retransmission and probes are driven by the engine's timer tick, delayed
+//! ACKs by a one-shot timer of its own ([`TcpTable::send_delayed_acks`]).
 //!
 //! The code follows the two directions: `guest` applies guest segments (ACKs, payload to the
 //! socket), `host` peeks socket data into guest frames, `emit` writes every header toward the
@@ -80,6 +83,23 @@ const MAX_RETRIES: u32 = 8;
 /// Largest TCP payload per frame toward the guest without segmentation offload.
 const DEFAULT_GUEST_MSS: u16 = 536;
 /// Largest payload of one offloaded segment: the IP length fields are 16 bits.
+/// How long the ACK for the end of a guest message waits for the peer's answer to carry it
+/// ([`Flags::ACK_DELAYED`]): an answer from this host comes within tens of microseconds,
+/// and a guest waits on the ACK only when Nagle holds its next small write, far below the
+/// 40 ms a Linux receiver may delay its own.
+pub const DELAYED_ACK: Duration = Duration::from_micros(500);
+
+/// An ACK may wait for the peer's answer when both ends are open, the window is not what
+/// holds the guest back, and it did not wait already.
+fn may_delay_ack(flow: &mut Flow, ctx: &Ctx<'_>) -> bool {
+    let segment = ctx.max_payload(&flow.key.guest.ip(), TCP_HEADER_LEN) as u32;
+    !flow.flags.has(Flags::ACK_DELAYED)
+        && flow.state == State::Established
+        && flow.guest_end == GuestEnd::Open
+        && flow.host_end == HostEnd::Open
+        && flow.window_bytes() >= 4 * segment
+}
+
 const MAX_TSO_PAYLOAD: usize = 65535 - 40 - TCP_HEADER_LEN;
 
 /// TCP flags as bits of the header's flags byte.
@@ -250,6 +270,9 @@ pub struct TcpTable {
     commands: crate::guestfwd::Commands,
     /// [`IDLE_TIMEOUT`] but where the engine's options say otherwise.
     idle_timeout: Duration,
+    /// Flows whose ACK waits ([`Flags::ACK_DELAYED`]) until [`TcpTable::send_delayed_acks`];
+    /// a slot whose flow went, or whose ACK went with data, is skipped there.
+    delayed_acks: Vec<usize>,
     pub counters: TcpCounters,
 }
 
@@ -266,6 +289,7 @@ impl TcpTable {
             socket_events_waiting: false,
             commands: crate::guestfwd::Commands::default(),
             idle_timeout: IDLE_TIMEOUT,
+            delayed_acks: Vec::new(),
             counters: TcpCounters::default(),
         }
     }
@@ -568,14 +592,13 @@ impl TcpTable {
     pub fn end_batch<L: RxLink>(&mut self, ctx: &mut Ctx<'_>, rx: &mut L) {
         let visiting = self.flows.start_visit();
         for &slot in &visiting {
-            if let Some(flow) = self
-                .flows
-                .get_mut(slot)
-                .filter(|f| f.flags.has(Flags::CORKED))
-            {
-                flow.flags.remove(Flags::CORKED);
-                // Setting TCP_NODELAY (already on) transmits what MSG_MORE held back.
-                let _ = sys::set_nodelay(&flow.sock);
+            let mut short_write = false;
+            if let Some(flow) = self.flows.get_mut(slot) {
+                short_write = flow.flags.take(Flags::SHORT_WRITE);
+                if flow.flags.take(Flags::CORKED) {
+                    // Setting TCP_NODELAY (already on) transmits what MSG_MORE held back.
+                    let _ = sys::set_nodelay(&flow.sock);
+                }
             }
             let resume = self.flows.get_mut(slot).is_some_and(|f| {
                 let room = f.flags.take(Flags::ROOM);
@@ -588,14 +611,47 @@ impl TcpTable {
                 continue;
             };
             if flow.flags.has(Flags::ACK_OWED) {
+                if short_write && may_delay_ack(flow, ctx) {
+                    flow.flags.insert(Flags::ACK_DELAYED);
+                    self.delayed_acks.push(slot);
+                    continue;
+                }
                 if send_flags(flow, ctx, rx, flags::ACK, flow.snd_nxt) {
                     flow.flags.remove(Flags::ACK_OWED);
+                    flow.flags.remove(Flags::ACK_DELAYED);
                 } else {
                     self.mark_pending(slot);
                 }
             }
         }
         self.flows.end_visit(visiting);
+    }
+
+    /// Whether ACKs wait for [`TcpTable::send_delayed_acks`]: the caller runs it once
+    /// [`DELAYED_ACK`] has passed.
+    pub fn has_delayed_acks(&self) -> bool {
+        !self.delayed_acks.is_empty()
+    }
+
+    /// Sends the ACKs that waited ([`Flags::ACK_DELAYED`]) and that no answer carried.
+    pub fn send_delayed_acks<L: RxLink>(&mut self, ctx: &mut Ctx<'_>, rx: &mut L) {
+        // Taken and put back, so that its storage is reused.
+        let mut slots = std::mem::take(&mut self.delayed_acks);
+        for &slot in &slots {
+            let Some(flow) = self.flows.get_mut(slot) else {
+                continue;
+            };
+            if !flow.flags.take(Flags::ACK_DELAYED) || !flow.flags.has(Flags::ACK_OWED) {
+                continue;
+            }
+            if send_flags(flow, ctx, rx, flags::ACK, flow.snd_nxt) {
+                flow.flags.remove(Flags::ACK_OWED);
+            } else {
+                self.mark_pending(slot);
+            }
+        }
+        slots.clear();
+        self.delayed_acks = slots;
     }
 
     /// Retransmission, zero-window probing, giving up on dead peers, and closing idle flows.

@@ -163,9 +163,22 @@ impl Rig {
         self.end_batch();
     }
 
+    /// Ends the batch, then lets [`DELAYED_ACK`] pass with no answer from the peer, so that
+    /// an ACK held back for one goes too. [`Rig::end_batch_only`] leaves such ACKs waiting.
     fn end_batch(&mut self) {
+        self.end_batch_only();
+        self.delayed_acks_due();
+    }
+
+    fn end_batch_only(&mut self) {
         let (mut ctx, table, link) = self.ctx();
         table.end_batch(&mut ctx, link);
+    }
+
+    /// What the engine does when its delayed-ACK timer fires.
+    fn delayed_acks_due(&mut self) {
+        let (mut ctx, table, link) = self.ctx();
+        table.send_delayed_acks(&mut ctx, link);
     }
 
     /// Delivers pending socket events for up to `ms` milliseconds.
@@ -437,6 +450,76 @@ fn guest_data_reaches_the_socket_and_is_acked_for_what_it_took() {
     assert_eq!(&buf, b"world");
     // Counted once each, the retransmitted part not again.
     assert_eq!(flow_bytes(&rig), (10, 0));
+}
+
+#[test]
+fn the_ack_for_the_end_of_a_message_waits_for_the_answer_to_carry_it() {
+    let mut rig = Rig::new();
+    let (mut server, iss) = rig.establish();
+    let push = flags::ACK | flags::PSH;
+    rig.send_in_batch(GUEST_ISN + 1, iss + 1, push, 1024, &[], b"ping");
+    rig.end_batch_only();
+    assert!(rig.seen().is_empty(), "the ACK waits for the answer");
+    assert!(rig.table.has_delayed_acks());
+    let mut request = [0u8; 4];
+    server.read_exact(&mut request).unwrap();
+    server.write_all(b"pong").unwrap();
+    rig.poll_until_readable();
+    let seen = rig.seen();
+    assert_eq!(seen.len(), 1, "one frame: {seen:?}");
+    assert_eq!(seen[0].payload, b"pong");
+    assert_eq!(seen[0].ack, GUEST_ISN + 1 + 4);
+    // Carried: when the timer fires, nothing is left to send.
+    rig.delayed_acks_due();
+    assert!(rig.seen().is_empty());
+    assert!(!rig.table.has_delayed_acks());
+}
+
+#[test]
+fn a_delayed_ack_goes_alone_when_no_answer_comes() {
+    let mut rig = Rig::new();
+    let (_server, iss) = rig.establish();
+    rig.send_in_batch(
+        GUEST_ISN + 1,
+        iss + 1,
+        flags::ACK | flags::PSH,
+        1024,
+        &[],
+        b"ping",
+    );
+    rig.end_batch_only();
+    assert!(rig.seen().is_empty());
+    rig.delayed_acks_due();
+    let seen = rig.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].flags, flags::ACK);
+    assert_eq!(seen[0].ack, GUEST_ISN + 1 + 4);
+    assert!(seen[0].payload.is_empty());
+}
+
+#[test]
+fn a_full_segment_or_a_second_message_is_acked_at_the_batchs_end() {
+    let mut rig = Rig::new();
+    let (_server, iss) = rig.establish();
+    // A full segment: the guest may have more to send, and waits for no answer.
+    let full = vec![7u8; 1460];
+    rig.send_in_batch(GUEST_ISN + 1, iss + 1, flags::ACK, 1024, &[], &full);
+    rig.end_batch_only();
+    let seen = rig.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].ack, GUEST_ISN + 1 + 1460);
+    // A short message waits; a second one before any answer is acked at once, both of them.
+    let mut seq = GUEST_ISN + 1 + 1460;
+    for message in [&b"one"[..], &b"two"[..]] {
+        rig.send_in_batch(seq, iss + 1, flags::ACK | flags::PSH, 1024, &[], message);
+        rig.end_batch_only();
+        seq += message.len() as u32;
+    }
+    let seen = rig.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].ack, seq);
+    rig.delayed_acks_due();
+    assert!(rig.seen().is_empty(), "nothing owed any more");
 }
 
 /// The one flow's payload bytes (to the host, to the guest) as runtime control lists them.
