@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{GATEWAY, GUEST_IP, arp_request};
-use netcore::{Engine, EngineOptions, MemoryLink};
+use netcore::{Engine, MemoryLink};
 use netplan::{HostListen, NetPlan, PortForward, PortRange, Proto};
 use smoltcp::wire::{EthernetFrame, Ipv4Packet, TcpPacket};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -82,12 +82,7 @@ fn run_exhausted() {
         guest_port: GUEST_PORT,
         skip_ephemeral: false,
     }];
-    let options = EngineOptions {
-        control: std::sync::Arc::new(netcore::control::Control::fixed(
-            netcore::forward::open_rules(&plan, 0).unwrap(),
-        )),
-        ..EngineOptions::default()
-    };
+    let options = common::options_with_forwards_of(&plan);
     let mut engine = Engine::with_options(plan, options).unwrap();
     let mut link = MemoryLink::new();
     engine.handle_frame(&arp_request(GUEST_IP, GATEWAY)[..], &mut link);

@@ -103,21 +103,31 @@ fn ipv4_of(frame: &[u8]) -> Ipv4Packet<&[u8]> {
     Ipv4Packet::new_checked(&frame[14..]).unwrap()
 }
 
-/// One engine's life: a TCP connection and a UDP exchange through the forwards.
-fn serve_one_engine(plan: &NetPlan, options: &EngineOptions, tcp_port: u16, udp_port: u16) {
+/// A new engine the guest has made itself known to (its MAC, with any frame), and a host
+/// client of the TCP forward at `tcp_port`, accepted: the SYN the engine sent the guest for it.
+fn engine_with_forwarded_client(
+    plan: &NetPlan,
+    options: &EngineOptions,
+    tcp_port: u16,
+) -> (Engine, MemoryLink, TcpStream, Vec<u8>) {
     let mut engine = Engine::with_options(plan.clone(), options.clone()).unwrap();
     let mut link = MemoryLink::new();
-    // The guest makes itself known (its MAC) with any frame.
     engine.handle_frame(&common::arp_request(GUEST_IP, GATEWAY)[..], &mut link);
     link.take();
-
-    // TCP: the host client is accepted, and the guest gets our SYN from the gateway.
-    let mut client = TcpStream::connect(("127.0.0.1", tcp_port)).unwrap();
+    let client = TcpStream::connect(("127.0.0.1", tcp_port)).unwrap();
     client
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
-    let client_port = client.local_addr().unwrap().port();
     let syn = only_frame(&mut engine, &mut link);
+    (engine, link, client, syn)
+}
+
+/// One engine's life: a TCP connection and a UDP exchange through the forwards.
+fn serve_one_engine(plan: &NetPlan, options: &EngineOptions, tcp_port: u16, udp_port: u16) {
+    // TCP: the host client is accepted, and the guest gets our SYN from the gateway.
+    let (mut engine, mut link, mut client, syn) =
+        engine_with_forwarded_client(plan, options, tcp_port);
+    let client_port = client.local_addr().unwrap().port();
     let ip = ipv4_of(&syn);
     assert_eq!(
         (ip.src_addr(), ip.dst_addr()),
@@ -195,12 +205,7 @@ fn forwards_serve_one_engine_after_another() {
         forward(Proto::Tcp, tcp_port, GUEST_TCP_PORT),
         forward(Proto::Udp, udp_port, GUEST_UDP_PORT),
     ];
-    let options = EngineOptions {
-        control: std::sync::Arc::new(netcore::control::Control::fixed(
-            netcore::forward::open_rules(&plan, 0).unwrap(),
-        )),
-        ..EngineOptions::default()
-    };
+    let options = common::options_with_forwards_of(&plan);
     for _ in 0..2 {
         serve_one_engine(&plan, &options, tcp_port, udp_port);
     }
@@ -213,22 +218,10 @@ fn a_message_no_one_answers_is_acked_when_the_delay_is_up() {
     let tcp_port = free_port();
     let mut plan = NetPlan::slirp_default();
     plan.forwards = vec![forward(Proto::Tcp, tcp_port, GUEST_TCP_PORT)];
-    let options = EngineOptions {
-        control: std::sync::Arc::new(netcore::control::Control::fixed(
-            netcore::forward::open_rules(&plan, 0).unwrap(),
-        )),
-        ..EngineOptions::default()
-    };
-    let mut engine = Engine::with_options(plan, options).unwrap();
-    let mut link = MemoryLink::new();
-    engine.handle_frame(&common::arp_request(GUEST_IP, GATEWAY)[..], &mut link);
-    link.take();
-    let mut client = TcpStream::connect(("127.0.0.1", tcp_port)).unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
+    let options = common::options_with_forwards_of(&plan);
+    let (mut engine, mut link, mut client, syn) =
+        engine_with_forwarded_client(&plan, &options, tcp_port);
     let client_port = client.local_addr().unwrap().port();
-    let syn = only_frame(&mut engine, &mut link);
     let iss = TcpPacket::new_checked(ipv4_of(&syn).payload())
         .unwrap()
         .seq_number()

@@ -20,6 +20,17 @@ pub const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 pub const DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
 
+/// Engine options whose forwards are `plan`'s, opened now as the program opens them at
+/// startup, so that engine after engine can serve them.
+pub fn options_with_forwards_of(plan: &netplan::NetPlan) -> netcore::EngineOptions {
+    netcore::EngineOptions {
+        control: std::sync::Arc::new(netcore::control::Control::fixed(
+            netcore::forward::open_rules(plan, 0).unwrap(),
+        )),
+        ..netcore::EngineOptions::default()
+    }
+}
+
 /// A guest MAC numbered `n`.
 pub fn guest_mac(n: u8) -> MacAddr {
     MacAddr([0x52, 0x54, 0x00, 0x12, 0x35, n])
