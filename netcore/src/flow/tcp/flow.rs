@@ -70,8 +70,9 @@ pub(super) enum Discard {
 /// * The epoll interest: [`Flags::WANT_WRITE`].
 ///
 /// A `Connecting` flow has none (nothing is sent, and the only event it waits for is the
-/// connect's). `CORKED`, `SHORT_WRITE`, `ACK_DELAYED` and `WANT_WRITE` come only with guest data, so only once
-/// `Established`; `DRAINED` and `PEEKED_FULL` only from reads, also only once `Established`.
+/// connect's). `CORKED`, `SHORT_WRITE`, `ACK_DELAYED` and `WANT_WRITE` come only with guest
+/// data, so only once `Established`; `DRAINED` and `PEEKED_FULL` only from reads, also only
+/// once `Established`.
 /// `PEER_CLOSED` may come before, for a forwarded connection whose client closes before the
 /// guest answers our SYN.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
@@ -101,8 +102,9 @@ impl Flags {
     pub(super) const PEEKED_FULL: Flags = Flags(1 << 6);
     /// Waiting for the socket to take more data (EPOLLOUT armed).
     pub(super) const WANT_WRITE: Flags = Flags(1 << 7);
-    /// The guest's last write in this batch was shorter than its MSS: the end of a message,
-    /// which the peer may answer at once (see [`Flags::ACK_DELAYED`]).
+    /// The last write of the guest's payload in this batch was shorter than a full segment at
+    /// the link's MTU: the end of a message, which the peer may answer at once (see
+    /// [`Flags::ACK_DELAYED`]).
     pub(super) const SHORT_WRITE: Flags = Flags(1 << 8);
     /// The ACK owed for a short write waits for [`DELAYED_ACK`], so that the peer's answer,
     /// if it comes by then, carries it: the guest gets one frame, not an ACK and then the

@@ -82,7 +82,6 @@ const MAX_RTO: Duration = Duration::from_secs(30);
 const MAX_RETRIES: u32 = 8;
 /// Largest TCP payload per frame toward the guest without segmentation offload.
 const DEFAULT_GUEST_MSS: u16 = 536;
-/// Largest payload of one offloaded segment: the IP length fields are 16 bits.
 /// How long the ACK for the end of a guest message waits for the peer's answer to carry it
 /// ([`Flags::ACK_DELAYED`]): an answer from this host comes within tens of microseconds,
 /// and a guest waits on the ACK only when Nagle holds its next small write, far below the
@@ -100,6 +99,7 @@ fn may_delay_ack(flow: &mut Flow, ctx: &Ctx<'_>) -> bool {
         && flow.window_bytes() >= 4 * segment
 }
 
+/// Largest payload of one offloaded segment: the IP length fields are 16 bits.
 const MAX_TSO_PAYLOAD: usize = 65535 - 40 - TCP_HEADER_LEN;
 
 /// TCP flags as bits of the header's flags byte.
@@ -616,12 +616,7 @@ impl TcpTable {
                     self.delayed_acks.push(slot);
                     continue;
                 }
-                if send_flags(flow, ctx, rx, flags::ACK, flow.snd_nxt) {
-                    flow.flags.remove(Flags::ACK_OWED);
-                    flow.flags.remove(Flags::ACK_DELAYED);
-                } else {
-                    self.mark_pending(slot);
-                }
+                self.send_owed_ack(slot, ctx, rx);
             }
         }
         self.flows.end_visit(visiting);
@@ -638,20 +633,29 @@ impl TcpTable {
         // Taken and put back, so that its storage is reused.
         let mut slots = std::mem::take(&mut self.delayed_acks);
         for &slot in &slots {
-            let Some(flow) = self.flows.get_mut(slot) else {
-                continue;
-            };
-            if !flow.flags.take(Flags::ACK_DELAYED) || !flow.flags.has(Flags::ACK_OWED) {
-                continue;
-            }
-            if send_flags(flow, ctx, rx, flags::ACK, flow.snd_nxt) {
-                flow.flags.remove(Flags::ACK_OWED);
-            } else {
-                self.mark_pending(slot);
+            let still_owed = self.flows.get_mut(slot).is_some_and(|flow| {
+                flow.flags.take(Flags::ACK_DELAYED) && flow.flags.has(Flags::ACK_OWED)
+            });
+            if still_owed {
+                self.send_owed_ack(slot, ctx, rx);
             }
         }
         slots.clear();
         self.delayed_acks = slots;
+    }
+
+    /// Sends the ACK flow `slot` owes; without room in the guest's RX ring, it stays owed and
+    /// the flow pending for the next end of batch.
+    fn send_owed_ack<L: RxLink>(&mut self, slot: usize, ctx: &mut Ctx<'_>, rx: &mut L) {
+        let Some(flow) = self.flows.get_mut(slot) else {
+            return;
+        };
+        if send_flags(flow, ctx, rx, flags::ACK, flow.snd_nxt) {
+            flow.flags.remove(Flags::ACK_OWED);
+            flow.flags.remove(Flags::ACK_DELAYED);
+        } else {
+            self.mark_pending(slot);
+        }
     }
 
     /// Retransmission, zero-window probing, giving up on dead peers, and closing idle flows.
