@@ -200,15 +200,23 @@ pub fn parse_guest_output(lines: &[String], tests: usize) -> Vec<TestOutput> {
     out
 }
 
-/// utime + stime in clock ticks from the text of `/proc/PID/stat`. The command name (field 2)
-/// may hold spaces and parentheses, so the fields are counted from its last `)`.
+/// utime + stime in clock ticks from the text of `/proc/PID/stat`.
 pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    let (utime, stime) = parse_stat_user_system(stat)?;
+    Some(utime + stime)
+}
+
+/// utime and stime, apart, in clock ticks from the text of `/proc/PID/stat`: the system part
+/// is what the kernel did in the process's system calls (and the softirqs they ran), which a
+/// backend making the same calls as another cannot take below that other's. The command name
+/// (field 2) may hold spaces and parentheses, so the fields are counted from its last `)`.
+pub fn parse_stat_user_system(stat: &str) -> Option<(u64, u64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // `rest` starts at field 3 (state); utime and stime are fields 14 and 15.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// The kernel's clock tick (`getconf CLK_TCK`, almost always 100): the unit of `/proc/PID/stat`.
@@ -248,6 +256,14 @@ pub fn parse_steal(stat: &str) -> Option<(u64, usize)> {
 /// CPU seconds (user + system, all threads) used so far by process `pid`; `None` once it is gone.
 pub fn cpu_seconds(pid: u32, ticks_per_second: u64) -> Option<f64> {
     stat_cpu_seconds(Path::new(&format!("/proc/{pid}/stat")), ticks_per_second)
+}
+
+/// CPU seconds of process `pid` (all threads) so far, as (user, system); `None` once it is gone.
+pub fn cpu_seconds_user_system(pid: u32, ticks_per_second: u64) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (utime, stime) = parse_stat_user_system(&stat)?;
+    let seconds = |t: u64| t as f64 / ticks_per_second as f64;
+    Some((seconds(utime), seconds(stime)))
 }
 
 /// CPU seconds (user + system) from one `stat` file of `/proc`, a process's or a thread's.
@@ -657,6 +673,7 @@ mod tests {
         let stat = "4242 (vhost (net) user) S 1 4242 4242 0 -1 4194560 500 0 0 0 \
                     150 37 0 0 20 0 3 0 123 0 0";
         assert_eq!(parse_stat_ticks(stat), Some(187));
+        assert_eq!(parse_stat_user_system(stat), Some((150, 37)));
         assert_eq!(parse_stat_ticks("4242 (x) S 1"), None);
     }
 
@@ -685,6 +702,8 @@ mod tests {
     fn own_cpu_time_is_readable() {
         let ticks = clock_ticks_per_second().unwrap();
         assert!(cpu_seconds(std::process::id(), ticks).is_some());
+        assert!(cpu_seconds_user_system(std::process::id(), ticks).is_some());
+        assert_eq!(cpu_seconds_user_system(u32::MAX, ticks), None);
     }
 
     #[test]

@@ -23,8 +23,9 @@ use vnu_perf::synth::ring::{Device, DriverConfig, MAX_QUEUE_SIZE};
 use vnu_perf::synth::session::{Counters, Mark, Outcome, Role, Session, SessionConfig};
 use vnu_perf::synth::wire;
 use vnu_perf::{
-    IperfServer, binary_description, busiest_thread, clock_ticks_per_second, cpu_seconds,
-    load_average, median, parse_stat_ticks, parse_summary, steal_ticks, thread_cpu_seconds,
+    IperfServer, binary_description, busiest_thread, clock_ticks_per_second,
+    cpu_seconds_user_system, load_average, median, parse_stat_ticks, parse_summary, steal_ticks,
+    thread_cpu_seconds,
 };
 use vnu_tests::Backend;
 
@@ -232,7 +233,8 @@ impl Test {
 /// thread at one mark.
 #[derive(Debug, Clone, Default)]
 struct Sample {
-    backend: Option<f64>,
+    /// The backend's user and system CPU seconds.
+    backend: Option<(f64, f64)>,
     backend_threads: Vec<(u32, f64)>,
     driver: Option<f64>,
     peer: Option<f64>,
@@ -253,6 +255,8 @@ struct TestResult {
     bytes: u64,
     frames: u64,
     backend_cpu: Option<f64>,
+    /// The part of `backend_cpu` in the kernel (system time).
+    backend_kernel_cpu: Option<f64>,
     /// CPU of the backend's busiest thread.
     backend_busiest: Option<f64>,
     /// Every backend thread's CPU seconds over the interval, busiest first.
@@ -283,7 +287,16 @@ impl TestResult {
     }
 
     fn backend_per_gb(&self) -> Option<f64> {
-        Some(self.backend_cpu? / (self.bytes as f64 / 1e9)).filter(|_| self.bytes > 0)
+        self.per_gb(self.backend_cpu?)
+    }
+
+    /// The backend's kernel CPU per GB: what its system calls cost, whatever its own code does.
+    fn backend_kernel_per_gb(&self) -> Option<f64> {
+        self.per_gb(self.backend_kernel_cpu?)
+    }
+
+    fn per_gb(&self, cpu: f64) -> Option<f64> {
+        Some(cpu / (self.bytes as f64 / 1e9)).filter(|_| self.bytes > 0)
     }
 }
 
@@ -690,7 +703,9 @@ fn drive(
                         // The first pair's thread samples the backend for all.
                         let whole = k == 0;
                         samples[i] = Sample {
-                            backend: whole.then(|| cpu_seconds(backend_pid, ticks)).flatten(),
+                            backend: whole
+                                .then(|| cpu_seconds_user_system(backend_pid, ticks))
+                                .flatten(),
                             backend_threads: if whole {
                                 thread_cpu_seconds(backend_pid, ticks)
                             } else {
@@ -791,7 +806,11 @@ fn combine(pairs: &[PairResult], role: Role) -> TestResult {
         seconds: (t1 - t0).as_secs_f64(),
         bytes: pair_bytes.iter().sum(),
         frames: interval.data_frames,
-        backend_cpu: diff(s0.backend, s1.backend),
+        backend_cpu: diff(
+            s0.backend.map(|(u, s)| u + s),
+            s1.backend.map(|(u, s)| u + s),
+        ),
+        backend_kernel_cpu: diff(s0.backend.map(|(_, s)| s), s1.backend.map(|(_, s)| s)),
         backend_busiest: busiest_thread(&s0.backend_threads, &s1.backend_threads),
         backend_threads: thread_deltas(&s0.backend_threads, &s1.backend_threads),
         driver_cpu: sum(pairs
@@ -949,8 +968,8 @@ impl<'a> Medians<'a> {
 
 fn print_table(tests: &[Test], results: &[Vec<Result<TestResult, String>>], ceiling: Option<f64>) {
     println!(
-        "{:<6} {:<8} {:>5} {:<11} {:>7} {:<17} {:>8} {:>7} {:>8} {:>7} {:>8} {:>7} {:>6} {:>8} \
-         {:>8}",
+        "{:<6} {:<8} {:>5} {:<11} {:>7} {:<17} {:>8} {:>7} {:>8} {:>7} {:>7} {:>8} {:>7} {:>6} \
+         {:>8} {:>8}",
         "backend",
         "mode",
         "pairs",
@@ -961,6 +980,7 @@ fn print_table(tests: &[Test], results: &[Vec<Result<TestResult, String>>], ceil
         "ceiling",
         "backend",
         "s/GB",
+        "kernel",
         "busiest",
         "driver",
         "peer",
@@ -978,8 +998,8 @@ fn print_table(tests: &[Test], results: &[Vec<Result<TestResult, String>>], ceil
             })
             .collect();
         println!(
-            "{:<7} {:<8} {:>5} {:<11} {:>7} {:<17} {:>8} {:>7} {:>8} {:>7} {:>8} {:>7} {:>6} \
-             {:>8} {:>8}",
+            "{:<7} {:<8} {:>5} {:<11} {:>7} {:<17} {:>8} {:>7} {:>8} {:>7} {:>7} {:>8} {:>7} \
+             {:>6} {:>8} {:>8}",
             test.target.name(),
             test.mode.name(),
             test.pairs,
@@ -993,6 +1013,7 @@ fn print_table(tests: &[Test], results: &[Vec<Result<TestResult, String>>], ceil
             },
             m.pct(|r| r.backend_cpu),
             fmt(m.get(|r| r.backend_per_gb()), 3),
+            fmt(m.get(|r| r.backend_kernel_per_gb()), 3),
             m.pct(|r| r.backend_busiest),
             m.pct(|r| r.driver_cpu),
             m.pct(|r| r.peer_cpu),
@@ -1028,11 +1049,22 @@ fn print_ratios(tests: &[Test], results: &[Vec<Result<TestResult, String>>]) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
             _ => "-".into(),
         };
+        // Ours' kernel part against passt's whole: the least ours' CPU per GB could come to
+        // with its own code costing nothing, the system calls it makes staying the same.
+        let kernel_floor = match (
+            ours.get(|r| r.backend_kernel_per_gb()),
+            passt.get(|r| r.backend_per_gb()),
+        ) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+            _ => "-".into(),
+        };
         lines.push(format!(
-            "  {label:<44} Gbit/s {:>6}   pkts/s {:>6}   backend CPU per GB {:>6}",
+            "  {label:<44} Gbit/s {:>6}   pkts/s {:>6}   backend CPU per GB {:>6} (in the kernel \
+             alone {:>6})",
             ratio(&|r| Some(r.gbit())),
             ratio(&|r| Some(r.frames_per_s())),
             ratio(&|r| r.backend_per_gb()),
+            kernel_floor,
         ));
     };
     for role in [Role::Send, Role::Receive] {
