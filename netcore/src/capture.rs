@@ -272,9 +272,9 @@ impl<F: crate::link::RxFrames> crate::link::RxFrames for TapFrames<'_, F> {
     fn commit(mut self, lens: &[usize]) {
         const MIN: usize = crate::wire::ethernet::MIN_FRAME_LEN;
         const ZEROS: [u8; MIN] = [0; MIN];
-        // Reservations hold at most 16 frames (one socket read), so padded lengths fit on the
+        // Reservations hold at most one socket read's frames, so padded lengths fit on the
         // stack: no allocation per packet. A larger one would get a vector.
-        const ON_STACK: usize = 16;
+        const ON_STACK: usize = crate::flow::tcp::MAX_FRAMES_PER_READ;
         let mut on_stack = [0usize; ON_STACK];
         let mut on_heap = Vec::new();
         let lens = if lens.iter().all(|&len| len >= MIN) {

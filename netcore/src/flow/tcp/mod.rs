@@ -18,7 +18,7 @@
 //!   segment (the end of a message, as a request): then it waits up to [`DELAYED_ACK`] for
 //!   the peer's answer, whose first segment carries it, so the guest takes one frame, not two.
 //! * **Host to guest.** Data stays in the socket's receive queue until the guest ACKs it. We
-//!   `recvmsg(MSG_PEEK)` it straight into guest RX buffers, up to 16 frames per call (reserved
+//!   `recvmsg(MSG_PEEK)` it straight into guest RX buffers, up to 64 frames per call (reserved
 //!   together through [`RxLink::reserve_frames`]); with `SO_PEEK_OFF` the kernel keeps
 //!   the peek position at "bytes already sent" (`snd_nxt - snd_una`), and removes bytes with
 //!   `MSG_TRUNC` as ACKs arrive, moving the position back accordingly. Retransmission (a
@@ -216,6 +216,7 @@ pub struct TcpCounters {
 
 pub use crate::nat::Target;
 pub(crate) use guest::Deferred;
+pub(crate) use host::MAX_FRAMES_PER_READ;
 
 /// What the engine must do after a guest segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
