@@ -346,6 +346,8 @@ pub struct Watched {
 pub struct Window {
     pub wall: Duration,
     pub backend_cpu: Option<f64>,
+    /// The part of `backend_cpu` spent in the kernel (its system time).
+    pub backend_kernel_cpu: Option<f64>,
     pub qemu_cpu: Option<f64>,
     /// CPU seconds of QEMU's busiest thread: under TCG with one vCPU, the vCPU thread (the
     /// main loop, which runs slirp and the stream link's socket, uses far less). Near the
@@ -458,12 +460,14 @@ pub fn watch_window<R: BufRead + Send + 'static>(
 ) -> JoinHandle<Option<Window>> {
     std::thread::spawn(move || {
         let sample = |pid: Option<u32>| pid.and_then(|p| cpu_seconds(p, procs.ticks_per_second));
+        let split =
+            |pid: Option<u32>| pid.and_then(|p| cpu_seconds_user_system(p, procs.ticks_per_second));
         let mut start = None;
         for line in lines.map_while(Result::ok) {
             if start.is_none() && line.starts_with("Accepted connection") {
                 start = Some((
                     Instant::now(),
-                    sample(procs.backend),
+                    split(procs.backend),
                     sample(Some(procs.qemu)),
                     thread_cpu_seconds(procs.qemu, procs.ticks_per_second),
                     steal_ticks(),
@@ -474,7 +478,7 @@ pub fn watch_window<R: BufRead + Send + 'static>(
             }
         }
         let (began, backend0, qemu0, threads0, steal0, backend_threads0) = start?;
-        let (backend1, qemu1) = (sample(procs.backend), sample(Some(procs.qemu)));
+        let (backend1, qemu1) = (split(procs.backend), sample(Some(procs.qemu)));
         let backend_threads = backend_threads0.zip(procs.backend).map(|(before, p)| {
             top_threads(&before, &thread_cpu_seconds(p, procs.ticks_per_second))
         });
@@ -492,7 +496,11 @@ pub fn watch_window<R: BufRead + Send + 'static>(
         };
         Some(Window {
             wall,
-            backend_cpu: used(backend0, backend1),
+            backend_cpu: used(
+                backend0.map(|(user, system)| user + system),
+                backend1.map(|(user, system)| user + system),
+            ),
+            backend_kernel_cpu: used(backend0.map(|(_, s)| s), backend1.map(|(_, s)| s)),
             qemu_cpu: used(qemu0, qemu1),
             vcpu_cpu: busiest_thread(&threads0, &threads1),
             backend_threads,

@@ -1250,6 +1250,8 @@ struct DirectionFigures {
     runs: Vec<String>,
     backend_cpu: Option<f64>,
     backend_per_gb: Option<f64>,
+    /// The kernel's part of `backend_per_gb`: what the backend's system calls cost.
+    backend_kernel_per_gb: Option<f64>,
     qemu_cpu: Option<f64>,
     qemu_per_gb: Option<f64>,
     guest_per_gb: Option<f64>,
@@ -1269,6 +1271,7 @@ struct DirectionFigures {
     /// Sums over the runs with both a result and a CPU figure: (CPU s, bytes received), for
     /// the backend, for QEMU and for the guest (its own busy time, from its /proc/stat).
     backend_total: (f64, u64),
+    backend_kernel_total: (f64, u64),
     qemu_total: (f64, u64),
     guest_total: (f64, u64),
 }
@@ -1327,6 +1330,10 @@ fn direction_figures(m: &Measured, load: Load, direction: Direction) -> Directio
             f.backend_total.0 += c;
             f.backend_total.1 += r.bytes;
         }
+        if let Some(c) = w.backend_kernel_cpu {
+            f.backend_kernel_total.0 += c;
+            f.backend_kernel_total.1 += r.bytes;
+        }
         if let Some(c) = w.qemu_cpu {
             qemu.push(c);
             f.qemu_total.0 += c;
@@ -1352,6 +1359,7 @@ fn direction_figures(m: &Measured, load: Load, direction: Direction) -> Directio
     }
     f.steal = median(&steal);
     f.backend_per_gb = per_gb(f.backend_total);
+    f.backend_kernel_per_gb = per_gb(f.backend_kernel_total);
     f.qemu_per_gb = per_gb(f.qemu_total);
     f.guest_per_gb = per_gb(f.guest_total);
     f.retransmits = tests
@@ -1587,13 +1595,15 @@ fn print_more_summary(results: &[Measured]) {
 
 fn print_details(results: &[Measured]) {
     println!(
-        "{:<12} {:<25} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9}  load at start",
+        "{:<12} {:<25} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9}  load at \
+         start",
         "backend",
         "test",
         "median",
         "runs",
         "backend s",
         "s/GB",
+        "kernel",
         "QEMU s",
         "guest s/GB",
         "vCPU %",
@@ -1618,7 +1628,8 @@ fn print_details(results: &[Measured]) {
                     Load::Tcp | Load::Streams => f.retransmits.to_string(),
                 };
                 println!(
-                    "{:<12} {:<25} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9}  {}",
+                    "{:<12} {:<25} {:>8}  {:<24} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} \
+                     {:>9}  {}",
                     m.kind.name(),
                     format!("{} Mbit/s", load.label(direction)),
                     fmt(f.mbit, 0),
@@ -1628,6 +1639,11 @@ fn print_details(results: &[Measured]) {
                         "-".into()
                     } else {
                         fmt(f.backend_per_gb, 2)
+                    },
+                    if m.kind == Kind::Slirp {
+                        "-".into()
+                    } else {
+                        fmt(f.backend_kernel_per_gb, 2)
                     },
                     fmt(f.qemu_cpu, 2),
                     fmt(f.guest_per_gb, 2),
