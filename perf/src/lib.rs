@@ -255,7 +255,8 @@ pub fn parse_steal(stat: &str) -> Option<(u64, usize)> {
 
 /// CPU seconds (user + system, all threads) used so far by process `pid`; `None` once it is gone.
 pub fn cpu_seconds(pid: u32, ticks_per_second: u64) -> Option<f64> {
-    stat_cpu_seconds(Path::new(&format!("/proc/{pid}/stat")), ticks_per_second)
+    let (user, system) = cpu_seconds_user_system(pid, ticks_per_second)?;
+    Some(user + system)
 }
 
 /// CPU seconds of process `pid` (all threads) so far, as (user, system); `None` once it is gone.

@@ -71,10 +71,11 @@ pub const CONTROL_EVENT: u16 = MODERATION_EVENT + 1;
 pub const MAX_QUEUE_SIZE: usize = 1024;
 /// TX chains taken for one engine batch, whose frames the engine sees together (one flow's
 /// payload from all of them goes to its socket in one write) and which go back to the guest
-/// together after it. Half of QEMU's default ring, so the guest keeps buffers to fill; a
-/// guest without offloads sends 1514-byte frames as two-descriptor chains, and a wakeup finds
-/// about 85 of them: 64 cut that into two writes, and the kernel's cost per GB (each write
-/// wakes the reader) fell by a fifth with one (perf/README.md).
+/// together after it. A guest without offloads sends 1514-byte frames as two-descriptor
+/// chains, of which QEMU's default ring of 256 holds 128, and a wakeup finds about 85: 64 cut
+/// that into two writes, and the kernel's cost per GB (each write wakes the reader) fell by a
+/// fifth with one (perf/README.md). Chains of one descriptor fill half the ring at 128, so
+/// such a guest keeps buffers to fill while we work.
 const TX_BATCH_CHAINS: usize = 128;
 
 /// The virtio features offered: only what the data path implements.

@@ -1618,10 +1618,13 @@ fn print_details(results: &[Measured]) {
                 if !f.ran {
                     continue;
                 }
-                let backend = if m.kind == Kind::Slirp {
-                    "in QEMU".to_owned()
-                } else {
-                    fmt(f.backend_cpu, 2)
+                // slirp runs inside QEMU: no backend process to measure.
+                let of_backend = |v: Option<f64>, none: &str| {
+                    if m.kind == Kind::Slirp {
+                        none.to_owned()
+                    } else {
+                        fmt(v, 2)
+                    }
                 };
                 let retr_loss = match load {
                     Load::Udp | Load::UdpFit(_) => fmt(f.loss, 1) + "%",
@@ -1634,17 +1637,9 @@ fn print_details(results: &[Measured]) {
                     format!("{} Mbit/s", load.label(direction)),
                     fmt(f.mbit, 0),
                     f.runs.join(" "),
-                    backend,
-                    if m.kind == Kind::Slirp {
-                        "-".into()
-                    } else {
-                        fmt(f.backend_per_gb, 2)
-                    },
-                    if m.kind == Kind::Slirp {
-                        "-".into()
-                    } else {
-                        fmt(f.backend_kernel_per_gb, 2)
-                    },
+                    of_backend(f.backend_cpu, "in QEMU"),
+                    of_backend(f.backend_per_gb, "-"),
+                    of_backend(f.backend_kernel_per_gb, "-"),
                     fmt(f.qemu_cpu, 2),
                     fmt(f.guest_per_gb, 2),
                     fmt(f.vcpu_busy, 0),

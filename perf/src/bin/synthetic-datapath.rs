@@ -1045,19 +1045,17 @@ fn print_ratios(tests: &[Test], results: &[Vec<Result<TestResult, String>>]) {
         let (Some(ours), Some(passt)) = (ours, passt) else {
             return;
         };
-        let ratio = |f: &dyn Fn(&TestResult) -> Option<f64>| match (ours.get(f), passt.get(f)) {
+        let ratio_of = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
             _ => "-".into(),
         };
+        let ratio = |f: &dyn Fn(&TestResult) -> Option<f64>| ratio_of(ours.get(f), passt.get(f));
         // Ours' kernel part against passt's whole: the least ours' CPU per GB could come to
         // with its own code costing nothing, the system calls it makes staying the same.
-        let kernel_floor = match (
+        let kernel_floor = ratio_of(
             ours.get(|r| r.backend_kernel_per_gb()),
             passt.get(|r| r.backend_per_gb()),
-        ) {
-            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
-            _ => "-".into(),
-        };
+        );
         lines.push(format!(
             "  {label:<44} Gbit/s {:>6}   pkts/s {:>6}   backend CPU per GB {:>6} (in the kernel \
              alone {:>6})",
