@@ -580,10 +580,6 @@ fn setup(
     }
     log::debug!("forwarded ports: {rules:?}");
     let control = Arc::new(Control::new(rules).map_err(UsageError::Control)?);
-    let frontends = match persona.connected.take() {
-        Some(stream) => Frontends::Connected(stream),
-        None => Frontends::Listener(args.listener()?),
-    };
     let api = match &args.api_socket {
         Some(path) => Some(api_listener(path)?),
         None => None,
@@ -598,6 +594,12 @@ fn setup(
             })?;
         exit::remove_at_exit(path);
     }
+    // Last, once the API socket and the PID file are in place: a client that waits for the
+    // vhost-user socket to appear (libvirt, QEMU, our tests) may then use them at once.
+    let frontends = match persona.connected.take() {
+        Some(stream) => Frontends::Connected(stream),
+        None => Frontends::Listener(args.listener()?),
+    };
     if plan.map_gateway_to_loopback && !plan.restrict {
         // As slirp4netns says at startup: the mapping is slirp's default, and a risk. Said once
         // the configuration is accepted, so that a refused one stays a one-line error.
