@@ -1093,7 +1093,7 @@ pub(crate) mod tests {
     }
 
     /// The sum read where the bytes lie equals the one over a copy, at every alignment and
-    /// length (odd ones too) around the 8-byte words it reads.
+    /// length (odd ones too) around the 8-byte words and the 32-byte blocks it reads.
     #[test]
     fn the_host_map_sums_guest_bytes_in_place_as_a_copy_is_summed() {
         let mem = GuestMem::from_ranges(&[(GuestAddress(0), 0x4000)]).unwrap();
@@ -1102,8 +1102,8 @@ pub(crate) mod tests {
         let mut host_map = HostMap::default();
         let map = host_map.map(&mem);
         let range = map.locate(GuestAddress(0), 0x3000).unwrap();
-        for start in 0..17 {
-            for len in (0..40).chain([1499, 1500, 4096, 0x2fe0 - 17]) {
+        for start in 0..70 {
+            for len in (0..40).chain([127, 128, 129, 160, 1499, 1500, 4096, 0x2fe0 - 70]) {
                 let copy = |at: usize, buf: &mut [u8]| {
                     let n = buf.len().min(data.len() - at);
                     buf[..n].copy_from_slice(&data[at..at + n]);
@@ -1119,7 +1119,9 @@ pub(crate) mod tests {
         }
         // All ones: every carry folds around.
         mem.write_slice(&[0xff; 0x3000], GuestAddress(0)).unwrap();
-        assert_eq!(map.ones_sum(range, 3, 0x2000), Some(0xffff));
+        for start in [0, 3, 8, 37] {
+            assert_eq!(map.ones_sum(range, start, 0x2000), Some(0xffff));
+        }
         assert_eq!(map.ones_sum(range, 0x3ff0, 0x20), None, "past the region");
     }
 

@@ -686,26 +686,104 @@ impl<'m> Mapped<'m> {
     }
 }
 
+/// Adds with end-around carry: 64-bit words summed so fold ([`ones_fold`]) to the 16-bit one's
+/// complement sum of their 16-bit words in the same (native) byte order (RFC 1071, 2.(B), (C)).
+fn ones_add(sum: u64, word: u64) -> u64 {
+    let (sum, carry) = sum.overflowing_add(word);
+    sum + u64::from(carry)
+}
+
+/// The 16-bit one's complement sum an end-around-carry sum of 64-bit words stands for.
+fn ones_fold(sum: u64) -> u16 {
+    let sum = (sum & 0xffff_ffff) + (sum >> 32);
+    let sum = (sum & 0xffff_ffff) + (sum >> 32);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+/// The end-around-carry sum of `words` 64-bit words from `at`, read with volatile loads: 32
+/// bytes a load where the CPU has AVX2, else 8. On frames of 64 KiB the kernel just wrote,
+/// AVX2 took about half the time.
+///
+/// # Safety
+/// `at` must be 8-byte aligned and `at..at + words` mapped readable for the whole call.
+unsafe fn volatile_word_sum(at: *const u64, words: usize) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if words >= 16 && std::arch::is_x86_feature_detected!("avx2") {
+        // Words up to the first 32-byte boundary, whole 32-byte blocks, then the rest.
+        let lead = at.align_offset(32).min(words);
+        let blocks = (words - lead) / 4;
+        let rest = words - lead - 4 * blocks;
+        // SAFETY: the three pieces split the caller's range; the blocks start 32-byte aligned
+        // and AVX2 is present (checked just above).
+        return unsafe {
+            let sum = scalar_word_sum(at, lead);
+            let sum = ones_add(sum, avx2_block_sum(at.add(lead).cast(), blocks));
+            ones_add(sum, scalar_word_sum(at.add(lead + 4 * blocks), rest))
+        };
+    }
+    // SAFETY: as the caller vouches.
+    unsafe { scalar_word_sum(at, words) }
+}
+
+/// [`volatile_word_sum`] a word at a time.
+///
+/// # Safety
+/// As for [`volatile_word_sum`].
+unsafe fn scalar_word_sum(at: *const u64, words: usize) -> u64 {
+    // SAFETY: every `i` is below `words`, inside the range the caller vouches for, aligned.
+    let word = |i: usize| unsafe { at.add(i).read_volatile() };
+    // Four independent carry chains, so that the adds overlap.
+    let (mut a, mut b, mut c, mut d) = (0, 0, 0, 0);
+    let mut i = 0;
+    while i + 4 <= words {
+        a = ones_add(a, word(i));
+        b = ones_add(b, word(i + 1));
+        c = ones_add(c, word(i + 2));
+        d = ones_add(d, word(i + 3));
+        i += 4;
+    }
+    while i < words {
+        a = ones_add(a, word(i));
+        i += 1;
+    }
+    ones_add(ones_add(a, b), ones_add(c, d))
+}
+
+/// The end-around-carry sum of `blocks` 32-byte blocks from `at`. Each 64-bit lane adds the
+/// low and the high 32-bit halves of its words apart, so no carry is lost while a lane stays
+/// below 2^64, which holds for up to 2^31 blocks (64 GiB), far more than one frame.
+///
+/// # Safety
+/// `at` must be 32-byte aligned, `at..at + blocks` mapped readable for the whole call, and the
+/// CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn avx2_block_sum(at: *const std::arch::x86_64::__m256i, blocks: usize) -> u64 {
+    use std::arch::x86_64::*;
+    let low_halves = _mm256_set1_epi64x(0xffff_ffff);
+    let (mut low, mut high) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    for i in 0..blocks {
+        // SAFETY: block `i` lies inside the range the caller vouches for, aligned.
+        let block = unsafe { at.add(i).read_volatile() };
+        low = _mm256_add_epi64(low, _mm256_and_si256(block, low_halves));
+        high = _mm256_add_epi64(high, _mm256_srli_epi64::<32>(block));
+    }
+    let mut lanes = [0u64; 4];
+    // SAFETY: `lanes` is 32 bytes, written unaligned.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), _mm256_add_epi64(low, high)) };
+    lanes.into_iter().fold(0, ones_add)
+}
+
 /// The RFC 1071 sum of `len` bytes at `base`, read with volatile loads, a byte at a time up to
-/// the first 8-byte boundary and then 8 bytes at a time: the guest may rewrite the bytes while
-/// we read (it then gets a wrong checksum), so they are never viewed as a slice.
+/// the first 8-byte boundary and then by aligned words ([`volatile_word_sum`]): the guest may
+/// rewrite the bytes while we read (it then gets a wrong checksum), so they are never viewed as
+/// a slice.
 ///
 /// # Safety
 /// `base..base + len` must be mapped readable for the whole call.
 unsafe fn volatile_ones_sum(base: *const u8, len: usize) -> u16 {
-    // 64-bit words summed with end-around carry fold to the 16-bit one's complement sum of
-    // their 16-bit words in the same (native) byte order (RFC 1071, 2.(B) and (C)).
-    fn add(sum: u64, word: u64) -> u64 {
-        let (sum, carry) = sum.overflowing_add(word);
-        sum + u64::from(carry)
-    }
-    fn fold(sum: u64) -> u16 {
-        let sum = (sum & 0xffff_ffff) + (sum >> 32);
-        let sum = (sum & 0xffff_ffff) + (sum >> 32);
-        let sum = (sum & 0xffff) + (sum >> 16);
-        let sum = (sum & 0xffff) + (sum >> 16);
-        sum as u16
-    }
     // Bytes before the first aligned word, and after the last, as one word each with the
     // missing bytes zero: their places within the word keep each byte's parity.
     let partial = |from: usize, count: usize| {
@@ -720,31 +798,14 @@ unsafe fn volatile_ones_sum(base: *const u8, len: usize) -> u16 {
     let words = (len - head) / 8;
     let tail = len - head - words * 8;
     let aligned = base.wrapping_add(head).cast::<u64>();
-    let word = |i: usize| {
-        // SAFETY: every caller's `i` is below `words`, so word `i` lies inside the range
-        // (head + 8 * words <= len), and it is aligned.
-        unsafe { aligned.add(i).read_volatile() }
-    };
-    // Four independent carry chains, so that the adds overlap.
-    let (mut a, mut b, mut c, mut d) = (0, 0, 0, 0);
-    let mut i = 0;
-    while i + 4 <= words {
-        a = add(a, word(i));
-        b = add(b, word(i + 1));
-        c = add(c, word(i + 2));
-        d = add(d, word(i + 3));
-        i += 4;
-    }
-    while i < words {
-        a = add(a, word(i));
-        i += 1;
-    }
-    let body = add(add(a, b), add(c, d));
-    let body = add(body, partial(head + words * 8, tail));
+    // SAFETY: `aligned` is 8-byte aligned, and its `words` words lie inside the range the
+    // caller vouches for (head + 8 * words <= len).
+    let body = unsafe { volatile_word_sum(aligned, words) };
+    let body = ones_add(body, partial(head + words * 8, tail));
     // Two pieces of the range: the head at 0 and the body from `head`, which straddles the
     // range's 16-bit words when the head is odd.
     let mut sums = netcore::link::PieceSums::default();
-    sums.add(0, u16::from_be(fold(partial(0, head))));
-    sums.add(head, u16::from_be(fold(body)));
+    sums.add(0, u16::from_be(ones_fold(partial(0, head))));
+    sums.add(head, u16::from_be(ones_fold(body)));
     sums.total()
 }
