@@ -268,7 +268,7 @@ pub fn cpu_seconds_user_system(pid: u32, ticks_per_second: u64) -> Option<(f64, 
 }
 
 /// CPU seconds (user + system) from one `stat` file of `/proc`, a process's or a thread's.
-fn stat_cpu_seconds(stat: &Path, ticks_per_second: u64) -> Option<f64> {
+pub fn stat_cpu_seconds(stat: &Path, ticks_per_second: u64) -> Option<f64> {
     let stat = std::fs::read_to_string(stat).ok()?;
     Some(parse_stat_ticks(&stat)? as f64 / ticks_per_second as f64)
 }

@@ -24,7 +24,7 @@ use vnu_perf::synth::session::{Counters, Mark, Outcome, Role, Session, SessionCo
 use vnu_perf::synth::wire;
 use vnu_perf::{
     IperfServer, binary_description, busiest_thread, clock_ticks_per_second,
-    cpu_seconds_user_system, load_average, median, parse_stat_ticks, parse_summary, steal_ticks,
+    cpu_seconds_user_system, load_average, median, parse_summary, stat_cpu_seconds, steal_ticks,
     thread_cpu_seconds,
 };
 use vnu_tests::Backend;
@@ -711,9 +711,9 @@ fn drive(
                             } else {
                                 Vec::new()
                             },
-                            driver: thread_cpu("/proc/thread-self/stat", ticks),
-                            peer: thread_cpu(
-                                &format!("/proc/self/task/{}/stat", peer.tid()),
+                            driver: stat_cpu_seconds(Path::new("/proc/thread-self/stat"), ticks),
+                            peer: stat_cpu_seconds(
+                                Path::new(&format!("/proc/self/task/{}/stat", peer.tid())),
                                 ticks,
                             ),
                             peer_bytes: peer.bytes(),
@@ -872,12 +872,6 @@ fn counters_diff(a: &Counters, b: &Counters) -> Counters {
         other_frames: b.other_frames - a.other_frames,
         data_valid_unasked: b.data_valid_unasked - a.data_valid_unasked,
     }
-}
-
-/// CPU seconds of one thread from its `stat` file.
-fn thread_cpu(path: &str, ticks: u64) -> Option<f64> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    Some(parse_stat_ticks(&stat)? as f64 / ticks as f64)
 }
 
 const SUMMARY_MARK: &str = "connection summary: ";
