@@ -261,7 +261,12 @@ pub fn cpu_seconds(pid: u32, ticks_per_second: u64) -> Option<f64> {
 
 /// CPU seconds of process `pid` (all threads) so far, as (user, system); `None` once it is gone.
 pub fn cpu_seconds_user_system(pid: u32, ticks_per_second: u64) -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_seconds_user_system(Path::new(&format!("/proc/{pid}/stat")), ticks_per_second)
+}
+
+/// User and system CPU seconds from one `stat` file of `/proc`, a process's or a thread's.
+pub fn stat_cpu_seconds_user_system(stat: &Path, ticks_per_second: u64) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(stat).ok()?;
     let (utime, stime) = parse_stat_user_system(&stat)?;
     let seconds = |t: u64| t as f64 / ticks_per_second as f64;
     Some((seconds(utime), seconds(stime)))

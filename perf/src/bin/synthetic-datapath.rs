@@ -18,14 +18,15 @@ use virtio_bindings::bindings::virtio_net::{
 use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vm_memory::{Bytes, GuestAddress};
 use vnu_perf::procs::{Daemon, Netns};
+use vnu_perf::synth::floor::{self, FloorConfig};
 use vnu_perf::synth::peer::{Pattern, Peer, PeerRole};
 use vnu_perf::synth::ring::{Device, DriverConfig, MAX_QUEUE_SIZE};
 use vnu_perf::synth::session::{Counters, Mark, Outcome, Role, Session, SessionConfig};
 use vnu_perf::synth::wire;
 use vnu_perf::{
     IperfServer, binary_description, busiest_thread, clock_ticks_per_second,
-    cpu_seconds_user_system, load_average, median, parse_summary, stat_cpu_seconds, steal_ticks,
-    thread_cpu_seconds,
+    cpu_seconds_user_system, load_average, median, parse_summary, stat_cpu_seconds,
+    stat_cpu_seconds_user_system, steal_ticks, thread_cpu_seconds,
 };
 use vnu_tests::Backend;
 
@@ -50,7 +51,7 @@ struct Args {
     warmup: f64,
 
     /// Which backends to drive (comma-separated).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Target::Ours, Target::Passt])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Target::Ours, Target::Passt, Target::Floor])]
     backends: Vec<Target>,
 
     /// Which frame sizes and feature sets to test (comma-separated). A backend that does not
@@ -123,6 +124,10 @@ enum Target {
     Ours,
     /// Debian 13's passt, `passt --vhost-user`, in a network namespace of its own.
     Passt,
+    /// No backend: a thread of this program makes the host-side socket calls a backend makes
+    /// for the flow, as if the guest took every byte at once (see `synth::floor`). Its CPU per
+    /// GB is the least any backend making these calls could cost on this kernel.
+    Floor,
 }
 
 impl Target {
@@ -130,6 +135,7 @@ impl Target {
         match self {
             Target::Ours => "ours",
             Target::Passt => "passt",
+            Target::Floor => "floor",
         }
     }
 }
@@ -383,6 +389,7 @@ impl Running {
                     _dir: files,
                 })
             }
+            Target::Floor => Err("the floor runs no backend".into()),
         }
     }
 
@@ -456,6 +463,14 @@ fn run(args: &Args) -> Result<bool, String> {
         let bin = vnu_perf::release_backend()?;
         println!("ours      {}", binary_description(&bin));
     }
+    if args.backends.contains(&Target::Floor) {
+        println!(
+            "floor     no backend: this program's own thread makes the host-side socket calls \
+             of the flow (recvmsg(MSG_PEEK) up to {FLOOR_FRAMES_PER_READ} frames then \
+             recv(MSG_TRUNC); sendmsg of up to {FLOOR_FRAMES_PER_WRITE} frames), as if the \
+             guest took every byte at once"
+        );
+    }
     if args.backends.contains(&Target::Passt) {
         println!(
             "passt     passt --vhost-user, Debian 13 package {} (scripts/debian13.sh), in a \
@@ -495,6 +510,13 @@ fn run(args: &Args) -> Result<bool, String> {
                 continue;
             }
             for &pairs in &args.queue_pairs {
+                if target == Target::Floor && pairs > 1 {
+                    println!(
+                        "skipped   floor {} {pairs} pairs: the floor is one flow",
+                        mode.name()
+                    );
+                    continue;
+                }
                 if target == Target::Passt && pairs > 1 {
                     println!(
                         "skipped   passt {} {pairs} pairs: passt has one",
@@ -590,6 +612,9 @@ fn run_test(
     local_port: u16,
     ticks: u64,
 ) -> Result<TestResult, String> {
+    if test.target == Target::Floor {
+        return run_floor(pattern, args, test, ticks);
+    }
     let running = Running::start(test.target, test.mode, args)?;
     let result = drive(&running, pattern, args, test, local_port, ticks);
     // Disconnecting ends the backend's side of the connection; vhost-net-user's counters
@@ -743,6 +768,97 @@ fn drive(
         return Err(peer_errors.join("; "));
     }
     Ok(combine(&pairs, test.role))
+}
+
+/// The floor's most frames a socket read: vhost-net-user's (`MAX_FRAMES_PER_READ` in netcore's
+/// TCP host side). Fewer when the ring holds fewer.
+const FLOOR_FRAMES_PER_READ: usize = 64;
+/// The floor's most frames a socket write: vhost-net-user's TX batch (`TX_BATCH_CHAINS`).
+/// Fewer when the ring holds fewer two-descriptor chains.
+const FLOOR_FRAMES_PER_WRITE: usize = 128;
+
+/// The floor's test: a peer, and the flow's socket calls made by this thread (see
+/// `synth::floor`); the "backend" figures are this thread's.
+fn run_floor(
+    pattern: &Pattern,
+    args: &Args,
+    test: &Test,
+    ticks: u64,
+) -> Result<TestResult, String> {
+    let peer = Peer::start(
+        match test.role {
+            Role::Send => PeerRole::Sink {
+                verify: !args.no_verify,
+            },
+            Role::Receive => PeerRole::Source,
+        },
+        None,
+    )?;
+    let frame_payload = match test.mode {
+        Mode::Offload => args.tso_payload,
+        Mode::Plain | Mode::Mtu65520 => usize::from(test.mode.mss()),
+    };
+    let config = FloorConfig {
+        role: test.role,
+        frame_payload,
+        frames_per_call: match test.role {
+            Role::Receive => FLOOR_FRAMES_PER_READ,
+            Role::Send => FLOOR_FRAMES_PER_WRITE.min(usize::from(args.queue_size) / 2),
+        },
+        rx_buffer: args.rx_buffer.unwrap_or(test.mode.rx_buffer()) as usize,
+        rx_buffers: usize::from(args.queue_size),
+        warmup: Duration::from_secs_f64(args.warmup),
+        duration: Duration::from_secs_f64(args.time),
+        port: peer.port(),
+    };
+    let peer_stat = format!("/proc/self/task/{}/stat", peer.tid());
+    let mut samples: [Sample; 2] = Default::default();
+    let outcome = floor::run(&config, pattern, |m| {
+        let i = match m {
+            Mark::Connected => return,
+            Mark::Start => 0,
+            Mark::End => 1,
+        };
+        samples[i] = Sample {
+            backend: stat_cpu_seconds_user_system(Path::new("/proc/thread-self/stat"), ticks),
+            backend_threads: Vec::new(),
+            driver: None,
+            peer: stat_cpu_seconds(Path::new(&peer_stat), ticks),
+            peer_bytes: peer.bytes(),
+        };
+    });
+    let peer_result = peer.finish();
+    let outcome = outcome?;
+    peer_result?;
+    let [s0, s1] = &samples;
+    let bytes = match test.role {
+        Role::Send => s1.peer_bytes - s0.peer_bytes,
+        Role::Receive => outcome.end.1 - outcome.start.1,
+    };
+    let diff = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+    let cpu = diff(
+        s0.backend.map(|(u, s)| u + s),
+        s1.backend.map(|(u, s)| u + s),
+    );
+    Ok(TestResult {
+        seconds: (outcome.end.0 - outcome.start.0).as_secs_f64(),
+        bytes,
+        // Frames of the mode's size that many bytes would have been.
+        frames: bytes / frame_payload as u64,
+        backend_cpu: cpu,
+        backend_kernel_cpu: diff(s0.backend.map(|(_, s)| s), s1.backend.map(|(_, s)| s)),
+        backend_busiest: cpu,
+        backend_threads: cpu.into_iter().collect(),
+        driver_cpu: None,
+        peer_cpu: diff(s0.peer, s1.peer),
+        pair_bytes: vec![bytes],
+        interval: Counters::default(),
+        whole: Counters::default(),
+        kicks: [0; 2],
+        wakeups: 0,
+        backend_mss: None,
+        backend_summary: None,
+    })
 }
 
 /// Lets the pairs' sessions start their warm-up together once all are connected (or after
@@ -1017,9 +1133,10 @@ fn print_table(tests: &[Test], results: &[Vec<Result<TestResult, String>>], ceil
     }
 }
 
-/// Ours against passt, from the medians: at equal frames (both in the same mode, one pair),
-/// and each in its best mode (ours with offloads, passt at MTU 65520). Also how the pairs
-/// shared the bytes when there were several.
+/// Ratios of the medians: ours against passt at equal frames (both in the same mode, one pair)
+/// and each in its best mode (ours with offloads, passt at MTU 65520); the floor against passt
+/// and ours against the floor, mode by mode. Also how the pairs shared the bytes when there
+/// were several.
 fn print_ratios(tests: &[Test], results: &[Vec<Result<TestResult, String>>]) {
     let find = |target: Target, mode: Mode, pairs: u16, role: Role| {
         tests
@@ -1035,23 +1152,25 @@ fn print_ratios(tests: &[Test], results: &[Vec<Result<TestResult, String>>]) {
             .map(|k| Medians::of(&results[k]))
     };
     let mut lines = Vec::new();
-    let mut compare = |label: String, ours: Option<Medians<'_>>, passt: Option<Medians<'_>>| {
-        let (Some(ours), Some(passt)) = (ours, passt) else {
+    // `first` over `second`, both medians.
+    let mut compare = |label: String, first: Option<Medians<'_>>, second: Option<Medians<'_>>| {
+        let (Some(first), Some(second)) = (first, second) else {
             return;
         };
         let ratio_of = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
             _ => "-".into(),
         };
-        let ratio = |f: &dyn Fn(&TestResult) -> Option<f64>| ratio_of(ours.get(f), passt.get(f));
-        // Ours' kernel part against passt's whole: the least ours' CPU per GB could come to
-        // with its own code costing nothing, the system calls it makes staying the same.
+        let ratio = |f: &dyn Fn(&TestResult) -> Option<f64>| ratio_of(first.get(f), second.get(f));
+        // The first's kernel part against the second's whole: for ours against passt, the
+        // least ours' CPU per GB could come to with its own code costing nothing, the system
+        // calls it makes staying the same.
         let kernel_floor = ratio_of(
-            ours.get(|r| r.backend_kernel_per_gb()),
-            passt.get(|r| r.backend_per_gb()),
+            first.get(|r| r.backend_kernel_per_gb()),
+            second.get(|r| r.backend_per_gb()),
         );
         lines.push(format!(
-            "  {label:<44} Gbit/s {:>6}   pkts/s {:>6}   backend CPU per GB {:>6} (in the kernel \
+            "  {label:<58} Gbit/s {:>6}   pkts/s {:>6}   backend CPU per GB {:>6} (in the kernel \
              alone {:>6})",
             ratio(&|r| Some(r.gbit())),
             ratio(&|r| Some(r.frames_per_s())),
@@ -1060,21 +1179,39 @@ fn print_ratios(tests: &[Test], results: &[Vec<Result<TestResult, String>>]) {
         ));
     };
     for role in [Role::Send, Role::Receive] {
+        let dir = direction_label(role);
         for mode in [Mode::Plain, Mode::Mtu65520] {
             compare(
-                format!("equal frames, {} {}", mode.name(), direction_label(role)),
+                format!("ours / passt, equal frames, {} {dir}", mode.name()),
                 find(Target::Ours, mode, 1, role),
                 find(Target::Passt, mode, 1, role),
             );
         }
         compare(
-            format!("best modes (offload vs mtu65520) {}", direction_label(role)),
+            format!("ours / passt, best modes (offload vs mtu65520) {dir}"),
             find(Target::Ours, Mode::Offload, 1, role),
             find(Target::Passt, Mode::Mtu65520, 1, role),
         );
+        for mode in [Mode::Plain, Mode::Mtu65520] {
+            compare(
+                format!("floor / passt, {} {dir}", mode.name()),
+                find(Target::Floor, mode, 1, role),
+                find(Target::Passt, mode, 1, role),
+            );
+        }
+        for mode in [Mode::Offload, Mode::Plain, Mode::Mtu65520] {
+            compare(
+                format!("ours / floor, {} {dir}", mode.name()),
+                find(Target::Ours, mode, 1, role),
+                find(Target::Floor, mode, 1, role),
+            );
+        }
     }
     if !lines.is_empty() {
-        println!("ours / passt (medians, 1 queue pair):");
+        println!(
+            "ratios of medians, the first named over the second (1 queue pair; \"in the kernel \
+             alone\": the first's system time per GB over the second's whole CPU per GB):"
+        );
         for l in lines {
             println!("{l}");
         }
@@ -1150,8 +1287,8 @@ fn print_anomalies(tests: &[Test], results: &[Vec<Result<TestResult, String>>]) 
                             notes.push(format!("{what}: {n}"));
                         }
                     }
-                    if test.target == Target::Passt {
-                        // passt logs no counters.
+                    if test.target != Target::Ours {
+                        // passt logs no counters; the floor has none.
                     } else if let Some(s) = &r.backend_summary {
                         for name in [
                             "tcp.short_writes",

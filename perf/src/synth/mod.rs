@@ -14,10 +14,15 @@
 //! MSS-sized segments without offloads) or receives (mergeable buffers, GSO frames) for a fixed
 //! time; both ends check the bytes against a shared pattern.
 //!
+//! [`floor::run`] is the same host side with nothing in between: one thread makes the socket
+//! calls a backend makes for the flow, as if the guest took every byte at once, so that its CPU
+//! per GB says how much of a backend's cost those calls alone set.
+//!
 //! Everything runs on this machine's loopback. The driver and the peer are as cheap as they can
 //! be (no payload copies on the sending side, payload compared once on the receiving side), so
 //! that the numbers are the backend's; their own CPU time is reported beside it.
 
+pub mod floor;
 pub mod peer;
 pub mod ring;
 pub mod session;
