@@ -466,9 +466,9 @@ fn run(args: &Args) -> Result<bool, String> {
     if args.backends.contains(&Target::Floor) {
         println!(
             "floor     no backend: this program's own thread makes the host-side socket calls \
-             of the flow (recvmsg(MSG_PEEK) up to {FLOOR_FRAMES_PER_READ} frames then \
-             recv(MSG_TRUNC); sendmsg of up to {FLOOR_FRAMES_PER_WRITE} frames), as if the \
-             guest took every byte at once"
+             of the flow (recvmsg(MSG_PEEK|MSG_WAITALL) of up to {FLOOR_FRAMES_PER_READ} frames \
+             then recv(MSG_TRUNC); sendmsg of up to {FLOOR_FRAMES_PER_WRITE} frames), as if \
+             the guest took every byte at once"
         );
     }
     if args.backends.contains(&Target::Passt) {

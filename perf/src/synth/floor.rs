@@ -7,13 +7,18 @@
 //! * host→guest: `recvmsg(MSG_PEEK)` into the frames' receive buffers (the payload of a frame
 //!   spread over ring-sized buffers, the first one's start left for headers, cycling through a
 //!   ring's worth of them), then `recv(MSG_TRUNC)` of as many bytes, which drops them without a
-//!   copy: what a backend does once the guest has acknowledged them;
+//!   copy: what a backend does once the guest has acknowledged them. The peek waits for all the
+//!   bytes it asks for (`MSG_WAITALL`, up to a quarter of the receive buffer, for at most
+//!   [`PEEK_WAIT`]), so reads are full batches;
 //! * guest→host: `sendmsg` of frame-sized pieces of the stream, a batch of frames a call.
 //!
-//! Nothing else runs in that thread, so its CPU time per GB is what these calls cost on this
-//! kernel: the least any backend that makes them could cost, whatever its own code does. Acting
-//! on every byte at once makes the calls as large and as few as they can be; the figure is a
-//! floor, not an estimate of a backend.
+//! Nothing else runs in that thread (but a `getsockopt` of the buffer's size a read), so its
+//! CPU time per GB is what these calls cost on this kernel: about the least a backend that
+//! makes them could cost, whatever its own code does. Acting on every byte at once makes the
+//! calls as large and as few as they can be, and keeps the receive window open, so that a
+//! host→guest sender sends from its own calls; a backend behind a slower guest leaves the
+//! sender waiting for window and pays for its sending in the calls that open it. The figure is
+//! a floor, not an estimate of a backend.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::TcpStream;
@@ -167,6 +172,13 @@ fn retry<T>(mut call: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Resu
     }
 }
 
+/// The receive buffer the floor asks for where `net.core.rmem_max` allows it (the kernel
+/// doubles it for its own overhead).
+const RECEIVE_BUFFER: usize = 4 << 20;
+
+/// How long one peek waits for the bytes it asks for.
+const PEEK_WAIT: Duration = Duration::from_millis(1);
+
 /// Host→guest: peek into the next frames' buffers, then drop what was peeked.
 fn receive(
     config: &FloorConfig,
@@ -179,6 +191,24 @@ fn receive(
     let per_frame = pieces.len();
     let ring_frames = (config.rx_buffers / per_frame).max(1);
     let frames_per_call = config.frames_per_call.min(ring_frames);
+    // A fixed buffer of 8 MiB where `net.core.rmem_max` allows it (passt asks for the most it
+    // may have): larger than autotuning makes it early on, so reads are larger. Where it would
+    // be smaller than autotuning can make it, autotuning keeps it.
+    let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if rmem_max >= RECEIVE_BUFFER {
+        rustix::net::sockopt::set_socket_recv_buffer_size(stream, RECEIVE_BUFFER)
+            .map_err(|e| format!("floor: SO_RCVBUF: {e}"))?;
+    }
+    // A peek that waits for more than the receive buffer can queue would wait for ever, and
+    // small segments can fill its memory before the bytes asked for are in (each segment's
+    // whole allocation counts against it): one call asks for a quarter of the buffer at most,
+    // as the kernel sizes it now, and a wait that runs out returns what there is.
+    stream
+        .set_read_timeout(Some(PEEK_WAIT))
+        .map_err(|e| format!("floor: SO_RCVTIMEO: {e}"))?;
     let mut ring = vec![0u8; ring_frames * per_frame * config.rx_buffer];
     // Every frame's pieces in ring order, each at its buffer's start but the first, which
     // follows the headers.
@@ -191,18 +221,33 @@ fn receive(
     let mut dropped = vec![0u8; frames_per_call * config.frame_payload];
     let (mut frame, mut moved, mut calls) = (0usize, 0u64, 0u64);
     loop {
-        let frames = frames_per_call.min(ring_frames - frame);
+        let receive_buffer = rustix::net::sockopt::socket_recv_buffer_size(stream)
+            .map_err(|e| format!("floor: SO_RCVBUF: {e}"))?;
+        let frames = frames_per_call
+            .min(ring_frames - frame)
+            .min(receive_buffer / 4 / config.frame_payload)
+            .max(1);
         let these = &mut iov[frame * per_frame..(frame + frames) * per_frame];
-        let n = retry(|| {
+        let peeked = retry(|| {
             rustix::net::recvmsg(
                 stream,
                 these,
                 &mut RecvAncillaryBuffer::default(),
-                RecvFlags::PEEK,
+                RecvFlags::PEEK | RecvFlags::WAITALL,
             )
-        })
-        .map_err(|e| format!("floor: recvmsg(MSG_PEEK): {e}"))?
-        .bytes;
+        });
+        let n = match peeked {
+            Ok(r) => r.bytes,
+            // The wait ran out with nothing queued.
+            Err(rustix::io::Errno::AGAIN) => {
+                calls += 1;
+                if let Some(outcome) = interval.tick(moved, calls, &mut mark) {
+                    return Ok(outcome);
+                }
+                continue;
+            }
+            Err(e) => return Err(format!("floor: recvmsg(MSG_PEEK): {e}")),
+        };
         if n == 0 {
             return Err("floor: the peer closed the connection".into());
         }
