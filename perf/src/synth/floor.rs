@@ -105,11 +105,26 @@ pub fn run(
     let stream = TcpStream::connect(("127.0.0.1", config.port))
         .map_err(|e| format!("floor: connecting to the peer: {e}"))?;
     mark(Mark::Connected);
-    let interval = Interval::new(config);
+    let flow = Flow {
+        config,
+        pattern,
+        stream,
+        interval: Interval::new(config),
+        mark,
+    };
     match config.role {
-        Role::Receive => receive(config, pattern, &stream, interval, mark),
-        Role::Send => send(config, pattern, &stream, interval, mark),
+        Role::Receive => flow.receive(),
+        Role::Send => flow.send(),
     }
+}
+
+/// One run's flow: what it moves, its socket, and the marks it makes.
+struct Flow<'a, M: FnMut(Mark)> {
+    config: &'a FloorConfig,
+    pattern: &'a Pattern,
+    stream: TcpStream,
+    interval: Interval,
+    mark: M,
 }
 
 /// The virtio-net header and the frame's Ethernet, IPv4 and TCP headers, at the start of a
@@ -179,91 +194,119 @@ const RECEIVE_BUFFER: usize = 4 << 20;
 /// How long one peek waits for the bytes it asks for.
 const PEEK_WAIT: Duration = Duration::from_millis(1);
 
-/// Host→guest: peek into the next frames' buffers, then drop what was peeked.
-fn receive(
-    config: &FloorConfig,
-    pattern: &Pattern,
-    stream: &TcpStream,
-    mut interval: Interval,
-    mut mark: impl FnMut(Mark),
-) -> Result<FloorOutcome, String> {
-    let pieces = config.frame_pieces();
-    let per_frame = pieces.len();
-    let ring_frames = (config.rx_buffers / per_frame).max(1);
-    let frames_per_call = config.frames_per_call.min(ring_frames);
-    // A fixed buffer of 8 MiB where `net.core.rmem_max` allows it (passt asks for the most it
-    // may have): larger than autotuning makes it early on, so reads are larger. Where it would
-    // be smaller than autotuning can make it, autotuning keeps it.
-    let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    if rmem_max >= RECEIVE_BUFFER {
-        rustix::net::sockopt::set_socket_recv_buffer_size(stream, RECEIVE_BUFFER)
-            .map_err(|e| format!("floor: SO_RCVBUF: {e}"))?;
-    }
-    // A peek that waits for more than the receive buffer can queue would wait for ever, and
-    // small segments can fill its memory before the bytes asked for are in (each segment's
-    // whole allocation counts against it): one call asks for a quarter of the buffer at most,
-    // as the kernel sizes it now, and a wait that runs out returns what there is.
-    stream
-        .set_read_timeout(Some(PEEK_WAIT))
-        .map_err(|e| format!("floor: SO_RCVTIMEO: {e}"))?;
-    let mut ring = vec![0u8; ring_frames * per_frame * config.rx_buffer];
-    // Every frame's pieces in ring order, each at its buffer's start but the first, which
-    // follows the headers.
-    let mut iov: Vec<IoSliceMut<'_>> = Vec::with_capacity(ring_frames * per_frame);
-    for buffer in ring.chunks_mut(config.rx_buffer) {
-        let k = iov.len() % per_frame;
-        let at = if k == 0 { FRAME_HEADERS } else { 0 };
-        iov.push(IoSliceMut::new(&mut buffer[at..at + pieces[k]]));
-    }
-    let mut dropped = vec![0u8; frames_per_call * config.frame_payload];
-    let (mut frame, mut moved, mut calls) = (0usize, 0u64, 0u64);
-    loop {
-        let receive_buffer = rustix::net::sockopt::socket_recv_buffer_size(stream)
-            .map_err(|e| format!("floor: SO_RCVBUF: {e}"))?;
-        let frames = frames_per_call
-            .min(ring_frames - frame)
-            .min(receive_buffer / 4 / config.frame_payload)
-            .max(1);
-        let these = &mut iov[frame * per_frame..(frame + frames) * per_frame];
-        let peeked = retry(|| {
-            rustix::net::recvmsg(
-                stream,
-                these,
-                &mut RecvAncillaryBuffer::default(),
-                RecvFlags::PEEK | RecvFlags::WAITALL,
-            )
-        });
-        let n = match peeked {
-            Ok(r) => r.bytes,
-            // The wait ran out with nothing queued.
-            Err(rustix::io::Errno::AGAIN) => {
-                calls += 1;
-                if let Some(outcome) = interval.tick(moved, calls, &mut mark) {
-                    return Ok(outcome);
+impl<M: FnMut(Mark)> Flow<'_, M> {
+    /// Host→guest: peek into the next frames' buffers, then drop what was peeked.
+    fn receive(mut self) -> Result<FloorOutcome, String> {
+        let (config, pattern, stream) = (self.config, self.pattern, &self.stream);
+        let pieces = config.frame_pieces();
+        let per_frame = pieces.len();
+        let ring_frames = (config.rx_buffers / per_frame).max(1);
+        let frames_per_call = config.frames_per_call.min(ring_frames);
+        // A fixed buffer of 8 MiB where `net.core.rmem_max` allows it (passt asks for the most it
+        // may have): larger than autotuning makes it early on, so reads are larger. Where it would
+        // be smaller than autotuning can make it, autotuning keeps it.
+        let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if rmem_max >= RECEIVE_BUFFER {
+            rustix::net::sockopt::set_socket_recv_buffer_size(stream, RECEIVE_BUFFER)
+                .map_err(|e| format!("floor: SO_RCVBUF: {e}"))?;
+        }
+        // A peek that waits for more than the receive buffer can queue would wait for ever, and
+        // small segments can fill its memory before the bytes asked for are in (each segment's
+        // whole allocation counts against it): one call asks for a quarter of the buffer at most,
+        // as the kernel sizes it now, and a wait that runs out returns what there is.
+        stream
+            .set_read_timeout(Some(PEEK_WAIT))
+            .map_err(|e| format!("floor: SO_RCVTIMEO: {e}"))?;
+        let mut ring = vec![0u8; ring_frames * per_frame * config.rx_buffer];
+        // Every frame's pieces in ring order, each at its buffer's start but the first, which
+        // follows the headers.
+        let mut iov: Vec<IoSliceMut<'_>> = Vec::with_capacity(ring_frames * per_frame);
+        for buffer in ring.chunks_mut(config.rx_buffer) {
+            let k = iov.len() % per_frame;
+            let at = if k == 0 { FRAME_HEADERS } else { 0 };
+            iov.push(IoSliceMut::new(&mut buffer[at..at + pieces[k]]));
+        }
+        let mut dropped = vec![0u8; frames_per_call * config.frame_payload];
+        let (mut frame, mut moved, mut calls) = (0usize, 0u64, 0u64);
+        loop {
+            let receive_buffer = rustix::net::sockopt::socket_recv_buffer_size(stream)
+                .map_err(|e| format!("floor: SO_RCVBUF: {e}"))?;
+            let frames = frames_per_call
+                .min(ring_frames - frame)
+                .min(receive_buffer / 4 / config.frame_payload)
+                .max(1);
+            let these = &mut iov[frame * per_frame..(frame + frames) * per_frame];
+            let peeked = retry(|| {
+                rustix::net::recvmsg(
+                    stream,
+                    these,
+                    &mut RecvAncillaryBuffer::default(),
+                    RecvFlags::PEEK | RecvFlags::WAITALL,
+                )
+            });
+            let n = match peeked {
+                Ok(r) => r.bytes,
+                // The wait ran out with nothing queued.
+                Err(rustix::io::Errno::AGAIN) => {
+                    calls += 1;
+                    if let Some(outcome) = self.interval.tick(moved, calls, &mut self.mark) {
+                        return Ok(outcome);
+                    }
+                    continue;
                 }
-                continue;
+                Err(e) => return Err(format!("floor: recvmsg(MSG_PEEK): {e}")),
+            };
+            if n == 0 {
+                return Err("floor: the peer closed the connection".into());
             }
-            Err(e) => return Err(format!("floor: recvmsg(MSG_PEEK): {e}")),
-        };
-        if n == 0 {
-            return Err("floor: the peer closed the connection".into());
+            if moved < CHECKED_BYTES {
+                check(these, n, moved, pattern)?;
+            }
+            let (_, gone) =
+                retry(|| rustix::net::recv(stream, &mut dropped[..n], RecvFlags::TRUNC))
+                    .map_err(|e| format!("floor: recv(MSG_TRUNC): {e}"))?;
+            if gone != n {
+                return Err(format!("floor: dropped {gone} of the {n} bytes peeked"));
+            }
+            moved += n as u64;
+            calls += 2;
+            frame = (frame + n.div_ceil(config.frame_payload)) % ring_frames;
+            if let Some(outcome) = self.interval.tick(moved, calls, &mut self.mark) {
+                return Ok(outcome);
+            }
         }
-        if moved < CHECKED_BYTES {
-            check(these, n, moved, pattern)?;
-        }
-        let (_, gone) = retry(|| rustix::net::recv(stream, &mut dropped[..n], RecvFlags::TRUNC))
-            .map_err(|e| format!("floor: recv(MSG_TRUNC): {e}"))?;
-        if gone != n {
-            return Err(format!("floor: dropped {gone} of the {n} bytes peeked"));
-        }
-        moved += n as u64;
-        calls += 2;
-        frame = (frame + n.div_ceil(config.frame_payload)) % ring_frames;
-        if let Some(outcome) = interval.tick(moved, calls, &mut mark) {
-            return Ok(outcome);
+    }
+
+    /// Guest→host: frame-sized pieces of the stream, a batch a call.
+    fn send(mut self) -> Result<FloorOutcome, String> {
+        let (config, pattern, stream) = (self.config, self.pattern, &self.stream);
+        let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(config.frames_per_call);
+        let (mut sent, mut calls) = (0u64, 0u64);
+        loop {
+            iov.clear();
+            iov.extend((0..config.frames_per_call).map(|i| {
+                IoSlice::new(pattern.slice(
+                    sent + (i * config.frame_payload) as u64,
+                    config.frame_payload,
+                ))
+            }));
+            let n = retry(|| {
+                rustix::net::sendmsg(
+                    stream,
+                    &iov,
+                    &mut SendAncillaryBuffer::default(),
+                    SendFlags::NOSIGNAL,
+                )
+            })
+            .map_err(|e| format!("floor: sendmsg: {e}"))?;
+            sent += n as u64;
+            calls += 1;
+            if let Some(outcome) = self.interval.tick(sent, calls, &mut self.mark) {
+                return Ok(outcome);
+            }
         }
     }
 }
@@ -289,41 +332,6 @@ fn check(iov: &[IoSliceMut<'_>], n: usize, offset: u64, pattern: &Pattern) -> Re
         }
     }
     Ok(())
-}
-
-/// Guest→host: frame-sized pieces of the stream, a batch a call.
-fn send(
-    config: &FloorConfig,
-    pattern: &Pattern,
-    stream: &TcpStream,
-    mut interval: Interval,
-    mut mark: impl FnMut(Mark),
-) -> Result<FloorOutcome, String> {
-    let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(config.frames_per_call);
-    let (mut sent, mut calls) = (0u64, 0u64);
-    loop {
-        iov.clear();
-        iov.extend((0..config.frames_per_call).map(|i| {
-            IoSlice::new(pattern.slice(
-                sent + (i * config.frame_payload) as u64,
-                config.frame_payload,
-            ))
-        }));
-        let n = retry(|| {
-            rustix::net::sendmsg(
-                stream,
-                &iov,
-                &mut SendAncillaryBuffer::default(),
-                SendFlags::NOSIGNAL,
-            )
-        })
-        .map_err(|e| format!("floor: sendmsg: {e}"))?;
-        sent += n as u64;
-        calls += 1;
-        if let Some(outcome) = interval.tick(sent, calls, &mut mark) {
-            return Ok(outcome);
-        }
-    }
 }
 
 #[cfg(test)]
