@@ -656,17 +656,7 @@ fn drive(
 ) -> Result<TestResult, String> {
     let netns = running.netns();
     let peers = (0..test.pairs)
-        .map(|_| {
-            Peer::start(
-                match test.role {
-                    Role::Send => PeerRole::Sink {
-                        verify: !args.no_verify,
-                    },
-                    Role::Receive => PeerRole::Source,
-                },
-                netns.as_deref(),
-            )
-        })
+        .map(|_| Peer::start(peer_role(test.role, args), netns.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
     let mut device = Device::connect(
         running.socket(),
@@ -785,15 +775,7 @@ fn run_floor(
     test: &Test,
     ticks: u64,
 ) -> Result<TestResult, String> {
-    let peer = Peer::start(
-        match test.role {
-            Role::Send => PeerRole::Sink {
-                verify: !args.no_verify,
-            },
-            Role::Receive => PeerRole::Source,
-        },
-        None,
-    )?;
+    let peer = Peer::start(peer_role(test.role, args), None)?;
     let frame_payload = match test.mode {
         Mode::Offload => args.tso_payload,
         Mode::Plain | Mode::Mtu65520 => usize::from(test.mode.mss()),
@@ -835,18 +817,14 @@ fn run_floor(
         Role::Send => s1.peer_bytes - s0.peer_bytes,
         Role::Receive => outcome.end.1 - outcome.start.1,
     };
-    let diff = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
-    let cpu = diff(
-        s0.backend.map(|(u, s)| u + s),
-        s1.backend.map(|(u, s)| u + s),
-    );
+    let (cpu, kernel_cpu) = backend_cpu_between(s0, s1);
     Ok(TestResult {
         seconds: (outcome.end.0 - outcome.start.0).as_secs_f64(),
         bytes,
         // Frames of the mode's size that many bytes would have been.
         frames: bytes / frame_payload as u64,
         backend_cpu: cpu,
-        backend_kernel_cpu: diff(s0.backend.map(|(_, s)| s), s1.backend.map(|(_, s)| s)),
+        backend_kernel_cpu: kernel_cpu,
         backend_busiest: cpu,
         backend_threads: cpu.into_iter().collect(),
         driver_cpu: None,
@@ -859,6 +837,29 @@ fn run_floor(
         backend_mss: None,
         backend_summary: None,
     })
+}
+
+/// What the host thread does in a test of `role`: check what the guest sends, or send.
+fn peer_role(role: Role, args: &Args) -> PeerRole {
+    match role {
+        Role::Send => PeerRole::Sink {
+            verify: !args.no_verify,
+        },
+        Role::Receive => PeerRole::Source,
+    }
+}
+
+/// `b - a`, when both were read.
+fn diff(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    Some(b? - a?)
+}
+
+/// The backend's CPU seconds between two samples: (user + system, system).
+fn backend_cpu_between(a: &Sample, b: &Sample) -> (Option<f64>, Option<f64>) {
+    (
+        diff(a.backend.map(|(u, s)| u + s), b.backend.map(|(u, s)| u + s)),
+        diff(a.backend.map(|(_, s)| s), b.backend.map(|(_, s)| s)),
+    )
 }
 
 /// Lets the pairs' sessions start their warm-up together once all are connected (or after
@@ -888,12 +889,12 @@ impl Together {
 /// Adds up the pairs' figures. The interval is the first pair's (all start together); each
 /// pair's bytes are its own interval's.
 fn combine(pairs: &[PairResult], role: Role) -> TestResult {
-    let diff = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
     let sum = |v: Vec<Option<f64>>| v.into_iter().sum::<Option<f64>>();
     let first = &pairs[0];
     let [s0, s1] = &first.samples;
     let (t0, _) = first.outcome.start;
     let (t1, _) = first.outcome.end;
+    let (backend_cpu, backend_kernel_cpu) = backend_cpu_between(s0, s1);
     let pair_bytes: Vec<u64> = pairs
         .iter()
         .map(|p| {
@@ -922,11 +923,8 @@ fn combine(pairs: &[PairResult], role: Role) -> TestResult {
         seconds: (t1 - t0).as_secs_f64(),
         bytes: pair_bytes.iter().sum(),
         frames: interval.data_frames,
-        backend_cpu: diff(
-            s0.backend.map(|(u, s)| u + s),
-            s1.backend.map(|(u, s)| u + s),
-        ),
-        backend_kernel_cpu: diff(s0.backend.map(|(_, s)| s), s1.backend.map(|(_, s)| s)),
+        backend_cpu,
+        backend_kernel_cpu,
         backend_busiest: busiest_thread(&s0.backend_threads, &s1.backend_threads),
         backend_threads: thread_deltas(&s0.backend_threads, &s1.backend_threads),
         driver_cpu: sum(pairs
