@@ -14,6 +14,7 @@
 pub mod connrate;
 pub mod echo;
 pub mod procs;
+pub mod profile;
 pub mod svg;
 pub mod synth;
 
