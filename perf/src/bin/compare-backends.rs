@@ -314,17 +314,22 @@ struct Test {
     guest_cpu: Option<GuestCpu>,
     /// A connection-rate test's result, or what went wrong.
     conn: Result<Rate, String>,
-    /// The guest's TCP drop and retransmission counters that moved during the test.
-    guest_tcp: Vec<(String, u64)>,
+    /// The guest's TCP and UDP drop and retransmission counters that moved during the test.
+    guest_drops: Vec<(String, u64)>,
 }
 
-/// The guest's TCP counters (`/proc/net/netstat`, `/proc/net/snmp`) the report shows: where it
-/// dropped what a backend sent it (receive memory, pruning), and its own retransmissions. An
-/// awk pattern.
-const GUEST_TCP_COUNTERS: &str = "^(TCPRcvQDrop|TCPOFODrop|TCPZeroWindowDrop|TCPBacklogDrop|PruneCalled|TCPMemoryPressures|RetransSegs|TCPTimeouts)$";
+/// The guest's counters (`/proc/net/netstat`, `/proc/net/snmp`; the UDP ones prefixed `Udp`)
+/// the report shows: where it dropped what a backend sent it (TCP receive memory, pruning; a
+/// full UDP socket), and its own TCP retransmissions. An awk pattern.
+const GUEST_DROP_COUNTERS: &str = "^(TCPRcvQDrop|TCPOFODrop|TCPZeroWindowDrop|TCPBacklogDrop|PruneCalled|TCPMemoryPressures|RetransSegs|TCPTimeouts|UdpInErrors|UdpRcvbufErrors)$";
 
-/// The counters of a `gtcp K: NAME=DELTA ...` line.
-fn guest_tcp(line: &str) -> Vec<(String, u64)> {
+/// An awk program that prints the guest's TCP and UDP counters a line each, `NAME VALUE`, from
+/// `/proc/net/netstat` and `/proc/net/snmp` (each table a line of names, then one of values).
+/// UDP's get the prefix `Udp`: their names (`InErrors`) are also other tables'.
+const GUEST_COUNTER_LINES: &str = r#"/^Tcp/ || /^Udp:/ { if (!h[$1]) { split($0, k); h[$1] = 1 } else for (i = 2; i <= NF; i++) print ($1 == "Udp:" ? "Udp" : "") k[i], $i }"#;
+
+/// The counters of a `gdrops K: NAME=DELTA ...` line.
+fn guest_drops(line: &str) -> Vec<(String, u64)> {
     line.split_whitespace()
         .filter_map(|pair| {
             let (name, value) = pair.split_once('=')?;
@@ -628,7 +633,7 @@ fn run(args: &Args) -> Result<bool, String> {
     println!();
     print_queues(&results);
     print_threads(&results);
-    print_guest_tcp(&results);
+    print_guest_drops(&results);
     println!(
         "\nload avg  {end_load} (at the end; total {:.0?})",
         started.elapsed()
@@ -1072,9 +1077,9 @@ fn measure(kind: Kind, env: &Env) -> Result<Measured, String> {
                     guest: tagged("rr").next().map(|rest| format!("guest: {rest}")),
                 },
                 guest_cpu: tagged("gcpu").find_map(|l| guest_cpu(&l)),
-                guest_tcp: tagged("gtcp")
+                guest_drops: tagged("gdrops")
                     .next()
-                    .map_or_else(Vec::new, |l| guest_tcp(&l)),
+                    .map_or_else(Vec::new, |l| guest_drops(&l)),
                 conn,
             }
         })
@@ -1169,7 +1174,7 @@ const RECEIVED_SHARE: &str = "m() { r=$(awk -v p=$2 '/receiver/ { for (i = 1; i 
 /// -P 16 only the `[SUM]` lines) and `gcpu K: BUSY TOTAL BUSY TOTAL`, the guest's CPU ticks
 /// (busy: all but idle and iowait) before and after; a latency test runs `nc GATEWAY PORT -e
 /// cat` (cat echoes on the socket until the host closes it) and reports `rr K: rc=STATUS`;
-/// iperf3 tests also report `gtcp K: NAME=DELTA ...`, the [`GUEST_TCP_COUNTERS`] that moved; a
+/// iperf3 tests also report `gdrops K: NAME=DELTA ...`, the [`GUEST_DROP_COUNTERS`] that moved; a
 /// connection-rate test runs the tool from fw_cfg and reports `connrate K: ITS LINE`. Last,
 /// the vCPUs and the per-queue packet counters of `ethtool -S eth0`.
 fn guest_script(plan: &[TestKind], servers: &[Server], args: &Args) -> String {
@@ -1178,9 +1183,9 @@ fn guest_script(plan: &[TestKind], servers: &[Server], args: &Args) -> String {
         "echo {}\n\
          g() {{ awk '/^cpu / {{ print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9 }}' /proc/stat; }}\n\
          mkdir -p /tmp\n\
-         n() {{ awk '/^Tcp/ {{ if (!h[$1]) {{ split($0, k); h[$1] = 1 }} else for (i = 2; i <= NF; i++) print k[i], $i }}' /proc/net/netstat /proc/net/snmp; }}\n\
+         n() {{ awk '{GUEST_COUNTER_LINES}' /proc/net/netstat /proc/net/snmp; }}\n\
          t() {{ k=$1; s=$2; shift 2; a=$(g); n > /tmp/n.$k; timeout {limit} iperf3 -c {GATEWAY} -f m -t {seconds} \"$@\" > /tmp/i.$k 2>&1; \
-         b=$(g); n | awk 'NR == FNR {{ a[$1] = $2; next }} $1 ~ /{GUEST_TCP_COUNTERS}/ && $2 - a[$1] > 0 {{ printf \"%s=%d \", $1, $2 - a[$1] }} END {{ print \"\" }}' /tmp/n.$k - | sed \"s/^/gtcp $k: /\"; awk -v k=\"$k\" -v s=\"$s\" '(/sender|receiver/ && (s == 0 || /SUM/)) || /error/ {{ print \"iperf \" k \": \" $0 }}' /tmp/i.$k; \
+         b=$(g); n | awk 'NR == FNR {{ a[$1] = $2; next }} $1 ~ /{GUEST_DROP_COUNTERS}/ && $2 - a[$1] > 0 {{ printf \"%s=%d \", $1, $2 - a[$1] }} END {{ print \"\" }}' /tmp/n.$k - | sed \"s/^/gdrops $k: /\"; awk -v k=\"$k\" -v s=\"$s\" '(/sender|receiver/ && (s == 0 || /SUM/)) || /error/ {{ print \"iperf \" k \": \" $0 }}' /tmp/i.$k; \
          echo \"gcpu $k: $a $b\"; }}\n\
          {RECEIVED_SHARE}\n\
          r() {{ timeout 120 nc {GATEWAY} $2 -e cat; echo \"rr $1: rc=$?\"; }}\n\
@@ -1713,17 +1718,18 @@ fn print_threads(results: &[Measured]) {
     });
 }
 
-/// Per backend and iperf3 test, the guest's TCP drops and retransmissions, summed over the
-/// runs: a test whose guest ran out of receive memory shows it here.
-fn print_guest_tcp(results: &[Measured]) {
-    let title = "guest TCP drops and retransmissions (summed over the runs)";
+/// Per backend and iperf3 test, the guest's TCP and UDP drops and TCP retransmissions, summed
+/// over the runs: a test whose guest ran out of receive memory, or whose UDP socket
+/// overflowed, shows it here.
+fn print_guest_drops(results: &[Measured]) {
+    let title = "guest drops and retransmissions, TCP and UDP (summed over the runs)";
     print_per_test(results, title, "; ", |m, load, direction| {
         let mut sums: Vec<(String, u64)> = Vec::new();
         let runs = m
             .tests
             .iter()
             .filter(|t| t.kind == TestKind::Iperf(load, direction));
-        for (name, value) in runs.flat_map(|t| &t.guest_tcp) {
+        for (name, value) in runs.flat_map(|t| &t.guest_drops) {
             match sums.iter_mut().find(|(n, _)| n == name) {
                 Some((_, sum)) => *sum += value,
                 None => sums.push((name.clone(), *value)),
@@ -1903,29 +1909,43 @@ fn write_svg(path: &Path, results: &[Measured], args: &Args, end_load: &str) -> 
 mod tests {
     use super::*;
 
-    /// The guest's awk keeps the drop counters, not their look-alikes, and the report reads
-    /// its line back.
+    /// The guest's awk lists TCP's and UDP's counters (UDP's prefixed), keeps the drop
+    /// counters, not their look-alikes, and the report reads its line back.
     #[test]
-    fn guest_tcp_counters_are_picked_and_read_back() {
-        let program = format!("$1 ~ /{GUEST_TCP_COUNTERS}/ {{ printf \"%s=%d \", $1, $2 }}");
-        let mut awk = std::process::Command::new("awk")
-            .arg(program)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let input = "TCPRcvQDrop 5\nTCPMemoryPressuresChrono 700\nTCPMemoryPressures 3\n\
-                     RetransSegs 9\nOutSegs 100\nPruneCalled 2\n";
-        std::io::Write::write_all(awk.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
-        let out = awk.wait_with_output().unwrap();
-        let line = String::from_utf8(out.stdout).unwrap();
+    fn guest_drop_counters_are_picked_and_read_back() {
+        let awk = |program: &str, input: &str| {
+            let mut awk = std::process::Command::new("awk")
+                .arg(program)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::io::Write::write_all(awk.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+            String::from_utf8(awk.wait_with_output().unwrap().stdout).unwrap()
+        };
+        let snmp = "Tcp: RtoAlgorithm RetransSegs InErrs\nTcp: 1 9 0\n\
+                    Udp: InDatagrams InErrors RcvbufErrors\nUdp: 100 4 4\n\
+                    UdpLite: InDatagrams InErrors RcvbufErrors\nUdpLite: 0 7 7\n\
+                    TcpExt: TCPRcvQDrop TCPMemoryPressuresChrono TCPMemoryPressures PruneCalled\n\
+                    TcpExt: 5 700 3 2\n";
+        let lines = awk(GUEST_COUNTER_LINES, snmp);
+        assert_eq!(
+            lines,
+            "RtoAlgorithm 1\nRetransSegs 9\nInErrs 0\nUdpInDatagrams 100\nUdpInErrors 4\n\
+             UdpRcvbufErrors 4\nTCPRcvQDrop 5\nTCPMemoryPressuresChrono 700\n\
+             TCPMemoryPressures 3\nPruneCalled 2\n"
+        );
+        let program = format!("$1 ~ /{GUEST_DROP_COUNTERS}/ {{ printf \"%s=%d \", $1, $2 }}");
+        let line = awk(&program, &lines);
         let expected = [
+            ("RetransSegs", 9),
+            ("UdpInErrors", 4),
+            ("UdpRcvbufErrors", 4),
             ("TCPRcvQDrop", 5),
             ("TCPMemoryPressures", 3),
-            ("RetransSegs", 9),
             ("PruneCalled", 2),
         ];
-        let got = guest_tcp(&line);
+        let got = guest_drops(&line);
         let got: Vec<(&str, u64)> = got.iter().map(|(n, v)| (n.as_str(), *v)).collect();
         assert_eq!(got, expected, "{line}");
     }
