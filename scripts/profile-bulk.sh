@@ -34,7 +34,9 @@ TARGET=${CARGO_TARGET_DIR:-target}
 mkdir -p "$TARGET/perf"
 DATA=$TARGET/perf/profile-$BACKEND-$DIRECTION.data
 REPORT=$(mktemp /tmp/vnu-profile.XXXXXX)
-trap 'rm -f "$REPORT"' EXIT
+RECORDER=
+# The recorder would otherwise wait minutes for a test that a failed run never starts.
+trap 'rm -f "$REPORT"; [ -z "$RECORDER" ] || kill "$RECORDER" 2> /dev/null || true' EXIT
 
 # Waits for the backend, then for the host iperf3 of the direction to move more than 50 MB
 # in a second, and records the backend.
@@ -68,6 +70,7 @@ record &
 RECORDER=$!
 "$TARGET/release/compare-backends" --only "$BACKEND" --tests bulk --runs 1 --time 20 > "$REPORT"
 wait "$RECORDER"
+RECORDER=
 LINE=$(grep -E "^$BACKEND +$ROW Mbit/s" "$REPORT" || true)
 [ -n "$LINE" ] || { cat "$REPORT" >&2; echo "profile-bulk.sh: no $ROW row" >&2; exit 1; }
 echo "$LINE"
